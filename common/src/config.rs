@@ -1,0 +1,347 @@
+//! The configuration file: one TOML file read by all three binaries, each
+//! taking its own section, with the receivers and routing rules shared.
+//!
+//! Errors name the file and line and say what to change. Secrets in header
+//! values are read from an environment variable or a file at start-up, so
+//! the configuration itself can be world-readable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file. Unknown keys are errors, so a typo never silently turns
+/// into a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Spool root, used when `--spool` is not given.
+    pub spool: Option<PathBuf>,
+    #[serde(default)]
+    pub sender: SenderSection,
+    #[serde(default)]
+    pub receivers: BTreeMap<String, Spanned<ReceiverConfig>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+    /// Read by the collector; kept as raw TOML here so this crate does not
+    /// need to know its shape.
+    pub collector: Option<toml::Table>,
+    /// Read by the reporter.
+    pub reporter: Option<toml::Table>,
+}
+
+/// `[sender]`: how the sender schedules, retries and stores.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderSection {
+    /// Requests in flight at once, over all receivers.
+    pub concurrency: usize,
+    /// Give up on a file after this many attempts (0: no limit).
+    pub max_attempts: u32,
+    /// Give up on a file this long after its first attempt.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a receiver's circuit.
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_max: Duration,
+    /// Delete delivered files instead of moving them to `done/`.
+    pub delete_delivered: bool,
+    /// fsync folders after each transition (see docs/spool.md).
+    pub fsync: bool,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Full rescan of `incoming/` as a safety net for missed notifications.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+}
+
+impl Default for SenderSection {
+    fn default() -> Self {
+        SenderSection {
+            concurrency: 256,
+            max_attempts: 0,
+            max_age: Duration::from_secs(24 * 3600),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            breaker_failures: 5,
+            breaker_open_initial: Duration::from_secs(5),
+            breaker_open_max: Duration::from_secs(300),
+            delete_delivered: false,
+            fsync: false,
+            grace: Duration::from_secs(10),
+            rescan_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Post,
+    Put,
+}
+
+/// `[receivers.NAME]`: one receiving service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// May hold `{name}` placeholders filled from a regex route's named
+    /// captures (percent-encoded), and `{filename}` for the original name.
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: Method,
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValue>,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default = "yes")]
+    pub gzip: bool,
+    #[serde(default = "default_gzip_level")]
+    pub gzip_level: u32,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Requests in flight at once to this receiver.
+    #[serde(default = "default_receiver_concurrency")]
+    pub concurrency: usize,
+    /// Status codes retried in addition to 408, 425, 429 and every 5xx.
+    #[serde(default)]
+    pub retry_statuses: Vec<u16>,
+    /// Extra CA certificates (PEM) to trust, e.g. an internal CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A header value: literal text, or a secret read at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    Literal(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+fn default_method() -> Method {
+    Method::Post
+}
+fn default_content_type() -> String {
+    "application/octet-stream".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_gzip_level() -> u32 {
+    6
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn default_receiver_concurrency() -> usize {
+    64
+}
+
+impl ReceiverConfig {
+    /// A receiver with every setting at its default.
+    pub fn for_url(url: impl Into<String>) -> ReceiverConfig {
+        ReceiverConfig {
+            url: url.into(),
+            method: default_method(),
+            headers: BTreeMap::new(),
+            content_type: default_content_type(),
+            gzip: true,
+            gzip_level: default_gzip_level(),
+            timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
+            concurrency: default_receiver_concurrency(),
+            retry_statuses: Vec::new(),
+            ca_file: None,
+        }
+    }
+}
+
+/// `[[routes]]`: files whose original name matches go to `receiver`. Rules
+/// are tried in order; the first match wins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub glob: Option<String>,
+    pub regex: Option<String>,
+    pub receiver: Spanned<String>,
+}
+
+/// A configuration problem, with the file and line where it is.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A parsed file and its text, for turning spans into line numbers.
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    text: String,
+}
+
+impl Loaded {
+    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: Some(line_of(&self.text, span.start)),
+            message: message.into(),
+        }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read configuration: {e}"),
+    })?;
+    parse(path, text)
+}
+
+/// Parses configuration text; `path` is only used in messages.
+pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
+    match toml::from_str::<Config>(&text) {
+        Ok(config) => Ok(Loaded {
+            config,
+            path: path.to_path_buf(),
+            text,
+        }),
+        Err(e) => Err(ConfigError {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_of(&text, s.start)),
+            message: e.message().to_string(),
+        }),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl HeaderValue {
+    /// The value to send, reading secrets from the environment or a file.
+    /// Trailing newlines of a secret file are dropped.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            HeaderValue::Literal(s) => Ok(s.clone()),
+            HeaderValue::Env { env } => std::env::var(env)
+                .map_err(|_| format!("environment variable {env} is not set (or not UTF-8)")),
+            HeaderValue::File { file } => std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
+        parse(Path::new("test.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_full_file_parses_with_defaults_filled_in() {
+        let loaded = parse_str(
+            r#"
+spool = "/var/spool/spoolpost"
+[sender]
+concurrency = 32
+max_age = "2h"
+
+[receivers.orders]
+url = "https://example.com/in/{tenant}"
+method = "PUT"
+headers = { Authorization = { env = "TOKEN" }, X-Host = "h1" }
+
+[[routes]]
+regex = '^(?<tenant>[a-z]+)-'
+receiver = "orders"
+"#,
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.sender.concurrency, 32);
+        assert_eq!(c.sender.max_age, Duration::from_secs(7200));
+        assert_eq!(c.sender.backoff_max, Duration::from_secs(300));
+        let orders = c.receivers["orders"].get_ref();
+        assert_eq!(orders.method, Method::Put);
+        assert!(orders.gzip);
+        assert!(matches!(
+            orders.headers["Authorization"],
+            HeaderValue::Env { .. }
+        ));
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse_str("[sender]\nconcurrency = 1\nconcurency = 2\n")
+            .err()
+            .unwrap();
+        assert_eq!(err.line, Some(3));
+        assert!(err.to_string().starts_with("test.toml:3: "), "{err}");
+        assert!(err.message.contains("concurency"), "{err}");
+
+        let err = parse_str("[sender]\nmax_age = \"soon\"\n").err().unwrap();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let v = HeaderValue::File { file };
+        assert_eq!(v.resolve().unwrap(), "s3cret");
+        let v = HeaderValue::Env {
+            env: "SPOOLPOST_SURELY_UNSET_VAR".into(),
+        };
+        assert!(
+            v.resolve()
+                .unwrap_err()
+                .contains("SPOOLPOST_SURELY_UNSET_VAR")
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Event lines: one JSON object per line for each thing that happened to a
+//! file (collected, delivered, rejected, retried, expired). They go to stdout
+//! or a file for the reporter and for whatever else reads them; diagnostics
+//! go to stderr through `tracing`, never here.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The collector put a file into `incoming/`.
+    Collected,
+    /// A 2xx answer: the file went to `done/` (or was deleted).
+    Delivered,
+    /// A permanent failure: the file went to `error/`.
+    Rejected,
+    /// A temporary failure: the file went back to `incoming/` to wait.
+    Retry,
+    /// Retries ran out: the file went to `error/`.
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 with milliseconds, UTC.
+    pub time: String,
+    pub event: EventKind,
+    /// The original file name (invalid UTF-8 replaced).
+    pub file: String,
+    /// The name in the spool after this event.
+    pub spool_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Bytes read from the file.
+    pub bytes_read: u64,
+    /// Bytes put on the wire as the request body (after gzip).
+    pub bytes_sent: u64,
+    /// Time from the request's start to its answer or failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Which attempt this was, counting from 1 (0 for collector events).
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For collector events: the path the file was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Writes event lines from a background thread, so a slow reader of stdout
+/// never blocks delivery. Lines queued together are written together and
+/// flushed once. If the reader goes away (a closed pipe), events stop and
+/// the work goes on: losing the log of an outcome loses no file.
+pub struct EventSink {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl EventSink {
+    /// `None` or `-` means stdout; otherwise the file is appended to.
+    pub fn open(path: Option<&Path>) -> io::Result<EventSink> {
+        let out: Box<dyn Write + Send> = match path {
+            None => Box::new(io::stdout()),
+            Some(p) if p == Path::new("-") => Box::new(io::stdout()),
+            Some(p) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot open events file {}: {e}", p.display()),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Self::spawn(out))
+    }
+
+    /// A sink that drops every event.
+    pub fn discard() -> EventSink {
+        EventSink {
+            tx: None,
+            writer: None,
+        }
+    }
+
+    fn spawn(out: Box<dyn Write + Send>) -> EventSink {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let writer = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out)))
+            .expect("cannot start the event writer thread");
+        EventSink {
+            tx: Some(tx),
+            writer: Some(writer),
+        }
+    }
+
+    pub fn emit(&self, event: &Event) {
+        if let Some(tx) = &self.tx {
+            let mut line = serde_json::to_vec(event).expect("events always serialize");
+            line.push(b'\n');
+            let _ = tx.send(line);
+        }
+    }
+
+    /// Writes what is queued and stops the writer.
+    pub fn finish(mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn write_lines(rx: mpsc::Receiver<Vec<u8>>, mut out: BufWriter<Box<dyn Write + Send>>) {
+    while let Ok(line) = rx.recv() {
+        let mut result = out.write_all(&line);
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(line) => result = out.write_all(&line),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                tracing::info!("event reader went away; no more event lines will be written");
+            } else {
+                tracing::error!(error = %e, "cannot write event lines; no more will be written");
+            }
+            // Keep draining so senders never block on a full channel.
+            while rx.recv().is_ok() {}
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_one_json_object_per_line_and_skip_empty_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let sink = EventSink::open(Some(&path)).unwrap();
+        let event = Event {
+            time: rfc3339(SystemTime::UNIX_EPOCH),
+            event: EventKind::Delivered,
+            file: "a\nb".into(),
+            spool_name: "a\nb~sp.k0".into(),
+            key: None,
+            receiver: Some("r".into()),
+            status: Some(200),
+            bytes_read: 3,
+            bytes_sent: 20,
+            latency_ms: Some(1.5),
+            attempt: 1,
+            error: None,
+            source: None,
+        };
+        sink.emit(&event);
+        sink.emit(&event);
+        sink.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(!lines[0].contains("\"key\""));
+        assert_eq!(serde_json::from_str::<Event>(lines[1]).unwrap(), event);
+        assert!(lines[0].starts_with(r#"{"time":"1970-01-01T00:00:00.000Z","event":"delivered""#));
+    }
+}

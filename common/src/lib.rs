@@ -1,0 +1,19 @@
+//! What every spoolpost binary shares: the spool protocol (folders, names, the
+//! renames that move a file from one state to the next), the configuration file
+//! and its routing rules, the JSON event lines, logging set-up and exit codes.
+//!
+//! The collector, sender and reporter never talk to each other; they only see
+//! the spool. Everything that touches the spool's layout therefore lives here,
+//! so that there is exactly one place that decides how a file changes state.
+//! `docs/spool.md` describes the same protocol for people writing compatible
+//! tools.
+
+pub mod config;
+pub mod event;
+pub mod exit;
+pub mod fsops;
+pub mod logging;
+pub mod name;
+pub mod reason;
+pub mod route;
+pub mod spool;

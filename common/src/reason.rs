@@ -1,0 +1,80 @@
+//! The record written beside every file in `error/` as `NAME.reason.json`,
+//! saying why the file was given up on. The reporter groups error files by
+//! these fields, so the shape is part of the spool protocol.
+
+use serde::{Deserialize, Serialize};
+
+/// The largest response body kept in a reason record, in bytes.
+pub const MAX_BODY: usize = 4096;
+
+/// Why a file ended in `error/`, grouped by what an operator does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The receiver answered 4xx (or 3xx): the file itself is the problem.
+    Rejected,
+    /// Retries ran out (max attempts or max age); the last reason says why.
+    Expired,
+    /// No routing rule matched the file name.
+    NoRoute,
+    /// The file could not be sent at all: a symlink, not a regular file, or
+    /// unreadable.
+    Unsendable,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReasonRecord {
+    pub class: ErrorClass,
+    /// One line for people: what happened and what to do.
+    pub message: String,
+    /// The original file name (invalid UTF-8 replaced).
+    pub file: String,
+    pub key: Option<String>,
+    pub receiver: Option<String>,
+    /// The URL without user info or query string, which may carry secrets.
+    pub url: Option<String>,
+    pub status: Option<u16>,
+    /// The start of the response body, at most [`MAX_BODY`] bytes.
+    pub body: Option<String>,
+    pub body_truncated: bool,
+    /// The error text for failures that were not an HTTP answer.
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// RFC 3339 times.
+    pub first_attempt: Option<String>,
+    pub last_attempt: String,
+}
+
+/// Keeps at most [`MAX_BODY`] bytes of a response body, cut on a character
+/// boundary. Returns the text and whether it was cut.
+pub fn truncate_body(body: &[u8]) -> (String, bool) {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]);
+    let mut text = text.into_owned();
+    let truncated = body.len() > MAX_BODY;
+    if truncated && text.ends_with('\u{fffd}') {
+        text.pop();
+    }
+    (text, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_bounded() {
+        let (text, cut) = truncate_body(&vec![b'x'; MAX_BODY + 10]);
+        assert_eq!(text.len(), MAX_BODY);
+        assert!(cut);
+        let (text, cut) = truncate_body(b"short");
+        assert_eq!((text.as_str(), cut), ("short", false));
+    }
+
+    #[test]
+    fn class_names_are_snake_case_in_json() {
+        assert_eq!(
+            serde_json::to_string(&ErrorClass::NoRoute).unwrap(),
+            "\"no_route\""
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! Routing: which receiver gets a file, decided from its original name by the
+//! first matching rule, and the URL it is sent to.
+//!
+//! Both the sender (to send) and the reporter (to break the backlog down by
+//! receiver) route with this one implementation, so they always agree.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use globset::{GlobBuilder, GlobMatcher};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+use regex::bytes::Regex;
+
+use crate::config::{ConfigError, Loaded, ReceiverConfig};
+
+/// Characters left as they are when a capture is put into a URL: the RFC 3986
+/// unreserved set. Everything else is percent-encoded, so a capture can never
+/// add a path segment or a query.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A receiver as routing knows it.
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    pub name: String,
+    pub config: ReceiverConfig,
+    template: Vec<Piece>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Piece {
+    Text(String),
+    Capture(String),
+}
+
+#[derive(Debug)]
+enum Matcher {
+    Glob(GlobMatcher),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct Rule {
+    matcher: Matcher,
+    receiver: usize,
+}
+
+/// The compiled routing rules.
+#[derive(Debug)]
+pub struct Router {
+    rules: Vec<Rule>,
+    receivers: Vec<Receiver>,
+}
+
+/// Where one file goes.
+#[derive(Debug, PartialEq)]
+pub struct Route {
+    pub receiver: usize,
+    pub url: String,
+}
+
+pub const SINGLE_RECEIVER: &str = "default";
+
+impl Router {
+    /// Every file to one receiver, as `sender --url` does.
+    pub fn single(config: ReceiverConfig) -> Result<Router, String> {
+        let template = parse_template(&config.url)?;
+        if let Some(name) = captures_of(&template).find(|n| *n != "filename") {
+            return Err(format!(
+                "--url has a placeholder {{{name}}} that only a routing rule can fill"
+            ));
+        }
+        check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))?;
+        Ok(Router {
+            rules: vec![Rule {
+                matcher: Matcher::Glob(GlobBuilder::new("*").build().unwrap().compile_matcher()),
+                receiver: 0,
+            }],
+            receivers: vec![Receiver {
+                name: SINGLE_RECEIVER.into(),
+                config,
+                template,
+            }],
+        })
+    }
+
+    /// Compiles `[receivers]` and `[[routes]]`, checking that every rule
+    /// names a receiver, every pattern compiles and every URL placeholder
+    /// is filled by every rule that uses it.
+    pub fn from_config(loaded: &Loaded) -> Result<Router, ConfigError> {
+        let config = &loaded.config;
+        let mut receivers = Vec::new();
+        for (name, spanned) in &config.receivers {
+            let rc = spanned.get_ref();
+            let template = parse_template(&rc.url)
+                .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
+            check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))
+                .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
+            if rc.concurrency == 0 {
+                return Err(loaded.error_at(
+                    spanned.span(),
+                    format!("receiver {name}: concurrency must be at least 1"),
+                ));
+            }
+            if rc.gzip_level > 9 {
+                return Err(loaded.error_at(
+                    spanned.span(),
+                    format!("receiver {name}: gzip_level must be 0 to 9"),
+                ));
+            }
+            receivers.push(Receiver {
+                name: name.clone(),
+                config: rc.clone(),
+                template,
+            });
+        }
+        if config.routes.is_empty() {
+            return Err(loaded
+                .error("no [[routes]]: add at least one rule, e.g. glob = \"*\" with a receiver"));
+        }
+        let mut rules = Vec::new();
+        for spanned in &config.routes {
+            let rule = spanned.get_ref();
+            let at = |m: String| loaded.error_at(spanned.span(), m);
+            let wanted = rule.receiver.get_ref();
+            let receiver = receivers
+                .iter()
+                .position(|r| &r.name == wanted)
+                .ok_or_else(|| {
+                    loaded.error_at(
+                        rule.receiver.span(),
+                        format!(
+                            "route names receiver {wanted:?}, but there is no [receivers.{wanted}]"
+                        ),
+                    )
+                })?;
+            let (matcher, groups): (Matcher, Vec<String>) = match (&rule.glob, &rule.regex) {
+                (Some(glob), None) => {
+                    let glob = GlobBuilder::new(glob)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| at(format!("bad glob: {e}")))?;
+                    (Matcher::Glob(glob.compile_matcher()), Vec::new())
+                }
+                (None, Some(re)) => {
+                    let re = Regex::new(re).map_err(|e| at(format!("bad regex: {e}")))?;
+                    let groups = re.capture_names().flatten().map(String::from).collect();
+                    (Matcher::Regex(re), groups)
+                }
+                _ => return Err(at("a route needs exactly one of glob or regex".into())),
+            };
+            for name in captures_of(&receivers[receiver].template) {
+                if name != "filename" && !groups.iter().any(|g| g == name) {
+                    return Err(at(format!(
+                        "receiver {wanted}'s url uses {{{name}}}, which this route's pattern does not capture (use a regex with (?<{name}>...))"
+                    )));
+                }
+            }
+            rules.push(Rule { matcher, receiver });
+        }
+        Ok(Router { rules, receivers })
+    }
+
+    pub fn receivers(&self) -> &[Receiver] {
+        &self.receivers
+    }
+
+    /// The receiver a name routes to, without building its URL.
+    pub fn receiver_of(&self, original: &OsStr) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(original))
+            .map(|r| r.receiver)
+    }
+
+    /// The receiver and URL for a file, or `None` when no rule matches.
+    pub fn route(&self, original: &OsStr) -> Option<Route> {
+        let bytes = original.as_bytes();
+        let rule = self.rules.iter().find(|r| r.matches(original))?;
+        let receiver = &self.receivers[rule.receiver];
+        let url = match &rule.matcher {
+            Matcher::Glob(_) => render(&receiver.template, |_| None, bytes),
+            Matcher::Regex(re) => {
+                let caps = re.captures(bytes);
+                render(
+                    &receiver.template,
+                    |name| caps.as_ref()?.name(name).map(|m| m.as_bytes()),
+                    bytes,
+                )
+            }
+        };
+        Some(Route {
+            receiver: rule.receiver,
+            url,
+        })
+    }
+}
+
+impl Rule {
+    fn matches(&self, original: &OsStr) -> bool {
+        match &self.matcher {
+            Matcher::Glob(g) => g.is_match(original),
+            Matcher::Regex(re) => re.is_match(original.as_bytes()),
+        }
+    }
+}
+
+fn parse_template(url: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = url;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed {{ in url {url:?}"))?;
+        let name = &rest[open + 1..open + close];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad placeholder {{{name}}} in url {url:?}"));
+        }
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].into()));
+        }
+        pieces.push(Piece::Capture(name.into()));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.into()));
+    }
+    Ok(pieces)
+}
+
+fn captures_of(template: &[Piece]) -> impl Iterator<Item = &str> {
+    template.iter().filter_map(|p| match p {
+        Piece::Capture(name) => Some(name.as_str()),
+        Piece::Text(_) => None,
+    })
+}
+
+fn render<'a>(
+    template: &[Piece],
+    capture: impl Fn(&str) -> Option<&'a [u8]>,
+    filename: &[u8],
+) -> String {
+    let mut url = String::new();
+    for piece in template {
+        match piece {
+            Piece::Text(text) => url.push_str(text),
+            Piece::Capture(name) => {
+                let value =
+                    capture(name).unwrap_or(if name == "filename" { filename } else { b"" });
+                // "." and ".." would be resolved away by URL normalisation.
+                if value.iter().all(|&b| b == b'.') {
+                    url.extend(value.iter().map(|_| "%2E"));
+                } else {
+                    url.extend(percent_encode(value, SEGMENT));
+                }
+            }
+        }
+    }
+    url
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(format!(
+            "url {url:?} has scheme {other}; only http and https are supported"
+        )),
+    }
+}
+
+/// A URL as it may appear in logs and reason records: no user info and no
+/// query string, either of which may carry credentials.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn router(text: &str) -> Result<Router, ConfigError> {
+        Router::from_config(&parse(Path::new("t.toml"), text.to_string()).unwrap())
+    }
+
+    const CONFIG: &str = r#"
+[receivers.orders]
+url = "http://o.example/{tenant}/in"
+[receivers.rest]
+url = "https://r.example/files/{filename}"
+
+[[routes]]
+regex = '^(?<tenant>[^-]+)-orders'
+receiver = "orders"
+[[routes]]
+glob = "*.json"
+receiver = "rest"
+"#;
+
+    #[test]
+    fn first_matching_rule_wins_and_captures_fill_the_url() {
+        let r = router(CONFIG).unwrap();
+        let route = r.route(OsStr::new("acme-orders-1.json")).unwrap();
+        assert_eq!(r.receivers()[route.receiver].name, "orders");
+        assert_eq!(route.url, "http://o.example/acme/in");
+        let route = r.route(OsStr::new("x y.json")).unwrap();
+        assert_eq!(route.url, "https://r.example/files/x%20y.json");
+        assert_eq!(r.route(OsStr::new("x.txt")), None);
+    }
+
+    #[test]
+    fn captures_cannot_escape_their_segment() {
+        let r = router(CONFIG).unwrap();
+        let route = r.route(OsStr::new("a?b=1#/..-orders")).unwrap();
+        assert_eq!(route.url, "http://o.example/a%3Fb%3D1%23%2F../in");
+        let route = r.route(OsStr::new("..-orders")).unwrap();
+        assert_eq!(route.url, "http://o.example/%2E%2E/in");
+    }
+
+    #[test]
+    fn non_utf8_names_route() {
+        let r = router(CONFIG).unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.json");
+        assert_eq!(
+            r.route(name).unwrap().url,
+            "https://r.example/files/caf%E9.json"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_line() {
+        let err = router(
+            "[receivers.a]\nurl = \"http://x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"b\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert!(err.message.contains("no [receivers.b]"), "{err}");
+
+        let err = router(
+            "[receivers.a]\nurl = \"http://x/{t}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("does not capture"), "{err}");
+
+        let err = router(
+            "[receivers.a]\nurl = \"ftp://x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("only http and https"), "{err}");
+
+        let err = router("[receivers.a]\nurl = \"http://x\"\n").unwrap_err();
+        assert!(err.message.contains("no [[routes]]"), "{err}");
+
+        let err = router("[receivers.a]\nurl = \"http://x\"\n[[routes]]\nreceiver = \"a\"\n")
+            .unwrap_err();
+        assert!(
+            err.message.contains("exactly one of glob or regex"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn single_receiver_takes_everything() {
+        let r = Router::single(ReceiverConfig::for_url("http://127.0.0.1:1/in")).unwrap();
+        assert_eq!(r.route(OsStr::new(".odd\nname")).unwrap().receiver, 0);
+        assert!(Router::single(ReceiverConfig::for_url("http://x/{t}")).is_err());
+    }
+
+    #[test]
+    fn redaction_drops_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@h.example/p?token=abc"),
+            "https://h.example/p"
+        );
+    }
+}

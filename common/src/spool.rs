@@ -1,0 +1,588 @@
+//! The spool: its folders and every transition a file makes between them.
+//!
+//! This module is the only code that moves files between spool states; the
+//! state table, commit points and crash rules are in `docs/spool.md`.
+//!
+//! ```text
+//! tmp/            claim folders being set up (and the collector's copies)
+//! incoming/NAME   complete files waiting; the only way in is a rename
+//! sending/ID/     one claim folder per live sender instance, holding .lock
+//! done/NAME       delivered (kept for the system's housekeeping to remove)
+//! error/NAME      given up on, with error/NAME.reason.json beside it
+//! ```
+//!
+//! A sender instance owns `sending/ID/` for as long as it holds an exclusive
+//! `flock` on `sending/ID/.lock`. The kernel drops the lock when the process
+//! dies however it dies, so a claim folder whose lock can be taken belongs to
+//! a dead instance and its files go back to `incoming/`.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::fsops::{fsync_dir, rename_noreplace};
+use crate::name::{Key, SpoolName};
+use crate::reason::ReasonRecord;
+
+/// The states a file can be in, each a folder under the spool root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Incoming,
+    Sending,
+    Done,
+    Error,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [State::Incoming, State::Sending, State::Done, State::Error];
+
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            State::Incoming => "incoming",
+            State::Sending => "sending",
+            State::Done => "done",
+            State::Error => "error",
+        }
+    }
+}
+
+const LOCK_FILE: &str = ".lock";
+const REASON_SUFFIX: &str = ".reason.json";
+const CLAIM_PREFIX: &str = "claim-";
+
+/// A spool root with its folders.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    root: PathBuf,
+    /// Whether transitions fsync the folder they move a file into, so they
+    /// survive a power cut (see docs/spool.md, "Durability").
+    fsync: bool,
+}
+
+impl Spool {
+    /// Opens a spool, creating any missing folder.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Spool> {
+        let spool = Spool {
+            root: root.into(),
+            fsync: false,
+        };
+        for dir in State::ALL
+            .iter()
+            .map(|s| spool.dir(*s))
+            .chain([spool.tmp()])
+        {
+            fs::create_dir_all(&dir)
+                .map_err(|e| annotate(e, "cannot create spool folder", &dir))?;
+        }
+        Ok(spool)
+    }
+
+    pub fn with_fsync(mut self, fsync: bool) -> Spool {
+        self.fsync = fsync;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, state: State) -> PathBuf {
+        self.root.join(state.dir_name())
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn synced(&self, dir: &Path) -> io::Result<()> {
+        if self.fsync { fsync_dir(dir) } else { Ok(()) }
+    }
+
+    /// Moves `from` into `dir` under `name`, choosing a fresh `uniq` field if
+    /// the name is taken: a clash never overwrites and never loses the file.
+    /// Returns the path the file now has.
+    fn move_into(&self, from: &Path, dir: &Path, name: &mut SpoolName) -> io::Result<PathBuf> {
+        for _ in 0..16 {
+            let to = dir.join(name.to_os_string());
+            match rename_noreplace(from, &to) {
+                Ok(()) => {
+                    self.synced(dir)?;
+                    return Ok(to);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    name.uniq = Some(fastrand::u32(..));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("no free name for {} in {}", from.display(), dir.display()),
+        ))
+    }
+}
+
+/// Whether a name in `incoming/` is a candidate for sending. Dot-files are
+/// writers' work in progress by convention, and `error/` reason records are
+/// never data.
+pub fn is_data_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty() && bytes[0] != b'.'
+}
+
+/// Whether a name in `error/` is the reason record of another file there.
+pub fn is_reason_name(name: &OsStr) -> bool {
+    name.as_bytes().ends_with(REASON_SUFFIX.as_bytes())
+}
+
+/// The reason record's name for a file in `error/`.
+pub fn reason_name(data_name: &OsStr) -> OsString {
+    let mut name = data_name.to_os_string();
+    name.push(REASON_SUFFIX);
+    name
+}
+
+/// A file this instance has claimed: it sits in the instance's claim folder.
+#[derive(Debug)]
+pub struct Claimed {
+    pub name: SpoolName,
+    pub path: PathBuf,
+}
+
+impl Claimed {
+    pub fn key(&self) -> Key {
+        self.name.key.expect("claimed files always carry a key")
+    }
+}
+
+/// One sender instance's claim folder, `sending/ID/`, owned through the flock
+/// on its `.lock` for as long as this value lives.
+pub struct ClaimFolder {
+    spool: Spool,
+    id: String,
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl ClaimFolder {
+    /// Creates and locks a new claim folder. It is assembled in `tmp/` and
+    /// renamed into `sending/` already locked, so no folder in `sending/` is
+    /// ever seen without its owner's lock.
+    pub fn create(spool: &Spool) -> io::Result<ClaimFolder> {
+        let id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let staging = spool.tmp().join(format!("{CLAIM_PREFIX}{id}"));
+        fs::create_dir(&staging).map_err(|e| annotate(e, "cannot create", &staging))?;
+        let lock_path = staging.join(LOCK_FILE);
+        let file =
+            File::create(&lock_path).map_err(|e| annotate(e, "cannot create", &lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| annotate(errno.into(), "cannot lock", &lock_path))?;
+        let dir = spool.dir(State::Sending).join(&id);
+        rename_noreplace(&staging, &dir)
+            .map_err(|e| annotate(e, "cannot move claim folder to", &dir))?;
+        Ok(ClaimFolder {
+            spool: spool.clone(),
+            id,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// incoming → sending. The commit point is the rename, which also gives
+    /// a file on its first claim its idempotency key and first-attempt time.
+    /// `Ok(None)` means the file is no longer there (another sender took it).
+    pub fn claim(&self, incoming_name: &OsStr, now: SystemTime) -> io::Result<Option<Claimed>> {
+        let mut name = SpoolName::parse(incoming_name);
+        if name.key.is_none() {
+            name.key = Some(Key::random());
+        }
+        if name.first_attempt.is_none() {
+            name.first_attempt = Some(unix_seconds(now));
+        }
+        let from = self.spool.dir(State::Incoming).join(incoming_name);
+        let to = self.dir.join(name.to_os_string());
+        match rename_noreplace(&from, &to) {
+            Ok(()) => Ok(Some(Claimed { name, path: to })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(annotate(e, "cannot claim", &from)),
+        }
+    }
+
+    /// sending → done, or deleted when `delete` is set. Commit point: the
+    /// rename (or unlink).
+    pub fn deliver(&self, mut file: Claimed, delete: bool) -> io::Result<Option<PathBuf>> {
+        if delete {
+            fs::remove_file(&file.path).map_err(|e| annotate(e, "cannot delete", &file.path))?;
+            self.spool.synced(&self.dir)?;
+            return Ok(None);
+        }
+        let done = self.spool.dir(State::Done);
+        self.spool
+            .move_into(&file.path, &done, &mut file.name)
+            .map(Some)
+            .map_err(|e| annotate(e, "cannot move to done/", &file.path))
+    }
+
+    /// sending → error, with `error/NAME.reason.json` written first. Commit
+    /// point: the rename of the data file. A crash before it leaves the file
+    /// claimed (it is retried) and at most a reason record without data,
+    /// which the next rejection of that name replaces.
+    pub fn reject(&self, mut file: Claimed, reason: &ReasonRecord) -> io::Result<PathBuf> {
+        let error_dir = self.spool.dir(State::Error);
+        let mut json = serde_json::to_vec_pretty(reason).map_err(io::Error::other)?;
+        json.push(b'\n');
+        let staged = self.dir.join(format!(".reason-{:08x}", fastrand::u32(..)));
+        for _ in 0..16 {
+            let data_name = file.name.to_os_string();
+            write_file(&staged, &json, self.spool.fsync)?;
+            let reason_path = error_dir.join(reason_name(&data_name));
+            match rename_noreplace(&staged, &reason_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // A stale record from a crash mid-rejection, or another
+                    // file's: keep it and pick another name for this one.
+                    file.name.uniq = Some(fastrand::u32(..));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&staged);
+                    return Err(annotate(e, "cannot write", &reason_path));
+                }
+            }
+            let data_path = error_dir.join(&data_name);
+            match rename_noreplace(&file.path, &data_path) {
+                Ok(()) => {
+                    self.spool.synced(&error_dir)?;
+                    return Ok(data_path);
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&reason_path);
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(annotate(e, "cannot move to error/", &file.path));
+                    }
+                    file.name.uniq = Some(fastrand::u32(..));
+                }
+            }
+        }
+        let _ = fs::remove_file(&staged);
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "no free name in {} for {}",
+                error_dir.display(),
+                file.path.display()
+            ),
+        ))
+    }
+
+    /// sending → incoming, one attempt more, waiting until `next_attempt`.
+    /// The mtime is set before the rename, so the file is never visible in
+    /// `incoming/` with a stale next-attempt time.
+    pub fn retry(
+        &self,
+        mut file: Claimed,
+        next_attempt: SystemTime,
+        reason: String,
+    ) -> io::Result<PathBuf> {
+        file.name.attempts = file.name.attempts.saturating_add(1);
+        file.name.last_reason = Some(reason);
+        File::open(&file.path)
+            .and_then(|f| f.set_modified(next_attempt))
+            .map_err(|e| annotate(e, "cannot set next attempt time on", &file.path))?;
+        let incoming = self.spool.dir(State::Incoming);
+        self.spool
+            .move_into(&file.path, &incoming, &mut file.name)
+            .map_err(|e| annotate(e, "cannot return to incoming/", &file.path))
+    }
+
+    /// sending → incoming unchanged: the attempt did not happen or was cut
+    /// short (shutdown). The file is due at once.
+    pub fn release(&self, mut file: Claimed) -> io::Result<PathBuf> {
+        let incoming = self.spool.dir(State::Incoming);
+        self.spool.move_into(&file.path, &incoming, &mut file.name)
+    }
+
+    /// Returns every file still in this claim folder to `incoming/` and
+    /// removes the folder. Used at shutdown, after in-flight work has ended.
+    pub fn close(self) -> io::Result<usize> {
+        return_claims(&self.spool, &self.dir)
+    }
+}
+
+/// Returns the files of every dead instance's claim folder to `incoming/`.
+/// Safe to run from several senders at once. Returns how many files moved.
+pub fn recover_dead_claims(spool: &Spool) -> io::Result<usize> {
+    let mut recovered = 0;
+    for entry in fs::read_dir(spool.dir(State::Sending))? {
+        let dir = entry?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        // Held by a live instance: leave it alone.
+        let Some(_lock) = try_lock(&dir.join(LOCK_FILE))? else {
+            continue;
+        };
+        let moved = return_claims(spool, &dir)?;
+        if moved > 0 {
+            tracing::warn!(claim = %dir.display(), files = moved, "returned a dead sender's claimed files to incoming/");
+        }
+        recovered += moved;
+    }
+    // Claim folders whose creation was cut short never held a file.
+    for entry in fs::read_dir(spool.tmp())? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(CLAIM_PREFIX.as_bytes())
+            && try_lock(&entry.path().join(LOCK_FILE))?.is_some()
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(recovered)
+}
+
+/// Takes the lock of a claim folder if nobody holds it. A folder without a
+/// lock file (recovery cut short after removing it) counts as unowned.
+fn try_lock(path: &Path) -> io::Result<Option<Option<Flock<File>>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
+        Err(e) => return Err(annotate(e, "cannot open", path)),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(Some(lock))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(annotate(errno.into(), "cannot lock", path)),
+    }
+}
+
+/// Moves the data files of a claim folder back to `incoming/` under their
+/// current names, then removes the folder. The lock file goes last, so a
+/// crash midway leaves a folder that the next recovery finishes.
+fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
+    let incoming = spool.dir(State::Incoming);
+    let mut moved = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        if file_name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        let mut name = SpoolName::parse(&file_name);
+        match spool.move_into(&entry.path(), &incoming, &mut name) {
+            Ok(_) => moved += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(annotate(e, "cannot return to incoming/", &entry.path())),
+        }
+    }
+    for entry in fs::read_dir(dir)?.flatten() {
+        if entry.file_name() != LOCK_FILE {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let _ = fs::remove_file(dir.join(LOCK_FILE));
+    match fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(annotate(e, "cannot remove claim folder", dir)),
+    }
+    Ok(moved)
+}
+
+fn write_file(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    let mut file = File::create(path).map_err(|e| annotate(e, "cannot create", path))?;
+    file.write_all(data)
+        .map_err(|e| annotate(e, "cannot write", path))?;
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Adds what was being done and to which path, keeping the error kind so
+/// callers can still tell "not found" from "disk full".
+pub fn annotate(err: io::Error, doing: &str, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), format!("{doing} {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reason::ErrorClass;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn put(spool: &Spool, name: &str, body: &str) {
+        fs::write(spool.dir(State::Incoming).join(name), body).unwrap();
+    }
+
+    fn reason() -> ReasonRecord {
+        ReasonRecord {
+            class: ErrorClass::Rejected,
+            message: "400".into(),
+            file: "a".into(),
+            key: None,
+            receiver: None,
+            url: None,
+            status: Some(400),
+            body: None,
+            body_truncated: false,
+            error: None,
+            attempts: 1,
+            first_attempt: None,
+            last_attempt: "now".into(),
+        }
+    }
+
+    #[test]
+    fn open_creates_every_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path().join("s")).unwrap();
+        assert_eq!(
+            names(spool.root()),
+            ["done", "error", "incoming", "sending", "tmp"]
+        );
+    }
+
+    #[test]
+    fn claim_gives_a_key_once_and_a_vanished_file_is_none() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        put(&spool, "a.json", "A");
+        let claims = ClaimFolder::create(&spool).unwrap();
+        let c = claims
+            .claim(OsStr::new("a.json"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let key = c.key();
+        assert_eq!(fs::read(&c.path).unwrap(), b"A");
+        assert!(
+            claims
+                .claim(OsStr::new("a.json"), SystemTime::now())
+                .unwrap()
+                .is_none()
+        );
+
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        let back = claims.retry(c, later, "http-503".into()).unwrap();
+        assert_eq!(fs::metadata(&back).unwrap().modified().unwrap(), later);
+        let again = claims
+            .claim(back.file_name().unwrap(), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.key(), key, "the key is stable across retries");
+        assert_eq!(again.name.attempts, 1);
+        assert_eq!(again.name.last_reason.as_deref(), Some("http-503"));
+    }
+
+    #[test]
+    fn reject_writes_the_reason_beside_the_data_and_never_overwrites() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let claims = ClaimFolder::create(&spool).unwrap();
+        put(&spool, "a", "1");
+        let first = claims
+            .claim(OsStr::new("a"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let taken = first.name.to_os_string();
+        // Another file already sits in error/ under the same name.
+        fs::write(spool.dir(State::Error).join(&taken), "other").unwrap();
+        let path = claims.reject(first, &reason()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"1");
+        assert_eq!(
+            fs::read(spool.dir(State::Error).join(&taken)).unwrap(),
+            b"other"
+        );
+        let record: ReasonRecord =
+            serde_json::from_slice(&fs::read(error_reason(&path)).unwrap()).unwrap();
+        assert_eq!(record.status, Some(400));
+        assert!(is_reason_name(error_reason(&path).file_name().unwrap()));
+    }
+
+    fn error_reason(data: &Path) -> PathBuf {
+        data.with_file_name(reason_name(data.file_name().unwrap()))
+    }
+
+    #[test]
+    fn a_dead_instance_s_claims_return_and_a_live_one_s_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        put(&spool, "a", "1");
+        put(&spool, "b", "2");
+        let live = ClaimFolder::create(&spool).unwrap();
+        live.claim(OsStr::new("a"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let dead = ClaimFolder::create(&spool).unwrap();
+        dead.claim(OsStr::new("b"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let dead_dir = dead.path().to_path_buf();
+        drop(dead); // releases the flock, as process death would
+
+        assert_eq!(recover_dead_claims(&spool).unwrap(), 1);
+        assert!(!dead_dir.exists());
+        let incoming = names(&spool.dir(State::Incoming));
+        assert_eq!(incoming.len(), 1);
+        assert!(incoming[0].starts_with("b~sp.k"));
+        assert_eq!(names(live.path()).len(), 2, "lock file and a's claim");
+        assert_eq!(live.close().unwrap(), 1);
+        assert_eq!(names(&spool.dir(State::Sending)), Vec::<String>::new());
+        assert_eq!(names(&spool.dir(State::Incoming)).len(), 2);
+    }
+
+    #[test]
+    fn deliver_moves_or_deletes() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap().with_fsync(true);
+        let claims = ClaimFolder::create(&spool).unwrap();
+        put(&spool, "a", "1");
+        put(&spool, "b", "2");
+        let a = claims
+            .claim(OsStr::new("a"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let b = claims
+            .claim(OsStr::new("b"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        assert!(claims.deliver(a, false).unwrap().unwrap().exists());
+        assert!(claims.deliver(b, true).unwrap().is_none());
+        assert_eq!(names(&spool.dir(State::Done)).len(), 1);
+        assert_eq!(names(claims.path()), [".lock"]);
+    }
+}
