@@ -1,0 +1,197 @@
+//! The command line: each flag defined once, with its help and the
+//! environment variable it respects, and turned into a [`Plan`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use spoolpost_common::config::{self, HeaderValue, Method, ReceiverConfig, SenderSection};
+use spoolpost_common::exit::Failure;
+use spoolpost_common::logging::LogFormat;
+use spoolpost_common::route::Router;
+use spoolpost_common::spool::Spool;
+
+use crate::run::Plan;
+
+/// Sends the files in a spool's incoming/ to HTTP receivers.
+///
+/// Each file is POSTed (gzip-compressed) to the receiver its name routes to.
+/// 2xx moves it to done/, 4xx to error/ with a NAME.reason.json beside it,
+/// 5xx and network errors put it back to wait with exponential backoff.
+/// Several senders may share one spool.
+#[derive(Debug, Parser)]
+#[command(name = "sender", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// Spool root folder (created if missing).
+    ///
+    /// Holds incoming/, sending/, done/, error/ and tmp/. Defaults to the
+    /// config file's `spool` setting.
+    #[arg(long, env = "SPOOLPOST_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+
+    /// Send every file to this one URL (no config file needed).
+    #[arg(
+        long,
+        env = "SPOOLPOST_URL",
+        conflicts_with = "config",
+        help_heading = "Receiver"
+    )]
+    pub url: Option<String>,
+
+    /// TOML config file with receivers and routing rules.
+    ///
+    /// The sender reads [sender], [receivers.NAME] and [[routes]]; see the
+    /// README's configuration reference.
+    #[arg(long, short = 'c', env = "SPOOLPOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Drain what is ready now, then exit 0 (for cron).
+    ///
+    /// Files that fail are put back to wait or moved to error/ as usual;
+    /// that is not a failure of the run.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Requests in flight at once, over all receivers [default: 256].
+    #[arg(long, env = "SPOOLPOST_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub concurrency: Option<u32>,
+
+    /// Write event lines (JSON, one per outcome) here instead of stdout.
+    ///
+    /// `-` means stdout. The file is appended to.
+    #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Delete delivered files instead of moving them to done/.
+    #[arg(long)]
+    pub delete_delivered: bool,
+
+    /// fsync each folder a file moves into, so state survives a power cut.
+    ///
+    /// Without it a power cut can undo recent moves, which at worst sends a
+    /// file again; it never loses one. See docs/spool.md.
+    #[arg(long)]
+    pub fsync: bool,
+
+    /// Time in-flight requests get to finish after SIGTERM [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+
+    /// Request method for --url.
+    #[arg(long, value_enum, default_value = "post", help_heading = "Receiver")]
+    pub method: CliMethod,
+
+    /// Extra request header for --url, as 'Name: value' (repeatable).
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        help_heading = "Receiver"
+    )]
+    pub headers: Vec<String>,
+
+    /// Content-Type for --url.
+    #[arg(
+        long,
+        default_value = "application/octet-stream",
+        help_heading = "Receiver"
+    )]
+    pub content_type: String,
+
+    /// gzip level for --url (0-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9), help_heading = "Receiver")]
+    pub gzip_level: u32,
+
+    /// Send bodies uncompressed (--url).
+    #[arg(long, help_heading = "Receiver")]
+    pub no_gzip: bool,
+
+    /// Request timeout for --url, plus one second per MiB of file.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Receiver")]
+    pub timeout: Duration,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "SPOOLPOST_LOG_FORMAT",
+        help_heading = "Diagnostics"
+    )]
+    pub log_format: LogFormat,
+
+    /// More diagnostics (-v debug, -vv trace). SPOOLPOST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Diagnostics")]
+    pub verbose: u8,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CliMethod {
+    Post,
+    Put,
+}
+
+impl Args {
+    /// Resolves the flags and the config file into what `run` needs.
+    pub fn plan(self) -> Result<Plan, Failure> {
+        let loaded = match &self.config {
+            Some(path) => Some(config::load(path).map_err(Failure::config)?),
+            None => None,
+        };
+        let router = match (&self.url, &loaded) {
+            (Some(url), _) => {
+                Router::single(self.receiver_for_url(url)?).map_err(Failure::usage)?
+            }
+            (None, Some(loaded)) => Router::from_config(loaded).map_err(Failure::config)?,
+            (None, None) => return Err(Failure::usage("give --url URL or --config FILE")),
+        };
+        let spool_root = self
+            .spool
+            .clone()
+            .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
+            .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+        let mut settings: SenderSection = loaded.map(|l| l.config.sender).unwrap_or_default();
+        if let Some(n) = self.concurrency {
+            settings.concurrency = n as usize;
+        }
+        if let Some(grace) = self.grace {
+            settings.grace = grace;
+        }
+        settings.delete_delivered |= self.delete_delivered;
+        settings.fsync |= self.fsync;
+        if settings.concurrency == 0 {
+            return Err(Failure::config("[sender] concurrency must be at least 1"));
+        }
+        let spool = Spool::open(&spool_root)?.with_fsync(settings.fsync);
+        Ok(Plan {
+            spool,
+            router,
+            settings,
+            once: self.once,
+            events: self.events,
+        })
+    }
+
+    fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
+        let mut receiver = ReceiverConfig::for_url(url);
+        receiver.method = match self.method {
+            CliMethod::Post => Method::Post,
+            CliMethod::Put => Method::Put,
+        };
+        receiver.content_type = self.content_type.clone();
+        receiver.gzip = !self.no_gzip;
+        receiver.gzip_level = self.gzip_level;
+        receiver.timeout = self.timeout;
+        receiver.concurrency = self.concurrency.map_or(256, |n| n as usize);
+        for header in &self.headers {
+            let (name, value) = header.split_once(':').ok_or_else(|| {
+                Failure::usage(format!("--header {header:?}: expected 'Name: value'"))
+            })?;
+            receiver.headers.insert(
+                name.trim().to_string(),
+                HeaderValue::Literal(value.trim().to_string()),
+            );
+        }
+        Ok(receiver)
+    }
+}

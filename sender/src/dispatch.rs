@@ -1,0 +1,294 @@
+//! The scheduler: finds files that are ready in `incoming/`, decides whether
+//! each may go now, claims it and starts its job.
+//!
+//! A file may go when it is due (no retry wait left), its receiver's circuit
+//! lets it through, and there is room in flight both overall and for its
+//! receiver. Files are offered in directory order as `readdir` streams them,
+//! never listed or sorted as a whole, so the cost of finding the next file
+//! does not grow with the backlog. New files are offered straight from
+//! inotify events; full rescans happen at start, when a retry falls due, when
+//! a circuit may close, when a receiver that had no room frees some, and as a
+//! periodic safety net.
+//!
+//! One slow receiver must not hold up the others: if a receiver has had no
+//! free slot for [`RECEIVER_PATIENCE`], the rest of the pass skips its files
+//! and a later pass comes back for them.
+
+use std::ffi::OsString;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use spoolpost_common::event::{EventKind, EventSink};
+use spoolpost_common::name::SpoolName;
+use spoolpost_common::reason::ErrorClass;
+use spoolpost_common::route::Router;
+use spoolpost_common::spool::{ClaimFolder, Spool, State, is_data_name};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::RetryPolicy;
+use crate::breaker::{Breaker, Decision};
+use crate::http::Http;
+use crate::job::{self, Job};
+
+/// How long a pass waits for a busy receiver before skipping its files.
+pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
+
+/// What every job shares.
+pub struct Shared {
+    pub spool: Spool,
+    pub claims: ClaimFolder,
+    pub router: Router,
+    pub http: Http,
+    pub policy: RetryPolicy,
+    pub delete_delivered: bool,
+    pub events: EventSink,
+    pub breakers: Mutex<Vec<Breaker>>,
+    pub slots: Vec<ReceiverSlots>,
+    /// Woken when a receiver that a pass had to skip frees a slot.
+    pub wake: Notify,
+    pub counts: Counts,
+}
+
+pub struct ReceiverSlots {
+    pub permits: Arc<Semaphore>,
+    /// A pass skipped this receiver's files for want of room.
+    pub skipped: AtomicBool,
+}
+
+#[derive(Default, Debug)]
+pub struct Counts {
+    pub started: AtomicU64,
+}
+
+impl Shared {
+    /// Called when a job ends: its slots are free again.
+    pub fn release_slot(
+        &self,
+        receiver: usize,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) {
+        drop(permits);
+        if self.slots[receiver].skipped.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The result of offering one name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Started,
+    /// Not a file for sending (dot-file, gone, claimed by another sender).
+    Ignored,
+    /// Waiting: its retry is not due, or its receiver's circuit is open.
+    NotYet,
+    /// Its receiver had no room; a later pass comes back for it.
+    Skipped,
+    Stopped,
+}
+
+pub struct Dispatcher {
+    pub shared: Arc<Shared>,
+    global: Arc<Semaphore>,
+    concurrency: usize,
+    jobs: JoinSet<()>,
+    stop: CancellationToken,
+    /// Receivers skipped in the current pass.
+    skipped: Vec<bool>,
+    /// The earliest moment a waiting file may become ready.
+    next_wake: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub started: u64,
+    pub skipped: bool,
+}
+
+impl Dispatcher {
+    pub fn new(shared: Arc<Shared>, concurrency: usize, stop: CancellationToken) -> Dispatcher {
+        let receivers = shared.router.receivers().len();
+        Dispatcher {
+            shared,
+            global: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            jobs: JoinSet::new(),
+            stop,
+            skipped: vec![false; receivers],
+            next_wake: None,
+        }
+    }
+
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.next_wake
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        self.next_wake = Some(self.next_wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// Reads `incoming/` once from start to end, offering every name.
+    pub async fn pass(&mut self) -> io::Result<Pass> {
+        let incoming = self.shared.spool.dir(State::Incoming);
+        self.skipped.iter_mut().for_each(|s| *s = false);
+        self.next_wake = None;
+        let mut pass = Pass::default();
+        for entry in std::fs::read_dir(&incoming)? {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "error reading incoming/; the rest waits for the next pass");
+                    break;
+                }
+            };
+            match self.offer(entry.file_name()).await {
+                Offer::Started => pass.started += 1,
+                Offer::Skipped => pass.skipped = true,
+                Offer::Stopped => break,
+                Offer::Ignored | Offer::NotYet => {}
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Offers one name found in `incoming/`.
+    pub async fn offer(&mut self, name: OsString) -> Offer {
+        while self.jobs.try_join_next().is_some() {}
+        if self.stop.is_cancelled() {
+            return Offer::Stopped;
+        }
+        if !is_data_name(&name) {
+            return Offer::Ignored;
+        }
+        let parsed = SpoolName::parse(&name);
+        if parsed.attempts > 0 {
+            let path = self.shared.spool.dir(State::Incoming).join(&name);
+            match std::fs::symlink_metadata(&path).and_then(|m| m.modified()) {
+                Ok(due) => {
+                    if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                        self.wake_at(Instant::now() + wait);
+                        return Offer::NotYet;
+                    }
+                }
+                Err(_) => return Offer::Ignored,
+            }
+        }
+        let Some(route) = self.shared.router.route(&parsed.original) else {
+            self.reject_unrouted(&name);
+            return Offer::Ignored;
+        };
+        let r = route.receiver;
+        if self.skipped[r] {
+            return Offer::Skipped;
+        }
+        let decision = self.shared.breakers.lock().unwrap()[r].check(Instant::now());
+        let probe = match decision {
+            Decision::WaitUntil(at) => {
+                self.wake_at(at);
+                return Offer::NotYet;
+            }
+            Decision::Probe => true,
+            Decision::Send => false,
+        };
+        let cancel_probe = |shared: &Shared| {
+            if probe {
+                shared.breakers.lock().unwrap()[r].cancel_probe();
+            }
+        };
+        let slots = self.shared.slots[r].permits.clone();
+        let receiver_permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = tokio::select! {
+                    p = tokio::time::timeout(RECEIVER_PATIENCE, slots.acquire_owned()) => p.ok().and_then(Result::ok),
+                    _ = self.stop.cancelled() => None,
+                };
+                match wait {
+                    Some(p) => p,
+                    None => {
+                        cancel_probe(&self.shared);
+                        self.skipped[r] = true;
+                        self.shared.slots[r].skipped.store(true, Ordering::Release);
+                        return Offer::Skipped;
+                    }
+                }
+            }
+        };
+        let global_permit = tokio::select! {
+            p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = self.stop.cancelled() => {
+                cancel_probe(&self.shared);
+                return Offer::Stopped;
+            }
+        };
+        match self.shared.claims.claim(&name, SystemTime::now()) {
+            Ok(Some(claimed)) => {
+                self.shared.counts.started.fetch_add(1, Ordering::Relaxed);
+                let job = Job {
+                    claimed,
+                    receiver: r,
+                    url: route.url,
+                    probe,
+                    permits: (receiver_permit, global_permit),
+                };
+                self.jobs.spawn(job::run(self.shared.clone(), job));
+                Offer::Started
+            }
+            Ok(None) => {
+                cancel_probe(&self.shared);
+                Offer::Ignored
+            }
+            Err(e) => {
+                cancel_probe(&self.shared);
+                tracing::error!(error = %e, "cannot claim; the file stays in incoming/");
+                Offer::Ignored
+            }
+        }
+    }
+
+    /// A file no rule routes: claimed and moved to `error/` at once.
+    fn reject_unrouted(&self, name: &OsString) {
+        match self.shared.claims.claim(name, SystemTime::now()) {
+            Ok(Some(claimed)) => {
+                let record = self.shared.reason(
+                    &claimed,
+                    ErrorClass::NoRoute,
+                    "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
+                    None,
+                    None,
+                    None,
+                );
+                self.shared
+                    .reject(claimed, record, EventKind::Rejected, None, None);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot claim; the file stays in incoming/"),
+        }
+    }
+
+    /// Waits until nothing is in flight.
+    pub async fn drain(&mut self) {
+        while self.jobs.join_next().await.is_some() {}
+    }
+
+    /// Waits up to `grace` for in-flight jobs, then cuts the rest short.
+    /// Their files stay in the claim folder, which `ClaimFolder::close`
+    /// returns to `incoming/`.
+    pub async fn drain_within(&mut self, grace: Duration) -> usize {
+        if tokio::time::timeout(grace, self.drain()).await.is_ok() {
+            return 0;
+        }
+        let cut = self.jobs.len();
+        self.jobs.abort_all();
+        self.drain().await;
+        cut
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.concurrency - self.global.available_permits()
+    }
+}

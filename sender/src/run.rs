@@ -1,0 +1,227 @@
+//! The sender's life: recover what dead senders left, claim a folder, then
+//! either drain what is ready and exit (`--once`) or keep sending until
+//! SIGTERM/SIGINT, when it stops claiming, lets in-flight requests finish
+//! within the grace period and returns every unsent claim to `incoming/`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spoolpost_common::config::SenderSection;
+use spoolpost_common::event::EventSink;
+use spoolpost_common::exit::Failure;
+use spoolpost_common::route::Router;
+use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::RetryPolicy;
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::dispatch::{Counts, Dispatcher, ReceiverSlots, Shared};
+use crate::http::Http;
+use crate::watch::Watcher;
+
+/// Everything `run` needs, resolved from the command line and config file.
+pub struct Plan {
+    pub spool: Spool,
+    pub router: Router,
+    pub settings: SenderSection,
+    pub once: bool,
+    pub events: Option<std::path::PathBuf>,
+}
+
+/// How often dead senders' claim folders are looked for while running.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Rescan interval when inotify is not available.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The least time between two full rescans that timers or freed slots ask
+/// for, so a busy spool is not read over and over.
+const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
+
+pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
+    let Plan {
+        spool,
+        router,
+        settings,
+        once,
+        events,
+    } = plan;
+    let recovered = recover_dead_claims(&spool)?;
+    if recovered > 0 {
+        tracing::info!(
+            files = recovered,
+            "returned files of dead senders to incoming/"
+        );
+    }
+    let http = Http::new(router.receivers()).map_err(Failure::config)?;
+    let events = EventSink::open(events.as_deref())?;
+    let claims = ClaimFolder::create(&spool)?;
+    let now = Instant::now();
+    let breaker_config = BreakerConfig {
+        failures: settings.breaker_failures,
+        open_initial: settings.breaker_open_initial,
+        open_max: settings.breaker_open_max,
+    };
+    let shared = Arc::new(Shared {
+        slots: router
+            .receivers()
+            .iter()
+            .map(|r| ReceiverSlots {
+                permits: Arc::new(Semaphore::new(
+                    r.config.concurrency.min(settings.concurrency),
+                )),
+                skipped: Default::default(),
+            })
+            .collect(),
+        breakers: Mutex::new(
+            router
+                .receivers()
+                .iter()
+                .map(|_| Breaker::new(breaker_config, now))
+                .collect(),
+        ),
+        spool: spool.clone(),
+        claims,
+        router,
+        http,
+        policy: RetryPolicy {
+            initial: settings.backoff_initial,
+            max: settings.backoff_max,
+            max_attempts: settings.max_attempts,
+            max_age: settings.max_age,
+        },
+        delete_delivered: settings.delete_delivered,
+        events,
+        wake: Notify::new(),
+        counts: Counts::default(),
+    });
+    tracing::info!(
+        spool = %spool.root().display(),
+        claim = shared.claims.id(),
+        receivers = shared.router.receivers().len(),
+        mode = if once { "once" } else { "daemon" },
+        "sender started"
+    );
+    let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
+    let result = if once {
+        drain_once(&mut dispatcher).await
+    } else {
+        serve(&mut dispatcher, &settings, &stop).await
+    };
+    let cut = dispatcher.drain_within(settings.grace).await;
+    if cut > 0 {
+        tracing::warn!(
+            requests = cut,
+            "grace period over; cut in-flight requests short"
+        );
+    }
+    drop(dispatcher);
+    let shared = Arc::into_inner(shared).expect("every job has ended");
+    let returned = shared.claims.close()?;
+    if returned > 0 {
+        tracing::info!(files = returned, "returned unsent claims to incoming/");
+    }
+    tracing::info!(
+        files = shared.counts.started.load(Ordering::Relaxed),
+        "sender stopped"
+    );
+    shared.events.finish();
+    result
+}
+
+/// `--once`: passes over `incoming/` until one finds nothing it had to skip,
+/// then waits for what is in flight.
+async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
+    loop {
+        let pass = dispatcher.pass().await?;
+        if !pass.skipped {
+            break;
+        }
+        let wake = dispatcher.shared.clone();
+        tokio::select! {
+            _ = wake.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    dispatcher.drain().await;
+    Ok(())
+}
+
+/// Long-running mode: react to new files until stopped.
+async fn serve(
+    dispatcher: &mut Dispatcher,
+    settings: &SenderSection,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let spool = dispatcher.shared.spool.clone();
+    // Watch before the first pass, so no file can arrive unseen between them.
+    let watcher = match Watcher::new(&spool.dir(State::Incoming)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, interval = ?POLL_INTERVAL, "inotify unavailable; polling incoming/ instead");
+            None
+        }
+    };
+    let rescan_every = if watcher.is_some() {
+        settings.rescan_interval
+    } else {
+        POLL_INTERVAL
+    };
+    let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
+    recovery.tick().await;
+    let mut last_scan = Instant::now() - MIN_RESCAN_GAP;
+    let mut rescan = true;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if rescan {
+            let gap = last_scan.elapsed();
+            if gap < MIN_RESCAN_GAP {
+                tokio::time::sleep(MIN_RESCAN_GAP - gap).await;
+            }
+            last_scan = Instant::now();
+            dispatcher.pass().await?;
+            rescan = false;
+        }
+        let wake_at = dispatcher
+            .next_wake()
+            .unwrap_or_else(|| Instant::now() + rescan_every)
+            .min(last_scan + rescan_every);
+        let shared = dispatcher.shared.clone();
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            batch = next_batch(watcher.as_ref()) => match batch {
+                Ok(batch) => {
+                    rescan = batch.overflow;
+                    for name in batch.names {
+                        dispatcher.offer(name).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify failed; rescanning");
+                    rescan = true;
+                }
+            },
+            _ = shared.wake.notified() => rescan = true,
+            _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
+            _ = recovery.tick() => {
+                match recover_dead_claims(&spool) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(files = n, "returned files of a dead sender to incoming/");
+                        rescan = watcher.is_none();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot look for dead senders' claims"),
+                }
+            }
+        }
+    }
+}
+
+async fn next_batch(watcher: Option<&Watcher>) -> std::io::Result<crate::watch::Batch> {
+    match watcher {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
