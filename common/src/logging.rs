@@ -2,6 +2,8 @@
 //! collectors. `-v` raises the level; `SPOOLPOST_LOG` (an env-filter
 //! directive such as `debug` or `spoolpost_sender=trace`) overrides it.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +26,7 @@ pub fn init(format: LogFormat, verbose: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,1 +1,6 @@
+//! Test support for spoolpost: the test receiver (a real HTTP server on
+//! loopback that answers as told and records what it got) and the harness
+//! the integration tests in `tests/` use to run the real binaries.
 
+pub mod harness;
+pub mod receiver;

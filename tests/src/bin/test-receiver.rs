@@ -1,0 +1,59 @@
+//! `test-receiver`: the test receiver as a process, for the README demo and
+//! the benchmark. Prints `listening on http://ADDR` on stdout, then serves
+//! until killed, printing a one-line summary of what it got on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use spoolpost_tests::receiver::{Receiver, Reply};
+
+#[derive(Parser)]
+#[command(version, about = "An HTTP receiver for trying and measuring spoolpost")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Status for every request not covered by --path.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+    /// 'PREFIX=STATUS': answer STATUS for paths starting with PREFIX (repeatable).
+    #[arg(long = "path", value_name = "PREFIX=STATUS")]
+    paths: Vec<String>,
+    /// Read and discard bodies without decompressing or recording them.
+    #[arg(long)]
+    fast: bool,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let receiver = Receiver::start_on(args.listen, args.fast, args.threads).unwrap_or_else(|e| {
+        eprintln!("test-receiver: cannot listen on {}: {e}", args.listen);
+        std::process::exit(1);
+    });
+    receiver.answer(Reply::status(args.status).body("answered by test-receiver"));
+    for rule in &args.paths {
+        let Some((prefix, status)) = rule.split_once('=') else {
+            eprintln!("test-receiver: --path wants PREFIX=STATUS, got {rule:?}");
+            std::process::exit(2);
+        };
+        let status: u16 = status.parse().unwrap_or_else(|_| {
+            eprintln!("test-receiver: bad status in {rule:?}");
+            std::process::exit(2);
+        });
+        receiver.answer_path(prefix, Reply::status(status).body(&format!("test-receiver answers {status} for {prefix}")));
+    }
+    println!("listening on {}", receiver.url(""));
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.thread_block().unwrap();
+    let _ = signals.wait();
+    eprintln!(
+        "test-receiver: {} requests, {} body bytes on the wire",
+        receiver.count(),
+        receiver.wire_bytes()
+    );
+}

@@ -1,0 +1,401 @@
+//! The test receiver: a real HTTP/1.1 server on 127.0.0.1 that answers as it
+//! is told and records what it got.
+//!
+//! Answers are chosen per request: first from a script queued for the path
+//! (consumed one per request), then from a rule for the path prefix, then
+//! the default. An answer can carry `Retry-After`, wait before answering
+//! (a stall), or reset the connection instead of answering. Bodies are
+//! gunzipped when sent with `Content-Encoding: gzip` and recorded (the first
+//! [`KEEP_BODY`] bytes, with the full length and CRC-32 for large ones). In
+//! `fast` mode bodies are read and thrown away, for benchmarks.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Decompressed bytes of each body kept for inspection.
+pub const KEEP_BODY: usize = 1 << 20;
+
+/// How to answer one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+    /// Wait this long before reading the body and answering.
+    pub delay: Duration,
+    /// Reset the connection instead of answering.
+    pub reset: bool,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            body: String::new(),
+            delay: Duration::ZERO,
+            reset: false,
+        }
+    }
+
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+
+    /// Answers 200 only after `delay`.
+    pub fn stall(delay: Duration) -> Reply {
+        Reply {
+            delay,
+            ..Reply::ok()
+        }
+    }
+
+    pub fn reset() -> Reply {
+        Reply {
+            reset: true,
+            ..Reply::ok()
+        }
+    }
+
+    pub fn retry_after(mut self, value: &str) -> Reply {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.into();
+        self
+    }
+}
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// The decompressed body, up to [`KEEP_BODY`] bytes.
+    pub body: Vec<u8>,
+    pub body_len: u64,
+    pub body_crc: u32,
+    /// Bytes on the wire (before decompression).
+    pub wire_len: u64,
+    /// The answer given (0 for a reset).
+    pub answered: u16,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    default: Option<Reply>,
+    prefixes: Vec<(String, Reply)>,
+    scripts: HashMap<String, VecDeque<Reply>>,
+}
+
+#[derive(Default)]
+struct Log {
+    received: Vec<Received>,
+    count: u64,
+    wire_bytes: u64,
+}
+
+struct Inner {
+    fast: bool,
+    plan: Mutex<Plan>,
+    log: Mutex<Log>,
+    changed: Condvar,
+}
+
+/// A running test receiver. Stops when dropped.
+pub struct Receiver {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 to everything and recording bodies.
+    pub fn start() -> Receiver {
+        Receiver::start_on("127.0.0.1:0".parse().unwrap(), false, 1).expect("cannot start the test receiver")
+    }
+
+    /// Starts a receiver on `addr` (port 0 picks a free one). `fast` skips
+    /// recording bodies; `threads` sizes its runtime.
+    pub fn start_on(addr: SocketAddr, fast: bool, threads: usize) -> io::Result<Receiver> {
+        let inner = Arc::new(Inner {
+            fast,
+            plan: Mutex::new(Plan::default()),
+            log: Mutex::new(Log::default()),
+            changed: Condvar::new(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(TcpListener::bind(addr))?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-receiver".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = accept_loop(listener, serving) => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(Receiver {
+            addr,
+            inner,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The answer for requests no rule or script covers.
+    pub fn answer(&self, reply: Reply) -> &Receiver {
+        self.inner.plan.lock().unwrap().default = Some(reply);
+        self
+    }
+
+    /// The answer for paths starting with `prefix` (later rules win).
+    pub fn answer_path(&self, prefix: &str, reply: Reply) -> &Receiver {
+        self.inner.plan.lock().unwrap().prefixes.insert(0, (prefix.into(), reply));
+        self
+    }
+
+    /// Answers for the next requests to exactly `path`, one each, before
+    /// the rules apply again.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) -> &Receiver {
+        self.inner
+            .plan
+            .lock()
+            .unwrap()
+            .scripts
+            .entry(path.into())
+            .or_default()
+            .extend(replies);
+        self
+    }
+
+    /// Everything recorded so far (empty in fast mode).
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.log.lock().unwrap().received.clone()
+    }
+
+    /// Requests seen, answered or not.
+    pub fn count(&self) -> u64 {
+        self.inner.log.lock().unwrap().count
+    }
+
+    pub fn count_path(&self, prefix: &str) -> usize {
+        self.inner
+            .log
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .count()
+    }
+
+    pub fn wire_bytes(&self) -> u64 {
+        self.inner.log.lock().unwrap().wire_bytes
+    }
+
+    /// Waits until at least `n` requests were seen; false on timeout.
+    pub fn wait_for(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.inner.log.lock().unwrap();
+        while log.count < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            log = self.inner.changed.wait_timeout(log, left).unwrap().0;
+        }
+        true
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        // A reset must be a real RST, not an orderly close.
+        let _ = stream.set_zero_linger();
+        let _ = stream.set_nodelay(true);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(inner.clone(), req));
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn choose(plan: &mut Plan, path: &str) -> Reply {
+    if let Some(reply) = plan.scripts.get_mut(path).and_then(VecDeque::pop_front) {
+        return reply;
+    }
+    if let Some((_, reply)) = plan.prefixes.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+        return reply.clone();
+    }
+    plan.default.clone().unwrap_or_else(Reply::ok)
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, io::Error> {
+    let path = req.uri().path().to_string();
+    let reply = choose(&mut inner.plan.lock().unwrap(), &path);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let method = req.method().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let gzipped = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if reply.reset {
+        record(&inner, None, 0);
+        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "told to reset"));
+    }
+    let mut body = req.into_body();
+    let mut sink = Sink::new(!inner.fast);
+    let mut decoder = gzipped.then(|| flate2::write::GzDecoder::new(Sink::new(!inner.fast)));
+    let mut wire_len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The client went away mid-body: nothing was delivered.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+        };
+        if let Some(data) = frame.data_ref() {
+            wire_len += data.len() as u64;
+            if !inner.fast {
+                match decoder.as_mut() {
+                    Some(d) => d.write_all(data)?,
+                    None => sink.write_all(data)?,
+                }
+            }
+        }
+    }
+    if let Some(d) = decoder {
+        sink = d.finish()?;
+    }
+    let received = Received {
+        method,
+        path,
+        headers,
+        body: sink.kept,
+        body_len: sink.len,
+        body_crc: sink.crc.sum(),
+        wire_len,
+        answered: reply.status,
+        at: Instant::now(),
+    };
+    record(&inner, (!inner.fast).then_some(received), wire_len);
+    let mut response = Response::builder().status(reply.status);
+    if let Some(retry_after) = &reply.retry_after {
+        response = response.header("retry-after", retry_after);
+    }
+    Ok(response
+        .body(Full::new(Bytes::from(reply.body)))
+        .expect("valid response"))
+}
+
+fn record(inner: &Inner, received: Option<Received>, wire_len: u64) {
+    let mut log = inner.log.lock().unwrap();
+    log.count += 1;
+    log.wire_bytes += wire_len;
+    if let Some(r) = received {
+        log.received.push(r);
+    }
+    inner.changed.notify_all();
+}
+
+/// Counts and checksums what is written, keeping the first bytes.
+struct Sink {
+    keep: bool,
+    kept: Vec<u8>,
+    len: u64,
+    crc: flate2::Crc,
+}
+
+impl Sink {
+    fn new(keep: bool) -> Sink {
+        Sink {
+            keep,
+            kept: Vec::new(),
+            len: 0,
+            crc: flate2::Crc::new(),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.len += buf.len() as u64;
+        self.crc.update(buf);
+        if self.keep && self.kept.len() < KEEP_BODY {
+            let room = KEEP_BODY - self.kept.len();
+            self.kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
