@@ -145,6 +145,11 @@ impl Dispatcher {
                     break;
                 }
             };
+            // d_type from readdir: no extra syscall. Folders are not spool
+            // files; leave them to whoever put them there.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             match self.offer(entry.file_name()).await {
                 Offer::Started => pass.started += 1,
                 Offer::Skipped => pass.skipped = true,

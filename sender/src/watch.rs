@@ -59,6 +59,9 @@ impl Watcher {
                         if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                             batch.overflow = true;
                         }
+                        if event.mask.contains(AddWatchFlags::IN_ISDIR) {
+                            continue;
+                        }
                         if let Some(name) = event.name {
                             batch.names.push(name);
                         }

@@ -23,7 +23,9 @@ pub fn bin(name: &str) -> PathBuf {
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("cannot run cargo to build the binaries");
+        let status = cmd
+            .status()
+            .expect("cannot run cargo to build the binaries");
         assert!(status.success(), "building the binaries failed");
         // target/<profile>/deps/<test binary> -> target/<profile>
         let exe = std::env::current_exe().unwrap();
@@ -77,14 +79,19 @@ impl TestSpool {
         let mut names = Vec::new();
         let dir = self.dir(state);
         let dirs: Vec<PathBuf> = if state == State::Sending {
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect()
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
         } else {
             vec![dir]
         };
         for d in dirs {
             for e in std::fs::read_dir(&d).unwrap() {
                 let name = e.unwrap().file_name();
-                if name.as_bytes().starts_with(b".") || (state == State::Error && is_reason_name(&name)) {
+                if name.as_bytes().starts_with(b".")
+                    || (state == State::Error && is_reason_name(&name))
+                {
                     continue;
                 }
                 names.push(name.as_bytes().to_vec());
@@ -100,7 +107,10 @@ impl TestSpool {
 
     /// Counts per state, for assertions that say where everything is.
     pub fn census(&self) -> BTreeMap<&'static str, usize> {
-        State::ALL.iter().map(|s| (s.dir_name(), self.count(*s))).collect()
+        State::ALL
+            .iter()
+            .map(|s| (s.dir_name(), self.count(*s)))
+            .collect()
     }
 
     /// Claim folders left in `sending/`.
@@ -139,13 +149,20 @@ impl Finished {
     pub fn events(&self) -> Vec<Event> {
         self.stdout
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
             .collect()
     }
 
     #[track_caller]
     pub fn assert_success(&self) -> &Finished {
-        assert!(self.status.success(), "exit {:?}\nstderr:\n{}", self.status, self.stderr);
+        assert!(
+            self.status.success(),
+            "exit {:?}\nstderr:\n{}",
+            self.status,
+            self.stderr
+        );
         self
     }
 }
@@ -163,7 +180,10 @@ pub fn spawn(cmd: &mut Command) -> Running {
         .spawn()
         .expect("cannot start binary");
     OUTPUTS.with(|o| o.borrow_mut().insert(child.id(), (out, err)));
-    Running { child, peak_rss_kib: 0 }
+    Running {
+        child,
+        peak_rss_kib: 0,
+    }
 }
 
 thread_local! {

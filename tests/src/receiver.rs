@@ -138,7 +138,8 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering 200 to everything and recording bodies.
     pub fn start() -> Receiver {
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), false, 1).expect("cannot start the test receiver")
+        Receiver::start_on("127.0.0.1:0".parse().unwrap(), false, 1)
+            .expect("cannot start the test receiver")
     }
 
     /// Starts a receiver on `addr` (port 0 picks a free one). `fast` skips
@@ -194,7 +195,12 @@ impl Receiver {
 
     /// The answer for paths starting with `prefix` (later rules win).
     pub fn answer_path(&self, prefix: &str, reply: Reply) -> &Receiver {
-        self.inner.plan.lock().unwrap().prefixes.insert(0, (prefix.into(), reply));
+        self.inner
+            .plan
+            .lock()
+            .unwrap()
+            .prefixes
+            .insert(0, (prefix.into(), reply));
         self
     }
 
@@ -286,13 +292,20 @@ fn choose(plan: &mut Plan, path: &str) -> Reply {
     if let Some(reply) = plan.scripts.get_mut(path).and_then(VecDeque::pop_front) {
         return reply;
     }
-    if let Some((_, reply)) = plan.prefixes.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+    if let Some((_, reply)) = plan
+        .prefixes
+        .iter()
+        .find(|(p, _)| path.starts_with(p.as_str()))
+    {
         return reply.clone();
     }
     plan.default.clone().unwrap_or_else(Reply::ok)
 }
 
-async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, io::Error> {
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, io::Error> {
     let path = req.uri().path().to_string();
     let reply = choose(&mut inner.plan.lock().unwrap(), &path);
     if !reply.delay.is_zero() {
@@ -302,7 +315,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let gzipped = req
         .headers()
@@ -310,7 +328,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     if reply.reset {
         record(&inner, None, 0);
-        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "told to reset"));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "told to reset",
+        ));
     }
     let mut body = req.into_body();
     let mut sink = Sink::new(!inner.fast);
@@ -319,7 +340,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             // The client went away mid-body: nothing was delivered.
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body cut short",
+            ));
         };
         if let Some(data) = frame.data_ref() {
             wire_len += data.len() as u64;

@@ -43,7 +43,10 @@ fn main() {
             eprintln!("test-receiver: bad status in {rule:?}");
             std::process::exit(2);
         });
-        receiver.answer_path(prefix, Reply::status(status).body(&format!("test-receiver answers {status} for {prefix}")));
+        receiver.answer_path(
+            prefix,
+            Reply::status(status).body(&format!("test-receiver answers {status} for {prefix}")),
+        );
     }
     println!("listening on {}", receiver.url(""));
     let mut signals = nix::sys::signal::SigSet::empty();
