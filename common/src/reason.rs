@@ -22,6 +22,17 @@ pub enum ErrorClass {
     Unsendable,
 }
 
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Rejected => "rejected",
+            ErrorClass::Expired => "expired",
+            ErrorClass::NoRoute => "no_route",
+            ErrorClass::Unsendable => "unsendable",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReasonRecord {
     pub class: ErrorClass,
@@ -72,9 +83,16 @@ mod tests {
 
     #[test]
     fn class_names_are_snake_case_in_json() {
-        assert_eq!(
-            serde_json::to_string(&ErrorClass::NoRoute).unwrap(),
-            "\"no_route\""
-        );
+        for class in [
+            ErrorClass::Rejected,
+            ErrorClass::Expired,
+            ErrorClass::NoRoute,
+            ErrorClass::Unsendable,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&class).unwrap(),
+                format!("\"{}\"", class.as_str())
+            );
+        }
     }
 }

@@ -301,7 +301,7 @@ impl Shared {
         }
         match self.claims.reject(claimed, &record) {
             Ok(path) => {
-                tracing::warn!(file = %original, class = ?record.class, reason = %record.message, "moved to error/");
+                tracing::warn!(file = %original, class = record.class.as_str(), reason = %record.message, "moved to error/");
                 event.spool_name = file_name(&path);
                 self.events.emit(&event);
             }
