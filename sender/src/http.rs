@@ -388,52 +388,58 @@ fn classify_error(e: &reqwest::Error) -> Transport {
     if e.is_timeout() {
         return Transport::Timeout;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if err.is::<rustls::Error>() {
             return Transport::Tls;
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return Transport::Reset;
         }
         if let Some(io) = err.downcast_ref::<io::Error>() {
             match io.kind() {
                 io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe => {
-                    return Transport::Reset;
-                }
+                | io::ErrorKind::BrokenPipe => return Transport::Reset,
                 io::ErrorKind::TimedOut => return Transport::Timeout,
-                io::ErrorKind::InvalidData
-                    if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) =>
-                {
-                    return Transport::Tls;
-                }
                 _ => {}
             }
         }
-        source = err.source();
+        cause = next_cause(err);
     }
     if e.is_connect() {
         Transport::Connect
-    } else if e.to_string().contains("connection closed")
-        || error_chain(e).contains("connection closed")
-    {
-        Transport::Reset
     } else {
         Transport::Other
     }
 }
 
+/// The next error in a chain. `io::Error::source()` skips the error it
+/// wraps (TLS errors arrive wrapped that way, sometimes twice), so an
+/// `io::Error` is looked into rather than past.
+fn next_cause<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+        None => err.source(),
+    }
+}
+
 /// An error and its causes on one line, as reqwest's Display shows only the
 /// outermost ("error sending request").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
+    let mut cause = next_cause(e);
+    while let Some(err) = cause {
         let more = err.to_string();
         if !text.contains(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }
-        source = err.source();
+        cause = next_cause(err);
     }
     text
 }

@@ -122,6 +122,7 @@ struct Log {
 
 struct Inner {
     fast: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     plan: Mutex<Plan>,
     log: Mutex<Log>,
     changed: Condvar,
@@ -130,6 +131,7 @@ struct Inner {
 /// A running test receiver. Stops when dropped.
 pub struct Receiver {
     addr: SocketAddr,
+    scheme: &'static str,
     inner: Arc<Inner>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -145,8 +147,38 @@ impl Receiver {
     /// Starts a receiver on `addr` (port 0 picks a free one). `fast` skips
     /// recording bodies; `threads` sizes its runtime.
     pub fn start_on(addr: SocketAddr, fast: bool, threads: usize) -> io::Result<Receiver> {
+        Receiver::start_inner(addr, fast, threads, None)
+    }
+
+    /// Starts an HTTPS receiver with a new self-signed certificate for
+    /// `localhost` and 127.0.0.1. Returns it with the certificate's PEM,
+    /// which a client must be told to trust.
+    pub fn start_tls() -> (Receiver, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rx = Receiver::start_inner("127.0.0.1:0".parse().unwrap(), false, 1, Some(acceptor))
+            .unwrap();
+        (rx, pem)
+    }
+
+    fn start_inner(
+        addr: SocketAddr,
+        fast: bool,
+        threads: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<Receiver> {
+        let scheme_is_tls = tls.is_some();
         let inner = Arc::new(Inner {
             fast,
+            tls,
             plan: Mutex::new(Plan::default()),
             log: Mutex::new(Log::default()),
             changed: Condvar::new(),
@@ -172,6 +204,7 @@ impl Receiver {
             })?;
         Ok(Receiver {
             addr,
+            scheme: if scheme_is_tls { "https" } else { "http" },
             inner,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -182,9 +215,9 @@ impl Receiver {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (or https) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// The answer for requests no rule or script covers.
@@ -279,11 +312,17 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         let _ = stream.set_nodelay(true);
         let inner = inner.clone();
         tokio::spawn(async move {
+            let tls = inner.tls.clone();
             let service = service_fn(move |req| handle(inner.clone(), req));
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = http1::Builder::new();
+            let _ = match tls {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                    // A client that refused our certificate: nothing to serve.
+                    Err(_) => return,
+                },
+            };
         });
     }
 }
