@@ -8,6 +8,7 @@
 //! `docs/spool.md` describes the same protocol for people writing compatible
 //! tools.
 
+pub mod admit;
 pub mod config;
 pub mod event;
 pub mod exit;
@@ -17,3 +18,4 @@ pub mod name;
 pub mod reason;
 pub mod route;
 pub mod spool;
+pub mod watch;

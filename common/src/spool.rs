@@ -174,14 +174,7 @@ impl ClaimFolder {
     /// renamed into `sending/` already locked, so no folder in `sending/` is
     /// ever seen without its owner's lock.
     pub fn create(spool: &Spool) -> io::Result<ClaimFolder> {
-        let id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
-        let staging = spool.tmp().join(format!("{CLAIM_PREFIX}{id}"));
-        fs::create_dir(&staging).map_err(|e| annotate(e, "cannot create", &staging))?;
-        let lock_path = staging.join(LOCK_FILE);
-        let file =
-            File::create(&lock_path).map_err(|e| annotate(e, "cannot create", &lock_path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| annotate(errno.into(), "cannot lock", &lock_path))?;
+        let (id, staging, lock) = create_locked_folder(spool, CLAIM_PREFIX)?;
         let dir = spool.dir(State::Sending).join(&id);
         rename_noreplace(&staging, &dir)
             .map_err(|e| annotate(e, "cannot move claim folder to", &dir))?;
@@ -342,18 +335,40 @@ pub fn recover_dead_claims(spool: &Spool) -> io::Result<usize> {
         recovered += moved;
     }
     // Claim folders whose creation was cut short never held a file.
+    remove_dead_folders(spool, CLAIM_PREFIX)?;
+    Ok(recovered)
+}
+
+/// Creates `tmp/PREFIX-ID/` holding `.lock`, locked by the caller for as
+/// long as it keeps the returned lock. Returns the ID, the folder and the lock.
+pub(crate) fn create_locked_folder(
+    spool: &Spool,
+    prefix: &str,
+) -> io::Result<(String, PathBuf, Flock<File>)> {
+    let id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+    let dir = spool.tmp().join(format!("{prefix}{id}"));
+    fs::create_dir(&dir).map_err(|e| annotate(e, "cannot create", &dir))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let file = File::create(&lock_path).map_err(|e| annotate(e, "cannot create", &lock_path))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| annotate(errno.into(), "cannot lock", &lock_path))?;
+    Ok((id, dir, lock))
+}
+
+/// Removes the `tmp/PREFIX*` folders of dead processes with all they hold:
+/// work in progress that never became visible in the spool.
+pub(crate) fn remove_dead_folders(spool: &Spool, prefix: &str) -> io::Result<usize> {
+    let mut removed = 0;
     for entry in fs::read_dir(spool.tmp())? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .as_bytes()
-            .starts_with(CLAIM_PREFIX.as_bytes())
+        if entry.file_name().as_bytes().starts_with(prefix.as_bytes())
             && try_lock(&entry.path().join(LOCK_FILE))?.is_some()
         {
             let _ = fs::remove_dir_all(entry.path());
+            removed += 1;
         }
     }
-    Ok(recovered)
+    Ok(removed)
 }
 
 /// Takes the lock of a claim folder if nobody holds it. A folder without a

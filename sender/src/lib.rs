@@ -14,7 +14,6 @@ pub mod http;
 pub mod job;
 pub mod outcome;
 pub mod run;
-pub mod watch;
 
 use spoolpost_common::exit::Failure;
 use tokio_util::sync::CancellationToken;

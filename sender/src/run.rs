@@ -19,7 +19,7 @@ use crate::backoff::RetryPolicy;
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::dispatch::{Counts, Dispatcher, ReceiverSlots, Shared};
 use crate::http::Http;
-use crate::watch::Watcher;
+use spoolpost_common::watch::{Batch, Watcher};
 
 /// Everything `run` needs, resolved from the command line and config file.
 pub struct Plan {
@@ -194,8 +194,8 @@ async fn serve(
             batch = next_batch(watcher.as_ref()) => match batch {
                 Ok(batch) => {
                     rescan = batch.overflow;
-                    for name in batch.names {
-                        dispatcher.offer(name).await;
+                    for seen in batch.seen {
+                        dispatcher.offer(seen.name).await;
                     }
                 }
                 Err(e) => {
@@ -219,7 +219,7 @@ async fn serve(
     }
 }
 
-async fn next_batch(watcher: Option<&Watcher>) -> std::io::Result<crate::watch::Batch> {
+async fn next_batch(watcher: Option<&Watcher>) -> std::io::Result<Batch> {
     match watcher {
         Some(w) => w.next().await,
         None => std::future::pending().await,
