@@ -182,6 +182,19 @@ impl Admitter {
     }
 }
 
+impl Drop for Admitter {
+    /// A clean exit leaves no work folder behind (copies that failed were
+    /// already removed), so the next start has nothing to sweep.
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.work) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.work);
+    }
+}
+
 fn io_error(e: io::Error) -> AdmitError {
     if e.kind() == io::ErrorKind::NotFound {
         AdmitError::Vanished
@@ -250,14 +263,31 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_collector_s_partial_copies_are_removed() {
+    fn a_dead_collector_s_partial_copies_are_removed_and_a_live_one_s_kept() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
-        let dead = Admitter::new(&spool).unwrap();
-        fs::write(dead.work.join("0"), "partial").unwrap();
-        let dead_work = dead.work.clone();
-        drop(dead);
-        let _live = Admitter::new(&spool).unwrap();
-        assert!(!dead_work.exists());
+        // What a collector killed mid-copy leaves: its folder, an unlocked
+        // lock file (the kernel dropped the lock) and a partial copy.
+        let dead = spool.tmp().join("collect-1-dead");
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join(".lock"), "").unwrap();
+        fs::write(dead.join("0"), "partial").unwrap();
+        let live = Admitter::new(&spool).unwrap();
+        assert!(!dead.exists());
+        let _second = Admitter::new(&spool).unwrap();
+        assert!(
+            live.work.exists(),
+            "a live collector's folder is locked, so kept"
+        );
+    }
+
+    #[test]
+    fn a_clean_exit_removes_the_work_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let admitter = Admitter::new(&spool).unwrap();
+        let work = admitter.work.clone();
+        drop(admitter);
+        assert!(!work.exists());
     }
 }

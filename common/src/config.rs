@@ -27,9 +27,8 @@ pub struct Config {
     pub receivers: BTreeMap<String, Spanned<ReceiverConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
-    /// Read by the collector; kept as raw TOML here so this crate does not
-    /// need to know its shape.
-    pub collector: Option<toml::Table>,
+    #[serde(default)]
+    pub collector: CollectorSection,
     /// Read by the reporter.
     pub reporter: Option<toml::Table>,
 }
@@ -82,6 +81,94 @@ impl Default for SenderSection {
             fsync: false,
             grace: Duration::from_secs(10),
             rescan_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[collector]`: where files come from and when to stop taking them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorSection {
+    pub sources: Vec<SourceConfig>,
+    /// Pause while `incoming/` holds more files than this.
+    pub max_incoming_files: Option<u64>,
+    /// Pause while `incoming/` holds more bytes than this.
+    pub max_incoming_bytes: Option<bytesize::ByteSize>,
+    /// Pause while the spool's filesystem has less free space than this.
+    pub min_free_space: Option<bytesize::ByteSize>,
+    /// Full rescan of the sources as a safety net for missed notifications.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+}
+
+impl Default for CollectorSection {
+    fn default() -> Self {
+        CollectorSection {
+            sources: Vec::new(),
+            max_incoming_files: None,
+            max_incoming_bytes: None,
+            min_free_space: None,
+            rescan_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// When a file in a source folder is complete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyRule {
+    /// Size and times unchanged for `settle`.
+    #[default]
+    Settle,
+    /// inotify saw the writer close it (or rename it in).
+    CloseWrite,
+    /// A companion file NAME + one of `markers` exists.
+    Marker,
+}
+
+/// `[[collector.sources]]`: one folder producers write into.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub path: PathBuf,
+    /// Globs on the file name; empty takes every file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default = "default_exclude")]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub ready: ReadyRule,
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    #[serde(default = "default_markers")]
+    pub markers: Vec<String>,
+}
+
+pub fn default_exclude() -> Vec<String> {
+    [".*", "*.tmp", "*.part", "*.swp"]
+        .map(String::from)
+        .to_vec()
+}
+pub fn default_settle() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn default_markers() -> Vec<String> {
+    [".ready", ".done"].map(String::from).to_vec()
+}
+
+impl SourceConfig {
+    /// A source with every setting at its default.
+    pub fn for_path(path: impl Into<PathBuf>) -> SourceConfig {
+        SourceConfig {
+            path: path.into(),
+            include: Vec::new(),
+            exclude: default_exclude(),
+            recursive: false,
+            ready: ReadyRule::Settle,
+            settle: default_settle(),
+            markers: default_markers(),
         }
     }
 }
@@ -313,6 +400,34 @@ receiver = "orders"
             HeaderValue::Env { .. }
         ));
         assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn collector_sources_parse_with_defaults() {
+        let c = parse_str(
+            r#"
+[collector]
+max_incoming_files = 1000
+min_free_space = "2 GiB"
+[[collector.sources]]
+path = "/data/a"
+ready = "close-write"
+[[collector.sources]]
+path = "/data/b"
+include = ["*.json"]
+"#,
+        )
+        .unwrap()
+        .config
+        .collector;
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[0].ready, ReadyRule::CloseWrite);
+        assert_eq!(c.sources[1].exclude, default_exclude());
+        assert_eq!(c.min_free_space.unwrap().as_u64(), 2 << 30);
+        let err = parse_str("[[collector.sources]]\npath = \"/x\"\nready = \"soon\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(err.line, Some(3), "{err}");
     }
 
     #[test]

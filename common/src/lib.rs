@@ -17,5 +17,6 @@ pub mod logging;
 pub mod name;
 pub mod reason;
 pub mod route;
+pub mod shutdown;
 pub mod spool;
 pub mod watch;

@@ -116,3 +116,12 @@ impl Watcher {
         }
     }
 }
+
+/// The next batch of an optional watcher: without one, never (callers
+/// then rely on their rescan timer).
+pub async fn next_of(watcher: Option<&Watcher>) -> io::Result<Batch> {
+    match watcher {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}

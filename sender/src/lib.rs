@@ -27,26 +27,9 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         .build()?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(stop_on_signal(stop.clone()));
+        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
         let result = run::run(plan, stop).await;
         signals.abort();
         result
     })
-}
-
-/// Cancels `stop` on the first SIGTERM or SIGINT.
-async fn stop_on_signal(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for signals; stop with SIGKILL (no file is lost)");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
-        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
-    }
-    stop.cancel();
 }

@@ -19,7 +19,7 @@ use crate::backoff::RetryPolicy;
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::dispatch::{Counts, Dispatcher, ReceiverSlots, Shared};
 use crate::http::Http;
-use spoolpost_common::watch::{Batch, Watcher};
+use spoolpost_common::watch::{Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
 pub struct Plan {
@@ -191,7 +191,7 @@ async fn serve(
         let shared = dispatcher.shared.clone();
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            batch = next_batch(watcher.as_ref()) => match batch {
+            batch = next_of(watcher.as_ref()) => match batch {
                 Ok(batch) => {
                     rescan = batch.overflow;
                     for seen in batch.seen {
@@ -216,12 +216,5 @@ async fn serve(
                 }
             }
         }
-    }
-}
-
-async fn next_batch(watcher: Option<&Watcher>) -> std::io::Result<Batch> {
-    match watcher {
-        Some(w) => w.next().await,
-        None => std::future::pending().await,
     }
 }

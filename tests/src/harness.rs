@@ -258,6 +258,13 @@ pub fn sender(spool: &TestSpool) -> Command {
     cmd
 }
 
+/// `collector` with `--spool` set.
+pub fn collector(spool: &TestSpool) -> Command {
+    let mut cmd = Command::new(bin("collector"));
+    cmd.arg("--spool").arg(&spool.root);
+    cmd
+}
+
 /// Runs a command to completion within `limit`.
 pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
     spawn(cmd).wait(limit)

@@ -1,0 +1,158 @@
+//! The command line: each flag defined once, with its help and the
+//! environment variable it respects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
+use spoolpost_common::exit::Failure;
+use spoolpost_common::logging::LogFormat;
+
+/// Moves complete files from producers' folders into a spool's incoming/.
+///
+/// A file is taken only when complete (see --ready), by one atomic rename
+/// when the folder is on the spool's filesystem, or by copy, fsync and rename
+/// when it is not. Two files with the same name both arrive.
+#[derive(Debug, Parser)]
+#[command(name = "collector", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// Spool root folder (created if missing). Defaults to the config's `spool`.
+    #[arg(long, env = "SPOOLPOST_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+
+    /// A folder producers write into (repeatable). Adds to the config's sources.
+    #[arg(long = "source", value_name = "DIR")]
+    pub sources: Vec<PathBuf>,
+
+    /// TOML config file; the collector reads [collector] and its [[collector.sources]].
+    #[arg(long, short = 'c', env = "SPOOLPOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Take what is ready now, then exit 0 (for cron).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Take the file paths read from standard input, then exit.
+    ///
+    /// Paths are newline-separated, or NUL-separated with -0, as in
+    /// `find /data -name '*.json' -print0 | collector --spool S --stdin -0`.
+    /// The files are taken as they are: the caller vouches they are complete.
+    #[arg(long, conflicts_with = "once")]
+    pub stdin: bool,
+
+    /// With --stdin: paths are NUL-separated.
+    #[arg(short = '0', long = "null", requires = "stdin")]
+    pub null: bool,
+
+    /// When a file is complete, for --source folders.
+    ///
+    /// settle: unchanged (mtime and ctime) for --settle; close-write: inotify
+    /// saw the writer close it or rename it in (files found by a rescan fall
+    /// back to settle); marker: a companion NAME.ready or NAME.done exists.
+    #[arg(long, value_enum, default_value = "settle")]
+    pub ready: ReadyRule,
+
+    /// Quiet time that makes a file complete under --ready settle.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+
+    /// Only take names matching this glob, for --source folders (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Never take names matching this glob (repeatable; replaces the default
+    /// .* *.tmp *.part *.swp).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Also take files in subfolders of --source folders.
+    #[arg(long)]
+    pub recursive: bool,
+
+    /// Pause while incoming/ holds this many files or more.
+    #[arg(long, value_name = "N")]
+    pub max_incoming_files: Option<u64>,
+
+    /// Pause while incoming/ holds this many bytes or more (e.g. 10GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_incoming_bytes: Option<bytesize::ByteSize>,
+
+    /// Pause while the spool's filesystem has less free space (e.g. 2GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub min_free_space: Option<bytesize::ByteSize>,
+
+    /// Write event lines (JSON, one per file) here instead of stdout ("-": stdout).
+    #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "SPOOLPOST_LOG_FORMAT",
+        help_heading = "Diagnostics"
+    )]
+    pub log_format: LogFormat,
+
+    /// More diagnostics (-v debug, -vv trace). SPOOLPOST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Diagnostics")]
+    pub verbose: u8,
+}
+
+/// The resolved settings.
+pub struct Plan {
+    pub spool: PathBuf,
+    pub section: CollectorSection,
+    pub once: bool,
+    pub stdin: Option<bool>,
+    pub events: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn plan(self) -> Result<Plan, Failure> {
+        let loaded = match &self.config {
+            Some(path) => Some(config::load(path).map_err(Failure::config)?),
+            None => None,
+        };
+        let spool = self
+            .spool
+            .clone()
+            .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
+            .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+        let mut section = loaded.map(|l| l.config.collector).unwrap_or_default();
+        for path in &self.sources {
+            let mut source = SourceConfig::for_path(path);
+            source.ready = self.ready;
+            source.settle = self.settle;
+            source.include = self.include.clone();
+            if !self.exclude.is_empty() {
+                source.exclude = self.exclude.clone();
+            }
+            source.recursive = self.recursive;
+            section.sources.push(source);
+        }
+        if let Some(n) = self.max_incoming_files {
+            section.max_incoming_files = Some(n);
+        }
+        if let Some(n) = self.max_incoming_bytes {
+            section.max_incoming_bytes = Some(n);
+        }
+        if let Some(n) = self.min_free_space {
+            section.min_free_space = Some(n);
+        }
+        if section.sources.is_empty() && !self.stdin {
+            return Err(Failure::usage(
+                "give --source DIR, --stdin, or [[collector.sources]] in the config file",
+            ));
+        }
+        Ok(Plan {
+            spool,
+            section,
+            once: self.once,
+            stdin: self.stdin.then_some(self.null),
+            events: self.events,
+        })
+    }
+}

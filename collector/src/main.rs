@@ -1,0 +1,13 @@
+//! `collector`: see the crate documentation and `collector --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use spoolpost_collector::cli::Args;
+use spoolpost_common::{exit, logging};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format, args.verbose);
+    exit::report("collector", spoolpost_collector::main_with(args))
+}

@@ -1,0 +1,148 @@
+//! The collector's modes: one pass (`--once`), paths from standard input
+//! (`--stdin`), or watching the sources until SIGTERM/SIGINT.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use spoolpost_common::exit::Failure;
+use spoolpost_common::watch::{Watcher, next_of};
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::{Collector, Scan};
+
+/// Rescan interval when inotify is not available.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The least time between two rescans asked for by timers.
+const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
+
+pub fn once(collector: &mut Collector) {
+    let scan = collector.scan(SystemTime::now());
+    tracing::info!(files = scan.taken, "collected");
+}
+
+/// Takes the paths read from standard input, newline- or NUL-separated.
+pub fn from_stdin(
+    collector: &mut Collector,
+    nul: bool,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let sep = if nul { b'\0' } else { b'\n' };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(sep, &mut line)? == 0 || stop.is_cancelled() {
+            return Ok(());
+        }
+        if line.last() == Some(&sep) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let path = Path::new(OsStr::from_bytes(&line));
+        let Some(name) = path.file_name() else {
+            tracing::warn!(path = %path.display(), "not a file path; skipped");
+            continue;
+        };
+        if std::fs::symlink_metadata(path).is_err() {
+            tracing::warn!(path = %path.display(), "no such file; skipped");
+            continue;
+        }
+        collector.admit(path, name);
+    }
+}
+
+/// Watches the sources and takes files as they become ready, until `stop`.
+pub async fn serve(
+    collector: &mut Collector,
+    rescan_interval: Duration,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let mut watcher = match Watcher::empty() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify unavailable; polling the sources instead");
+            None
+        }
+    };
+    let mut watched: Vec<std::path::PathBuf> = Vec::new();
+    let mut folders: Vec<(usize, std::path::PathBuf)> = Vec::new();
+    let every = if watcher.is_some() {
+        rescan_interval
+    } else {
+        POLL_INTERVAL
+    };
+    let mut rescan = true;
+    let mut last_scan = Instant::now() - every;
+    let mut next_check: Option<Instant> = None;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if rescan {
+            let gap = last_scan.elapsed();
+            if gap < MIN_RESCAN_GAP {
+                tokio::time::sleep(MIN_RESCAN_GAP - gap).await;
+            }
+            last_scan = Instant::now();
+            let scan = collector.scan(SystemTime::now());
+            next_check = scan.next_check.map(instant_of);
+            // Watch folders as they are found (sources may appear later).
+            if let Some(w) = watcher.as_mut() {
+                for (source, dir) in &scan.folders {
+                    if !watched.contains(dir) {
+                        let settle_rule = collector.sources[*source].config.ready
+                            != spoolpost_common::config::ReadyRule::CloseWrite;
+                        match w.add(dir, folders.len(), settle_rule) {
+                            Ok(()) => {
+                                watched.push(dir.clone());
+                                folders.push((*source, dir.clone()));
+                            }
+                            Err(e) => {
+                                tracing::warn!(folder = %dir.display(), error = %e, "cannot watch; relying on rescans")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let wake_at = next_check
+            .unwrap_or_else(|| last_scan + every)
+            .min(last_scan + every);
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            batch = next_of(watcher.as_ref()) => match batch {
+                Ok(batch) => {
+                    rescan = batch.overflow;
+                    let now = SystemTime::now();
+                    let mut scan = Scan::default();
+                    for seen in batch.seen {
+                        let Some((source, dir)) = folders.get(seen.folder) else { continue };
+                        collector.take(*source, dir, &seen.name, now, seen.finished, &mut scan);
+                    }
+                    if let Some(at) = scan.next_check.map(instant_of) {
+                        next_check = Some(next_check.map_or(at, |t| t.min(at)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify failed; rescanning");
+                    rescan = true;
+                }
+            },
+            _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
+        }
+    }
+}
+
+fn instant_of(t: SystemTime) -> Instant {
+    let now_sys = SystemTime::now();
+    let now = Instant::now();
+    match t.duration_since(now_sys) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    }
+}
