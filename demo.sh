@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The spoolpost demo: builds the binaries, starts the test receiver on
-# loopback, drops a few event files into a fresh spool and lets the sender
-# deliver them, then shows where every file ended up and why.
+# loopback, lets an "application" drop event files into a folder, and runs
+# the pipeline: collector (folder -> spool) then sender (spool -> receiver).
+# Then it shows where every file ended up and why.
 # Needs nothing but cargo; leaves nothing behind but target/ and the demo
 # folder it prints.
 set -euo pipefail
@@ -13,7 +14,8 @@ bin=target/release
 
 demo=$(mktemp -d -t spoolpost-demo.XXXXXX)
 spool=$demo/spool
-mkdir -p "$spool/tmp" "$spool/incoming"
+app=$demo/app-output          # where the application writes its files
+mkdir -p "$app"
 
 echo "== starting the test receiver (answers 422 under /rejects, 200 elsewhere)"
 "$bin/test-receiver" --path /rejects=422 >"$demo/receiver.out" 2>"$demo/receiver.err" &
@@ -25,6 +27,11 @@ echo "   $url"
 
 cat >"$demo/spoolpost.toml" <<TOML
 spool = "$spool"
+
+[[collector.sources]]
+path = "$app"
+ready = "settle"             # complete once untouched for...
+settle = "200ms"             # ...this long (default 1s)
 
 [receivers.orders]
 url = "$url/orders/{region}"
@@ -43,19 +50,25 @@ glob = "audit-*"
 receiver = "audit"
 TOML
 
-echo "== producing files (written to tmp/, renamed into incoming/)"
-produce() { printf '%s\n' "$2" >"$spool/tmp/.$1"; mv "$spool/tmp/.$1" "$spool/incoming/$1"; }
-for i in 1 2 3; do produce "orders-eu-$i.json" "{\"order\":$i,\"region\":\"eu\"}"; done
-for i in 1 2; do produce "orders-us-$i.json" "{\"order\":$i,\"region\":\"us\"}"; done
-produce "audit-1.json" '{"who":"demo"}'
-produce "stray.txt" "no rule routes this"
-ls "$spool/incoming"
+echo "== the application writes files into $app"
+for i in 1 2 3; do echo "{\"order\":$i,\"region\":\"eu\"}" >"$app/orders-eu-$i.json"; done
+for i in 1 2; do echo "{\"order\":$i,\"region\":\"us\"}" >"$app/orders-us-$i.json"; done
+echo '{"who":"demo"}' >"$app/audit-1.json"
+echo "no rule routes this" >"$app/stray.txt"
+echo "half-written, ignored" >"$app/upload.part"
+ls "$app"
+sleep 0.3
+
+echo "== collector --once (moves complete files into the spool; event lines on stdout)"
+"$bin/collector" --config "$demo/spoolpost.toml" --once
 
 echo "== sender --once (event lines on stdout)"
 "$bin/sender" --config "$demo/spoolpost.toml" --once
 
 echo "== where everything went"
 (cd "$spool" && find done error incoming sending -type f | sort)
+echo "   left in $app: $(ls "$app")"
+
 
 echo "== why audit-1.json was rejected"
 cat "$spool"/error/audit-1.json*.reason.json
