@@ -374,7 +374,8 @@ async fn handle(
     }
     let mut body = req.into_body();
     let mut sink = Sink::new(!inner.fast);
-    let mut decoder = gzipped.then(|| flate2::write::GzDecoder::new(Sink::new(!inner.fast)));
+    let mut decoder =
+        (gzipped && !inner.fast).then(|| flate2::write::GzDecoder::new(Sink::new(true)));
     let mut wire_len = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
