@@ -9,6 +9,7 @@
 //! tools.
 
 pub mod admit;
+pub mod circuits;
 pub mod config;
 pub mod event;
 pub mod exit;

@@ -371,6 +371,30 @@ pub(crate) fn remove_dead_folders(spool: &Spool, prefix: &str) -> io::Result<usi
     Ok(removed)
 }
 
+/// Whether a claim folder belongs to a live instance (its lock is held).
+pub fn is_owned(folder: &Path) -> bool {
+    matches!(try_lock(&folder.join(LOCK_FILE)), Ok(None))
+}
+
+/// error → incoming, for an operator: the file gets a fresh start (no
+/// attempts, no first-attempt time) but keeps its key, so a receiver that
+/// did take it after all can still drop the duplicate. The reason record is
+/// removed after the data has moved. Returns the new path.
+pub fn requeue(spool: &Spool, error_name: &OsStr) -> io::Result<PathBuf> {
+    let error_dir = spool.dir(State::Error);
+    let mut name = SpoolName::parse(error_name);
+    name.attempts = 0;
+    name.first_attempt = None;
+    name.last_reason = None;
+    let moved = spool.move_into(
+        &error_dir.join(error_name),
+        &spool.dir(State::Incoming),
+        &mut name,
+    )?;
+    let _ = fs::remove_file(error_dir.join(reason_name(error_name)));
+    Ok(moved)
+}
+
 /// Takes the lock of a claim folder if nobody holds it. A folder without a
 /// lock file (recovery cut short after removing it) counts as unowned.
 fn try_lock(path: &Path) -> io::Result<Option<Option<Flock<File>>>> {

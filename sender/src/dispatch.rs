@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::event::{EventKind, EventSink};
+use spoolpost_common::circuits::{self, Circuit, CircuitState, Circuits};
+use spoolpost_common::event::{EventKind, EventSink, rfc3339};
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ErrorClass;
 use spoolpost_common::route::Router;
@@ -65,6 +66,33 @@ pub struct Counts {
 }
 
 impl Shared {
+    /// Rewrites this sender's circuit-state file (see
+    /// `spoolpost_common::circuits`); called on every state change.
+    pub fn publish_circuits(&self) {
+        let now_sys = SystemTime::now();
+        let now = Instant::now();
+        let circuits: Circuits = {
+            let breakers = self.breakers.lock().unwrap();
+            self.router
+                .receivers()
+                .iter()
+                .zip(breakers.iter())
+                .map(|(r, b)| {
+                    let state = match b.state() {
+                        crate::breaker::State::Closed => CircuitState::Closed,
+                        crate::breaker::State::HalfOpen => CircuitState::HalfOpen,
+                        crate::breaker::State::Open => CircuitState::Open,
+                    };
+                    let since = rfc3339(now_sys - now.saturating_duration_since(b.since()));
+                    (r.name.clone(), Circuit { state, since })
+                })
+                .collect()
+        };
+        if let Err(e) = circuits::write(self.claims.path(), &circuits) {
+            tracing::warn!(error = %e, "cannot publish circuit states");
+        }
+    }
+
     /// Called when a job ends: its slots are free again.
     pub fn release_slot(
         &self,
@@ -101,7 +129,13 @@ pub struct Dispatcher {
     skipped: Vec<bool>,
     /// The earliest moment a waiting file may become ready.
     next_wake: Option<Instant>,
+    /// Receivers an operator put on hold, and when that was last read.
+    held: Vec<bool>,
+    held_read: Option<Instant>,
 }
+
+/// How often the holds are read again.
+pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct Pass {
@@ -120,7 +154,36 @@ impl Dispatcher {
             stop,
             skipped: vec![false; receivers],
             next_wake: None,
+            held: vec![false; receivers],
+            held_read: None,
         }
+    }
+
+    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
+    /// true if a hold was lifted (its files are waiting for a pass).
+    pub fn refresh_holds(&mut self) -> bool {
+        if self.held_read.is_some_and(|t| t.elapsed() < HOLD_REFRESH) {
+            return false;
+        }
+        self.held_read = Some(Instant::now());
+        let names = circuits::held(&self.shared.spool);
+        let mut lifted = false;
+        for (i, r) in self.shared.router.receivers().iter().enumerate() {
+            let now_held = names.contains(&r.name);
+            if self.held[i] && !now_held {
+                tracing::info!(receiver = %r.name, "hold released");
+                lifted = true;
+            } else if !self.held[i] && now_held {
+                tracing::info!(receiver = %r.name, "on hold: its files wait");
+            }
+            self.held[i] = now_held;
+        }
+        lifted
+    }
+
+    fn held_now(&mut self) -> &[bool] {
+        self.refresh_holds();
+        &self.held
     }
 
     pub fn next_wake(&self) -> Option<Instant> {
@@ -190,13 +253,20 @@ impl Dispatcher {
         if self.skipped[r] {
             return Offer::Skipped;
         }
+        if self.held_now()[r] {
+            return Offer::NotYet;
+        }
         let decision = self.shared.breakers.lock().unwrap()[r].check(Instant::now());
         let probe = match decision {
             Decision::WaitUntil(at) => {
                 self.wake_at(at);
                 return Offer::NotYet;
             }
-            Decision::Probe => true,
+            Decision::Probe => {
+                // Open -> half-open happens inside check(): publish it.
+                self.shared.publish_circuits();
+                true
+            }
             Decision::Send => false,
         };
         let cancel_probe = |shared: &Shared| {

@@ -118,6 +118,9 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
             }
         }
     };
+    if transition.is_some() {
+        shared.publish_circuits();
+    }
     match transition {
         Some(State::Open) => {
             tracing::warn!(receiver = %name, "circuit opened: receiver is failing; its files wait")

@@ -102,6 +102,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         mode = if once { "once" } else { "daemon" },
         "sender started"
     );
+    shared.publish_circuits();
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -169,6 +170,7 @@ async fn serve(
     };
     let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
     recovery.tick().await;
+    let mut holds = tokio::time::interval(crate::dispatch::HOLD_REFRESH);
     let mut last_scan = Instant::now() - MIN_RESCAN_GAP;
     let mut rescan = true;
     loop {
@@ -205,6 +207,7 @@ async fn serve(
             },
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
+            _ = holds.tick() => rescan = dispatcher.refresh_holds(),
             _ = recovery.tick() => {
                 match recover_dead_claims(&spool) {
                     Ok(0) => {}

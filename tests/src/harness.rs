@@ -265,6 +265,13 @@ pub fn collector(spool: &TestSpool) -> Command {
     cmd
 }
 
+/// `reporter` with `--spool` set.
+pub fn reporter(spool: &TestSpool) -> Command {
+    let mut cmd = Command::new(bin("reporter"));
+    cmd.arg("--spool").arg(&spool.root);
+    cmd
+}
+
 /// Runs a command to completion within `limit`.
 pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
     spawn(cmd).wait(limit)

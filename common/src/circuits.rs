@@ -1,0 +1,197 @@
+//! Circuit-breaker states made visible through the spool, and operators'
+//! holds on receivers.
+//!
+//! Each sender instance rewrites `sending/ID/.circuits.json` (write to a
+//! temporary name, rename over) whenever one of its circuits changes state.
+//! The file lives and dies with the claim folder, so a dead sender's states
+//! vanish when its claims are recovered; readers also skip folders whose
+//! lock is free. With several senders, a receiver's state is the worst one
+//! reported (open, then half-open, then closed), since the earliest time.
+//!
+//! A hold is an empty file `hold/RECEIVER`: senders leave that receiver's
+//! files waiting in `incoming/`, without using up attempts, until the file
+//! is removed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spool::{Spool, State};
+
+pub const CIRCUITS_FILE: &str = ".circuits.json";
+const HOLD_DIR: &str = "hold";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Circuit {
+    pub state: CircuitState,
+    /// RFC 3339: when the circuit entered this state.
+    pub since: String,
+}
+
+/// One sender's circuits, by receiver name.
+pub type Circuits = BTreeMap<String, Circuit>;
+
+/// Rewrites a claim folder's circuit file atomically.
+pub fn write(claim_folder: &Path, circuits: &Circuits) -> io::Result<()> {
+    let tmp = claim_folder.join(".circuits.tmp");
+    fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(circuits).map_err(io::Error::other)?,
+    )?;
+    fs::rename(&tmp, claim_folder.join(CIRCUITS_FILE))
+}
+
+/// The circuits of every live sender, merged: per receiver the worst state.
+pub fn read_all(spool: &Spool) -> Circuits {
+    let mut merged = Circuits::new();
+    let Ok(folders) = fs::read_dir(spool.dir(State::Sending)) else {
+        return merged;
+    };
+    for folder in folders.flatten() {
+        if !crate::spool::is_owned(&folder.path()) {
+            continue;
+        }
+        let Ok(text) = fs::read(folder.path().join(CIRCUITS_FILE)) else {
+            continue;
+        };
+        let Ok(circuits) = serde_json::from_slice::<Circuits>(&text) else {
+            continue;
+        };
+        for (receiver, circuit) in circuits {
+            match merged.get(&receiver) {
+                Some(have) if (have.state, &circuit.since) >= (circuit.state, &have.since) => {}
+                _ => {
+                    merged.insert(receiver, circuit);
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// Puts a hold on a receiver's backlog.
+pub fn hold(spool: &Spool, receiver: &str) -> io::Result<()> {
+    let dir = spool.root().join(HOLD_DIR);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(hold_file_name(receiver)?), b"")
+}
+
+/// Releases a hold; releasing a receiver that is not held is not an error.
+pub fn release(spool: &Spool, receiver: &str) -> io::Result<()> {
+    match fs::remove_file(spool.root().join(HOLD_DIR).join(hold_file_name(receiver)?)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The receivers on hold.
+pub fn held(spool: &Spool) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(spool.root().join(HOLD_DIR))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn hold_file_name(receiver: &str) -> io::Result<&str> {
+    if receiver.is_empty() || receiver.starts_with('.') || receiver.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{receiver:?} is not a receiver name"),
+        ));
+    }
+    Ok(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::ClaimFolder;
+
+    fn circuit(state: CircuitState, since: &str) -> Circuit {
+        Circuit {
+            state,
+            since: since.into(),
+        }
+    }
+
+    #[test]
+    fn the_worst_state_of_live_senders_wins_and_dead_ones_are_ignored() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let a = ClaimFolder::create(&spool).unwrap();
+        let b = ClaimFolder::create(&spool).unwrap();
+        let dead = ClaimFolder::create(&spool).unwrap();
+        write(
+            a.path(),
+            &Circuits::from([(
+                "r".into(),
+                circuit(CircuitState::Closed, "2026-01-01T00:00:00Z"),
+            )]),
+        )
+        .unwrap();
+        write(
+            b.path(),
+            &Circuits::from([(
+                "r".into(),
+                circuit(CircuitState::Open, "2026-01-02T00:00:00Z"),
+            )]),
+        )
+        .unwrap();
+        write(
+            dead.path(),
+            &Circuits::from([(
+                "s".into(),
+                circuit(CircuitState::Open, "2026-01-03T00:00:00Z"),
+            )]),
+        )
+        .unwrap();
+        let dead_path = dead.path().to_path_buf();
+        drop(dead);
+        assert!(dead_path.exists());
+        let merged = read_all(&spool);
+        assert_eq!(merged.len(), 1, "{merged:?}");
+        assert_eq!(merged["r"].state, CircuitState::Open);
+    }
+
+    #[test]
+    fn holds_come_and_go() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        assert!(held(&spool).is_empty());
+        hold(&spool, "orders").unwrap();
+        hold(&spool, "audit").unwrap();
+        assert_eq!(held(&spool), ["audit", "orders"]);
+        release(&spool, "orders").unwrap();
+        release(&spool, "orders").unwrap();
+        assert_eq!(held(&spool), ["audit"]);
+        assert!(hold(&spool, "../x").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! `reporter`: see the crate documentation and `reporter --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use spoolpost_common::{exit, logging};
+use spoolpost_reporter::Args;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format, args.verbose);
+    exit::report("reporter", spoolpost_reporter::main_with(args))
+}
