@@ -73,6 +73,9 @@ echo "   left in $app: $(ls "$app")"
 echo "== why audit-1.json was rejected"
 cat "$spool"/error/audit-1.json*.reason.json
 
+echo "== reporter (the same numbers as JSON with --format json, or Prometheus text)"
+"$bin/reporter" --config "$demo/spoolpost.toml"
+
 kill $receiver; wait $receiver 2>/dev/null || true
 trap - EXIT
 echo "== receiver: $(cat "$demo/receiver.err")"
