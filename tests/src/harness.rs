@@ -27,9 +27,16 @@ pub fn bin(name: &str) -> PathBuf {
             .status()
             .expect("cannot run cargo to build the binaries");
         assert!(status.success(), "building the binaries failed");
-        // target/<profile>/deps/<test binary> -> target/<profile>
+        // Tests run from target/<profile>/deps/, binaries such as the
+        // benchmark from target/<profile>/.
         let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().to_path_buf()
+        let dir = exe.parent().unwrap();
+        if dir.ends_with("deps") {
+            dir.parent().unwrap()
+        } else {
+            dir
+        }
+        .to_path_buf()
     });
     dir.join(name)
 }

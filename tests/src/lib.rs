@@ -3,4 +3,5 @@
 //! the integration tests in `tests/` use to run the real binaries.
 
 pub mod harness;
+pub mod load;
 pub mod receiver;

@@ -1,0 +1,504 @@
+//! `bench`: spoolpost's benchmark. Builds the release binaries, sets up
+//! everything on loopback (the test receiver in fast mode, which reads and
+//! discards bodies), measures the raw request ceiling of that receiver with
+//! the same payload and connection count, then runs each case and prints a
+//! table (or `--json`). Figures are meant to be read as ratios within one
+//! run; absolute numbers move with the machine.
+//!
+//! Run: `cargo run --release -p spoolpost-tests --bin bench [-- --json] [-- --quick]`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use spoolpost_tests::harness::{bin, spawn};
+use spoolpost_tests::load::blast;
+use spoolpost_tests::receiver::Receiver;
+
+#[derive(Parser)]
+#[command(about = "spoolpost's benchmark (see the README's Performance section)")]
+struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Smaller cases (10x fewer files, 64 MiB instead of 1 GiB), for a quick look.
+    #[arg(long)]
+    quick: bool,
+    /// Where to build spools (default: the system's temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    case: String,
+    files: u64,
+    seconds: f64,
+    files_per_second: f64,
+    mb_per_second: f64,
+    cpu_seconds_per_10k_files: Option<f64>,
+    cpu_us_per_file: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    /// files/s as a share of the raw request ceiling of the same run.
+    of_ceiling: Option<f64>,
+    note: String,
+}
+
+/// CPU seconds (user + system) of children waited for so far.
+fn children_cpu() -> f64 {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// Runs a command to completion, measuring wall time, CPU and peak RSS.
+fn measure(cmd: &mut Command) -> (Duration, f64, f64, String) {
+    let cpu0 = children_cpu();
+    let started = Instant::now();
+    let out = spawn(cmd).wait(Duration::from_secs(3600));
+    let wall = started.elapsed();
+    assert!(
+        out.status.success(),
+        "benchmark step failed:\n{}",
+        out.stderr
+    );
+    (
+        wall,
+        children_cpu() - cpu0,
+        out.peak_rss_kib as f64 / 1024.0,
+        out.stderr,
+    )
+}
+
+fn one_kib_json(i: u64) -> Vec<u8> {
+    let mut line =
+        format!("{{\"seq\":{i},\"host\":\"web-17\",\"event\":\"order.created\",\"payload\":\"");
+    while line.len() < 1021 {
+        line.push_str("abcdefghij");
+    }
+    line.truncate(1021);
+    line.push_str("\"}\n");
+    line.into_bytes()
+}
+
+fn fill(dir: &Path, n: u64, size: usize) -> u64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut bytes = 0;
+    for i in 0..n {
+        let mut body = one_kib_json(i);
+        body.resize(size, b' ');
+        std::fs::write(dir.join(format!("ev-{i:07}.json")), &body).unwrap();
+        bytes += body.len() as u64;
+    }
+    bytes
+}
+
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn row(
+    case: &str,
+    files: u64,
+    bytes: u64,
+    wall: Duration,
+    cpu: Option<f64>,
+    rss: Option<f64>,
+) -> Row {
+    let s = wall.as_secs_f64();
+    Row {
+        case: case.into(),
+        files,
+        seconds: s,
+        files_per_second: files as f64 / s,
+        mb_per_second: bytes as f64 / 1e6 / s,
+        cpu_seconds_per_10k_files: cpu.map(|c| c / files as f64 * 10_000.0),
+        cpu_us_per_file: cpu.map(|c| c / files as f64 * 1e6),
+        peak_rss_mib: rss,
+        ..Row::default()
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let scale = if args.quick { 10 } else { 1 };
+    eprintln!("bench: building release binaries");
+    let sender = bin("sender");
+    let collector = bin("collector");
+    let reporter = bin("reporter");
+    let work = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 1).unwrap();
+    let url = rx.url("/bench");
+    let mut rows = Vec::new();
+    let concurrency = 256;
+
+    // The ceiling: the receiver's raw rate with the sender's payload and
+    // connection count.
+    let n = 100_000 / scale;
+    let payload = Bytes::from(gzip(&one_kib_json(0), 6));
+    eprintln!("bench: raw ceiling ({n} requests, {concurrency} connections)");
+    let wall = blast(rx.addr(), payload.clone(), concurrency, n);
+    let mut ceiling = row(
+        "raw HTTP ceiling (load generator, no files)",
+        n,
+        n * 1024,
+        wall,
+        None,
+        None,
+    );
+    ceiling.note = format!("{} B gzipped body", payload.len());
+    let ceiling_rate = ceiling.files_per_second;
+    rows.push(ceiling);
+
+    let sender_case = |name: &str,
+                       files: u64,
+                       size: usize,
+                       senders: usize,
+                       extra: &[&str],
+                       rows: &mut Vec<Row>| {
+        let spool = work.path().join(format!("spool-{}", rows.len()));
+        eprintln!("bench: {name}: writing {files} files");
+        let bytes = fill(&spool.join("incoming"), files, size);
+        let before = rx.count();
+        let cpu0 = children_cpu();
+        let started = Instant::now();
+        let running: Vec<_> = (0..senders)
+            .map(|_| {
+                let mut cmd = Command::new(&sender);
+                cmd.arg("--spool")
+                    .arg(&spool)
+                    .args(["--once", "--url", &url, "--concurrency"]);
+                cmd.arg(concurrency.to_string())
+                    .args(extra)
+                    .arg("--events")
+                    .arg("/dev/null");
+                spawn(&mut cmd)
+            })
+            .collect();
+        let rss = running
+            .into_iter()
+            .map(|r| r.wait(Duration::from_secs(3600)))
+            .map(|o| {
+                assert!(o.status.success(), "{}", o.stderr);
+                o.peak_rss_kib as f64 / 1024.0
+            })
+            .fold(0.0, f64::max);
+        let wall = started.elapsed();
+        assert_eq!(
+            rx.count() - before,
+            files,
+            "every file reached the receiver"
+        );
+        let mut r = row(
+            name,
+            files,
+            bytes,
+            wall,
+            Some(children_cpu() - cpu0),
+            Some(rss),
+        );
+        r.of_ceiling = Some(r.files_per_second / ceiling_rate);
+        if senders > 1 {
+            r.note = format!("{senders} processes; RSS is the largest one's");
+        }
+        rows.push(r);
+        let _ = std::fs::remove_dir_all(&spool);
+    };
+
+    sender_case(
+        "sender --once, 1 KiB files",
+        100_000 / scale,
+        1024,
+        1,
+        &[],
+        &mut rows,
+    );
+    sender_case(
+        "sender --once, 64 KiB files",
+        10_000 / scale,
+        64 * 1024,
+        1,
+        &[],
+        &mut rows,
+    );
+    for senders in [2, 4] {
+        sender_case(
+            &format!("{senders} senders on one spool, 1 KiB files"),
+            100_000 / scale,
+            1024,
+            senders,
+            &[],
+            &mut rows,
+        );
+    }
+
+    // One big file at three gzip settings.
+    let big_size: u64 = if args.quick { 64 << 20 } else { 1 << 30 };
+    for (label, flags) in [
+        ("gzip 1", vec!["--gzip-level", "1"]),
+        ("gzip 6", vec![]),
+        ("uncompressed", vec!["--no-gzip"]),
+    ] {
+        let spool = work.path().join("spool-big");
+        std::fs::create_dir_all(spool.join("incoming")).unwrap();
+        let path = spool.join("incoming").join("big.json");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut written = 0u64;
+        let mut i = 0;
+        while written < big_size {
+            let line = one_kib_json(i);
+            f.write_all(&line).unwrap();
+            written += line.len() as u64;
+            i += 1;
+        }
+        drop(f);
+        eprintln!("bench: one {} MiB file, {label}", big_size >> 20);
+        let (wall, cpu, rss, _) = measure(
+            Command::new(&sender)
+                .arg("--spool")
+                .arg(&spool)
+                .args(["--once", "--url", &url, "--events", "/dev/null"])
+                .args(&flags),
+        );
+        let mut r = row(
+            &format!("one {} MiB file, {label}", big_size >> 20),
+            1,
+            written,
+            wall,
+            Some(cpu),
+            Some(rss),
+        );
+        r.cpu_seconds_per_10k_files = None;
+        r.cpu_us_per_file = None;
+        r.note = format!("{cpu:.2} CPU s");
+        rows.push(r);
+        let _ = std::fs::remove_dir_all(&spool);
+    }
+
+    // The collector on one filesystem.
+    let files = 100_000 / scale;
+    let source = work.path().join("source");
+    eprintln!("bench: collector: writing {files} files");
+    let bytes = fill(&source, files, 1024);
+    let spool = work.path().join("spool-collect");
+    let (wall, cpu, rss, _) = measure(
+        Command::new(&collector)
+            .arg("--spool")
+            .arg(&spool)
+            .arg("--source")
+            .arg(&source)
+            .args(["--once", "--settle", "0s", "--events", "/dev/null"]),
+    );
+    rows.push(row(
+        "collector --once, same filesystem",
+        files,
+        bytes,
+        wall,
+        Some(cpu),
+        Some(rss),
+    ));
+    let _ = std::fs::remove_dir_all(&spool);
+
+    // A deep backlog: time to the first request, the rate that follows, and
+    // the reporter over the same spool.
+    let files = 1_000_000 / scale;
+    let spool = work.path().join("spool-deep");
+    eprintln!("bench: deep backlog: writing {files} files");
+    let bytes = fill(&spool.join("incoming"), files, 1024);
+    let (wall, cpu, rss, _) = measure(
+        Command::new(&reporter)
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--format", "json"]),
+    );
+    let mut r = row(
+        &format!("reporter over {files} waiting files"),
+        files,
+        bytes,
+        wall,
+        Some(cpu),
+        Some(rss),
+    );
+    r.note = "one pass, no per-file memory".into();
+    rows.push(r);
+    let before = rx.count();
+    let started = Instant::now();
+    let daemon = spawn(
+        Command::new(&sender)
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--url", &url, "--events", "/dev/null", "--concurrency"])
+            .arg(concurrency.to_string()),
+    );
+    while rx.count() == before && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first = started.elapsed();
+    let window = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let at_first = rx.count();
+    std::thread::sleep(window);
+    let sent = rx.count() - at_first;
+    daemon.signal(Signal::SIGTERM);
+    let out = daemon.wait(Duration::from_secs(120));
+    let mut r = row(
+        &format!("sender, {files} waiting: rate over {}s", window.as_secs()),
+        sent,
+        sent * 1024,
+        window,
+        None,
+        Some(out.peak_rss_kib as f64 / 1024.0),
+    );
+    r.of_ceiling = Some(r.files_per_second / ceiling_rate);
+    r.note = format!("first request after {:.0} ms", first.as_secs_f64() * 1000.0);
+    rows.push(r);
+    let _ = std::fs::remove_dir_all(&spool);
+
+    rows.push(end_to_end(
+        &collector,
+        &sender,
+        work.path(),
+        if args.quick { 3 } else { 10 },
+    ));
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+    } else {
+        print_table(&rows);
+    }
+}
+
+/// Steady production of 1,000 files/s into a source folder (write to a
+/// dot-name, rename into place), collector and sender running, the test
+/// receiver recording arrivals: latency from rename to the receiver.
+fn end_to_end(collector: &Path, sender: &Path, work: &Path, seconds: u64) -> Row {
+    eprintln!("bench: end to end at 1,000 files/s for {seconds}s");
+    let rx = Receiver::start();
+    let source = work.join("e2e-source");
+    let spool = work.join("e2e-spool");
+    std::fs::create_dir_all(&source).unwrap();
+    let col = spawn(
+        Command::new(collector)
+            .arg("--spool")
+            .arg(&spool)
+            .arg("--source")
+            .arg(&source)
+            .args(["--ready", "close-write", "--events", "/dev/null"]),
+    );
+    let snd = spawn(Command::new(sender).arg("--spool").arg(&spool).args([
+        "--url",
+        &rx.url("/e2e"),
+        "--events",
+        "/dev/null",
+    ]));
+    std::thread::sleep(Duration::from_millis(500));
+    let total = seconds * 1000;
+    let mut made = std::collections::HashMap::new();
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_micros(i * 1000);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let name = format!("e{i:07}.json");
+        let tmp = source.join(format!(".{name}"));
+        std::fs::write(&tmp, one_kib_json(i)).unwrap();
+        std::fs::rename(&tmp, source.join(&name)).unwrap();
+        made.insert(name, Instant::now());
+    }
+    let producing = started.elapsed();
+    rx.wait_for(total, Duration::from_secs(60));
+    col.signal(Signal::SIGTERM);
+    snd.signal(Signal::SIGTERM);
+    let (c, s) = (
+        col.wait(Duration::from_secs(60)),
+        snd.wait(Duration::from_secs(60)),
+    );
+    let mut latencies: Vec<f64> = rx
+        .received()
+        .iter()
+        .filter_map(|r| {
+            let name = r.header("x-filename")?;
+            Some(r.at.duration_since(*made.get(name)?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            [((p / 100.0 * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let mut r = row(
+        "end to end at 1,000 files/s",
+        latencies.len() as u64,
+        latencies.len() as u64 * 1024,
+        producing,
+        None,
+        Some((c.peak_rss_kib.max(s.peak_rss_kib)) as f64 / 1024.0),
+    );
+    r.note = format!(
+        "p50 {:.1} ms, p99 {:.1} ms (file renamed in -> receiver has it)",
+        pct(50.0),
+        pct(99.0)
+    );
+    r
+}
+
+fn print_table(rows: &[Row]) {
+    let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+    let mut table = vec![
+        [
+            "case",
+            "files",
+            "files/s",
+            "MB/s",
+            "CPU s/10k",
+            "CPU µs/file",
+            "peak RSS MiB",
+            "of ceiling",
+            "note",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in rows {
+        table.push(vec![
+            r.case.clone(),
+            r.files.to_string(),
+            format!("{:.0}", r.files_per_second),
+            format!("{:.1}", r.mb_per_second),
+            f(r.cpu_seconds_per_10k_files, 2),
+            f(r.cpu_us_per_file, 0),
+            f(r.peak_rss_mib, 1),
+            r.of_ceiling
+                .map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+            r.note.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap())
+        .collect();
+    for row in table {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                if c == 0 || c == 8 {
+                    format!("{v:<w$}", w = widths[c])
+                } else {
+                    format!("{v:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
