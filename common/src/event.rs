@@ -4,11 +4,11 @@
 //! go to stderr through `tracing`, never here.
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,12 +63,31 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Writes event lines from a background thread, so a slow reader of stdout
-/// never blocks delivery. Lines queued together are written together and
-/// flushed once. If the reader goes away (a closed pipe), events stop and
-/// the work goes on: losing the log of an outcome loses no file.
+/// never blocks delivery. Lines collect in a buffer that the writer thread
+/// flushes every [`FLUSH_EVERY`], or sooner once [`FLUSH_BYTES`] are
+/// waiting: a busy sender makes one write per batch and wakes no thread per
+/// line. If the reader goes away (a closed pipe), events stop and the work
+/// goes on: losing the log of an outcome loses no file.
 pub struct EventSink {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    shared: Option<Arc<Shared>>,
     writer: Option<JoinHandle<()>>,
+}
+
+/// The longest an event line waits before it is written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Buffered bytes that make the writer flush at once.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+
+struct Shared {
+    state: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    closed: bool,
+    broken: bool,
 }
 
 impl EventSink {
@@ -96,34 +115,50 @@ impl EventSink {
     /// A sink that drops every event.
     pub fn discard() -> EventSink {
         EventSink {
-            tx: None,
+            shared: None,
             writer: None,
         }
     }
 
     fn spawn(out: Box<dyn Write + Send>) -> EventSink {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+        });
+        let for_writer = shared.clone();
         let writer = std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out)))
+            .spawn(move || write_lines(&for_writer, out))
             .expect("cannot start the event writer thread");
         EventSink {
-            tx: Some(tx),
+            shared: Some(shared),
             writer: Some(writer),
         }
     }
 
     pub fn emit(&self, event: &Event) {
-        if let Some(tx) = &self.tx {
-            let mut line = serde_json::to_vec(event).expect("events always serialize");
-            line.push(b'\n');
-            let _ = tx.send(line);
+        let Some(shared) = &self.shared else { return };
+        let mut pending = shared.state.lock().unwrap();
+        if pending.broken {
+            return;
+        }
+        serde_json::to_writer(&mut pending.lines, event).expect("events always serialize");
+        pending.lines.push(b'\n');
+        if pending.lines.len() >= FLUSH_BYTES {
+            shared.wake.notify_one();
         }
     }
 
     /// Writes what is queued and stops the writer.
     pub fn finish(mut self) {
-        self.tx.take();
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.state.lock().unwrap().closed = true;
+            shared.wake.notify_one();
+        }
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -132,30 +167,36 @@ impl EventSink {
 
 impl Drop for EventSink {
     fn drop(&mut self) {
-        self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        self.close();
     }
 }
 
-fn write_lines(rx: mpsc::Receiver<Vec<u8>>, mut out: BufWriter<Box<dyn Write + Send>>) {
-    while let Ok(line) = rx.recv() {
-        let mut result = out.write_all(&line);
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(line) => result = out.write_all(&line),
-                Err(_) => break,
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::new();
+    loop {
+        let closed = {
+            let mut pending = shared.state.lock().unwrap();
+            if !pending.closed && pending.lines.len() < FLUSH_BYTES {
+                pending = shared.wake.wait_timeout(pending, FLUSH_EVERY).unwrap().0;
             }
+            std::mem::swap(&mut batch, &mut pending.lines);
+            pending.closed
+        };
+        if !batch.is_empty() {
+            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    tracing::info!("event reader went away; no more event lines will be written");
+                } else {
+                    tracing::error!(error = %e, "cannot write event lines; no more will be written");
+                }
+                let mut pending = shared.state.lock().unwrap();
+                pending.broken = true;
+                pending.lines = Vec::new();
+                return;
+            }
+            batch.clear();
         }
-        if let Err(e) = result.and_then(|()| out.flush()) {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                tracing::info!("event reader went away; no more event lines will be written");
-            } else {
-                tracing::error!(error = %e, "cannot write event lines; no more will be written");
-            }
-            // Keep draining so senders never block on a full channel.
-            while rx.recv().is_ok() {}
+        if closed {
             return;
         }
     }

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status};
 use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use spoolpost_common::config::Method;
@@ -294,8 +294,11 @@ fn make_body(
     read_failed: &Arc<AtomicBool>,
 ) -> io::Result<reqwest::Body> {
     if size <= INLINE_MAX {
+        // The size is known from the open: read exactly that much. (A plain
+        // read_to_end would stat and seek the file again and read once more
+        // to find the end; spool files do not change.)
         let mut data = Vec::with_capacity(size as usize);
-        file.read_to_end(&mut data)?;
+        (&mut file).take(size).read_to_end(&mut data)?;
         read.store(data.len() as u64, Ordering::Relaxed);
         let body = match gzip {
             Some(level) => gzip_small(&data, level)?,
@@ -478,11 +481,20 @@ mod tests {
 
     #[test]
     fn reused_compressors_make_valid_independent_gzip_streams() {
-        for (i, text) in [&b"first body"[..], b"", b"second, longer body".repeat(500).as_slice()].iter().enumerate() {
+        for (i, text) in [
+            &b"first body"[..],
+            b"",
+            b"second, longer body".repeat(500).as_slice(),
+        ]
+        .iter()
+        .enumerate()
+        {
             let level = Compression::new(if i == 1 { 1 } else { 6 });
             let gz = gzip_small(text, level).unwrap();
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(&back, text);
         }
     }
