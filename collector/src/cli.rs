@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
 use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::LogFormat;
+use spoolpost_common::logging::Diagnostics;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -86,19 +86,8 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
 
-    /// Log format on stderr.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "SPOOLPOST_LOG_FORMAT",
-        help_heading = "Diagnostics"
-    )]
-    pub log_format: LogFormat,
-
-    /// More diagnostics (-v debug, -vv trace). SPOOLPOST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Diagnostics")]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub diagnostics: Diagnostics,
 }
 
 /// The resolved settings.

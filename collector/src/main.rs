@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spoolpost_collector::cli::Args;
-use spoolpost_common::{exit, logging};
+use spoolpost_common::exit;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    logging::init(args.log_format, args.verbose);
+    args.diagnostics.init();
     exit::report("collector", spoolpost_collector::main_with(args))
 }

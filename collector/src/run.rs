@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use spoolpost_common::exit::Failure;
-use spoolpost_common::watch::{Watcher, next_of};
+use spoolpost_common::watch::{Pacer, Watcher, next_of};
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -77,18 +77,14 @@ pub async fn serve(
         POLL_INTERVAL
     };
     let mut rescan = true;
-    let mut last_scan = Instant::now() - every;
+    let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut next_check: Option<Instant> = None;
     loop {
         if stop.is_cancelled() {
             return Ok(());
         }
         if rescan {
-            let gap = last_scan.elapsed();
-            if gap < MIN_RESCAN_GAP {
-                tokio::time::sleep(MIN_RESCAN_GAP - gap).await;
-            }
-            last_scan = Instant::now();
+            pacer.ready().await;
             let scan = collector.scan(SystemTime::now());
             next_check = scan.next_check.map(instant_of);
             // Watch folders as they are found (sources may appear later).
@@ -111,8 +107,8 @@ pub async fn serve(
             }
         }
         let wake_at = next_check
-            .unwrap_or_else(|| last_scan + every)
-            .min(last_scan + every);
+            .unwrap_or_else(|| pacer.last() + every)
+            .min(pacer.last() + every);
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             batch = next_of(watcher.as_ref()) => match batch {

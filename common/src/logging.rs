@@ -14,6 +14,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// The diagnostics flags every binary takes, defined once.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Diagnostics")]
+pub struct Diagnostics {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "SPOOLPOST_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// More diagnostics (-v debug, -vv trace). SPOOLPOST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Diagnostics {
+    pub fn init(&self) {
+        init(self.log_format, self.verbose);
+    }
+}
+
 /// Installs the global subscriber. `verbose` counts `-v` flags: 0 is info,
 /// 1 debug, 2 or more trace.
 pub fn init(format: LogFormat, verbose: u8) {

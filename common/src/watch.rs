@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -123,5 +124,36 @@ pub async fn next_of(watcher: Option<&Watcher>) -> io::Result<Batch> {
     match watcher {
         Some(w) => w.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Keeps full rescans at least `gap` apart when timers or events ask for
+/// them in quick succession, so a busy folder is not read over and over.
+pub struct Pacer {
+    gap: Duration,
+    last: Instant,
+}
+
+impl Pacer {
+    /// A pacer whose first rescan may start at once.
+    pub fn new(gap: Duration) -> Pacer {
+        Pacer {
+            gap,
+            last: Instant::now() - gap,
+        }
+    }
+
+    /// When the last rescan started.
+    pub fn last(&self) -> Instant {
+        self.last
+    }
+
+    /// Waits until the next rescan may start, and marks it started.
+    pub async fn ready(&mut self) {
+        let since = self.last.elapsed();
+        if since < self.gap {
+            tokio::time::sleep(self.gap - since).await;
+        }
+        self.last = Instant::now();
     }
 }

@@ -21,7 +21,7 @@ use spoolpost_common::circuits;
 use spoolpost_common::config;
 use spoolpost_common::event::rfc3339;
 use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::LogFormat;
+use spoolpost_common::logging::Diagnostics;
 use spoolpost_common::reason::ReasonRecord;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
@@ -78,17 +78,8 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub watch: Option<u64>,
 
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "SPOOLPOST_LOG_FORMAT",
-        hide = true
-    )]
-    pub log_format: LogFormat,
-
-    #[arg(short, long, action = clap::ArgAction::Count, hide = true)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub diagnostics: Diagnostics,
 
     #[command(subcommand)]
     pub action: Option<Action>,

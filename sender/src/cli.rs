@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use spoolpost_common::config::{self, HeaderValue, Method, ReceiverConfig, SenderSection};
 use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::LogFormat;
+use spoolpost_common::logging::Diagnostics;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::Spool;
 
@@ -110,19 +110,8 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Receiver")]
     pub timeout: Duration,
 
-    /// Log format on stderr.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "SPOOLPOST_LOG_FORMAT",
-        help_heading = "Diagnostics"
-    )]
-    pub log_format: LogFormat,
-
-    /// More diagnostics (-v debug, -vv trace). SPOOLPOST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Diagnostics")]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub diagnostics: Diagnostics,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

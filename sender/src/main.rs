@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use spoolpost_common::{exit, logging};
+use spoolpost_common::exit;
 use spoolpost_sender::cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    logging::init(args.log_format, args.verbose);
+    args.diagnostics.init();
     exit::report("sender", spoolpost_sender::main_with(args))
 }

@@ -19,7 +19,7 @@ use crate::backoff::RetryPolicy;
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::dispatch::{Counts, Dispatcher, ReceiverSlots, Shared};
 use crate::http::Http;
-use spoolpost_common::watch::{Watcher, next_of};
+use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
 pub struct Plan {
@@ -171,25 +171,21 @@ async fn serve(
     let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
     recovery.tick().await;
     let mut holds = tokio::time::interval(crate::dispatch::HOLD_REFRESH);
-    let mut last_scan = Instant::now() - MIN_RESCAN_GAP;
+    let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     loop {
         if stop.is_cancelled() {
             return Ok(());
         }
         if rescan {
-            let gap = last_scan.elapsed();
-            if gap < MIN_RESCAN_GAP {
-                tokio::time::sleep(MIN_RESCAN_GAP - gap).await;
-            }
-            last_scan = Instant::now();
+            pacer.ready().await;
             dispatcher.pass().await?;
             rescan = false;
         }
         let wake_at = dispatcher
             .next_wake()
             .unwrap_or_else(|| Instant::now() + rescan_every)
-            .min(last_scan + rescan_every);
+            .min(pacer.last() + rescan_every);
         let shared = dispatcher.shared.clone();
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
