@@ -121,6 +121,11 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
     if transition.is_some() {
         shared.publish_circuits();
     }
+    if transition == Some(State::Closed) {
+        // Files held back while the probe was out can go now, not at the
+        // next timer.
+        shared.wake.notify_one();
+    }
     match transition {
         Some(State::Open) => {
             tracing::warn!(receiver = %name, "circuit opened: receiver is failing; its files wait")

@@ -837,3 +837,59 @@ fn tls_certificates_are_verified_by_default_and_ca_file_adds_trust() {
     assert_eq!(rx.received()[0].body, b"over tls");
     spool.find(State::Done, "a.json");
 }
+
+#[test]
+fn a_successful_probe_releases_the_waiting_files_at_once() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            r#"
+[sender]
+breaker_failures = 1
+breaker_open_initial = "1s"
+breaker_open_max = "1s"
+backoff_initial = "100ms"
+backoff_max = "100ms"
+rescan_interval = "1h"
+[receivers.r]
+url = "{}"
+concurrency = 1
+[[routes]]
+glob = "*"
+receiver = "r"
+"#,
+            rx.url("/in")
+        ),
+    );
+    // The first request fails and opens the circuit; a second later the
+    // probe goes out and takes 500 ms to succeed. Another file arrives
+    // while the probe is out.
+    rx.script(
+        "/in",
+        [Reply::status(503), Reply::stall(Duration::from_millis(500))],
+    );
+    spool.put("first", b"1");
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+    // The receiver records a request only when it answers: one answer (the
+    // 503) and the file claimed again means the probe is out.
+    assert!(
+        eventually(Duration::from_secs(10), || rx.count() == 1
+            && spool.count(State::Sending) == 1),
+        "the probe went out"
+    );
+    spool.put("second", b"2");
+    let closed_at = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || spool.count(State::Done) == 2),
+        "{:?}",
+        spool.census()
+    );
+    let waited = closed_at.elapsed();
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait(MINUTE).assert_success();
+    // Without the wake-up the second file would wait for the half-open
+    // timer (open_initial, 1 s) after the probe came back.
+    assert!(waited < Duration::from_millis(900), "waited {waited:?}");
+}
