@@ -112,14 +112,6 @@ impl EventSink {
         Ok(Self::spawn(out))
     }
 
-    /// A sink that drops every event.
-    pub fn discard() -> EventSink {
-        EventSink {
-            shared: None,
-            writer: None,
-        }
-    }
-
     fn spawn(out: Box<dyn Write + Send>) -> EventSink {
         let shared = Arc::new(Shared {
             state: Mutex::new(Pending::default()),

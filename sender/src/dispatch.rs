@@ -122,7 +122,6 @@ pub enum Offer {
 pub struct Dispatcher {
     pub shared: Arc<Shared>,
     global: Arc<Semaphore>,
-    concurrency: usize,
     jobs: JoinSet<()>,
     stop: CancellationToken,
     /// Receivers skipped in the current pass.
@@ -139,7 +138,7 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct Pass {
-    pub started: u64,
+    /// Some receiver had no room, so a later pass must come back.
     pub skipped: bool,
 }
 
@@ -149,7 +148,6 @@ impl Dispatcher {
         Dispatcher {
             shared,
             global: Arc::new(Semaphore::new(concurrency)),
-            concurrency,
             jobs: JoinSet::new(),
             stop,
             skipped: vec![false; receivers],
@@ -214,10 +212,9 @@ impl Dispatcher {
                 continue;
             }
             match self.offer(entry.file_name()).await {
-                Offer::Started => pass.started += 1,
                 Offer::Skipped => pass.skipped = true,
                 Offer::Stopped => break,
-                Offer::Ignored | Offer::NotYet => {}
+                Offer::Started | Offer::Ignored | Offer::NotYet => {}
             }
         }
         Ok(pass)
@@ -361,9 +358,5 @@ impl Dispatcher {
         self.jobs.abort_all();
         self.drain().await;
         cut
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.concurrency - self.global.available_permits()
     }
 }

@@ -151,9 +151,7 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
     match outcome {
         Outcome::Delivered => match shared.claims.deliver(claimed, shared.delete_delivered) {
             Ok(path) => {
-                event.spool_name = path
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_default();
+                event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
                 shared.events.emit(&event);
             }
             Err(e) => {
@@ -169,10 +167,7 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
                 Some(url),
                 status,
             );
-            record.attempts = attempt;
-            let (body, truncated) = truncate_body(&sent.body);
-            record.body = (!body.is_empty()).then_some(body);
-            record.body_truncated = truncated;
+            record_answer(&mut record, attempt, &sent);
             shared.reject(
                 claimed,
                 record,
@@ -228,12 +223,7 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
                         Some(url),
                         status,
                     );
-                    record.attempts = attempt;
-                    record.error = sent.error;
-                    let (body, truncated) = truncate_body(&sent.body);
-                    record.body = (!body.is_empty()).then_some(body);
-                    record.body_truncated = truncated;
-                    event.event = EventKind::Expired;
+                    record_answer(&mut record, attempt, &sent);
                     shared.reject(
                         claimed,
                         record,
@@ -318,6 +308,16 @@ impl Shared {
             }
         }
     }
+}
+
+/// Puts what the last attempt got into a reason record: its number, the
+/// start of the answer's body, and the transport error if there was one.
+fn record_answer(record: &mut ReasonRecord, attempt: u32, sent: &Sent) {
+    record.attempts = attempt;
+    record.error = sent.error.clone();
+    let (body, truncated) = truncate_body(&sent.body);
+    record.body = (!body.is_empty()).then_some(body);
+    record.body_truncated = truncated;
 }
 
 fn file_name(path: &std::path::Path) -> String {
