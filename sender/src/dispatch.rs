@@ -157,11 +157,12 @@ impl Dispatcher {
         }
     }
 
-    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
-    /// true if a hold was lifted (its files are waiting for a pass).
-    pub fn refresh_holds(&mut self) -> bool {
+    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. When a
+    /// hold is lifted its files are waiting in `incoming/`, so the
+    /// dispatcher is woken for a pass, whichever caller noticed the lift.
+    pub fn refresh_holds(&mut self) {
         if self.held_read.is_some_and(|t| t.elapsed() < HOLD_REFRESH) {
-            return false;
+            return;
         }
         self.held_read = Some(Instant::now());
         let names = circuits::held(&self.shared.spool);
@@ -176,7 +177,9 @@ impl Dispatcher {
             }
             self.held[i] = now_held;
         }
-        lifted
+        if lifted {
+            self.shared.wake.notify_one();
+        }
     }
 
     fn held_now(&mut self) -> &[bool] {

@@ -203,7 +203,7 @@ async fn serve(
             },
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
-            _ = holds.tick() => rescan = dispatcher.refresh_holds(),
+            _ = holds.tick() => dispatcher.refresh_holds(),
             _ = recovery.tick() => {
                 match recover_dead_claims(&spool) {
                     Ok(0) => {}
