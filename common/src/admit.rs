@@ -11,14 +11,14 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::Flock;
 
-use crate::fsops::{fsync_dir, rename_noreplace};
+use crate::fsops::{fsync_dir, open_nofollow};
 use crate::name::SpoolName;
 use crate::spool::{Spool, State, annotate, create_locked_folder, remove_dead_folders};
 
@@ -90,31 +90,21 @@ impl Admitter {
             return Err(AdmitError::NotRegular);
         }
         let mut name = SpoolName::fresh(original);
-        loop {
-            let to = incoming.join(name.to_os_string());
-            match rename_noreplace(source, &to) {
-                Ok(()) => {
-                    return Ok(Admitted::Moved {
-                        path: to,
-                        bytes: meta.len(),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    name.uniq = Some(fastrand::u32(..))
-                }
-                Err(e) if e.raw_os_error() == Some(Errno::EXDEV as i32) => break,
-                Err(e) => return Err(io_error(e)),
+        match self.spool.move_into(source, &incoming, &mut name) {
+            Ok(path) => {
+                return Ok(Admitted::Moved {
+                    path,
+                    bytes: meta.len(),
+                });
             }
+            Err(e) if e.raw_os_error() == Some(Errno::EXDEV as i32) => {}
+            Err(e) => return Err(io_error(e)),
         }
         self.copy_in(source, name)
     }
 
     fn copy_in(&self, source: &Path, mut name: SpoolName) -> Result<Admitted, AdmitError> {
-        let mut src = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-            .open(source)
-            .map_err(io_error)?;
+        let mut src = open_nofollow(source).map_err(io_error)?;
         let before = src.metadata().map_err(AdmitError::Io)?;
         if !before.is_file() {
             return Err(AdmitError::NotRegular);
@@ -157,17 +147,11 @@ impl Admitter {
             });
         }
         let incoming = self.spool.dir(State::Incoming);
-        let path = loop {
-            let to = incoming.join(name.to_os_string());
-            match rename_noreplace(&staged, &to) {
-                Ok(()) => break to,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    name.uniq = Some(fastrand::u32(..))
-                }
-                Err(e) => {
-                    let _ = fs::remove_file(&staged);
-                    return Err(AdmitError::Io(e));
-                }
+        let path = match self.spool.move_into(&staged, &incoming, &mut name) {
+            Ok(path) => path,
+            Err(e) => {
+                let _ = fs::remove_file(&staged);
+                return Err(AdmitError::Io(e));
             }
         };
         fsync_dir(&incoming).map_err(AdmitError::Io)?;

@@ -9,11 +9,12 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use nix::fcntl::{AT_FDCWD, OFlag, RenameFlags, renameat2};
 
 /// Set once we learn that the spool's filesystem does not support
 /// `RENAME_NOREPLACE`, so later renames go straight to the fallback.
@@ -43,6 +44,16 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Opens a file for reading without following a symlink (`ELOOP` instead)
+/// and without blocking on a FIFO. Callers still check it is a regular file.
+/// (std already opens with `O_CLOEXEC`.)
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
 }
 
 /// Makes the entries of a directory (renames into or out of it) durable.

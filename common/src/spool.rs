@@ -106,7 +106,12 @@ impl Spool {
     /// Moves `from` into `dir` under `name`, choosing a fresh `uniq` field if
     /// the name is taken: a clash never overwrites and never loses the file.
     /// Returns the path the file now has.
-    fn move_into(&self, from: &Path, dir: &Path, name: &mut SpoolName) -> io::Result<PathBuf> {
+    pub(crate) fn move_into(
+        &self,
+        from: &Path,
+        dir: &Path,
+        name: &mut SpoolName,
+    ) -> io::Result<PathBuf> {
         for _ in 0..16 {
             let to = dir.join(name.to_os_string());
             match rename_noreplace(from, &to) {

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +20,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use spoolpost_common::config::Method;
+use spoolpost_common::fsops::open_nofollow;
 use spoolpost_common::route::Receiver;
 
 use crate::outcome::{Answer, Transport};
@@ -144,25 +144,18 @@ impl Http {
     /// Opens the file safely: never through a symlink, never blocking on a
     /// FIFO, and only if it is a regular file.
     pub fn open(path: &Path) -> Result<(File, u64), OpenError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_flags())
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
-                    OpenError::Unsendable(Unsendable(
-                        "the file is a symlink; spoolpost does not follow symlinks in the spool"
-                            .into(),
-                    ))
-                }
-                _ if e.kind() == io::ErrorKind::NotFound => OpenError::Vanished,
-                _ if e.kind() == io::ErrorKind::PermissionDenied => {
-                    OpenError::Unsendable(Unsendable(format!(
-                        "cannot read the file ({e}); fix its permissions and requeue it"
-                    )))
-                }
-                _ => OpenError::Io(e),
-            })?;
+        let file = open_nofollow(path).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
+                OpenError::Unsendable(Unsendable(
+                    "the file is a symlink; spoolpost does not follow symlinks in the spool".into(),
+                ))
+            }
+            _ if e.kind() == io::ErrorKind::NotFound => OpenError::Vanished,
+            _ if e.kind() == io::ErrorKind::PermissionDenied => OpenError::Unsendable(Unsendable(
+                format!("cannot read the file ({e}); fix its permissions and requeue it"),
+            )),
+            _ => OpenError::Io(e),
+        })?;
         let meta = file.metadata().map_err(OpenError::Io)?;
         if !meta.is_file() {
             return Err(OpenError::Unsendable(Unsendable(
@@ -250,11 +243,6 @@ pub enum OpenError {
     Vanished,
     Unsendable(Unsendable),
     Io(io::Error),
-}
-
-fn libc_flags() -> i32 {
-    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
-        .bits()
 }
 
 fn build_client(
