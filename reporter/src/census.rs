@@ -7,7 +7,6 @@
 //! added to a handful of counters, so memory does not grow with the spool.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -169,11 +168,6 @@ fn read_reason(path: &std::path::Path) -> (String, Option<u16>) {
         Some(r) => (r.class.as_str().to_string(), r.status),
         None => ("unknown".to_string(), None),
     }
-}
-
-/// The original name of a spool file name, for display.
-pub fn original(name: &OsStr) -> String {
-    SpoolName::parse(name).display_original()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use spoolpost_common::config;
 use spoolpost_common::event::rfc3339;
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ReasonRecord;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
@@ -334,11 +335,13 @@ fn requeue_selected(
         if !is_data_name(&name) || is_reason_name(&name) {
             continue;
         }
-        let reason: Option<ReasonRecord> = std::fs::read(error_dir.join(reason_name(&name)))
-            .ok()
+        // Only --status and --class look inside the reason record.
+        let reason: Option<ReasonRecord> = (s.status.is_some() || s.class.is_some())
+            .then(|| std::fs::read(error_dir.join(reason_name(&name))).ok())
+            .flatten()
             .and_then(|t| serde_json::from_slice(&t).ok());
         if let Some(want) = &s.receiver {
-            let original = spoolpost_common::name::SpoolName::parse(&name).original;
+            let original = SpoolName::parse(&name).original;
             let r = router.expect("checked by the caller");
             let routed = r
                 .receiver_of(&original)
@@ -368,7 +371,10 @@ fn requeue_selected(
         match requeue(spool, &name) {
             Ok(path) => {
                 moved += 1;
-                println!("{}", census::original(path.file_name().unwrap_or_default()));
+                println!(
+                    "{}",
+                    SpoolName::parse(path.file_name().unwrap_or_default()).display_original()
+                );
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
