@@ -14,11 +14,40 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// What a blast took.
+pub struct Blast {
+    pub wall: Duration,
+    /// CPU (user + system) of the client thread: what a bare HTTP client
+    /// costs per request on this machine, the floor under the sender's.
+    pub cpu: Duration,
+}
+
 /// Sends `total` POSTs of `body` (sent with `Content-Encoding: gzip`) to
-/// `addr` over `connections` connections; returns the time it took.
-pub fn blast(addr: SocketAddr, body: Bytes, connections: usize, total: u64) -> Duration {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+/// `addr` over `connections` connections from one thread.
+pub fn blast(addr: SocketAddr, body: Bytes, connections: usize, total: u64) -> Blast {
+    std::thread::spawn(move || {
+        let cpu0 = thread_cpu();
+        let wall = blast_here(addr, body, connections, total);
+        Blast {
+            wall,
+            cpu: thread_cpu() - cpu0,
+        }
+    })
+    .join()
+    .expect("load generator thread")
+}
+
+fn thread_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage");
+    let d = |tv: nix::sys::time::TimeVal| {
+        Duration::from_secs(tv.tv_sec() as u64) + Duration::from_micros(tv.tv_usec() as u64)
+    };
+    d(u.user_time()) + d(u.system_time())
+}
+
+fn blast_here(addr: SocketAddr, body: Bytes, connections: usize, total: u64) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");

@@ -33,6 +33,33 @@ struct Args {
     /// Where to build spools (default: the system's temporary folder).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run only these cases (the ceiling is always measured).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Case>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Case {
+    /// 100,000 files of 1 KiB, one sender.
+    Small,
+    /// 10,000 files of 64 KiB, one sender.
+    Large,
+    /// 2 and 4 senders on one spool.
+    Parallel,
+    /// One 1 GiB file at gzip 1, 6 and uncompressed.
+    Big,
+    /// The collector on one filesystem.
+    Collector,
+    /// 1,000,000 waiting files: reporter, first request, sustained rate.
+    Backlog,
+    /// End-to-end latency at 1,000 files/s.
+    EndToEnd,
+}
+
+impl Args {
+    fn wants(&self, case: Case) -> bool {
+        self.only.is_empty() || self.only.contains(&case)
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -148,18 +175,22 @@ fn main() {
     let n = 100_000 / scale;
     let payload = Bytes::from(gzip(&one_kib_json(0), 6));
     eprintln!("bench: raw ceiling ({n} requests, {concurrency} connections)");
-    let wall = blast(rx.addr(), payload.clone(), concurrency, n);
+    let blasted = blast(rx.addr(), payload.clone(), concurrency, n);
     let mut ceiling = row(
         "raw HTTP ceiling (load generator, no files)",
         n,
         n * 1024,
-        wall,
-        None,
+        blasted.wall,
+        Some(blasted.cpu.as_secs_f64()),
         None,
     );
-    ceiling.note = format!("{} B gzipped body", payload.len());
+    ceiling.note = format!(
+        "{} B gzipped body; CPU is the bare client's (one thread)",
+        payload.len()
+    );
     let ceiling_rate = ceiling.files_per_second;
     rows.push(ceiling);
+    rows.push(file_floor(work.path(), 100_000 / scale));
 
     let sender_case = |name: &str,
                        files: u64,
@@ -216,23 +247,27 @@ fn main() {
         let _ = std::fs::remove_dir_all(&spool);
     };
 
-    sender_case(
-        "sender --once, 1 KiB files",
-        100_000 / scale,
-        1024,
-        1,
-        &[],
-        &mut rows,
-    );
-    sender_case(
-        "sender --once, 64 KiB files",
-        10_000 / scale,
-        64 * 1024,
-        1,
-        &[],
-        &mut rows,
-    );
-    for senders in [2, 4] {
+    if args.wants(Case::Small) {
+        sender_case(
+            "sender --once, 1 KiB files",
+            100_000 / scale,
+            1024,
+            1,
+            &[],
+            &mut rows,
+        );
+    }
+    if args.wants(Case::Large) {
+        sender_case(
+            "sender --once, 64 KiB files",
+            10_000 / scale,
+            64 * 1024,
+            1,
+            &[],
+            &mut rows,
+        );
+    }
+    for senders in [2, 4].into_iter().filter(|_| args.wants(Case::Parallel)) {
         sender_case(
             &format!("{senders} senders on one spool, 1 KiB files"),
             100_000 / scale,
@@ -249,7 +284,10 @@ fn main() {
         ("gzip 1", vec!["--gzip-level", "1"]),
         ("gzip 6", vec![]),
         ("uncompressed", vec!["--no-gzip"]),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| args.wants(Case::Big))
+    {
         let spool = work.path().join("spool-big");
         std::fs::create_dir_all(spool.join("incoming")).unwrap();
         let path = spool.join("incoming").join("big.json");
@@ -286,14 +324,91 @@ fn main() {
         let _ = std::fs::remove_dir_all(&spool);
     }
 
-    // The collector on one filesystem.
-    let files = 100_000 / scale;
-    let source = work.path().join("source");
+    if args.wants(Case::Collector) {
+        collector_case(&collector, work.path(), 100_000 / scale, &mut rows);
+    }
+    if args.wants(Case::Backlog) {
+        backlog_case(
+            &sender,
+            &reporter,
+            work.path(),
+            &rx,
+            &url,
+            concurrency,
+            ceiling_rate,
+            args.quick,
+            &mut rows,
+        );
+    }
+    if args.wants(Case::EndToEnd) {
+        rows.push(end_to_end(
+            &collector,
+            &sender,
+            work.path(),
+            if args.quick { 3 } else { 10 },
+        ));
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+    } else {
+        print_table(&rows);
+    }
+}
+
+/// The file work the sender cannot avoid, without HTTP, on one thread: for
+/// each file the claim rename, open, stat, read, close, and the rename to
+/// `done/`. With the ceiling's client CPU it is the floor under the
+/// sender's CPU per file on this machine and filesystem.
+fn file_floor(work: &Path, files: u64) -> Row {
+    let spool = work.join("spool-floor");
+    eprintln!("bench: file-work floor: writing {files} files");
+    let bytes = fill(&spool.join("incoming"), files, 1024);
+    let (claim, done) = (spool.join("sending/floor"), spool.join("done"));
+    std::fs::create_dir_all(&claim).unwrap();
+    std::fs::create_dir_all(&done).unwrap();
+    let names: Vec<_> = std::fs::read_dir(spool.join("incoming"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let cpu = || {
+        let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    };
+    let (cpu0, started) = (cpu(), Instant::now());
+    let mut buf = vec![0u8; 1024];
+    for name in &names {
+        let claimed = claim.join(name);
+        std::fs::rename(spool.join("incoming").join(name), &claimed).unwrap();
+        let mut f = std::fs::File::open(&claimed).unwrap();
+        let size = f.metadata().unwrap().len() as usize;
+        buf.resize(size, 0);
+        std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+        drop(f);
+        std::fs::rename(&claimed, done.join(name)).unwrap();
+    }
+    let mut r = row(
+        "file-work floor (renames + read, no HTTP)",
+        files,
+        bytes,
+        started.elapsed(),
+        Some(cpu() - cpu0),
+        None,
+    );
+    r.note = "one thread; the sender cannot do less per file".into();
+    let _ = std::fs::remove_dir_all(&spool);
+    r
+}
+
+/// The collector moving files within one filesystem.
+fn collector_case(collector: &Path, work: &Path, files: u64, rows: &mut Vec<Row>) {
+    let source = work.join("source");
     eprintln!("bench: collector: writing {files} files");
     let bytes = fill(&source, files, 1024);
-    let spool = work.path().join("spool-collect");
+    let spool = work.join("spool-collect");
     let (wall, cpu, rss, _) = measure(
-        Command::new(&collector)
+        Command::new(collector)
             .arg("--spool")
             .arg(&spool)
             .arg("--source")
@@ -309,15 +424,29 @@ fn main() {
         Some(rss),
     ));
     let _ = std::fs::remove_dir_all(&spool);
+    let _ = std::fs::remove_dir_all(&source);
+}
 
-    // A deep backlog: time to the first request, the rate that follows, and
-    // the reporter over the same spool.
-    let files = 1_000_000 / scale;
-    let spool = work.path().join("spool-deep");
+/// A deep backlog: the reporter over it, then the time to the first request
+/// and the rate that follows.
+#[allow(clippy::too_many_arguments)]
+fn backlog_case(
+    sender: &Path,
+    reporter: &Path,
+    work: &Path,
+    rx: &Receiver,
+    url: &str,
+    concurrency: usize,
+    ceiling_rate: f64,
+    quick: bool,
+    rows: &mut Vec<Row>,
+) {
+    let files = if quick { 100_000 } else { 1_000_000 };
+    let spool = work.join("spool-deep");
     eprintln!("bench: deep backlog: writing {files} files");
     let bytes = fill(&spool.join("incoming"), files, 1024);
     let (wall, cpu, rss, _) = measure(
-        Command::new(&reporter)
+        Command::new(reporter)
             .arg("--spool")
             .arg(&spool)
             .args(["--format", "json"]),
@@ -335,17 +464,17 @@ fn main() {
     let before = rx.count();
     let started = Instant::now();
     let daemon = spawn(
-        Command::new(&sender)
+        Command::new(sender)
             .arg("--spool")
             .arg(&spool)
-            .args(["--url", &url, "--events", "/dev/null", "--concurrency"])
+            .args(["--url", url, "--events", "/dev/null", "--concurrency"])
             .arg(concurrency.to_string()),
     );
     while rx.count() == before && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let first = started.elapsed();
-    let window = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let window = Duration::from_secs(if quick { 3 } else { 10 });
     let at_first = rx.count();
     std::thread::sleep(window);
     let sent = rx.count() - at_first;
@@ -363,19 +492,6 @@ fn main() {
     r.note = format!("first request after {:.0} ms", first.as_secs_f64() * 1000.0);
     rows.push(r);
     let _ = std::fs::remove_dir_all(&spool);
-
-    rows.push(end_to_end(
-        &collector,
-        &sender,
-        work.path(),
-        if args.quick { 3 } else { 10 },
-    ));
-
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
-    } else {
-        print_table(&rows);
-    }
 }
 
 /// Steady production of 1,000 files/s into a source folder (write to a
