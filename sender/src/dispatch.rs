@@ -246,10 +246,22 @@ impl Dispatcher {
             }
         }
         let Some(route) = self.shared.router.route(&parsed.original) else {
-            self.reject_unrouted(&name);
+            self.reject_at_once(
+                &name,
+                ErrorClass::NoRoute,
+                "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
+                None,
+            );
             return Offer::Ignored;
         };
         let r = route.receiver;
+        let url = match route.url {
+            Ok(url) => url,
+            Err(why) => {
+                self.reject_at_once(&name, ErrorClass::Unsendable, why, Some(r));
+                return Offer::Ignored;
+            }
+        };
         if self.skipped[r] {
             return Offer::Skipped;
         }
@@ -306,7 +318,7 @@ impl Dispatcher {
                 let job = Job {
                     claimed,
                     receiver: r,
-                    url: route.url,
+                    url,
                     probe,
                     permits: (receiver_permit, global_permit),
                 };
@@ -325,20 +337,22 @@ impl Dispatcher {
         }
     }
 
-    /// A file no rule routes: claimed and moved to `error/` at once.
-    fn reject_unrouted(&self, name: &OsString) {
+    /// A file that cannot be sent whatever the receiver says (no rule
+    /// routes it, or its URL is not valid): claimed and moved to `error/`.
+    fn reject_at_once(
+        &self,
+        name: &OsString,
+        class: ErrorClass,
+        why: String,
+        receiver: Option<usize>,
+    ) {
         match self.shared.claims.claim(name, SystemTime::now()) {
             Ok(Some(claimed)) => {
-                let record = self.shared.reason(
-                    &claimed,
-                    ErrorClass::NoRoute,
-                    "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
-                    None,
-                    None,
-                    None,
-                );
+                let record = self
+                    .shared
+                    .reason(&claimed, class, why, receiver, None, None);
                 self.shared
-                    .reject(claimed, record, EventKind::Rejected, None, None);
+                    .reject(claimed, record, EventKind::Rejected, receiver, None);
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot claim; the file stays in incoming/"),

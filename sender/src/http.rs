@@ -169,7 +169,7 @@ impl Http {
     pub async fn send(
         &self,
         receiver: usize,
-        url: &str,
+        url: &reqwest::Url,
         file: File,
         size: u64,
         key: &str,
@@ -196,7 +196,7 @@ impl Http {
         let filename = percent_encode(original, FILENAME_ESCAPES).to_string();
         let request = target
             .client
-            .request(target.method.clone(), url)
+            .request(target.method.clone(), url.clone())
             .headers(target.headers.clone())
             .header("Idempotency-Key", key)
             .header(

@@ -22,7 +22,7 @@ use crate::outcome::{Answer, Outcome, classify};
 pub struct Job {
     pub claimed: Claimed,
     pub receiver: usize,
-    pub url: String,
+    pub url: reqwest::Url,
     pub probe: bool,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
@@ -52,7 +52,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
                         ErrorClass::Unsendable,
                         why.0.clone(),
                         Some(receiver),
-                        Some(&url),
+                        Some(url.as_str()),
                         None,
                     );
                     shared.reject(claimed, record, EventKind::Rejected, Some(receiver), None);
@@ -90,7 +90,14 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     shared.release_slot(receiver, permits);
 }
 
-fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt: u32, sent: Sent) {
+fn finish(
+    shared: &Shared,
+    claimed: Claimed,
+    receiver: usize,
+    url: &reqwest::Url,
+    attempt: u32,
+    sent: Sent,
+) {
     let now = SystemTime::now();
     let name = &shared.router.receivers()[receiver].name;
     let outcome = classify(
@@ -164,7 +171,7 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
                 ErrorClass::Rejected,
                 why,
                 Some(receiver),
-                Some(url),
+                Some(url.as_str()),
                 status,
             );
             record_answer(&mut record, attempt, &sent);
@@ -220,7 +227,7 @@ fn finish(shared: &Shared, claimed: Claimed, receiver: usize, url: &str, attempt
                         ErrorClass::Expired,
                         why,
                         Some(receiver),
-                        Some(url),
+                        Some(url.as_str()),
                         status,
                     );
                     record_answer(&mut record, attempt, &sent);

@@ -143,7 +143,7 @@ url = "{bad}?api_key=hidden"
 url = "{moved}"
 
 [[routes]]
-regex = '^(?<tenant>[a-z]+)-ok-'
+regex = '^(?:dots-)?(?<tenant>[a-z.]+)-ok-'
 receiver = "good"
 [[routes]]
 glob = "bad-*"
@@ -162,6 +162,8 @@ receiver = "moved"
     spool.put("bad-1.json", b"{\"x\":null}");
     spool.put("moved-1.json", b"{}");
     spool.put("nobody-wants-me.txt", b"?");
+    // Its tenant makes the path /good/../events, which is /events.
+    spool.put("dots-..-ok-2.json", b"{}");
 
     let out = run(
         sender(&spool).arg("--once").arg("--config").arg(&cfg),
@@ -203,7 +205,15 @@ receiver = "moved"
     let unrouted = reason_of(&spool.find(State::Error, "nobody-wants-me.txt"));
     assert_eq!(unrouted.class, ErrorClass::NoRoute);
     assert!(unrouted.message.contains("no route"));
-    assert_eq!(rx.count(), 3, "the unrouted file is never sent");
+    let dots = reason_of(&spool.find(State::Error, "dots-..-ok-2.json"));
+    assert_eq!(dots.class, ErrorClass::Unsendable);
+    assert_eq!(dots.receiver.as_deref(), Some("good"));
+    assert!(dots.message.contains("resolve away"), "{}", dots.message);
+    assert_eq!(
+        rx.count(),
+        3,
+        "neither the unrouted file nor the one with no valid URL is sent"
+    );
 
     for entry in std::fs::read_dir(spool.dir(State::Error)).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
@@ -216,7 +226,7 @@ receiver = "moved"
     let kinds: Vec<EventKind> = out.events().iter().map(|e| e.event).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == EventKind::Rejected).count(),
-        3
+        4
     );
 }
 
