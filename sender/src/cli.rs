@@ -56,6 +56,13 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
 
+    /// Threads that read, compress and send [default: 2].
+    ///
+    /// 1 costs the least CPU per file; more raise throughput on hosts
+    /// with cores to spare.
+    #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+
     /// Write event lines (JSON, one per outcome) here instead of stdout.
     ///
     /// `-` means stdout. The file is appended to.
@@ -143,6 +150,9 @@ impl Args {
         if let Some(n) = self.concurrency {
             settings.concurrency = n as usize;
         }
+        if let Some(n) = self.threads {
+            settings.threads = n as usize;
+        }
         if let Some(grace) = self.grace {
             settings.grace = grace;
         }
@@ -150,6 +160,9 @@ impl Args {
         settings.fsync |= self.fsync;
         if settings.concurrency == 0 {
             return Err(Failure::config("[sender] concurrency must be at least 1"));
+        }
+        if settings.threads == 0 {
+            return Err(Failure::config("[sender] threads must be at least 1"));
         }
         let spool = Spool::open(&spool_root)?.with_fsync(settings.fsync);
         Ok(Plan {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let plan = args.plan()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.settings.threads)
         .enable_all()
         .thread_name("sender")
         .build()?;

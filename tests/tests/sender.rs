@@ -506,6 +506,23 @@ fn bad_configuration_and_usage_give_clear_errors_and_exit_codes() {
     let out = run(sender(&spool).args(["--once", "--url", "ftp://x/"]), MINUTE);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr.contains("only http and https"), "{}", out.stderr);
+
+    let cfg = config(
+        &spool,
+        "[sender]\nthreads = 0\n[receivers.a]\nurl = \"http://x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stderr.contains("threads"), "{}", out.stderr);
+    let out = run(
+        sender(&spool).args(["--once", "--url", "http://x/", "--threads", "0"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--threads"), "{}", out.stderr);
 }
 
 #[test]
