@@ -231,7 +231,9 @@ pub fn make_report(
     events: &[PathBuf],
 ) -> Result<Report, Failure> {
     let now = SystemTime::now();
-    let census = Census::take(spool, router, now);
+    // A few threads: the census is mostly statx, which scales with cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let census = Census::take(spool, router, now, threads);
     let circuits = circuits::read_all(spool);
     let held = circuits::held(spool);
     let mut receivers: BTreeMap<String, ReceiverReport> = BTreeMap::new();
