@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -186,7 +187,7 @@ impl Collector {
             if !self.sources[source].wants(&data) {
                 return false;
             }
-            let taken = self.admit(&dir.join(&data), &data);
+            let taken = self.admit(&dir.join(&data), &data, None);
             let data_gone = !dir.join(&data).exists();
             if data_gone {
                 // Taken now, or by an earlier run that stopped before
@@ -225,13 +226,18 @@ impl Collector {
                 return false;
             }
         }
-        self.admit(&path, name)
+        self.admit(&path, name, Some(&meta))
     }
 
     /// Puts a file given by path (from a scan, or from `--stdin`) into the
-    /// spool under its file name.
-    pub fn admit(&mut self, path: &Path, original: &OsStr) -> bool {
-        match self.admitter.admit(path, original) {
+    /// spool under its file name. `meta` is what the caller just saw of it,
+    /// if it looked.
+    pub fn admit(&mut self, path: &Path, original: &OsStr, meta: Option<&Metadata>) -> bool {
+        let admitted = match meta {
+            Some(meta) => self.admitter.admit_looked_at(path, original, meta),
+            None => self.admitter.admit(path, original),
+        };
+        match admitted {
             Ok(admitted) => {
                 let (spooled, bytes) = match &admitted {
                     Admitted::Moved { path, bytes } | Admitted::Copied { path, bytes } => {

@@ -52,7 +52,7 @@ pub fn from_stdin(
             tracing::warn!(path = %path.display(), "no such file; skipped");
             continue;
         }
-        collector.admit(path, name);
+        collector.admit(path, name, None);
     }
 }
 

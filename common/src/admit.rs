@@ -84,8 +84,20 @@ impl Admitter {
     /// Moves `source` into `incoming/` as `original` (given a `uniq` field
     /// if the name is taken, so nothing is overwritten).
     pub fn admit(&self, source: &Path, original: &OsStr) -> Result<Admitted, AdmitError> {
-        let incoming = self.spool.dir(State::Incoming);
         let meta = fs::symlink_metadata(source).map_err(io_error)?;
+        self.admit_looked_at(source, original, &meta)
+    }
+
+    /// [`Admitter::admit`] for a caller that has just looked at the file
+    /// (`symlink_metadata`, not following links): one `statx` per file
+    /// fewer, which shows when collecting tens of thousands a second.
+    pub fn admit_looked_at(
+        &self,
+        source: &Path,
+        original: &OsStr,
+        meta: &fs::Metadata,
+    ) -> Result<Admitted, AdmitError> {
+        let incoming = self.spool.dir(State::Incoming);
         if !meta.is_file() {
             return Err(AdmitError::NotRegular);
         }
