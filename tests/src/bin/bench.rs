@@ -79,7 +79,16 @@ struct Row {
 
 /// CPU seconds (user + system) of children waited for so far.
 fn children_cpu() -> f64 {
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    cpu_of(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn own_cpu() -> f64 {
+    cpu_of(UsageWho::RUSAGE_SELF)
+}
+
+fn cpu_of(who: UsageWho) -> f64 {
+    let u = getrusage(who).expect("getrusage");
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(u.user_time()) + t(u.system_time())
 }
@@ -371,12 +380,7 @@ fn file_floor(work: &Path, files: u64) -> Row {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let cpu = || {
-        let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        t(u.user_time()) + t(u.system_time())
-    };
-    let (cpu0, started) = (cpu(), Instant::now());
+    let (cpu0, started) = (own_cpu(), Instant::now());
     let mut buf = vec![0u8; 1024];
     for name in &names {
         let claimed = claim.join(name);
@@ -393,7 +397,7 @@ fn file_floor(work: &Path, files: u64) -> Row {
         files,
         bytes,
         started.elapsed(),
-        Some(cpu() - cpu0),
+        Some(own_cpu() - cpu0),
         None,
     );
     r.note = "one thread; the sender cannot do less per file".into();
@@ -404,8 +408,37 @@ fn file_floor(work: &Path, files: u64) -> Row {
 /// The collector moving files within one filesystem.
 fn collector_case(collector: &Path, work: &Path, files: u64, rows: &mut Vec<Row>) {
     let source = work.join("source");
-    eprintln!("bench: collector: writing {files} files");
+    eprintln!("bench: rename floor: writing {files} files");
     let bytes = fill(&source, files, 1024);
+    // The floor: one rename per file from one folder to another, nothing
+    // else. The collector cannot do less, and renames between the same two
+    // folders are serialised by the kernel's directory locks, so more
+    // threads would not raise it either.
+    let moved = work.join("renamed");
+    std::fs::create_dir_all(&moved).unwrap();
+    let names: Vec<_> = std::fs::read_dir(&source)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let (cpu0, started) = (own_cpu(), Instant::now());
+    for name in &names {
+        std::fs::rename(source.join(name), moved.join(name)).unwrap();
+    }
+    let mut floor = row(
+        "rename floor (one folder to another, no other work)",
+        files,
+        bytes,
+        started.elapsed(),
+        Some(own_cpu() - cpu0),
+        None,
+    );
+    floor.note = "one thread; the collector cannot do less per file".into();
+    let floor_rate = floor.files_per_second;
+    rows.push(floor);
+    std::fs::remove_dir(&source).unwrap();
+    std::fs::rename(&moved, &source).unwrap();
+
+    eprintln!("bench: collector");
     let spool = work.join("spool-collect");
     let (wall, cpu, rss, _) = measure(
         Command::new(collector)
@@ -415,14 +448,19 @@ fn collector_case(collector: &Path, work: &Path, files: u64, rows: &mut Vec<Row>
             .arg(&source)
             .args(["--once", "--settle", "0s", "--events", "/dev/null"]),
     );
-    rows.push(row(
+    let mut r = row(
         "collector --once, same filesystem",
         files,
         bytes,
         wall,
         Some(cpu),
         Some(rss),
-    ));
+    );
+    r.note = format!(
+        "{:.0}% of the rename floor's rate",
+        r.files_per_second / floor_rate * 100.0
+    );
+    rows.push(r);
     let _ = std::fs::remove_dir_all(&spool);
     let _ = std::fs::remove_dir_all(&source);
 }
