@@ -265,6 +265,14 @@ fn main() {
             &[],
             &mut rows,
         );
+        sender_case(
+            "sender --once --threads 2, 1 KiB files",
+            100_000 / scale,
+            1024,
+            1,
+            &["--threads", "2"],
+            &mut rows,
+        );
     }
     if args.wants(Case::Large) {
         sender_case(
