@@ -86,6 +86,10 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             claimed.name.original.as_encoded_bytes(),
         )
         .await;
+    // Let the connection go back to the pool before this slot goes to the
+    // next file: the pool takes it back in a task of its own, and a file
+    // that finds no idle connection opens another one.
+    tokio::task::yield_now().await;
     finish(&shared, claimed, receiver, &url, attempt, sent);
     shared.release_slot(receiver, permits);
 }
