@@ -56,10 +56,10 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
 
-    /// Threads that read, compress and send [default: 1].
+    /// Threads that read, compress and send [default: 2].
     ///
-    /// 1 costs the least CPU and memory per file; more raise throughput on
-    /// hosts with cores to spare.
+    /// 1 uses the least memory; more raise throughput on hosts with cores
+    /// to spare.
     #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 

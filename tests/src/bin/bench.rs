@@ -266,11 +266,11 @@ fn main() {
             &mut rows,
         );
         sender_case(
-            "sender --once --threads 2, 1 KiB files",
+            "sender --once --threads 1, 1 KiB files",
             100_000 / scale,
             1024,
             1,
-            &["--threads", "2"],
+            &["--threads", "1"],
             &mut rows,
         );
     }
