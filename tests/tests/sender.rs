@@ -900,10 +900,16 @@ receiver = "r"
     spool.put("first", b"1");
     let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
     // The receiver records a request only when it answers: one answer (the
-    // 503) and the file claimed again means the probe is out.
+    // 503) and the file claimed again with one attempt behind it means the
+    // probe is out. (Sending alone is not enough: right after the 503 the
+    // file is still in its claim folder with no attempt recorded yet.)
     assert!(
         eventually(Duration::from_secs(10), || rx.count() == 1
-            && spool.count(State::Sending) == 1),
+            && spool.names(State::Sending).iter().any(|n| SpoolName::parse(
+                OsStr::from_bytes(n)
+            )
+            .attempts
+                == 1)),
         "the probe went out"
     );
     spool.put("second", b"2");
