@@ -40,20 +40,19 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// `template` has been checked with [`check_url`].
-    fn new(name: String, config: ReceiverConfig, template: Vec<Piece>) -> Receiver {
-        let sample = Url::parse(&render(&template, |_| Some(b"x".as_slice()), b"x"));
-        let fixed_url = match captures_of(&template).next() {
-            None => sample.clone().ok(),
-            Some(_) => None,
-        };
-        Receiver {
+    /// Checks the URL with every capture a plain word, and keeps what the
+    /// check parsed.
+    fn new(name: String, config: ReceiverConfig, template: Vec<Piece>) -> Result<Receiver, String> {
+        let sample = check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))?;
+        let path_slashes = slashes(sample.path());
+        let fixed_url = captures_of(&template).next().is_none().then_some(sample);
+        Ok(Receiver {
             name,
             config,
             template,
             fixed_url,
-            path_slashes: sample.map_or(0, |u| slashes(u.path())),
-        }
+            path_slashes,
+        })
     }
 }
 
@@ -106,13 +105,13 @@ impl Router {
                 "--url has a placeholder {{{name}}} that only a routing rule can fill"
             ));
         }
-        check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))?;
+        let receiver = Receiver::new(SINGLE_RECEIVER.into(), config, template)?;
         Ok(Router {
             rules: vec![Rule {
                 matcher: Matcher::Glob(GlobBuilder::new("*").build().unwrap().compile_matcher()),
                 receiver: 0,
             }],
-            receivers: vec![Receiver::new(SINGLE_RECEIVER.into(), config, template)],
+            receivers: vec![receiver],
         })
     }
 
@@ -126,7 +125,7 @@ impl Router {
             let rc = spanned.get_ref();
             let template = parse_template(&rc.url)
                 .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
-            check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))
+            let receiver = Receiver::new(name.clone(), rc.clone(), template)
                 .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
             if rc.concurrency == 0 {
                 return Err(loaded.error_at(
@@ -140,7 +139,7 @@ impl Router {
                     format!("receiver {name}: gzip_level must be 0 to 9"),
                 ));
             }
-            receivers.push(Receiver::new(name.clone(), rc.clone(), template));
+            receivers.push(receiver);
         }
         if config.routes.is_empty() {
             return Err(loaded
@@ -298,10 +297,10 @@ fn render<'a>(
     url
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
+fn check_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
     match parsed.scheme() {
-        "http" | "https" => Ok(()),
+        "http" | "https" => Ok(parsed),
         other => Err(format!(
             "url {url:?} has scheme {other}; only http and https are supported"
         )),
