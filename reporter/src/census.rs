@@ -129,11 +129,13 @@ impl Census {
     /// `statx` per file is nearly all of the cost, and it is system time
     /// that a second core halves.
     pub fn take(spool: &Spool, router: Option<&Router>, now: SystemTime, threads: usize) -> Census {
-        let names: Vec<String> = match router {
-            Some(r) => r.receivers().iter().map(|r| r.name.clone()).collect(),
+        let names: Vec<&str> = match router {
+            Some(r) => r.receivers().iter().map(|r| r.name.as_str()).collect(),
             None => Vec::new(),
         };
         let other = if router.is_some() { UNROUTED } else { UNKNOWN };
+        // Receiver `i` of a tally; the index past the last is `other`.
+        let label = |i: usize| names.get(i).copied().unwrap_or(other).to_string();
         let mut census = Census::default();
         for state in State::ALL {
             let dir = spool.dir(state);
@@ -168,19 +170,13 @@ impl Census {
                         if r.backlog.files + r.done.files + r.error.files == 0 {
                             continue;
                         }
-                        let name = names.get(i).map_or(other, String::as_str);
-                        census
-                            .receivers
-                            .entry(name.to_string())
-                            .or_default()
-                            .merge(r);
+                        census.receivers.entry(label(i)).or_default().merge(r);
                     }
                     for ((i, class, status), n) in t.errors {
-                        let receiver = names.get(i).map_or(other, String::as_str).to_string();
                         *census
                             .errors
                             .entry(ErrorGroup {
-                                receiver,
+                                receiver: label(i),
                                 class,
                                 status,
                             })
