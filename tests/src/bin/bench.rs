@@ -235,7 +235,12 @@ fn main() {
     );
     let ceiling_rate = ceiling.files_per_second;
     rows.push(ceiling);
-    rows.push(file_floor(work.path(), 100_000 / scale));
+    if [Case::Small, Case::Large, Case::Parallel]
+        .iter()
+        .any(|&c| args.wants(c))
+    {
+        rows.push(file_floor(work.path(), 100_000 / scale));
+    }
 
     let sender_case = |name: &str,
                        files: u64,
@@ -421,32 +426,53 @@ fn file_floor(work: &Path, files: u64) -> Row {
     let (claim, done) = (spool.join("sending/floor"), spool.join("done"));
     std::fs::create_dir_all(&claim).unwrap();
     std::fs::create_dir_all(&done).unwrap();
-    let names: Vec<_> = std::fs::read_dir(spool.join("incoming"))
+    let mut buf = vec![0u8; 1024];
+    let r = floor_row(
+        "file-work floor (renames + read, no HTTP)",
+        "the sender",
+        &spool.join("incoming"),
+        bytes,
+        |from, name| {
+            let claimed = claim.join(name);
+            std::fs::rename(from, &claimed).unwrap();
+            let mut f = std::fs::File::open(&claimed).unwrap();
+            let size = f.metadata().unwrap().len() as usize;
+            buf.resize(size, 0);
+            std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+            drop(f);
+            std::fs::rename(&claimed, done.join(name)).unwrap();
+        },
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+    r
+}
+
+/// Times `each` over every file in `dir` on this thread, as a row: the
+/// floor under what `who` does per file.
+fn floor_row(
+    case: &str,
+    who: &str,
+    dir: &Path,
+    bytes: u64,
+    mut each: impl FnMut(&Path, &std::ffi::OsStr),
+) -> Row {
+    let names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     let (cpu0, started) = (own_cpu(), Instant::now());
-    let mut buf = vec![0u8; 1024];
     for name in &names {
-        let claimed = claim.join(name);
-        std::fs::rename(spool.join("incoming").join(name), &claimed).unwrap();
-        let mut f = std::fs::File::open(&claimed).unwrap();
-        let size = f.metadata().unwrap().len() as usize;
-        buf.resize(size, 0);
-        std::io::Read::read_exact(&mut f, &mut buf).unwrap();
-        drop(f);
-        std::fs::rename(&claimed, done.join(name)).unwrap();
+        each(&dir.join(name), name);
     }
     let mut r = row(
-        "file-work floor (renames + read, no HTTP)",
-        files,
+        case,
+        names.len() as u64,
         bytes,
         started.elapsed(),
         Some(own_cpu() - cpu0),
         None,
     );
-    r.note = "one thread; the sender cannot do less per file".into();
-    let _ = std::fs::remove_dir_all(&spool);
+    r.note = format!("one thread; {who} cannot do less per file");
     r
 }
 
@@ -461,23 +487,13 @@ fn collector_case(collector: &Path, work: &Path, files: u64, rows: &mut Vec<Row>
     // threads would not raise it either.
     let moved = work.join("renamed");
     std::fs::create_dir_all(&moved).unwrap();
-    let names: Vec<_> = std::fs::read_dir(&source)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let (cpu0, started) = (own_cpu(), Instant::now());
-    for name in &names {
-        std::fs::rename(source.join(name), moved.join(name)).unwrap();
-    }
-    let mut floor = row(
+    let floor = floor_row(
         "rename floor (one folder to another, no other work)",
-        files,
+        "the collector",
+        &source,
         bytes,
-        started.elapsed(),
-        Some(own_cpu() - cpu0),
-        None,
+        |from, name| std::fs::rename(from, moved.join(name)).unwrap(),
     );
-    floor.note = "one thread; the collector cannot do less per file".into();
     let floor_rate = floor.files_per_second;
     rows.push(floor);
     std::fs::remove_dir(&source).unwrap();
