@@ -333,16 +333,77 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
     match toml::from_str::<Config>(&text) {
-        Ok(config) => Ok(Loaded {
-            config,
-            path: path.to_path_buf(),
-            text,
-        }),
+        Ok(config) => {
+            let loaded = Loaded {
+                config,
+                path: path.to_path_buf(),
+                text,
+            };
+            crate::config_check::check(&loaded)?;
+            Ok(loaded)
+        }
         Err(e) => Err(ConfigError {
             path: path.to_path_buf(),
             line: e.span().map(|s| line_of(&text, s.start)),
             message: e.message().to_string(),
         }),
+    }
+}
+
+impl Loaded {
+    /// The span of a key, by its path of table keys and array indexes
+    /// (`["collector", "sources", "0", "settle"]`); `None` if the file
+    /// does not set it.
+    pub fn key_span(&self, path: &[&str]) -> Option<Range<usize>> {
+        use toml::de::{DeTable, DeValue};
+        // Parsed again per lookup: only errors look keys up.
+        let root = DeValue::Table(DeTable::parse(&self.text).ok()?.into_inner());
+        let mut value = &root;
+        let mut span = None;
+        for key in path {
+            let next = match value {
+                DeValue::Table(table) => {
+                    let (k, v) = table.iter().find(|(k, _)| k.get_ref() == key)?;
+                    span = Some(k.span());
+                    v
+                }
+                DeValue::Array(items) => {
+                    let item = items.get(key.parse::<usize>().ok()?)?;
+                    span = Some(item.span());
+                    item
+                }
+                _ => return None,
+            };
+            value = next.get_ref();
+        }
+        span
+    }
+
+    /// An error at a key, or, when the file does not have it, at the end
+    /// of the file, where it would be added.
+    pub fn error_at_key(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+        let span = self
+            .key_span(path)
+            .unwrap_or(self.text.len()..self.text.len());
+        self.error_at(span, message)
+    }
+
+    /// Resolves every header secret, so a missing variable or an unreadable
+    /// file stops the sender at start with the line that names it, not at
+    /// the first request. Only the sender calls this: the other programs
+    /// never send, and may run where the secrets are not.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (name, receiver) in &self.config.receivers {
+            for (header, value) in &receiver.get_ref().headers {
+                value.resolve().map_err(|e| {
+                    self.error_at_key(
+                        &["receivers", name, "headers", header],
+                        format!("receiver {name}: header {header}: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 

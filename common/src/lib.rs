@@ -11,6 +11,7 @@
 pub mod admit;
 pub mod circuits;
 pub mod config;
+pub mod config_check;
 pub mod event;
 pub mod exit;
 pub mod fsops;

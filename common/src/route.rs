@@ -142,8 +142,10 @@ impl Router {
             receivers.push(receiver);
         }
         if config.routes.is_empty() {
-            return Err(loaded
-                .error("no [[routes]]: add at least one rule, e.g. glob = \"*\" with a receiver"));
+            return Err(loaded.error_at_key(
+                &["routes"],
+                "no [[routes]]: add at least one rule, e.g. glob = \"*\" with a receiver",
+            ));
         }
         let mut rules = Vec::new();
         for spanned in &config.routes {

@@ -131,7 +131,11 @@ impl Args {
     /// Resolves the flags and the config file into what `run` needs.
     pub fn plan(self) -> Result<Plan, Failure> {
         let loaded = match &self.config {
-            Some(path) => Some(config::load(path).map_err(Failure::config)?),
+            Some(path) => {
+                let loaded = config::load(path).map_err(Failure::config)?;
+                loaded.check_secrets().map_err(Failure::config)?;
+                Some(loaded)
+            }
             None => None,
         };
         let router = match (&self.url, &loaded) {

@@ -1,0 +1,390 @@
+//! What a configuration must be, beyond its shape, to work: every number
+//! and duration in its valid range, receiver names safe as file names and
+//! table cells, a `ca_file` that holds a certificate, globs that compile.
+//!
+//! Serde checks the shape and this module the sense, so that a file that
+//! cannot work is refused at start (exit 78) with the line to fix, instead
+//! of being found out at the first request (`timeout = "0s"` times every
+//! request out at once, forever). Routing rules are checked where they are
+//! compiled, in `route.rs`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::{ConfigError, HeaderValue, Loaded, ReadyRule};
+
+/// The longest duration any setting takes. Longer ones are typos (and
+/// would overflow clock arithmetic).
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+const MAX_THREADS: usize = 1024;
+const MAX_RECEIVER_NAME: usize = 64;
+
+/// Whether a receiver name may be used: 1 to 64 of `A-Z a-z 0-9 . _ -`,
+/// not starting with `.` or `-`. Names become file names (`hold/NAME`),
+/// Prometheus label values and table cells, so nothing else is safe.
+pub fn check_receiver_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_RECEIVER_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a receiver name: use 1 to {MAX_RECEIVER_NAME} of A-Z a-z 0-9 . _ -, not starting with . or -"
+        ))
+    }
+}
+
+/// Checks a parsed file; the first problem found is the error.
+pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
+    let c = Checker { loaded };
+    c.top()?;
+    c.sender()?;
+    c.receivers()?;
+    c.collector()
+}
+
+struct Checker<'a> {
+    loaded: &'a Loaded,
+}
+
+impl Checker<'_> {
+    fn fail(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+        self.loaded.error_at_key(path, message)
+    }
+
+    /// A duration must be more than zero (unless `zero_ok`) and at most
+    /// ten years.
+    fn duration(&self, path: &[&str], d: Duration, zero_ok: bool) -> Result<(), ConfigError> {
+        let key = path.last().copied().unwrap_or_default();
+        if d.is_zero() && !zero_ok {
+            return Err(self.fail(path, format!("{key} must be more than 0s")));
+        }
+        if d > MAX_DURATION {
+            return Err(self.fail(path, format!("{key} must be at most 3650 days")));
+        }
+        Ok(())
+    }
+
+    fn at_least(&self, path: &[&str], value: u64, least: u64) -> Result<(), ConfigError> {
+        if value < least {
+            let key = path.last().copied().unwrap_or_default();
+            return Err(self.fail(path, format!("{key} must be at least {least}")));
+        }
+        Ok(())
+    }
+
+    fn top(&self) -> Result<(), ConfigError> {
+        let config = &self.loaded.config;
+        if config
+            .spool
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(self.fail(&["spool"], "spool must not be empty"));
+        }
+        // The reporter takes no settings yet; a key here would be ignored.
+        if let Some(key) = config.reporter.as_ref().and_then(|t| t.keys().next()) {
+            return Err(self.fail(
+                &["reporter", key],
+                format!("unknown field `{key}`: [reporter] takes no settings"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn sender(&self) -> Result<(), ConfigError> {
+        let s = &self.loaded.config.sender;
+        let at = |key: &'static str| ["sender", key];
+        self.at_least(&at("concurrency"), s.concurrency as u64, 1)?;
+        self.at_least(&at("threads"), s.threads as u64, 1)?;
+        if s.threads > MAX_THREADS {
+            return Err(self.fail(
+                &at("threads"),
+                format!("threads must be at most {MAX_THREADS}"),
+            ));
+        }
+        self.at_least(&at("breaker_failures"), s.breaker_failures.into(), 1)?;
+        self.duration(&at("max_age"), s.max_age, false)?;
+        self.duration(&at("backoff_initial"), s.backoff_initial, false)?;
+        self.duration(&at("backoff_max"), s.backoff_max, false)?;
+        self.duration(&at("breaker_open_initial"), s.breaker_open_initial, false)?;
+        self.duration(&at("breaker_open_max"), s.breaker_open_max, false)?;
+        // No grace is a choice: cut requests at once on SIGTERM.
+        self.duration(&at("grace"), s.grace, true)?;
+        self.duration(&at("rescan_interval"), s.rescan_interval, false)?;
+        if s.backoff_max < s.backoff_initial {
+            return Err(self.fail(
+                &at("backoff_max"),
+                "backoff_max must be at least backoff_initial",
+            ));
+        }
+        if s.breaker_open_max < s.breaker_open_initial {
+            return Err(self.fail(
+                &at("breaker_open_max"),
+                "breaker_open_max must be at least breaker_open_initial",
+            ));
+        }
+        Ok(())
+    }
+
+    fn receivers(&self) -> Result<(), ConfigError> {
+        for (name, spanned) in &self.loaded.config.receivers {
+            let r = spanned.get_ref();
+            let at = |key: &'static str| ["receivers", name.as_str(), key];
+            check_receiver_name(name).map_err(|e| self.fail(&["receivers", name], e))?;
+            let prefix = |e: String| format!("receiver {name}: {e}");
+            self.duration(&at("timeout"), r.timeout, false)
+                .map_err(|e| ConfigError {
+                    message: prefix(e.message),
+                    ..e
+                })?;
+            self.duration(&at("connect_timeout"), r.connect_timeout, false)
+                .map_err(|e| ConfigError {
+                    message: prefix(e.message),
+                    ..e
+                })?;
+            if r.concurrency == 0 {
+                return Err(self.fail(
+                    &at("concurrency"),
+                    prefix("concurrency must be at least 1".into()),
+                ));
+            }
+            if r.gzip_level > 9 {
+                return Err(self.fail(
+                    &at("gzip_level"),
+                    prefix("gzip_level must be 0 to 9".into()),
+                ));
+            }
+            if let Some(s) = r.retry_statuses.iter().find(|s| !(300..=599).contains(*s)) {
+                return Err(self.fail(
+                    &at("retry_statuses"),
+                    prefix(format!(
+                        "retry_statuses: {s} is not an HTTP status from 300 to 599"
+                    )),
+                ));
+            }
+            if r.content_type.is_empty() || !is_header_value(&r.content_type) {
+                return Err(self.fail(
+                    &at("content_type"),
+                    prefix(format!(
+                        "content_type {:?} is not a valid header value",
+                        r.content_type
+                    )),
+                ));
+            }
+            for (header, value) in &r.headers {
+                let path = ["receivers", name.as_str(), "headers", header.as_str()];
+                if !is_header_name(header) {
+                    return Err(self.fail(
+                        &path,
+                        prefix(format!("{header:?} is not a valid header name")),
+                    ));
+                }
+                if let HeaderValue::Literal(v) = value
+                    && !is_header_value(v)
+                {
+                    return Err(self.fail(
+                        &path,
+                        prefix(format!(
+                            "header {header} has a value that is not a valid header value"
+                        )),
+                    ));
+                }
+            }
+            if let Some(ca) = &r.ca_file {
+                check_ca_file(ca).map_err(|e| self.fail(&at("ca_file"), prefix(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn collector(&self) -> Result<(), ConfigError> {
+        let c = &self.loaded.config.collector;
+        let at = |key: &'static str| ["collector", key];
+        self.duration(&at("rescan_interval"), c.rescan_interval, false)?;
+        if let Some(n) = c.max_incoming_files {
+            self.at_least(&at("max_incoming_files"), n, 1)?;
+        }
+        if c.max_incoming_bytes.is_some_and(|b| b.as_u64() == 0) {
+            return Err(self.fail(
+                &at("max_incoming_bytes"),
+                "max_incoming_bytes must be more than 0 (leave it out for no limit)",
+            ));
+        }
+        for (i, source) in c.sources.iter().enumerate() {
+            let i = i.to_string();
+            let at = |key: &'static str| ["collector", "sources", i.as_str(), key];
+            if source.path.as_os_str().is_empty() {
+                return Err(self.fail(&at("path"), "a source's path must not be empty"));
+            }
+            // 0s is allowed: producers that rename complete files into
+            // place need no settling.
+            self.duration(&at("settle"), source.settle, true)?;
+            if source.ready == ReadyRule::Marker && source.markers.is_empty() {
+                return Err(self.fail(
+                    &at("markers"),
+                    "ready = \"marker\" needs at least one marker",
+                ));
+            }
+            if let Some(m) = source
+                .markers
+                .iter()
+                .find(|m| m.is_empty() || m.contains('/'))
+            {
+                return Err(self.fail(&at("markers"), format!("{m:?} is not a marker suffix")));
+            }
+            for (key, globs) in [("include", &source.include), ("exclude", &source.exclude)] {
+                for g in globs {
+                    globset::Glob::new(g)
+                        .map_err(|e| self.fail(&at(key), format!("bad glob {g:?}: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `ca_file` must hold at least one certificate, all well formed: a file
+/// with none (empty, or only a key) would silently trust nothing extra.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| {
+            format!(
+                "ca_file {} holds a malformed PEM block: {e}",
+                path.display()
+            )
+        })?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9110 token characters.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Visible ASCII, spaces and tabs: what every HTTP stack accepts.
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_names_are_safe_as_file_names_and_cells() {
+        for ok in ["orders", "a", "eu-west_1.v2", "A9"] {
+            assert!(check_receiver_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\nb",
+            "-x",
+            ".hidden",
+            "a b",
+            "ü",
+            &"x".repeat(65),
+        ] {
+            assert!(check_receiver_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_rules() {
+        assert!(is_header_name("X-Api-Key"));
+        assert!(!is_header_name("X Api") && !is_header_name(""));
+        assert!(is_header_value("Bearer abc\t1"));
+        assert!(!is_header_value("a\nb"));
+    }
+
+    /// Every error a file can have names its line: (text, line, words).
+    #[test]
+    fn every_config_error_names_its_line() {
+        let r = "[receivers.r]\nurl = \"http://h/\"\n";
+        let cases: Vec<(String, usize, &str)> = vec![
+            ("spool = \"\"\n".into(), 1, "spool must not be empty"),
+            ("[reporter]\nx = 1\n".into(), 2, "takes no settings"),
+            ("[sender]\nconcurrency = 0\n".into(), 2, "concurrency must be at least 1"),
+            ("[sender]\nthreads = 0\n".into(), 2, "threads must be at least 1"),
+            ("[sender]\nthreads = 5000\n".into(), 2, "at most 1024"),
+            ("[sender]\nbreaker_failures = 0\n".into(), 2, "at least 1"),
+            ("[sender]\nmax_age = \"0s\"\n".into(), 2, "max_age must be more than 0s"),
+            ("[sender]\nbackoff_initial = \"0s\"\n".into(), 2, "more than 0s"),
+            ("[sender]\n\nbackoff_max = \"0s\"\n".into(), 3, "more than 0s"),
+            ("[sender]\nbackoff_max = \"1s\"\nbackoff_initial = \"2s\"\n".into(), 2, "at least backoff_initial"),
+            ("[sender]\nbreaker_open_initial = \"0s\"\n".into(), 2, "more than 0s"),
+            ("[sender]\nbreaker_open_max = \"1s\"\n".into(), 2, "at least breaker_open_initial"),
+            ("[sender]\nrescan_interval = \"0s\"\n".into(), 2, "more than 0s"),
+            ("[sender]\nmax_age = \"20000d\"\n".into(), 2, "at most 3650 days"),
+            (format!("{r}timeout = \"0s\"\n"), 3, "receiver r: timeout must be more than 0s"),
+            (format!("{r}connect_timeout = \"0ms\"\n"), 3, "connect_timeout must be more than 0s"),
+            (format!("{r}concurrency = 0\n"), 3, "concurrency must be at least 1"),
+            (format!("{r}gzip_level = 10\n"), 3, "0 to 9"),
+            (format!("{r}retry_statuses = [200]\n"), 3, "200 is not an HTTP status"),
+            (format!("{r}content_type = \"a\\nb\"\n"), 3, "content_type"),
+            (format!("{r}headers = {{ \"X Y\" = \"v\" }}\n"), 3, "not a valid header name"),
+            (format!("{r}[receivers.r.headers]\nX = \"a\\u0001\"\n"), 4, "not a valid header value"),
+            (format!("{r}ca_file = \"/nonexistent/ca.pem\"\n"), 3, "cannot read ca_file"),
+            ("spool = \"/s\"\n[receivers.\"a\\nb\"]\nurl = \"http://h/\"\n".into(), 2, "is not a receiver name"),
+            ("[receivers.\"../x\"]\nurl = \"http://h/\"\n".into(), 1, "is not a receiver name"),
+            ("[collector]\nrescan_interval = \"0s\"\n".into(), 2, "more than 0s"),
+            ("[collector]\nmax_incoming_files = 0\n".into(), 2, "at least 1"),
+            ("[collector]\nmax_incoming_bytes = \"0 B\"\n".into(), 2, "more than 0"),
+            ("[[collector.sources]]\npath = \"\"\n".into(), 2, "must not be empty"),
+            ("[[collector.sources]]\npath = \"/a\"\n[[collector.sources]]\npath = \"/b\"\nready = \"marker\"\nmarkers = []\n".into(), 6, "needs at least one marker"),
+            ("[[collector.sources]]\npath = \"/a\"\nmarkers = [\"a/b\"]\n".into(), 3, "not a marker suffix"),
+            ("[[collector.sources]]\npath = \"/a\"\ninclude = [\"[a\"]\n".into(), 3, "bad glob"),
+            ("[[collector.sources]]\npath = \"/a\"\nsettle = \"20000d\"\n".into(), 3, "at most"),
+            // The shape, checked by serde.
+            ("[sender\n".into(), 1, ""),
+            ("\n[sender]\nconcurency = 1\n".into(), 3, "concurency"),
+            ("[sender]\nconcurrency = \"many\"\n".into(), 2, "invalid type"),
+            ("[receivers.r]\nmethod = \"PUT\"\n".into(), 1, "missing field `url`"),
+        ];
+        for (text, line, words) in cases {
+            let err = crate::config::parse(Path::new("t.toml"), text.clone())
+                .err()
+                .unwrap_or_else(|| panic!("accepted:\n{text}"));
+            assert_eq!(err.line, Some(line), "{text}\n{err}");
+            assert!(
+                err.to_string().starts_with(&format!("t.toml:{line}: ")),
+                "{err}"
+            );
+            assert!(err.message.contains(words), "{text}\n{err}");
+        }
+    }
+
+    #[test]
+    fn zero_grace_and_zero_settle_are_choices_not_mistakes() {
+        let text =
+            "[sender]\ngrace = \"0s\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
+        crate::config::parse(Path::new("t.toml"), text.into()).unwrap();
+    }
+}
