@@ -82,6 +82,9 @@ pub struct Collector {
     level: Level,
     measured: Option<Instant>,
     pub collected: u64,
+    /// A file was left at its source because the spool's disk was full:
+    /// a one-shot run exits 75 (rerun later) instead of 0.
+    pub disk_full: bool,
 }
 
 impl Collector {
@@ -101,6 +104,7 @@ impl Collector {
             level: Level::default(),
             measured: None,
             collected: 0,
+            disk_full: false,
         })
     }
 
@@ -277,6 +281,7 @@ impl Collector {
                 false
             }
             Err(AdmitError::Io(e)) => {
+                self.disk_full |= spoolpost_common::fsops::is_disk_full(&e);
                 tracing::warn!(file = %path.display(), error = %e, "cannot collect; will retry");
                 false
             }

@@ -51,10 +51,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
         let result = match plan.stdin {
             Some(nul) => run::from_stdin(&mut collector, nul, &stop),
-            None if plan.once => {
-                run::once(&mut collector);
-                Ok(())
-            }
+            None if plan.once => run::once(&mut collector),
             None => run::serve(&mut collector, plan.section.rescan_interval, &stop).await,
         };
         signals.abort();

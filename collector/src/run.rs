@@ -18,9 +18,24 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The least time between two rescans asked for by timers.
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
 
-pub fn once(collector: &mut Collector) {
+pub fn once(collector: &mut Collector) -> Result<(), Failure> {
     let scan = collector.scan(SystemTime::now());
     tracing::info!(files = scan.taken, "collected");
+    left_for_disk_full(collector)
+}
+
+/// A one-shot run that left files at their source because the spool's disk
+/// was full failed for now: exit 75 tells cron to run it again later. (The
+/// long-running collector just keeps trying: nothing is lost either way.)
+fn left_for_disk_full(collector: &Collector) -> Result<(), Failure> {
+    if collector.disk_full {
+        return Err(Failure {
+            code: spoolpost_common::exit::TEMPORARY,
+            message: "the spool's disk is full: files were left at their source; rerun later"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Takes the paths read from standard input, newline- or NUL-separated.
@@ -35,7 +50,7 @@ pub fn from_stdin(
     loop {
         line.clear();
         if input.read_until(sep, &mut line)? == 0 || stop.is_cancelled() {
-            return Ok(());
+            return left_for_disk_full(collector);
         }
         if line.last() == Some(&sep) {
             line.pop();

@@ -112,7 +112,8 @@ pub fn held(spool: &Spool) -> Vec<String> {
             entries
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.'))
+                // Anything else is counted by the reporter as unexpected.
+                .filter(|n| crate::config_check::check_receiver_name(n).is_ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -121,12 +122,8 @@ pub fn held(spool: &Spool) -> Vec<String> {
 }
 
 fn hold_file_name(receiver: &str) -> io::Result<&str> {
-    if receiver.is_empty() || receiver.starts_with('.') || receiver.contains('/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{receiver:?} is not a receiver name"),
-        ));
-    }
+    crate::config_check::check_receiver_name(receiver)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(receiver)
 }
 

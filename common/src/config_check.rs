@@ -119,13 +119,21 @@ impl Checker<'_> {
         // No grace is a choice: cut requests at once on SIGTERM.
         self.duration(&at("grace"), s.grace, true)?;
         self.duration(&at("rescan_interval"), s.rescan_interval, false)?;
-        if s.backoff_max < s.backoff_initial {
+        // Only when both are written: an initial wait above the default
+        // maximum is capped by it, which is what such a file asks for.
+        let written = |a: &str, b: &str| {
+            self.loaded.key_span(&["sender", a]).is_some()
+                && self.loaded.key_span(&["sender", b]).is_some()
+        };
+        if s.backoff_max < s.backoff_initial && written("backoff_initial", "backoff_max") {
             return Err(self.fail(
                 &at("backoff_max"),
                 "backoff_max must be at least backoff_initial",
             ));
         }
-        if s.breaker_open_max < s.breaker_open_initial {
+        if s.breaker_open_max < s.breaker_open_initial
+            && written("breaker_open_initial", "breaker_open_max")
+        {
             return Err(self.fail(
                 &at("breaker_open_max"),
                 "breaker_open_max must be at least breaker_open_initial",
@@ -340,7 +348,7 @@ mod tests {
             ("[sender]\n\nbackoff_max = \"0s\"\n".into(), 3, "more than 0s"),
             ("[sender]\nbackoff_max = \"1s\"\nbackoff_initial = \"2s\"\n".into(), 2, "at least backoff_initial"),
             ("[sender]\nbreaker_open_initial = \"0s\"\n".into(), 2, "more than 0s"),
-            ("[sender]\nbreaker_open_max = \"1s\"\n".into(), 2, "at least breaker_open_initial"),
+            ("[sender]\nbreaker_open_max = \"1s\"\nbreaker_open_initial = \"2s\"\n".into(), 2, "at least breaker_open_initial"),
             ("[sender]\nrescan_interval = \"0s\"\n".into(), 2, "more than 0s"),
             ("[sender]\nmax_age = \"20000d\"\n".into(), 2, "at most 3650 days"),
             (format!("{r}timeout = \"0s\"\n"), 3, "receiver r: timeout must be more than 0s"),
@@ -384,7 +392,7 @@ mod tests {
     #[test]
     fn zero_grace_and_zero_settle_are_choices_not_mistakes() {
         let text =
-            "[sender]\ngrace = \"0s\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
+            "[sender]\ngrace = \"0s\"\nbackoff_initial = \"1h\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
         crate::config::parse(Path::new("t.toml"), text.into()).unwrap();
     }
 }

@@ -64,7 +64,12 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Whether an error means the disk or quota is full: the caller should pause
 /// and retry later rather than give up on the file.
 pub fn is_disk_full(err: &io::Error) -> bool {
+    // By kind as well: an error re-made with context (spool::annotate)
+    // keeps its kind but not its errno.
     matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(
         err.raw_os_error(),
         Some(libc_errno) if libc_errno == Errno::ENOSPC as i32 || libc_errno == Errno::EDQUOT as i32
     )

@@ -82,6 +82,29 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Opens a spool that must already exist, creating nothing: for
+    /// readers (the reporter), to whom a mistyped path is an error, not a
+    /// new empty spool to call healthy.
+    pub fn existing(root: impl Into<PathBuf>) -> io::Result<Spool> {
+        let spool = Spool {
+            root: root.into(),
+            fsync: false,
+        };
+        let incoming = spool.dir(State::Incoming);
+        match fs::metadata(&incoming) {
+            Ok(meta) if meta.is_dir() => Ok(spool),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a folder", incoming.display()),
+            )),
+            Err(e) => Err(annotate(
+                e,
+                "not a spool (it has no incoming/ folder):",
+                spool.root(),
+            )),
+        }
+    }
+
     pub fn with_fsync(mut self, fsync: bool) -> Spool {
         self.fsync = fsync;
         self

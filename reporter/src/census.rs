@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +18,9 @@ use serde::Serialize;
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ReasonRecord;
 use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name};
+use spoolpost_common::spool::{Spool, State, annotate, is_data_name, is_reason_name, reason_name};
+
+use crate::unexpected::{Kind, Place, expected};
 
 /// Upper bounds of the backlog age buckets: 10 s doubling 14 times (to
 /// about 23 hours), then everything older.
@@ -99,11 +102,83 @@ pub struct ErrorGroup {
     pub status: Option<u16>,
 }
 
+/// How many paths of unexpected entries a report shows.
+pub const EXAMPLES: usize = 5;
+
+/// Entries no program handles (see [`crate::unexpected`]).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Unexpected {
+    pub entries: u64,
+    /// Up to [`EXAMPLES`] of them, relative to the spool root, with
+    /// control characters escaped so a name cannot break a table.
+    pub examples: Vec<String>,
+}
+
+impl Unexpected {
+    fn add(&mut self, relative: &Path) {
+        self.entries += 1;
+        if self.examples.len() < EXAMPLES {
+            let text: String = relative
+                .to_string_lossy()
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+            self.examples.push(text);
+        }
+    }
+
+    fn merge(&mut self, other: Unexpected) {
+        self.entries += other.entries;
+        let room = EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Census {
     pub states: BTreeMap<&'static str, Totals>,
     pub receivers: BTreeMap<String, ReceiverBacklog>,
     pub errors: BTreeMap<ErrorGroup, u64>,
+    pub unexpected: Unexpected,
+}
+
+fn kind_of(entry: &fs::DirEntry) -> Kind {
+    match entry.file_type() {
+        Ok(t) if t.is_file() => Kind::File,
+        Ok(t) if t.is_dir() => Kind::Dir,
+        _ => Kind::Other,
+    }
+}
+
+/// Lists a folder; a missing one is empty (a claim folder can go at any
+/// moment), any other failure is the caller's: a spool that cannot be read
+/// must not be reported as an empty, healthy one.
+fn list(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<io::Result<_>>()
+            .map_err(|e| annotate(e, "cannot read", dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(annotate(e, "cannot read", dir)),
+    }
+}
+
+/// Counts the entries of a folder that are not where they belong.
+fn unexpected_in(spool: &Spool, dir: &Path, place: Place, into: &mut Unexpected) -> io::Result<()> {
+    for entry in list(dir)? {
+        if !expected(place, &entry.file_name(), kind_of(&entry)) {
+            let path = entry.path();
+            into.add(path.strip_prefix(spool.root()).unwrap_or(&path));
+        }
+    }
+    Ok(())
 }
 
 /// Receiver label for files no rule routes, and for all files when no
@@ -121,6 +196,7 @@ struct Tally {
     state: Totals,
     receivers: Vec<ReceiverBacklog>,
     errors: BTreeMap<(usize, String, Option<u16>), u64>,
+    unexpected: Unexpected,
 }
 
 impl Census {
@@ -128,7 +204,12 @@ impl Census {
     /// `threads` threads, which take entries in batches and stat them: the
     /// `statx` per file is nearly all of the cost, and it is system time
     /// that a second core halves.
-    pub fn take(spool: &Spool, router: Option<&Router>, now: SystemTime, threads: usize) -> Census {
+    pub fn take(
+        spool: &Spool,
+        router: Option<&Router>,
+        now: SystemTime,
+        threads: usize,
+    ) -> io::Result<Census> {
         let names: Vec<&str> = match router {
             Some(r) => r.receivers().iter().map(|r| r.name.as_str()).collect(),
             None => Vec::new(),
@@ -137,26 +218,39 @@ impl Census {
         // Receiver `i` of a tally; the index past the last is `other`.
         let label = |i: usize| names.get(i).copied().unwrap_or(other).to_string();
         let mut census = Census::default();
+        unexpected_in(spool, spool.root(), Place::Root, &mut census.unexpected)?;
+        unexpected_in(
+            spool,
+            &spool.root().join("hold"),
+            Place::Hold,
+            &mut census.unexpected,
+        )?;
         for state in State::ALL {
             let dir = spool.dir(state);
             let folders: Vec<_> = if state == State::Sending {
-                fs::read_dir(&dir)
-                    .map(|e| e.flatten().map(|e| e.path()).collect())
-                    .unwrap_or_default()
+                unexpected_in(spool, &dir, Place::State(state), &mut census.unexpected)?;
+                list(&dir)?
+                    .into_iter()
+                    .filter(|e| kind_of(e) == Kind::Dir)
+                    .map(|e| e.path())
+                    .collect()
             } else {
                 vec![dir]
             };
             let mut totals = Totals::default();
             for folder in folders {
-                let Ok(entries) = fs::read_dir(&folder) else {
-                    continue;
+                let entries = match fs::read_dir(&folder) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(annotate(e, "cannot read", &folder)),
                 };
                 let listing = Mutex::new(entries);
                 let tallies: Vec<Tally> = std::thread::scope(|scope| {
                     let workers: Vec<_> = (0..threads.max(1))
                         .map(|_| {
-                            scope
-                                .spawn(|| tally(&listing, state, &folder, router, names.len(), now))
+                            scope.spawn(|| {
+                                tally(&listing, spool, state, &folder, router, names.len(), now)
+                            })
                         })
                         .collect();
                     workers
@@ -166,6 +260,7 @@ impl Census {
                 });
                 for t in tallies {
                     totals.merge(&t.state);
+                    census.unexpected.merge(t.unexpected);
                     for (i, r) in t.receivers.iter().enumerate() {
                         if r.backlog.files + r.done.files + r.error.files == 0 {
                             continue;
@@ -186,13 +281,14 @@ impl Census {
             }
             census.states.insert(state.dir_name(), totals);
         }
-        census
+        Ok(census)
     }
 }
 
 /// Takes batches of entries from `listing` until it ends, counting them.
 fn tally(
     listing: &Mutex<fs::ReadDir>,
+    spool: &Spool,
     state: State,
     folder: &Path,
     router: Option<&Router>,
@@ -203,6 +299,12 @@ fn tally(
         state: Totals::default(),
         receivers: vec![ReceiverBacklog::default(); receivers + 1],
         errors: BTreeMap::new(),
+        unexpected: Unexpected::default(),
+    };
+    let place = if state == State::Sending {
+        Place::Claim
+    } else {
+        Place::State(state)
     };
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -215,12 +317,20 @@ fn tally(
         }
         for entry in batch.drain(..) {
             let name = entry.file_name();
+            let kind = kind_of(&entry);
+            if !expected(place, &name, kind) {
+                let path = entry.path();
+                t.unexpected
+                    .add(path.strip_prefix(spool.root()).unwrap_or(&path));
+                continue;
+            }
             if !is_data_name(&name) || (state == State::Error && is_reason_name(&name)) {
                 continue;
             }
             // fstatat on the folder's descriptor: no path walk per file.
             let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
+            // Unsendable non-regular files wait in error/ like any other.
+            if !meta.is_file() && state != State::Error {
                 continue;
             }
             let parsed = SpoolName::parse(&name);
@@ -330,7 +440,7 @@ receiver = "b"
         let router = Router::from_config(&loaded).unwrap();
         let now = SystemTime::now();
         let take = |threads| {
-            let c = Census::take(&spool, Some(&router), now, threads);
+            let c = Census::take(&spool, Some(&router), now, threads).unwrap();
             let counts = serde_json::json!({"states": c.states, "receivers": c.receivers});
             (counts, c.errors)
         };

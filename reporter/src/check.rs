@@ -14,15 +14,18 @@ pub enum Metric {
     Errors,
     OpenCircuits,
     HeldReceivers,
+    /// Entries in the spool that no program handles.
+    Unexpected,
 }
 
-const METRICS: [(&str, Metric); 6] = [
+const METRICS: [(&str, Metric); 7] = [
     ("backlog_age", Metric::BacklogAge),
     ("backlog_files", Metric::BacklogFiles),
     ("backlog_bytes", Metric::BacklogBytes),
     ("errors", Metric::Errors),
     ("open_circuits", Metric::OpenCircuits),
     ("held_receivers", Metric::HeldReceivers),
+    ("unexpected", Metric::Unexpected),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

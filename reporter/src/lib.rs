@@ -10,6 +10,7 @@ pub mod census;
 pub mod check;
 pub mod events;
 pub mod render;
+pub mod unexpected;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -25,7 +26,9 @@ use spoolpost_common::logging::Diagnostics;
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ReasonRecord;
 use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
+use spoolpost_common::spool::{
+    Spool, State, annotate, is_data_name, is_reason_name, reason_name, requeue,
+};
 
 use crate::census::Census;
 use crate::check::{Check, Metric};
@@ -71,7 +74,8 @@ pub struct Args {
     /// 'backlog_age > 10m', 'errors > 0', 'open_circuits >= 1'.
     ///
     /// Metrics: backlog_age (duration), backlog_files, backlog_bytes, errors,
-    /// open_circuits, held_receivers. Comparisons: > >= < <= ==.
+    /// open_circuits, held_receivers, unexpected (entries no program
+    /// handles). Comparisons: > >= < <= ==.
     #[arg(long = "fail-if", value_name = "CHECK")]
     pub fail_if: Vec<String>,
 
@@ -137,7 +141,12 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
         .clone()
         .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
         .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-    let spool = Spool::open(&root)?;
+    // The reporter creates no spool: a mistyped --spool is exit 74, not a
+    // new, empty and so "healthy" spool (issue 13.11).
+    let spool = Spool::existing(&root)?;
+    if let Some(Action::Hold { receiver } | Action::Release { receiver }) = &args.action {
+        check_hold_name(loaded.as_ref(), receiver)?;
+    }
     match &args.action {
         Some(Action::Hold { receiver }) => {
             circuits::hold(&spool, receiver)?;
@@ -202,7 +211,8 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
             Format::Prometheus => render::to_prometheus(&report),
         };
         match &args.output {
-            Some(path) => write_atomically(path, text.as_bytes())?,
+            Some(path) => write_atomically(path, text.as_bytes())
+                .map_err(|e| Failure::io(annotate(e, "cannot write the report to", path)))?,
             None => {
                 let mut out = std::io::stdout().lock();
                 if args.watch.is_some() && std::io::stdout().is_terminal() {
@@ -233,7 +243,7 @@ pub fn make_report(
     let now = SystemTime::now();
     // A few threads: the census is mostly statx, which scales with cores.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let census = Census::take(spool, router, now, threads);
+    let census = Census::take(spool, router, now, threads)?;
     let circuits = circuits::read_all(spool);
     let held = circuits::held(spool);
     let mut receivers: BTreeMap<String, ReceiverReport> = BTreeMap::new();
@@ -287,7 +297,32 @@ pub fn make_report(
             })
             .collect(),
         events,
+        unexpected: census.unexpected,
     })
+}
+
+/// A hold names a receiver: bad input if it cannot be one (exit 2), a
+/// configuration problem if the config has no such receiver (exit 78), so
+/// a typo does not hold nothing while the operator thinks it holds.
+fn check_hold_name(loaded: Option<&config::Loaded>, receiver: &str) -> Result<(), Failure> {
+    spoolpost_common::config_check::check_receiver_name(receiver).map_err(Failure::usage)?;
+    if let Some(loaded) = loaded
+        && !loaded.config.receivers.contains_key(receiver)
+    {
+        let known: Vec<&str> = loaded.config.receivers.keys().map(String::as_str).collect();
+        return Err(Failure::config(loaded.error_at_key(
+            &["receivers"],
+            format!(
+                "no receiver {receiver:?} here (receivers: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )));
+    }
+    Ok(())
 }
 
 /// Applies the checks; the first that holds ends the run with exit 3.
@@ -301,6 +336,7 @@ pub fn evaluate(report: &Report, checks: &[Check]) -> Result<(), Failure> {
             Metric::Errors => report.states["error"].files as f64,
             Metric::OpenCircuits => report.open_circuits() as f64,
             Metric::HeldReceivers => report.receivers.values().filter(|r| r.held).count() as f64,
+            Metric::Unexpected => report.unexpected.entries as f64,
         };
         if c.fails(actual) {
             let shown = if c.metric == Metric::BacklogAge {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use serde::Serialize;
 use spoolpost_common::circuits::{Circuit, CircuitState};
 
-use crate::census::{ReceiverBacklog, Totals, bucket_bounds};
+use crate::census::{ReceiverBacklog, Totals, Unexpected, bucket_bounds};
 use crate::events::{EventStats, Percentiles};
 
 #[derive(Clone, Debug, Serialize)]
@@ -24,6 +24,8 @@ pub struct Report {
     pub errors: Vec<ErrorCount>,
     /// Present when event lines were read.
     pub events: Option<EventStats>,
+    /// Entries no program handles, which would otherwise sit unseen.
+    pub unexpected: Unexpected,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -149,7 +151,20 @@ pub fn to_table(r: &Report, colour: bool) -> String {
             age(t.oldest_age_seconds),
         ]);
     }
+    rows.push(vec![
+        "unexpected".into(),
+        r.unexpected.entries.to_string(),
+        "-".into(),
+        "-".into(),
+    ]);
     table(&mut out, rows);
+    if r.unexpected.entries > 0 {
+        let line = format!(
+            "  unexpected entries no program handles, e.g. {}",
+            r.unexpected.examples.join(", ")
+        );
+        let _ = writeln!(out, "{}", paint(line, "31"));
+    }
 
     let _ = writeln!(out, "\nRECEIVERS");
     let mut rows = vec![
@@ -341,6 +356,11 @@ pub fn to_prometheus(r: &Report) -> String {
             rec.spool.backlog.files as f64,
         );
     }
+    m.family(
+        "unexpected_entries",
+        "Entries in the spool that no program handles (dot-files in incoming/, loose files in sending/, ...).",
+    );
+    m.sample("unexpected_entries", &[], r.unexpected.entries as f64);
     m.family(
         "backlog_bytes",
         "Bytes waiting or being sent, per receiver.",

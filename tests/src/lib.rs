@@ -5,3 +5,4 @@
 pub mod harness;
 pub mod load;
 pub mod receiver;
+pub mod system;

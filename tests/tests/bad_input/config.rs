@@ -1,2 +1,245 @@
 //! Broken configuration and command lines: refused at start with the file
 //! and line, the right exit code, and nothing touched in the spool.
+
+use std::path::Path;
+use std::time::Duration;
+
+use spoolpost_tests::harness::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A receiver and a route that work, for cases that break something else.
+const OK: &str =
+    "[receivers.r]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n";
+
+/// Runs `sender --once` on `text` with a spool path that does not exist,
+/// and checks: exit 78, the message starts `FILE:LINE:` and holds `words`,
+/// and no spool was created.
+#[track_caller]
+fn refused_at(text: &str, line: usize, words: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let spool = dir.path().join("spool");
+    let out = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--once")
+            .env_remove("SPOOLPOST_SURELY_UNSET"),
+        LIMIT,
+    );
+    let where_ = format!("sender: {}:{line}: ", cfg.display());
+    assert_eq!(out.status.code(), Some(78), "{text}\n{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&where_) && out.stderr.contains(words),
+        "{text}\nwanted {where_}…{words}…, got:\n{}",
+        out.stderr
+    );
+    assert!(
+        !spool.exists(),
+        "the spool was created for a config that cannot work"
+    );
+}
+
+fn with_ca(pem: &[u8]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let text = format!(
+        "[receivers.r]\nurl = \"https://127.0.0.1:9/\"\nca_file = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        ca.display()
+    );
+    (dir, text)
+}
+
+#[test]
+fn bad_toml_names_its_line() {
+    refused_at("spool = \"/s\"\n[sender\n", 2, "");
+}
+
+#[test]
+fn an_unknown_key_names_its_line() {
+    refused_at(
+        &format!("{OK}[sender]\nconcurency = 2\n"),
+        7,
+        "unknown field `concurency`",
+    );
+}
+
+#[test]
+fn a_wrong_type_names_its_line() {
+    refused_at(
+        &format!("{OK}[sender]\nconcurrency = \"many\"\n"),
+        7,
+        "invalid type",
+    );
+    refused_at(&format!("{OK}[sender]\nmax_age = 5\n"), 7, "");
+}
+
+#[test]
+fn a_missing_required_field_names_its_table() {
+    refused_at(
+        "[receivers.r]\nmethod = \"PUT\"\n",
+        1,
+        "missing field `url`",
+    );
+}
+
+#[test]
+fn an_unset_env_secret_is_refused_at_start() {
+    refused_at(
+        &format!(
+            "{OK}[receivers.r.headers]\nAuthorization = {{ env = \"SPOOLPOST_SURELY_UNSET\" }}\n"
+        ),
+        7,
+        "SPOOLPOST_SURELY_UNSET is not set",
+    );
+}
+
+#[test]
+fn an_unreadable_secret_file_is_refused_at_start() {
+    refused_at(
+        &format!("{OK}[receivers.r.headers]\nX-Key = {{ file = \"/nonexistent/key\" }}\n"),
+        7,
+        "cannot read /nonexistent/key",
+    );
+    // A folder cannot be read as a file, even by root.
+    refused_at(
+        &format!("{OK}[receivers.r.headers]\nX-Key = {{ file = \"/\" }}\n"),
+        7,
+        "cannot read /",
+    );
+}
+
+#[test]
+fn a_missing_ca_file_is_refused() {
+    refused_at(
+        "[receivers.r]\nurl = \"https://h/\"\nca_file = \"/nonexistent/ca.pem\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        3,
+        "cannot read ca_file /nonexistent/ca.pem",
+    );
+}
+
+#[test]
+fn regression_13_10_an_empty_ca_file_is_refused() {
+    let (_dir, text) = with_ca(b"");
+    refused_at(&text, 3, "holds no certificate");
+}
+
+#[test]
+fn regression_13_10_a_ca_file_with_no_certificate_is_refused() {
+    let (_dir, text) = with_ca(b"just some text, no PEM at all\n");
+    refused_at(&text, 3, "holds no certificate");
+    let (_dir, text) = with_ca(
+        b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAs=\n-----END PRIVATE KEY-----\n",
+    );
+    refused_at(&text, 3, "holds no certificate");
+}
+
+#[test]
+fn a_malformed_ca_file_is_refused() {
+    let (_dir, text) = with_ca(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+    refused_at(&text, 3, "malformed PEM");
+}
+
+#[test]
+fn regression_13_10_a_zero_timeout_is_refused() {
+    refused_at(
+        &format!("{OK}[receivers.r2]\nurl = \"http://h/\"\ntimeout = \"0s\"\n"),
+        8,
+        "timeout must be more than 0s",
+    );
+    refused_at(
+        &format!("{OK}[sender]\nrescan_interval = \"0s\"\n"),
+        7,
+        "more than 0s",
+    );
+    refused_at(
+        &format!("{OK}[sender]\nbackoff_initial = \"1m\"\nbackoff_max = \"1s\"\n"),
+        8,
+        "at least backoff_initial",
+    );
+}
+
+#[test]
+fn regression_13_4_a_receiver_name_with_a_newline_is_refused() {
+    refused_at(
+        "[receivers.\"a\\nb\"]\nurl = \"http://h/\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\\nb\"\n",
+        1,
+        "is not a receiver name",
+    );
+}
+
+#[test]
+fn an_unknown_receiver_in_a_route_names_the_route() {
+    refused_at(
+        &format!("{OK}[[routes]]\nglob = \"*\"\nreceiver = \"nosuch\"\n"),
+        8,
+        "no [receivers.nosuch]",
+    );
+}
+
+#[test]
+fn an_invalid_regex_or_glob_names_the_route() {
+    refused_at(
+        &format!("{OK}[[routes]]\nregex = \"(\"\nreceiver = \"r\"\n"),
+        6,
+        "bad regex",
+    );
+    refused_at(
+        &format!("{OK}[[routes]]\nglob = \"[a\"\nreceiver = \"r\"\n"),
+        6,
+        "bad glob",
+    );
+}
+
+#[test]
+fn an_invalid_url_template_names_the_receiver() {
+    refused_at(
+        "[receivers.r]\nurl = \"http://h/{x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        1,
+        "receiver r",
+    );
+    refused_at(
+        "[receivers.r]\nurl = \"not a url\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        1,
+        "receiver r",
+    );
+    refused_at(
+        "[receivers.r]\nurl = \"http://h/{region}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        3,
+        "{region}",
+    );
+}
+
+#[test]
+fn no_routes_names_the_end_of_the_file() {
+    refused_at("[receivers.r]\nurl = \"http://h/\"\n", 3, "no [[routes]]");
+}
+
+#[test]
+fn the_collector_and_reporter_refuse_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("{OK}[collector]\nrescan_interval = \"0s\"\n")).unwrap();
+    let spool = dir.path().join("spool");
+    for program in ["collector", "reporter"] {
+        let mut cmd = std::process::Command::new(bin(program));
+        cmd.arg("--spool").arg(&spool).arg("--config").arg(&cfg);
+        if program == "collector" {
+            cmd.arg("--once");
+        }
+        let out = run(&mut cmd, LIMIT);
+        assert_eq!(out.status.code(), Some(78), "{program}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with(&format!("{program}: {}:7: ", cfg.display())),
+            "{program}: {}",
+            out.stderr
+        );
+        assert!(!Path::new(&spool).exists(), "{program} created the spool");
+    }
+}
