@@ -34,7 +34,7 @@ pub fn as_nobody(cmd: &Command) -> Command {
     let mut wrapped = Command::new("setpriv");
     wrapped
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(cmd.get_program())
+        .arg(reachable_copy(Path::new(cmd.get_program())))
         .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
@@ -43,6 +43,27 @@ pub fn as_nobody(cmd: &Command) -> Command {
         };
     }
     wrapped
+}
+
+/// A copy of a binary that `nobody` can run: the build folder may sit
+/// under a home folder others cannot enter.
+fn reachable_copy(program: &Path) -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        open_path_to_others(dir.path());
+        dir
+    });
+    let copy = dir.path().join(program.file_name().unwrap());
+    static COPYING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = COPYING.lock().unwrap_or_else(|e| e.into_inner());
+    if !copy.exists() {
+        let part = copy.with_extension("part");
+        std::fs::copy(program, &part).unwrap();
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&part, &copy).unwrap();
+    }
+    copy
 }
 
 /// Lets others into `path` and every folder above it (the temporary
