@@ -391,8 +391,7 @@ mod tests {
 
     #[test]
     fn zero_grace_and_zero_settle_are_choices_not_mistakes() {
-        let text =
-            "[sender]\ngrace = \"0s\"\nbackoff_initial = \"1h\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
+        let text = "[sender]\ngrace = \"0s\"\nbackoff_initial = \"1h\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
         crate::config::parse(Path::new("t.toml"), text.into()).unwrap();
     }
 }
