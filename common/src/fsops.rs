@@ -5,7 +5,8 @@
 //! `renameat2(RENAME_NOREPLACE)`; filesystems that lack it (some network and
 //! FUSE filesystems answer `EINVAL`) get `link` + `unlink`, which also refuses
 //! to overwrite but leaves the file in both places for an instant. A crash in
-//! that instant means a duplicate delivery, never a lost file.
+//! that instant means a duplicate delivery, never a lost file. The rules
+//! of the fallback are docs/spool.md's rules 5 and 6.
 
 use std::fs::File;
 use std::io;

@@ -14,7 +14,8 @@
 //! A sender instance owns `sending/ID/` for as long as it holds an exclusive
 //! `flock` on `sending/ID/.lock`. The kernel drops the lock when the process
 //! dies however it dies, so a claim folder whose lock can be taken belongs to
-//! a dead instance and its files go back to `incoming/`.
+//! a dead instance and its files go back to `incoming/`. The rules for
+//! claim folders, start-up and recovery are docs/spool.md's rules 1-4, 9.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
