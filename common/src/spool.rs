@@ -397,9 +397,10 @@ pub(crate) fn create_locked_folder(
 
 /// Removes the `tmp/PREFIX*` folders of dead processes with all they hold:
 /// work in progress that never became visible in the spool. A folder is
-/// dead when nobody holds its lock (or it has none) and its lock file (or,
-/// without one, the folder) is older than [`BUILD_GRACE`]; a younger one
-/// may be a live process's, mid-build.
+/// dead when nobody holds its lock (or it has none) and either it holds
+/// more than its lock file or its lock file (or, without one, the folder)
+/// is older than [`BUILD_GRACE`]; otherwise it may be a live process's,
+/// mid-build.
 pub(crate) fn remove_dead_folders(spool: &Spool, prefix: &str) -> io::Result<usize> {
     remove_dead_folders_at(spool, prefix, SystemTime::now())
 }
@@ -421,7 +422,9 @@ fn remove_dead_folders_at(spool: &Spool, prefix: &str, now: SystemTime) -> io::R
             Ok(meta) => meta.modified().unwrap_or(now),
             Err(_) => continue, // gone since the listing
         };
-        if now.duration_since(changed).unwrap_or_default() < BUILD_GRACE {
+        if now.duration_since(changed).unwrap_or_default() < BUILD_GRACE
+            && !holds_more_than_lock(&entry.path())
+        {
             continue;
         }
         if try_lock(&lock)?.is_some() {
@@ -430,6 +433,14 @@ fn remove_dead_folders_at(spool: &Spool, prefix: &str, now: SystemTime) -> io::R
         }
     }
     Ok(removed)
+}
+
+/// Whether a folder holds anything but its lock file. Its owner puts
+/// nothing else in before it holds the lock, so such a folder is past
+/// being built, and if its lock is free, its owner is dead.
+fn holds_more_than_lock(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE)))
 }
 
 /// Whether a claim folder belongs to a live instance (its lock is held).
@@ -710,11 +721,16 @@ mod tests {
         fs::create_dir(spool.tmp().join("claim-2-b")).unwrap();
         fs::write(spool.tmp().join("claim-2-b").join(LOCK_FILE), "").unwrap();
         let (_, _, _held) = create_locked_folder(&spool, CLAIM_PREFIX).unwrap();
+        // A dead one past building: something beside its (free) lock.
+        let (_, built, lock) = create_locked_folder(&spool, CLAIM_PREFIX).unwrap();
+        fs::write(built.join(".circuits.json"), "{}").unwrap();
+        drop(lock);
         let now = SystemTime::now();
         assert_eq!(
             remove_dead_folders_at(&spool, CLAIM_PREFIX, now).unwrap(),
-            0
+            1
         );
+        assert!(!built.exists());
         assert_eq!(names(&spool.tmp()).len(), 3);
         let later = now + BUILD_GRACE + Duration::from_secs(1);
         assert_eq!(
