@@ -14,14 +14,15 @@
 //! A sender instance owns `sending/ID/` for as long as it holds an exclusive
 //! `flock` on `sending/ID/.lock`. The kernel drops the lock when the process
 //! dies however it dies, so a claim folder whose lock can be taken belongs to
-//! a dead instance and its files go back to `incoming/`.
+//! a dead instance and its files go back to `incoming/`. The rules for
+//! claim folders, start-up and recovery are docs/spool.md's rules 1-4, 9.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -345,20 +346,33 @@ impl ClaimFolder {
 
 /// Returns the files of every dead instance's claim folder to `incoming/`.
 /// Safe to run from several senders at once. Returns how many files moved.
+///
+/// Anything else in `sending/` is brought back into view too: a file put
+/// there directly (outside any claim folder) goes to `incoming/`, and a
+/// folder without `.lock` counts as a dead claim folder. Symlinks are never
+/// followed; dot-names are left to whoever made them.
 pub fn recover_dead_claims(spool: &Spool) -> io::Result<usize> {
+    let sending = spool.dir(State::Sending);
     let mut recovered = 0;
-    for entry in fs::read_dir(spool.dir(State::Sending))? {
-        let dir = entry?.path();
-        if !dir.is_dir() {
+    for entry in fs::read_dir(&sending).map_err(|e| annotate(e, "cannot read", &sending))? {
+        let entry = entry.map_err(|e| annotate(e, "cannot read", &sending))?;
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue; // gone since the listing
+        };
+        if !kind.is_dir() {
+            if is_data_name(&entry.file_name()) {
+                recovered += return_loose(spool, &path)?;
+            }
             continue;
         }
         // Held by a live instance: leave it alone.
-        let Some(_lock) = try_lock(&dir.join(LOCK_FILE))? else {
+        let Some(_lock) = try_lock(&path.join(LOCK_FILE))? else {
             continue;
         };
-        let moved = return_claims(spool, &dir)?;
+        let moved = return_claims(spool, &path)?;
         if moved > 0 {
-            tracing::warn!(claim = %dir.display(), files = moved, "returned a dead sender's claimed files to incoming/");
+            tracing::warn!(claim = %path.display(), files = moved, "returned a dead sender's claimed files to incoming/");
         }
         recovered += moved;
     }
@@ -366,6 +380,27 @@ pub fn recover_dead_claims(spool: &Spool) -> io::Result<usize> {
     remove_dead_folders(spool, CLAIM_PREFIX)?;
     Ok(recovered)
 }
+
+/// A file found directly in `sending/`, where no protocol step puts one:
+/// back to `incoming/` under its name, so it is sent rather than forgotten.
+fn return_loose(spool: &Spool, path: &Path) -> io::Result<usize> {
+    let mut name = SpoolName::parse(path.file_name().unwrap_or_default());
+    match spool.move_into(path, &spool.dir(State::Incoming), &mut name) {
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "a file outside any claim folder in sending/ was returned to incoming/");
+            Ok(1)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(annotate(e, "cannot return to incoming/", path)),
+    }
+}
+
+/// How long a `tmp/PREFIX*` folder without a held lock is left alone before
+/// it counts as a dead process's leftover. Building one (mkdir, create
+/// `.lock`, flock) takes microseconds, but between those steps a live
+/// process's folder has no lock or an untaken one, and removing it then
+/// makes that process fail (issue 16: one of 240 senders started at once).
+pub const BUILD_GRACE: Duration = Duration::from_secs(60);
 
 /// Creates `tmp/PREFIX-ID/` holding `.lock`, locked by the caller for as
 /// long as it keeps the returned lock. Returns the ID, the folder and the lock.
@@ -384,19 +419,51 @@ pub(crate) fn create_locked_folder(
 }
 
 /// Removes the `tmp/PREFIX*` folders of dead processes with all they hold:
-/// work in progress that never became visible in the spool.
+/// work in progress that never became visible in the spool. A folder is
+/// dead when nobody holds its lock (or it has none) and either it holds
+/// more than its lock file or its lock file (or, without one, the folder)
+/// is older than [`BUILD_GRACE`]; otherwise it may be a live process's,
+/// mid-build.
 pub(crate) fn remove_dead_folders(spool: &Spool, prefix: &str) -> io::Result<usize> {
+    remove_dead_folders_at(spool, prefix, SystemTime::now())
+}
+
+fn remove_dead_folders_at(spool: &Spool, prefix: &str, now: SystemTime) -> io::Result<usize> {
+    let tmp = spool.tmp();
     let mut removed = 0;
-    for entry in fs::read_dir(spool.tmp())? {
-        let entry = entry?;
-        if entry.file_name().as_bytes().starts_with(prefix.as_bytes())
-            && try_lock(&entry.path().join(LOCK_FILE))?.is_some()
+    for entry in fs::read_dir(&tmp).map_err(|e| annotate(e, "cannot read", &tmp))? {
+        let entry = entry.map_err(|e| annotate(e, "cannot read", &tmp))?;
+        if !entry.file_name().as_bytes().starts_with(prefix.as_bytes())
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
         {
+            continue;
+        }
+        // The lock file's age when there is one: a dead process's lock was
+        // made when it started, so its leftovers go at once.
+        let lock = entry.path().join(LOCK_FILE);
+        let changed = match fs::symlink_metadata(&lock).or_else(|_| entry.metadata()) {
+            Ok(meta) => meta.modified().unwrap_or(now),
+            Err(_) => continue, // gone since the listing
+        };
+        if now.duration_since(changed).unwrap_or_default() < BUILD_GRACE
+            && !holds_more_than_lock(&entry.path())
+        {
+            continue;
+        }
+        if try_lock(&lock)?.is_some() {
             let _ = fs::remove_dir_all(entry.path());
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Whether a folder holds anything but its lock file. Its owner puts
+/// nothing else in before it holds the lock, so such a folder is past
+/// being built, and if its lock is free, its owner is dead.
+fn holds_more_than_lock(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE)))
 }
 
 /// Whether a claim folder belongs to a live instance (its lock is held).
@@ -440,19 +507,31 @@ fn try_lock(path: &Path) -> io::Result<Option<Option<Flock<File>>>> {
 
 /// Moves the data files of a claim folder back to `incoming/` under their
 /// current names, then removes the folder. The lock file goes last, so a
-/// crash midway leaves a folder that the next recovery finishes.
+/// crash midway leaves a folder that the next recovery finishes. Another
+/// sender may be finishing the same folder (after the lock file is gone):
+/// whatever vanishes meanwhile was moved or removed by it. A folder inside
+/// is not a spool file; it is kept, with the folder holding it.
 fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
     let incoming = spool.dir(State::Incoming);
     let mut moved = 0;
+    let mut subfolders = 0;
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
+        Err(e) => return Err(annotate(e, "cannot read", dir)),
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| annotate(e, "cannot read", dir))?;
         let file_name = entry.file_name();
-        if file_name.as_bytes().starts_with(b".") {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            subfolders += 1;
+            continue;
+        }
+        if !is_data_name(&file_name) {
+            if file_name != LOCK_FILE {
+                // Temporary files (reason drafts, circuit states): never data.
+                let _ = fs::remove_file(entry.path());
+            }
             continue;
         }
         let mut name = SpoolName::parse(&file_name);
@@ -462,15 +541,17 @@ fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
             Err(e) => return Err(annotate(e, "cannot return to incoming/", &entry.path())),
         }
     }
-    for entry in fs::read_dir(dir)?.flatten() {
-        if entry.file_name() != LOCK_FILE {
-            let _ = fs::remove_file(entry.path());
-        }
+    if subfolders > 0 {
+        tracing::warn!(folder = %dir.display(), subfolders, "a folder in sending/ holds folders, which are not spool files; left in place");
+        return Ok(moved);
     }
     let _ = fs::remove_file(dir.join(LOCK_FILE));
     match fs::remove_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // A file that arrived after the listing (another recoverer's
+        // half-done work cannot add any): the next recovery takes it.
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTEMPTY as i32) => {}
         Err(e) => return Err(annotate(e, "cannot remove claim folder", dir)),
     }
     Ok(moved)
@@ -651,5 +732,52 @@ mod tests {
         assert!(claims.deliver(b, true).unwrap().is_none());
         assert_eq!(names(&spool.dir(State::Done)).len(), 1);
         assert_eq!(names(claims.path()), [".lock"]);
+    }
+
+    #[test]
+    fn a_half_built_claim_folder_is_left_alone_until_the_grace_period_ends() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        // Another sender's folder between mkdir and creating its lock, and
+        // one between creating the lock and taking it.
+        fs::create_dir(spool.tmp().join("claim-1-a")).unwrap();
+        fs::create_dir(spool.tmp().join("claim-2-b")).unwrap();
+        fs::write(spool.tmp().join("claim-2-b").join(LOCK_FILE), "").unwrap();
+        let (_, _, _held) = create_locked_folder(&spool, CLAIM_PREFIX).unwrap();
+        // A dead one past building: something beside its (free) lock.
+        let (_, built, lock) = create_locked_folder(&spool, CLAIM_PREFIX).unwrap();
+        fs::write(built.join(".circuits.json"), "{}").unwrap();
+        drop(lock);
+        let now = SystemTime::now();
+        assert_eq!(
+            remove_dead_folders_at(&spool, CLAIM_PREFIX, now).unwrap(),
+            1
+        );
+        assert!(!built.exists());
+        assert_eq!(names(&spool.tmp()).len(), 3);
+        let later = now + BUILD_GRACE + Duration::from_secs(1);
+        assert_eq!(
+            remove_dead_folders_at(&spool, CLAIM_PREFIX, later).unwrap(),
+            2,
+            "only the held one stays"
+        );
+        assert_eq!(names(&spool.tmp()).len(), 1);
+    }
+
+    #[test]
+    fn loose_files_in_sending_return_and_symlinks_are_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path().join("s")).unwrap();
+        let sending = spool.dir(State::Sending);
+        fs::write(sending.join("loose"), "1").unwrap();
+        fs::write(sending.join(".tool-work"), "2").unwrap();
+        let outside = root.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("x"), "3").unwrap();
+        std::os::unix::fs::symlink(&outside, sending.join("link")).unwrap();
+        assert_eq!(recover_dead_claims(&spool).unwrap(), 2);
+        assert_eq!(names(&spool.dir(State::Incoming)), ["link", "loose"]);
+        assert_eq!(names(&outside), ["x"]);
+        assert_eq!(names(&sending), [".tool-work"]);
     }
 }

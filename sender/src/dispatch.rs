@@ -51,6 +51,8 @@ pub struct Shared {
     pub slots: Vec<ReceiverSlots>,
     /// Woken when a receiver that a pass had to skip frees a slot.
     pub wake: Notify,
+    /// Set when recovery returned a dead instance's files to `incoming/`.
+    pub recovered: AtomicBool,
     pub counts: Counts,
 }
 

@@ -93,6 +93,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         delete_delivered: settings.delete_delivered,
         events,
         wake: Notify::new(),
+        recovered: Default::default(),
         counts: Counts::default(),
     });
     tracing::info!(
@@ -103,6 +104,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         "sender started"
     );
     shared.publish_circuits();
+    let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -117,6 +119,8 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         );
     }
     drop(dispatcher);
+    recovery.abort();
+    let _ = recovery.await;
     let shared = Arc::into_inner(shared).expect("every job has ended");
     let returned = shared.claims.close()?;
     if returned > 0 {
@@ -130,12 +134,41 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     result
 }
 
-/// `--once`: passes over `incoming/` until one finds nothing it had to skip,
-/// then waits for what is in flight.
+/// Looks for dead instances' claim folders every [`RECOVERY_INTERVAL`], on
+/// its own task: a pass over a long backlog can take minutes, and a dead
+/// instance's files, already late, must not wait for it to end.
+async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(RECOVERY_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let spool = shared.spool.clone();
+        match tokio::task::spawn_blocking(move || recover_dead_claims(&spool)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(files = n, "returned files of a dead sender to incoming/");
+                // inotify reports the returns; without it, and in --once
+                // mode, a rescan finds them.
+                shared.recovered.store(true, Ordering::Release);
+                shared.wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for dead senders' claims"),
+            Err(e) => tracing::warn!(error = %e, "the search for dead senders' claims failed"),
+        }
+    }
+}
+
+/// `--once`: passes over `incoming/` until one finds nothing it had to skip
+/// and no dead instance's files came back meanwhile, then waits for what is in flight.
 async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
     loop {
         let pass = dispatcher.pass().await?;
-        if !pass.skipped {
+        let recovered = dispatcher.shared.recovered.swap(false, Ordering::AcqRel);
+        if !pass.skipped && !recovered {
             break;
         }
         let wake = dispatcher.shared.clone();
@@ -168,8 +201,6 @@ async fn serve(
     } else {
         POLL_INTERVAL
     };
-    let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
-    recovery.tick().await;
     let mut holds = tokio::time::interval(crate::dispatch::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
@@ -204,16 +235,6 @@ async fn serve(
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
-            _ = recovery.tick() => {
-                match recover_dead_claims(&spool) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(files = n, "returned files of a dead sender to incoming/");
-                        rescan = watcher.is_none();
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot look for dead senders' claims"),
-                }
-            }
         }
     }
 }

@@ -9,4 +9,8 @@ mod config;
 mod files;
 mod http;
 mod names;
+mod recovery;
 mod spool;
+
+#[path = "../support/dead_claim.rs"]
+mod dead_claim;
