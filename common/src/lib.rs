@@ -14,6 +14,7 @@ pub mod config;
 pub mod event;
 pub mod exit;
 pub mod fsops;
+pub mod fullname;
 pub mod logging;
 pub mod name;
 pub mod reason;
