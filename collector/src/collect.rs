@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use spoolpost_common::admit::{AdmitError, Admitted, Admitter};
+use spoolpost_common::admit::{AdmitError, Admitted, Admitter, CLAIM_PREFIX};
 use spoolpost_common::config::{ReadyRule, SourceConfig};
 use spoolpost_common::event::{Event, EventKind, EventSink, rfc3339};
 use spoolpost_common::spool::{Spool, State};
@@ -51,8 +51,12 @@ impl Source {
         })
     }
 
+    /// Dot-names are never wanted, whatever `exclude` says: they are work in
+    /// progress by convention and would sit unseen in the spool.
     fn wants(&self, name: &OsStr) -> bool {
-        !self.exclude.is_match(name) && self.include.as_ref().is_none_or(|inc| inc.is_match(name))
+        !name.as_encoded_bytes().starts_with(b".")
+            && !self.exclude.is_match(name)
+            && self.include.as_ref().is_none_or(|inc| inc.is_match(name))
     }
 }
 
@@ -149,6 +153,16 @@ impl Collector {
                 continue;
             };
             if kind.is_dir() {
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(CLAIM_PREFIX.as_bytes())
+                {
+                    if self.gate_open() {
+                        self.sweep(&entry.path(), scan);
+                    }
+                    continue;
+                }
                 if self.sources[source].config.recursive {
                     pending.push(entry.path());
                 }
@@ -241,13 +255,42 @@ impl Collector {
             Some(meta) => self.admitter.admit_looked_at(path, original, meta),
             None => self.admitter.admit(path, original),
         };
+        self.report(path, original, admitted)
+    }
+
+    /// Takes over the files of a claim folder found in a source folder (a
+    /// dead collector's, or this one's leftovers).
+    fn sweep(&mut self, folder: &Path, scan: &mut Scan) {
+        for (path, original, result) in self.admitter.sweep(folder) {
+            if self.report(&path, &original, result) {
+                scan.taken += 1;
+            }
+        }
+    }
+
+    /// An event line or a log line for what admission did; whether the
+    /// file entered the spool.
+    fn report(
+        &mut self,
+        path: &Path,
+        original: &OsStr,
+        admitted: Result<Admitted, AdmitError>,
+    ) -> bool {
         match admitted {
-            Ok(admitted) => {
-                let (spooled, bytes) = match &admitted {
-                    Admitted::Moved { path, bytes } | Admitted::Copied { path, bytes } => {
-                        (path, *bytes)
-                    }
-                };
+            Ok(Admitted::AlreadyThere { path: spooled }) => {
+                tracing::info!(file = %path.display(), spooled = %spooled.display(), "already in the spool under its key; the second copy is dropped");
+                false
+            }
+            Ok(
+                Admitted::Moved {
+                    path: spooled,
+                    bytes,
+                }
+                | Admitted::Copied {
+                    path: spooled,
+                    bytes,
+                },
+            ) => {
                 self.collected += 1;
                 self.level.files += 1;
                 self.level.bytes += bytes;
@@ -274,6 +317,10 @@ impl Collector {
             Err(AdmitError::Vanished) => false,
             Err(AdmitError::Changed) => {
                 tracing::debug!(file = %path.display(), "changed while copied; will take it when it settles");
+                false
+            }
+            Err(AdmitError::DotName) => {
+                self.warn_once(path, &AdmitError::DotName.to_string());
                 false
             }
             Err(AdmitError::NotRegular) => {

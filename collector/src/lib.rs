@@ -11,6 +11,8 @@ pub mod gate;
 pub mod ready;
 pub mod run;
 
+use std::path::{Component, Path, PathBuf};
+
 use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
 use spoolpost_common::spool::Spool;
@@ -22,6 +24,9 @@ use crate::gate::{Gate, Limits};
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let plan = args.plan()?;
+    for source in &plan.section.sources {
+        refuse_overlap(&plan.spool, &source.path, source.recursive).map_err(Failure::config)?;
+    }
     let spool = Spool::open(&plan.spool)?;
     let sources = plan
         .section
@@ -60,4 +65,58 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     tracing::info!(files = collector.collected, "collector stopped");
     collector.finish();
     result
+}
+
+/// A source that is the spool or inside it would take the spool's own files
+/// (renaming them onto themselves, forever); a recursive source holding the
+/// spool would too. Both are refused before anything is touched.
+fn refuse_overlap(spool: &Path, source: &Path, recursive: bool) -> Result<(), String> {
+    let (spool_abs, source_abs) = (resolved(spool), resolved(source));
+    if source_abs.starts_with(&spool_abs) {
+        return Err(format!(
+            "source {} is inside the spool {}: the collector would take the spool's own files; \
+             give a folder outside the spool",
+            source.display(),
+            spool.display()
+        ));
+    }
+    if recursive && spool_abs.starts_with(&source_abs) {
+        return Err(format!(
+            "the spool {} is inside the recursive source {}: the collector would take the \
+             spool's own files; move the spool out or drop --recursive",
+            spool.display(),
+            source.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The absolute path with symlinks resolved as far as the path exists, and
+/// the rest (folders not made yet) normalised by hand.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                match part {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::Normal(p) => out.push(p),
+                    _ => {}
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
 }

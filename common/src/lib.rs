@@ -15,6 +15,7 @@ pub mod config_check;
 pub mod event;
 pub mod exit;
 pub mod fsops;
+pub mod fullname;
 pub mod logging;
 pub mod name;
 pub mod reason;

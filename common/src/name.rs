@@ -7,6 +7,8 @@
 //! ```text
 //! spool-name = original [ "~sp" 1*( "." field ) ]
 //! field      = "k" key        ; 24 lowercase hex digits, the idempotency key
+//!            / "n" length     ; the original is `length` bytes long and kept
+//!                             ; whole in `names/KEY`; the name holds its start
 //!            / "u" uniq       ; 1-8 lowercase hex digits, added only on a name clash
 //!            / "t" seconds    ; unix time of the first attempt
 //!            / "a" attempts   ; attempts made so far (decimal)
@@ -19,12 +21,34 @@
 //! suffix are reserved. When a retried file waits in `incoming/`, its mtime is
 //! the time of its next attempt (as Postfix does for its deferred queue); the
 //! mtime of a file that has no attempts yet means nothing to the sender.
+//!
+//! **Long names.** A file name holds at most 255 bytes, and the suffix can
+//! grow to [`MAX_SUFFIX`] bytes over a file's life. An original longer than
+//! [`SHORT_MAX`] bytes is written into names cut to its first `SHORT_MAX`
+//! bytes (at a character boundary when it is UTF-8) with an `n` field giving
+//! its full length; the whole original is kept in `SPOOL/names/KEY` (see
+//! `fullname`). In memory, [`SpoolName::original`] is the whole original
+//! once resolved, and writing the name out cuts it again the same way.
+//!
+//! **Keys.** The sender draws a random key at a file's first claim; the
+//! collector fixes it at admission from the source file's identity
+//! ([`Key::of_source`]), so a file admitted twice after a crash is one file
+//! to a receiver.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::time::{Duration, SystemTime};
 
 const MARKER: &[u8] = b"~sp.";
+
+/// The longest file name the spool's filesystems take (Linux `NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// The longest suffix a name can reach: `~sp`, `.k` and 24 digits, `.n255`,
+/// `.u` and 8 digits, `.t` and 20 digits, `.a` and 10 digits, `.r` and 32.
+pub const MAX_SUFFIX: usize = 3 + 26 + 5 + 10 + 22 + 12 + 34;
+/// The longest original kept whole in the name itself.
+pub const SHORT_MAX: usize = NAME_MAX - MAX_SUFFIX;
 
 /// A stable, random identifier given to a file when it is first claimed. It is
 /// sent as `Idempotency-Key` on every attempt, so receivers can drop duplicates
@@ -36,6 +60,24 @@ impl Key {
     pub fn random() -> Key {
         let mut bytes = [0u8; 12];
         fastrand::fill(&mut bytes);
+        Key(bytes)
+    }
+
+    /// The key of a source file, from what identifies it on its filesystem:
+    /// the same file admitted twice (after a crash, or by a second collector)
+    /// gets the same key, while two files that merely share a name do not.
+    /// A source renamed within its filesystem keeps all of these.
+    pub fn of_source(dev: u64, ino: u64, size: u64, mtime_ns: i128, name: &OsStr) -> Key {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"spoolpost-source-key-v1\0");
+        ctx.update(&dev.to_le_bytes());
+        ctx.update(&ino.to_le_bytes());
+        ctx.update(&size.to_le_bytes());
+        ctx.update(&mtime_ns.to_le_bytes());
+        ctx.update(name.as_bytes());
+        let digest = ctx.finish();
+        let mut bytes = [0u8; 12];
+        bytes.copy_from_slice(&digest.as_ref()[..12]);
         Key(bytes)
     }
 
@@ -87,6 +129,10 @@ pub struct SpoolName {
     /// `X-Filename`. Any bytes but `/` and NUL, not necessarily UTF-8.
     pub original: OsString,
     pub key: Option<Key>,
+    /// The `n` field: the original's full length when the name holds only
+    /// its start (see "Long names" above). Set by `parse`; [`Self::is_cut`]
+    /// says whether `original` still needs the whole name looked up.
+    pub full_len: Option<u32>,
     pub uniq: Option<u32>,
     /// Unix time (seconds) of the first attempt.
     pub first_attempt: Option<u64>,
@@ -100,6 +146,7 @@ impl SpoolName {
         SpoolName {
             original: original.into(),
             key: None,
+            full_len: None,
             uniq: None,
             first_attempt: None,
             attempts: 0,
@@ -128,6 +175,15 @@ impl SpoolName {
         if let Some(key) = self.key {
             let _ = write!(fields, ".k{key}");
         }
+        let original = self.original.as_bytes();
+        let (original, full_len) = if original.len() > SHORT_MAX {
+            (cut(original), Some(original.len()))
+        } else {
+            (original, self.full_len.map(|n| n as usize))
+        };
+        if let Some(n) = full_len {
+            let _ = write!(fields, ".n{n}");
+        }
         if let Some(uniq) = self.uniq {
             let _ = write!(fields, ".u{uniq:x}");
         }
@@ -140,7 +196,6 @@ impl SpoolName {
         if let Some(reason) = &self.last_reason {
             let _ = write!(fields, ".r{reason}");
         }
-        let original = self.original.as_bytes();
         let mut out = Vec::with_capacity(original.len() + 3 + fields.len());
         out.extend_from_slice(original);
         if !fields.is_empty() {
@@ -148,6 +203,19 @@ impl SpoolName {
             out.extend_from_slice(fields.as_bytes());
         }
         OsString::from_vec(out)
+    }
+
+    /// Whether the name is too long to be written whole: it needs a key, and
+    /// its whole original kept in `names/KEY`.
+    pub fn is_long(&self) -> bool {
+        self.original.len() > SHORT_MAX || self.full_len.is_some()
+    }
+
+    /// Whether `original` holds only the start of the producer's name (as
+    /// parsed from a long name, not yet resolved).
+    pub fn is_cut(&self) -> bool {
+        self.full_len
+            .is_some_and(|n| n as usize != self.original.len())
     }
 
     /// The original name for logs and JSON, with invalid UTF-8 replaced.
@@ -176,6 +244,49 @@ pub fn reason_token(text: &str) -> String {
     token
 }
 
+/// The first [`SHORT_MAX`] bytes of a long original, ending on a character
+/// boundary when the cut would split a UTF-8 character, so a cut name stays
+/// readable. Deterministic: the same original is always cut the same way.
+fn cut(original: &[u8]) -> &[u8] {
+    let mut end = SHORT_MAX.min(original.len());
+    if std::str::from_utf8(&original[..end]).is_err() {
+        // Back off over continuation bytes (at most 3) if that makes it valid.
+        let mut e = end;
+        while e > end.saturating_sub(3) && e > 0 && original[e] & 0xC0 == 0x80 {
+            e -= 1;
+        }
+        if std::str::from_utf8(&original[..e]).is_ok() {
+            end = e;
+        }
+    }
+    &original[..end]
+}
+
+/// How long a file waiting in `incoming/` must still wait before its next
+/// attempt, or `None` when it is due now. `attempts`, `mtime` (the next
+/// attempt time a retry wrote) and `ctime` (when it was last put there) come
+/// from the file; `cap` is the longest wait any retry can ask for
+/// (`backoff_max`, which also caps `Retry-After`).
+///
+/// An mtime further out than `cap` after the file was put back (a
+/// producer's mtime in 2099, a copy's) counts only up to `ctime + cap`;
+/// a ctime in the future means the clock was set back since, and then the
+/// file is due at once: an early retry costs one request, a parked file
+/// costs the file.
+pub fn retry_wait(
+    attempts: u32,
+    mtime: SystemTime,
+    ctime: SystemTime,
+    now: SystemTime,
+    cap: Duration,
+) -> Option<Duration> {
+    if attempts == 0 || ctime > now {
+        return None;
+    }
+    let due = mtime.min(ctime + cap);
+    due.duration_since(now).ok().filter(|w| !w.is_zero())
+}
+
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
@@ -193,20 +304,28 @@ fn parse_fields(tail: &[u8]) -> Option<SpoolName> {
                 name.key = Some(Key::parse(value)?);
                 1
             }
+            b'n' => {
+                let n = u32::try_from(decimal(value)?).ok()?;
+                if n as usize <= SHORT_MAX || n as usize > 4096 {
+                    return None;
+                }
+                name.full_len = Some(n);
+                2
+            }
             b'u' => {
                 if value.len() > 8 || !value.iter().all(|&c| hex_digit(c).is_some()) {
                     return None;
                 }
                 name.uniq = Some(u32::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()?);
-                2
+                3
             }
             b't' => {
                 name.first_attempt = Some(decimal(value)?);
-                3
+                4
             }
             b'a' => {
                 name.attempts = u32::try_from(decimal(value)?).ok()?;
-                4
+                5
             }
             b'r' => {
                 let valid = value.len() <= 32
@@ -217,7 +336,7 @@ fn parse_fields(tail: &[u8]) -> Option<SpoolName> {
                     return None;
                 }
                 name.last_reason = Some(String::from_utf8(value.to_vec()).ok()?);
-                5
+                6
             }
             _ => return None,
         };
@@ -225,6 +344,10 @@ fn parse_fields(tail: &[u8]) -> Option<SpoolName> {
             return None;
         }
         last_order = order;
+    }
+    // A cut name is useless without the key that finds its whole original.
+    if name.full_len.is_some() && name.key.is_none() {
+        return None;
     }
     Some(name)
 }
@@ -267,6 +390,7 @@ mod tests {
         let name = SpoolName {
             original: "orders-1.json".into(),
             key: Some(Key([0xab; 12])),
+            full_len: None,
             uniq: Some(0x1f),
             first_attempt: Some(1_700_000_000),
             attempts: 3,
@@ -304,6 +428,85 @@ mod tests {
         let parsed = SpoolName::parse(&n.to_os_string());
         assert_eq!(parsed.original, raw);
         assert_eq!(parsed.attempts, 1);
+    }
+
+    #[test]
+    fn long_originals_are_cut_with_their_length_and_the_worst_suffix_still_fits() {
+        for (fill, len) in [("a", 144), ("a", 255), ("é", 230), ("é", 255)] {
+            let mut text = fill.repeat(len / fill.len());
+            while text.len() < len {
+                text.push('x');
+            }
+            let mut n = SpoolName::fresh(text.clone());
+            n.key = Some(Key([1; 12]));
+            n.uniq = Some(u32::MAX);
+            n.first_attempt = Some(u64::MAX);
+            n.attempts = u32::MAX;
+            n.last_reason = Some("x".repeat(32));
+            let written = n.to_os_string();
+            assert!(written.len() <= NAME_MAX, "{len}: {}", written.len());
+            assert!(
+                std::str::from_utf8(written.as_bytes()).is_ok(),
+                "cut on a boundary"
+            );
+            let parsed = SpoolName::parse(&written);
+            assert!(parsed.is_cut());
+            assert_eq!(parsed.full_len, Some(len as u32));
+            assert!(text.as_bytes().starts_with(parsed.original.as_bytes()));
+            // Written out again (as recovery and requeue do), it is the same name.
+            assert_eq!(parsed.to_os_string(), written);
+        }
+        let short = SpoolName::fresh("a".repeat(SHORT_MAX));
+        assert!(!short.is_long());
+        assert_eq!(short.to_os_string().len(), SHORT_MAX);
+    }
+
+    #[test]
+    fn a_length_field_without_a_key_or_for_a_short_name_is_not_state() {
+        for s in ["f~sp.n200", "f~sp.kabababababababababababab.n12"] {
+            assert_eq!(parse(s).original, OsString::from(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn source_keys_depend_on_every_part_of_the_identity() {
+        let k = |dev, ino, size, mtime, name: &str| {
+            Key::of_source(dev, ino, size, mtime, OsStr::new(name))
+        };
+        let base = k(1, 2, 3, 4, "a");
+        assert_eq!(base, k(1, 2, 3, 4, "a"));
+        for other in [
+            k(9, 2, 3, 4, "a"),
+            k(1, 9, 3, 4, "a"),
+            k(1, 2, 9, 4, "a"),
+            k(1, 2, 3, 9, "a"),
+            k(1, 2, 3, 4, "b"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn retry_waits_are_capped_and_a_clock_set_back_makes_the_file_due() {
+        let s = Duration::from_secs;
+        let now = SystemTime::UNIX_EPOCH + s(1_000_000);
+        let cap = s(300);
+        // No attempts yet: due whatever the times.
+        assert_eq!(retry_wait(0, now + s(9999), now, now, cap), None);
+        // An ordinary retry waits for its mtime.
+        assert_eq!(retry_wait(1, now + s(10), now, now, cap), Some(s(10)));
+        assert_eq!(retry_wait(1, now - s(1), now - s(5), now, cap), None);
+        // An mtime in 2099 waits at most `cap` from when it was put back.
+        assert_eq!(
+            retry_wait(1, now + s(1 << 40), now - s(100), now, cap),
+            Some(s(200))
+        );
+        assert_eq!(
+            retry_wait(1, now + s(1 << 40), now - s(300), now, cap),
+            None
+        );
+        // A ctime ahead of the clock: the clock went back; due now.
+        assert_eq!(retry_wait(3, now + s(3600), now + s(3000), now, cap), None);
     }
 
     #[test]

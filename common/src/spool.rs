@@ -230,7 +230,13 @@ impl ClaimFolder {
         let mut name = SpoolName::parse(incoming_name);
         if name.key.is_none() {
             name.key = Some(Key::random());
+            // A producer's long name: its whole original must be on record
+            // before the claim gives the file a name that holds only its start.
+            crate::fullname::store(&self.spool, &name).map_err(|e| {
+                annotate(e, "cannot keep the full name of", Path::new(incoming_name))
+            })?;
         }
+        crate::fullname::resolve(&self.spool, &mut name);
         if name.first_attempt.is_none() {
             name.first_attempt = Some(unix_seconds(now));
         }
@@ -238,7 +244,12 @@ impl ClaimFolder {
         let to = self.dir.join(name.to_os_string());
         match rename_noreplace(&from, &to) {
             Ok(()) => Ok(Some(Claimed { name, path: to })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if SpoolName::parse(incoming_name).key.is_none() {
+                    crate::fullname::forget(&self.spool, &name);
+                }
+                Ok(None)
+            }
             Err(e) => Err(annotate(e, "cannot claim", &from)),
         }
     }
@@ -249,6 +260,7 @@ impl ClaimFolder {
         if delete {
             fs::remove_file(&file.path).map_err(|e| annotate(e, "cannot delete", &file.path))?;
             self.spool.synced(&self.dir)?;
+            crate::fullname::forget(&self.spool, &file.name);
             return Ok(None);
         }
         let done = self.spool.dir(State::Done);

@@ -16,13 +16,15 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use spoolpost_common::circuits::{self, Circuit, CircuitState, Circuits};
 use spoolpost_common::event::{EventKind, EventSink, rfc3339};
-use spoolpost_common::name::SpoolName;
+use spoolpost_common::fullname;
+use spoolpost_common::name::{SpoolName, retry_wait};
 use spoolpost_common::reason::ErrorClass;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, is_data_name};
@@ -234,12 +236,25 @@ impl Dispatcher {
         if !is_data_name(&name) {
             return Offer::Ignored;
         }
-        let parsed = SpoolName::parse(&name);
+        let mut parsed = SpoolName::parse(&name);
         if parsed.attempts > 0 {
             let path = self.shared.spool.dir(State::Incoming).join(&name);
-            match std::fs::symlink_metadata(&path).and_then(|m| m.modified()) {
-                Ok(due) => {
-                    if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    let ctime = SystemTime::UNIX_EPOCH
+                        + Duration::new(
+                            meta.ctime().max(0) as u64,
+                            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+                        );
+                    let mtime = meta.modified().unwrap_or(ctime);
+                    let wait = retry_wait(
+                        parsed.attempts,
+                        mtime,
+                        ctime,
+                        SystemTime::now(),
+                        self.shared.policy.max,
+                    );
+                    if let Some(wait) = wait {
                         self.wake_at(Instant::now() + wait);
                         return Offer::NotYet;
                     }
@@ -247,6 +262,8 @@ impl Dispatcher {
                 Err(_) => return Offer::Ignored,
             }
         }
+        // Routing needs the whole original of a long name.
+        fullname::resolve(&self.shared.spool, &mut parsed);
         let Some(route) = self.shared.router.route(&parsed.original) else {
             self.reject_at_once(
                 &name,

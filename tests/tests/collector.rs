@@ -165,8 +165,18 @@ fn cross_filesystem_moves_copy_completely_and_a_kill_mid_copy_leaves_no_partial_
             .all(|n| !n.starts_with(b"big.bin")),
         "no partial big.bin in incoming/"
     );
+    // The source is intact: claimed into the dead collector's claim folder
+    // beside it, which the next scan takes over.
+    let claimed: Vec<_> = std::fs::read_dir(src.path())
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().as_bytes().starts_with(b".spoolpost-claim-"))
+        .map(|d| d.path().join("big.bin"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(claimed.len(), 1, "big.bin is claimed, not lost");
     assert_eq!(
-        std::fs::metadata(&big).unwrap().len(),
+        std::fs::metadata(&claimed[0]).unwrap().len(),
         size,
         "the source is intact"
     );
@@ -183,6 +193,8 @@ fn cross_filesystem_moves_copy_completely_and_a_kill_mid_copy_leaves_no_partial_
     let taken = spool.find(State::Incoming, "big.bin");
     assert_eq!(std::fs::metadata(&taken).unwrap().len(), size);
     assert!(!big.exists());
+    let left: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
+    assert!(left.is_empty(), "the dead claim folder is gone: {left:?}");
     let leftovers: Vec<_> = std::fs::read_dir(spool.root.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "tmp/ is clean: {leftovers:?}");
     std::fs::remove_file(taken).unwrap();

@@ -5,6 +5,7 @@
 //! Each module holds one family of faults. A case that was once a defect is
 //! named after it and says which issue found it.
 
+mod collector;
 mod config;
 mod files;
 mod http;

@@ -1,0 +1,194 @@
+//! The collector under faults: killed at each step of a copy, several
+//! instances on one source, sources that are part of the spool, and what a
+//! copy across filesystems must keep.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use spoolpost_common::spool::State;
+use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::Receiver;
+
+use super::names::{foreign_source, keys_by_name};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Issue 18: a collector killed after its copy entered `incoming/` but
+/// before the source was removed copied the file again under a new key.
+#[test]
+fn issue_18_a_collector_killed_at_any_step_of_a_copy_delivers_each_file_under_one_key() {
+    for step in ["after-claim", "after-copy", "after-admit"] {
+        let rx = Receiver::start();
+        let spool = TestSpool::new();
+        let src = foreign_source(&spool);
+        let names: Vec<String> = (0..3).map(|i| format!("{step}-{i}.json")).collect();
+        for n in &names {
+            std::fs::write(src.path().join(n), n).unwrap();
+        }
+        let killed = run(
+            collector(&spool)
+                .arg("--source")
+                .arg(src.path())
+                .args(["--once", "--settle", "0s"])
+                .env("SPOOLPOST_TEST_CRASH_AT", step),
+            MINUTE,
+        );
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "{step}: the collector raised SIGKILL on itself"
+        );
+        // The next run finishes the job, and a sender delivers everything.
+        run(
+            collector(&spool)
+                .arg("--source")
+                .arg(src.path())
+                .args(["--once", "--settle", "0s"]),
+            MINUTE,
+        )
+        .assert_success();
+        run(
+            sender(&spool).args(["--once", "--url", &rx.url("/in")]),
+            MINUTE,
+        )
+        .assert_success();
+        let got = keys_by_name(&rx);
+        assert_eq!(
+            got.len(),
+            names.len(),
+            "{step}: every file arrives: {got:?}"
+        );
+        for (name, keys) in &got {
+            assert_eq!(
+                keys.len(),
+                1,
+                "{step}: {} under one key",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert_eq!(
+            spool.count(State::Done),
+            names.len(),
+            "{step}: no second copy: {:?}",
+            spool.census()
+        );
+        assert_eq!(std::fs::read_dir(src.path()).unwrap().count(), 0, "{step}");
+    }
+}
+
+fn collectors_share_a_foreign_source(instances: usize) {
+    let spool = TestSpool::new();
+    let src = foreign_source(&spool);
+    let total = 3000;
+    for i in 0..total {
+        std::fs::write(src.path().join(format!("f{i:05}.json")), format!("{i}")).unwrap();
+    }
+    let running: Vec<_> = (0..instances)
+        .map(|_| {
+            spawn(
+                collector(&spool)
+                    .arg("--source")
+                    .arg(src.path())
+                    .args(["--once", "--settle", "0s"]),
+            )
+        })
+        .collect();
+    for r in running {
+        r.wait(MINUTE).assert_success();
+    }
+    let names = spool.names(State::Incoming);
+    let with_uniq = names
+        .iter()
+        .filter(|n| {
+            spoolpost_common::name::SpoolName::parse(OsStr::from_bytes(n))
+                .uniq
+                .is_some()
+        })
+        .count();
+    assert_eq!(
+        (names.len(), with_uniq),
+        (total, 0),
+        "{instances} collectors: exactly one copy of each"
+    );
+    let left: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing left in the source: {left:?}");
+}
+
+/// Issue 13.2: two collectors on one source across filesystems duplicated.
+#[test]
+fn issue_13_2_two_collectors_on_one_foreign_source_copy_each_file_once() {
+    collectors_share_a_foreign_source(2);
+}
+
+#[test]
+fn issue_13_2_four_collectors_on_one_foreign_source_copy_each_file_once() {
+    collectors_share_a_foreign_source(4);
+}
+
+/// Issue 13.6: a copy across filesystems arrived as 0644 whatever the source.
+#[test]
+fn issue_13_6_a_copy_across_filesystems_keeps_mode_and_owner() {
+    let spool = TestSpool::new();
+    let src = foreign_source(&spool);
+    let path = src.path().join("secret.json");
+    std::fs::write(&path, "s").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&path, Some(4321), Some(8765)).unwrap();
+    }
+    run(
+        collector(&spool)
+            .arg("--source")
+            .arg(src.path())
+            .args(["--once", "--settle", "0s"]),
+        MINUTE,
+    )
+    .assert_success();
+    let meta = std::fs::metadata(spool.find(State::Incoming, "secret.json")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (4321, 8765));
+    }
+}
+
+/// Issue 13.9: a source inside the spool renamed files onto themselves
+/// forever, the name growing each time.
+#[test]
+fn issue_13_9_a_source_that_is_or_is_inside_the_spool_is_refused_at_start() {
+    let spool = TestSpool::new();
+    let outside = spool.side("src");
+    for (source, recursive) in [
+        (spool.dir(State::Incoming), false),
+        (spool.root.clone(), false),
+        (spool.root.join("tmp/../incoming"), false),
+        (spool.root.join("not-yet/sub"), false),
+        (spool.root.parent().unwrap().to_path_buf(), true),
+    ] {
+        let mut cmd = collector(&spool);
+        cmd.arg("--source")
+            .arg(&source)
+            .args(["--once", "--settle", "0s"]);
+        if recursive {
+            cmd.arg("--recursive");
+        }
+        let out = run(&mut cmd, MINUTE);
+        assert_eq!(out.status.code(), Some(78), "{source:?}: {}", out.stderr);
+        assert!(out.stderr.contains("spool"), "{}", out.stderr);
+    }
+    // A sibling folder, or a non-recursive parent, is fine.
+    std::fs::write(outside.join("ok.json"), "x").unwrap();
+    for source in [outside.clone(), spool.root.parent().unwrap().to_path_buf()] {
+        run(
+            collector(&spool)
+                .arg("--source")
+                .arg(&source)
+                .args(["--once", "--settle", "0s"]),
+            MINUTE,
+        )
+        .assert_success();
+    }
+    assert_eq!(spool.count(State::Incoming), 1);
+}
