@@ -117,7 +117,9 @@ fn requeue_selected(
             .flatten()
             .and_then(|t| serde_json::from_slice(&t).ok());
         if let Some(want) = &s.receiver {
-            let original = SpoolName::parse(&name).original;
+            let mut parsed = SpoolName::parse(&name);
+            spoolpost_common::fullname::resolve(spool, &mut parsed);
+            let original = parsed.original;
             let r = router.expect("checked by the caller");
             let routed = r
                 .receiver_of(&original)
