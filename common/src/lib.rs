@@ -17,6 +17,7 @@ pub mod fsops;
 pub mod logging;
 pub mod name;
 pub mod reason;
+pub mod redact;
 pub mod route;
 pub mod shutdown;
 pub mod spool;
