@@ -369,6 +369,14 @@ fn issue_17_an_early_2xx_to_a_large_file_is_not_a_delivery() {
     );
     assert!(reason.message.contains("200"), "{}", reason.message);
     assert_eq!(out.events()[0].event, EventKind::Rejected);
+    // The reporter's error groups show early answers per receiver.
+    let report = run(reporter(&spool).args(["--format", "json"]), MINUTE);
+    report.assert_success();
+    assert!(
+        report.stdout.contains("\"early_answer\""),
+        "{}",
+        report.stdout
+    );
 }
 
 #[test]
@@ -452,4 +460,31 @@ fn issue_17_an_early_4xx_keeps_its_class() {
         (reason.class, reason.status),
         (ErrorClass::Rejected, Some(413))
     );
+}
+
+#[test]
+fn issue_17_early_answers_count_against_the_receiver_s_circuit() {
+    let rx = Receiver::start();
+    rx.answer(Reply::early());
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\nbreaker_failures = 2\n[receivers.stub]\nurl = \"{}\"\nconcurrency = 1\n[[routes]]\nglob = \"*\"\nreceiver = \"stub\"\n",
+            rx.url("/stub")
+        ),
+    );
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        large_file(&spool, name);
+    }
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    out.assert_success();
+    assert!(out.stderr.contains("circuit opened"), "{}", out.stderr);
+    // Which of the later files still go depends on the scheduler (a file
+    // that passed the circuit check may go once a slot frees); that the
+    // circuit opened on early answers alone is the point.
+    assert_eq!(spool.count(State::Done), 0);
 }
