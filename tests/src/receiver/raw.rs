@@ -24,6 +24,9 @@ pub enum Act {
     Endless(Vec<u8>),
     /// Keep the connection open and say nothing.
     Silent,
+    /// Write these bytes, then keep the connection open reading nothing
+    /// more (an early answer from a receiver that stops reading).
+    WriteAndStall(Vec<u8>),
 }
 
 /// A running raw server. Stops when dropped.
@@ -132,12 +135,16 @@ async fn serve(
             let mut sink = [0u8; 1024];
             while stream.read(&mut sink).await? > 0 {}
         }
+        Act::WriteAndStall(bytes) => {
+            stream.write_all(&bytes).await?;
+            std::future::pending::<()>().await;
+        }
     }
     stream.shutdown().await
 }
 
 /// Reads a request head and its `Content-Length` body (the sender sends
-/// small files that way).
+/// small files that way; a chunked body, a large file's, is left unread).
 async fn read_request(stream: &mut TcpStream) -> io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -488,3 +488,19 @@ fn issue_17_early_answers_count_against_the_receiver_s_circuit() {
     // circuit opened on early answers alone is the point.
     assert_eq!(spool.count(State::Done), 0);
 }
+
+#[test]
+fn an_early_answer_from_a_receiver_that_then_stops_reading_does_not_hang_the_sender() {
+    let raw = RawServer::start(Act::WriteAndStall(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+    ));
+    let spool = TestSpool::new();
+    large_file(&spool, "big.bin");
+    let out = run(
+        sender(&spool).args(["--once", "--no-gzip", "--url", &raw.url("/")]),
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    let reason = reason_of(&spool.find(State::Error, "big.bin"));
+    assert_eq!(reason.class, ErrorClass::EarlyAnswer);
+}
