@@ -339,12 +339,14 @@ fn issue_13_4_credentials_in_the_url_never_reach_events_logs_or_reasons() {
     }
 }
 
+/// A file too large for loopback's socket buffers to swallow whole: a body
+/// the receiver does not read cannot be sent in full, so an answer to it
+/// is early however the machine is loaded.
 fn large_file(spool: &TestSpool, name: &str) -> u64 {
-    let size = 4u64 << 20;
-    let mut rng = fastrand::Rng::with_seed(17);
-    let data: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+    let mut data = vec![0u8; 40 << 20];
+    fastrand::Rng::with_seed(17).fill(&mut data);
     spool.put(name, &data);
-    size
+    data.len() as u64
 }
 
 #[test]
@@ -403,7 +405,7 @@ fn issue_17_a_receiver_that_reads_everything_before_answering_is_unaffected() {
     let spool = TestSpool::new();
     let size = large_file(&spool, "big.bin");
     let out = run(
-        sender(&spool).args(["--once", "--url", &rx.url("/in")]),
+        sender(&spool).args(["--once", "--no-gzip", "--url", &rx.url("/in")]),
         MINUTE,
     );
     out.assert_success();
