@@ -214,6 +214,10 @@ pub struct ReceiverConfig {
     pub retry_statuses: Vec<u16>,
     /// Extra CA certificates (PEM) to trust, e.g. an internal CA.
     pub ca_file: Option<PathBuf>,
+    /// Take a 2xx that comes before the whole body was sent as delivery,
+    /// for receivers that legitimately ignore the body.
+    #[serde(default)]
+    pub accept_early_answer: bool,
 }
 
 /// A header value: literal text, or a secret read at start-up.
@@ -262,6 +266,7 @@ impl ReceiverConfig {
             concurrency: default_receiver_concurrency(),
             retry_statuses: Vec::new(),
             ca_file: None,
+            accept_early_answer: false,
         }
     }
 }

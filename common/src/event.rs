@@ -1,5 +1,5 @@
 //! Event lines: one JSON object per line for each thing that happened to a
-//! file (collected, delivered, rejected, retried, expired). They go to stdout
+//! file (collected, delivered, rejected, retried, expired, vanished). They go to stdout
 //! or a file for the reporter and for whatever else reads them; diagnostics
 //! go to stderr through `tracing`, never here.
 
@@ -25,6 +25,9 @@ pub enum EventKind {
     Retry,
     /// Retries ran out: the file went to `error/`.
     Expired,
+    /// The claimed file was removed from the claim folder by someone else
+    /// before its attempt ended: there is nothing left to send or move.
+    Vanished,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub mod fullname;
 pub mod logging;
 pub mod name;
 pub mod reason;
+pub mod redact;
 pub mod route;
 pub mod shutdown;
 pub mod spool;

@@ -17,9 +17,13 @@ pub enum ErrorClass {
     Expired,
     /// No routing rule matched the file name.
     NoRoute,
-    /// The file could not be sent at all: a symlink, not a regular file, or
-    /// unreadable.
+    /// The file could not be sent as claimed: a symlink, not a regular
+    /// file, unreadable, or changed (truncated, grown, replaced) while it
+    /// was being sent.
     Unsendable,
+    /// The receiver answered 2xx before it was sent the whole body: it may
+    /// never have seen the file (a stub endpoint, a misconfigured proxy).
+    EarlyAnswer,
 }
 
 impl ErrorClass {
@@ -29,6 +33,7 @@ impl ErrorClass {
             ErrorClass::Expired => "expired",
             ErrorClass::NoRoute => "no_route",
             ErrorClass::Unsendable => "unsendable",
+            ErrorClass::EarlyAnswer => "early_answer",
         }
     }
 }
@@ -88,6 +93,7 @@ mod tests {
             ErrorClass::Expired,
             ErrorClass::NoRoute,
             ErrorClass::Unsendable,
+            ErrorClass::EarlyAnswer,
         ] {
             assert_eq!(
                 serde_json::to_string(&class).unwrap(),

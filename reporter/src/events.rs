@@ -149,6 +149,7 @@ pub fn analyse(inputs: Vec<Box<dyn BufRead>>, now: SystemTime) -> EventStats {
                 EventKind::Rejected => a.stats.rejected += 1,
                 EventKind::Retry => a.stats.retries += 1,
                 EventKind::Expired => a.stats.expired += 1,
+                EventKind::Vanished => {}
                 EventKind::Collected => unreachable!(),
             }
         }

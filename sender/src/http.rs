@@ -5,13 +5,23 @@
 //! are read and compressed in one go (the common case, and the cheapest);
 //! larger ones are streamed from a blocking thread through a small bounded
 //! channel, so memory stays flat whatever the file size.
+//!
+//! A body is only ever complete if the file stayed what was claimed
+//! ([`crate::file::verify`] after the last read): an inline body is checked
+//! before the request is made, a streamed one before its last bytes go, and
+//! a change ends the stream with an error so the receiver sees a broken
+//! body, never a clean end. An answer that comes before the stream reached
+//! its end is marked early ([`Early`]).
+//!
+//! Error texts leave this module only through [`error_text`], which takes
+//! the URL out of reqwest's errors and redacts any other.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,10 +30,10 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use spoolpost_common::config::Method;
-use spoolpost_common::fsops::open_nofollow;
 use spoolpost_common::route::Receiver;
 
-use crate::outcome::{Answer, Transport};
+use crate::file::{Change, Snapshot, change_error, verify};
+use crate::outcome::{Answer, Early, Transport};
 
 /// Files up to this size are compressed in memory in one step.
 pub const INLINE_MAX: u64 = 64 * 1024;
@@ -66,9 +76,31 @@ pub struct Sent {
     pub latency: Duration,
 }
 
-/// Why a file cannot be sent at all: it goes to `error/`.
+/// What a body's making shares with the request: how far it got, and
+/// what went wrong on the local side.
+#[derive(Default)]
+struct Progress {
+    /// Bytes read from the file.
+    read: AtomicU64,
+    /// Body bytes the connection took.
+    sent: AtomicU64,
+    /// The body reached its end: all of it was handed to the connection.
+    whole: AtomicBool,
+    local: Mutex<Option<Local>>,
+}
+
+/// A failure on the local side while making the body.
 #[derive(Debug)]
-pub struct Unsendable(pub String);
+enum Local {
+    Read(String),
+    Changed(Change),
+}
+
+impl Progress {
+    fn fail(&self, local: Local) {
+        self.local.lock().unwrap().get_or_insert(local);
+    }
+}
 
 impl Http {
     /// Builds the clients. Receivers that share TLS roots and connect
@@ -141,53 +173,35 @@ impl Http {
         Ok(Http { targets })
     }
 
-    /// Opens the file safely: never through a symlink, never blocking on a
-    /// FIFO, and only if it is a regular file.
-    pub fn open(path: &Path) -> Result<(File, u64), OpenError> {
-        let file = open_nofollow(path).map_err(|e| match e.raw_os_error() {
-            Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
-                OpenError::Unsendable(Unsendable(
-                    "the file is a symlink; spoolpost does not follow symlinks in the spool".into(),
-                ))
-            }
-            _ if e.kind() == io::ErrorKind::NotFound => OpenError::Vanished,
-            _ if e.kind() == io::ErrorKind::PermissionDenied => OpenError::Unsendable(Unsendable(
-                format!("cannot read the file ({e}); fix its permissions and requeue it"),
-            )),
-            _ => OpenError::Io(e),
-        })?;
-        let meta = file.metadata().map_err(OpenError::Io)?;
-        if !meta.is_file() {
-            return Err(OpenError::Unsendable(Unsendable(
-                "not a regular file".into(),
-            )));
-        }
-        Ok((file, meta.len()))
-    }
-
-    /// Sends one file to receiver `receiver` at `url`.
+    /// Sends one file, open as `file` and claimed as `claimed` at `path`,
+    /// to receiver `receiver` at `url`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         receiver: usize,
         url: &reqwest::Url,
         file: File,
-        size: u64,
+        claimed: Snapshot,
+        path: &Path,
         key: &str,
         original: &[u8],
     ) -> Sent {
         let target = &self.targets[receiver];
         let started = Instant::now();
-        let read = Arc::new(AtomicU64::new(0));
-        let sent = Arc::new(AtomicU64::new(0));
-        let read_failed = Arc::new(AtomicBool::new(false));
-        let body = match make_body(file, size, target.gzip, &read, &sent, &read_failed) {
+        let size = claimed.len;
+        let progress = Arc::new(Progress::default());
+        let body = match make_body(file, claimed, path, target.gzip, &progress) {
             Ok(body) => body,
-            Err(e) => {
+            Err(local) => {
+                let (answer, error) = match local {
+                    Local::Read(text) => (Answer::Failed(Transport::LocalRead), text),
+                    Local::Changed(change) => (Answer::Changed(change), change.to_string()),
+                };
                 return Sent {
-                    answer: Answer::Failed(Transport::LocalRead),
+                    answer,
                     body: Vec::new(),
-                    error: Some(format!("cannot read the file: {e}")),
-                    bytes_read: read.load(Ordering::Relaxed),
+                    error: Some(error),
+                    bytes_read: progress.read.load(Ordering::Relaxed),
                     bytes_sent: 0,
                     latency: started.elapsed(),
                 };
@@ -206,43 +220,51 @@ impl Http {
             .timeout(target.timeout + Duration::from_secs(size / MIN_RATE))
             .body(body);
         let result = request.send().await;
-        let (answer, body, error) = match result {
-            Ok(response) => {
+        let local = progress.local.lock().unwrap().take();
+        let (answer, body, error) = match (local, result) {
+            // Whatever the receiver said, it did not get the claimed file.
+            (Some(Local::Changed(change)), _) => (
+                Answer::Changed(change),
+                Vec::new(),
+                Some(change.to_string()),
+            ),
+            (Some(Local::Read(text)), Err(_)) => {
+                (Answer::Failed(Transport::LocalRead), Vec::new(), Some(text))
+            }
+            (_, Ok(response)) => {
                 let code = response.status().as_u16();
                 let retry_after = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .map(String::from);
-                let body = read_answer_body(response, (200..300).contains(&code)).await;
-                (Answer::Status { code, retry_after }, body, None)
-            }
-            Err(e) => {
-                let transport = if read_failed.load(Ordering::Relaxed) {
-                    Transport::LocalRead
-                } else {
-                    classify_error(&e)
+                let early = (!progress.whole.load(Ordering::Acquire)).then(|| Early {
+                    read: progress.read.load(Ordering::Relaxed),
+                    size,
+                });
+                let delivered = (200..300).contains(&code) && early.is_none();
+                let body = read_answer_body(response, delivered).await;
+                let answer = Answer::Status {
+                    code,
+                    retry_after,
+                    early,
                 };
-                (Answer::Failed(transport), Vec::new(), Some(error_chain(&e)))
+                (answer, body, None)
+            }
+            (_, Err(e)) => {
+                let transport = classify_error(&e);
+                (Answer::Failed(transport), Vec::new(), Some(error_text(e)))
             }
         };
         Sent {
             answer,
             body,
             error,
-            bytes_read: read.load(Ordering::Relaxed),
-            bytes_sent: sent.load(Ordering::Relaxed),
+            bytes_read: progress.read.load(Ordering::Relaxed),
+            bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
         }
     }
-}
-
-#[derive(Debug)]
-pub enum OpenError {
-    /// The file is gone from the claim folder (someone removed it).
-    Vanished,
-    Unsendable(Unsendable),
-    Io(io::Error),
 }
 
 fn build_client(
@@ -270,42 +292,70 @@ fn build_client(
     }
     builder
         .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", error_chain(&e)))
+        .map_err(|e| format!("cannot set up the HTTP client: {}", error_text(e)))
 }
 
 fn make_body(
     mut file: File,
-    size: u64,
+    claimed: Snapshot,
+    path: &Path,
     gzip: Option<Compression>,
-    read: &Arc<AtomicU64>,
-    sent: &Arc<AtomicU64>,
-    read_failed: &Arc<AtomicBool>,
-) -> io::Result<reqwest::Body> {
+    progress: &Arc<Progress>,
+) -> Result<reqwest::Body, Local> {
+    let size = claimed.len;
     if size <= INLINE_MAX {
-        // The size is known from the open: read exactly that much. (A plain
-        // read_to_end would stat and seek the file again and read once more
-        // to find the end; spool files do not change.)
-        let mut data = Vec::with_capacity(size as usize);
-        (&mut file).take(size).read_to_end(&mut data)?;
-        read.store(data.len() as u64, Ordering::Relaxed);
+        // Read one byte more than claimed: a file that grew shows here.
+        let mut data = Vec::with_capacity(size as usize + 1);
+        (&mut file)
+            .take(size + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Local::Read(format!("cannot read the file: {e}")))?;
+        progress.read.store(data.len() as u64, Ordering::Relaxed);
+        verify(&file, path, claimed, data.len() as u64).map_err(Local::Changed)?;
         let body = match gzip {
-            Some(level) => gzip_small(&data, level)?,
+            Some(level) => gzip_small(&data, level)
+                .map_err(|e| Local::Read(format!("cannot compress the file: {e}")))?,
             None => data,
         };
-        sent.store(body.len() as u64, Ordering::Relaxed);
+        // Small enough to go out with the request head in one write: it is
+        // wholly sent before any answer can come.
+        progress.sent.store(body.len() as u64, Ordering::Relaxed);
+        progress.whole.store(true, Ordering::Release);
         return Ok(reqwest::Body::from(body));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let (read, sent, read_failed) = (read.clone(), sent.clone(), read_failed.clone());
+    let (path, producer) = (path.to_path_buf(), progress.clone());
     tokio::task::spawn_blocking(move || {
-        let result = stream_file(&mut file, gzip, &tx, &read, &sent);
-        if let Err(e) = result {
-            read_failed.store(true, Ordering::Relaxed);
-            let _ = tx.blocking_send(Err(e));
+        if let Err(local) = stream_file(&mut file, claimed, &path, gzip, &tx, &producer) {
+            let error = match &local {
+                Local::Changed(change) => change_error(*change),
+                Local::Read(text) => io::Error::other(text.clone()),
+            };
+            // Recorded before the stream fails, so the request's error is
+            // read with its cause at hand.
+            producer.fail(local);
+            let _ = tx.blocking_send(Err(error));
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let consumer = progress.clone();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let progress = consumer.clone();
+        async move {
+            match rx.recv().await {
+                Some(Ok(chunk)) => {
+                    progress
+                        .sent
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    Some((Ok(chunk), rx))
+                }
+                Some(Err(e)) => Some((Err(e), rx)),
+                // The producer ended without error: the body is complete.
+                None => {
+                    progress.whole.store(true, Ordering::Release);
+                    None
+                }
+            }
+        }
     });
     Ok(reqwest::Body::wrap_stream(stream))
 }
@@ -341,34 +391,42 @@ fn gzip_small(data: &[u8], level: Compression) -> io::Result<Vec<u8>> {
     })
 }
 
-/// Reads, compresses and hands over chunks until the file ends. Returns
-/// early without error when the request was dropped (the receiver answered
-/// or the connection failed), which the caller learns from the response.
+/// Reads, compresses and hands over chunks until the file ends, then
+/// checks that the file is still what was claimed before the last bytes
+/// go. Returns early without error when the request was dropped (the
+/// receiver answered or the connection failed), which the caller learns
+/// from the response.
 fn stream_file(
     file: &mut File,
+    claimed: Snapshot,
+    path: &Path,
     gzip: Option<Compression>,
     tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    read: &AtomicU64,
-    sent: &AtomicU64,
-) -> io::Result<()> {
+    progress: &Progress,
+) -> Result<(), Local> {
+    let read_error = |e: io::Error| Local::Read(format!("cannot read the file: {e}"));
     let mut buf = vec![0u8; CHUNK];
     let mut encoder = gzip.map(|level| GzEncoder::new(Vec::with_capacity(CHUNK + 1024), level));
-    let hand_over = |chunk: Vec<u8>| {
-        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
-    };
+    let hand_over = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
+    let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(read_error(e)),
         };
-        read.fetch_add(n as u64, Ordering::Relaxed);
+        total += n as u64;
+        progress.read.fetch_add(n as u64, Ordering::Relaxed);
+        if total > claimed.len {
+            return Err(Local::Changed(Change::Grew {
+                claimed: claimed.len,
+            }));
+        }
         let chunk = match encoder.as_mut() {
             None => buf[..n].to_vec(),
             Some(enc) => {
-                enc.write_all(&buf[..n])?;
+                enc.write_all(&buf[..n]).map_err(read_error)?;
                 if enc.get_ref().len() < CHUNK {
                     continue;
                 }
@@ -379,9 +437,9 @@ fn stream_file(
             return Ok(());
         }
     }
+    verify(file, path, claimed, total).map_err(Local::Changed)?;
     if let Some(enc) = encoder {
-        let rest = enc.finish()?;
-        hand_over(rest);
+        hand_over(enc.finish().map_err(read_error)?);
     }
     Ok(())
 }
@@ -446,9 +504,16 @@ fn next_cause<'a>(
     }
 }
 
+/// The text of a request's error for events, logs and reason records: its
+/// whole chain, without the URL reqwest puts in its own text, and with any
+/// URL a cause quotes redacted (user info and query may hold secrets).
+pub fn error_text(e: reqwest::Error) -> String {
+    spoolpost_common::redact::text(&error_chain(&e.without_url()))
+}
+
 /// An error and its causes on one line, as reqwest's Display shows only the
 /// outermost ("error sending request").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = next_cause(e);
     while let Some(err) = cause {

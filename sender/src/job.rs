@@ -15,8 +15,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::backoff::{Limit, Next};
 use crate::breaker::State;
 use crate::dispatch::Shared;
-use crate::http::{Http, OpenError, Sent};
-use crate::outcome::{Answer, Outcome, classify};
+use crate::file::{self, Change, OpenError};
+use crate::http::Sent;
+use crate::outcome::{Answer, Health, Outcome, Rules, Transport, classify};
 
 /// A file on its way, with the permits that count it as in flight.
 pub struct Job {
@@ -32,68 +33,56 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         claimed,
         receiver,
         url,
-        probe,
+        probe: _,
         permits,
     } = job;
     let attempt = claimed.name.attempts + 1;
-    let (file, size) = match Http::open(&claimed.path) {
-        Ok(opened) => opened,
+    let sent = match file::open(&claimed.path) {
+        Ok((file, snapshot)) => {
+            let key = claimed.key().to_string();
+            let sent = shared
+                .http
+                .send(
+                    receiver,
+                    &url,
+                    file,
+                    snapshot,
+                    &claimed.path,
+                    &key,
+                    claimed.name.original.as_encoded_bytes(),
+                )
+                .await;
+            // Let the connection go back to the pool before this slot goes
+            // to the next file: the pool takes it back in a task of its
+            // own, and a file that finds no idle connection opens another.
+            tokio::task::yield_now().await;
+            sent
+        }
         Err(e) => {
-            if probe {
-                shared.breakers.lock().unwrap()[receiver].cancel_probe();
-            }
-            match e {
-                OpenError::Vanished => {
-                    tracing::warn!(file = %claimed.path.display(), "claimed file vanished before it was sent");
-                }
-                OpenError::Unsendable(why) => {
-                    let record = shared.reason(
-                        &claimed,
-                        ErrorClass::Unsendable,
-                        why.0.clone(),
-                        Some(receiver),
-                        Some(url.as_str()),
-                        None,
-                    );
-                    shared.reject(claimed, record, EventKind::Rejected, Some(receiver), None);
-                }
+            let (answer, error) = match e {
+                OpenError::Vanished => (Answer::Changed(Change::Removed), None),
+                OpenError::Unsendable(why) => (Answer::Unsendable(why), None),
                 OpenError::Io(e) => {
                     tracing::warn!(file = %claimed.path.display(), error = %e, "cannot open claimed file; will retry");
-                    let sent = Sent {
-                        answer: Answer::Failed(crate::outcome::Transport::LocalRead),
-                        body: Vec::new(),
-                        error: Some(e.to_string()),
-                        bytes_read: 0,
-                        bytes_sent: 0,
-                        latency: Duration::ZERO,
-                    };
-                    finish(&shared, claimed, receiver, &url, attempt, sent);
+                    (Answer::Failed(Transport::LocalRead), Some(e.to_string()))
                 }
+            };
+            Sent {
+                answer,
+                body: Vec::new(),
+                error,
+                bytes_read: 0,
+                bytes_sent: 0,
+                latency: Duration::ZERO,
             }
-            shared.release_slot(receiver, permits);
-            return;
         }
     };
-    let key = claimed.key().to_string();
-    let sent = shared
-        .http
-        .send(
-            receiver,
-            &url,
-            file,
-            size,
-            &key,
-            claimed.name.original.as_encoded_bytes(),
-        )
-        .await;
-    // Let the connection go back to the pool before this slot goes to the
-    // next file: the pool takes it back in a task of its own, and a file
-    // that finds no idle connection opens another one.
-    tokio::task::yield_now().await;
     finish(&shared, claimed, receiver, &url, attempt, sent);
     shared.release_slot(receiver, permits);
 }
 
+/// Applies the verdict on one attempt: the receiver's circuit, the one
+/// spool move, the event line.
 fn finish(
     shared: &Shared,
     claimed: Claimed,
@@ -103,27 +92,41 @@ fn finish(
     sent: Sent,
 ) {
     let now = SystemTime::now();
+    let config = &shared.router.receivers()[receiver].config;
     let name = &shared.router.receivers()[receiver].name;
-    let outcome = classify(
-        &sent.answer,
-        &shared.router.receivers()[receiver].config.retry_statuses,
-        now,
-    );
+    let rules = Rules {
+        extra_retry: &config.retry_statuses,
+        accept_early_answer: config.accept_early_answer,
+    };
+    let outcome = classify(&sent.answer, rules, now);
     let status = match sent.answer {
         Answer::Status { code, .. } => Some(code),
-        Answer::Failed(_) => None,
+        _ => None,
     };
     let transition = {
         let mut breakers = shared.breakers.lock().unwrap();
         let breaker = &mut breakers[receiver];
         match &outcome {
-            Outcome::Delivered | Outcome::Rejected { .. } => breaker.record_success(Instant::now()),
+            Outcome::Delivered
+            | Outcome::Rejected {
+                receiver: Health::Answered,
+                ..
+            } => breaker.record_success(Instant::now()),
+            Outcome::Rejected {
+                receiver: Health::Failed,
+                ..
+            } => breaker.record_failure(Instant::now(), None),
             Outcome::Retry {
                 receiver_failed: true,
                 retry_after,
                 ..
             } => breaker.record_failure(Instant::now(), *retry_after),
-            Outcome::Retry { .. } => {
+            Outcome::Retry { .. }
+            | Outcome::Rejected {
+                receiver: Health::Unknown,
+                ..
+            }
+            | Outcome::Vanished { .. } => {
                 breaker.cancel_probe();
                 None
             }
@@ -165,20 +168,31 @@ fn finish(
                 event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
                 shared.events.emit(&event);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %event.file, "delivered, but the file was removed from the claim folder before it could be moved on");
+                shared.events.emit(&event);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "delivered, but cannot record it; the file will be sent again")
             }
         },
-        Outcome::Rejected { why } => {
+        Outcome::Vanished { why } => {
+            tracing::warn!(file = %event.file, reason = %why, "claimed file vanished");
+            event.event = EventKind::Vanished;
+            event.error = Some(why);
+            shared.events.emit(&event);
+        }
+        Outcome::Rejected { class, why, .. } => {
             let mut record = shared.reason(
                 &claimed,
-                ErrorClass::Rejected,
+                class,
                 why,
                 Some(receiver),
                 Some(url.as_str()),
                 status,
             );
             record_answer(&mut record, attempt, &sent);
+            event.error = None;
             shared.reject(
                 claimed,
                 record,

@@ -4,12 +4,14 @@
 //! The protocol rules are small pure modules ([`outcome`], [`backoff`],
 //! [`breaker`]) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
 //! schedules, [`job`] carries one file through one attempt, [`run`] holds
-//! the process's life cycle, and `spoolpost_common::spool` makes every move.
+//! the process's life cycle, [`file`] opens a claimed file and notices it
+//! changing, and `spoolpost_common::spool` makes every move.
 
 pub mod backoff;
 pub mod breaker;
 pub mod cli;
 pub mod dispatch;
+pub mod file;
 pub mod http;
 pub mod job;
 pub mod outcome;

@@ -1,8 +1,18 @@
-//! What an attempt's result means: one pure function from an HTTP answer or a
-//! transport failure to delivered / rejected / retry, with the reason.
+//! What an attempt's result means: one pure function from an HTTP answer, a
+//! transport failure or a file that changed under the request to delivered /
+//! rejected / retry / vanished, with the reason and what it says about the
+//! receiver (for its circuit).
 //!
 //! The rules:
-//! - 2xx: delivered.
+//! - 2xx after the whole body was sent: delivered.
+//! - 2xx before the whole body was sent (an early answer): not a delivery,
+//!   the receiver may never have seen the file; to `error/` as
+//!   `early_answer`, counted as a failure of the receiver. A receiver's
+//!   `accept_early_answer` makes it a delivery. An early 4xx/5xx is judged
+//!   like any other.
+//! - the file changed while being sent (truncated, grew, replaced): to
+//!   `error/` as `unsendable`, whatever the receiver said; removed: nothing
+//!   is left to move. Neither says anything about the receiver.
 //! - 408, 425, 429: retried, honouring `Retry-After` (seconds or HTTP date).
 //! - any other 4xx: rejected, the file itself is the problem;
 //!   a receiver's `retry_statuses` can turn chosen codes into retries.
@@ -14,6 +24,10 @@
 //!   against the receiver, whose circuit it must not open.
 
 use std::time::{Duration, SystemTime};
+
+use spoolpost_common::reason::ErrorClass;
+
+use crate::file::Change;
 
 /// How an attempt failed without an HTTP answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,15 +62,44 @@ pub enum Answer {
     Status {
         code: u16,
         retry_after: Option<String>,
+        /// Set when the answer came before the whole body was sent.
+        early: Option<Early>,
     },
     Failed(Transport),
+    /// The file changed while it was being sent; the request was aborted.
+    Changed(Change),
+    /// The file cannot be sent at all (not a regular file, unreadable).
+    Unsendable(String),
+}
+
+/// How far a body had got when the answer came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Early {
+    /// Bytes of the file read so far: an upper bound on what was sent.
+    pub read: u64,
+    /// The file's size when claimed.
+    pub size: u64,
+}
+
+/// What an outcome says about the receiver, for its circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// It answered as a working receiver does.
+    Answered,
+    /// It failed (an error, or an answer it should not give).
+    Failed,
+    /// The attempt says nothing about it (a local problem).
+    Unknown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
+    /// To `error/` now, with this class.
     Rejected {
+        class: ErrorClass,
         why: String,
+        receiver: Health,
     },
     Retry {
         /// Token for the file name, e.g. `http-503` or `timeout`.
@@ -66,18 +109,62 @@ pub enum Outcome {
         /// Whether this counts as the receiver failing (for its circuit).
         receiver_failed: bool,
     },
+    /// The file is gone: nothing to send or move.
+    Vanished {
+        why: String,
+    },
 }
 
-/// Classifies one attempt. `extra_retry` holds the receiver's
-/// `retry_statuses`; `now` anchors `Retry-After` dates.
-pub fn classify(answer: &Answer, extra_retry: &[u16], now: SystemTime) -> Outcome {
+/// A receiver's settings that the rules depend on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rules<'a> {
+    /// `retry_statuses`: codes retried as well as the standard ones.
+    pub extra_retry: &'a [u16],
+    pub accept_early_answer: bool,
+}
+
+/// Classifies one attempt. `now` anchors `Retry-After` dates.
+pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
+    let extra_retry = rules.extra_retry;
+    let rejected = |why: String| Outcome::Rejected {
+        class: ErrorClass::Rejected,
+        why,
+        receiver: Health::Answered,
+    };
     match answer {
         Answer::Failed(transport) => Outcome::Retry {
             reason: transport.token().to_string(),
             retry_after: None,
             receiver_failed: *transport != Transport::LocalRead,
         },
-        Answer::Status { code, retry_after } => {
+        Answer::Changed(Change::Removed) => Outcome::Vanished {
+            why: Change::Removed.to_string(),
+        },
+        Answer::Unsendable(why) => Outcome::Rejected {
+            class: ErrorClass::Unsendable,
+            why: why.clone(),
+            receiver: Health::Unknown,
+        },
+        Answer::Changed(change) => Outcome::Rejected {
+            class: ErrorClass::Unsendable,
+            why: change.to_string(),
+            receiver: Health::Unknown,
+        },
+        Answer::Status {
+            code,
+            early: Some(early),
+            ..
+        } if (200..300).contains(code) && !rules.accept_early_answer => Outcome::Rejected {
+            class: ErrorClass::EarlyAnswer,
+            why: format!(
+                "HTTP {code} came before the whole file was sent (at most {} of {} bytes): the receiver may never have seen it; check that its url takes files, or set accept_early_answer = true if it ignores bodies",
+                early.read, early.size
+            ),
+            receiver: Health::Failed,
+        },
+        Answer::Status {
+            code, retry_after, ..
+        } => {
             let code = *code;
             let retry = || Outcome::Retry {
                 reason: format!("http-{code}"),
@@ -90,17 +177,13 @@ pub fn classify(answer: &Answer, extra_retry: &[u16], now: SystemTime) -> Outcom
                 200..=299 => Outcome::Delivered,
                 _ if extra_retry.contains(&code) => retry(),
                 408 | 425 | 429 | 500..=599 => retry(),
-                300..=399 => Outcome::Rejected {
-                    why: format!(
-                        "HTTP {code}: redirects are not followed; point the receiver's url at the final location"
-                    ),
-                },
-                400..=499 => Outcome::Rejected {
-                    why: format!("HTTP {code}: the receiver refused this file"),
-                },
-                _ => Outcome::Rejected {
-                    why: format!("HTTP {code}: not a final answer a receiver should give"),
-                },
+                300..=399 => rejected(format!(
+                    "HTTP {code}: redirects are not followed; point the receiver's url at the final location"
+                )),
+                400..=499 => rejected(format!("HTTP {code}: the receiver refused this file")),
+                _ => rejected(format!(
+                    "HTTP {code}: not a final answer a receiver should give"
+                )),
             }
         }
     }
@@ -125,6 +208,25 @@ mod tests {
         Answer::Status {
             code,
             retry_after: None,
+            early: None,
+        }
+    }
+
+    fn early(code: u16) -> Answer {
+        Answer::Status {
+            code,
+            retry_after: None,
+            early: Some(Early {
+                read: 65536,
+                size: 1 << 30,
+            }),
+        }
+    }
+
+    fn rules(extra_retry: &[u16]) -> Rules<'_> {
+        Rules {
+            extra_retry,
+            accept_early_answer: false,
         }
     }
 
@@ -133,6 +235,7 @@ mod tests {
             Outcome::Delivered => "delivered",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Retry { .. } => "retry",
+            Outcome::Vanished { .. } => "vanished",
         }
     }
 
@@ -167,7 +270,7 @@ mod tests {
         ];
         for (code, want) in table {
             assert_eq!(
-                kind(&classify(&status(code), &[], now)),
+                kind(&classify(&status(code), rules(&[]), now)),
                 want,
                 "HTTP {code}"
             );
@@ -177,8 +280,11 @@ mod tests {
     #[test]
     fn retry_statuses_turn_chosen_4xx_into_retries() {
         let now = SystemTime::UNIX_EPOCH;
-        assert_eq!(kind(&classify(&status(409), &[409], now)), "retry");
-        assert_eq!(kind(&classify(&status(404), &[409], now)), "rejected");
+        assert_eq!(kind(&classify(&status(409), rules(&[409]), now)), "retry");
+        assert_eq!(
+            kind(&classify(&status(404), rules(&[409]), now)),
+            "rejected"
+        );
     }
 
     #[test]
@@ -191,7 +297,7 @@ mod tests {
             Transport::Tls,
             Transport::Other,
         ] {
-            let o = classify(&Answer::Failed(t), &[], now);
+            let o = classify(&Answer::Failed(t), rules(&[]), now);
             assert!(
                 matches!(
                     o,
@@ -203,7 +309,7 @@ mod tests {
                 "{t:?}"
             );
         }
-        let o = classify(&Answer::Failed(Transport::LocalRead), &[], now);
+        let o = classify(&Answer::Failed(Transport::LocalRead), rules(&[]), now);
         assert_eq!(
             o,
             Outcome::Retry {
@@ -220,9 +326,10 @@ mod tests {
         let answer = Answer::Status {
             code: 429,
             retry_after: Some("120".into()),
+            early: None,
         };
         assert!(matches!(
-            classify(&answer, &[], now),
+            classify(&answer, rules(&[]), now),
             Outcome::Retry { retry_after: Some(d), ref reason, .. } if d == Duration::from_secs(120) && reason == "http-429"
         ));
         assert_eq!(
@@ -235,5 +342,59 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn an_early_2xx_is_a_failure_of_the_receiver_unless_accepted() {
+        let now = SystemTime::UNIX_EPOCH;
+        match classify(&early(200), rules(&[]), now) {
+            Outcome::Rejected {
+                class: ErrorClass::EarlyAnswer,
+                why,
+                receiver: Health::Failed,
+            } => assert!(why.contains("65536 of 1073741824 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let accept = Rules {
+            extra_retry: &[],
+            accept_early_answer: true,
+        };
+        assert_eq!(classify(&early(204), accept, now), Outcome::Delivered);
+        // An early refusal is judged like any other answer.
+        assert_eq!(kind(&classify(&early(413), rules(&[]), now)), "rejected");
+        assert!(matches!(
+            classify(&early(413), rules(&[]), now),
+            Outcome::Rejected {
+                class: ErrorClass::Rejected,
+                ..
+            }
+        ));
+        assert_eq!(kind(&classify(&early(503), rules(&[]), now)), "retry");
+    }
+
+    #[test]
+    fn a_changed_file_is_unsendable_and_a_removed_one_vanished_whatever_the_receiver() {
+        let now = SystemTime::UNIX_EPOCH;
+        let changed = classify(
+            &Answer::Changed(Change::Grew { claimed: 5 }),
+            rules(&[]),
+            now,
+        );
+        assert!(matches!(
+            changed,
+            Outcome::Rejected {
+                class: ErrorClass::Unsendable,
+                receiver: Health::Unknown,
+                ..
+            }
+        ));
+        assert_eq!(
+            kind(&classify(
+                &Answer::Changed(Change::Removed),
+                rules(&[]),
+                now
+            )),
+            "vanished"
+        );
     }
 }

@@ -4,10 +4,19 @@
 //! Answers are chosen per request: first from a script queued for the path
 //! (consumed one per request), then from a rule for the path prefix, then
 //! the default. An answer can carry `Retry-After`, wait before answering
-//! (a stall), or reset the connection instead of answering. Bodies are
+//! (a stall), reset the connection instead of answering, answer before
+//! reading the body (an early answer), or stop reading the body part way
+//! until the test releases it (so a test can change a file mid-request and
+//! know the change lands mid-body). Bodies are
 //! gunzipped when sent with `Content-Encoding: gzip` and recorded (the first
 //! [`KEEP_BODY`] bytes, with the full length and CRC-32 for large ones). In
-//! `fast` mode bodies are read and thrown away, for benchmarks.
+//! `fast` mode bodies are read and thrown away, for benchmarks; every mode
+//! but the early answer reads the whole body before answering. A body cut
+//! short is counted ([`Receiver::broken`]) and never recorded as received.
+//!
+//! Misbehaviour below HTTP (garbage, 1xx, slowloris, silence) is [`raw`].
+
+pub mod raw;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -37,6 +46,11 @@ pub struct Reply {
     pub delay: Duration,
     /// Reset the connection instead of answering.
     pub reset: bool,
+    /// Answer at once, without reading the body.
+    pub early: bool,
+    /// Stop reading the body once this many bytes came over the wire, until
+    /// [`Receiver::release`].
+    pub hold_after: Option<u64>,
 }
 
 impl Reply {
@@ -47,6 +61,8 @@ impl Reply {
             body: String::new(),
             delay: Duration::ZERO,
             reset: false,
+            early: false,
+            hold_after: None,
         }
     }
 
@@ -67,6 +83,21 @@ impl Reply {
             reset: true,
             ..Reply::ok()
         }
+    }
+
+    /// Answers 200 at once, before reading any of the body, as stub
+    /// endpoints and some proxies do.
+    pub fn early() -> Reply {
+        Reply {
+            early: true,
+            ..Reply::ok()
+        }
+    }
+
+    /// Stops reading the body after `bytes` on the wire until released.
+    pub fn hold_after(mut self, bytes: u64) -> Reply {
+        self.hold_after = Some(bytes);
+        self
     }
 
     pub fn retry_after(mut self, value: &str) -> Reply {
@@ -94,6 +125,8 @@ pub struct Received {
     pub wire_len: u64,
     /// The answer given (0 for a reset).
     pub answered: u16,
+    /// False for an early answer: the body was not read.
+    pub body_read: bool,
     pub at: Instant,
 }
 
@@ -118,6 +151,10 @@ struct Log {
     received: Vec<Received>,
     count: u64,
     wire_bytes: u64,
+    /// Bodies the client cut short.
+    broken: u64,
+    /// Requests waiting in a hold.
+    held: u64,
 }
 
 struct Inner {
@@ -126,6 +163,7 @@ struct Inner {
     plan: Mutex<Plan>,
     log: Mutex<Log>,
     changed: Condvar,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running test receiver. Stops when dropped.
@@ -154,9 +192,16 @@ impl Receiver {
     /// `localhost` and 127.0.0.1. Returns it with the certificate's PEM,
     /// which a client must be told to trust.
     pub fn start_tls() -> (Receiver, String) {
+        Receiver::start_tls_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// An HTTPS receiver on 127.0.0.1 whose certificate names only `names`.
+    pub fn start_tls_for(names: &[&str]) -> (Receiver, String) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap();
+        let cert = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let pem = cert.cert.pem();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
         let config = rustls::ServerConfig::builder()
@@ -182,6 +227,7 @@ impl Receiver {
             plan: Mutex::new(Plan::default()),
             log: Mutex::new(Log::default()),
             changed: Condvar::new(),
+            released: tokio::sync::watch::Sender::new(false),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -270,6 +316,21 @@ impl Receiver {
             .iter()
             .filter(|r| r.path.starts_with(prefix))
             .count()
+    }
+
+    /// Bodies the client cut short (never recorded as received).
+    pub fn broken(&self) -> u64 {
+        self.inner.log.lock().unwrap().broken
+    }
+
+    /// Requests that reached their `hold_after` and wait to be released.
+    pub fn held(&self) -> u64 {
+        self.inner.log.lock().unwrap().held
+    }
+
+    /// Lets held requests read on, now and from now on.
+    pub fn release(&self) {
+        self.inner.released.send_replace(true);
     }
 
     pub fn wire_bytes(&self) -> u64 {
@@ -372,7 +433,29 @@ async fn handle(
             "told to reset",
         ));
     }
+    if reply.early {
+        let received = Received {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+            body_len: 0,
+            body_crc: 0,
+            wire_len: 0,
+            answered: reply.status,
+            body_read: false,
+            at: Instant::now(),
+        };
+        record(&inner, Some(received), 0);
+        // The unread body goes with the request: hyper closes the
+        // connection after the answer rather than read it.
+        return Ok(Response::builder()
+            .status(reply.status)
+            .body(Full::new(Bytes::from(reply.body)))
+            .expect("valid response"));
+    }
     let mut body = req.into_body();
+    let mut hold_after = reply.hold_after;
     let mut sink = Sink::new(!inner.fast);
     let mut decoder =
         (gzipped && !inner.fast).then(|| flate2::write::GzDecoder::new(Sink::new(true)));
@@ -380,6 +463,9 @@ async fn handle(
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             // The client went away mid-body: nothing was delivered.
+            let mut log = inner.log.lock().unwrap();
+            log.broken += 1;
+            inner.changed.notify_all();
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "body cut short",
@@ -387,6 +473,10 @@ async fn handle(
         };
         if let Some(data) = frame.data_ref() {
             wire_len += data.len() as u64;
+            if hold_after.is_some_and(|n| wire_len >= n) {
+                hold_after = None;
+                hold(&inner).await;
+            }
             if !inner.fast {
                 match decoder.as_mut() {
                     Some(d) => d.write_all(data)?,
@@ -407,6 +497,7 @@ async fn handle(
         body_crc: sink.crc.sum(),
         wire_len,
         answered: reply.status,
+        body_read: true,
         at: Instant::now(),
     };
     record(&inner, (!inner.fast).then_some(received), wire_len);
@@ -417,6 +508,19 @@ async fn handle(
     Ok(response
         .body(Full::new(Bytes::from(reply.body)))
         .expect("valid response"))
+}
+
+/// Waits, counted as held, until the test releases held requests.
+async fn hold(inner: &Inner) {
+    {
+        let mut log = inner.log.lock().unwrap();
+        log.held += 1;
+        inner.changed.notify_all();
+    }
+    let mut released = inner.released.subscribe();
+    let _ = released.wait_for(|r| *r).await;
+    let mut log = inner.log.lock().unwrap();
+    log.held -= 1;
 }
 
 fn record(inner: &Inner, received: Option<Received>, wire_len: u64) {

@@ -9,6 +9,13 @@
 //! the median and the spread (min–max), so one noisy run cannot pass for a
 //! result.
 //!
+//! Every receiver here reads each whole body before it answers (issue 17):
+//! the fast mode of the test receiver drains the body frame by frame and
+//! only then builds its answer, and the raw-ceiling client (`load::blast`)
+//! sends a whole `Full` body and reads the whole answer. So no figure is
+//! flattered by answers that come before the body went (which the sender
+//! would now refuse as `early_answer` anyway).
+//!
 //! Run: `cargo run --release -p spoolpost-tests --bin bench [-- --json] [-- --quick]`
 
 use std::io::Write;
