@@ -7,6 +7,7 @@
 //! the process's life cycle, [`file`] opens a claimed file and notices it
 //! changing, and `spoolpost_common::spool` makes every move.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
 pub mod cli;
