@@ -127,6 +127,13 @@ impl Notifier {
     }
 }
 
+/// The process's notifier, read from the environment once, so a hook in
+/// a program's life cycle is one call.
+pub fn global() -> &'static Notifier {
+    static NOTIFIER: std::sync::OnceLock<Notifier> = std::sync::OnceLock::new();
+    NOTIFIER.get_or_init(Notifier::from_env)
+}
+
 /// Pets the watchdog from a main loop: `select!` on [`Watchdog::tick`].
 #[derive(Debug)]
 pub struct Watchdog {

@@ -1,7 +1,8 @@
 //! What `--check` validates beyond what start-up does, and how it reports:
 //! every problem found (not only the first), one line each with the file
-//! and line where there is one, then exit 78 (configuration) or 74
-//! (spool), or a short summary and 0.
+//! and line where there is one, then exit 78 (configuration), 74 (spool)
+//! or 75 (a receiver `--probe` could not reach: it may come back), or a
+//! short summary and 0.
 //!
 //! The rules themselves keep their homes: the configuration's shape and
 //! sense are `config`/`config_check`, routes and URL templates are `route`,
@@ -15,13 +16,15 @@ use std::path::Path;
 use nix::unistd::{AccessFlags, access};
 
 use crate::config::Loaded;
-use crate::exit::{CONFIG, Failure, IO_ERROR};
+use crate::exit::{CONFIG, Failure, IO_ERROR, TEMPORARY};
 use crate::spool::State;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Config,
     Spool,
+    /// A receiver that `--probe` could not reach: may clear by itself.
+    Receiver,
 }
 
 /// The problems found so far and what was checked.
@@ -34,6 +37,10 @@ pub struct Report {
 impl Report {
     pub fn config(&mut self, problem: impl std::fmt::Display) {
         self.problems.push((Kind::Config, problem.to_string()));
+    }
+
+    pub fn receiver(&mut self, problem: impl std::fmt::Display) {
+        self.problems.push((Kind::Receiver, problem.to_string()));
     }
 
     pub fn spool(&mut self, problem: impl std::fmt::Display) {
@@ -53,6 +60,8 @@ impl Report {
             Some(CONFIG)
         } else if has(Kind::Spool) {
             Some(IO_ERROR)
+        } else if has(Kind::Receiver) {
+            Some(TEMPORARY)
         } else {
             None
         }
