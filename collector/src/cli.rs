@@ -82,6 +82,16 @@ pub struct Args {
     #[arg(long, value_name = "SIZE")]
     pub min_free_space: Option<bytesize::ByteSize>,
 
+    /// Validate the configuration, sources and spool, report every problem
+    /// and exit: 0 ok, 78 configuration, 74 spool.
+    ///
+    /// Checks what start-up checks, plus that each source exists and is not
+    /// inside the spool, and that the spool exists or can be created, is
+    /// writable by this user and its folders are on one filesystem.
+    /// Nothing is created or moved.
+    #[arg(long)]
+    pub check: bool,
+
     /// Write event lines (JSON, one per file) here instead of stdout ("-": stdout).
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -100,7 +110,7 @@ pub struct Plan {
 }
 
 impl Args {
-    pub fn plan(self) -> Result<Plan, Failure> {
+    pub fn plan(&self) -> Result<Plan, Failure> {
         let loaded = match &self.config {
             Some(path) => Some(config::load(path).map_err(Failure::config)?),
             None => None,
@@ -141,7 +151,7 @@ impl Args {
             section,
             once: self.once,
             stdin: self.stdin.then_some(self.null),
-            events: self.events,
+            events: self.events.clone(),
         })
     }
 }

@@ -144,6 +144,29 @@ impl EventSink {
         }
     }
 
+    /// Queues any serializable record as one line (used for lines that are
+    /// about the program, not a file, like `"event":"reload"`).
+    pub fn emit_record<T: Serialize>(&self, record: &T) {
+        let Some(shared) = &self.shared else { return };
+        let mut pending = shared.state.lock().unwrap();
+        if pending.broken {
+            return;
+        }
+        if serde_json::to_writer(&mut pending.lines, record).is_ok() {
+            pending.lines.push(b'\n');
+        }
+        shared.wake.notify_one();
+    }
+
+    /// Opens `path` afresh (logrotate moved the old file away) and writes
+    /// what was queued for the old one there: no line is lost or doubled.
+    /// On failure the old sink keeps writing.
+    pub fn reopen(&mut self, path: Option<&Path>) -> io::Result<()> {
+        let fresh = EventSink::open(path)?;
+        std::mem::replace(self, fresh).close();
+        Ok(())
+    }
+
     /// Writes what is queued and stops the writer.
     pub fn finish(mut self) {
         self.close();

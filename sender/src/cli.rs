@@ -117,6 +117,16 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Receiver")]
     pub timeout: Duration,
 
+    /// Validate the configuration, its secrets and the spool, report every
+    /// problem and exit: 0 ok, 78 configuration, 74 spool.
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: also connect (and complete the TLS handshake) to each
+    /// receiver and report its latency; exit 75 if one cannot be reached.
+    #[arg(long, requires = "check")]
+    pub probe: bool,
+
     #[command(flatten)]
     pub diagnostics: Diagnostics,
 }
@@ -178,7 +188,7 @@ impl Args {
         })
     }
 
-    fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
+    pub(crate) fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
         let mut receiver = ReceiverConfig::for_url(url);
         receiver.method = match self.method {
             CliMethod::Post => Method::Post,

@@ -10,12 +10,14 @@
 pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
+pub mod check;
 pub mod cli;
 pub mod dispatch;
 pub mod file;
 pub mod http;
 pub mod job;
 pub mod outcome;
+pub mod probe;
 pub mod run;
 
 use spoolpost_common::exit::Failure;
@@ -23,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if args.check {
+        return check::run(&args);
+    }
     let plan = args.plan()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.settings.threads)

@@ -104,6 +104,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         "sender started"
     );
     shared.publish_circuits();
+    spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
@@ -111,6 +112,9 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     } else {
         serve(&mut dispatcher, &settings, &stop).await
     };
+    if stop.is_cancelled() {
+        spoolpost_common::notify::global().stopping();
+    }
     let cut = dispatcher.drain_within(settings.grace).await;
     if cut > 0 {
         tracing::warn!(
@@ -204,6 +208,7 @@ async fn serve(
     let mut holds = tokio::time::interval(crate::dispatch::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
+    let mut watchdog = spoolpost_common::notify::global().watchdog();
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -235,6 +240,7 @@ async fn serve(
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
+            _ = watchdog.tick(spoolpost_common::notify::global()) => {}
         }
     }
 }
