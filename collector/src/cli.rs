@@ -8,6 +8,7 @@ use clap::Parser;
 use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::progress::ProgressFlags;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -87,6 +88,9 @@ pub struct Args {
     pub events: Option<PathBuf>,
 
     #[command(flatten)]
+    pub progress: ProgressFlags,
+
+    #[command(flatten)]
     pub diagnostics: Diagnostics,
 }
 
@@ -97,6 +101,7 @@ pub struct Plan {
     pub once: bool,
     pub stdin: Option<bool>,
     pub events: Option<PathBuf>,
+    pub progress: ProgressFlags,
 }
 
 impl Args {
@@ -142,6 +147,7 @@ impl Args {
             once: self.once,
             stdin: self.stdin.then_some(self.null),
             events: self.events,
+            progress: self.progress,
         })
     }
 }

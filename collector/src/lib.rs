@@ -13,7 +13,6 @@ pub mod run;
 
 use std::path::{Component, Path, PathBuf};
 
-use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
 use spoolpost_common::spool::Spool;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +45,13 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         max_bytes: plan.section.max_incoming_bytes.map(|b| b.as_u64()),
         min_free: plan.section.min_free_space.map(|b| b.as_u64()),
     });
-    let events = EventSink::open(plan.events.as_deref())?;
+    let events = spoolpost_common::progress::sink(
+        plan.events.as_deref(),
+        &plan.progress,
+        spoolpost_common::progress::Role::Collector,
+        &spool,
+        || None,
+    )?;
     let mut collector = Collector::new(spool, sources, gate, events)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

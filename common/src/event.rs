@@ -1,7 +1,9 @@
 //! Event lines: one JSON object per line for each thing that happened to a
 //! file (collected, delivered, rejected, retried, expired, vanished). They go to stdout
 //! or a file for the reporter and for whatever else reads them; diagnostics
-//! go to stderr through `tracing`, never here.
+//! go to stderr through `tracing`, never here. When a person watches, the
+//! sink also feeds the progress line (`progress.rs`), so every "something
+//! happened to a file" passes through [`EventSink::emit`] and nowhere else.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -11,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +78,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub struct EventSink {
     shared: Option<Arc<Shared>>,
     writer: Option<JoinHandle<()>>,
+    progress: Option<Arc<Progress>>,
 }
 
 /// The longest an event line waits before it is written.
@@ -128,10 +133,30 @@ impl EventSink {
         EventSink {
             shared: Some(shared),
             writer: Some(writer),
+            progress: None,
         }
     }
 
+    /// Writes no lines (a person reads stdout and sees the progress instead).
+    pub fn discard() -> EventSink {
+        EventSink {
+            shared: None,
+            writer: None,
+            progress: None,
+        }
+    }
+
+    /// Also counts every event into `progress`, which prints its summary
+    /// when the sink finishes.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> EventSink {
+        self.progress = Some(progress);
+        self
+    }
+
     pub fn emit(&self, event: &Event) {
+        if let Some(progress) = &self.progress {
+            progress.record(event);
+        }
         let Some(shared) = &self.shared else { return };
         let mut pending = shared.state.lock().unwrap();
         if pending.broken {
@@ -156,6 +181,9 @@ impl EventSink {
         }
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(progress) = self.progress.take() {
+            progress.finish();
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod fsops;
 pub mod fullname;
 pub mod logging;
 pub mod name;
+pub mod progress;
 pub mod reason;
 pub mod redact;
 pub mod route;
