@@ -207,3 +207,27 @@ fn collector_on_a_terminal_prints_a_summary_instead_of_event_lines() {
     assert!(text.contains("collector: 5 files"), "{text}");
     assert_eq!(spool.count(State::Incoming), 5);
 }
+
+#[test]
+fn the_reporter_table_fits_80_columns() {
+    let spool = spool_with(6);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    receiver.script("/in", [Reply::status(503), Reply::status(400)]);
+    let events = spool.side("log").join("events.jsonl");
+    let mut send = sender(&spool);
+    send.args(["--url", &receiver.url("/in"), "--once", "--events"])
+        .arg(&events);
+    run(&mut send, LIMIT).assert_success();
+    spool.put("waiting.log", b"late\n");
+    let table = run(reporter(&spool).arg("--events").arg(&events), LIMIT);
+    table.assert_success();
+    assert!(table.stdout.contains("BACKLOG AGE"), "{}", table.stdout);
+    assert!(table.stdout.contains("LATENCY"), "{}", table.stdout);
+    let wide: Vec<&str> = table
+        .stdout
+        .lines()
+        .filter(|l| l.chars().count() > 80)
+        .collect();
+    assert!(wide.is_empty(), "lines wider than 80 columns: {wide:#?}");
+}
