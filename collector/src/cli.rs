@@ -8,6 +8,7 @@ use clap::Parser;
 use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::progress::ProgressFlags;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -97,6 +98,9 @@ pub struct Args {
     pub events: Option<PathBuf>,
 
     #[command(flatten)]
+    pub progress: ProgressFlags,
+
+    #[command(flatten)]
     pub diagnostics: Diagnostics,
 }
 
@@ -107,6 +111,7 @@ pub struct Plan {
     pub once: bool,
     pub stdin: Option<bool>,
     pub events: Option<PathBuf>,
+    pub progress: ProgressFlags,
 }
 
 impl Args {
@@ -152,6 +157,7 @@ impl Args {
             once: self.once,
             stdin: self.stdin.then_some(self.null),
             events: self.events.clone(),
+            progress: self.progress.clone(),
         })
     }
 }

@@ -16,7 +16,6 @@ pub mod run;
 
 use std::path::{Component, Path, PathBuf};
 
-use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
 use spoolpost_common::notify::Notifier;
 use spoolpost_common::spool::Spool;
@@ -33,7 +32,13 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let plan = args.plan()?;
     let (sources, gate) = settings_of(&plan)?;
     let spool = Spool::open(&plan.spool)?;
-    let events = EventSink::open(plan.events.as_deref())?;
+    let events = spoolpost_common::progress::sink(
+        plan.events.as_deref(),
+        &plan.progress,
+        spoolpost_common::progress::Role::Collector,
+        &spool,
+        || None,
+    )?;
     let mut collector = Collector::new(spool, sources, gate, events)?;
     let notifier = Notifier::from_env();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod name;
 pub mod notify;
 pub mod preflight;
+pub mod progress;
 pub mod reason;
 pub mod redact;
 pub mod reload;

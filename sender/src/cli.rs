@@ -8,6 +8,7 @@ use clap::Parser;
 use spoolpost_common::config::{self, HeaderValue, Method, ReceiverConfig, SenderSection};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::progress::ProgressFlags;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::Spool;
 
@@ -68,6 +69,9 @@ pub struct Args {
     /// `-` means stdout. The file is appended to.
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub progress: ProgressFlags,
 
     /// Delete delivered files instead of moving them to done/.
     #[arg(long)]
@@ -185,6 +189,7 @@ impl Args {
             settings,
             once: self.once,
             events: self.events,
+            progress: self.progress,
         })
     }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spoolpost_common::config::SenderSection;
-use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
+use spoolpost_common::progress::{self, ProgressFlags, Role};
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::{Notify, Semaphore};
@@ -28,6 +28,7 @@ pub struct Plan {
     pub settings: SenderSection,
     pub once: bool,
     pub events: Option<std::path::PathBuf>,
+    pub progress: ProgressFlags,
 }
 
 /// How often dead senders' claim folders are looked for while running.
@@ -45,6 +46,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         settings,
         once,
         events,
+        progress,
     } = plan;
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
@@ -54,7 +56,10 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         );
     }
     let http = Http::new(router.receivers()).map_err(Failure::config)?;
-    let events = EventSink::open(events.as_deref())?;
+    // Only a --once run knows how many files it has to do.
+    let events = progress::sink(events.as_deref(), &progress, Role::Sender, &spool, || {
+        once.then(|| progress::count_incoming(&spool)).flatten()
+    })?;
     let claims = ClaimFolder::create(&spool)?;
     let now = Instant::now();
     let breaker_config = BreakerConfig {
