@@ -78,6 +78,14 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     link_unlink(from, to)
 }
 
+/// Whether files move by `link` + `unlink` here, as far as this process
+/// knows: on a system without a no-replace rename, when forced, or once a
+/// rename found the filesystem lacking. A link into a folder is not a
+/// rename to inotify (`IN_CREATE`, not `IN_MOVED_TO`): watchers ask this.
+pub fn moves_by_link() -> bool {
+    !HAS_NATIVE || link_forced() || NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed)
+}
+
 /// Whether this system has a no-replace rename of its own.
 const HAS_NATIVE: bool = cfg!(any(target_os = "linux", target_os = "macos"));
 

@@ -59,10 +59,12 @@ pub struct Batch {
 }
 
 impl Watcher {
-    /// Watches `dir` for files renamed into it or closed after writing.
+    /// Watches `dir` for files renamed into it or closed after writing,
+    /// and created in it when files move by `link` (as the spool's other
+    /// processes then do too: they share its filesystem).
     pub fn new(dir: &Path) -> io::Result<Watcher> {
         let mut watcher = Watcher::empty()?;
-        watcher.watch(dir, 0, false)?;
+        watcher.watch(dir, 0, crate::fsops::moves_by_link())?;
         Ok(watcher)
     }
 
