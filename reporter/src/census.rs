@@ -333,7 +333,9 @@ fn tally(
             if !meta.is_file() && state != State::Error {
                 continue;
             }
-            let parsed = SpoolName::parse(&name);
+            let mut parsed = SpoolName::parse(&name);
+            // A cut name routes by its whole original, as the sender does.
+            spoolpost_common::fullname::resolve(spool, &mut parsed);
             let entered = parsed
                 .first_attempt
                 .map(|t| UNIX_EPOCH + Duration::from_secs(t))

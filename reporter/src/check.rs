@@ -1,32 +1,10 @@
 //! `--fail-if` health checks: `METRIC OP VALUE`, e.g. `backlog_age > 10m`,
-//! `errors > 0`, `open_circuits >= 1`. A pure parser and evaluator; the
-//! metrics come from the report.
+//! `errors > 0`, `open_circuits >= 1`. A pure parser and evaluator; which
+//! metrics exist and what they read is [`crate::report::METRICS`].
 
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Metric {
-    /// Age of the oldest backlog file (incoming + sending).
-    BacklogAge,
-    BacklogFiles,
-    BacklogBytes,
-    /// Files in error/.
-    Errors,
-    OpenCircuits,
-    HeldReceivers,
-    /// Entries in the spool that no program handles.
-    Unexpected,
-}
-
-const METRICS: [(&str, Metric); 7] = [
-    ("backlog_age", Metric::BacklogAge),
-    ("backlog_files", Metric::BacklogFiles),
-    ("backlog_bytes", Metric::BacklogBytes),
-    ("errors", Metric::Errors),
-    ("open_circuits", Metric::OpenCircuits),
-    ("held_receivers", Metric::HeldReceivers),
-    ("unexpected", Metric::Unexpected),
-];
+use crate::report::{METRICS, Metric, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -37,10 +15,10 @@ pub enum Op {
     Eq,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Check {
     pub text: String,
-    pub metric: Metric,
+    pub metric: &'static Metric,
     pub op: Op,
     /// Seconds for ages, plain numbers otherwise.
     pub value: f64,
@@ -53,17 +31,13 @@ pub fn parse(text: &str) -> Result<Check, String> {
             "{text:?}: expected METRIC OP VALUE, e.g. 'backlog_age > 10m'"
         ));
     };
-    let metric = METRICS
-        .iter()
-        .find(|(n, _)| *n == metric)
-        .map(|(_, m)| *m)
-        .ok_or_else(|| {
-            let names: Vec<&str> = METRICS.iter().map(|(n, _)| *n).collect();
-            format!(
-                "{text:?}: unknown metric {metric:?}; one of {}",
-                names.join(", ")
-            )
-        })?;
+    let metric = METRICS.iter().find(|m| m.name == metric).ok_or_else(|| {
+        let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        format!(
+            "{text:?}: unknown metric {metric:?}; one of {}",
+            names.join(", ")
+        )
+    })?;
     let op = match op {
         ">" => Op::Gt,
         ">=" => Op::Ge,
@@ -76,7 +50,7 @@ pub fn parse(text: &str) -> Result<Check, String> {
             ));
         }
     };
-    let value = if metric == Metric::BacklogAge {
+    let value = if metric.duration {
         humantime::parse_duration(value)
             .map(|d: Duration| d.as_secs_f64())
             .or_else(|_| value.parse::<f64>())
@@ -106,6 +80,22 @@ impl Check {
     }
 }
 
+/// The first check that holds, as the one line that explains it, e.g.
+/// `check failed: backlog_age > 10m (now 1h 2m)`.
+pub fn first_failure(report: &Report, checks: &[Check]) -> Option<String> {
+    checks.iter().find_map(|c| {
+        let actual = (c.metric.value)(report);
+        c.fails(actual).then(|| {
+            let shown = if c.metric.duration {
+                humantime::format_duration(Duration::from_secs(actual as u64)).to_string()
+            } else {
+                actual.to_string()
+            };
+            format!("check failed: {} (now {shown})", c.text)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,13 +104,32 @@ mod tests {
     fn parses_and_evaluates() {
         let c = parse("backlog_age > 10m").unwrap();
         assert_eq!(
-            (c.metric, c.op, c.value),
-            (Metric::BacklogAge, Op::Gt, 600.0)
+            (c.metric.name, c.op, c.value),
+            ("backlog_age", Op::Gt, 600.0)
         );
         assert!(c.fails(601.0) && !c.fails(600.0));
         let c = parse("errors >= 1").unwrap();
         assert!(c.fails(1.0) && !c.fails(0.0));
         assert!(parse("open_circuits == 0").unwrap().fails(0.0));
+    }
+
+    #[test]
+    fn every_metric_can_be_checked_and_says_its_value() {
+        let r = crate::report::tests::sample();
+        for m in METRICS {
+            let c = parse(&format!("{} > 0", m.name)).unwrap();
+            let line = first_failure(&r, std::slice::from_ref(&c)).expect("sample is non-zero");
+            assert!(
+                line.starts_with(&format!("check failed: {} > 0 (now ", m.name)),
+                "{line}"
+            );
+        }
+        let age = parse("backlog_age > 10s").unwrap();
+        assert_eq!(
+            first_failure(&r, &[age]).unwrap(),
+            "check failed: backlog_age > 10s (now 1m)"
+        );
+        assert_eq!(first_failure(&r, &[parse("errors > 1").unwrap()]), None);
     }
 
     #[test]

@@ -32,7 +32,17 @@ pub enum Kind {
 }
 
 /// The folders of a spool root (`docs/spool.md`, "Folders").
-const ROOT_FOLDERS: [&str; 6] = ["incoming", "sending", "done", "error", "tmp", "hold"];
+/// The spool's own folders; `names/` holds the full names of files whose
+/// names were cut to fit (see `spoolpost_common::fullname`).
+const ROOT_FOLDERS: [&str; 7] = [
+    "incoming",
+    "sending",
+    "done",
+    "error",
+    "tmp",
+    "hold",
+    spoolpost_common::fullname::NAMES_DIR,
+];
 
 /// Whether an entry is one the programs handle.
 pub fn expected(place: Place, name: &OsStr, kind: Kind) -> bool {

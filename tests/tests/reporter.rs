@@ -848,3 +848,67 @@ fn regression_13_output_errors_name_the_path() {
     assert_eq!(out.status.code(), Some(74), "{}", out.stderr);
     assert!(out.stderr.contains(path_str(&target)), "{}", out.stderr);
 }
+
+/// A name cut to fit (its whole original kept in `names/KEY`) is counted
+/// under the receiver its whole name routes to, and `names/` is one of the
+/// spool's own folders, not an unexpected entry.
+#[test]
+fn regression_13_3_a_cut_name_is_routed_by_its_whole_name_and_names_is_expected() {
+    let rx = Receiver::start();
+    rx.answer(Reply::status(503));
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            r#"
+[sender]
+backoff_initial = "1h"
+[receivers.orders]
+url = "{url}/orders"
+[receivers.audit]
+url = "{url}/audit"
+[[routes]]
+glob = "*-audit"
+receiver = "audit"
+[[routes]]
+glob = "*"
+receiver = "orders"
+"#,
+            url = rx.url("")
+        ),
+    );
+    // Only the tail, which the cut removes, says "audit".
+    let name = format!("{}-audit", "x".repeat(249));
+    assert_eq!(name.len(), 255);
+    spool.put(&name, b"x");
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    )
+    .assert_success();
+    let waiting = spool.names(State::Incoming);
+    assert_eq!(waiting.len(), 1);
+    assert!(
+        !waiting[0].ends_with(b"-audit"),
+        "the name was cut: {waiting:?}"
+    );
+    assert!(spool.root.join("names").is_dir());
+
+    let report = json(&run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--format", "json"]),
+        MINUTE,
+    ));
+    assert_eq!(
+        report["unexpected"]["entries"], 0,
+        "{:#}",
+        report["unexpected"]
+    );
+    assert_eq!(
+        report["receivers"]["audit"]["backlog"]["files"], 1,
+        "{:#}",
+        report["receivers"]
+    );
+}

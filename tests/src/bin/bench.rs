@@ -5,6 +5,10 @@
 //! table (or `--json`). Figures are meant to be read as ratios within one
 //! run; absolute numbers move with the machine.
 //!
+//! With `--repeat N` every selected case runs N times and each row shows
+//! the median and the spread (min–max), so one noisy run cannot pass for a
+//! result.
+//!
 //! Run: `cargo run --release -p spoolpost-tests --bin bench [-- --json] [-- --quick]`
 
 use std::io::Write;
@@ -22,7 +26,7 @@ use spoolpost_tests::load::blast;
 use spoolpost_tests::receiver::Receiver;
 
 #[derive(Parser)]
-#[command(about = "spoolpost's benchmark (see the README's Performance section)")]
+#[command(about = "spoolpost's benchmark (see docs/performance.md)")]
 struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -36,6 +40,9 @@ struct Args {
     /// Run only these cases (the ceiling is always measured).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Case>,
+    /// Run every selected case N times; rows show the median and min–max.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,7 +69,7 @@ impl Args {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 struct Row {
     case: String,
     files: u64,
@@ -75,6 +82,56 @@ struct Row {
     /// files/s as a share of the raw request ceiling of the same run.
     of_ceiling: Option<f64>,
     note: String,
+    /// How many runs the figures above are the median of.
+    runs: u32,
+    /// min–max of files/s over the runs.
+    files_per_second_spread: Option<[f64; 2]>,
+    /// min–max of CPU µs per file over the runs.
+    cpu_us_per_file_spread: Option<[f64; 2]>,
+}
+
+/// The median of each figure over runs (the mean of the middle two for an
+/// even count); the note is the one of the run nearest the median rate.
+fn summarise(runs: &[Row]) -> Row {
+    fn median(mut v: Vec<f64>) -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(v[n / 2]),
+            _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        }
+    }
+    fn spread(v: &[f64]) -> Option<[f64; 2]> {
+        let min = v.iter().copied().reduce(f64::min)?;
+        Some([min, v.iter().copied().fold(min, f64::max)])
+    }
+    let all = |f: fn(&Row) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+    let some = |f: fn(&Row) -> Option<f64>| runs.iter().filter_map(f).collect::<Vec<f64>>();
+    let rate = median(all(|r| r.files_per_second)).unwrap_or(0.0);
+    let typical = runs
+        .iter()
+        .min_by(|a, b| {
+            (a.files_per_second - rate)
+                .abs()
+                .total_cmp(&(b.files_per_second - rate).abs())
+        })
+        .expect("at least one run");
+    Row {
+        case: typical.case.clone(),
+        files: median(all(|r| r.files as f64)).unwrap_or(0.0) as u64,
+        seconds: median(all(|r| r.seconds)).unwrap_or(0.0),
+        files_per_second: rate,
+        mb_per_second: median(all(|r| r.mb_per_second)).unwrap_or(0.0),
+        cpu_seconds_per_10k_files: median(some(|r| r.cpu_seconds_per_10k_files)),
+        cpu_us_per_file: median(some(|r| r.cpu_us_per_file)),
+        peak_rss_mib: median(some(|r| r.peak_rss_mib)),
+        of_ceiling: median(some(|r| r.of_ceiling)),
+        note: typical.note.clone(),
+        runs: runs.len() as u32,
+        files_per_second_spread: spread(&all(|r| r.files_per_second)),
+        cpu_us_per_file_spread: spread(&some(|r| r.cpu_us_per_file)),
+    }
 }
 
 /// CPU seconds (user + system) of children waited for so far.
@@ -195,13 +252,13 @@ fn row(
         cpu_seconds_per_10k_files: cpu.map(|c| c / files as f64 * 10_000.0),
         cpu_us_per_file: cpu.map(|c| c / files as f64 * 1e6),
         peak_rss_mib: rss,
+        runs: 1,
         ..Row::default()
     }
 }
 
 fn main() {
     let args = Args::parse();
-    let scale = if args.quick { 10 } else { 1 };
     eprintln!("bench: building release binaries");
     let sender = bin("sender");
     let collector = bin("collector");
@@ -211,6 +268,44 @@ fn main() {
         None => tempfile::tempdir().unwrap(),
     };
     let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 1).unwrap();
+    let bins = Bins {
+        sender,
+        collector,
+        reporter,
+    };
+    let runs: Vec<Vec<Row>> = (1..=args.repeat)
+        .map(|i| {
+            if args.repeat > 1 {
+                eprintln!("bench: run {i} of {}", args.repeat);
+            }
+            run_once(&args, &bins, work.path(), &rx)
+        })
+        .collect();
+    // Every run has the same cases in the same order.
+    let rows: Vec<Row> = (0..runs[0].len())
+        .map(|at| summarise(&runs.iter().map(|r| r[at].clone()).collect::<Vec<_>>()))
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+    } else {
+        print_table(&rows);
+    }
+}
+
+struct Bins {
+    sender: PathBuf,
+    collector: PathBuf,
+    reporter: PathBuf,
+}
+
+/// Every selected case once, the ceiling and the floors first.
+fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
+    let scale = if args.quick { 10 } else { 1 };
+    let Bins {
+        sender,
+        collector,
+        reporter,
+    } = bins;
     let url = rx.url("/bench");
     let mut rows = Vec::new();
     let concurrency = 256;
@@ -239,7 +334,8 @@ fn main() {
         .iter()
         .any(|&c| args.wants(c))
     {
-        rows.push(file_floor(work.path(), 100_000 / scale));
+        rows.push(file_floor(work, 100_000 / scale));
+        rows.push(gzip_floor(100_000 / scale, GZIP_LEVEL));
     }
 
     let sender_case = |name: &str,
@@ -248,7 +344,7 @@ fn main() {
                        senders: usize,
                        extra: &[&str],
                        rows: &mut Vec<Row>| {
-        let spool = work.path().join(format!("spool-{}", rows.len()));
+        let spool = work.join(format!("spool-{}", rows.len()));
         eprintln!("bench: {name}: writing {files} files");
         let bytes = fill(&spool.join("incoming"), files, size);
         let before = rx.count();
@@ -256,7 +352,7 @@ fn main() {
         let started = Instant::now();
         let running: Vec<_> = (0..senders)
             .map(|_| {
-                let mut cmd = Command::new(&sender);
+                let mut cmd = Command::new(sender);
                 cmd.arg("--spool")
                     .arg(&spool)
                     .args(["--once", "--url", &url, "--concurrency"]);
@@ -346,7 +442,7 @@ fn main() {
     .into_iter()
     .filter(|_| args.wants(Case::Big))
     {
-        let spool = work.path().join("spool-big");
+        let spool = work.join("spool-big");
         std::fs::create_dir_all(spool.join("incoming")).unwrap();
         let path = spool.join("incoming").join("big.json");
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
@@ -362,7 +458,7 @@ fn main() {
         drop(f);
         eprintln!("bench: one {} MiB file, {label}", big_size >> 20);
         let (wall, cpu, rss, _) = measure(
-            Command::new(&sender)
+            Command::new(sender)
                 .arg("--spool")
                 .arg(&spool)
                 .args(["--once", "--url", &url, "--events", "/dev/null"])
@@ -384,14 +480,14 @@ fn main() {
     }
 
     if args.wants(Case::Collector) {
-        collector_case(&collector, work.path(), 100_000 / scale, &mut rows);
+        collector_case(collector, work, 100_000 / scale, &mut rows);
     }
     if args.wants(Case::Backlog) {
         backlog_case(
-            &sender,
-            &reporter,
-            work.path(),
-            &rx,
+            sender,
+            reporter,
+            work,
+            rx,
             &url,
             concurrency,
             ceiling_rate,
@@ -401,18 +497,14 @@ fn main() {
     }
     if args.wants(Case::EndToEnd) {
         rows.push(end_to_end(
-            &collector,
-            &sender,
-            work.path(),
+            collector,
+            sender,
+            work,
             if args.quick { 3 } else { 10 },
         ));
     }
 
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
-    } else {
-        print_table(&rows);
-    }
+    rows
 }
 
 /// The file work the sender cannot avoid, without HTTP, on one thread: for
@@ -444,6 +536,41 @@ fn file_floor(work: &Path, files: u64) -> Row {
         },
     );
     let _ = std::fs::remove_dir_all(&spool);
+    r
+}
+
+/// The sender's default gzip level (`--gzip-level`, `gzip_level`).
+const GZIP_LEVEL: u32 = 6;
+
+/// Compressing the small-file cases' 1 KiB payload on its own, as the sender
+/// does for each small file (one compressor, reset per file), on one thread:
+/// gzip's share of the sender's CPU per file.
+fn gzip_floor(files: u64, level: u32) -> Row {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    eprintln!("bench: gzip floor ({files} files, level {level})");
+    let bodies: Vec<Vec<u8>> = (0..files).map(one_kib_json).collect();
+    let mut c = Compress::new_gzip(Compression::new(level), 15);
+    let mut out = Vec::with_capacity(2048);
+    let mut bytes = 0;
+    let (cpu0, started) = (own_cpu(), Instant::now());
+    for body in &bodies {
+        c.reset();
+        out.clear();
+        let status = c
+            .compress_vec(body, &mut out, FlushCompress::Finish)
+            .unwrap();
+        assert_eq!(status, Status::StreamEnd, "1 KiB fits the output buffer");
+        bytes += body.len() as u64;
+    }
+    let mut r = row(
+        &format!("gzip floor (1 KiB payload, level {level}, no files, no HTTP)"),
+        files,
+        bytes,
+        started.elapsed(),
+        Some(own_cpu() - cpu0),
+        None,
+    );
+    r.note = format!("one thread; {} B out per file", out.len());
     r
 }
 
@@ -668,7 +795,20 @@ fn end_to_end(collector: &Path, sender: &Path, work: &Path, seconds: u64) -> Row
     r
 }
 
+/// `median (min–max)` when there was more than one run.
+fn with_spread(median: f64, spread: Option<[f64; 2]>) -> String {
+    match spread {
+        Some([min, max]) if min != max || median != min => {
+            format!("{median:.0} ({min:.0}–{max:.0})")
+        }
+        _ => format!("{median:.0}"),
+    }
+}
+
 fn print_table(rows: &[Row]) {
+    if let Some(r) = rows.first().filter(|r| r.runs > 1) {
+        println!("median of {} runs (min–max)", r.runs);
+    }
     let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
     let mut table = vec![
         [
@@ -689,10 +829,11 @@ fn print_table(rows: &[Row]) {
         table.push(vec![
             r.case.clone(),
             r.files.to_string(),
-            format!("{:.0}", r.files_per_second),
+            with_spread(r.files_per_second, r.files_per_second_spread),
             format!("{:.1}", r.mb_per_second),
             f(r.cpu_seconds_per_10k_files, 2),
-            f(r.cpu_us_per_file, 0),
+            r.cpu_us_per_file
+                .map_or("-".into(), |v| with_spread(v, r.cpu_us_per_file_spread)),
             f(r.peak_rss_mib, 1),
             r.of_ceiling
                 .map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
@@ -715,5 +856,55 @@ fn print_table(rows: &[Row]) {
             })
             .collect();
         println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64, cpu: Option<f64>, note: &str) -> Row {
+        Row {
+            case: "c".into(),
+            files_per_second: rate,
+            cpu_us_per_file: cpu,
+            note: note.into(),
+            runs: 1,
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn repeated_runs_give_the_median_and_the_spread() {
+        let r = summarise(&[
+            run(300.0, Some(30.0), "slow"),
+            run(100.0, Some(10.0), "fast"),
+            run(200.0, Some(20.0), "typical"),
+        ]);
+        assert_eq!(r.files_per_second, 200.0);
+        assert_eq!(r.files_per_second_spread, Some([100.0, 300.0]));
+        assert_eq!(r.cpu_us_per_file, Some(20.0));
+        assert_eq!(r.cpu_us_per_file_spread, Some([10.0, 30.0]));
+        assert_eq!((r.runs, r.note.as_str()), (3, "typical"));
+        assert_eq!(
+            with_spread(200.0, r.files_per_second_spread),
+            "200 (100–300)"
+        );
+    }
+
+    #[test]
+    fn an_even_count_takes_the_middle_two_and_missing_figures_stay_missing() {
+        let r = summarise(&[run(100.0, None, ""), run(200.0, None, "")]);
+        assert_eq!(r.files_per_second, 150.0);
+        assert_eq!((r.cpu_us_per_file, r.cpu_us_per_file_spread), (None, None));
+    }
+
+    #[test]
+    fn one_run_shows_no_spread() {
+        let r = summarise(&[run(100.0, Some(5.0), "")]);
+        assert_eq!(
+            with_spread(r.files_per_second, r.files_per_second_spread),
+            "100"
+        );
     }
 }

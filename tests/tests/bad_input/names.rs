@@ -334,7 +334,7 @@ fn issue_13_5_a_future_mtime_does_not_park_a_waiting_file_past_backoff_max() {
     let cfg = config(
         &spool,
         &format!(
-            "[sender]\nbackoff_max = \"1s\"\nmax_age = \"100000d\"\n\
+            "[sender]\nbackoff_max = \"1s\"\nmax_age = \"3650d\"\n\
              [receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
             rx.url("/in")
         ),

@@ -1,0 +1,162 @@
+//! The operator's actions, carried out through the spool protocol: hold and
+//! release a receiver's backlog, requeue files from error/. Each move is
+//! one of `common`'s spool operations; this module only chooses the files.
+
+use std::time::{Duration, SystemTime};
+
+use spoolpost_common::circuits;
+use spoolpost_common::config;
+use spoolpost_common::exit::Failure;
+use spoolpost_common::name::SpoolName;
+use spoolpost_common::reason::ReasonRecord;
+use spoolpost_common::route::Router;
+use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
+
+use crate::cli::Action;
+
+/// Carries out `action`; the spool and config are already checked.
+pub fn apply(
+    action: &Action,
+    spool: &Spool,
+    loaded: Option<&config::Loaded>,
+    router: Option<&Router>,
+) -> Result<(), Failure> {
+    match action {
+        Action::Hold { receiver } => {
+            check_hold_name(loaded, receiver)?;
+            circuits::hold(spool, receiver)?;
+            eprintln!("reporter: {receiver} is on hold");
+        }
+        Action::Release { receiver } => {
+            check_hold_name(loaded, receiver)?;
+            circuits::release(spool, receiver)?;
+            eprintln!("reporter: {receiver} is released");
+        }
+        Action::Requeue {
+            receiver,
+            status,
+            class,
+            older_than,
+            all,
+        } => {
+            if !all
+                && receiver.is_none()
+                && status.is_none()
+                && class.is_none()
+                && older_than.is_none()
+            {
+                return Err(Failure::usage(
+                    "requeue: give --all or a selector (--receiver, --status, --class, --older-than)",
+                ));
+            }
+            if receiver.is_some() && router.is_none() {
+                return Err(Failure::usage(
+                    "requeue --receiver needs --config for the routes",
+                ));
+            }
+            let selector = Selector {
+                receiver: receiver.clone(),
+                status: *status,
+                class: class.clone(),
+                older_than: *older_than,
+            };
+            let n = requeue_selected(spool, router, &selector)?;
+            eprintln!("reporter: requeued {n} files");
+        }
+    }
+    Ok(())
+}
+
+/// A hold names a receiver: bad input if it cannot be one (exit 2), a
+/// configuration problem if the config has no such receiver (exit 78), so
+/// a typo does not hold nothing while the operator thinks it holds.
+fn check_hold_name(loaded: Option<&config::Loaded>, receiver: &str) -> Result<(), Failure> {
+    spoolpost_common::config_check::check_receiver_name(receiver).map_err(Failure::usage)?;
+    if let Some(loaded) = loaded
+        && !loaded.config.receivers.contains_key(receiver)
+    {
+        let known: Vec<&str> = loaded.config.receivers.keys().map(String::as_str).collect();
+        return Err(Failure::config(loaded.error_at_key(
+            &["receivers"],
+            format!(
+                "no receiver {receiver:?} here (receivers: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )));
+    }
+    Ok(())
+}
+
+struct Selector {
+    receiver: Option<String>,
+    status: Option<u16>,
+    class: Option<String>,
+    older_than: Option<Duration>,
+}
+
+fn requeue_selected(
+    spool: &Spool,
+    router: Option<&Router>,
+    s: &Selector,
+) -> Result<usize, Failure> {
+    let error_dir = spool.dir(State::Error);
+    let now = SystemTime::now();
+    let mut moved = 0;
+    for entry in std::fs::read_dir(&error_dir)?.flatten() {
+        let name = entry.file_name();
+        if !is_data_name(&name) || is_reason_name(&name) {
+            continue;
+        }
+        // Only --status and --class look inside the reason record.
+        let reason: Option<ReasonRecord> = (s.status.is_some() || s.class.is_some())
+            .then(|| std::fs::read(error_dir.join(reason_name(&name))).ok())
+            .flatten()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        if let Some(want) = &s.receiver {
+            let mut parsed = SpoolName::parse(&name);
+            spoolpost_common::fullname::resolve(spool, &mut parsed);
+            let original = parsed.original;
+            let r = router.expect("checked by the caller");
+            let routed = r
+                .receiver_of(&original)
+                .map(|i| r.receivers()[i].name.as_str());
+            if routed != Some(want.as_str()) {
+                continue;
+            }
+        }
+        if s.status.is_some() && reason.as_ref().and_then(|r| r.status) != s.status {
+            continue;
+        }
+        if let Some(class) = &s.class
+            && reason.as_ref().map(|r| r.class.as_str()) != Some(class.as_str())
+        {
+            continue;
+        }
+        if let Some(min_age) = s.older_than {
+            // ctime: when the file was renamed into error/.
+            let since = entry.metadata().ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                std::time::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64)
+            });
+            if since.is_none_or(|t| now.duration_since(t).unwrap_or(Duration::ZERO) < min_age) {
+                continue;
+            }
+        }
+        match requeue(spool, &name) {
+            Ok(path) => {
+                moved += 1;
+                println!(
+                    "{}",
+                    SpoolName::parse(path.file_name().unwrap_or_default()).display_original()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(moved)
+}

@@ -1,0 +1,125 @@
+//! The command line: each flag defined once, with its help and the
+//! environment variable it respects. What the flags mean at run time lives
+//! in [`crate::run`] (reports) and [`crate::actions`] (requeue, hold).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use spoolpost_common::logging::Diagnostics;
+
+/// Reports on a spool: backlog, rates, latencies, errors, circuit states.
+///
+/// Exit codes: 0 fine; 3 a --fail-if threshold was crossed (the reason is on
+/// stderr, one line); 2 bad command line; 74/75 spool I/O; 78 bad config.
+#[derive(Debug, Parser)]
+#[command(name = "reporter", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// Spool root folder. Defaults to the config file's `spool`.
+    ///
+    /// The reporter creates nothing: a folder that is not a spool is exit 74.
+    #[arg(long, env = "SPOOLPOST_SPOOL", value_name = "DIR", global = true)]
+    pub spool: Option<PathBuf>,
+
+    /// TOML config; its routes break the backlog down by receiver.
+    #[arg(
+        long,
+        short = 'c',
+        env = "SPOOLPOST_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Output form: table (people), json (scripts), prometheus (textfile collector).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "table",
+        env = "SPOOLPOST_REPORT_FORMAT",
+        help_heading = "Report"
+    )]
+    pub format: Format,
+
+    /// Write the report here, atomically (temporary file + rename), instead of stdout.
+    ///
+    /// Readers such as node_exporter's textfile collector see the old or the
+    /// new report, never half of one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SPOOLPOST_REPORT_OUTPUT",
+        help_heading = "Report"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Event lines to read (repeatable); `-` reads stdin, as in `sender | reporter --events -`.
+    #[arg(long, value_name = "FILE", help_heading = "Report")]
+    pub events: Vec<PathBuf>,
+
+    /// Exit 3 with a one-line reason if this holds (repeatable), e.g.
+    /// 'backlog_age > 10m', 'errors > 0', 'open_circuits >= 1'.
+    ///
+    /// Metrics: backlog_age (duration), backlog_files, backlog_bytes, errors,
+    /// open_circuits, held_receivers, unexpected (entries no program
+    /// handles). Comparisons: > >= < <= ==. Each metric is also in the JSON
+    /// report's `metrics` and in the Prometheus output.
+    #[arg(long = "fail-if", value_name = "CHECK", help_heading = "Checks")]
+    pub fail_if: Vec<String>,
+
+    /// Refresh the table every SECS seconds, in place on a terminal.
+    #[arg(long, value_name = "SECS", help_heading = "Report")]
+    pub watch: Option<u64>,
+
+    #[command(flatten)]
+    pub diagnostics: Diagnostics,
+
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Move files from error/ back to incoming/ for another try.
+    ///
+    /// They keep their idempotency key and start with no attempts. Give --all
+    /// or at least one selector; selectors combine (all must match).
+    Requeue {
+        /// Only files routed to this receiver (needs --config).
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Only files whose last answer had this HTTP status.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Only files of this class: rejected, expired, no_route, unsendable.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only files that went to error/ longer ago than this.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+        /// Every file in error/.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Hold a receiver's backlog: senders leave its files waiting.
+    Hold { receiver: String },
+    /// Release a hold.
+    Release { receiver: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

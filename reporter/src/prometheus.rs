@@ -1,0 +1,274 @@
+//! The Prometheus text format, for node_exporter's textfile collector. Every
+//! family is a row of [`FAMILIES`] (name, help, where its samples come
+//! from), followed by one unlabelled family per `--fail-if` metric from
+//! [`METRICS`], so an alert can use the number a check compares.
+
+use std::fmt::Write;
+
+use spoolpost_common::circuits::CircuitState;
+
+use crate::census::{Totals, bucket_bounds};
+use crate::events::{EventStats, Percentiles};
+use crate::report::{METRICS, ReceiverReport, Report};
+
+/// Label pairs and a value.
+type Sample = (Vec<(&'static str, String)>, f64);
+
+enum Samples {
+    /// One sample per spool state, labelled `state`.
+    State(fn(&Totals) -> f64),
+    /// One sample per receiver, labelled `receiver`.
+    Receiver(fn(&ReceiverReport) -> f64),
+    /// Anything else drawn from the report.
+    Report(fn(&Report) -> Vec<Sample>),
+    /// Drawn from the event lines; the family is left out without them.
+    Events(fn(&EventStats) -> Vec<Sample>),
+}
+
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Samples,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "files",
+        help: "Files in each spool state.",
+        samples: Samples::State(|t| t.files as f64),
+    },
+    Family {
+        name: "bytes",
+        help: "Bytes in each spool state.",
+        samples: Samples::State(|t| t.bytes as f64),
+    },
+    Family {
+        name: "oldest_age_seconds",
+        help: "Age of the oldest file in each spool state.",
+        samples: Samples::State(|t| t.oldest_age_seconds.unwrap_or(0.0)),
+    },
+    Family {
+        name: "backlog_files",
+        help: "Files waiting or being sent, per receiver.",
+        samples: Samples::Receiver(|r| r.spool.backlog.files as f64),
+    },
+    Family {
+        name: "backlog_bytes",
+        help: "Bytes waiting or being sent, per receiver.",
+        samples: Samples::Receiver(|r| r.spool.backlog.bytes as f64),
+    },
+    Family {
+        name: "backlog_oldest_age_seconds",
+        help: "Age of the oldest backlog file, per receiver.",
+        samples: Samples::Receiver(|r| r.spool.backlog.oldest_age_seconds.unwrap_or(0.0)),
+    },
+    Family {
+        name: "backlog_retrying_files",
+        help: "Backlog files waiting after a failed attempt, per receiver.",
+        samples: Samples::Receiver(|r| r.spool.retrying as f64),
+    },
+    Family {
+        name: "backlog_age_files",
+        help: "Backlog files no older than `le` seconds (cumulative), per receiver.",
+        samples: Samples::Report(age_buckets),
+    },
+    Family {
+        name: "error_files",
+        help: "Files in error/, per receiver, class and status.",
+        samples: Samples::Report(|r| {
+            r.errors
+                .iter()
+                .map(|e| {
+                    let labels = vec![
+                        ("receiver", e.receiver.clone()),
+                        ("class", e.class.clone()),
+                        ("status", e.status.map_or(String::new(), |s| s.to_string())),
+                    ];
+                    (labels, e.files as f64)
+                })
+                .collect()
+        }),
+    },
+    Family {
+        name: "circuit_state",
+        help: "1 for the receiver's current circuit state (closed, half_open, open).",
+        samples: Samples::Report(circuit_states),
+    },
+    Family {
+        name: "receiver_held",
+        help: "1 while an operator holds the receiver's backlog.",
+        samples: Samples::Receiver(|r| if r.held { 1.0 } else { 0.0 }),
+    },
+    Family {
+        name: "collected_per_second",
+        help: "Files collected per second over the window.",
+        samples: Samples::Events(|ev| {
+            ev.rates
+                .iter()
+                .map(|r| (window(r.window_minutes), r.collected_per_second))
+                .collect()
+        }),
+    },
+    Family {
+        name: "delivered_per_second",
+        help: "Files delivered per second over the window.",
+        samples: Samples::Events(|ev| {
+            ev.rates
+                .iter()
+                .map(|r| (window(r.window_minutes), r.delivered_per_second))
+                .collect()
+        }),
+    },
+    Family {
+        name: "attempt_latency_milliseconds",
+        help: "HTTP attempt latency quantiles, per receiver.",
+        samples: Samples::Events(|ev| {
+            ev.receivers
+                .iter()
+                .flat_map(|(name, e)| quantiles(name, &e.attempt_latency_ms))
+                .collect()
+        }),
+    },
+    Family {
+        name: "end_to_end_latency_milliseconds",
+        help: "Collected-to-delivered latency quantiles, per receiver.",
+        samples: Samples::Events(|ev| {
+            ev.receivers
+                .iter()
+                .flat_map(|(name, e)| quantiles(name, &e.end_to_end_ms))
+                .collect()
+        }),
+    },
+];
+
+fn window(minutes: u64) -> Vec<(&'static str, String)> {
+    vec![("window", format!("{minutes}m"))]
+}
+
+fn quantiles(receiver: &str, p: &Percentiles) -> Vec<Sample> {
+    [("0.5", p.p50), ("0.9", p.p90), ("0.99", p.p99)]
+        .into_iter()
+        .filter_map(|(q, v)| {
+            let labels = vec![("receiver", receiver.to_string()), ("quantile", q.into())];
+            v.map(|v| (labels, v))
+        })
+        .collect()
+}
+
+fn age_buckets(r: &Report) -> Vec<Sample> {
+    let bounds = bucket_bounds();
+    let mut out = Vec::new();
+    for (name, rec) in &r.receivers {
+        let mut cumulative = 0;
+        for (files, bound) in rec.spool.ages.iter().zip(bounds) {
+            cumulative += files;
+            let le = bound.map_or("+Inf".to_string(), |b| b.as_secs().to_string());
+            out.push((
+                vec![("receiver", name.clone()), ("le", le)],
+                cumulative as f64,
+            ));
+        }
+    }
+    out
+}
+
+fn circuit_states(r: &Report) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (name, rec) in &r.receivers {
+        let Some(c) = &rec.circuit else { continue };
+        for state in [
+            CircuitState::Closed,
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+        ] {
+            let labels = vec![("receiver", name.clone()), ("state", state.as_str().into())];
+            out.push((labels, if c.state == state { 1.0 } else { 0.0 }));
+        }
+    }
+    out
+}
+
+/// Escapes a Prometheus label value: backslash, double quote, newline.
+pub fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn write_family(out: &mut String, name: &str, help: &str, samples: &[Sample]) {
+    let _ = writeln!(
+        out,
+        "# HELP spoolpost_{name} {help}\n# TYPE spoolpost_{name} gauge"
+    );
+    for (labels, value) in samples {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect();
+        let _ = if labels.is_empty() {
+            writeln!(out, "spoolpost_{name} {value}")
+        } else {
+            writeln!(out, "spoolpost_{name}{{{}}} {value}", labels.join(","))
+        };
+    }
+}
+
+pub fn to_prometheus(r: &Report) -> String {
+    let mut out = String::new();
+    for f in FAMILIES {
+        let samples = match f.samples {
+            Samples::State(value) => r
+                .states
+                .iter()
+                .map(|(state, t)| (vec![("state", state.to_string())], value(t)))
+                .collect(),
+            Samples::Receiver(value) => r
+                .receivers
+                .iter()
+                .map(|(name, rec)| (vec![("receiver", name.clone())], value(rec)))
+                .collect(),
+            Samples::Report(samples) => samples(r),
+            Samples::Events(samples) => match &r.events {
+                Some(ev) => samples(ev),
+                None => continue,
+            },
+        };
+        write_family(&mut out, f.name, f.help, &samples);
+    }
+    for m in METRICS {
+        let help = format!("{} (--fail-if {})", m.help, m.name);
+        write_family(&mut out, m.prometheus, &help, &[(vec![], (m.value)(r))]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn every_check_metric_is_one_unlabelled_line_with_its_value() {
+        let r = crate::report::tests::sample();
+        let text = to_prometheus(&r);
+        for m in METRICS {
+            let line = format!("\nspoolpost_{} {}\n", m.prometheus, (m.value)(&r));
+            assert!(text.contains(&line), "{} missing:\n{text}", m.name);
+        }
+    }
+
+    #[test]
+    fn no_family_is_written_twice() {
+        let text = to_prometheus(&crate::report::tests::sample());
+        let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let n = types.len();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), n);
+    }
+}

@@ -1,0 +1,242 @@
+//! The report: what the spool, the circuits and the event lines say, in one
+//! value that every output form renders, and the whole-spool metrics that
+//! `--fail-if` reads. [`METRICS`] is the one home of those metrics: their
+//! `--fail-if` names, their JSON fields (under `metrics`) and their
+//! Prometheus names all come from it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use spoolpost_common::circuits::{Circuit, CircuitState};
+
+use crate::census::{ReceiverBacklog, Totals, Unexpected};
+use crate::events::EventStats;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub spool: String,
+    /// RFC 3339 time the report was made.
+    pub time: String,
+    /// Per state: files, bytes, oldest age in seconds.
+    pub states: BTreeMap<&'static str, Totals>,
+    /// Upper bounds (seconds) of the backlog age buckets; null is "older".
+    pub age_buckets: Vec<Option<u64>>,
+    pub receivers: BTreeMap<String, ReceiverReport>,
+    pub errors: Vec<ErrorCount>,
+    /// Present when event lines were read.
+    pub events: Option<EventStats>,
+    /// Entries no program handles, which would otherwise sit unseen.
+    pub unexpected: Unexpected,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReceiverReport {
+    #[serde(flatten)]
+    pub spool: ReceiverBacklog,
+    /// The worst state over live senders; absent when no sender reports it.
+    pub circuit: Option<Circuit>,
+    pub held: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorCount {
+    pub receiver: String,
+    pub class: String,
+    pub status: Option<u16>,
+    pub files: u64,
+}
+
+/// A whole-spool number a health check can compare against a threshold.
+#[derive(Debug)]
+pub struct Metric {
+    /// The `--fail-if` name and the JSON field under `metrics`.
+    pub name: &'static str,
+    /// The Prometheus family, without the `spoolpost_` prefix.
+    pub prometheus: &'static str,
+    pub help: &'static str,
+    /// Seconds, written as a duration (`10m`) in checks and messages.
+    pub duration: bool,
+    pub value: fn(&Report) -> f64,
+}
+
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: "backlog_age",
+        prometheus: "spool_backlog_age_seconds",
+        help: "Age of the oldest file waiting or being sent.",
+        duration: true,
+        value: |r| r.backlog().oldest_age_seconds.unwrap_or(0.0),
+    },
+    Metric {
+        name: "backlog_files",
+        prometheus: "spool_backlog_files",
+        help: "Files waiting or being sent, all receivers.",
+        duration: false,
+        value: |r| r.backlog().files as f64,
+    },
+    Metric {
+        name: "backlog_bytes",
+        prometheus: "spool_backlog_bytes",
+        help: "Bytes waiting or being sent, all receivers.",
+        duration: false,
+        value: |r| r.backlog().bytes as f64,
+    },
+    Metric {
+        name: "errors",
+        prometheus: "spool_error_files",
+        help: "Files in error/.",
+        duration: false,
+        value: |r| r.states.get("error").map_or(0, |t| t.files) as f64,
+    },
+    Metric {
+        name: "open_circuits",
+        prometheus: "open_circuits",
+        help: "Receivers whose circuit is open.",
+        duration: false,
+        value: |r| r.open_circuits() as f64,
+    },
+    Metric {
+        name: "held_receivers",
+        prometheus: "held_receivers",
+        help: "Receivers an operator holds.",
+        duration: false,
+        value: |r| r.receivers.values().filter(|r| r.held).count() as f64,
+    },
+    Metric {
+        name: "unexpected",
+        prometheus: "unexpected_entries",
+        help: "Entries in the spool that no program handles (dot-files in incoming/, loose files in sending/, ...).",
+        duration: false,
+        value: |r| r.unexpected.entries as f64,
+    },
+];
+
+impl Report {
+    /// Files waiting or being sent: incoming/ and sending/ together.
+    pub fn backlog(&self) -> Totals {
+        let mut t = Totals::default();
+        for state in ["incoming", "sending"] {
+            let Some(s) = self.states.get(state) else {
+                continue;
+            };
+            t.files += s.files;
+            t.bytes += s.bytes;
+            t.oldest_age_seconds = match (t.oldest_age_seconds, s.oldest_age_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t
+    }
+
+    pub fn open_circuits(&self) -> usize {
+        self.receivers
+            .values()
+            .filter(|r| {
+                r.circuit
+                    .as_ref()
+                    .is_some_and(|c| c.state == CircuitState::Open)
+            })
+            .count()
+    }
+
+    /// The JSON form: the report's fields plus `metrics`, the values the
+    /// checks read, so a script sees exactly what `--fail-if` compares.
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            metrics: BTreeMap<&'static str, f64>,
+        }
+        let metrics = METRICS.iter().map(|m| (m.name, (m.value)(self))).collect();
+        serde_json::to_string_pretty(&Json {
+            report: self,
+            metrics,
+        })
+        .expect("reports serialize")
+            + "\n"
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::census::Unexpected;
+
+    /// A report with one file in each state, one held receiver with an open
+    /// circuit and one unexpected entry: every metric is non-zero.
+    pub(crate) fn sample() -> Report {
+        let states = ["incoming", "sending", "done", "error", "tmp", "hold"]
+            .into_iter()
+            .map(|s| {
+                let t = Totals {
+                    files: 1,
+                    bytes: 10,
+                    oldest_age_seconds: Some(60.0),
+                };
+                (s, t)
+            })
+            .collect();
+        let circuit = Circuit {
+            state: CircuitState::Open,
+            since: "2024-01-01T00:00:00Z".into(),
+        };
+        let receiver = ReceiverReport {
+            circuit: Some(circuit),
+            held: true,
+            ..Default::default()
+        };
+        Report {
+            spool: "/s".into(),
+            time: "2024-01-01T00:00:00Z".into(),
+            states,
+            age_buckets: vec![],
+            receivers: [("orders".to_string(), receiver)].into(),
+            errors: vec![],
+            events: None,
+            unexpected: Unexpected {
+                entries: 1,
+                examples: vec!["incoming/.x".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn every_metric_has_a_distinct_name_and_prometheus_family() {
+        let mut names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        let mut families: Vec<&str> = METRICS.iter().map(|m| m.prometheus).collect();
+        names.sort_unstable();
+        names.dedup();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(names.len(), METRICS.len());
+        assert_eq!(families.len(), METRICS.len());
+    }
+
+    #[test]
+    fn every_metric_is_a_json_field_with_its_value() {
+        let r = sample();
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for m in METRICS {
+            assert_eq!(
+                json["metrics"][m.name].as_f64(),
+                Some((m.value)(&r)),
+                "{}",
+                m.name
+            );
+            assert!((m.value)(&r) > 0.0, "{} reads something", m.name);
+        }
+        // The report's own fields are still there, unchanged in shape.
+        assert_eq!(json["states"]["incoming"]["files"], 1);
+    }
+
+    #[test]
+    fn backlog_is_incoming_and_sending() {
+        let b = sample().backlog();
+        assert_eq!(
+            (b.files, b.bytes, b.oldest_age_seconds),
+            (2, 20, Some(60.0))
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! One run of the reporter: load the config, open the spool (never create
+//! it), carry out an action or make the report, write it in the chosen form
+//! (again every `--watch` seconds) and apply the `--fail-if` checks.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use spoolpost_common::circuits;
+use spoolpost_common::config;
+use spoolpost_common::event::rfc3339;
+use spoolpost_common::exit::Failure;
+use spoolpost_common::route::Router;
+use spoolpost_common::spool::{Spool, annotate};
+
+use crate::census::{self, Census};
+use crate::check::{self, Check};
+use crate::cli::{Args, Format};
+use crate::events;
+use crate::report::{ErrorCount, ReceiverReport, Report};
+use crate::{actions, prometheus, table};
+
+/// Exit code when a --fail-if threshold is crossed.
+pub const CHECK_FAILED: u8 = 3;
+
+pub fn main_with(args: Args) -> Result<(), Failure> {
+    let loaded = match &args.config {
+        Some(path) => Some(config::load(path).map_err(Failure::config)?),
+        None => None,
+    };
+    let router = loaded
+        .as_ref()
+        .map(Router::from_config)
+        .transpose()
+        .map_err(Failure::config)?;
+    let root = args
+        .spool
+        .clone()
+        .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
+        .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+    // The reporter creates no spool: a mistyped --spool is exit 74, not a
+    // new, empty and so "healthy" spool (issue 13.11).
+    let spool = Spool::existing(&root)?;
+    if let Some(action) = &args.action {
+        return actions::apply(action, &spool, loaded.as_ref(), router.as_ref());
+    }
+    let checks: Vec<Check> = args
+        .fail_if
+        .iter()
+        .map(|c| check::parse(c))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::usage)?;
+    loop {
+        let report = make_report(&spool, router.as_ref(), &args.events)?;
+        let text = match args.format {
+            Format::Table => table::to_table(
+                &report,
+                args.output.is_none() && std::io::stdout().is_terminal(),
+            ),
+            Format::Json => report.to_json(),
+            Format::Prometheus => prometheus::to_prometheus(&report),
+        };
+        match &args.output {
+            Some(path) => write_atomically(path, text.as_bytes())
+                .map_err(|e| Failure::io(annotate(e, "cannot write the report to", path)))?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                if args.watch.is_some() && std::io::stdout().is_terminal() {
+                    let _ = write!(out, "\x1b[H\x1b[2J");
+                }
+                // A closed pipe (| head) is not an error.
+                if out
+                    .write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        match args.watch {
+            Some(secs) => std::thread::sleep(Duration::from_secs(secs.max(1))),
+            None => return evaluate(&report, &checks),
+        }
+    }
+}
+
+pub fn make_report(
+    spool: &Spool,
+    router: Option<&Router>,
+    events: &[PathBuf],
+) -> Result<Report, Failure> {
+    let now = SystemTime::now();
+    // A few threads: the census is mostly statx, which scales with cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let census = Census::take(spool, router, now, threads)?;
+    let circuits = circuits::read_all(spool);
+    let held = circuits::held(spool);
+    let mut receivers: BTreeMap<String, ReceiverReport> = BTreeMap::new();
+    if let Some(r) = router {
+        for rec in r.receivers() {
+            receivers.entry(rec.name.clone()).or_default();
+        }
+    }
+    for (name, backlog) in census.receivers {
+        receivers.entry(name).or_default().spool = backlog;
+    }
+    for (name, circuit) in circuits {
+        receivers.entry(name).or_default().circuit = Some(circuit);
+    }
+    for name in held {
+        receivers.entry(name).or_default().held = true;
+    }
+    let events = if events.is_empty() {
+        None
+    } else {
+        let mut inputs: Vec<Box<dyn BufRead>> = Vec::new();
+        for path in events {
+            if path == Path::new("-") {
+                inputs.push(Box::new(BufReader::new(std::io::stdin())));
+            } else {
+                let file = std::fs::File::open(path).map_err(|e| {
+                    Failure::usage(format!("cannot read events file {}: {e}", path.display()))
+                })?;
+                inputs.push(Box::new(BufReader::new(file)));
+            }
+        }
+        Some(events::analyse(inputs, now))
+    };
+    Ok(Report {
+        spool: spool.root().display().to_string(),
+        time: rfc3339(now),
+        states: census.states,
+        age_buckets: census::bucket_bounds()
+            .iter()
+            .map(|b| b.map(|d| d.as_secs()))
+            .collect(),
+        receivers,
+        errors: census
+            .errors
+            .into_iter()
+            .map(|(g, files)| ErrorCount {
+                receiver: g.receiver,
+                class: g.class,
+                status: g.status,
+                files,
+            })
+            .collect(),
+        events,
+        unexpected: census.unexpected,
+    })
+}
+
+/// Applies the checks; the first that holds ends the run with exit 3.
+pub fn evaluate(report: &Report, checks: &[Check]) -> Result<(), Failure> {
+    match check::first_failure(report, checks) {
+        Some(message) => Err(Failure {
+            code: CHECK_FAILED,
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes `data` to `path` so readers see the old or the new file, never
+/// half of one (node_exporter's textfile collector reads at any moment).
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

@@ -1,0 +1,242 @@
+//! The table for people: aligned columns, one section per question
+//! (states, receivers, backlog age, errors, and rates and latencies when
+//! event lines were read), red and yellow only on a terminal.
+
+use std::fmt::Write;
+
+use spoolpost_common::circuits::CircuitState;
+
+use crate::events::Percentiles;
+use crate::report::Report;
+
+fn age(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) => {
+            humantime::format_duration(std::time::Duration::from_secs(s.round() as u64)).to_string()
+        }
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn bucket_label(bound: Option<u64>) -> String {
+    match bound {
+        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s))
+            .to_string()
+            .replace(' ', ""),
+        None => "older".into(),
+    }
+}
+
+/// Lays out rows in columns; the first row is the header.
+fn table(out: &mut String, rows: Vec<Vec<String>>) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c == 0 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+    }
+}
+
+pub fn to_table(r: &Report, colour: bool) -> String {
+    let paint = |text: String, code: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "spool {}  at {}", r.spool, r.time);
+    let _ = writeln!(out, "\nSTATES");
+    let mut rows = vec![vec![
+        "state".into(),
+        "files".into(),
+        "bytes".into(),
+        "oldest".into(),
+    ]];
+    for (state, t) in &r.states {
+        rows.push(vec![
+            state.to_string(),
+            t.files.to_string(),
+            bytes(t.bytes),
+            age(t.oldest_age_seconds),
+        ]);
+    }
+    rows.push(vec![
+        "unexpected".into(),
+        r.unexpected.entries.to_string(),
+        "-".into(),
+        "-".into(),
+    ]);
+    table(&mut out, rows);
+    if r.unexpected.entries > 0 {
+        let line = format!(
+            "  unexpected entries no program handles, e.g. {}",
+            r.unexpected.examples.join(", ")
+        );
+        let _ = writeln!(out, "{}", paint(line, "31"));
+    }
+
+    let _ = writeln!(out, "\nRECEIVERS");
+    let mut rows = vec![
+        [
+            "receiver", "backlog", "bytes", "oldest", "retrying", "done", "error", "circuit",
+            "held",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (name, rec) in &r.receivers {
+        let circuit = match &rec.circuit {
+            None => "-".to_string(),
+            Some(c) if c.state == CircuitState::Closed => "closed".into(),
+            Some(c) => paint(format!("{} since {}", c.state.as_str(), c.since), "31"),
+        };
+        rows.push(vec![
+            name.clone(),
+            rec.spool.backlog.files.to_string(),
+            bytes(rec.spool.backlog.bytes),
+            age(rec.spool.backlog.oldest_age_seconds),
+            rec.spool.retrying.to_string(),
+            rec.spool.done.files.to_string(),
+            rec.spool.error.files.to_string(),
+            circuit,
+            if rec.held {
+                paint("HELD".into(), "33")
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    table(&mut out, rows);
+
+    let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
+    let mut header = vec!["receiver".to_string(), "total".into()];
+    header.extend(r.age_buckets.iter().map(|b| bucket_label(*b)));
+    let mut rows = vec![header];
+    for (name, rec) in &r.receivers {
+        let mut row = vec![name.clone(), rec.spool.backlog.files.to_string()];
+        row.extend(
+            rec.spool
+                .ages
+                .iter()
+                .map(|n| if *n == 0 { ".".into() } else { n.to_string() }),
+        );
+        rows.push(row);
+    }
+    table(&mut out, rows);
+
+    if !r.errors.is_empty() {
+        let _ = writeln!(out, "\nERRORS");
+        let mut rows = vec![
+            ["receiver", "class", "status", "files"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for e in &r.errors {
+            rows.push(vec![
+                e.receiver.clone(),
+                e.class.clone(),
+                e.status.map_or("-".into(), |s| s.to_string()),
+                e.files.to_string(),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+
+    if let Some(ev) = &r.events {
+        let _ = writeln!(out, "\nRATES (from {} event lines)", ev.lines);
+        let mut rows = vec![
+            [
+                "window",
+                "collected/s",
+                "delivered/s",
+                "delivered/collected",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for rate in &ev.rates {
+            rows.push(vec![
+                format!("{}m", rate.window_minutes),
+                format!("{:.1}", rate.collected_per_second),
+                format!("{:.1}", rate.delivered_per_second),
+                rate.delivery_ratio
+                    .map_or("-".into(), |x| format!("{x:.2}")),
+            ]);
+        }
+        table(&mut out, rows);
+        let _ = writeln!(out, "\nLATENCY (ms)");
+        let ms = |p: &Percentiles| {
+            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+            format!("{}/{}/{}", f(p.p50), f(p.p90), f(p.p99))
+        };
+        let mut rows = vec![
+            [
+                "receiver",
+                "delivered",
+                "retries",
+                "rejected",
+                "expired",
+                "redelivered",
+                "attempt p50/p90/p99",
+                "end-to-end p50/p90/p99",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for (name, e) in &ev.receivers {
+            rows.push(vec![
+                name.clone(),
+                e.delivered.to_string(),
+                e.retries.to_string(),
+                e.rejected.to_string(),
+                e.expired.to_string(),
+                e.redeliveries.to_string(),
+                ms(&e.attempt_latency_ms),
+                ms(&e.end_to_end_ms),
+            ]);
+        }
+        table(&mut out, rows);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(age(Some(90.4)), "1m 30s");
+        assert_eq!(bucket_label(Some(640)), "10m40s");
+    }
+}
