@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -128,9 +128,23 @@ fn try_take_with(kind: Kind, path: &Path) -> io::Result<Option<Held>> {
             return Ok(None);
         }
     }
+    // Never through a symlink: an fcntl lock opens for writing, and no
+    // owner makes its lock file a symlink, so such a folder has no owner.
     let mut options = OpenOptions::new();
-    options.read(true).write(kind == Kind::Fcntl);
-    let file = options.open(path)?;
+    options
+        .read(true)
+        .write(kind == Kind::Fcntl)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the lock file is not a regular file",
+            )
+        } else {
+            e
+        }
+    })?;
     if lock(&file, kind)? {
         Ok(Some(record(&mut table, file, kind)?))
     } else {
@@ -216,6 +230,24 @@ mod tests {
             let err = try_take_with(kind, &dir.path().join("none")).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound);
         }
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_symlink_is_never_opened_and_has_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs_write(&target);
+        let path = dir.path().join(".lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        for kind in [Kind::Flock, Kind::Fcntl] {
+            let err = try_take_with(kind, &path).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{kind:?}");
+        }
+        assert!(!held_by_another_process(&target));
+    }
+
+    fn fs_write(path: &Path) {
+        std::fs::write(path, "").unwrap();
     }
 
     /// Asks the kernel (F_GETLK) whether a process other than this one
