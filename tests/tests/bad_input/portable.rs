@@ -62,20 +62,20 @@ fn straced(cmd: &Command, log: &Path) -> Command {
     traced
 }
 
-/// The traced program: strace's one child.
-fn tracee(strace: &Running) -> nix::unistd::Pid {
+/// The traced program: strace's child, once it runs `program` (before
+/// its exec the child is still a copy of strace).
+fn tracee(strace: &Running, program: &Path) -> nix::unistd::Pid {
     let children = format!("/proc/{0}/task/{0}/children", strace.child.id());
     let mut pid = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            pid = fs::read_to_string(&children)
-                .ok()
-                .and_then(|s| s.split_whitespace().next().map(str::to_owned));
-            pid.is_some()
-        }),
-        "strace started nothing"
-    );
-    nix::unistd::Pid::from_raw(pid.unwrap().parse().unwrap())
+    let found = eventually(Duration::from_secs(20), || {
+        pid = fs::read_to_string(&children)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+            .filter(|p| fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == program));
+        pid.is_some()
+    });
+    assert!(found, "strace never ran {}", program.display());
+    nix::unistd::Pid::from_raw(pid.unwrap())
 }
 
 fn calls_in(log: &Path) -> String {
@@ -112,7 +112,8 @@ fn with_every_portable_path_forced_no_linux_only_call_is_made() {
     let collect_log = logs.join("collector");
     let sending = spawn(&mut straced(&send, &send_log));
     let collecting = spawn(&mut straced(&collect, &collect_log));
-    let (sender_pid, collector_pid) = (tracee(&sending), tracee(&collecting));
+    let sender_pid = tracee(&sending, &bin("sender"));
+    let collector_pid = tracee(&collecting, &bin("collector"));
     // Let both pass start-up (and a sender's first recovery) before files
     // arrive, so that only their watchers can find them.
     assert!(
@@ -130,7 +131,9 @@ fn with_every_portable_path_forced_no_linux_only_call_is_made() {
     let delivered = eventually(MINUTE, || spool.count(State::Done) == 5);
     for pid in [sender_pid, collector_pid] {
         // Either may have exited already: its output says why.
-        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        if let Err(e) = nix::sys::signal::kill(pid, Signal::SIGTERM) {
+            eprintln!("cannot signal {pid}: {e}");
+        }
     }
     let (sent, collected) = (sending.wait(MINUTE), collecting.wait(MINUTE));
     assert!(
