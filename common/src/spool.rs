@@ -342,13 +342,6 @@ impl ClaimFolder {
             .map_err(|e| annotate(e, "cannot return to incoming/", &file.path))
     }
 
-    /// sending → incoming unchanged: the attempt did not happen or was cut
-    /// short (shutdown). The file is due at once.
-    pub fn release(&self, mut file: Claimed) -> io::Result<PathBuf> {
-        let incoming = self.spool.dir(State::Incoming);
-        self.spool.move_into(&file.path, &incoming, &mut file.name)
-    }
-
     /// Returns every file still in this claim folder to `incoming/` and
     /// removes the folder. Used at shutdown, after in-flight work has ended.
     pub fn close(self) -> io::Result<usize> {
