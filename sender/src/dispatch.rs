@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::circuits::{self, Circuit, CircuitState, Circuits};
+use spoolpost_common::circuits::{self, Circuit, Circuits};
 use spoolpost_common::event::{EventKind, EventSink, rfc3339};
 use spoolpost_common::fullname;
 use spoolpost_common::name::{SpoolName, retry_wait};
@@ -82,11 +82,7 @@ impl Shared {
                 .iter()
                 .zip(breakers.iter())
                 .map(|(r, b)| {
-                    let state = match b.state() {
-                        crate::breaker::State::Closed => CircuitState::Closed,
-                        crate::breaker::State::HalfOpen => CircuitState::HalfOpen,
-                        crate::breaker::State::Open => CircuitState::Open,
-                    };
+                    let state = b.state();
                     let since = rfc3339(now_sys - now.saturating_duration_since(b.since()));
                     (r.name.clone(), Circuit { state, since })
                 })

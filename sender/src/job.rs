@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use spoolpost_common::circuits::CircuitState as State;
 use spoolpost_common::event::{Event, EventKind, rfc3339};
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::{ErrorClass, ReasonRecord, truncate_body};
@@ -13,7 +14,6 @@ use spoolpost_common::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::backoff::{Limit, Next};
-use crate::breaker::State;
 use crate::dispatch::Shared;
 use crate::file::{self, Change, OpenError};
 use crate::http::Sent;
