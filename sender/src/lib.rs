@@ -2,13 +2,17 @@
 //! receiver its name routes to, and moves it on according to the answer.
 //!
 //! The protocol rules are small pure modules ([`outcome`], [`backoff`],
-//! [`breaker`]) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
-//! schedules, [`job`] carries one file through one attempt, [`run`] holds
-//! the process's life cycle, [`file`] opens a claimed file and notices it
-//! changing, and `spoolpost_common::spool` makes every move.
+//! [`breaker`], and [`verdict`], the one function that decides a file's
+//! fate) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
+//! schedules, [`job`] carries one file through one attempt, [`settle`] is
+//! the one place that acts on a verdict (through `spoolpost_common::spool`,
+//! which makes every move), [`circuit`] runs the receivers' breakers, probes
+//! and holds, [`run`] holds the process's life cycle, and [`file`] opens a
+//! claimed file and notices it changing.
 
 pub mod backoff;
 pub mod breaker;
+pub mod circuit;
 pub mod cli;
 pub mod dispatch;
 pub mod file;
@@ -16,6 +20,9 @@ pub mod http;
 pub mod job;
 pub mod outcome;
 pub mod run;
+pub mod settle;
+pub mod shared;
+pub mod verdict;
 
 use spoolpost_common::exit::Failure;
 use tokio_util::sync::CancellationToken;
