@@ -8,6 +8,7 @@ use clap::Parser;
 use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::progress::ProgressFlags;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -82,9 +83,22 @@ pub struct Args {
     #[arg(long, value_name = "SIZE")]
     pub min_free_space: Option<bytesize::ByteSize>,
 
+    /// Validate the configuration, sources and spool, report every problem
+    /// and exit: 0 ok, 78 configuration, 74 spool.
+    ///
+    /// Checks what start-up checks, plus that each source exists and is not
+    /// inside the spool, and that the spool exists or can be created, is
+    /// writable by this user and its folders are on one filesystem.
+    /// Nothing is created or moved.
+    #[arg(long)]
+    pub check: bool,
+
     /// Write event lines (JSON, one per file) here instead of stdout ("-": stdout).
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub progress: ProgressFlags,
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,
@@ -97,10 +111,11 @@ pub struct Plan {
     pub once: bool,
     pub stdin: Option<bool>,
     pub events: Option<PathBuf>,
+    pub progress: ProgressFlags,
 }
 
 impl Args {
-    pub fn plan(self) -> Result<Plan, Failure> {
+    pub fn plan(&self) -> Result<Plan, Failure> {
         let loaded = match &self.config {
             Some(path) => Some(config::load(path).map_err(Failure::config)?),
             None => None,
@@ -141,7 +156,8 @@ impl Args {
             section,
             once: self.once,
             stdin: self.stdin.then_some(self.null),
-            events: self.events,
+            events: self.events.clone(),
+            progress: self.progress.clone(),
         })
     }
 }

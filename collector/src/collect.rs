@@ -112,6 +112,22 @@ impl Collector {
         })
     }
 
+    /// The sources and limits of a reloaded configuration, for the files
+    /// taken from now on.
+    pub fn reconfigure(&mut self, sources: Vec<Source>, gate: Gate) {
+        self.sources = sources;
+        self.gate = gate;
+        self.warned.clear();
+    }
+
+    pub fn reopen_events(&mut self, path: Option<&Path>) -> std::io::Result<()> {
+        self.events.reopen(path)
+    }
+
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
     pub fn finish(self) {
         self.events.finish();
     }

@@ -3,18 +3,21 @@
 //!
 //! [`ready`] and [`gate`] are pure rules (when is a file complete, may we add
 //! more); [`collect`] finds and takes files; [`run`] holds the three modes;
-//! the move itself is `spoolpost_common::admit`.
+//! the move itself is `spoolpost_common::admit`. [`check`] is `--check`;
+//! [`reload`] is SIGHUP in daemon mode.
 
+pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod gate;
 pub mod ready;
+pub mod reload;
 pub mod run;
 
 use std::path::{Component, Path, PathBuf};
 
-use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
+use spoolpost_common::notify::Notifier;
 use spoolpost_common::spool::Spool;
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +26,63 @@ use crate::gate::{Gate, Limits};
 
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if args.check {
+        return check::run(&args);
+    }
     let plan = args.plan()?;
+    let (sources, gate) = settings_of(&plan)?;
+    let spool = Spool::open(&plan.spool)?;
+    let events = spoolpost_common::progress::sink(
+        plan.events.as_deref(),
+        &plan.progress,
+        spoolpost_common::progress::Role::Collector,
+        &spool,
+        || None,
+    )?;
+    let mut collector = Collector::new(spool, sources, gate, events)?;
+    let notifier = Notifier::from_env();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
+        let result = match plan.stdin {
+            Some(nul) => run::from_stdin(&mut collector, nul, &stop),
+            None if plan.once => run::once(&mut collector),
+            None => {
+                let mut running = reload::Running {
+                    spool: plan.spool.clone(),
+                    rescan_interval: plan.section.rescan_interval,
+                };
+                let mut on_hup = |c: &mut Collector| {
+                    reload::apply(&args, &mut running, c);
+                    running.rescan_interval
+                };
+                let context = run::Service {
+                    notifier: &notifier,
+                    on_hup: &mut on_hup,
+                };
+                run::serve(&mut collector, plan.section.rescan_interval, &stop, context).await
+            }
+        };
+        if stop.is_cancelled() {
+            notifier.stopping();
+        }
+        signals.abort();
+        result
+    });
+    tracing::info!(files = collector.collected, "collector stopped");
+    collector.finish();
+    result
+}
+
+/// The sources and limits a plan asks for, checked: at start and on every
+/// reload, so a reload refuses what start-up would.
+pub(crate) fn settings_of(plan: &cli::Plan) -> Result<(Vec<Source>, Gate), Failure> {
     for source in &plan.section.sources {
         refuse_overlap(&plan.spool, &source.path, source.recursive).map_err(Failure::config)?;
     }
-    let spool = Spool::open(&plan.spool)?;
     let sources = plan
         .section
         .sources
@@ -46,31 +101,13 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         max_bytes: plan.section.max_incoming_bytes.map(|b| b.as_u64()),
         min_free: plan.section.min_free_space.map(|b| b.as_u64()),
     });
-    let events = EventSink::open(plan.events.as_deref())?;
-    let mut collector = Collector::new(spool, sources, gate, events)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(async {
-        let stop = CancellationToken::new();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
-        let result = match plan.stdin {
-            Some(nul) => run::from_stdin(&mut collector, nul, &stop),
-            None if plan.once => run::once(&mut collector),
-            None => run::serve(&mut collector, plan.section.rescan_interval, &stop).await,
-        };
-        signals.abort();
-        result
-    });
-    tracing::info!(files = collector.collected, "collector stopped");
-    collector.finish();
-    result
+    Ok((sources, gate))
 }
 
 /// A source that is the spool or inside it would take the spool's own files
 /// (renaming them onto themselves, forever); a recursive source holding the
 /// spool would too. Both are refused before anything is touched.
-fn refuse_overlap(spool: &Path, source: &Path, recursive: bool) -> Result<(), String> {
+pub(crate) fn refuse_overlap(spool: &Path, source: &Path, recursive: bool) -> Result<(), String> {
     let (spool_abs, source_abs) = (resolved(spool), resolved(source));
     if source_abs.starts_with(&spool_abs) {
         return Err(format!(

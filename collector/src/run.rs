@@ -1,5 +1,6 @@
 //! The collector's modes: one pass (`--once`), paths from standard input
-//! (`--stdin`), or watching the sources until SIGTERM/SIGINT.
+//! (`--stdin`), or watching the sources until SIGTERM/SIGINT, reloading on
+//! SIGHUP and keeping the service manager told (sd_notify).
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -8,7 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use spoolpost_common::exit::Failure;
+use spoolpost_common::notify::Notifier;
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -71,22 +74,44 @@ pub fn from_stdin(
     }
 }
 
-/// Watches the sources and takes files as they become ready, until `stop`.
-pub async fn serve(
-    collector: &mut Collector,
-    rescan_interval: Duration,
-    stop: &CancellationToken,
-) -> Result<(), Failure> {
-    let mut watcher = match Watcher::empty() {
+/// What a long-running collector answers to besides files: the service
+/// manager, and SIGHUP (which reloads and returns the new rescan interval).
+pub struct Service<'a> {
+    pub notifier: &'a Notifier,
+    pub on_hup: &'a mut dyn FnMut(&mut Collector) -> Duration,
+}
+
+fn new_watcher() -> Option<Watcher> {
+    match Watcher::empty() {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "inotify unavailable; polling the sources instead");
             None
         }
+    }
+}
+
+/// Watches the sources and takes files as they become ready, until `stop`.
+pub async fn serve(
+    collector: &mut Collector,
+    rescan_interval: Duration,
+    stop: &CancellationToken,
+    service: Service<'_>,
+) -> Result<(), Failure> {
+    let Service { notifier, on_hup } = service;
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
+            None
+        }
     };
+    let mut watchdog = notifier.watchdog();
+    let mut ready = false;
+    let mut watcher = new_watcher();
     let mut watched: Vec<std::path::PathBuf> = Vec::new();
     let mut folders: Vec<(usize, std::path::PathBuf)> = Vec::new();
-    let every = if watcher.is_some() {
+    let mut every = if watcher.is_some() {
         rescan_interval
     } else {
         POLL_INTERVAL
@@ -121,6 +146,13 @@ pub async fn serve(
                 }
             }
         }
+        if !ready {
+            ready = true;
+            notifier.ready(&format!(
+                "collecting from {} source(s)",
+                collector.sources.len()
+            ));
+        }
         let wake_at = next_check
             .unwrap_or_else(|| pacer.last() + every)
             .min(pacer.last() + every);
@@ -145,7 +177,28 @@ pub async fn serve(
                 }
             },
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
+            _ = watchdog.tick(notifier) => {}
+            Some(()) = next_hup(hup.as_mut()) => {
+                notifier.reloading();
+                let interval = on_hup(collector);
+                // The sources may have changed: watch afresh what the
+                // next scan finds.
+                watcher = new_watcher();
+                watched.clear();
+                folders.clear();
+                every = if watcher.is_some() { interval } else { POLL_INTERVAL };
+                next_check = None;
+                rescan = true;
+                notifier.ready(&format!("collecting from {} source(s)", collector.sources.len()));
+            }
         }
+    }
+}
+
+async fn next_hup(hup: Option<&mut Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

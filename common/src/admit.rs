@@ -37,10 +37,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::fsops::{fsync_dir, open_nofollow, rename_noreplace};
 use crate::fullname;
+use crate::lock::{self, Held};
 use crate::name::{Key, SpoolName};
 use crate::spool::{Spool, State, annotate, create_locked_folder, remove_dead_folders};
 
@@ -54,9 +54,9 @@ pub struct Admitter {
     spool: Spool,
     work: PathBuf,
     next: AtomicU64,
-    _lock: Flock<File>,
+    _lock: Held,
     /// This instance's claim folder in each source folder, made on first need.
-    claims: HashMap<PathBuf, Option<(PathBuf, Flock<File>)>>,
+    claims: HashMap<PathBuf, Option<(PathBuf, Held)>>,
 }
 
 /// How a file entered.
@@ -222,11 +222,9 @@ impl Admitter {
         let _lock = if ours {
             None
         } else {
-            match File::open(folder.join(LOCK_FILE)) {
-                Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                    Ok(lock) => Some(lock),
-                    Err(_) => return results, // alive (or being swept by another)
-                },
+            match lock::try_take(&folder.join(LOCK_FILE)) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => return results, // alive (or being swept by another)
                 // No lock file: a start-up or clean exit cut short; any
                 // file in it is orphaned.
                 Err(_) => None,
@@ -401,7 +399,7 @@ impl Admitter {
 /// Makes `.spoolpost-claim-ID/` in `dir` with its `.lock` locked. A sweep
 /// by another instance may remove the folder in the instant before `.lock`
 /// exists (it looks orphaned), so that step is retried.
-fn make_claim_folder(dir: &Path) -> io::Result<(PathBuf, Flock<File>)> {
+fn make_claim_folder(dir: &Path) -> io::Result<(PathBuf, Held)> {
     let mut last = io::Error::other("no attempt");
     for _ in 0..4 {
         let path = dir.join(format!(
@@ -410,12 +408,8 @@ fn make_claim_folder(dir: &Path) -> io::Result<(PathBuf, Flock<File>)> {
             fastrand::u32(..)
         ));
         fs::create_dir(&path)?;
-        match File::create(path.join(LOCK_FILE)) {
-            Ok(file) => {
-                let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, errno)| io::Error::from(errno))?;
-                return Ok((path, lock));
-            }
+        match lock::create(&path.join(LOCK_FILE)) {
+            Ok(lock) => return Ok((path, lock)),
             Err(e) => last = e,
         }
     }

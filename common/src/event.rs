@@ -1,7 +1,9 @@
 //! Event lines: one JSON object per line for each thing that happened to a
 //! file (collected, delivered, rejected, retried, expired, vanished). They go to stdout
 //! or a file for the reporter and for whatever else reads them; diagnostics
-//! go to stderr through `tracing`, never here.
+//! go to stderr through `tracing`, never here. When a person watches, the
+//! sink also feeds the progress line (`progress.rs`), so every "something
+//! happened to a file" passes through [`EventSink::emit`] and nowhere else.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -11,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +78,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub struct EventSink {
     shared: Option<Arc<Shared>>,
     writer: Option<JoinHandle<()>>,
+    progress: Option<Arc<Progress>>,
 }
 
 /// The longest an event line waits before it is written.
@@ -128,10 +133,30 @@ impl EventSink {
         EventSink {
             shared: Some(shared),
             writer: Some(writer),
+            progress: None,
         }
     }
 
+    /// Writes no lines (a person reads stdout and sees the progress instead).
+    pub fn discard() -> EventSink {
+        EventSink {
+            shared: None,
+            writer: None,
+            progress: None,
+        }
+    }
+
+    /// Also counts every event into `progress`, which prints its summary
+    /// when the sink finishes.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> EventSink {
+        self.progress = Some(progress);
+        self
+    }
+
     pub fn emit(&self, event: &Event) {
+        if let Some(progress) = &self.progress {
+            progress.record(event);
+        }
         let Some(shared) = &self.shared else { return };
         let mut pending = shared.state.lock().unwrap();
         if pending.broken {
@@ -142,6 +167,39 @@ impl EventSink {
         if pending.lines.len() >= FLUSH_BYTES {
             shared.wake.notify_one();
         }
+    }
+
+    /// Queues any serializable record as one line (used for lines that are
+    /// about the program, not a file, like `"event":"reload"`).
+    pub fn emit_record<T: Serialize>(&self, record: &T) {
+        let Some(shared) = &self.shared else { return };
+        let mut pending = shared.state.lock().unwrap();
+        if pending.broken {
+            return;
+        }
+        if serde_json::to_writer(&mut pending.lines, record).is_ok() {
+            pending.lines.push(b'\n');
+        }
+        shared.wake.notify_one();
+    }
+
+    /// Opens `path` afresh (logrotate moved the old file away) and writes
+    /// what was queued for the old one there: no line is lost or doubled.
+    /// On failure the old sink keeps writing. Only a file is reopened:
+    /// stdout (no path, or `-`) and a sink that writes nowhere (a person
+    /// watches the progress line instead) stay as they are, and so does the
+    /// progress line.
+    pub fn reopen(&mut self, path: Option<&Path>) -> io::Result<()> {
+        let Some(path) = path.filter(|p| *p != Path::new("-")) else {
+            return Ok(());
+        };
+        if self.shared.is_none() {
+            return Ok(());
+        }
+        let mut fresh = EventSink::open(Some(path))?;
+        fresh.progress = self.progress.take();
+        std::mem::replace(self, fresh).close();
+        Ok(())
     }
 
     /// Writes what is queued and stops the writer.
@@ -156,6 +214,9 @@ impl EventSink {
         }
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(progress) = self.progress.take() {
+            progress.finish();
         }
     }
 }
@@ -200,6 +261,35 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SIGHUP reopens the events file; a sink that writes nowhere (a
+    /// person watches the progress line) or to stdout must stay so, not
+    /// start printing event lines onto the terminal.
+    #[test]
+    fn reopen_touches_only_a_file_and_keeps_what_writes_nowhere() {
+        let mut quiet = EventSink::discard();
+        quiet.reopen(None).unwrap();
+        quiet.reopen(Some(Path::new("-"))).unwrap();
+        assert!(quiet.shared.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        let mut sink = EventSink::open(Some(&old)).unwrap();
+        sink.emit_record(&serde_json::json!({"n": 1}));
+        sink.reopen(Some(&new)).unwrap();
+        sink.emit_record(&serde_json::json!({"n": 2}));
+        sink.finish();
+        let (old, new) = (
+            std::fs::read_to_string(old).unwrap(),
+            std::fs::read_to_string(new).unwrap(),
+        );
+        assert_eq!(
+            old.lines().count() + new.lines().count(),
+            2,
+            "{old:?} {new:?}"
+        );
+        assert!(new.contains("\"n\":2"), "{new:?}");
+    }
 
     #[test]
     fn events_are_one_json_object_per_line_and_skip_empty_fields() {

@@ -1,12 +1,20 @@
-//! The few filesystem operations the spool protocol is built from.
+//! The few filesystem operations the spool protocol is built from, and the
+//! differences between Unixes in them.
 //!
 //! Every state change is a rename that must never overwrite: an overwrite
 //! would silently lose the file that was there. Linux offers that as
-//! `renameat2(RENAME_NOREPLACE)`; filesystems that lack it (some network and
-//! FUSE filesystems answer `EINVAL`) get `link` + `unlink`, which also refuses
-//! to overwrite but leaves the file in both places for an instant. A crash in
-//! that instant means a duplicate delivery, never a lost file. The rules
-//! of the fallback are docs/spool.md's rules 5 and 6.
+//! `renameat2(RENAME_NOREPLACE)`, macOS as `renameatx_np(RENAME_EXCL)`;
+//! other systems (AIX, the BSDs) and filesystems that lack it (some network
+//! and FUSE filesystems answer `EINVAL`) get `link` + `unlink`, which also
+//! refuses to overwrite but leaves the file in both places for an instant.
+//! A crash in that instant means a duplicate delivery, never a lost file.
+//! The rules of the fallback are docs/spool.md's rules 5 and 6.
+//!
+//! Also here: a directory fsync that some systems cannot do (AIX answers
+//! `EBADF`), and telling a symlink from other refusals of `O_NOFOLLOW`
+//! (Linux answers `ELOOP`, FreeBSD `EMLINK`, NetBSD `EFTYPE`).
+//! docs/platforms.md lists the environment switches that force each
+//! portable path on Linux, so it is tested there.
 
 use std::fs::File;
 use std::io;
@@ -16,10 +24,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, RenameFlags, renameat2};
+use nix::fcntl::OFlag;
 
-/// Set once we learn that the spool's filesystem does not support
-/// `RENAME_NOREPLACE`, so later renames go straight to the fallback.
+/// Set once we learn that the spool's filesystem does not support a
+/// no-replace rename, so later renames go straight to the fallback.
 static NOREPLACE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// The environment variable that forces the `link` + `unlink` fallback
@@ -27,37 +35,108 @@ static NOREPLACE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 /// filesystem support `RENAME_NOREPLACE`.
 pub const RENAME_ENV: &str = "SPOOLPOST_RENAME";
 
+/// The environment variable that makes directory fsync count as unsupported
+/// (`SPOOLPOST_DIR_FSYNC=unsupported`), as it is on AIX.
+pub const DIR_FSYNC_ENV: &str = "SPOOLPOST_DIR_FSYNC";
+
+/// Reads a switch once: `Some(true)` for `forced`, `Some(false)` for
+/// `native` or empty, a warning and `Some(false)` for anything else.
+pub(crate) fn switch(var: &str, forced: &str, native: &str) -> bool {
+    match std::env::var_os(var) {
+        None => false,
+        Some(v) if v == forced => true,
+        Some(v) if v.is_empty() || v == native => false,
+        Some(v) => {
+            tracing::warn!(value = ?v, "{var} is neither \"{forced}\" nor \"{native}\"; using {native}");
+            false
+        }
+    }
+}
+
 /// Whether the fallback is forced by [`RENAME_ENV`], read once.
 fn link_forced() -> bool {
     static FORCED: OnceLock<bool> = OnceLock::new();
-    *FORCED.get_or_init(|| match std::env::var_os(RENAME_ENV) {
-        None => false,
-        Some(v) if v == "link" => true,
-        Some(v) if v.is_empty() || v == "noreplace" => false,
-        Some(v) => {
-            tracing::warn!(value = ?v, "{RENAME_ENV} is neither \"link\" nor \"noreplace\"; using noreplace");
-            false
-        }
-    })
+    *FORCED.get_or_init(|| switch(RENAME_ENV, "link", "noreplace"))
 }
 
 /// Renames `from` to `to`, failing with `ErrorKind::AlreadyExists` if `to`
 /// exists, and with `ErrorKind::NotFound` if `from` is gone.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    if !link_forced() && !NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
-        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+    if HAS_NATIVE && !link_forced() && !NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
+        match native_noreplace(from, to) {
             Ok(()) => return Ok(()),
-            Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            Err(e) if is_unsupported(&e) => {
                 NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     path = %to.display(),
-                    "filesystem lacks RENAME_NOREPLACE; falling back to link+unlink"
+                    "filesystem lacks a no-replace rename; falling back to link+unlink"
                 );
             }
-            Err(errno) => return Err(errno.into()),
+            Err(e) => return Err(e),
         }
     }
     link_unlink(from, to)
+}
+
+/// Whether files move by `link` + `unlink` here, as far as this process
+/// knows: on a system without a no-replace rename, when forced, or once a
+/// rename found the filesystem lacking. A link into a folder is not a
+/// rename to inotify (`IN_CREATE`, not `IN_MOVED_TO`): watchers ask this.
+pub fn moves_by_link() -> bool {
+    !HAS_NATIVE || link_forced() || NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// Whether this system has a no-replace rename of its own.
+const HAS_NATIVE: bool = cfg!(any(target_os = "linux", target_os = "macos"));
+
+fn is_unsupported(e: &io::Error) -> bool {
+    [Errno::EINVAL, Errno::ENOSYS, Errno::ENOTSUP]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(*errno as i32))
+}
+
+#[cfg(target_os = "linux")]
+fn native_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are NUL-terminated and live across the call.
+    let rc = unsafe {
+        nix::libc::renameat2(
+            nix::libc::AT_FDCWD,
+            from.as_ptr(),
+            nix::libc::AT_FDCWD,
+            to.as_ptr(),
+            nix::libc::RENAME_NOREPLACE,
+        )
+    };
+    Errno::result(rc).map(drop).map_err(io::Error::from)
+}
+
+#[cfg(target_os = "macos")]
+fn native_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are NUL-terminated and live across the call.
+    let rc = unsafe {
+        nix::libc::renameatx_np(
+            nix::libc::AT_FDCWD,
+            from.as_ptr(),
+            nix::libc::AT_FDCWD,
+            to.as_ptr(),
+            nix::libc::RENAME_EXCL,
+        )
+    };
+    Errno::result(rc).map(drop).map_err(io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn native_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(Errno::ENOSYS.into())
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds a NUL byte"))
 }
 
 /// The fallback: `link(from, to)`, which refuses to overwrite, then
@@ -73,7 +152,8 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 fn link_unlink(from: &Path, to: &Path) -> io::Result<()> {
     match std::fs::hard_link(from, to) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(Errno::EPERM as i32) && from.is_dir() => {
+        // Linux says EPERM; other systems EISDIR or EACCES: ask the type.
+        Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => {
             if std::fs::symlink_metadata(to).is_ok() {
                 return Err(io::ErrorKind::AlreadyExists.into());
             }
@@ -94,19 +174,67 @@ fn unlink_or_withdraw(from: &Path, to: &Path) -> io::Result<()> {
     })
 }
 
-/// Opens a file for reading without following a symlink (`ELOOP` instead)
-/// and without blocking on a FIFO. Callers still check it is a regular file.
+/// Opens a file for reading without following a symlink and without
+/// blocking on a FIFO. Callers still check it is a regular file. A symlink
+/// is refused with `ELOOP` on every system: each says it differently
+/// (FreeBSD `EMLINK`, NetBSD `EFTYPE`), so the file type decides.
 /// (std already opens with `O_CLOEXEC`.)
 pub fn open_nofollow(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
+        .map_err(|e| {
+            let is_symlink =
+                || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            symlink_refusal(e, is_symlink)
+        })
+}
+
+/// An `O_NOFOLLOW` open's error, as `ELOOP` when the path is a symlink.
+/// `is_symlink` (an `lstat`) is asked only for errors a symlink can cause.
+fn symlink_refusal(e: io::Error, is_symlink: impl FnOnce() -> bool) -> io::Error {
+    let may_be_symlink = e.kind() != io::ErrorKind::NotFound
+        && e.raw_os_error() != Some(Errno::ELOOP as i32)
+        && e.raw_os_error().is_some();
+    if may_be_symlink && is_symlink() {
+        Errno::ELOOP.into()
+    } else {
+        e
+    }
 }
 
 /// Makes the entries of a directory (renames into or out of it) durable.
+/// Where a directory cannot be fsynced (AIX answers `EBADF`, some systems
+/// `EINVAL`), there is nothing more to do than the rename did: that is
+/// logged once and counts as done, not as a failure of the move.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    if dir_fsync_forced_unsupported() {
+        return dir_fsync_unsupported(dir, Errno::EBADF.into());
+    }
+    match File::open(dir)?.sync_all() {
+        Err(e) if is_dir_fsync_unsupported(&e) => dir_fsync_unsupported(dir, e),
+        other => other,
+    }
+}
+
+fn is_dir_fsync_unsupported(e: &io::Error) -> bool {
+    [Errno::EBADF, Errno::EINVAL]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(*errno as i32))
+}
+
+fn dir_fsync_unsupported(dir: &Path, e: io::Error) -> io::Result<()> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(folder = %dir.display(), error = %e, "this system cannot fsync a folder; renames are as durable as the filesystem makes them");
+    }
+    Ok(())
+}
+
+fn dir_fsync_forced_unsupported() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| switch(DIR_FSYNC_ENV, "unsupported", "native"))
 }
 
 /// Whether an error means the disk or quota is full: the caller should pause
@@ -202,5 +330,36 @@ mod tests {
         let b = dir.path().join("b");
         link_unlink(&a, &b).unwrap();
         assert!(b.join(".lock").exists() && !a.exists());
+    }
+
+    #[test]
+    fn a_symlink_is_told_by_its_file_type_whatever_errno_the_system_gives() {
+        let eloop = |e: io::Error| e.raw_os_error() == Some(Errno::ELOOP as i32);
+        // FreeBSD's EMLINK and NetBSD's EFTYPE (79 there) for O_NOFOLLOW.
+        for errno in [Errno::EMLINK as i32, 79, Errno::ELOOP as i32] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(eloop(symlink_refusal(e, || true)), "errno {errno}");
+        }
+        let emlink = io::Error::from_raw_os_error(Errno::EMLINK as i32);
+        assert!(!eloop(symlink_refusal(emlink, || false)));
+        let gone = io::Error::from(io::ErrorKind::NotFound);
+        let kept = symlink_refusal(gone, || panic!("no lstat for a missing file"));
+        assert_eq!(kept.kind(), io::ErrorKind::NotFound);
+        // And on this system, end to end.
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("l")).unwrap();
+        assert!(eloop(open_nofollow(&dir.path().join("l")).unwrap_err()));
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_fsynced_counts_as_synced() {
+        for errno in [Errno::EBADF, Errno::EINVAL] {
+            assert!(is_dir_fsync_unsupported(&errno.into()));
+        }
+        assert!(!is_dir_fsync_unsupported(&Errno::EIO.into()));
+        assert!(!is_dir_fsync_unsupported(&Errno::ENOSPC.into()));
+        let dir = tempfile::tempdir().unwrap();
+        dir_fsync_unsupported(dir.path(), Errno::EBADF.into()).unwrap();
+        fsync_dir(dir.path()).unwrap();
     }
 }

@@ -44,7 +44,7 @@ pub fn init(format: LogFormat, verbose: u8) {
     let filter = EnvFilter::try_from_env("SPOOLPOST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::progress::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {

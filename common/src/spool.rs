@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A sender instance owns `sending/ID/` for as long as it holds an exclusive
-//! `flock` on `sending/ID/.lock`. The kernel drops the lock when the process
+//! lock on `sending/ID/.lock` (`flock`, or `fcntl` where that is the native
+//! lock: see the `lock` module). The kernel drops the lock when the process
 //! dies however it dies, so a claim folder whose lock can be taken belongs to
 //! a dead instance and its files go back to `incoming/`. The rules for
 //! claim folders, start-up and recovery are docs/spool.md's rules 1-4, 9.
@@ -24,9 +25,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::fsops::{fsync_dir, rename_noreplace};
+use crate::lock::{self, Held};
 use crate::name::{Key, SpoolName};
 use crate::reason::ReasonRecord;
 
@@ -221,7 +221,7 @@ pub struct ClaimFolder {
     spool: Spool,
     id: String,
     dir: PathBuf,
-    _lock: Flock<File>,
+    _lock: Held,
 }
 
 impl ClaimFolder {
@@ -438,14 +438,12 @@ pub const BUILD_GRACE: Duration = Duration::from_secs(60);
 pub(crate) fn create_locked_folder(
     spool: &Spool,
     prefix: &str,
-) -> io::Result<(String, PathBuf, Flock<File>)> {
+) -> io::Result<(String, PathBuf, Held)> {
     let id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
     let dir = spool.tmp().join(format!("{prefix}{id}"));
     fs::create_dir(&dir).map_err(|e| annotate(e, "cannot create", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
-    let file = File::create(&lock_path).map_err(|e| annotate(e, "cannot create", &lock_path))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, errno)| annotate(errno.into(), "cannot lock", &lock_path))?;
+    let lock = lock::create(&lock_path).map_err(|e| annotate(e, "cannot lock", &lock_path))?;
     Ok((id, dir, lock))
 }
 
@@ -521,18 +519,15 @@ pub fn requeue(spool: &Spool, error_name: &OsStr) -> io::Result<PathBuf> {
     Ok(moved)
 }
 
-/// Takes the lock of a claim folder if nobody holds it. A folder without a
+/// Takes the lock of a claim folder if nobody holds it (this process
+/// included: its own folders are never taken back). A folder without a
 /// lock file (recovery cut short after removing it) counts as unowned.
-fn try_lock(path: &Path) -> io::Result<Option<Option<Flock<File>>>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
-        Err(e) => return Err(annotate(e, "cannot open", path)),
-    };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(Some(lock))),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(annotate(errno.into(), "cannot lock", path)),
+fn try_lock(path: &Path) -> io::Result<Option<Option<Held>>> {
+    match lock::try_take(path) {
+        Ok(Some(held)) => Ok(Some(Some(held))),
+        Ok(None) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(None)),
+        Err(e) => Err(annotate(e, "cannot lock", path)),
     }
 }
 

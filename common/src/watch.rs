@@ -1,33 +1,44 @@
-//! Noticing files as they arrive in folders, through inotify: the sender
-//! watches `incoming/`, the collector its source folders.
+//! Noticing files as they arrive in folders: the sender watches
+//! `incoming/`, the collector its source folders.
 //!
-//! Events carry the file's name, so a new file can be handled without
-//! reading its folder again. When the kernel's event queue overflows the
-//! batch says so and the caller rescans instead.
+//! Two backends behind one interface. On Linux, inotify
+//! ([`inotify`](self::inotify)): events name the file, and say when its
+//! writer closed it. Elsewhere (AIX, the BSDs, macOS), when inotify cannot
+//! be had, or with `SPOOLPOST_WATCH=poll`, polling ([`poll`](self::poll)):
+//! a `stat` of each folder per tick and a listing only when it changed.
+//! Polling cannot see a writer close a file, so every file it reports is
+//! unfinished and `close-write` readiness becomes `settle` (one warning).
 
-use std::collections::HashMap;
+#[cfg(target_os = "linux")]
+mod inotify;
+mod poll;
+
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+/// The environment variable that forces polling where inotify exists
+/// (`SPOOLPOST_WATCH=poll`), so that path is tested on Linux.
+pub const WATCH_ENV: &str = "SPOOLPOST_WATCH";
 
-struct Fd(Inotify);
+/// Whether polling is forced by [`WATCH_ENV`], read once.
+fn poll_forced() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| crate::fsops::switch(WATCH_ENV, "poll", "inotify"))
+}
 
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
+enum Backend {
+    #[cfg(target_os = "linux")]
+    Inotify(inotify::Inotify),
+    Poll(poll::Poll),
 }
 
 pub struct Watcher {
-    fd: AsyncFd<Fd>,
-    folders: HashMap<WatchDescriptor, usize>,
+    backend: Backend,
+    /// Whether the settle fallback of `close-write` was reported.
+    warned: bool,
 }
 
 /// A file that appeared or was finished in watched folder `folder`.
@@ -36,7 +47,7 @@ pub struct Seen {
     pub folder: usize,
     pub name: OsString,
     /// Renamed into the folder, or closed after writing: the writer is done
-    /// with it, as far as inotify can tell.
+    /// with it, as far as inotify can tell. Never set when polling.
     pub finished: bool,
 }
 
@@ -48,74 +59,77 @@ pub struct Batch {
 }
 
 impl Watcher {
-    /// Watches `dir` for files renamed into it or closed after writing.
+    /// Watches `dir` for files renamed into it or closed after writing,
+    /// and created in it when files move by `link` (as the spool's other
+    /// processes then do too: they share its filesystem).
     pub fn new(dir: &Path) -> io::Result<Watcher> {
         let mut watcher = Watcher::empty()?;
-        watcher.add(dir, 0, false)?;
+        watcher.watch(dir, 0, crate::fsops::moves_by_link())?;
         Ok(watcher)
     }
 
     /// A watcher with no folders yet.
     pub fn empty() -> io::Result<Watcher> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        // SAFETY: `Fd` owns the Inotify, which owns its descriptor and keeps
-        // it open, unchanged, until the Inotify is dropped with the AsyncFd.
-        let fd = unsafe { AsyncFd::register_with_interest(Fd(inotify), Interest::READABLE) }
-            .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Watcher {
-            fd,
-            folders: HashMap::new(),
+            backend: backend(),
+            warned: false,
         })
+    }
+
+    /// Whether this watcher polls (and so never reports a file finished).
+    pub fn polls(&self) -> bool {
+        matches!(self.backend, Backend::Poll(_))
     }
 
     /// Adds a folder, reported as `folder` in events. With `created`, files
     /// are also reported when created (not yet finished), for callers that
-    /// judge readiness themselves.
+    /// judge readiness themselves; without, the caller wants to know when
+    /// files are finished, which polling cannot tell: it says so once.
     pub fn add(&mut self, dir: &Path, folder: usize, created: bool) -> io::Result<()> {
-        let mut flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
-        if created {
-            flags |= AddWatchFlags::IN_CREATE;
+        if !created && self.polls() && !self.warned {
+            self.warned = true;
+            tracing::warn!(folder = %dir.display(), "polling cannot see a writer close a file: close-write readiness falls back to settle");
         }
-        let wd = self.fd.get_ref().0.add_watch(dir, flags)?;
-        self.folders.insert(wd, folder);
-        Ok(())
+        self.watch(dir, folder, created)
+    }
+
+    fn watch(&mut self, dir: &Path, folder: usize, created: bool) -> io::Result<()> {
+        match &mut self.backend {
+            #[cfg(target_os = "linux")]
+            Backend::Inotify(b) => b.add(dir, folder, created),
+            Backend::Poll(b) => b.add(dir, folder),
+        }
     }
 
     /// Waits for the next events and returns them all. Folders are not
     /// reported.
     pub async fn next(&self) -> io::Result<Batch> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.get_inner().0.read_events() {
-                Ok(events) => {
-                    let mut batch = Batch::default();
-                    for event in events {
-                        if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                            batch.overflow = true;
-                        }
-                        if event.mask.contains(AddWatchFlags::IN_ISDIR) {
-                            continue;
-                        }
-                        if let (Some(name), Some(folder)) =
-                            (event.name, self.folders.get(&event.wd))
-                        {
-                            let finished = event.mask.intersects(
-                                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
-                            );
-                            batch.seen.push(Seen {
-                                folder: *folder,
-                                name,
-                                finished,
-                            });
-                        }
-                    }
-                    return Ok(batch);
-                }
-                Err(Errno::EAGAIN) => guard.clear_ready(),
-                Err(errno) => return Err(errno.into()),
-            }
+        match &self.backend {
+            #[cfg(target_os = "linux")]
+            Backend::Inotify(b) => b.next().await,
+            Backend::Poll(b) => Ok(b.next().await),
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn backend() -> Backend {
+    if poll_forced() {
+        return Backend::Poll(poll::Poll::new());
+    }
+    match inotify::Inotify::new() {
+        Ok(b) => Backend::Inotify(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify unavailable; polling instead");
+            Backend::Poll(poll::Poll::new())
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn backend() -> Backend {
+    let _ = poll_forced(); // read, so a wrong value is still reported
+    Backend::Poll(poll::Poll::new())
 }
 
 /// The next batch of an optional watcher: without one, never (callers

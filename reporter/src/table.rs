@@ -116,7 +116,9 @@ pub fn to_table(r: &Report, colour: bool) -> String {
         let circuit = match &rec.circuit {
             None => "-".to_string(),
             Some(c) if c.state == CircuitState::Closed => "closed".into(),
-            Some(c) => paint(format!("{} since {}", c.state.as_str(), c.since), "31"),
+            // The time goes below the table: a timestamp in a cell pushes
+            // the row past 80 columns.
+            Some(c) => paint(c.state.as_str().to_string(), "31"),
         };
         rows.push(vec![
             name.clone(),
@@ -135,19 +137,40 @@ pub fn to_table(r: &Report, colour: bool) -> String {
         ]);
     }
     table(&mut out, rows);
-
-    let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
-    let mut header = vec!["receiver".to_string(), "total".into()];
-    header.extend(r.age_buckets.iter().map(|b| bucket_label(*b)));
-    let mut rows = vec![header];
     for (name, rec) in &r.receivers {
-        let mut row = vec![name.clone(), rec.spool.backlog.files.to_string()];
-        row.extend(
-            rec.spool
-                .ages
-                .iter()
-                .map(|n| if *n == 0 { ".".into() } else { n.to_string() }),
-        );
+        if let Some(c) = rec
+            .circuit
+            .as_ref()
+            .filter(|c| c.state != CircuitState::Closed)
+        {
+            let _ = writeln!(
+                out,
+                "  circuit of {name} {} since {}",
+                c.state.as_str(),
+                c.since
+            );
+        }
+    }
+
+    // One row per age bucket and a column per receiver: fifteen buckets
+    // side by side do not fit 80 columns, a few receivers do.
+    let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
+    let mut header = vec!["age".to_string()];
+    header.extend(r.receivers.keys().cloned());
+    let mut rows = vec![header];
+    let mut total = vec!["total".to_string()];
+    total.extend(
+        r.receivers
+            .values()
+            .map(|rec| rec.spool.backlog.files.to_string()),
+    );
+    rows.push(total);
+    for (i, bound) in r.age_buckets.iter().enumerate() {
+        let mut row = vec![bucket_label(*bound)];
+        row.extend(r.receivers.values().map(|rec| match rec.spool.ages.get(i) {
+            Some(n) if *n > 0 => n.to_string(),
+            _ => ".".into(),
+        }));
         rows.push(row);
     }
     table(&mut out, rows);
@@ -192,7 +215,7 @@ pub fn to_table(r: &Report, colour: bool) -> String {
             ]);
         }
         table(&mut out, rows);
-        let _ = writeln!(out, "\nLATENCY (ms)");
+        let _ = writeln!(out, "\nOUTCOMES AND LATENCY (ms)");
         let ms = |p: &Percentiles| {
             let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
             format!("{}/{}/{}", f(p.p50), f(p.p90), f(p.p99))
@@ -205,11 +228,14 @@ pub fn to_table(r: &Report, colour: bool) -> String {
                 "rejected",
                 "expired",
                 "redelivered",
-                "attempt p50/p90/p99",
-                "end-to-end p50/p90/p99",
             ]
             .map(String::from)
             .to_vec(),
+        ];
+        let mut latency = vec![
+            ["receiver", "attempt p50/p90/p99", "end-to-end p50/p90/p99"]
+                .map(String::from)
+                .to_vec(),
         ];
         for (name, e) in &ev.receivers {
             rows.push(vec![
@@ -219,11 +245,15 @@ pub fn to_table(r: &Report, colour: bool) -> String {
                 e.rejected.to_string(),
                 e.expired.to_string(),
                 e.redeliveries.to_string(),
+            ]);
+            latency.push(vec![
+                name.clone(),
                 ms(&e.attempt_latency_ms),
                 ms(&e.end_to_end_ms),
             ]);
         }
         table(&mut out, rows);
+        table(&mut out, latency);
     }
     out
 }

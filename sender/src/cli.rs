@@ -8,6 +8,7 @@ use clap::Parser;
 use spoolpost_common::config::{self, HeaderValue, Method, ReceiverConfig, SenderSection};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::logging::Diagnostics;
+use spoolpost_common::progress::ProgressFlags;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::Spool;
 
@@ -69,6 +70,9 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub progress: ProgressFlags,
+
     /// Delete delivered files instead of moving them to done/.
     #[arg(long)]
     pub delete_delivered: bool,
@@ -116,6 +120,16 @@ pub struct Args {
     /// Request timeout for --url, plus one second per MiB of file.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, help_heading = "Receiver")]
     pub timeout: Duration,
+
+    /// Validate the configuration, its secrets and the spool, report every
+    /// problem and exit: 0 ok, 78 configuration, 74 spool.
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: also connect (and complete the TLS handshake) to each
+    /// receiver and report its latency; exit 75 if one cannot be reached.
+    #[arg(long, requires = "check")]
+    pub probe: bool,
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,
@@ -169,10 +183,11 @@ impl Args {
             settings,
             once: self.once,
             events: self.events,
+            progress: self.progress,
         })
     }
 
-    fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
+    pub(crate) fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
         let mut receiver = ReceiverConfig::for_url(url);
         receiver.method = self.method;
         receiver.content_type = self.content_type.clone();

@@ -10,8 +10,10 @@
 //! and holds, [`run`] holds the process's life cycle, and [`file`] opens a
 //! claimed file and notices it changing.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
+pub mod check;
 pub mod circuit;
 pub mod cli;
 pub mod dispatch;
@@ -19,6 +21,7 @@ pub mod file;
 pub mod http;
 pub mod job;
 pub mod outcome;
+pub mod probe;
 pub mod run;
 pub mod settle;
 pub mod shared;
@@ -29,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if args.check {
+        return check::run(&args);
+    }
     let plan = args.plan()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.settings.threads)

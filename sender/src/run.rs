@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use spoolpost_common::config::SenderSection;
-use spoolpost_common::event::EventSink;
 use spoolpost_common::exit::Failure;
+use spoolpost_common::progress::{self, ProgressFlags, Role};
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::{Notify, Semaphore};
@@ -30,6 +30,7 @@ pub struct Plan {
     pub settings: SenderSection,
     pub once: bool,
     pub events: Option<std::path::PathBuf>,
+    pub progress: ProgressFlags,
 }
 
 /// How often dead senders' claim folders are looked for while running.
@@ -47,6 +48,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         settings,
         once,
         events,
+        progress,
     } = plan;
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
@@ -56,7 +58,10 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         );
     }
     let http = Http::new(router.receivers()).map_err(Failure::config)?;
-    let events = EventSink::open(events.as_deref())?;
+    // Only a --once run knows how many files it has to do.
+    let events = progress::sink(events.as_deref(), &progress, Role::Sender, &spool, || {
+        once.then(|| progress::count_incoming(&spool)).flatten()
+    })?;
     let claims = ClaimFolder::create(&spool)?;
     let now = Instant::now();
     let breaker_config = BreakerConfig {
@@ -105,6 +110,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         "sender started"
     );
     shared.circuits.publish();
+    spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
@@ -112,6 +118,9 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     } else {
         serve(&mut dispatcher, &settings, &stop).await
     };
+    if stop.is_cancelled() {
+        spoolpost_common::notify::global().stopping();
+    }
     let cut = dispatcher.drain_within(settings.grace).await;
     if cut > 0 {
         tracing::warn!(
@@ -205,6 +214,7 @@ async fn serve(
     let mut holds = tokio::time::interval(crate::circuit::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
+    let mut watchdog = spoolpost_common::notify::global().watchdog();
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -236,6 +246,7 @@ async fn serve(
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
+            _ = watchdog.tick(spoolpost_common::notify::global()) => {}
         }
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod files;
 mod http;
 mod names;
+mod portable;
 mod recovery;
 mod spool;
 

@@ -9,15 +9,21 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
-use spoolpost_tests::harness::eventually;
+use spoolpost_common::lock::{self, Kind};
+use spoolpost_tests::harness::{bin, eventually};
 
 /// A key for hand-made spool names: 24 lowercase hex digits.
 pub fn key(n: u32) -> String {
     format!("{:024x}", 0xdead_0000_0000_0000_0000u128 + n as u128)
 }
 
-/// Whether some process holds an exclusive flock on `path`.
+/// Whether some process holds an exclusive lock on `path`: a flock, or
+/// an fcntl lock when spoolpost uses those (`SPOOLPOST_LOCK=fcntl`).
 pub fn is_locked(path: &Path) -> bool {
+    if lock::kind() == Kind::Fcntl {
+        // This process holds no lock on it, so a refusal is another's.
+        return lock::is_held(path).unwrap_or(false);
+    }
     let Ok(file) = File::open(path) else {
         return false;
     };
@@ -27,13 +33,21 @@ pub fn is_locked(path: &Path) -> bool {
 /// A process holding an exclusive flock on `path` until it is killed. The
 /// shell takes the lock on its own descriptor and then becomes `sleep`, so
 /// killing that one process frees the lock.
+/// With fcntl locks, which util-linux cannot take, a small helper does.
 pub fn hold_lock(path: &Path) -> Child {
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec 9>>"$0"; flock -x 9; exec sleep 600"#)
-        .arg(path)
-        .spawn()
-        .expect("sh and util-linux flock");
+    let child = if lock::kind() == Kind::Fcntl {
+        Command::new(bin("hold-lock"))
+            .arg(path)
+            .spawn()
+            .expect("the hold-lock helper")
+    } else {
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 9>>"$0"; flock -x 9; exec sleep 600"#)
+            .arg(path)
+            .spawn()
+            .expect("sh and util-linux flock")
+    };
     assert!(
         eventually(Duration::from_secs(10), || is_locked(path)),
         "the helper never took the lock"

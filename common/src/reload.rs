@@ -1,0 +1,96 @@
+//! What a reload (SIGHUP) reports, shared by every program that reloads:
+//! the `"event":"reload"` line and the settings that only a restart can
+//! change. Deciding what to re-read is each program's own business; this
+//! module keeps the report the same everywhere.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::event::{EventSink, rfc3339};
+
+/// The event line a reload writes, accepted or refused.
+#[derive(Debug, Serialize)]
+pub struct ReloadEvent {
+    pub time: String,
+    pub event: &'static str,
+    pub program: &'static str,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Settings that changed in the file but keep their old value until
+    /// a restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
+/// Logs and writes the outcome of a reload.
+pub fn report(
+    events: &EventSink,
+    program: &'static str,
+    outcome: Result<Vec<String>, String>,
+) -> bool {
+    let (ok, error, restart_needed) = match outcome {
+        Ok(restart) => {
+            if !restart.is_empty() {
+                tracing::warn!(settings = %restart.join(", "), "reloaded; these settings need a restart and keep their old value");
+            } else {
+                tracing::info!("reloaded the configuration");
+            }
+            (true, None, restart)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the old configuration keeps running");
+            (false, Some(e), Vec::new())
+        }
+    };
+    events.emit_record(&ReloadEvent {
+        time: rfc3339(SystemTime::now()),
+        event: "reload",
+        program,
+        ok,
+        error,
+        restart_needed,
+    });
+    ok
+}
+
+/// The names of settings whose old and new values differ, from pairs of
+/// (name, changed).
+pub fn changed(settings: &[(&str, bool)]) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_settings_are_named() {
+        assert_eq!(
+            changed(&[("spool", true), ("threads", false)]),
+            vec!["spool".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_refused_reload_line_says_why() {
+        let line = serde_json::to_string(&ReloadEvent {
+            time: "t".into(),
+            event: "reload",
+            program: "collector",
+            ok: false,
+            error: Some("c.toml:3: unknown field".into()),
+            restart_needed: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"t","event":"reload","program":"collector","ok":false,"error":"c.toml:3: unknown field"}"#
+        );
+    }
+}

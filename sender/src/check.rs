@@ -1,0 +1,64 @@
+//! `sender --check [--probe]`: the configuration, its secrets, routes and
+//! URL templates, and the spool, checked without creating or sending
+//! anything; every problem reported.
+
+use spoolpost_common::config;
+use spoolpost_common::exit::Failure;
+use spoolpost_common::preflight::{self, Report};
+use spoolpost_common::route::Router;
+
+use crate::cli::Args;
+
+pub fn run(args: &Args) -> Result<(), Failure> {
+    let mut report = Report::default();
+    let loaded = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                report.config(e);
+                return report.finish("sender");
+            }
+        },
+        None => None,
+    };
+    if let Some(loaded) = &loaded {
+        report.passed("configuration parses");
+        preflight::secrets(loaded, &mut report);
+    }
+    let router = match (&args.url, &loaded) {
+        (Some(url), _) => Router::single(args.receiver_for_url(url)?),
+        (None, Some(loaded)) => Router::from_config(loaded).map_err(|e| e.to_string()),
+        (None, None) => return Err(Failure::usage("give --url URL or --config FILE")),
+    };
+    match router {
+        Ok(router) => {
+            report.passed(format!(
+                "{} receiver(s) and their routes check",
+                router.receivers().len()
+            ));
+            if args.probe {
+                for r in router.receivers() {
+                    match crate::probe::probe(&r.config) {
+                        Ok(took) => println!(
+                            "sender: probe {} {}: ok in {:.1} ms",
+                            r.name,
+                            r.config.url,
+                            took.as_secs_f64() * 1000.0
+                        ),
+                        Err(e) => {
+                            report.receiver(format!("probe {} {}: {e}", r.name, r.config.url))
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => report.config(e),
+    }
+    let root = args
+        .spool
+        .clone()
+        .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
+        .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+    preflight::spool(&root, &mut report);
+    report.finish("sender")
+}

@@ -1,0 +1,370 @@
+//! Running as a service (issue 9): `--check` and `--probe`, sd_notify
+//! messages read from a real datagram socket, and the collector's SIGHUP.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use spoolpost_common::spool::State;
+use spoolpost_tests::harness::{
+    TestSpool, collector, config, eventually, path_str, run, sender, spawn,
+};
+use spoolpost_tests::receiver::Receiver;
+use spoolpost_tests::system::{as_nobody, open_path_to_others};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `--check` and returns (exit code, stdout, stderr).
+fn check(cmd: &mut Command) -> (i32, String, String) {
+    let out = run(cmd.arg("--check"), LIMIT);
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+fn sender_config(spool: &TestSpool, receiver: &str) -> std::path::PathBuf {
+    config(
+        spool,
+        &format!(
+            "spool = {:?}\n[receivers.main]\nurl = \"http://127.0.0.1:9/\"\n{receiver}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
+            path_str(&spool.root)
+        ),
+    )
+}
+
+#[test]
+fn check_passes_a_good_setup_with_plain_flags_and_creates_nothing() {
+    let spool = TestSpool::new();
+    let (code, out, err) = check(sender(&spool).args(["--url", "http://127.0.0.1:9/"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok:"), "{out}");
+    let fresh = spool.side("not-yet").join("spool");
+    let (code, _, err) = check(
+        Command::new(spoolpost_tests::harness::bin("collector"))
+            .arg("--spool")
+            .arg(&fresh)
+            .arg("--source")
+            .arg(spool.side("in")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!fresh.exists(), "--check must create nothing");
+}
+
+#[test]
+fn check_names_the_line_of_bad_toml_and_unknown_keys() {
+    let spool = TestSpool::new();
+    let bad = config(&spool, "[sender]\nconcurrency = \n");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&bad));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("spoolpost.toml:2:"), "{err}");
+    let unknown = sender_config(&spool, "colour = \"red\"");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&unknown));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("spoolpost.toml:4:") && err.contains("colour"),
+        "{err}"
+    );
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&bad));
+    assert_eq!(code, 78, "{err}");
+}
+
+#[test]
+fn check_reports_every_secret_that_does_not_resolve() {
+    let spool = TestSpool::new();
+    let cfg = sender_config(
+        &spool,
+        "headers = { A = { env = \"SPOOLPOST_LIFECYCLE_UNSET\" }, B = { file = \"/nonexistent/token\" } }",
+    );
+    let (code, _, err) = check(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("SPOOLPOST_LIFECYCLE_UNSET"),
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("SPOOLPOST_LIFECYCLE_UNSET"), "{err}");
+    assert!(
+        err.contains("/nonexistent/token"),
+        "both problems, not the first only: {err}"
+    );
+    assert!(err.contains("spoolpost.toml:4:"), "{err}");
+}
+
+#[test]
+fn check_as_another_user_finds_an_unreadable_secret_and_an_unwritable_spool() {
+    let spool = TestSpool::new();
+    let token = spool.side("etc").join("token");
+    std::fs::write(&token, "s3cret").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cfg = sender_config(
+        &spool,
+        &format!("headers = {{ A = {{ file = {:?} }} }}", path_str(&token)),
+    );
+    open_path_to_others(&spool.root);
+    open_path_to_others(&cfg);
+    let (code, _, err) = check(&mut as_nobody(sender(&spool).arg("--config").arg(&cfg)));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("token"),
+        "{err}"
+    );
+    let (code, _, err) = check(&mut as_nobody(
+        sender(&spool).args(["--url", "http://127.0.0.1:9/"]),
+    ));
+    assert_eq!(code, 74, "{err}");
+    assert!(err.contains("not writable"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_missing_or_certificate_less_ca_file() {
+    let spool = TestSpool::new();
+    let cfg = sender_config(&spool, "ca_file = \"/nonexistent/ca.pem\"");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("ca.pem"), "{err}");
+    let empty = spool.side("etc").join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let cfg = sender_config(&spool, &format!("ca_file = {:?}", path_str(&empty)));
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("empty.pem"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_source_inside_the_spool_and_a_missing_source() {
+    let spool = TestSpool::new();
+    let (code, _, err) = check(
+        collector(&spool)
+            .arg("--source")
+            .arg(spool.dir(State::Done)),
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("inside the spool"), "{err}");
+    let cfg = config(
+        &spool,
+        "[[collector.sources]]\npath = \"/nonexistent/drop\"\n",
+    );
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("spoolpost.toml:2:") && err.contains("/nonexistent/drop"),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_reports_a_closed_port_an_untrusted_certificate_and_a_good_receiver() {
+    let spool = TestSpool::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, _, err) = check(sender(&spool).args(["--url", &url, "--probe"]));
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("connect") && err.contains(&port.to_string()),
+        "{err}"
+    );
+
+    let (tls, ca) = Receiver::start_tls();
+    let url = tls.url("/in");
+    let (code, _, err) = check(sender(&spool).args(["--url", &url, "--probe"]));
+    assert_eq!(code, 75, "an untrusted certificate: {err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+
+    let ca_path = spool.side("etc").join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.main]\nurl = {url:?}\nca_file = {:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
+            path_str(&ca_path)
+        ),
+    );
+    let (code, out, err) = check(sender(&spool).arg("--config").arg(&cfg).arg("--probe"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("probe main") && out.contains("ok in"), "{out}");
+    assert_eq!(tls.count(), 0, "a probe sends no request");
+}
+
+/// A bound datagram socket and a way to wait for a message on it.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn new(spool: &TestSpool) -> NotifySocket {
+        let path = spool.side("run").join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        NotifySocket { socket, path }
+    }
+
+    /// Reads messages until one contains `want`.
+    fn expect(&self, want: &str) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {want:?} message: {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.contains(want) {
+                return text;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_collector_notifies_ready_watchdog_and_stopping() {
+    let spool = TestSpool::new();
+    let notify = NotifySocket::new(&spool);
+    let proc = spawn(
+        collector(&spool)
+            .arg("--source")
+            .arg(spool.side("in"))
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000"),
+    );
+    let ready = notify.expect("READY=1");
+    assert!(ready.contains("STATUS="), "{ready}");
+    notify.expect("WATCHDOG=1");
+    notify.expect("WATCHDOG=1");
+    proc.signal(Signal::SIGTERM);
+    notify.expect("STOPPING=1");
+    proc.wait(LIMIT).assert_success();
+}
+
+#[test]
+fn the_sender_notifies_ready_and_stopping_through_an_abstract_socket() {
+    let spool = TestSpool::new();
+    let name = format!("spoolpost-test-{}", std::process::id());
+    let addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            &name,
+        )
+        .unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let receiver = Receiver::start();
+    let proc = spawn(
+        sender(&spool)
+            .args(["--url", &receiver.url("/in")])
+            .env("NOTIFY_SOCKET", format!("@{name}")),
+    );
+    let notify = NotifySocket {
+        socket,
+        path: Default::default(),
+    };
+    notify.expect("READY=1");
+    proc.signal(Signal::SIGTERM);
+    notify.expect("STOPPING=1");
+    proc.wait(LIMIT).assert_success();
+}
+
+fn write_ready(dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}"));
+    std::fs::write(&tmp, name).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn sighup_reopens_the_events_file_and_takes_up_a_changed_source() {
+    let spool = TestSpool::new();
+    let (a, b) = (spool.side("a"), spool.side("b"));
+    let events = spool.side("log").join("events.jsonl");
+    let cfg = config(
+        &spool,
+        &format!(
+            "[[collector.sources]]\npath = {:?}\nsettle = \"50ms\"\n",
+            path_str(&a)
+        ),
+    );
+    let proc = spawn(
+        collector(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    write_ready(&a, "one");
+    assert!(eventually(LIMIT, || spool.count(State::Incoming) == 1));
+    assert!(eventually(LIMIT, || std::fs::read_to_string(&events)
+        .is_ok_and(|s| s.contains("\"one\""))));
+    let rotated = events.with_extension("1");
+    std::fs::rename(&events, &rotated).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[collector.sources]]\npath = {:?}\nsettle = \"50ms\"\n",
+            path_str(&b)
+        ),
+    )
+    .unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || std::fs::read_to_string(&events)
+        .is_ok_and(
+            |s| s.contains("\"reload\"") && s.contains("\"ok\":true")
+        )));
+    write_ready(&b, "two");
+    assert!(
+        eventually(LIMIT, || spool.count(State::Incoming) == 2),
+        "the new source is collected"
+    );
+    assert!(eventually(LIMIT, || std::fs::read_to_string(&events)
+        .is_ok_and(|s| s.contains("\"two\""))));
+    write_ready(&a, "three");
+    proc.signal(Signal::SIGTERM);
+    let out = proc.wait(LIMIT);
+    out.assert_success();
+    assert!(
+        a.join("three").exists(),
+        "the old source is no longer collected"
+    );
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("\"two\"")
+    );
+}
+
+#[test]
+fn a_broken_reload_is_refused_and_collecting_goes_on() {
+    let spool = TestSpool::new();
+    let a = spool.side("a");
+    let events = spool.side("log").join("events.jsonl");
+    let good = format!(
+        "[[collector.sources]]\npath = {:?}\nsettle = \"50ms\"\n",
+        path_str(&a)
+    );
+    let cfg = config(&spool, &good);
+    let proc = spawn(
+        collector(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    write_ready(&a, "one");
+    assert!(eventually(LIMIT, || spool.count(State::Incoming) == 1));
+    std::fs::write(&cfg, format!("{good}bogus = 1\n")).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || std::fs::read_to_string(&events)
+        .is_ok_and(
+            |s| s.contains("\"reload\"") && s.contains("\"ok\":false")
+        )));
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        log.contains("spoolpost.toml:4:"),
+        "the refusal names the line: {log}"
+    );
+    write_ready(&a, "two");
+    assert!(
+        eventually(LIMIT, || spool.count(State::Incoming) == 2),
+        "the old configuration keeps collecting"
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}

@@ -1,0 +1,233 @@
+//! A person at a terminal (issue 19): the real binaries run in a real
+//! pseudo-terminal (a private tmux server) and the test reads the screen.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use spoolpost_common::spool::State;
+use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::{Receiver, Reply};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// One tmux server on a private socket, running one command in a
+/// `WIDTH`x40 window; killed when dropped.
+struct Screen {
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const WIDTH: usize = 120;
+
+impl Screen {
+    /// Runs `line` (a shell command) on a terminal; when it ends, the
+    /// screen shows `[exit CODE]` and the pane stays open to be read.
+    fn run(line: &str) -> Screen {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let script = format!("{line}; echo \"[exit $?]\"; exec cat");
+        let status = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-f", "/dev/null", "new-session", "-d", "-x"])
+            .arg(WIDTH.to_string())
+            .args(["-y", "40", "sh", "-c", &script])
+            .env_remove("NO_COLOR")
+            .env_remove("TMUX")
+            .status()
+            .expect("tmux is installed (.ci/run installs it)");
+        assert!(status.success());
+        Screen { socket, _dir: dir }
+    }
+
+    /// Everything the terminal showed that is still there, history included.
+    fn text(&self) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["capture-pane", "-p", "-J", "-S", "-", "-E", "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let mut text = String::new();
+        let seen = eventually(LIMIT, || {
+            text = self.text();
+            text.contains(what)
+        });
+        assert!(seen, "{what:?} never appeared on the screen:\n{text}");
+        text
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+fn shell(cmd: &Command) -> String {
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The numbers of the summary's row for the one receiver:
+/// delivered, rejected, waiting, expired.
+fn summary_row(text: &str) -> Vec<u64> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("receiver "));
+    lines.next().expect("a summary header");
+    let row = lines.next().expect("a summary row");
+    row.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+fn spool_with(files: usize) -> TestSpool {
+    let spool = TestSpool::new();
+    for i in 0..files {
+        spool.put(format!("f{i:03}.log"), b"some data\n");
+    }
+    spool
+}
+
+#[test]
+fn sender_on_a_terminal_shows_progress_and_a_summary_instead_of_event_lines() {
+    let spool = spool_with(12);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok().hold_after(0));
+    receiver.answer(Reply::stall(Duration::from_millis(150)));
+    receiver.script("/in", [Reply::status(400), Reply::status(400)]);
+    let mut cmd = sender(&spool);
+    cmd.args([
+        "--url",
+        &receiver.url("/in"),
+        "--once",
+        "--concurrency",
+        "1",
+    ]);
+    let screen = Screen::run(&shell(&cmd));
+    let running = screen.wait_for("files/s");
+    assert!(running.contains("/12 files"), "{running}");
+    let text = screen.wait_for("[exit 0]");
+    assert!(!text.contains("{\""), "event lines on the screen:\n{text}");
+    assert!(text.contains("sender: 12 files"), "{text}");
+    assert_eq!(summary_row(&text), vec![10, 2, 0, 0], "{text}");
+    assert!(
+        text.contains(&format!("{}/error/", spool.root.display())),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .all(|l| !l.contains("files/s  ") || !l.contains("ETA")),
+        "the progress line was left on the screen:\n{text}"
+    );
+    assert_eq!(spool.count(State::Error), 2);
+}
+
+#[test]
+fn sender_into_a_pipe_still_writes_every_event_line_and_no_progress() {
+    let spool = spool_with(7);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once"]);
+    let screen = Screen::run(&format!(
+        "{} | grep -c '\"event\":\"delivered\"'",
+        shell(&cmd)
+    ));
+    let text = screen.wait_for("[exit 0]");
+    assert!(text.lines().any(|l| l.trim() == "7"), "{text}");
+    assert!(!text.contains("files/s"), "{text}");
+}
+
+#[test]
+fn events_dash_forces_event_lines_onto_the_terminal() {
+    let spool = spool_with(3);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once", "--events", "-"]);
+    let text = Screen::run(&shell(&cmd)).wait_for("[exit 0]");
+    assert_eq!(text.matches("\"event\":\"delivered\"").count(), 3, "{text}");
+    assert!(!text.contains("files/s"), "{text}");
+}
+
+#[test]
+fn no_progress_keeps_event_lines_on_the_terminal() {
+    let spool = spool_with(2);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once", "--no-progress"]);
+    let text = Screen::run(&shell(&cmd)).wait_for("[exit 0]");
+    assert_eq!(text.matches("\"event\":\"delivered\"").count(), 2, "{text}");
+}
+
+#[test]
+fn a_dumb_terminal_gets_the_summary_only() {
+    let spool = spool_with(4);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once"]);
+    let text = Screen::run(&format!("TERM=dumb {}", shell(&cmd))).wait_for("[exit 0]");
+    assert!(!text.contains("{\""), "{text}");
+    assert!(!text.contains("ETA"), "{text}");
+    assert_eq!(summary_row(&text), vec![4, 0, 0, 0], "{text}");
+}
+
+#[test]
+fn collector_on_a_terminal_prints_a_summary_instead_of_event_lines() {
+    let spool = TestSpool::new();
+    let source = spool.side("source");
+    for i in 0..5 {
+        std::fs::write(source.join(format!("c{i}.log")), b"x").unwrap();
+    }
+    let mut cmd = collector(&spool);
+    cmd.arg("--source")
+        .arg(&source)
+        .args(["--once", "--settle", "0s"]);
+    let text = Screen::run(&shell(&cmd)).wait_for("[exit 0]");
+    assert!(!text.contains("{\""), "{text}");
+    assert!(text.contains("collector: 5 files"), "{text}");
+    assert_eq!(spool.count(State::Incoming), 5);
+}
+
+#[test]
+fn the_reporter_table_fits_80_columns() {
+    let spool = spool_with(6);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    receiver.script("/in", [Reply::status(503), Reply::status(400)]);
+    let events = spool.side("log").join("events.jsonl");
+    let mut send = sender(&spool);
+    send.args(["--url", &receiver.url("/in"), "--once", "--events"])
+        .arg(&events);
+    run(&mut send, LIMIT).assert_success();
+    spool.put("waiting.log", b"late\n");
+    let table = run(reporter(&spool).arg("--events").arg(&events), LIMIT);
+    table.assert_success();
+    assert!(table.stdout.contains("BACKLOG AGE"), "{}", table.stdout);
+    assert!(table.stdout.contains("LATENCY"), "{}", table.stdout);
+    let wide: Vec<&str> = table
+        .stdout
+        .lines()
+        .filter(|l| l.chars().count() > 80)
+        .collect();
+    assert!(wide.is_empty(), "lines wider than 80 columns: {wide:#?}");
+}
