@@ -178,7 +178,8 @@ impl SourceConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// The request method: one type for the config file and `--method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Post,

@@ -224,26 +224,6 @@ impl SpoolName {
     }
 }
 
-/// Turns any text into a valid reason token: lowercase ASCII letters, digits
-/// and dashes, at most 32 of them.
-pub fn reason_token(text: &str) -> String {
-    let mut token: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(32)
-        .collect();
-    if token.is_empty() {
-        token.push('-');
-    }
-    token
-}
-
 /// The first [`SHORT_MAX`] bytes of a long original, ending on a character
 /// boundary when the cut would split a UTF-8 character, so a cut name stays
 /// readable. Deterministic: the same original is always cut the same way.
@@ -507,15 +487,5 @@ mod tests {
         );
         // A ctime ahead of the clock: the clock went back; due now.
         assert_eq!(retry_wait(3, now + s(3600), now + s(3000), now, cap), None);
-    }
-
-    #[test]
-    fn reason_tokens_are_always_valid() {
-        assert_eq!(reason_token("HTTP 503"), "http-503");
-        assert_eq!(reason_token(""), "-");
-        assert_eq!(reason_token(&"x".repeat(50)).len(), 32);
-        let mut n = SpoolName::fresh("f");
-        n.last_reason = Some(reason_token("connection reset by peer"));
-        assert_eq!(SpoolName::parse(&n.to_os_string()), n);
     }
 }

@@ -119,6 +119,32 @@ impl Spool {
         self.root.join(state.dir_name())
     }
 
+    /// How long a file in `incoming/` that has had `attempts` failed
+    /// attempts must still wait before its next one, or `None` when it is
+    /// due. Its next-attempt time is the mtime [`ClaimFolder::retry`] set;
+    /// [`crate::name::retry_wait`] has the rules for clocks that moved.
+    /// `NotFound` when the file is gone.
+    pub fn retry_wait(
+        &self,
+        name: &OsStr,
+        attempts: u32,
+        cap: Duration,
+        now: SystemTime,
+    ) -> io::Result<Option<Duration>> {
+        use std::os::unix::fs::MetadataExt;
+        if attempts == 0 {
+            return Ok(None);
+        }
+        let meta = fs::symlink_metadata(self.dir(State::Incoming).join(name))?;
+        let ctime = UNIX_EPOCH
+            + Duration::new(
+                meta.ctime().max(0) as u64,
+                meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+            );
+        let mtime = meta.modified().unwrap_or(ctime);
+        Ok(crate::name::retry_wait(attempts, mtime, ctime, now, cap))
+    }
+
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
@@ -340,13 +366,6 @@ impl ClaimFolder {
         self.spool
             .move_into(&file.path, &incoming, &mut file.name)
             .map_err(|e| annotate(e, "cannot return to incoming/", &file.path))
-    }
-
-    /// sending → incoming unchanged: the attempt did not happen or was cut
-    /// short (shutdown). The file is due at once.
-    pub fn release(&self, mut file: Claimed) -> io::Result<PathBuf> {
-        let incoming = self.spool.dir(State::Incoming);
-        self.spool.move_into(&file.path, &incoming, &mut file.name)
     }
 
     /// Returns every file still in this claim folder to `incoming/` and

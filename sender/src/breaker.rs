@@ -15,28 +15,15 @@
 
 use std::time::{Duration, Instant};
 
+// The one circuit-state type: what the breaker changes is what
+// `circuits` publishes and the reporter reads.
+use spoolpost_common::circuits::CircuitState as State;
+
 #[derive(Clone, Copy, Debug)]
 pub struct BreakerConfig {
     pub failures: u32,
     pub open_initial: Duration,
     pub open_max: Duration,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
 }
 
 /// What the caller may do with the next file for this receiver.

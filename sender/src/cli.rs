@@ -90,7 +90,7 @@ pub struct Args {
 
     /// Request method for --url.
     #[arg(long, value_enum, default_value = "post", help_heading = "Receiver")]
-    pub method: CliMethod,
+    pub method: Method,
 
     /// Extra request header for --url, as 'Name: value' (repeatable).
     #[arg(
@@ -133,12 +133,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum CliMethod {
-    Post,
-    Put,
 }
 
 impl Args {
@@ -195,10 +189,7 @@ impl Args {
 
     pub(crate) fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {
         let mut receiver = ReceiverConfig::for_url(url);
-        receiver.method = match self.method {
-            CliMethod::Post => Method::Post,
-            CliMethod::Put => Method::Put,
-        };
+        receiver.method = self.method;
         receiver.content_type = self.content_type.clone();
         receiver.gzip = !self.no_gzip;
         receiver.gzip_level = self.gzip_level;

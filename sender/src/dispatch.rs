@@ -16,99 +16,26 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::circuits::{self, Circuit, CircuitState, Circuits};
-use spoolpost_common::event::{EventKind, EventSink, rfc3339};
 use spoolpost_common::fullname;
-use spoolpost_common::name::{SpoolName, retry_wait};
-use spoolpost_common::reason::ErrorClass;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{ClaimFolder, Spool, State, is_data_name};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use spoolpost_common::name::SpoolName;
+use spoolpost_common::spool::{State, is_data_name};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::RetryPolicy;
-use crate::breaker::{Breaker, Decision};
-use crate::http::Http;
+use crate::circuit::{Admit, Holds, ProbeGuard};
 use crate::job::{self, Job};
+use crate::outcome::Answer;
+use crate::settle::{Attempted, settle};
+use crate::shared::Shared;
+use crate::verdict::{Attempt, verdict};
 
 /// How long a pass waits for a busy receiver before skipping its files.
 pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
-
-/// What every job shares.
-pub struct Shared {
-    pub spool: Spool,
-    pub claims: ClaimFolder,
-    pub router: Router,
-    pub http: Http,
-    pub policy: RetryPolicy,
-    pub delete_delivered: bool,
-    pub events: EventSink,
-    pub breakers: Mutex<Vec<Breaker>>,
-    pub slots: Vec<ReceiverSlots>,
-    /// Woken when a receiver that a pass had to skip frees a slot.
-    pub wake: Notify,
-    /// Set when recovery returned a dead instance's files to `incoming/`.
-    pub recovered: AtomicBool,
-    pub counts: Counts,
-}
-
-pub struct ReceiverSlots {
-    pub permits: Arc<Semaphore>,
-    /// A pass skipped this receiver's files for want of room.
-    pub skipped: AtomicBool,
-}
-
-#[derive(Default, Debug)]
-pub struct Counts {
-    pub started: AtomicU64,
-}
-
-impl Shared {
-    /// Rewrites this sender's circuit-state file (see
-    /// `spoolpost_common::circuits`); called on every state change.
-    pub fn publish_circuits(&self) {
-        let now_sys = SystemTime::now();
-        let now = Instant::now();
-        let circuits: Circuits = {
-            let breakers = self.breakers.lock().unwrap();
-            self.router
-                .receivers()
-                .iter()
-                .zip(breakers.iter())
-                .map(|(r, b)| {
-                    let state = match b.state() {
-                        crate::breaker::State::Closed => CircuitState::Closed,
-                        crate::breaker::State::HalfOpen => CircuitState::HalfOpen,
-                        crate::breaker::State::Open => CircuitState::Open,
-                    };
-                    let since = rfc3339(now_sys - now.saturating_duration_since(b.since()));
-                    (r.name.clone(), Circuit { state, since })
-                })
-                .collect()
-        };
-        if let Err(e) = circuits::write(self.claims.path(), &circuits) {
-            tracing::warn!(error = %e, "cannot publish circuit states");
-        }
-    }
-
-    /// Called when a job ends: its slots are free again.
-    pub fn release_slot(
-        &self,
-        receiver: usize,
-        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    ) {
-        drop(permits);
-        if self.slots[receiver].skipped.swap(false, Ordering::AcqRel) {
-            self.wake.notify_one();
-        }
-    }
-}
 
 /// The result of offering one name.
 #[derive(Debug, PartialEq, Eq)]
@@ -132,13 +59,9 @@ pub struct Dispatcher {
     skipped: Vec<bool>,
     /// The earliest moment a waiting file may become ready.
     next_wake: Option<Instant>,
-    /// Receivers an operator put on hold, and when that was last read.
-    held: Vec<bool>,
-    held_read: Option<Instant>,
+    /// Receivers an operator put on hold.
+    holds: Holds,
 }
-
-/// How often the holds are read again.
-pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct Pass {
@@ -156,39 +79,27 @@ impl Dispatcher {
             stop,
             skipped: vec![false; receivers],
             next_wake: None,
-            held: vec![false; receivers],
-            held_read: None,
+            holds: Holds::new(receivers),
         }
     }
 
-    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. When a
-    /// hold is lifted its files are waiting in `incoming/`, so the
-    /// dispatcher is woken for a pass, whichever caller noticed the lift.
+    /// Rereads the holds when they are due for it. When a hold is lifted
+    /// its files are waiting in `incoming/`, so the dispatcher is woken for
+    /// a pass, whichever caller noticed the lift.
     pub fn refresh_holds(&mut self) {
-        if self.held_read.is_some_and(|t| t.elapsed() < HOLD_REFRESH) {
-            return;
-        }
-        self.held_read = Some(Instant::now());
-        let names = circuits::held(&self.shared.spool);
-        let mut lifted = false;
-        for (i, r) in self.shared.router.receivers().iter().enumerate() {
-            let now_held = names.contains(&r.name);
-            if self.held[i] && !now_held {
-                tracing::info!(receiver = %r.name, "hold released");
-                lifted = true;
-            } else if !self.held[i] && now_held {
-                tracing::info!(receiver = %r.name, "on hold: its files wait");
-            }
-            self.held[i] = now_held;
-        }
-        if lifted {
+        let names: Vec<&str> = self
+            .shared
+            .router
+            .receivers()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        if self
+            .holds
+            .refresh(&self.shared.spool, &names, crate::circuit::now())
+        {
             self.shared.wake.notify_one();
         }
-    }
-
-    fn held_now(&mut self) -> &[bool] {
-        self.refresh_holds();
-        &self.held
     }
 
     pub fn next_wake(&self) -> Option<Instant> {
@@ -237,74 +148,53 @@ impl Dispatcher {
             return Offer::Ignored;
         }
         let mut parsed = SpoolName::parse(&name);
-        if parsed.attempts > 0 {
-            let path = self.shared.spool.dir(State::Incoming).join(&name);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) => {
-                    let ctime = SystemTime::UNIX_EPOCH
-                        + Duration::new(
-                            meta.ctime().max(0) as u64,
-                            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-                        );
-                    let mtime = meta.modified().unwrap_or(ctime);
-                    let wait = retry_wait(
-                        parsed.attempts,
-                        mtime,
-                        ctime,
-                        SystemTime::now(),
-                        self.shared.policy.max,
-                    );
-                    if let Some(wait) = wait {
-                        self.wake_at(Instant::now() + wait);
-                        return Offer::NotYet;
-                    }
-                }
-                Err(_) => return Offer::Ignored,
+        let due = self.shared.spool.retry_wait(
+            &name,
+            parsed.attempts,
+            self.shared.policy.max,
+            SystemTime::now(),
+        );
+        match due {
+            Ok(None) => {}
+            Ok(Some(wait)) => {
+                self.wake_at(crate::circuit::now() + wait);
+                return Offer::NotYet;
             }
+            Err(_) => return Offer::Ignored,
         }
         // Routing needs the whole original of a long name.
         fullname::resolve(&self.shared.spool, &mut parsed);
         let Some(route) = self.shared.router.route(&parsed.original) else {
-            self.reject_at_once(
-                &name,
-                ErrorClass::NoRoute,
-                "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
-                None,
-            );
+            self.reject_at_once(&name, Answer::NoRoute, None);
             return Offer::Ignored;
         };
         let r = route.receiver;
         let url = match route.url {
             Ok(url) => url,
             Err(why) => {
-                self.reject_at_once(&name, ErrorClass::Unsendable, why, Some(r));
+                self.reject_at_once(&name, Answer::Unsendable(why), Some(r));
                 return Offer::Ignored;
             }
         };
         if self.skipped[r] {
             return Offer::Skipped;
         }
-        if self.held_now()[r] {
+        self.refresh_holds();
+        if self.holds.is_held(r) {
             return Offer::NotYet;
         }
-        let decision = self.shared.breakers.lock().unwrap()[r].check(Instant::now());
-        let probe = match decision {
-            Decision::WaitUntil(at) => {
+        let shared = self.shared.clone();
+        let probe = match shared.circuits.admit(r, crate::circuit::now()) {
+            Admit::WaitUntil(at) => {
                 self.wake_at(at);
                 return Offer::NotYet;
             }
-            Decision::Probe => {
-                // Open -> half-open happens inside check(): publish it.
-                self.shared.publish_circuits();
-                true
-            }
-            Decision::Send => false,
+            Admit::Probe => true,
+            Admit::Send => false,
         };
-        let cancel_probe = |shared: &Shared| {
-            if probe {
-                shared.breakers.lock().unwrap()[r].cancel_probe();
-            }
-        };
+        // Gives the probe back on every way out below but the one that
+        // starts the job.
+        let probe = ProbeGuard::new(&shared.circuits, r, probe);
         let slots = self.shared.slots[r].permits.clone();
         let receiver_permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -316,7 +206,6 @@ impl Dispatcher {
                 match wait {
                     Some(p) => p,
                     None => {
-                        cancel_probe(&self.shared);
                         self.skipped[r] = true;
                         self.shared.slots[r].skipped.store(true, Ordering::Release);
                         return Offer::Skipped;
@@ -326,10 +215,7 @@ impl Dispatcher {
         };
         let global_permit = tokio::select! {
             p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = self.stop.cancelled() => {
-                cancel_probe(&self.shared);
-                return Offer::Stopped;
-            }
+            _ = self.stop.cancelled() => return Offer::Stopped,
         };
         match self.shared.claims.claim(&name, SystemTime::now()) {
             Ok(Some(claimed)) => {
@@ -338,18 +224,14 @@ impl Dispatcher {
                     claimed,
                     receiver: r,
                     url,
-                    probe,
                     permits: (receiver_permit, global_permit),
                 };
+                probe.sent();
                 self.jobs.spawn(job::run(self.shared.clone(), job));
                 Offer::Started
             }
-            Ok(None) => {
-                cancel_probe(&self.shared);
-                Offer::Ignored
-            }
+            Ok(None) => Offer::Ignored,
             Err(e) => {
-                cancel_probe(&self.shared);
                 tracing::error!(error = %e, "cannot claim; the file stays in incoming/");
                 Offer::Ignored
             }
@@ -357,21 +239,26 @@ impl Dispatcher {
     }
 
     /// A file that cannot be sent whatever the receiver says (no rule
-    /// routes it, or its URL is not valid): claimed and moved to `error/`.
-    fn reject_at_once(
-        &self,
-        name: &OsString,
-        class: ErrorClass,
-        why: String,
-        receiver: Option<usize>,
-    ) {
-        match self.shared.claims.claim(name, SystemTime::now()) {
+    /// routes it, or its URL is not valid): claimed, judged and settled
+    /// like any attempt, without a request or a word to its circuit.
+    fn reject_at_once(&self, name: &OsString, answer: Answer, receiver: Option<usize>) {
+        let now = SystemTime::now();
+        match self.shared.claims.claim(name, now) {
             Ok(Some(claimed)) => {
-                let record = self
-                    .shared
-                    .reason(&claimed, class, why, receiver, None, None);
-                self.shared
-                    .reject(claimed, record, EventKind::Rejected, receiver, None);
+                let at = Attempt {
+                    number: claimed.name.attempts + 1,
+                    age: Duration::ZERO,
+                    now,
+                    jitter: 0.0,
+                };
+                let fate = verdict(&answer, Default::default(), &self.shared.policy, at).fate;
+                let attempted = Attempted {
+                    receiver,
+                    url: None,
+                    sent: None,
+                    now,
+                };
+                settle(&self.shared, claimed, attempted, fate);
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot claim; the file stays in incoming/"),

@@ -194,7 +194,7 @@ impl Http {
             Ok(body) => body,
             Err(local) => {
                 let (answer, error) = match local {
-                    Local::Read(text) => (Answer::Failed(Transport::LocalRead), text),
+                    Local::Read(text) => (Answer::LocalRead, text),
                     Local::Changed(change) => (Answer::Changed(change), change.to_string()),
                 };
                 return Sent {
@@ -228,9 +228,7 @@ impl Http {
                 Vec::new(),
                 Some(change.to_string()),
             ),
-            (Some(Local::Read(text)), Err(_)) => {
-                (Answer::Failed(Transport::LocalRead), Vec::new(), Some(text))
-            }
+            (Some(Local::Read(text)), Err(_)) => (Answer::LocalRead, Vec::new(), Some(text)),
             (_, Ok(response)) => {
                 let code = response.status().as_u16();
                 let retry_after = response

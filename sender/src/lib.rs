@@ -2,15 +2,19 @@
 //! receiver its name routes to, and moves it on according to the answer.
 //!
 //! The protocol rules are small pure modules ([`outcome`], [`backoff`],
-//! [`breaker`]) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
-//! schedules, [`job`] carries one file through one attempt, [`run`] holds
-//! the process's life cycle, [`file`] opens a claimed file and notices it
-//! changing, and `spoolpost_common::spool` makes every move.
+//! [`breaker`], and [`verdict`], the one function that decides a file's
+//! fate) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
+//! schedules, [`job`] carries one file through one attempt, [`settle`] is
+//! the one place that acts on a verdict (through `spoolpost_common::spool`,
+//! which makes every move), [`circuit`] runs the receivers' breakers, probes
+//! and holds, [`run`] holds the process's life cycle, and [`file`] opens a
+//! claimed file and notices it changing.
 
 pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
 pub mod check;
+pub mod circuit;
 pub mod cli;
 pub mod dispatch;
 pub mod file;
@@ -19,6 +23,9 @@ pub mod job;
 pub mod outcome;
 pub mod probe;
 pub mod run;
+pub mod settle;
+pub mod shared;
+pub mod verdict;
 
 use spoolpost_common::exit::Failure;
 use tokio_util::sync::CancellationToken;

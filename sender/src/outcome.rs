@@ -38,8 +38,6 @@ pub enum Transport {
     Tls,
     /// Some other network or protocol failure.
     Other,
-    /// Reading the file failed while sending it.
-    LocalRead,
 }
 
 impl Transport {
@@ -51,7 +49,6 @@ impl Transport {
             Transport::Reset => "reset",
             Transport::Tls => "tls",
             Transport::Other => "network",
-            Transport::LocalRead => "read",
         }
     }
 }
@@ -68,8 +65,13 @@ pub enum Answer {
     Failed(Transport),
     /// The file changed while it was being sent; the request was aborted.
     Changed(Change),
-    /// The file cannot be sent at all (not a regular file, unreadable).
+    /// The file cannot be sent at all (not a regular file, unreadable, its
+    /// route gives no valid URL).
     Unsendable(String),
+    /// No routing rule matches the file's name.
+    NoRoute,
+    /// Reading the file here failed: a local problem, not the receiver's.
+    LocalRead,
 }
 
 /// How far a body had got when the answer came.
@@ -135,7 +137,17 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
         Answer::Failed(transport) => Outcome::Retry {
             reason: transport.token().to_string(),
             retry_after: None,
-            receiver_failed: *transport != Transport::LocalRead,
+            receiver_failed: true,
+        },
+        Answer::LocalRead => Outcome::Retry {
+            reason: "read".to_string(),
+            retry_after: None,
+            receiver_failed: false,
+        },
+        Answer::NoRoute => Outcome::Rejected {
+            class: ErrorClass::NoRoute,
+            why: "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
+            receiver: Health::Unknown,
         },
         Answer::Changed(Change::Removed) => Outcome::Vanished {
             why: Change::Removed.to_string(),
@@ -309,7 +321,7 @@ mod tests {
                 "{t:?}"
             );
         }
-        let o = classify(&Answer::Failed(Transport::LocalRead), rules(&[]), now);
+        let o = classify(&Answer::LocalRead, rules(&[]), now);
         assert_eq!(
             o,
             Outcome::Retry {

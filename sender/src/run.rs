@@ -3,8 +3,8 @@
 //! SIGTERM/SIGINT, when it stops claiming, lets in-flight requests finish
 //! within the grace period and returns every unsent claim to `incoming/`.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spoolpost_common::config::SenderSection;
@@ -16,9 +16,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::RetryPolicy;
-use crate::breaker::{Breaker, BreakerConfig};
-use crate::dispatch::{Counts, Dispatcher, ReceiverSlots, Shared};
+use crate::breaker::BreakerConfig;
+use crate::circuit::Circuits;
+use crate::dispatch::Dispatcher;
 use crate::http::Http;
+use crate::shared::{Counts, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
@@ -78,12 +80,11 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
                 skipped: Default::default(),
             })
             .collect(),
-        breakers: Mutex::new(
-            router
-                .receivers()
-                .iter()
-                .map(|_| Breaker::new(breaker_config, now))
-                .collect(),
+        circuits: Circuits::new(
+            router.receivers().iter().map(|r| r.name.clone()).collect(),
+            breaker_config,
+            claims.path().to_path_buf(),
+            now,
         ),
         spool: spool.clone(),
         claims,
@@ -108,7 +109,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         mode = if once { "once" } else { "daemon" },
         "sender started"
     );
-    shared.publish_circuits();
+    shared.circuits.publish();
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
@@ -210,7 +211,7 @@ async fn serve(
     } else {
         POLL_INTERVAL
     };
-    let mut holds = tokio::time::interval(crate::dispatch::HOLD_REFRESH);
+    let mut holds = tokio::time::interval(crate::circuit::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     let mut watchdog = spoolpost_common::notify::global().watchdog();

@@ -1,0 +1,170 @@
+//! Acting on a verdict: the one place that moves a file out of `sending/`
+//! (through `spoolpost_common::spool`), writes its reason record when it
+//! goes to `error/`, and emits the event line saying what happened.
+
+use std::time::{Duration, SystemTime};
+
+use spoolpost_common::event::{Event, EventKind, rfc3339};
+use spoolpost_common::reason::{ErrorClass, ReasonRecord, truncate_body};
+use spoolpost_common::route::redact_url;
+use spoolpost_common::spool::Claimed;
+
+use crate::http::Sent;
+use crate::shared::Shared;
+use crate::verdict::Fate;
+
+/// What is known of the attempt a fate is settled for.
+pub struct Attempted<'a> {
+    pub receiver: Option<usize>,
+    pub url: Option<&'a reqwest::Url>,
+    /// What the request got; `None` when the file was never offered to a
+    /// receiver (no route, no valid URL).
+    pub sent: Option<&'a Sent>,
+    pub now: SystemTime,
+}
+
+impl Attempted<'_> {
+    fn status(&self) -> Option<u16> {
+        match self.sent.map(|s| &s.answer) {
+            Some(crate::outcome::Answer::Status { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate: Fate) {
+    let attempt = claimed.name.attempts + 1;
+    let receiver = attempted
+        .receiver
+        .map(|r| shared.receiver_name(r).to_owned());
+    let sent = attempted.sent;
+    let mut event = Event {
+        time: rfc3339(attempted.now),
+        event: EventKind::Delivered,
+        file: claimed.name.display_original(),
+        spool_name: String::new(),
+        key: Some(claimed.key().to_string()),
+        receiver: receiver.clone(),
+        status: attempted.status(),
+        bytes_read: sent.map_or(0, |s| s.bytes_read),
+        bytes_sent: sent.map_or(0, |s| s.bytes_sent),
+        latency_ms: sent.map(|s| s.latency.as_secs_f64() * 1000.0),
+        attempt,
+        error: sent.and_then(|s| s.error.clone()),
+        source: None,
+    };
+    match fate {
+        Fate::Deliver => match shared.claims.deliver(claimed, shared.delete_delivered) {
+            Ok(path) => {
+                event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
+                shared.events.emit(&event);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %event.file, "delivered, but the file was removed from the claim folder before it could be moved on");
+                shared.events.emit(&event);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delivered, but cannot record it; the file will be sent again")
+            }
+        },
+        Fate::Vanished { why } => {
+            tracing::warn!(file = %event.file, reason = %why, "claimed file vanished");
+            event.event = EventKind::Vanished;
+            event.error = Some(why);
+            shared.events.emit(&event);
+        }
+        Fate::Retry { at, wait, reason } => {
+            let original = event.file.clone();
+            match shared.claims.retry(claimed, at, reason.clone()) {
+                Ok(path) => {
+                    tracing::debug!(file = %original, receiver = receiver.as_deref().unwrap_or(""), reason = %reason, wait = ?wait, "will retry");
+                    event.event = EventKind::Retry;
+                    event.spool_name = file_name(&path);
+                    shared.events.emit(&event);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot put the file back to wait; it stays claimed and returns at shutdown")
+                }
+            }
+        }
+        Fate::Reject { class, why } => {
+            // The reason says why; a transport error text would only blur it.
+            event.error = None;
+            let record = reason(&claimed, class, why, &attempted, receiver);
+            reject(shared, claimed, record, EventKind::Rejected, event);
+        }
+        Fate::Expire { why } => {
+            let record = reason(&claimed, ErrorClass::Expired, why, &attempted, receiver);
+            reject(shared, claimed, record, EventKind::Expired, event);
+        }
+    }
+}
+
+/// The reason record for a file given up on now.
+fn reason(
+    claimed: &Claimed,
+    class: ErrorClass,
+    message: String,
+    attempted: &Attempted<'_>,
+    receiver: Option<String>,
+) -> ReasonRecord {
+    let name = &claimed.name;
+    let mut record = ReasonRecord {
+        class,
+        message,
+        file: name.display_original(),
+        key: name.key.map(|k| k.to_string()),
+        receiver,
+        url: attempted.url.map(|u| redact_url(u.as_str())),
+        status: attempted.status(),
+        body: None,
+        body_truncated: false,
+        error: None,
+        attempts: name.attempts,
+        first_attempt: name
+            .first_attempt
+            .map(|t| rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t))),
+        last_attempt: rfc3339(SystemTime::now()),
+    };
+    // What the last attempt got: its number, the start of the answer's
+    // body, and the transport error if there was one.
+    if let Some(sent) = attempted.sent {
+        record.attempts = name.attempts + 1;
+        record.error = sent.error.clone();
+        let (body, truncated) = truncate_body(&sent.body);
+        record.body = (!body.is_empty()).then_some(body);
+        record.body_truncated = truncated;
+    }
+    record
+}
+
+/// Moves a claimed file to `error/` and says so in an event line.
+fn reject(
+    shared: &Shared,
+    claimed: Claimed,
+    record: ReasonRecord,
+    kind: EventKind,
+    mut event: Event,
+) {
+    let original = claimed.name.display_original();
+    event.event = kind;
+    if event.error.is_none() {
+        event.error = Some(record.message.clone());
+    }
+    match shared.claims.reject(claimed, &record) {
+        Ok(path) => {
+            tracing::warn!(file = %original, class = record.class.as_str(), reason = %record.message, "moved to error/");
+            event.spool_name = file_name(&path);
+            shared.events.emit(&event);
+        }
+        Err(e) => {
+            tracing::error!(file = %original, error = %e, "cannot move the file to error/; it stays claimed and returns at shutdown")
+        }
+    }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
