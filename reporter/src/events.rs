@@ -91,6 +91,16 @@ struct Acc {
 }
 
 pub fn analyse(inputs: Vec<Box<dyn BufRead>>, now: SystemTime) -> EventStats {
+    analyse_with(inputs, now, &mut |_, _| {})
+}
+
+/// [`analyse`], also showing each readable event and its time to
+/// `observe` (the live screen's trends), so the lines are parsed in one place.
+pub fn analyse_with(
+    inputs: Vec<Box<dyn BufRead>>,
+    now: SystemTime,
+    observe: &mut dyn FnMut(&Event, SystemTime),
+) -> EventStats {
     let mut out = EventStats::default();
     let widest = Duration::from_secs(WINDOWS_MINUTES[WINDOWS_MINUTES.len() - 1] * 60);
     let mut collected_at: HashMap<String, SystemTime> = HashMap::new();
@@ -113,6 +123,7 @@ pub fn analyse(inputs: Vec<Box<dyn BufRead>>, now: SystemTime) -> EventStats {
                 out.unreadable_lines += 1;
                 continue;
             };
+            observe(&event, time);
             let recent = now.duration_since(time).map_or(true, |age| age <= widest);
             if event.event == EventKind::Collected {
                 if recent {

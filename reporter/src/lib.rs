@@ -6,7 +6,8 @@
 //! [`cli`] is the command line and [`run`] one run of it. [`census`] reads
 //! the spool, [`events`] the event lines; [`report`] is what they add up to,
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
-//! [`prometheus`] render it (JSON is the report's own shape). [`actions`]
+//! [`prometheus`] render it (JSON is the report's own shape). [`watch`] is
+//! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends. [`actions`]
 //! holds, releases and requeues.
 
 pub mod actions;
@@ -17,8 +18,10 @@ pub mod events;
 pub mod prometheus;
 pub mod report;
 pub mod run;
+pub mod spark;
 pub mod table;
 pub mod unexpected;
+pub mod watch;
 
 pub use cli::Args;
 pub use run::{CHECK_FAILED, main_with, make_report};

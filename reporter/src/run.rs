@@ -1,15 +1,15 @@
 //! One run of the reporter: load the config, open the spool (never create
 //! it), carry out an action or make the report, write it in the chosen form
-//! (again every `--watch` seconds) and apply the `--fail-if` checks.
+//! and apply the `--fail-if` checks; `--watch` hands over to [`crate::watch`].
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use spoolpost_common::circuits;
-use spoolpost_common::config;
-use spoolpost_common::event::rfc3339;
+use spoolpost_common::config::{self, Loaded};
+use spoolpost_common::event::{Event, rfc3339};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, annotate};
@@ -19,12 +19,20 @@ use crate::check::{self, Check};
 use crate::cli::{Args, Format};
 use crate::events;
 use crate::report::{ErrorCount, ReceiverReport, Report};
-use crate::{actions, prometheus, table};
+use crate::{actions, prometheus, table, watch};
 
 /// Exit code when a --fail-if threshold is crossed.
 pub const CHECK_FAILED: u8 = 3;
 
-pub fn main_with(args: Args) -> Result<(), Failure> {
+/// What the configuration gives a run. Start-up and SIGHUP both build it
+/// here, so a reload refuses exactly what start-up would.
+pub struct Setup {
+    pub loaded: Option<Loaded>,
+    pub router: Option<Router>,
+    pub root: PathBuf,
+}
+
+pub fn setup(args: &Args) -> Result<Setup, Failure> {
     let loaded = match &args.config {
         Some(path) => Some(config::load(path).map_err(Failure::config)?),
         None => None,
@@ -39,11 +47,20 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
         .clone()
         .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
         .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+    Ok(Setup {
+        loaded,
+        router,
+        root,
+    })
+}
+
+pub fn main_with(args: Args) -> Result<(), Failure> {
+    let setup = setup(&args)?;
     // The reporter creates no spool: a mistyped --spool is exit 74, not a
     // new, empty and so "healthy" spool (issue 13.11).
-    let spool = Spool::existing(&root)?;
+    let spool = Spool::existing(&setup.root)?;
     if let Some(action) = &args.action {
-        return actions::apply(action, &spool, loaded.as_ref(), router.as_ref());
+        return actions::apply(action, &spool, setup.loaded.as_ref(), setup.router.as_ref());
     }
     let checks: Vec<Check> = args
         .fail_if
@@ -51,39 +68,39 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
         .map(|c| check::parse(c))
         .collect::<Result<_, _>>()
         .map_err(Failure::usage)?;
-    loop {
-        let report = make_report(&spool, router.as_ref(), &args.events)?;
-        let text = match args.format {
-            Format::Table => table::to_table(
-                &report,
-                args.output.is_none() && std::io::stdout().is_terminal(),
-            ),
-            Format::Json => report.to_json(),
-            Format::Prometheus => prometheus::to_prometheus(&report),
-        };
-        match &args.output {
-            Some(path) => write_atomically(path, text.as_bytes())
-                .map_err(|e| Failure::io(annotate(e, "cannot write the report to", path)))?,
-            None => {
-                let mut out = std::io::stdout().lock();
-                if args.watch.is_some() && std::io::stdout().is_terminal() {
-                    let _ = write!(out, "\x1b[H\x1b[2J");
-                }
-                // A closed pipe (| head) is not an error.
-                if out
-                    .write_all(text.as_bytes())
-                    .and_then(|()| out.flush())
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        match args.watch {
-            Some(secs) => std::thread::sleep(Duration::from_secs(secs.max(1))),
-            None => return evaluate(&report, &checks),
+    if let Some(secs) = args.watch {
+        return watch::run(&args, setup, &spool, Duration::from_secs(secs.max(1)));
+    }
+    let report = make_report(&spool, setup.router.as_ref(), &args.events)?;
+    emit(&args, &report, watch::Look::here(&args).colour)?;
+    evaluate(&report, &checks)
+}
+
+/// The report in the chosen form.
+pub fn render(format: Format, report: &Report, colour: bool) -> String {
+    match format {
+        Format::Table => table::to_table(report, colour),
+        Format::Json => report.to_json(),
+        Format::Prometheus => prometheus::to_prometheus(report),
+    }
+}
+
+/// Writes the report to `--output` or stdout; false when stdout was
+/// closed (`| head`), which is not an error but ends a watch.
+pub fn emit(args: &Args, report: &Report, colour: bool) -> Result<bool, Failure> {
+    let text = render(args.format, report, colour);
+    match &args.output {
+        Some(path) => write_atomically(path, text.as_bytes())
+            .map_err(|e| Failure::io(annotate(e, "cannot write the report to", path)))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            return Ok(out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_ok());
         }
     }
+    Ok(true)
 }
 
 pub fn make_report(
@@ -91,7 +108,18 @@ pub fn make_report(
     router: Option<&Router>,
     events: &[PathBuf],
 ) -> Result<Report, Failure> {
-    let now = SystemTime::now();
+    make_report_with(spool, router, events, SystemTime::now(), &mut |_, _| {})
+}
+
+/// [`make_report`] as of `now`, also showing every readable event line to
+/// `observe` (the live screen's trends).
+pub fn make_report_with(
+    spool: &Spool,
+    router: Option<&Router>,
+    events: &[PathBuf],
+    now: SystemTime,
+    observe: &mut dyn FnMut(&Event, SystemTime),
+) -> Result<Report, Failure> {
     // A few threads: the census is mostly statx, which scales with cores.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let census = Census::take(spool, router, now, threads)?;
@@ -126,7 +154,7 @@ pub fn make_report(
                 inputs.push(Box::new(BufReader::new(file)));
             }
         }
-        Some(events::analyse(inputs, now))
+        Some(events::analyse_with(inputs, now, observe))
     };
     Ok(Report {
         spool: spool.root().display().to_string(),

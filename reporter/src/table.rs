@@ -1,6 +1,7 @@
 //! The table for people: aligned columns, one section per question
 //! (states, receivers, backlog age, errors, and rates and latencies when
-//! event lines were read), red and yellow only on a terminal.
+//! event lines were read), red and yellow only when the caller says the
+//! terminal wants colour ([`crate::watch::Look`] decides).
 
 use std::fmt::Write;
 
@@ -63,16 +64,31 @@ fn table(out: &mut String, rows: Vec<Vec<String>>) {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Paint {
+    Red,
+    Yellow,
+}
+
 pub fn to_table(r: &Report, colour: bool) -> String {
-    let paint = |text: String, code: &str| {
-        if colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text
+    to_screen(r, colour, "")
+}
+
+/// The table with `trends` (the live screen's sparklines) right under the
+/// heading: a screen taller than the terminal loses its bottom, and the
+/// trends are what a person watching wants first.
+pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
+    let paint = |text: String, paint: Paint| {
+        let styled = console::style(text).force_styling(colour);
+        match paint {
+            Paint::Red => styled.red(),
+            Paint::Yellow => styled.yellow(),
         }
+        .to_string()
     };
     let mut out = String::new();
     let _ = writeln!(out, "spool {}  at {}", r.spool, r.time);
+    out.push_str(trends);
     let _ = writeln!(out, "\nSTATES");
     let mut rows = vec![vec![
         "state".into(),
@@ -100,7 +116,7 @@ pub fn to_table(r: &Report, colour: bool) -> String {
             "  unexpected entries no program handles, e.g. {}",
             r.unexpected.examples.join(", ")
         );
-        let _ = writeln!(out, "{}", paint(line, "31"));
+        let _ = writeln!(out, "{}", paint(line, Paint::Red));
     }
 
     let _ = writeln!(out, "\nRECEIVERS");
@@ -118,7 +134,7 @@ pub fn to_table(r: &Report, colour: bool) -> String {
             Some(c) if c.state == CircuitState::Closed => "closed".into(),
             // The time goes below the table: a timestamp in a cell pushes
             // the row past 80 columns.
-            Some(c) => paint(c.state.as_str().to_string(), "31"),
+            Some(c) => paint(c.state.as_str().to_string(), Paint::Red),
         };
         rows.push(vec![
             name.clone(),
@@ -130,7 +146,7 @@ pub fn to_table(r: &Report, colour: bool) -> String {
             rec.spool.error.files.to_string(),
             circuit,
             if rec.held {
-                paint("HELD".into(), "33")
+                paint("HELD".into(), Paint::Yellow)
             } else {
                 "-".into()
             },
@@ -268,5 +284,22 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(age(Some(90.4)), "1m 30s");
         assert_eq!(bucket_label(Some(640)), "10m40s");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let mut r = Report {
+            spool: "s".into(),
+            time: "t".into(),
+            states: Default::default(),
+            age_buckets: vec![],
+            receivers: Default::default(),
+            errors: vec![],
+            events: None,
+            unexpected: Default::default(),
+        };
+        r.receivers.entry("orders".into()).or_default().held = true;
+        assert!(!to_table(&r, false).contains('\x1b'));
+        assert!(to_table(&r, true).contains('\x1b'));
     }
 }

@@ -231,3 +231,150 @@ fn the_reporter_table_fits_80_columns() {
         .collect();
     assert!(wide.is_empty(), "lines wider than 80 columns: {wide:#?}");
 }
+
+/// A config routing everything to `orders` (and `extra` receivers before it).
+fn watched_config(spool: &TestSpool, url: &str, extra: &str) -> PathBuf {
+    config(
+        spool,
+        &format!(
+            "{extra}[receivers.orders]\nurl = {url:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n"
+        ),
+    )
+}
+
+/// The last screen's TRENDS row for `name`.
+fn trend_row(text: &str, name: &str) -> Option<String> {
+    let from = text.rfind("TRENDS")?;
+    text[from..]
+        .lines()
+        .find(|l| l.starts_with(&format!("  {name} ")))
+        .map(str::to_string)
+}
+
+const BARS: &str = "▁▂▃▄▅▆▇█";
+
+#[test]
+fn reporter_watch_redraws_one_report_in_place_with_trends_that_follow_deliveries() {
+    let spool = spool_with(0);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let cfg = watched_config(&spool, &receiver.url("/in"), "");
+    let events = spool.side("log").join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let mut watch = reporter(&spool);
+    watch
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--events")
+        .arg(&events)
+        .args(["--watch", "1"]);
+    let screen = Screen::run(&format!("{} 2>/dev/null", shell(&watch)));
+    screen.wait_for("  orders ");
+    let idle = trend_row(&screen.text(), "orders").unwrap();
+    assert!(!idle.contains(|c| BARS.contains(c)), "{idle}");
+
+    for i in 0..8 {
+        spool.put(format!("o{i}.log"), b"x\n");
+    }
+    let mut send = sender(&spool);
+    send.arg("--config")
+        .arg(&cfg)
+        .arg("--once")
+        .arg("--events")
+        .arg(&events);
+    run(&mut send, LIMIT).assert_success();
+    let mut row = String::new();
+    let moved = eventually(LIMIT, || {
+        row = trend_row(&screen.text(), "orders").unwrap_or_default();
+        row.contains('█')
+    });
+    assert!(moved, "the trend never showed the deliveries: {row}");
+
+    // Many refreshes later the screen, history included, holds one report.
+    let text = screen.text();
+    let headings = text.lines().filter(|l| l.starts_with("spool ")).count();
+    assert_eq!(headings, 1, "reports stacked up:\n{text}");
+    assert_eq!(text.matches("STATES").count(), 1, "{text}");
+    let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(wide.is_empty(), "lines wider than 80 columns: {wide:#?}");
+}
+
+#[test]
+fn reporter_watch_into_a_pipe_prints_whole_reports_one_after_another() {
+    let spool = spool_with(1);
+    let mut watch = reporter(&spool);
+    watch.args(["--watch", "1"]);
+    let screen = Screen::run(&format!(
+        "{} | head -n 400 | grep -c '^STATES'",
+        shell(&watch)
+    ));
+    let text = screen.wait_for("[exit 0]");
+    let count: usize = text
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .expect("a count");
+    assert!(count >= 2, "{text}");
+    assert!(!text.contains("TRENDS"), "{text}");
+}
+
+#[test]
+fn reporter_watch_rereads_its_config_on_sighup_and_a_broken_one_keeps_it_running() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let spool = spool_with(0);
+    let cfg = watched_config(&spool, "http://127.0.0.1:9/", "");
+    let side = spool.side("watch");
+    let (pid_file, err_file) = (side.join("pid"), side.join("stderr"));
+    let mut watch = reporter(&spool);
+    watch.arg("--config").arg(&cfg).args(["--watch", "1"]);
+    // In the background so that its pid can be known; `wait` gives its status.
+    let screen = Screen::run(&format!(
+        "{} 2>{} & echo $! > {}; wait $!",
+        shell(&watch),
+        path_str(&err_file),
+        path_str(&pid_file)
+    ));
+    screen.wait_for("  orders ");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hup = || kill(Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+
+    let audit = "[receivers.audit]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.audit\"\nreceiver = \"audit\"\n";
+    watched_config(&spool, "http://127.0.0.1:9/", audit);
+    hup();
+    screen.wait_for("  audit ");
+    screen.wait_for("configuration reloaded");
+
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}bogus = 1\n")).unwrap();
+    hup();
+    screen.wait_for("reload refused");
+    let mut log = String::new();
+    assert!(eventually(LIMIT, || {
+        log = std::fs::read_to_string(&err_file).unwrap();
+        log.contains("refused")
+    }));
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(refusals[0].contains("spoolpost.toml:11"), "{log}");
+
+    // Still running and redrawing, still routing by the last good
+    // configuration: a new .audit file counts against audit.
+    spool.put("late.audit", b"x\n");
+    let mut text = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            text = screen.text();
+            text.lines()
+                .any(|l| l.split_whitespace().take(2).eq(["audit", "1"]))
+        }),
+        "{text}"
+    );
+    assert!(!text.contains("[exit"), "{text}");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    screen.wait_for("[exit 0]");
+}

@@ -1,0 +1,267 @@
+//! `--watch`: a report again every SECS seconds. On a terminal that can
+//! move its cursor the screen is redrawn in place, like `top`, with the
+//! trends (see [`crate::spark`]) on top; anywhere else whole reports follow
+//! one another, as a pipe or a file expects. SIGHUP reads the configuration
+//! again (a broken one is refused and the old one keeps running); SIGTERM
+//! and SIGINT end the watch with exit 0.
+
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
+
+use spoolpost_common::event::{EventKind, EventSink, rfc3339};
+use spoolpost_common::exit::Failure;
+use spoolpost_common::reload;
+use spoolpost_common::spool::Spool;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{Args, Format};
+use crate::run::{self, Setup};
+use crate::spark::Trends;
+use crate::table;
+
+/// How the output should look, decided apart from any terminal so that it
+/// can be tested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    pub colour: bool,
+    /// Redraw in place rather than print report after report.
+    pub redraw: bool,
+}
+
+impl Look {
+    /// `TERM=dumb` cannot move the cursor or colour; `NO_COLOR` (set and
+    /// not empty, as no-color.org has it) turns colour off only.
+    pub fn decide(terminal: bool, term: Option<&OsStr>, no_color: Option<&OsStr>) -> Look {
+        let able = terminal && term.is_none_or(|t| t != "dumb");
+        Look {
+            colour: able && no_color.is_none_or(OsStr::is_empty),
+            redraw: able,
+        }
+    }
+
+    /// For this process: a report to stdout, not to `--output FILE`.
+    pub fn here(args: &Args) -> Look {
+        Look::decide(
+            args.output.is_none() && std::io::stdout().is_terminal(),
+            std::env::var_os("TERM").as_deref(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        )
+    }
+}
+
+/// The lines that fit a `rows` x `cols` terminal: each cut to the width
+/// (colour codes kept whole) and, when the text is taller than the
+/// terminal, the last row saying how much is hidden, since writing past the
+/// bottom would scroll and stack the reports.
+pub fn frame(text: &str, rows: usize, cols: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let rows = rows.max(2);
+    let shown = if lines.len() > rows {
+        rows - 1
+    } else {
+        lines.len()
+    };
+    let mut out: Vec<String> = lines[..shown]
+        .iter()
+        .map(|l| console::truncate_str(l, cols, "…").into_owned())
+        .collect();
+    if shown < lines.len() {
+        let more = format!(
+            "… {} more lines (a taller window shows them)",
+            lines.len() - shown
+        );
+        out.push(console::truncate_str(&more, cols, "…").into_owned());
+    }
+    out
+}
+
+/// Draws a frame over the previous one: row by row from the top, clearing
+/// each, then everything below, so nothing flickers and nothing scrolls.
+fn draw(term: &console::Term, text: &str) -> std::io::Result<()> {
+    let (rows, cols) = term.size();
+    let lines = frame(text, rows.into(), cols.into());
+    for (i, line) in lines.iter().enumerate() {
+        term.move_cursor_to(0, i)?;
+        term.clear_line()?;
+        term.write_str(line)?;
+    }
+    term.move_cursor_to(0, lines.len())?;
+    term.clear_to_end_of_screen()?;
+    term.flush()
+}
+
+/// Neither spool I/O nor a bad command line: exit 1.
+fn other(e: std::io::Error) -> Failure {
+    Failure {
+        code: 1,
+        message: format!("cannot wait for signals and the timer: {e}"),
+    }
+}
+
+enum Wake {
+    Refresh,
+    Reload,
+    Stop,
+}
+
+pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Result<(), Failure> {
+    let look = Look::here(args);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(other)?;
+    let _context = runtime.enter();
+    let listen = |kind| signal(kind).map_err(other);
+    let (mut hup, mut term, mut int) = (
+        listen(SignalKind::hangup())?,
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::interrupt())?,
+    );
+    let screen = look.redraw.then(console::Term::buffered_stdout);
+    let mut notice = String::new();
+    loop {
+        let now = SystemTime::now();
+        let router = setup.router.as_ref();
+        let known = router.map(|r| {
+            r.receivers()
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        });
+        let mut trends = Trends::new(now, known.clone().unwrap_or_default(), known.is_some());
+        let report = run::make_report_with(spool, router, &args.events, now, &mut |e, t| {
+            match e.event {
+                EventKind::Delivered => {
+                    trends.delivered(e.receiver.clone().unwrap_or_else(|| "(no route)".into()), t)
+                }
+                // Collector lines name no receiver: the routes do.
+                EventKind::Collected => trends.collected(
+                    router.map(|r| {
+                        r.receiver_of(OsStr::new(&e.file))
+                            .map_or("(no route)".into(), |i| r.receivers()[i].name.clone())
+                    }),
+                    t,
+                ),
+                _ => {}
+            }
+        })?;
+        let shown = match &screen {
+            Some(term) => {
+                let text = match args.format {
+                    Format::Table => {
+                        let top = if args.events.is_empty() {
+                            notice.clone()
+                        } else {
+                            format!("{notice}{}", trends.render())
+                        };
+                        table::to_screen(&report, look.colour, &top)
+                    }
+                    _ => format!("{notice}{}", run::render(args.format, &report, look.colour)),
+                };
+                // A terminal that went away ends the watch, as a closed pipe does.
+                draw(term, &text).is_ok()
+            }
+            None => run::emit(args, &report, look.colour)?,
+        };
+        if !shown {
+            return Ok(());
+        }
+        let wake = runtime.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => Wake::Refresh,
+                _ = hup.recv() => Wake::Reload,
+                _ = term.recv() => Wake::Stop,
+                _ = int.recv() => Wake::Stop,
+            }
+        });
+        match wake {
+            Wake::Refresh => {}
+            Wake::Reload => notice = apply_reload(args, &mut setup),
+            Wake::Stop => return Ok(()),
+        }
+    }
+}
+
+/// Reads the configuration again through the same [`run::setup`] as
+/// start-up, so a reload refuses what start-up would. The event files are
+/// opened afresh for every report, so a rotated log is followed anyway.
+/// Returns the line the live screen shows about it.
+fn apply_reload(args: &Args, setup: &mut Setup) -> String {
+    let outcome = run::setup(args).map_err(|f| f.message).map(|new| {
+        let restart = reload::changed(&[("spool", new.root != setup.root)]);
+        setup.loaded = new.loaded;
+        setup.router = new.router;
+        restart
+    });
+    let at = rfc3339(SystemTime::now());
+    let line = match &outcome {
+        Ok(r) if r.is_empty() => format!("configuration reloaded at {at}\n"),
+        Ok(r) => format!("reloaded at {at}; {} needs a restart\n", r.join(", ")),
+        Err(e) => format!("reload refused at {at}, the old configuration runs: {e}\n"),
+    };
+    // The reporter's stdout is the report: the reload line goes to the log only.
+    reload::report(&EventSink::discard(), "reporter", outcome);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> Option<&OsStr> {
+        Some(OsStr::new(s))
+    }
+
+    #[test]
+    fn a_terminal_redraws_unless_dumb_and_colours_unless_no_color() {
+        let look = |t, term, nc| Look::decide(t, term, nc);
+        let both = Look {
+            colour: true,
+            redraw: true,
+        };
+        let plain = Look {
+            colour: false,
+            redraw: false,
+        };
+        assert_eq!(look(true, os("xterm-256color"), None), both);
+        assert_eq!(look(true, None, None), both);
+        assert_eq!(look(true, os("xterm"), os("")), both);
+        assert_eq!(
+            look(true, os("xterm"), os("1")),
+            Look {
+                colour: false,
+                redraw: true
+            }
+        );
+        assert_eq!(look(true, os("dumb"), None), plain);
+        assert_eq!(look(false, os("xterm"), None), plain);
+    }
+
+    #[test]
+    fn a_frame_fits_the_terminal_and_says_what_it_hides() {
+        let text = (0..10)
+            .map(|i| format!("line {i} {}", "x".repeat(i * 3)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let f = frame(&text, 5, 12);
+        assert_eq!(f.len(), 5);
+        assert!(
+            f.iter().all(|l| console::measure_text_width(l) <= 12),
+            "{f:?}"
+        );
+        assert_eq!(f[4], "… 6 more li…");
+        assert_eq!(frame("a\nb", 5, 80), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn cutting_a_coloured_line_keeps_its_codes_whole() {
+        let red = console::style("abcdefghij")
+            .red()
+            .force_styling(true)
+            .to_string();
+        let f = frame(&red, 3, 5);
+        assert_eq!(console::measure_text_width(&f[0]), 5);
+        assert!(f[0].ends_with("\x1b[0m"), "{:?}", f[0]);
+    }
+}
