@@ -7,13 +7,16 @@
 //! the spool, [`events`] the event lines; [`report`] is what they add up to,
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
 //! [`prometheus`] render it (JSON is the report's own shape). [`actions`]
-//! holds, releases and requeues.
+//! holds, releases and requeues; [`list`] and [`flush`] are the queue
+//! tools. `--check` is [`check::preflight`].
 
 pub mod actions;
 pub mod census;
 pub mod check;
 pub mod cli;
 pub mod events;
+pub mod flush;
+pub mod list;
 pub mod prometheus;
 pub mod report;
 pub mod run;

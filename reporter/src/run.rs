@@ -25,6 +25,9 @@ use crate::{actions, prometheus, table};
 pub const CHECK_FAILED: u8 = 3;
 
 pub fn main_with(args: Args) -> Result<(), Failure> {
+    if args.check {
+        return check::preflight(&args);
+    }
     let loaded = match &args.config {
         Some(path) => Some(config::load(path).map_err(Failure::config)?),
         None => None,
