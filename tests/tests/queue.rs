@@ -323,3 +323,20 @@ fn check_as_another_user_finds_a_spool_it_cannot_read() {
     assert_eq!(c, 74, "{err}");
     assert!(err.contains("error is not readable"), "{err}");
 }
+
+#[test]
+fn list_does_not_hang_on_a_fifo_posing_as_a_reason_record() {
+    let spool = TestSpool::new();
+    let error = spool.dir(State::Error);
+    std::fs::write(error.join("x.json"), "x").unwrap();
+    nix::unistd::mkfifo(
+        &error.join("x.json.reason.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = run(reporter(&spool).args(["list", "--format", "json"]), LIMIT);
+    out.assert_success();
+    let rows = json_lines(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["reason"].is_null());
+}
