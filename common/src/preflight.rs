@@ -189,6 +189,28 @@ pub fn spool(root: &Path, report: &mut Report) {
     }
 }
 
+/// For readers (the reporter): the spool exists, creating nothing, and
+/// this user may list every folder it has.
+pub fn spool_readable(root: &Path, report: &mut Report) {
+    if let Err(e) = crate::spool::Spool::existing(root) {
+        return report.spool(e);
+    }
+    let mut ok = true;
+    for dir in std::iter::once(root.to_path_buf()).chain(folders().map(|n| root.join(n))) {
+        if dir.is_dir() && access(&dir, AccessFlags::R_OK | AccessFlags::X_OK).is_err() {
+            ok = false;
+            report.spool(format!(
+                "{} is not readable by this user (uid {})",
+                dir.display(),
+                euid()
+            ));
+        }
+    }
+    if ok {
+        report.passed(format!("spool {} is readable", root.display()));
+    }
+}
+
 /// This process's effective user, for messages (`/proc/self` belongs to it).
 fn euid() -> String {
     std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string())

@@ -519,6 +519,49 @@ pub fn requeue(spool: &Spool, error_name: &OsStr) -> io::Result<PathBuf> {
     Ok(moved)
 }
 
+/// incoming → incoming, for an operator (`reporter flush`): a waiting
+/// retry becomes due now and every running sender hears of it. The mtime
+/// (the next-attempt time) is set to `now` first, then the file is renamed
+/// within `incoming/` to its name with a fresh `u` field: the rename is what
+/// inotify reports to senders (IN_MOVED_TO), and a sender that sees the new
+/// name finds it due. Key, `t`, `a` and `r` are kept, so nothing about the
+/// delivery changes but its time. The file is never out of `incoming/` and
+/// never under two names. Returns the new path, or `None` if the file is no
+/// longer there (a sender claimed it meanwhile).
+pub fn flush(spool: &Spool, incoming_name: &OsStr, now: SystemTime) -> io::Result<Option<PathBuf>> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let incoming = spool.dir(State::Incoming);
+    let from = incoming.join(incoming_name);
+    // By path, not through an open file: opening a FIFO would block, and
+    // a symlink's own time is the one senders read (they do not follow it).
+    let at = TimeSpec::from(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    match utimensat(
+        nix::fcntl::AT_FDCWD,
+        &from,
+        &TimeSpec::UTIME_OMIT,
+        &at,
+        UtimensatFlags::NoFollowSymlink,
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(annotate(e.into(), "cannot set next attempt time on", &from)),
+    }
+    let mut name = SpoolName::parse(incoming_name);
+    let old = name.uniq;
+    name.uniq = Some(loop {
+        let u = fastrand::u32(..);
+        if Some(u) != old {
+            break u;
+        }
+    });
+    match spool.move_into(&from, &incoming, &mut name) {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(annotate(e, "cannot flush", &from)),
+    }
+}
+
 /// Takes the lock of a claim folder if nobody holds it (this process
 /// included: its own folders are never taken back). A folder without a
 /// lock file (recovery cut short after removing it) counts as unowned.
@@ -805,5 +848,34 @@ mod tests {
         assert_eq!(names(&spool.dir(State::Incoming)), ["link", "loose"]);
         assert_eq!(names(&outside), ["x"]);
         assert_eq!(names(&sending), [".tool-work"]);
+    }
+
+    #[test]
+    fn flush_makes_a_retry_due_under_a_new_name_keeping_key_and_attempts() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path().join("s")).unwrap();
+        let incoming = spool.dir(State::Incoming);
+        let old = "a.json~sp.k0123456789abcdef01234567.u7.t1700000000.a2.rhttp-503";
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let file = File::create(incoming.join(old)).unwrap();
+        file.set_modified(later).unwrap();
+        drop(file);
+        let now = SystemTime::now();
+        let moved = flush(&spool, OsStr::new(old), now).unwrap().unwrap();
+        let got = names(&incoming);
+        assert_eq!(got.len(), 1);
+        assert_ne!(got[0], old, "a rename is what wakes senders");
+        let (was, is) = (
+            SpoolName::parse(OsStr::new(old)),
+            SpoolName::parse(moved.file_name().unwrap()),
+        );
+        assert_eq!(
+            (is.key, is.first_attempt, is.attempts, &is.last_reason),
+            (was.key, was.first_attempt, was.attempts, &was.last_reason)
+        );
+        assert_ne!(is.uniq, was.uniq);
+        let meta = fs::metadata(&moved).unwrap();
+        assert!(meta.modified().unwrap() <= now + Duration::from_secs(1));
+        assert_eq!(flush(&spool, OsStr::new(old), now).unwrap(), None);
     }
 }

@@ -1,6 +1,8 @@
 //! The operator's actions, carried out through the spool protocol: hold and
-//! release a receiver's backlog, requeue files from error/. Each move is
-//! one of `common`'s spool operations; this module only chooses the files.
+//! release a receiver's backlog, requeue files from error/, and the queue
+//! tools (`list` in [`crate::list`], `flush` in [`crate::flush`]). Each
+//! move is one of `common`'s spool operations; this module only chooses
+//! the files.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +15,7 @@ use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
 
 use crate::cli::Action;
+use crate::{flush, list};
 
 /// Carries out `action`; the spool and config are already checked.
 pub fn apply(
@@ -49,11 +52,7 @@ pub fn apply(
                     "requeue: give --all or a selector (--receiver, --status, --class, --older-than)",
                 ));
             }
-            if receiver.is_some() && router.is_none() {
-                return Err(Failure::usage(
-                    "requeue --receiver needs --config for the routes",
-                ));
-            }
+            needs_routes("requeue", receiver.as_deref(), router)?;
             let selector = Selector {
                 receiver: receiver.clone(),
                 status: *status,
@@ -62,6 +61,39 @@ pub fn apply(
             };
             let n = requeue_selected(spool, router, &selector)?;
             eprintln!("reporter: requeued {n} files");
+        }
+        Action::List {
+            receiver,
+            state,
+            format,
+        } => {
+            needs_routes("list", receiver.as_deref(), router)?;
+            let filter = list::Filter {
+                receiver: receiver.as_deref(),
+                state: *state,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            list::stream(
+                spool,
+                router,
+                backoff_max(loaded),
+                &filter,
+                *format,
+                &mut out,
+            )?;
+        }
+        Action::Flush { receiver } => {
+            needs_routes("flush", receiver.as_deref(), router)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = flush::flush_waiting(
+                spool,
+                router,
+                receiver.as_deref(),
+                backoff_max(loaded),
+                &mut out,
+            )?;
+            drop(out);
+            eprintln!("reporter: flushed {n} waiting retries");
         }
     }
     Ok(())
@@ -89,6 +121,30 @@ fn check_hold_name(loaded: Option<&config::Loaded>, receiver: &str) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// `--receiver` means "routed to": without the routes it would match
+/// nothing while the operator thinks it matched.
+fn needs_routes(
+    what: &str,
+    receiver: Option<&str>,
+    router: Option<&Router>,
+) -> Result<(), Failure> {
+    if receiver.is_some() && router.is_none() {
+        return Err(Failure::usage(format!(
+            "{what} --receiver needs --config for the routes"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest a sender lets any file wait (docs/spool.md rule 13), which
+/// caps a retry's next-attempt time.
+fn backoff_max(loaded: Option<&config::Loaded>) -> Duration {
+    loaded.map_or_else(
+        || config::SenderSection::default().backoff_max,
+        |l| l.config.sender.backoff_max,
+    )
 }
 
 struct Selector {

@@ -1,9 +1,19 @@
 //! `--fail-if` health checks: `METRIC OP VALUE`, e.g. `backlog_age > 10m`,
 //! `errors > 0`, `open_circuits >= 1`. A pure parser and evaluator; which
 //! metrics exist and what they read is [`crate::report::METRICS`].
+//!
+//! Also `reporter --check` ([`preflight`]): whether this command line would
+//! run, without reading the spool's files. Its rules are common's
+//! (`preflight`, `config`, `route`); this is only the reporter's selection.
 
 use std::time::Duration;
 
+use spoolpost_common::config;
+use spoolpost_common::exit::Failure;
+use spoolpost_common::preflight;
+use spoolpost_common::route::Router;
+
+use crate::cli::Args;
 use crate::report::{METRICS, Metric, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +104,39 @@ pub fn first_failure(report: &Report, checks: &[Check]) -> Option<String> {
             format!("check failed: {} (now {shown})", c.text)
         })
     })
+}
+
+/// `reporter --check`: the --fail-if checks parse (else exit 2, as a run
+/// would), the configuration loads and its routes build, and the spool is
+/// there and readable. The reporter only reads, so it needs no more.
+pub fn preflight(args: &Args) -> Result<(), Failure> {
+    for c in &args.fail_if {
+        parse(c).map_err(Failure::usage)?;
+    }
+    let mut report = preflight::Report::default();
+    let loaded = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(loaded) => {
+                match Router::from_config(&loaded) {
+                    Ok(_) => report.passed("configuration and routes are valid"),
+                    Err(e) => report.config(e),
+                }
+                Some(loaded)
+            }
+            Err(e) => {
+                report.config(e);
+                return report.finish("reporter");
+            }
+        },
+        None => None,
+    };
+    let root = args
+        .spool
+        .clone()
+        .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
+        .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+    preflight::spool_readable(&root, &mut report);
+    report.finish("reporter")
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The command line: each flag defined once, with its help and the
 //! environment variable it respects. What the flags mean at run time lives
-//! in [`crate::run`] (reports) and [`crate::actions`] (requeue, hold).
+//! in [`crate::run`] (reports), [`crate::actions`] (requeue, hold, and
+//! the queue tools [`crate::list`] and [`crate::flush`]) and
+//! [`crate::check::preflight`] (`--check`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +73,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS", help_heading = "Report")]
     pub watch: Option<u64>,
 
+    /// Check the configuration and that the spool is there and readable, then exit.
+    ///
+    /// One line per problem (with file:line where there is one); exit 78
+    /// (configuration) or 74 (spool), else a one-line summary and 0. Also
+    /// parses the --fail-if checks (exit 2 if one is malformed).
+    #[arg(long, help_heading = "Checks")]
+    pub check: bool,
+
     #[command(flatten)]
     pub diagnostics: Diagnostics,
 
@@ -112,6 +122,53 @@ pub enum Action {
     Hold { receiver: String },
     /// Release a hold.
     Release { receiver: String },
+    /// One line per file waiting, being sent or given up on (as `postqueue -j`).
+    ///
+    /// Columns: state, attempts, first seen, next attempt, receiver, last
+    /// reason, then the whole original name (last, so a name with spaces
+    /// cannot shift the columns; control bytes and invalid UTF-8 are
+    /// escaped). Streams the folders as it reads them: memory stays flat
+    /// however many files there are.
+    List {
+        /// Only files routed to this receiver (needs --config).
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Only files in this state.
+        #[arg(long, value_enum)]
+        state: Option<ListState>,
+        /// table (people) or json (one object per line, for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Make waiting retries due now and wake the running senders (as `postqueue -f`).
+    ///
+    /// Each waiting retry gets its next-attempt time set to now and a new
+    /// name within incoming/ (a fresh `u` field; key and attempts kept),
+    /// which senders are notified of. Files of a held receiver stay held.
+    Flush {
+        /// Only files routed to this receiver (needs --config).
+        #[arg(long)]
+        receiver: Option<String>,
+    },
+}
+
+/// A file's state as `reporter list` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListState {
+    /// In incoming/, never attempted: due now.
+    Waiting,
+    /// In incoming/ after at least one failed attempt: due at its next attempt.
+    Retry,
+    /// Claimed by a sender.
+    Sending,
+    /// In error/: given up on.
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
 }
 
 #[cfg(test)]

@@ -8,13 +8,16 @@
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
 //! [`prometheus`] render it (JSON is the report's own shape). [`watch`] is
 //! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends. [`actions`]
-//! holds, releases and requeues.
+//! holds, releases and requeues; [`list`] and [`flush`] are the queue
+//! tools. `--check` is [`check::preflight`].
 
 pub mod actions;
 pub mod census;
 pub mod check;
 pub mod cli;
 pub mod events;
+pub mod flush;
+pub mod list;
 pub mod prometheus;
 pub mod report;
 pub mod run;

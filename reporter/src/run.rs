@@ -55,6 +55,9 @@ pub fn setup(args: &Args) -> Result<Setup, Failure> {
 }
 
 pub fn main_with(args: Args) -> Result<(), Failure> {
+    if args.check {
+        return check::preflight(&args);
+    }
     let setup = setup(&args)?;
     // The reporter creates no spool: a mistyped --spool is exit 74, not a
     // new, empty and so "healthy" spool (issue 13.11).

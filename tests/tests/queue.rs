@@ -1,0 +1,342 @@
+//! The queue tools (issue 9): `reporter list`, `reporter flush` and
+//! `reporter --check`, run as real binaries over real spools, with real
+//! senders and the test receiver where files must move.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use spoolpost_common::spool::State;
+use spoolpost_tests::harness::{
+    TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
+};
+use spoolpost_tests::receiver::{Receiver, Reply};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn code(cmd: &mut Command) -> (i32, String, String) {
+    let out = run(cmd, LIMIT);
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+/// A config routing everything to `main` at `url`, with `sender` settings.
+fn one_receiver(spool: &TestSpool, url: &str, sender: &str) -> std::path::PathBuf {
+    config(
+        spool,
+        &format!(
+            "spool = {:?}\n[sender]\n{sender}\n[receivers.main]\nurl = {url:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
+            path_str(&spool.root)
+        ),
+    )
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn flush_wakes_a_sender_waiting_an_hour_and_the_retries_go_at_once_under_their_keys() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    receiver.script("/in", [Reply::status(503), Reply::status(503)]);
+    // An hour's backoff, and no rescan that could find the files anyway:
+    // only the flush can make them go within the test's few seconds.
+    let cfg = one_receiver(
+        &spool,
+        &receiver.url("/in"),
+        "backoff_initial = \"1h\"\nbackoff_max = \"2h\"\nrescan_interval = \"1h\"",
+    );
+    let running = spawn(sender(&spool).arg("--config").arg(&cfg));
+    spool.put("a.json", b"a");
+    spool.put("b.json", b"b");
+    assert!(
+        eventually(LIMIT, || {
+            let names = spool.names(State::Incoming);
+            names.len() == 2 && names.iter().all(|n| n.ends_with(b".a1.rhttp-503"))
+        }),
+        "both files wait after a 503: {:?}",
+        spool.census()
+    );
+    let out = run(
+        reporter(&spool).arg("--config").arg(&cfg).arg("flush"),
+        LIMIT,
+    );
+    out.assert_success();
+    assert!(out.stderr.contains("flushed 2"), "{}", out.stderr);
+    assert!(
+        eventually(Duration::from_secs(5), || spool.count(State::Done) == 2),
+        "delivered within seconds of the flush: {:?}",
+        spool.census()
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 4, "one 503 and one 200 each");
+    for file in ["a.json", "b.json"] {
+        let keys: Vec<_> = got
+            .iter()
+            .filter(|r| r.header("x-filename") == Some(file))
+            .map(|r| r.header("idempotency-key").unwrap().to_string())
+            .collect();
+        assert_eq!(keys.len(), 2, "{file}");
+        assert_eq!(keys[0], keys[1], "{file}: a flush keeps the key");
+    }
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    running.wait(LIMIT).assert_success();
+}
+
+#[test]
+fn flush_leaves_other_receivers_and_files_not_yet_tried_alone() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "spool = {:?}\n[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[receivers.b]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"a*\"\nreceiver = \"a\"\n[[routes]]\nglob = \"*\"\nreceiver = \"b\"\n",
+            path_str(&spool.root)
+        ),
+    );
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let retry = |name: &str| {
+        spool.put(name, b"x");
+        let f = std::fs::File::open(spool.dir(State::Incoming).join(name)).unwrap();
+        f.set_modified(later).unwrap();
+    };
+    retry("a1~sp.k000000000000000000000001.t1700000000.a1.rconnect");
+    retry("b1~sp.k000000000000000000000002.t1700000000.a3.rhttp-503");
+    spool.put("a2", b"fresh");
+    let out = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["flush", "--receiver", "a"]),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(out.stdout, "a1\n");
+    let mut names: Vec<String> = spool
+        .names(State::Incoming)
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        names[0].starts_with("a1~sp.k000000000000000000000001.u")
+            && names[0].ends_with(".t1700000000.a1.rconnect"),
+        "{names:?}"
+    );
+    assert_eq!(names[1], "a2", "a file never tried is left as it is");
+    assert_eq!(
+        names[2], "b1~sp.k000000000000000000000002.t1700000000.a3.rhttp-503",
+        "another receiver's retry keeps waiting"
+    );
+    let (c, _, err) = code(reporter(&spool).args(["flush", "--receiver", "a"]));
+    assert_eq!(c, 2, "--receiver without routes would match nothing: {err}");
+}
+
+#[test]
+fn list_shows_each_state_with_whole_names_escaped_and_as_json_lines() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    receiver.answer(Reply::status(422));
+    let long = format!("{}.json", "l".repeat(200));
+    let hostile: &[u8] = b"evil\x1b[2J\nname\xff.json";
+    spool.put(&long, b"1");
+    spool.put(OsStr::from_bytes(hostile), b"2");
+    run(
+        sender(&spool).args(["--once", "--url", &receiver.url("/in")]),
+        LIMIT,
+    )
+    .assert_success();
+    assert_eq!(spool.count(State::Error), 2);
+    spool.put("fresh.json", b"3");
+    let name = "later.json~sp.k3f9c0a1e55d2b7c4e8a09f1d.t1700000000.a2.rhttp-503";
+    spool.put(name, b"4");
+    // Within backoff_max (5 min by default), which caps any wait.
+    let next = SystemTime::now() + Duration::from_secs(120);
+    std::fs::File::open(spool.dir(State::Incoming).join(name))
+        .unwrap()
+        .set_modified(next)
+        .unwrap();
+
+    let out = run(reporter(&spool).args(["list", "--format", "json"]), LIMIT);
+    out.assert_success();
+    let mut rows = json_lines(&out.stdout);
+    rows.sort_by_key(|r| r["name"].as_str().unwrap().to_string());
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    let by = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap();
+    assert_eq!(by("fresh.json")["state"], "waiting");
+    assert_eq!(by("fresh.json")["attempts"], 0);
+    let later = by("later.json");
+    assert_eq!(
+        (&later["state"], &later["attempts"], &later["reason"]),
+        (&"retry".into(), &2.into(), &"http-503".into())
+    );
+    assert_eq!(later["key"], "3f9c0a1e55d2b7c4e8a09f1d");
+    assert_eq!(later["first_seen"], "2023-11-14T22:13:20.000Z");
+    let due = later["next_attempt"].as_str().unwrap();
+    assert!(
+        due > spoolpost_common::event::rfc3339(next - Duration::from_secs(2)).as_str(),
+        "the next attempt is the file's mtime: {due}"
+    );
+    let whole = by(&long);
+    assert_eq!(
+        whole["state"], "error",
+        "the whole long name, not the cut one"
+    );
+    assert!(whole["reason"].as_str().unwrap().contains("422"), "{whole}");
+    let evil = rows.iter().find(|r| r.get("name_hex").is_some()).unwrap();
+    assert_eq!(
+        evil["name_hex"],
+        hostile
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+
+    let table = run(reporter(&spool).arg("list"), LIMIT);
+    table.assert_success();
+    assert_eq!(
+        table.stdout.lines().count(),
+        5,
+        "a header and one line each"
+    );
+    assert!(!table.stdout.contains('\x1b'), "no raw control bytes");
+    assert!(
+        table.stdout.contains("evil\\u{1b}[2J\\nname\\xff.json"),
+        "{}",
+        table.stdout
+    );
+    let retries = run(reporter(&spool).args(["list", "--state", "retry"]), LIMIT);
+    assert_eq!(retries.stdout.lines().count(), 2, "{}", retries.stdout);
+    assert!(
+        retries
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(" later.json")
+    );
+}
+
+/// Peak resident memory of `pid` so far, from the kernel's high-water mark.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line[6..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Lists `spool` through a pipe the test reads slowly, so the reporter is
+/// alive (blocked on a full pipe) while its peak memory is read. Returns
+/// (lines, peak KiB).
+fn list_through_pipe(spool: &TestSpool) -> (usize, u64) {
+    let mut child = reporter(spool)
+        .args(["list", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let mut lines = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        line.unwrap();
+        lines += 1;
+        if lines % 100 == 1 {
+            peak = peak.max(peak_kib(pid).unwrap_or(0));
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    (lines, peak)
+}
+
+#[test]
+fn list_streams_a_hundred_thousand_files_in_flat_memory() {
+    let spool = TestSpool::new();
+    let incoming = spool.dir(State::Incoming);
+    // Enough lines to fill the pipe, so the small listing is alive to be
+    // measured too.
+    for i in 0..2_000 {
+        std::fs::write(incoming.join(format!("orders-{i:08}.json")), "").unwrap();
+    }
+    let (lines, small) = list_through_pipe(&spool);
+    assert_eq!(lines, 2_000);
+    for i in 2_000..100_000 {
+        std::fs::write(incoming.join(format!("orders-{i:08}.json")), "").unwrap();
+    }
+    let (lines, large) = list_through_pipe(&spool);
+    assert_eq!(lines, 100_000);
+    assert!(small > 0 && large > 0, "the peak was read");
+    eprintln!("reporter list peak: {small} KiB for 2,000 files, {large} KiB for 100,000");
+    // Holding 100,000 names and rows would take well over 10 MiB; a
+    // stream needs no more for them than for 2,000.
+    assert!(
+        large < small + 4096,
+        "peak {large} KiB for 100,000 files against {small} KiB for 2,000"
+    );
+}
+
+#[test]
+fn check_passes_a_readable_spool_and_names_what_is_wrong() {
+    let spool = TestSpool::new();
+    let (c, out, err) = code(reporter(&spool).arg("--check"));
+    assert_eq!(c, 0, "{err}");
+    assert!(out.starts_with("reporter: ok:"), "{out}");
+
+    let missing = spool.side("nowhere").join("spool");
+    let (c, _, err) = code(
+        Command::new(spoolpost_tests::harness::bin("reporter"))
+            .arg("--spool")
+            .arg(&missing)
+            .arg("--check"),
+    );
+    assert_eq!(c, 74, "{err}");
+    assert!(!missing.exists(), "--check creates nothing");
+
+    let bad = config(&spool, "spool = 3\n");
+    let (c, _, err) = code(reporter(&spool).arg("--config").arg(&bad).arg("--check"));
+    assert_eq!(c, 78, "{err}");
+    assert!(err.contains("spoolpost.toml:1"), "{err}");
+
+    let (c, _, err) = code(reporter(&spool).args(["--check", "--fail-if", "errors >"]));
+    assert_eq!(c, 2, "{err}");
+}
+
+#[test]
+fn check_as_another_user_finds_a_spool_it_cannot_read() {
+    if !spoolpost_tests::system::is_root() {
+        eprintln!("skipped: needs root to drop to nobody");
+        return;
+    }
+    let spool = TestSpool::new();
+    spoolpost_tests::system::open_path_to_others(&spool.root);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        spool.dir(State::Error),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let mut cmd = spoolpost_tests::system::as_nobody(reporter(&spool).arg("--check"));
+    let (c, _, err) = code(&mut cmd);
+    assert_eq!(c, 74, "{err}");
+    assert!(err.contains("error is not readable"), "{err}");
+}
+
+#[test]
+fn list_does_not_hang_on_a_fifo_posing_as_a_reason_record() {
+    let spool = TestSpool::new();
+    let error = spool.dir(State::Error);
+    std::fs::write(error.join("x.json"), "x").unwrap();
+    nix::unistd::mkfifo(
+        &error.join("x.json.reason.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = run(reporter(&spool).args(["list", "--format", "json"]), LIMIT);
+    out.assert_success();
+    let rows = json_lines(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["reason"].is_null());
+}
