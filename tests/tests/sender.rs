@@ -22,22 +22,6 @@ fn reason_of(data: &std::path::Path) -> ReasonRecord {
     serde_json::from_slice(&text).unwrap()
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn delivers_every_file_gzipped_with_its_name_and_a_key() {
     let rx = Receiver::start();

@@ -13,22 +13,6 @@ use spoolpost_tests::receiver::Receiver;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// Every request the receiver got: (X-Filename decoded, Idempotency-Key, path).
 pub(crate) fn deliveries(rx: &Receiver) -> Vec<(Vec<u8>, String, String)> {
     rx.received()
