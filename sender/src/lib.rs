@@ -18,6 +18,7 @@ pub mod circuit;
 pub mod cli;
 pub mod dispatch;
 pub mod file;
+pub mod headers;
 pub mod http;
 pub mod job;
 pub mod outcome;

@@ -368,3 +368,52 @@ fn a_broken_reload_is_refused_and_collecting_goes_on() {
     proc.signal(Signal::SIGTERM);
     proc.wait(LIMIT).assert_success();
 }
+
+/// A sender config with one receiver at `url` whose Authorization header
+/// comes from `token`; `extra` goes into `[sender]`.
+fn token_config(spool: &TestSpool, url: &str, token: &Path, extra: &str) -> std::path::PathBuf {
+    config(
+        spool,
+        &format!(
+            "spool = {:?}\n[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"300ms\"\nbreaker_open_initial = \"200ms\"\nbreaker_open_max = \"500ms\"\nmax_attempts = 2\n{extra}\n[receivers.main]\nurl = {url:?}\n[receivers.main.headers]\nAuthorization = {{ file = {:?} }}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
+            path_str(&spool.root),
+            path_str(token)
+        ),
+    )
+}
+
+#[test]
+fn a_401_keeps_files_waiting_and_a_rewritten_token_file_releases_them() {
+    let rx = Receiver::start();
+    rx.require_header(
+        "authorization",
+        "Bearer new",
+        spoolpost_tests::receiver::Reply::status(401),
+    );
+    let spool = TestSpool::new();
+    let token = spool.side("secret").join("token");
+    std::fs::write(&token, "Bearer old\n").unwrap();
+    let cfg = token_config(&spool, &rx.url("/in"), &token, "");
+    for i in 0..5 {
+        spool.put(format!("f{i}"), b"x");
+    }
+    let proc = spawn(sender(&spool).arg("--config").arg(&cfg));
+    // Refused again and again, past max_attempts = 2: still waiting.
+    assert!(eventually(LIMIT, || rx.count() >= 4));
+    assert_eq!(spool.count(State::Error), 0, "{:?}", spool.census());
+    // The circuit says why, for the reporter.
+    let report = run(
+        spoolpost_tests::harness::reporter(&spool).args(["--format", "json"]),
+        LIMIT,
+    );
+    assert!(report.stdout.contains("auth"), "{}", report.stdout);
+    std::fs::write(&token, "Bearer new\n").unwrap();
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == 5),
+        "{:?}",
+        spool.census()
+    );
+    assert_eq!(spool.count(State::Error), 0);
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
