@@ -23,6 +23,7 @@ pub mod http;
 pub mod job;
 pub mod outcome;
 pub mod probe;
+pub mod reload;
 pub mod run;
 pub mod settle;
 pub mod shared;
