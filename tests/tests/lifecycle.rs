@@ -259,6 +259,12 @@ fn the_sender_notifies_ready_and_stopping_through_an_abstract_socket() {
         path: Default::default(),
     };
     notify.expect("READY=1");
+    spool.put("a", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 1));
+    notify.expect("STATUS=0 in flight, 0 waiting, 0 circuits open");
+    proc.signal(Signal::SIGHUP);
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
     proc.signal(Signal::SIGTERM);
     notify.expect("STOPPING=1");
     proc.wait(LIMIT).assert_success();
