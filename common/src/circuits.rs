@@ -47,6 +47,10 @@ pub struct Circuit {
     pub state: CircuitState,
     /// RFC 3339: when the circuit entered this state.
     pub since: String,
+    /// Why it opened, when the sender knows more than "failing": `auth`
+    /// (the receiver refuses our credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One sender's circuits, by receiver name.
@@ -136,6 +140,7 @@ mod tests {
         Circuit {
             state,
             since: since.into(),
+            reason: None,
         }
     }
 

@@ -213,6 +213,11 @@ pub struct ReceiverConfig {
     /// Status codes retried in addition to 408, 425, 429 and every 5xx.
     #[serde(default)]
     pub retry_statuses: Vec<u16>,
+    /// Status codes that send the file to `error/` although the default
+    /// table retries them (say 401, or 503). `retry_statuses` wins where a
+    /// code is in both.
+    #[serde(default)]
+    pub reject_statuses: Vec<u16>,
     /// Extra CA certificates (PEM) to trust, e.g. an internal CA.
     pub ca_file: Option<PathBuf>,
     /// Take a 2xx that comes before the whole body was sent as delivery,
@@ -266,6 +271,7 @@ impl ReceiverConfig {
             connect_timeout: default_connect_timeout(),
             concurrency: default_receiver_concurrency(),
             retry_statuses: Vec::new(),
+            reject_statuses: Vec::new(),
             ca_file: None,
             accept_early_answer: false,
         }

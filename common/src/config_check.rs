@@ -170,13 +170,18 @@ impl Checker<'_> {
                     prefix("gzip_level must be 0 to 9".into()),
                 ));
             }
-            if let Some(s) = r.retry_statuses.iter().find(|s| !(300..=599).contains(*s)) {
-                return Err(self.fail(
-                    &at("retry_statuses"),
-                    prefix(format!(
-                        "retry_statuses: {s} is not an HTTP status from 300 to 599"
-                    )),
-                ));
+            for key in ["retry_statuses", "reject_statuses"] {
+                let codes = if key == "retry_statuses" {
+                    &r.retry_statuses
+                } else {
+                    &r.reject_statuses
+                };
+                if let Some(s) = codes.iter().find(|s| !(300..=599).contains(*s)) {
+                    return Err(self.fail(
+                        &at(key),
+                        prefix(format!("{key}: {s} is not an HTTP status from 300 to 599")),
+                    ));
+                }
             }
             if r.content_type.is_empty() || !is_header_value(&r.content_type) {
                 return Err(self.fail(

@@ -96,6 +96,9 @@ struct Pending {
     lines: Vec<u8>,
     closed: bool,
     broken: bool,
+    /// A reopened file, and how many of `lines` still belong to the old
+    /// one (see [`EventSink::reopen_shared`]).
+    switch: Option<(Box<dyn Write + Send>, usize)>,
 }
 
 impl EventSink {
@@ -202,6 +205,37 @@ impl EventSink {
         Ok(())
     }
 
+    /// [`EventSink::reopen`] for a sink shared by running tasks: lines
+    /// queued before this call go to the old file, lines after it to the
+    /// new one, none lost or doubled.
+    pub fn reopen_shared(&self, path: Option<&Path>) -> io::Result<()> {
+        let Some(path) = path.filter(|p| *p != Path::new("-")) else {
+            return Ok(());
+        };
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let fresh = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open events file {}: {e}", path.display()),
+                )
+            })?;
+        let mut pending = shared.state.lock().unwrap();
+        // A second reopen before the writer woke: the first boundary holds.
+        let boundary = pending
+            .switch
+            .take()
+            .map_or(pending.lines.len(), |(_, at)| at);
+        pending.switch = Some((Box::new(fresh), boundary));
+        shared.wake.notify_one();
+        Ok(())
+    }
+
     /// Writes what is queued and stops the writer.
     pub fn finish(mut self) {
         self.close();
@@ -230,14 +264,22 @@ impl Drop for EventSink {
 fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
     loop {
-        let closed = {
+        let (closed, switch) = {
             let mut pending = shared.state.lock().unwrap();
-            if !pending.closed && pending.lines.len() < FLUSH_BYTES {
+            if !pending.closed && pending.lines.len() < FLUSH_BYTES && pending.switch.is_none() {
                 pending = shared.wake.wait_timeout(pending, FLUSH_EVERY).unwrap().0;
             }
             std::mem::swap(&mut batch, &mut pending.lines);
-            pending.closed
+            (pending.closed, pending.switch.take())
         };
+        if let Some((fresh, boundary)) = switch {
+            let old_part = &batch[..boundary.min(batch.len())];
+            if let Err(e) = out.write_all(old_part).and_then(|()| out.flush()) {
+                tracing::error!(error = %e, "cannot write event lines to the old events file");
+            }
+            batch.drain(..boundary.min(batch.len()));
+            out = fresh;
+        }
         if !batch.is_empty() {
             if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
                 if e.kind() == io::ErrorKind::BrokenPipe {
@@ -289,6 +331,21 @@ mod tests {
             "{old:?} {new:?}"
         );
         assert!(new.contains("\"n\":2"), "{new:?}");
+    }
+
+    #[test]
+    fn a_shared_reopen_splits_the_lines_at_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        let sink = EventSink::open(Some(&old)).unwrap();
+        sink.emit_record(&serde_json::json!({"n": 1}));
+        sink.reopen_shared(Some(&new)).unwrap();
+        sink.emit_record(&serde_json::json!({"n": 2}));
+        sink.finish();
+        let old = std::fs::read_to_string(old).unwrap();
+        let new = std::fs::read_to_string(new).unwrap();
+        assert_eq!(old, "{\"n\":1}\n");
+        assert_eq!(new, "{\"n\":2}\n");
     }
 
     #[test]

@@ -95,6 +95,12 @@ impl Notifier {
         }
     }
 
+    /// Whether a service manager listens: callers skip work that only
+    /// feeds it.
+    pub fn is_active(&self) -> bool {
+        self.socket.is_some()
+    }
+
     pub fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", status_line(status)));
     }

@@ -181,6 +181,7 @@ pub(crate) mod tests {
         let circuit = Circuit {
             state: CircuitState::Open,
             since: "2024-01-01T00:00:00Z".into(),
+            reason: Some("auth".into()),
         };
         let receiver = ReceiverReport {
             circuit: Some(circuit),

@@ -159,9 +159,13 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
             .as_ref()
             .filter(|c| c.state != CircuitState::Closed)
         {
+            let why = match c.reason.as_deref() {
+                Some("auth") => ": it refuses our credentials (401/407); fix the secret",
+                _ => "",
+            };
             let _ = writeln!(
                 out,
-                "  circuit of {name} {} since {}",
+                "  circuit of {name} {} since {}{why}",
                 c.state.as_str(),
                 c.since
             );

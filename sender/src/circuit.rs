@@ -27,7 +27,8 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Circuits {
     names: Vec<String>,
-    breakers: Mutex<Vec<Breaker>>,
+    /// Each breaker with why it last opened (`auth`), shown to operators.
+    breakers: Mutex<Vec<(Breaker, Option<&'static str>)>>,
     /// The claim folder, where this sender's circuit file lives.
     folder: PathBuf,
 }
@@ -44,7 +45,10 @@ pub enum Admit {
 
 impl Circuits {
     pub fn new(names: Vec<String>, config: BreakerConfig, folder: PathBuf, now: Instant) -> Self {
-        let breakers = names.iter().map(|_| Breaker::new(config, now)).collect();
+        let breakers = names
+            .iter()
+            .map(|_| (Breaker::new(config, now), None))
+            .collect();
         Circuits {
             names,
             breakers: Mutex::new(breakers),
@@ -53,7 +57,7 @@ impl Circuits {
     }
 
     pub fn admit(&self, receiver: usize, now: Instant) -> Admit {
-        let decision = self.breakers.lock().unwrap()[receiver].check(now);
+        let decision = self.breakers.lock().unwrap()[receiver].0.check(now);
         match decision {
             Decision::Send => Admit::Send,
             Decision::WaitUntil(at) => Admit::WaitUntil(at),
@@ -71,15 +75,33 @@ impl Circuits {
     pub fn record(&self, receiver: usize, signal: Signal, now: Instant) -> bool {
         let transition = {
             let mut breakers = self.breakers.lock().unwrap();
-            let breaker = &mut breakers[receiver];
-            match signal {
+            let (breaker, reason) = &mut breakers[receiver];
+            let transition = match signal {
                 Signal::Works => breaker.record_success(now),
                 Signal::Fails { retry_after } => breaker.record_failure(now, retry_after),
+                Signal::Refuses => {
+                    // Every file would get the same answer: open now,
+                    // not after `breaker_failures` more refusals.
+                    let mut opened = None;
+                    while breaker.state() != CircuitState::Open {
+                        opened = breaker.record_failure(now, None);
+                    }
+                    opened
+                }
                 Signal::Silent => {
                     breaker.cancel_probe();
                     None
                 }
+            };
+            match (signal, breaker.state()) {
+                (Signal::Refuses, CircuitState::Open) => *reason = Some("auth"),
+                (_, CircuitState::Closed) => *reason = None,
+                (Signal::Fails { .. }, CircuitState::Open) if transition.is_some() => {
+                    *reason = None
+                }
+                _ => {}
             }
+            transition
         };
         let Some(state) = transition else {
             return false;
@@ -87,6 +109,9 @@ impl Circuits {
         self.publish();
         let name = &self.names[receiver];
         match state {
+            CircuitState::Open if signal == Signal::Refuses => {
+                tracing::warn!(receiver = %name, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
+            }
             CircuitState::Open => {
                 tracing::warn!(receiver = %name, "circuit opened: receiver is failing; its files wait")
             }
@@ -95,8 +120,17 @@ impl Circuits {
         state == CircuitState::Closed
     }
 
+    /// How many circuits are not closed, for the service status line.
+    pub fn not_closed(&self) -> usize {
+        let breakers = self.breakers.lock().unwrap();
+        breakers
+            .iter()
+            .filter(|(b, _)| b.state() != CircuitState::Closed)
+            .count()
+    }
+
     fn cancel_probe(&self, receiver: usize) {
-        self.breakers.lock().unwrap()[receiver].cancel_probe();
+        self.breakers.lock().unwrap()[receiver].0.cancel_probe();
     }
 
     /// Rewrites this sender's circuit-state file (see
@@ -109,13 +143,14 @@ impl Circuits {
             self.names
                 .iter()
                 .zip(breakers.iter())
-                .map(|(name, b)| {
+                .map(|(name, (b, reason))| {
                     let since = rfc3339(now_sys - now.saturating_duration_since(b.since()));
                     (
                         name.clone(),
                         Circuit {
                             state: b.state(),
                             since,
+                            reason: reason.map(str::to_owned),
                         },
                     )
                 })
@@ -277,5 +312,22 @@ mod tests {
         fail(&c, None);
         wait_out(&c).await;
         assert_eq!(now() - t1, S(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = circuits(dir.path());
+        c.record(0, Signal::Refuses, now());
+        assert!(matches!(c.admit(0, now()), Admit::WaitUntil(_)));
+        assert_eq!(c.not_closed(), 1);
+        let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
+        assert!(read().contains(r#""reason": "auth""#), "{}", read());
+        wait_out(&c).await;
+        assert_eq!(c.admit(0, now()), Admit::Probe);
+        // A rotated secret lets the probe through: closed, reason gone.
+        assert!(c.record(0, Signal::Works, now()));
+        assert!(!read().contains("auth"), "{}", read());
+        assert_eq!(c.not_closed(), 0);
     }
 }

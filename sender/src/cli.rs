@@ -12,6 +12,7 @@ use spoolpost_common::progress::ProgressFlags;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::Spool;
 
+use crate::reload::Reloader;
 use crate::run::Plan;
 
 /// Sends the files in a spool's incoming/ to HTTP receivers.
@@ -158,7 +159,11 @@ impl Args {
             .clone()
             .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
             .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-        let mut settings: SenderSection = loaded.map(|l| l.config.sender).unwrap_or_default();
+        let mut settings: SenderSection = loaded
+            .as_ref()
+            .map(|l| l.config.sender.clone())
+            .unwrap_or_default();
+        let loaded_for_reload = loaded;
         if let Some(n) = self.concurrency {
             settings.concurrency = n as usize;
         }
@@ -177,7 +182,13 @@ impl Args {
             return Err(Failure::config("[sender] threads must be at least 1"));
         }
         let spool = Spool::open(&spool_root)?.with_fsync(settings.fsync);
+        let reloader = Reloader::new(
+            self.config.clone(),
+            self.events.clone(),
+            loaded_for_reload.as_ref(),
+        );
         Ok(Plan {
+            reloader,
             spool,
             router,
             settings,

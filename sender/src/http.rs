@@ -28,11 +28,12 @@ use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderValue;
 use spoolpost_common::config::Method;
 use spoolpost_common::route::Receiver;
 
 use crate::file::{Change, Snapshot, change_error, verify};
+use crate::headers::Headers;
 use crate::outcome::{Answer, Early, Transport};
 
 /// Files up to this size are compressed in memory in one step.
@@ -55,7 +56,7 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 struct Target {
     client: reqwest::Client,
     method: reqwest::Method,
-    headers: HeaderMap,
+    headers: Headers,
     gzip: Option<Compression>,
     timeout: Duration,
 }
@@ -127,38 +128,7 @@ impl Http {
                     client
                 }
             };
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                reqwest::header::CONTENT_TYPE,
-                HeaderValue::from_str(&c.content_type).map_err(|_| {
-                    format!(
-                        "receiver {}: content_type {:?} is not a valid header value",
-                        r.name, c.content_type
-                    )
-                })?,
-            );
-            if c.gzip {
-                headers.insert(
-                    reqwest::header::CONTENT_ENCODING,
-                    HeaderValue::from_static("gzip"),
-                );
-            }
-            for (name, value) in &c.headers {
-                let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    format!("receiver {}: {name:?} is not a valid header name", r.name)
-                })?;
-                let text = value
-                    .resolve()
-                    .map_err(|e| format!("receiver {}: header {name}: {e}", r.name))?;
-                let mut value = HeaderValue::from_str(&text).map_err(|_| {
-                    format!(
-                        "receiver {}: header {name} has a value that is not a valid header value",
-                        r.name
-                    )
-                })?;
-                value.set_sensitive(true);
-                headers.insert(header, value);
-            }
+            let headers = Headers::new(&r.name, c, Instant::now())?;
             targets.push(Target {
                 client,
                 method: match c.method {
@@ -171,6 +141,21 @@ impl Http {
             });
         }
         Ok(Http { targets })
+    }
+
+    /// Takes a reloaded configuration's headers and secrets for the
+    /// requests that start from now on; all or nothing. The receivers must
+    /// be the running ones, in the same order.
+    pub fn replace_headers(&self, receivers: &[Receiver]) -> Result<(), String> {
+        let now = Instant::now();
+        // Validate every receiver's headers before any is replaced.
+        for r in receivers {
+            Headers::new(&r.name, &r.config, now)?;
+        }
+        for (target, r) in self.targets.iter().zip(receivers) {
+            target.headers.replace(&r.config, now)?;
+        }
+        Ok(())
     }
 
     /// Sends one file, open as `file` and claimed as `claimed` at `path`,
@@ -211,7 +196,7 @@ impl Http {
         let request = target
             .client
             .request(target.method.clone(), url.clone())
-            .headers(target.headers.clone())
+            .headers((*target.headers.current(Instant::now())).clone())
             .header("Idempotency-Key", key)
             .header(
                 "X-Filename",
@@ -231,6 +216,9 @@ impl Http {
             (Some(Local::Read(text)), Err(_)) => (Answer::LocalRead, Vec::new(), Some(text)),
             (_, Ok(response)) => {
                 let code = response.status().as_u16();
+                if matches!(code, 401 | 407) {
+                    target.headers.mark_stale();
+                }
                 let retry_after = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)

@@ -35,6 +35,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let config = &shared.router.receivers()[receiver].config;
     let rules = Rules {
         extra_retry: &config.retry_statuses,
+        extra_reject: &config.reject_statuses,
         accept_early_answer: config.accept_early_answer,
     };
     let first =

@@ -13,9 +13,13 @@
 //! - the file changed while being sent (truncated, grew, replaced): to
 //!   `error/` as `unsendable`, whatever the receiver said; removed: nothing
 //!   is left to move. Neither says anything about the receiver.
+//! - 401, 407: our credentials are refused, which is no fault of the file:
+//!   it waits (never to `error/`), and the receiver's circuit opens at once
+//!   with reason `auth` until a probe gets through (a rotated secret).
 //! - 408, 425, 429: retried, honouring `Retry-After` (seconds or HTTP date).
-//! - any other 4xx: rejected, the file itself is the problem;
-//!   a receiver's `retry_statuses` can turn chosen codes into retries.
+//! - any other 4xx: rejected, the file itself is the problem.
+//! - a receiver's `retry_statuses` and `reject_statuses` move any code
+//!   either way (a code in both is retried).
 //! - 3xx: rejected; redirects are not followed, because re-sending a body to
 //!   another place is a decision for the operator (fix the URL).
 //! - 5xx and every transport failure (refused, reset, timeout, TLS): retried,
@@ -115,6 +119,12 @@ pub enum Outcome {
     Vanished {
         why: String,
     },
+    /// The receiver refuses our credentials (401, 407): the file waits and
+    /// the receiver's circuit opens with reason `auth`.
+    Refused {
+        /// Token for the file name, e.g. `http-401`.
+        reason: String,
+    },
 }
 
 /// A receiver's settings that the rules depend on.
@@ -122,6 +132,8 @@ pub enum Outcome {
 pub struct Rules<'a> {
     /// `retry_statuses`: codes retried as well as the standard ones.
     pub extra_retry: &'a [u16],
+    /// `reject_statuses`: codes sent to `error/` whatever the table says.
+    pub extra_reject: &'a [u16],
     pub accept_early_answer: bool,
 }
 
@@ -188,6 +200,12 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
             match code {
                 200..=299 => Outcome::Delivered,
                 _ if extra_retry.contains(&code) => retry(),
+                _ if rules.extra_reject.contains(&code) => rejected(format!(
+                    "HTTP {code}: the receiver refused this file (reject_statuses)"
+                )),
+                401 | 407 => Outcome::Refused {
+                    reason: format!("http-{code}"),
+                },
                 408 | 425 | 429 | 500..=599 => retry(),
                 300..=399 => rejected(format!(
                     "HTTP {code}: redirects are not followed; point the receiver's url at the final location"
@@ -238,7 +256,7 @@ mod tests {
     fn rules(extra_retry: &[u16]) -> Rules<'_> {
         Rules {
             extra_retry,
-            accept_early_answer: false,
+            ..Rules::default()
         }
     }
 
@@ -248,6 +266,7 @@ mod tests {
             Outcome::Rejected { .. } => "rejected",
             Outcome::Retry { .. } => "retry",
             Outcome::Vanished { .. } => "vanished",
+            Outcome::Refused { .. } => "refused",
         }
     }
 
@@ -263,7 +282,8 @@ mod tests {
             (302, "rejected"),
             (304, "rejected"),
             (400, "rejected"),
-            (401, "rejected"),
+            (401, "refused"),
+            (407, "refused"),
             (403, "rejected"),
             (404, "rejected"),
             (409, "rejected"),
@@ -296,6 +316,37 @@ mod tests {
         assert_eq!(
             kind(&classify(&status(404), rules(&[409]), now)),
             "rejected"
+        );
+    }
+
+    #[test]
+    fn reject_statuses_send_chosen_codes_to_error_and_retry_statuses_win() {
+        let now = SystemTime::UNIX_EPOCH;
+        let both = |retry: &'static [u16], reject: &'static [u16]| Rules {
+            extra_retry: retry,
+            extra_reject: reject,
+            accept_early_answer: false,
+        };
+        assert_eq!(
+            kind(&classify(&status(503), both(&[], &[503]), now)),
+            "rejected"
+        );
+        assert_eq!(
+            kind(&classify(&status(401), both(&[], &[401]), now)),
+            "rejected"
+        );
+        assert_eq!(
+            kind(&classify(&status(401), both(&[401], &[]), now)),
+            "retry"
+        );
+        assert_eq!(
+            kind(&classify(&status(409), both(&[409], &[409]), now)),
+            "retry"
+        );
+        // 2xx is a delivery whatever the lists say.
+        assert_eq!(
+            kind(&classify(&status(200), both(&[], &[200]), now)),
+            "delivered"
         );
     }
 
@@ -368,8 +419,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let accept = Rules {
-            extra_retry: &[],
             accept_early_answer: true,
+            ..Rules::default()
         };
         assert_eq!(classify(&early(204), accept, now), Outcome::Delivered);
         // An early refusal is judged like any other answer.

@@ -20,6 +20,7 @@ use crate::breaker::BreakerConfig;
 use crate::circuit::Circuits;
 use crate::dispatch::Dispatcher;
 use crate::http::Http;
+use crate::reload::Reloader;
 use crate::shared::{Counts, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
@@ -31,6 +32,46 @@ pub struct Plan {
     pub once: bool,
     pub events: Option<std::path::PathBuf>,
     pub progress: ProgressFlags,
+    /// What SIGHUP reloads from.
+    pub reloader: Reloader,
+}
+
+/// How often the service manager's status line is brought up to date.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The next SIGHUP, or never when there is no handler.
+async fn hangup(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `STATUS=` for the service manager: requests in flight, files waiting
+/// in `incoming/`, circuits not closed. Counting `incoming/` reads the
+/// folder, so it is done only when a service manager listens.
+fn send_status(shared: &Shared, concurrency: usize) {
+    let notifier = spoolpost_common::notify::global();
+    if !notifier.is_active() {
+        return;
+    }
+    let in_flight: usize = shared
+        .slots
+        .iter()
+        .zip(shared.router.receivers())
+        .map(|(s, r)| {
+            // Each receiver's semaphore holds this many permits (see run).
+            r.config
+                .concurrency
+                .min(concurrency)
+                .saturating_sub(s.permits.available_permits())
+        })
+        .sum();
+    let waiting = progress::count_incoming(&shared.spool).unwrap_or(0);
+    notifier.status(&format!(
+        "{in_flight} in flight, {waiting} waiting, {} circuits open",
+        shared.circuits.not_closed()
+    ));
 }
 
 /// How often dead senders' claim folders are looked for while running.
@@ -49,6 +90,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         once,
         events,
         progress,
+        reloader,
     } = plan;
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
@@ -116,7 +158,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     let result = if once {
         drain_once(&mut dispatcher).await
     } else {
-        serve(&mut dispatcher, &settings, &stop).await
+        serve(&mut dispatcher, &settings, &reloader, &stop).await
     };
     if stop.is_cancelled() {
         spoolpost_common::notify::global().stopping();
@@ -195,8 +237,16 @@ async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
 async fn serve(
     dispatcher: &mut Dispatcher,
     settings: &SenderSection,
+    reloader: &Reloader,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; it would end the sender");
+            None
+        }
+    };
     let spool = dispatcher.shared.spool.clone();
     // Watch before the first pass, so no file can arrive unseen between them.
     let watcher = match Watcher::new(&spool.dir(State::Incoming)) {
@@ -215,6 +265,8 @@ async fn serve(
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     let mut watchdog = spoolpost_common::notify::global().watchdog();
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -247,6 +299,14 @@ async fn serve(
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
             _ = watchdog.tick(spoolpost_common::notify::global()) => {}
+            Some(()) = hangup(hangups.as_mut()) => {
+                let notifier = spoolpost_common::notify::global();
+                notifier.reloading();
+                tracing::info!("SIGHUP: reopening the events file and reloading");
+                reloader.apply(&shared);
+                notifier.ready("sending");
+            }
+            _ = status.tick() => send_status(&shared, settings.concurrency),
         }
     }
 }

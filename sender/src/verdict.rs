@@ -19,6 +19,9 @@ pub enum Signal {
     Fails {
         retry_after: Option<Duration>,
     },
+    /// Our credentials are refused: the circuit opens at once, reason
+    /// `auth`, since every other file would meet the same answer.
+    Refuses,
     /// Nothing (a local problem); a probe it carried is given back.
     Silent,
 }
@@ -75,6 +78,27 @@ pub fn verdict(answer: &Answer, rules: Rules<'_>, policy: &RetryPolicy, at: Atte
             fate: Fate::Vanished { why },
             receiver: Signal::Silent,
         },
+        Outcome::Refused { reason } => {
+            // No limit applies: the file is not at fault, so it waits for
+            // a rotated secret however long that takes.
+            let unlimited = RetryPolicy {
+                max_attempts: 0,
+                max_age: Duration::MAX,
+                ..*policy
+            };
+            let wait = match unlimited.next(at.number, at.age, None, at.jitter) {
+                Next::RetryIn(wait) => wait,
+                Next::GiveUp(_) => policy.max,
+            };
+            Verdict {
+                fate: Fate::Retry {
+                    at: at.now + wait,
+                    wait,
+                    reason,
+                },
+                receiver: Signal::Refuses,
+            }
+        }
         Outcome::Rejected {
             class,
             why,
@@ -253,6 +277,20 @@ mod tests {
                 fails,
             ),
             (
+                "401 waits and refuses",
+                status(401, None),
+                attempt(1, 0),
+                is(retry(500, "http-401")),
+                Signal::Refuses,
+            ),
+            (
+                "407 past every limit still waits",
+                status(407, None),
+                attempt(9, 7200),
+                is(retry(30_000, "http-407")),
+                Signal::Refuses,
+            ),
+            (
                 "404",
                 status(404, None),
                 attempt(1, 0),
@@ -319,5 +357,22 @@ mod tests {
         at.jitter = 0.5;
         let v = verdict(&status(500, None), Rules::default(), &policy(), at);
         assert_eq!(v.fate, retry(3000, "http-500"));
+    }
+
+    #[test]
+    fn reject_statuses_move_a_default_retry_or_auth_to_error() {
+        for code in [401, 503] {
+            let rules = Rules {
+                extra_reject: &[401, 503],
+                ..Rules::default()
+            };
+            let v = verdict(&status(code, None), rules, &policy(), attempt(1, 0));
+            assert!(
+                reject(ErrorClass::Rejected)(&v.fate),
+                "{code}: {:?}",
+                v.fate
+            );
+            assert_eq!(v.receiver, Signal::Works, "{code}");
+        }
     }
 }

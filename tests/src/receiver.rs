@@ -144,6 +144,8 @@ struct Plan {
     default: Option<Reply>,
     prefixes: Vec<(String, Reply)>,
     scripts: HashMap<String, VecDeque<Reply>>,
+    /// Requests without this header value get this answer first.
+    require: Option<(String, String, Reply)>,
 }
 
 #[derive(Default)]
@@ -283,6 +285,13 @@ impl Receiver {
         self
     }
 
+    /// Answers `otherwise` (say a 401) to every request whose header
+    /// `name` is not `value`, like a receiver checking a token.
+    pub fn require_header(&self, name: &str, value: &str, otherwise: Reply) -> &Receiver {
+        self.inner.plan.lock().unwrap().require = Some((name.into(), value.into(), otherwise));
+        self
+    }
+
     /// Answers for the next requests to exactly `path`, one each, before
     /// the rules apply again.
     pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) -> &Receiver {
@@ -388,7 +397,14 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     }
 }
 
-fn choose(plan: &mut Plan, path: &str) -> Reply {
+fn choose(plan: &mut Plan, path: &str, headers: &hyper::HeaderMap) -> Reply {
+    if let Some((name, value, otherwise)) = &plan.require
+        && headers
+            .get(name.as_str())
+            .is_none_or(|v| v.as_bytes() != value.as_bytes())
+    {
+        return otherwise.clone();
+    }
     if let Some(reply) = plan.scripts.get_mut(path).and_then(VecDeque::pop_front) {
         return reply;
     }
@@ -407,7 +423,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, io::Error> {
     let path = req.uri().path().to_string();
-    let reply = choose(&mut inner.plan.lock().unwrap(), &path);
+    let reply = choose(&mut inner.plan.lock().unwrap(), &path, req.headers());
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }

@@ -259,6 +259,12 @@ fn the_sender_notifies_ready_and_stopping_through_an_abstract_socket() {
         path: Default::default(),
     };
     notify.expect("READY=1");
+    spool.put("a", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 1));
+    notify.expect("STATUS=0 in flight, 0 waiting, 0 circuits open");
+    proc.signal(Signal::SIGHUP);
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
     proc.signal(Signal::SIGTERM);
     notify.expect("STOPPING=1");
     proc.wait(LIMIT).assert_success();
@@ -367,4 +373,173 @@ fn a_broken_reload_is_refused_and_collecting_goes_on() {
     );
     proc.signal(Signal::SIGTERM);
     proc.wait(LIMIT).assert_success();
+}
+
+/// A sender config with one receiver at `url` whose Authorization header
+/// comes from `token`; `extra` goes into `[sender]`.
+fn token_config(spool: &TestSpool, url: &str, token: &Path, extra: &str) -> std::path::PathBuf {
+    config(
+        spool,
+        &format!(
+            "spool = {:?}\n[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"300ms\"\nbreaker_open_initial = \"200ms\"\nbreaker_open_max = \"500ms\"\nmax_attempts = 2\n{extra}\n[receivers.main]\nurl = {url:?}\n[receivers.main.headers]\nAuthorization = {{ file = {:?} }}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
+            path_str(&spool.root),
+            path_str(token)
+        ),
+    )
+}
+
+#[test]
+fn a_401_keeps_files_waiting_and_a_rewritten_token_file_releases_them() {
+    let rx = Receiver::start();
+    rx.require_header(
+        "authorization",
+        "Bearer new",
+        spoolpost_tests::receiver::Reply::status(401),
+    );
+    let spool = TestSpool::new();
+    let token = spool.side("secret").join("token");
+    std::fs::write(&token, "Bearer old\n").unwrap();
+    let cfg = token_config(&spool, &rx.url("/in"), &token, "");
+    for i in 0..5 {
+        spool.put(format!("f{i}"), b"x");
+    }
+    let proc = spawn(sender(&spool).arg("--config").arg(&cfg));
+    // Refused again and again, past max_attempts = 2: still waiting.
+    assert!(eventually(LIMIT, || rx.count() >= 4));
+    assert_eq!(spool.count(State::Error), 0, "{:?}", spool.census());
+    // The circuit says why, for the reporter.
+    let report = run(
+        spoolpost_tests::harness::reporter(&spool).args(["--format", "json"]),
+        LIMIT,
+    );
+    assert!(report.stdout.contains("auth"), "{}", report.stdout);
+    std::fs::write(&token, "Bearer new\n").unwrap();
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == 5),
+        "{:?}",
+        spool.census()
+    );
+    assert_eq!(spool.count(State::Error), 0);
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
+
+fn events_have(path: &Path, want: &[&str]) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| want.iter().all(|w| s.contains(w)))
+}
+
+#[test]
+fn the_sender_reopens_a_moved_events_file_on_sighup() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let log = spool.side("log");
+    let events = log.join("events.jsonl");
+    let proc = spawn(
+        sender(&spool)
+            .args(["--url", &rx.url("/in"), "--events"])
+            .arg(&events),
+    );
+    spool.put("before", b"x");
+    assert!(eventually(LIMIT, || events_have(&events, &["\"before\""])));
+    let moved = log.join("events.jsonl.1");
+    std::fs::rename(&events, &moved).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || events_have(&events, &["\"reload\""])));
+    spool.put("after", b"x");
+    assert!(eventually(LIMIT, || events_have(&events, &["\"after\""])));
+    let old = std::fs::read_to_string(&moved).unwrap();
+    assert!(!old.contains("\"after\""), "{old}");
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
+
+#[test]
+fn a_broken_sender_reload_is_refused_and_delivery_goes_on_with_new_headers_after_a_good_one() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let token = spool.side("secret").join("token");
+    std::fs::write(&token, "Bearer one").unwrap();
+    let events = spool.side("log").join("events.jsonl");
+    let cfg = token_config(&spool, &rx.url("/in"), &token, "");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let proc = spawn(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    spool.put("one", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 1));
+    std::fs::write(&cfg, format!("{good}bogus = 1\n")).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || events_have(
+        &events,
+        &["\"reload\"", "\"ok\":false", "spoolpost.toml:"]
+    )));
+    spool.put("two", b"x");
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == 2),
+        "the old configuration keeps sending"
+    );
+    // A good reload swaps a literal header in, and names what needs a restart.
+    let changed = good
+        .replace(
+            "[receivers.main.headers]\n",
+            "[receivers.main.headers]\nX-Tag = \"two\"\n",
+        )
+        .replace("backoff_max = \"300ms\"", "backoff_max = \"400ms\"");
+    std::fs::write(&cfg, changed).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || events_have(
+        &events,
+        &["\"ok\":true", "\"restart_needed\":[\"[sender]\"]"]
+    )));
+    spool.put("three", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 3));
+    let last = rx.received().into_iter().last().unwrap();
+    assert_eq!(last.header("x-tag"), Some("two"));
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
+
+#[test]
+fn sighup_during_many_requests_in_flight_loses_and_duplicates_nothing() {
+    let rx = Receiver::start();
+    rx.answer(spoolpost_tests::receiver::Reply::stall(
+        Duration::from_millis(300),
+    ));
+    let spool = TestSpool::new();
+    let n = 300;
+    for i in 0..n {
+        spool.put(format!("f{i:03}"), b"x");
+    }
+    let token = spool.side("secret").join("token");
+    std::fs::write(&token, "Bearer t").unwrap();
+    let cfg = token_config(&spool, &rx.url("/in"), &token, "concurrency = 256");
+    let proc = spawn(sender(&spool).arg("--config").arg(&cfg));
+    assert!(eventually(LIMIT, || spool.names(State::Sending).len() >= 50));
+    for _ in 0..3 {
+        proc.signal(Signal::SIGHUP);
+    }
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == n),
+        "{:?}",
+        spool.census()
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    let mut names: Vec<String> = rx
+        .received()
+        .iter()
+        .filter_map(|r| r.header("x-filename").map(str::to_owned))
+        .collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(
+        (before, names.len()),
+        (n, n),
+        "each file delivered exactly once"
+    );
 }
