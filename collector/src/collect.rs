@@ -327,6 +327,7 @@ impl Collector {
                     attempt: 0,
                     error: None,
                     source: Some(path.to_string_lossy().into_owned()),
+                    limit: None,
                 });
                 true
             }

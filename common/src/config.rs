@@ -207,9 +207,15 @@ pub struct ReceiverConfig {
     pub timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Requests in flight at once to this receiver.
+    /// The most requests in flight at once to this receiver: the upper
+    /// bound of its adaptive limit, or the limit itself when `adaptive` is
+    /// off.
     #[serde(default = "default_receiver_concurrency")]
     pub concurrency: usize,
+    /// Find the receiver's pace from its answers (an adaptive limit up to
+    /// `concurrency`); `false` pins the limit at `concurrency`.
+    #[serde(default = "yes")]
+    pub adaptive: bool,
     /// Status codes retried in addition to 408, 425, 429 and every 5xx.
     #[serde(default)]
     pub retry_statuses: Vec<u16>,
@@ -270,6 +276,7 @@ impl ReceiverConfig {
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             concurrency: default_receiver_concurrency(),
+            adaptive: true,
             retry_statuses: Vec::new(),
             reject_statuses: Vec::new(),
             ca_file: None,

@@ -63,6 +63,10 @@ pub struct Event {
     /// For collector events: the path the file was taken from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// For sender events: the receiver's in-flight limit once this answer
+    /// was heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -367,6 +371,7 @@ mod tests {
             attempt: 1,
             error: None,
             source: None,
+            limit: None,
         };
         sink.emit(&event);
         sink.emit(&event);

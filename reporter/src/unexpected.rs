@@ -34,13 +34,14 @@ pub enum Kind {
 /// The folders of a spool root (`docs/spool.md`, "Folders").
 /// The spool's own folders; `names/` holds the full names of files whose
 /// names were cut to fit (see `spoolpost_common::fullname`).
-const ROOT_FOLDERS: [&str; 7] = [
+const ROOT_FOLDERS: [&str; 8] = [
     "incoming",
     "sending",
     "done",
     "error",
     "tmp",
     "hold",
+    "pace",
     spoolpost_common::fullname::NAMES_DIR,
 ];
 

@@ -10,6 +10,9 @@
 //! a circuit may close, when a receiver that had no room frees some, and as a
 //! periodic safety net.
 //!
+//! Room for a receiver is its [`crate::pace`]: an adaptive limit on its
+//! requests in flight, bounded by its `concurrency` and the global cap.
+//!
 //! One slow receiver must not hold up the others: if a receiver has had no
 //! free slot for [`RECEIVER_PATIENCE`], the rest of the pass skips its files
 //! and a later pass comes back for them.
@@ -195,6 +198,20 @@ impl Dispatcher {
         // Gives the probe back on every way out below but the one that
         // starts the job.
         let probe = ProbeGuard::new(&shared.circuits, r, probe);
+        let pace = self.shared.slots[r].pace.clone();
+        let pace = match pace.try_take() {
+            Some(slot) => slot,
+            None => {
+                let wait = tokio::select! {
+                    slot = pace.take_within(RECEIVER_PATIENCE) => slot,
+                    _ = self.stop.cancelled() => None,
+                };
+                match wait {
+                    Some(slot) => slot,
+                    None => return self.skip(r),
+                }
+            }
+        };
         let slots = self.shared.slots[r].permits.clone();
         let receiver_permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -205,11 +222,7 @@ impl Dispatcher {
                 };
                 match wait {
                     Some(p) => p,
-                    None => {
-                        self.skipped[r] = true;
-                        self.shared.slots[r].skipped.store(true, Ordering::Release);
-                        return Offer::Skipped;
-                    }
+                    None => return self.skip(r),
                 }
             }
         };
@@ -225,6 +238,7 @@ impl Dispatcher {
                     receiver: r,
                     url,
                     permits: (receiver_permit, global_permit),
+                    pace,
                 };
                 probe.sent();
                 self.jobs.spawn(job::run(self.shared.clone(), job));
@@ -236,6 +250,14 @@ impl Dispatcher {
                 Offer::Ignored
             }
         }
+    }
+
+    /// The rest of this pass leaves receiver `r` alone; the next slot it
+    /// frees wakes the dispatcher for another.
+    fn skip(&mut self, r: usize) -> Offer {
+        self.skipped[r] = true;
+        self.shared.slots[r].skipped.store(true, Ordering::Release);
+        Offer::Skipped
     }
 
     /// A file that cannot be sent whatever the receiver says (no rule
@@ -257,6 +279,7 @@ impl Dispatcher {
                     url: None,
                     sent: None,
                     now,
+                    limit: None,
                 };
                 settle(&self.shared, claimed, attempted, fate);
             }
@@ -274,12 +297,18 @@ impl Dispatcher {
     /// Their files stay in the claim folder, which `ClaimFolder::close`
     /// returns to `incoming/`.
     pub async fn drain_within(&mut self, grace: Duration) -> usize {
-        if tokio::time::timeout(grace, self.drain()).await.is_ok() {
-            return 0;
+        let cut = if tokio::time::timeout(grace, self.drain()).await.is_ok() {
+            0
+        } else {
+            let cut = self.jobs.len();
+            self.jobs.abort_all();
+            self.drain().await;
+            cut
+        };
+        // What each receiver's pace came to, for the next start.
+        for slots in &self.shared.slots {
+            slots.pace.save();
         }
-        let cut = self.jobs.len();
-        self.jobs.abort_all();
-        self.drain().await;
         cut
     }
 }

@@ -21,6 +21,8 @@ pub struct Job {
     pub receiver: usize,
     pub url: reqwest::Url,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// Its room under the receiver's adaptive limit.
+    pub pace: crate::pace::Slot,
 }
 
 pub async fn run(shared: Arc<Shared>, job: Job) {
@@ -29,8 +31,10 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         receiver,
         url,
         permits,
+        pace,
     } = job;
     let sent = attempt(&shared, &claimed, receiver, &url).await;
+    let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
     let now = SystemTime::now();
     let config = &shared.router.receivers()[receiver].config;
     let rules = Rules {
@@ -58,6 +62,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         url: Some(&url),
         sent: Some(&sent),
         now,
+        limit: Some(limit),
     };
     settle(&shared, claimed, attempted, verdict.fate);
     shared.release_slot(receiver, permits);

@@ -20,6 +20,7 @@ use crate::breaker::BreakerConfig;
 use crate::circuit::Circuits;
 use crate::dispatch::Dispatcher;
 use crate::http::Http;
+use crate::pace::Pace;
 use crate::reload::Reloader;
 use crate::shared::{Counts, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
@@ -115,11 +116,13 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
         slots: router
             .receivers()
             .iter()
-            .map(|r| ReceiverSlots {
-                permits: Arc::new(Semaphore::new(
-                    r.config.concurrency.min(settings.concurrency),
-                )),
-                skipped: Default::default(),
+            .map(|r| {
+                let bound = r.config.concurrency.min(settings.concurrency);
+                ReceiverSlots {
+                    permits: Arc::new(Semaphore::new(bound)),
+                    pace: Pace::load(&spool, &r.name, bound, r.config.adaptive),
+                    skipped: Default::default(),
+                }
             })
             .collect(),
         circuits: Circuits::new(

@@ -21,6 +21,8 @@ pub struct Attempted<'a> {
     /// receiver (no route, no valid URL).
     pub sent: Option<&'a Sent>,
     pub now: SystemTime,
+    /// The receiver's in-flight limit once this answer was heard.
+    pub limit: Option<usize>,
 }
 
 impl Attempted<'_> {
@@ -52,6 +54,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         attempt,
         error: sent.and_then(|s| s.error.clone()),
         source: None,
+        limit: attempted.limit,
     };
     match fate {
         Fate::Deliver => match shared.claims.deliver(claimed, shared.delete_delivered) {

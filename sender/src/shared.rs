@@ -35,6 +35,8 @@ pub struct Shared {
 
 pub struct ReceiverSlots {
     pub permits: Arc<Semaphore>,
+    /// The receiver's adaptive limit, within `permits`.
+    pub pace: Arc<crate::pace::Pace>,
     /// A pass skipped this receiver's files for want of room.
     pub skipped: AtomicBool,
 }

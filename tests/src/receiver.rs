@@ -14,6 +14,11 @@
 //! but the early answer reads the whole body before answering. A body cut
 //! short is counted ([`Receiver::broken`]) and never recorded as received.
 //!
+//! In capacity mode ([`Receiver::capacity`]) it works on at most K requests
+//! at once, each for T, and answers 503 at once (after reading the body) to
+//! any beyond, as a service with a fixed worker pool does; it counts the
+//! 503s and the most requests it ever had open at once.
+//!
 //! Misbehaviour below HTTP (garbage, 1xx, slowloris, silence) is [`raw`].
 
 pub mod raw;
@@ -159,7 +164,33 @@ struct Log {
     held: u64,
 }
 
+/// Capacity mode's state.
+#[derive(Default)]
+struct Load {
+    capacity: Option<(usize, Duration)>,
+    /// Requests being worked on.
+    busy: usize,
+    /// Requests open (being worked on or being turned away).
+    open: usize,
+    peak_open: usize,
+    overloaded: u64,
+}
+
+/// Counts a request as open until dropped.
+struct Open(Arc<Inner>, bool);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut load = self.0.load.lock().unwrap();
+        load.open -= 1;
+        if self.1 {
+            load.busy -= 1;
+        }
+    }
+}
+
 struct Inner {
+    load: Mutex<Load>,
     fast: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     plan: Mutex<Plan>,
@@ -224,6 +255,7 @@ impl Receiver {
     ) -> io::Result<Receiver> {
         let scheme_is_tls = tls.is_some();
         let inner = Arc::new(Inner {
+            load: Mutex::new(Load::default()),
             fast,
             tls,
             plan: Mutex::new(Plan::default()),
@@ -346,6 +378,23 @@ impl Receiver {
         self.inner.log.lock().unwrap().wire_bytes
     }
 
+    /// Capacity mode: at most `k` requests at once, each taking `work`;
+    /// any beyond is answered 503 at once.
+    pub fn capacity(&self, k: usize, work: Duration) -> &Receiver {
+        self.inner.load.lock().unwrap().capacity = Some((k, work));
+        self
+    }
+
+    /// Requests capacity mode turned away with a 503.
+    pub fn overloaded(&self) -> u64 {
+        self.inner.load.lock().unwrap().overloaded
+    }
+
+    /// The most requests that were open at once in capacity mode.
+    pub fn peak_open(&self) -> usize {
+        self.inner.load.lock().unwrap().peak_open
+    }
+
     /// Waits until at least `n` requests were seen; false on timeout.
     pub fn wait_for(&self, n: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -422,6 +471,35 @@ async fn handle(
     inner: Arc<Inner>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, io::Error> {
+    let mut _open = None;
+    let capacity = inner.load.lock().unwrap().capacity;
+    if let Some((k, work)) = capacity {
+        let admitted = {
+            let mut load = inner.load.lock().unwrap();
+            load.open += 1;
+            load.peak_open = load.peak_open.max(load.open);
+            let admitted = load.busy < k;
+            if admitted {
+                load.busy += 1;
+            } else {
+                load.overloaded += 1;
+            }
+            admitted
+        };
+        let open = Open(inner.clone(), admitted);
+        if !admitted {
+            // Read the body so the connection stays usable, as a real
+            // service's front end would.
+            let _ = req.into_body().collect().await;
+            drop(open);
+            return Ok(Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::new()))
+                .expect("valid response"));
+        }
+        tokio::time::sleep(work).await;
+        _open = Some(open);
+    }
     let path = req.uri().path().to_string();
     let reply = choose(&mut inner.plan.lock().unwrap(), &path, req.headers());
     if !reply.delay.is_zero() {

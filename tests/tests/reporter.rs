@@ -353,6 +353,7 @@ fn event(
         attempt: 1,
         error: None,
         source: None,
+        limit: None,
     })
     .unwrap()
 }

@@ -233,6 +233,7 @@ mod tests {
             attempt,
             error: None,
             source: None,
+            limit: None,
         }
     }
 

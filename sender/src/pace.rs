@@ -1,0 +1,383 @@
+//! The plumbing around [`crate::adaptive`]: one [`Pace`] per receiver holds
+//! its controller and the requests it has in flight, lets the scheduler
+//! take a [`Slot`] only while there is room under the current limit, feeds
+//! each answer back, and remembers the limit and latency baseline in
+//! `SPOOL/pace/RECEIVER.json` so a restarted sender starts near the pace it
+//! had found.
+//!
+//! What an answer says about capacity is decided by [`signal`], a pure
+//! function. The record is written to `tmp/` and renamed into `pace/`, so a
+//! reader sees the old record or the new one, never half of one; a record
+//! older than [`MAX_AGE`], from the future or unreadable is ignored (with a
+//! warning for the unreadable): the pace is a hint, never worth refusing to
+//! start over.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use spoolpost_common::spool::Spool;
+use tokio::sync::Notify;
+
+use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
+use crate::outcome::{Answer, Transport};
+
+/// The folder under the spool root holding one record per receiver.
+pub const PACE_DIR: &str = "pace";
+/// A record older than this says little about the receiver now.
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
+/// The least time between two writes of one receiver's record while
+/// sending; the final state is written when the sender drains.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What one answer says about the receiver's capacity.
+pub fn signal(answer: &Answer, latency: Duration) -> Signal {
+    match answer {
+        Answer::Status {
+            code: 429 | 503, ..
+        } => Signal::Overload,
+        Answer::Status { code, .. } if (200..300).contains(code) => Signal::Good(latency),
+        Answer::Failed(Transport::Connect | Transport::Timeout | Transport::Reset) => {
+            Signal::Overload
+        }
+        // A rejection, a TLS or protocol failure, a file that changed or
+        // could not be read: nothing about how busy the receiver is.
+        _ => Signal::Neutral,
+    }
+}
+
+/// The record kept in `pace/RECEIVER.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub limit: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_ms: Option<f64>,
+    /// Seconds since the Unix epoch when it was written.
+    pub written: u64,
+}
+
+impl Record {
+    pub fn of(snapshot: Snapshot, now: SystemTime) -> Record {
+        Record {
+            limit: snapshot.limit,
+            baseline_ms: snapshot.baseline.map(|b| b.as_secs_f64() * 1000.0),
+            written: unix(now),
+        }
+    }
+
+    /// The snapshot to start from, if the record is recent enough to trust.
+    pub fn fresh(&self, now: SystemTime) -> Option<Snapshot> {
+        let now = unix(now);
+        // A clock that went back a little is no reason to distrust it.
+        let fresh =
+            self.written <= now + 60 && now.saturating_sub(self.written) <= MAX_AGE.as_secs();
+        let baseline = self
+            .baseline_ms
+            .filter(|ms| ms.is_finite() && *ms > 0.0 && *ms < 3_600_000.0)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        (fresh && self.limit >= 1).then_some(Snapshot {
+            limit: self.limit,
+            baseline,
+        })
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One receiver's limit and the requests it has in flight.
+pub struct Pace {
+    name: String,
+    adaptive: bool,
+    record: PathBuf,
+    tmp: PathBuf,
+    inner: Mutex<Inner>,
+    /// Serialises writes of the record, whose temporary name is per process.
+    saving: Mutex<()>,
+    freed: Notify,
+}
+
+struct Inner {
+    controller: Controller,
+    in_flight: usize,
+    saved: Option<Snapshot>,
+    saved_at: Option<Instant>,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Pace {
+    /// The pace for receiver `name` with at most `bound` in flight: adaptive
+    /// from its remembered record, or pinned at `bound`.
+    pub fn load(spool: &Spool, name: &str, bound: usize, adaptive: bool) -> Arc<Pace> {
+        let record = spool.root().join(PACE_DIR).join(format!("{name}.json"));
+        let start = if adaptive {
+            read(&record, name)
+        } else {
+            Some(Snapshot {
+                limit: bound,
+                baseline: None,
+            })
+        };
+        let controller = Controller::new(bound, start);
+        tracing::debug!(
+            receiver = name,
+            limit = controller.limit(),
+            adaptive,
+            "pace"
+        );
+        Arc::new(Pace {
+            name: name.to_owned(),
+            adaptive,
+            tmp: spool.tmp().join(format!(
+                ".pace-{name}-{}-{}",
+                std::process::id(),
+                TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+            )),
+            record,
+            inner: Mutex::new(Inner {
+                saved: start,
+                saved_at: None,
+                controller,
+                in_flight: 0,
+            }),
+            saving: Mutex::new(()),
+            freed: Notify::new(),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.lock().controller.limit()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot if there is room under the limit now.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut inner = self.lock();
+        if inner.in_flight >= inner.controller.limit() {
+            return None;
+        }
+        inner.in_flight += 1;
+        let in_flight = inner.in_flight;
+        let ticket = inner.controller.sent(in_flight);
+        Some(Slot {
+            pace: self.clone(),
+            ticket: Some(ticket),
+        })
+    }
+
+    /// A slot as soon as one is free, waiting at most `patience`.
+    pub async fn take_within(self: &Arc<Self>, patience: Duration) -> Option<Slot> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a slot freed in between
+            // still wakes us.
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_take() {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn release(&self, ticket: Ticket, signal: Option<Signal>) -> usize {
+        let (limit, save) = {
+            let mut inner = self.lock();
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+            if let (true, Some(signal)) = (self.adaptive, signal) {
+                inner.controller.answered(ticket, signal);
+            }
+            let limit = inner.controller.limit();
+            let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+            (limit, due && self.changed(&inner))
+        };
+        self.freed.notify_one();
+        if save {
+            self.save();
+        }
+        limit
+    }
+
+    fn changed(&self, inner: &Inner) -> bool {
+        self.adaptive && inner.saved != Some(inner.controller.snapshot())
+    }
+
+    /// Writes the record if it changed since last written.
+    pub fn save(&self) {
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = {
+            let mut inner = self.lock();
+            if !self.changed(&inner) {
+                return;
+            }
+            inner.saved_at = Some(Instant::now());
+            inner.controller.snapshot()
+        };
+        match self.write(&Record::of(snapshot, SystemTime::now())) {
+            Ok(()) => self.lock().saved = Some(snapshot),
+            Err(e) => {
+                tracing::warn!(receiver = %self.name, file = %self.record.display(), error = %e, "cannot remember the receiver's pace; the next start begins low")
+            }
+        }
+    }
+
+    fn write(&self, record: &Record) -> std::io::Result<()> {
+        if let Some(dir) = self.record.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        std::fs::write(&self.tmp, text)?;
+        std::fs::rename(&self.tmp, &self.record).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.tmp);
+        })
+    }
+}
+
+fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(receiver = name, file = %path.display(), error = %e, "cannot read the remembered pace; starting low");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Record>(&text) {
+        Ok(record) => record.fresh(SystemTime::now()),
+        Err(e) => {
+            tracing::warn!(receiver = name, file = %path.display(), error = %e, "the remembered pace is not a pace record; starting low");
+            None
+        }
+    }
+}
+
+/// Room for one request under a receiver's limit, held while it is in
+/// flight. Dropped unanswered (a claim that found nothing, a job cut short)
+/// it frees the room and tells the controller nothing.
+pub struct Slot {
+    pace: Arc<Pace>,
+    ticket: Option<Ticket>,
+}
+
+impl Slot {
+    /// Tells the controller what the answer said and frees the room;
+    /// returns the limit after hearing it.
+    pub fn answered(mut self, signal: Signal) -> usize {
+        let ticket = self.ticket.take().expect("answered once");
+        self.pace.release(ticket, Some(signal))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.pace.release(ticket, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn status(code: u16) -> Answer {
+        Answer::Status {
+            code,
+            retry_after: None,
+            early: None,
+        }
+    }
+
+    #[test]
+    fn what_each_answer_says_about_capacity() {
+        let table = [
+            (status(200), Signal::Good(7 * MS)),
+            (status(204), Signal::Good(7 * MS)),
+            (status(429), Signal::Overload),
+            (status(503), Signal::Overload),
+            (Answer::Failed(Transport::Timeout), Signal::Overload),
+            (Answer::Failed(Transport::Reset), Signal::Overload),
+            (Answer::Failed(Transport::Connect), Signal::Overload),
+            (Answer::Failed(Transport::Tls), Signal::Neutral),
+            (Answer::Failed(Transport::Other), Signal::Neutral),
+            (status(400), Signal::Neutral),
+            (status(413), Signal::Neutral),
+            (status(500), Signal::Neutral),
+            (Answer::LocalRead, Signal::Neutral),
+            (Answer::NoRoute, Signal::Neutral),
+            (Answer::Unsendable("x".into()), Signal::Neutral),
+        ];
+        for (answer, want) in table {
+            assert_eq!(signal(&answer, 7 * MS), want, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_trusted_for_an_hour_and_not_from_the_future() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let record = |age: i64, limit| Record {
+            limit,
+            baseline_ms: Some(5.0),
+            written: (1_000_000 - age) as u64,
+        };
+        let want = Some(Snapshot {
+            limit: 9,
+            baseline: Some(5 * MS),
+        });
+        assert_eq!(record(0, 9).fresh(now), want);
+        assert_eq!(record(3600, 9).fresh(now), want);
+        assert_eq!(record(30, 9).fresh(now), want);
+        assert_eq!(record(-30, 9).fresh(now), want, "a little clock skew");
+        assert_eq!(record(3601, 9).fresh(now), None, "stale");
+        assert_eq!(record(-3600, 9).fresh(now), None, "from the future");
+        assert_eq!(record(0, 0).fresh(now), None, "a limit of 0");
+        let odd = Record {
+            baseline_ms: Some(f64::NAN),
+            ..record(0, 9)
+        };
+        assert_eq!(odd.fresh(now).unwrap().baseline, None);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_the_spool_and_bad_ones_start_low() {
+        let dir = std::env::temp_dir().join(format!("pace-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true);
+        assert_eq!(pace.limit(), crate::adaptive::INITIAL);
+        // Grow it by hand: a full window of good answers at the limit.
+        for _ in 0..30 {
+            let slots: Vec<Slot> = std::iter::from_fn(|| pace.try_take()).collect();
+            assert_eq!(slots.len(), pace.limit(), "room up to the limit, no more");
+            for s in slots {
+                s.answered(Signal::Good(5 * MS));
+            }
+        }
+        let learnt = pace.limit();
+        assert!(learnt > crate::adaptive::INITIAL, "{learnt}");
+        pace.save();
+        assert_eq!(Pace::load(&spool, "r", 64, true).limit(), learnt);
+        assert_eq!(Pace::load(&spool, "r", 5, true).limit(), 5, "bounded");
+        assert_eq!(Pace::load(&spool, "r", 64, false).limit(), 64, "pinned");
+        let leftovers: Vec<_> = std::fs::read_dir(spool.tmp()).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        std::fs::write(dir.join(PACE_DIR).join("r.json"), "{\"limit\":").unwrap();
+        assert_eq!(
+            Pace::load(&spool, "r", 64, true).limit(),
+            crate::adaptive::INITIAL
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,165 @@
+//! Issue 12: each receiver's in-flight limit adapts to what it can take,
+//! run as real senders against the test receiver's capacity mode.
+
+use std::time::{Duration, Instant};
+
+use spoolpost_common::event::EventKind;
+use spoolpost_common::spool::State;
+use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::Receiver;
+
+const FILES: usize = 600;
+const CAPACITY: usize = 8;
+const WORK: Duration = Duration::from_millis(5);
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Retries come back soon, so a 503 costs the run a little, not a second:
+/// the comparison is between schedulers, not backoff settings.
+const SETTINGS: &str =
+    "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n";
+
+struct Run {
+    took: Duration,
+    requests: u64,
+    overloaded: u64,
+    peak_open: usize,
+    finished: Finished,
+}
+
+/// Sends FILES files through a receiver of capacity 8 with `receiver`
+/// appended to its config section and `args` on the command line.
+fn run_through_capacity(receiver: &str, args: &[&str]) -> Run {
+    let rx = Receiver::start();
+    rx.capacity(CAPACITY, WORK);
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "{SETTINGS}[receivers.busy]\nurl = \"{}\"\n{receiver}\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..FILES {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    let started = Instant::now();
+    // A daemon, not --once: a --once run leaves files whose retry is not
+    // yet due in incoming/, and the point is how long all of them take.
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg).args(args));
+    let all = eventually(LIMIT, || {
+        spool.count(State::Incoming) == 0 && rx.count() >= FILES as u64
+    });
+    let took = started.elapsed();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let finished = daemon.wait(LIMIT);
+    assert!(all, "{} delivered\n{}", rx.count(), finished.stderr);
+    let delivered = finished
+        .events()
+        .iter()
+        .filter(|e| e.event == EventKind::Delivered)
+        .count();
+    assert_eq!(delivered, FILES, "{}", finished.stderr);
+    Run {
+        took,
+        requests: rx.count() + rx.overloaded(),
+        overloaded: rx.overloaded(),
+        peak_open: rx.peak_open(),
+        finished,
+    }
+}
+
+#[test]
+fn by_default_the_limit_finds_a_busy_receivers_capacity() {
+    let tuned = run_through_capacity("", &["--concurrency", "8"]);
+    let adaptive = run_through_capacity("", &[]);
+    let rejected = adaptive.overloaded as f64 / adaptive.requests as f64;
+    let ratio = adaptive.took.as_secs_f64() / tuned.took.as_secs_f64();
+    eprintln!(
+        "tuned {:?} ({} 503s), adaptive {:?} ({} of {} answered 503, peak {} open)",
+        tuned.took,
+        tuned.overloaded,
+        adaptive.took,
+        adaptive.overloaded,
+        adaptive.requests,
+        adaptive.peak_open
+    );
+    assert!(rejected <= 0.05, "{rejected:.3} of requests answered 503");
+    assert!(ratio <= 1.3, "took {ratio:.2}× the hand-tuned run");
+    // Event lines say what the limit was, and it stays within the bound.
+    let limits: Vec<usize> = adaptive
+        .finished
+        .events()
+        .iter()
+        .filter(|e| matches!(e.event, EventKind::Delivered | EventKind::Retry))
+        .map(|e| e.limit.expect("delivered and retry events carry the limit"))
+        .collect();
+    assert_eq!(limits.len() as u64, adaptive.requests);
+    assert!(limits.iter().all(|l| (1..=64).contains(l)), "{limits:?}");
+}
+
+#[test]
+fn adaptive_false_pins_the_limit_at_concurrency() {
+    let pinned = run_through_capacity("adaptive = false\nconcurrency = 32\n", &[]);
+    assert!(
+        pinned.peak_open > CAPACITY,
+        "peak {} open",
+        pinned.peak_open
+    );
+    assert!(
+        pinned.overloaded as f64 / pinned.requests as f64 > 0.2,
+        "{} of {} answered 503",
+        pinned.overloaded,
+        pinned.requests
+    );
+    let limits: Vec<usize> = pinned
+        .finished
+        .events()
+        .iter()
+        .filter_map(|e| e.limit)
+        .collect();
+    assert!(limits.iter().all(|l| *l == 32), "{limits:?}");
+}
+
+#[test]
+fn a_restarted_sender_starts_from_the_remembered_limit() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+            rx.url("/in")
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let pace = spool.root.join("pace");
+    std::fs::create_dir_all(&pace).unwrap();
+    std::fs::write(
+        pace.join("r.json"),
+        format!("{{\"limit\":23,\"baseline_ms\":3.0,\"written\":{now}}}"),
+    )
+    .unwrap();
+    spool.put("one", b"x");
+    let done = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    );
+    done.assert_success();
+    assert_eq!(done.events()[0].limit, Some(23));
+    // A stale record is ignored: the limit starts low again.
+    std::fs::write(
+        pace.join("r.json"),
+        format!("{{\"limit\":23,\"written\":{}}}", now - 7200),
+    )
+    .unwrap();
+    spool.put("two", b"x");
+    let done = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    );
+    done.assert_success();
+    assert_eq!(done.events()[0].limit, Some(4));
+}
