@@ -490,8 +490,11 @@ fn after_sigkill_the_next_instance_resends_with_the_same_keys() {
         spool.put(format!("k{i:02}.json"), b"{}");
     }
     let victim = spawn(implementation(&spool).args(["--url", &rx.url("/in")]));
+    // How many files an implementation claims at once is its own affair
+    // (ours starts at a small adaptive limit): one claimed file is enough
+    // to see its key reused.
     assert!(
-        eventually(LIMIT, || spool.count(State::Sending) == 20),
+        eventually(LIMIT, || spool.count(State::Sending) >= 1),
         "claimed: {:?}",
         spool.census()
     );
@@ -510,13 +513,12 @@ fn after_sigkill_the_next_instance_resends_with_the_same_keys() {
     assert_eq!(spool.count(State::Done), 20, "{:?}", spool.census());
     let sent = rx.received();
     assert_eq!(sent.len(), 20);
+    assert!(!claimed.is_empty());
     for r in sent {
         let name = r.header("x-filename").unwrap();
-        assert_eq!(
-            r.header("idempotency-key"),
-            claimed.get(name.as_bytes()).map(String::as_str),
-            "{name}"
-        );
+        if let Some(key) = claimed.get(name.as_bytes()) {
+            assert_eq!(r.header("idempotency-key"), Some(key.as_str()), "{name}");
+        }
     }
     nothing_left_in_sending(&spool);
 }

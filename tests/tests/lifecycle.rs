@@ -517,6 +517,13 @@ fn sighup_during_many_requests_in_flight_loses_and_duplicates_nothing() {
     let token = spool.side("secret").join("token");
     std::fs::write(&token, "Bearer t").unwrap();
     let cfg = token_config(&spool, &rx.url("/in"), &token, "concurrency = 256");
+    // Many in flight at once, from the start: a pinned limit, not the
+    // adaptive one that starts low and grows.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[receivers.main.headers]",
+        "adaptive = false\n[receivers.main.headers]",
+    );
+    std::fs::write(&cfg, text).unwrap();
     let proc = spawn(sender(&spool).arg("--config").arg(&cfg));
     assert!(eventually(LIMIT, || spool.names(State::Sending).len() >= 50));
     for _ in 0..3 {
