@@ -8,8 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== building (release)"
-cargo build --release --quiet --bins
+# The first build compiles about 200 crates with whole-program optimisation:
+# about two minutes on two cores, and target/ grows to about 3 GB. Cargo's
+# progress bar shows it is working; later runs take seconds.
+echo "== building (release; the first build takes about two minutes, later ones seconds)"
+cargo build --release --bins
 bin=target/release
 
 demo=$(mktemp -d -t spoolpost-demo.XXXXXX)

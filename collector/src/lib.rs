@@ -26,6 +26,12 @@ use crate::gate::{Gate, Limits};
 
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if let Some(what) = args.generate {
+        return spoolpost_common::generate::emit_for::<cli::Args>(
+            what,
+            &spoolpost_common::generate::COLLECTOR,
+        );
+    }
     if args.check {
         return check::run(&args);
     }

@@ -16,6 +16,7 @@ pub mod event;
 pub mod exit;
 pub mod fsops;
 pub mod fullname;
+pub mod generate;
 pub mod lock;
 pub mod logging;
 pub mod name;

@@ -81,6 +81,10 @@ pub struct Args {
     #[arg(long, help_heading = "Checks")]
     pub check: bool,
 
+    /// Print the man page or a shell's completion script on stdout, then exit.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub generate: Option<spoolpost_common::generate::Generate>,
+
     #[command(flatten)]
     pub diagnostics: Diagnostics,
 

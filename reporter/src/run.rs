@@ -55,6 +55,12 @@ pub fn setup(args: &Args) -> Result<Setup, Failure> {
 }
 
 pub fn main_with(args: Args) -> Result<(), Failure> {
+    if let Some(what) = args.generate {
+        return spoolpost_common::generate::emit_for::<Args>(
+            what,
+            &spoolpost_common::generate::REPORTER,
+        );
+    }
     if args.check {
         return check::preflight(&args);
     }

@@ -71,6 +71,10 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,
 
+    /// Print the man page or a shell's completion script on stdout, then exit.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub generate: Option<spoolpost_common::generate::Generate>,
+
     #[command(flatten)]
     pub progress: ProgressFlags,
 

@@ -36,6 +36,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if let Some(what) = args.generate {
+        return spoolpost_common::generate::emit_for::<cli::Args>(
+            what,
+            &spoolpost_common::generate::SENDER,
+        );
+    }
     if args.check {
         return check::run(&args);
     }

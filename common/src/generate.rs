@@ -1,0 +1,377 @@
+//! `--generate`: man pages and shell completions, made from the same clap
+//! definitions as `--help` (as ripgrep does), so they cannot drift from
+//! the flags. Owns the sections a man page has beyond `--help`: the
+//! environment (read off the flags' `env`, plus what each program names),
+//! files, signals, exit status (from [`crate::exit`]) and examples.
+//!
+//! Everything is written to stdout; a closed stdout (`| head`) is not an
+//! error, as everywhere in these tools.
+
+use std::io::{self, Write};
+
+use clap::{Command, ValueEnum};
+use clap_complete::Shell;
+use roff::{Roff, bold, roman};
+
+use crate::exit::{self, Failure};
+
+/// What `--generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    /// The man page (roff), for `man -l -` or man1/.
+    Man,
+    /// A bash completion script.
+    CompleteBash,
+    /// A zsh completion script (`_NAME`).
+    CompleteZsh,
+    /// A fish completion script.
+    CompleteFish,
+}
+
+/// What a program's man page says beyond its flags: pairs of term and text.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// Variables read besides those the flags name with `env`.
+    pub environment: &'static [(&'static str, &'static str)],
+    /// Files besides the spool's folders and the configuration.
+    pub files: &'static [(&'static str, &'static str)],
+    pub signals: &'static [(&'static str, &'static str)],
+    /// Exit codes of this program only, besides the shared ones.
+    pub exit_status: &'static [(&'static str, &'static str)],
+    /// A command line and what it does.
+    pub examples: &'static [(&'static str, &'static str)],
+}
+
+/// The collector's man page.
+pub const COLLECTOR: Facts = Facts {
+    environment: &[
+        (
+            "NOTIFY_SOCKET",
+            "Where to send sd_notify messages (READY, RELOADING, STOPPING, STATUS).",
+        ),
+        (
+            "WATCHDOG_USEC",
+            "With WATCHDOG_PID unset or ours: send WATCHDOG=1 at half this interval.",
+        ),
+    ],
+    signals: &[
+        ("SIGTERM, SIGINT", "Finish the file in hand, then exit 0."),
+        (
+            "SIGHUP",
+            "Reopen --events FILE and read the configuration again; a configuration that does not validate is refused and the old one keeps running.",
+        ),
+    ],
+    exit_status: &[],
+    examples: &[
+        (
+            "collector --spool /var/spool/spoolpost --source /var/lib/app/events --once",
+            "Take what is complete now (for cron).",
+        ),
+        (
+            "collector --config /etc/spoolpost.toml",
+            "Run as a service until SIGTERM.",
+        ),
+        (
+            "find /data -name '*.json' -print0 | collector --spool /var/spool/spoolpost --stdin -0",
+            "Take the files named on stdin.",
+        ),
+        (
+            "collector --check --config /etc/spoolpost.toml",
+            "Validate the configuration, sources and spool.",
+        ),
+    ],
+    files: &[],
+};
+
+/// The sender's man page.
+pub const SENDER: Facts = Facts {
+    environment: COLLECTOR.environment,
+    signals: &[
+        (
+            "SIGTERM, SIGINT",
+            "Stop claiming, let in-flight requests finish for --grace (10s), return the rest to incoming/, exit 0.",
+        ),
+        (
+            "SIGHUP",
+            "Under systemd's ExecReload: reopen and reload (see the README for what reloads today).",
+        ),
+    ],
+    exit_status: &[],
+    examples: &[
+        (
+            "sender --spool /var/spool/spoolpost --url https://example.com/in --once",
+            "Send what is waiting to one URL, then exit (for cron).",
+        ),
+        (
+            "sender --config /etc/spoolpost.toml",
+            "Run as a service until SIGTERM; several may share one spool.",
+        ),
+        (
+            "sender --check --probe --config /etc/spoolpost.toml",
+            "Validate the configuration and reach each receiver without sending.",
+        ),
+    ],
+    files: &[],
+};
+
+/// The reporter's man page.
+pub const REPORTER: Facts = Facts {
+    environment: &[],
+    signals: &[(
+        "SIGHUP",
+        "With --watch: read the receivers and routes again.",
+    )],
+    exit_status: &[(
+        "3",
+        "A --fail-if check held; the reason is on stderr, one line.",
+    )],
+    examples: &[
+        (
+            "reporter --config /etc/spoolpost.toml",
+            "The backlog, rates, latencies and errors as a table.",
+        ),
+        (
+            "reporter --format prometheus --output /var/lib/node_exporter/textfile/spoolpost.prom",
+            "Write the metrics for node_exporter's textfile collector, atomically.",
+        ),
+        (
+            "reporter --fail-if 'backlog_age > 10m' --fail-if 'errors > 0'",
+            "A health check: exit 3 with a reason when one holds.",
+        ),
+        (
+            "reporter list --state error",
+            "One line per file given up on, with the reason.",
+        ),
+        (
+            "reporter requeue --status 503",
+            "Send the files rejected with 503 again.",
+        ),
+        (
+            "reporter hold orders",
+            "Leave receiver orders' files waiting (reporter release orders to resume).",
+        ),
+    ],
+    files: &[],
+};
+
+/// The variables every program reads that no flag names.
+const SHARED_ENVIRONMENT: &[(&str, &str)] = &[(
+    "SPOOLPOST_LOG",
+    "A tracing filter for the diagnostics on stderr, e.g. debug or spoolpost_sender=trace; overrides -v.",
+)];
+
+/// The spool's folders, the same for every program (docs/spool.md).
+const SPOOL_FILES: &[(&str, &str)] = &[
+    (
+        "SPOOL/incoming/",
+        "Files waiting to be sent; producers and the collector put files here by rename.",
+    ),
+    (
+        "SPOOL/sending/ID/",
+        "Files claimed by the sender with that id; returned to incoming/ if it dies.",
+    ),
+    (
+        "SPOOL/done/",
+        "Delivered files, left for the system's housekeeping.",
+    ),
+    (
+        "SPOOL/error/",
+        "Files given up on, each with a NAME.reason.json saying why.",
+    ),
+    (
+        "SPOOL/tmp/",
+        "Files being written into the spool, not yet visible to senders.",
+    ),
+    (
+        "SPOOL/hold/NAME",
+        "A hold on receiver NAME (reporter hold/release).",
+    ),
+    (
+        "/etc/spoolpost.toml",
+        "The usual place of the configuration (--config); one file serves all the programs.",
+    ),
+];
+
+/// Writes `what` for the program whose command line is `A` to stdout.
+pub fn emit_for<A: clap::CommandFactory>(what: Generate, facts: &Facts) -> Result<(), Failure> {
+    emit(what, A::command(), facts)
+}
+
+/// Writes `what` for `cmd` to stdout.
+pub fn emit(what: Generate, cmd: Command, facts: &Facts) -> Result<(), Failure> {
+    let stdout = io::stdout();
+    match write(what, cmd, facts, &mut stdout.lock()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(Failure::io),
+    }
+}
+
+/// Writes `what` for `cmd` to `out`.
+pub fn write(
+    what: Generate,
+    mut cmd: Command,
+    facts: &Facts,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let name = cmd.get_name().to_string();
+    let shell = match what {
+        Generate::Man => return man(cmd, facts, out),
+        Generate::CompleteBash => Shell::Bash,
+        Generate::CompleteZsh => Shell::Zsh,
+        Generate::CompleteFish => Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, name, out);
+    out.flush()
+}
+
+fn man(cmd: Command, facts: &Facts, out: &mut dyn Write) -> io::Result<()> {
+    let environment = environment_of(&cmd, facts);
+    clap_mangen::Man::new(cmd).manual("spoolpost").render(out)?;
+    let mut roff = Roff::new();
+    section(&mut roff, "ENVIRONMENT", &environment);
+    let files: Vec<_> = SPOOL_FILES.iter().chain(facts.files).collect();
+    let files: Vec<(&str, &str)> = files.into_iter().map(|(k, v)| (*k, *v)).collect();
+    section(&mut roff, "FILES", &files);
+    section(&mut roff, "SIGNALS", facts.signals);
+    section(&mut roff, "EXIT STATUS", &exit_status(facts));
+    section(&mut roff, "EXAMPLES", facts.examples);
+    section(&mut roff, "SEE ALSO", SEE_ALSO);
+    roff.to_writer(out)?;
+    out.flush()
+}
+
+const SEE_ALSO: &[(&str, &str)] = &[(
+    "collector(1), sender(1), reporter(1)",
+    "The spool protocol: docs/spool.md; running it as a service: docs/operations.md.",
+)];
+
+/// The flags' variables, then the program's own, then the shared ones.
+fn environment_of(cmd: &Command, facts: &Facts) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for arg in cmd.get_arguments() {
+        if let Some(var) = arg.get_env() {
+            let flag = arg.get_long().map(|l| format!("--{l}")).unwrap_or_default();
+            vars.push((
+                var.to_string_lossy().into_owned(),
+                format!("The default of {flag}."),
+            ));
+        }
+    }
+    let extra = facts.environment.iter().chain(SHARED_ENVIRONMENT);
+    vars.extend(extra.map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+/// The shared codes from [`crate::exit`], then the program's own.
+fn exit_status(facts: &Facts) -> Vec<(String, String)> {
+    let shared = [
+        (
+            0,
+            "Done. Files that failed were retried or moved to error/, which is not a failure of the tool.",
+        ),
+        (exit::USAGE, "Bad command line: fix the command."),
+        (
+            exit::IO_ERROR,
+            "Spool I/O error (unreadable, permission denied): fix the spool, then rerun.",
+        ),
+        (
+            exit::TEMPORARY,
+            "Temporary failure (disk full, or another condition that may clear): rerun later.",
+        ),
+        (
+            exit::CONFIG,
+            "Bad configuration: fix the file named in the message.",
+        ),
+        (1, "Anything else: read the message."),
+    ];
+    let mut codes: Vec<(String, String)> = shared
+        .iter()
+        .map(|(c, t)| (c.to_string(), t.to_string()))
+        .collect();
+    codes.extend(
+        facts
+            .exit_status
+            .iter()
+            .map(|(c, t)| (c.to_string(), t.to_string())),
+    );
+    codes
+}
+
+/// One `.SH` with a tagged paragraph per entry; nothing for no entries.
+fn section<K: AsRef<str>, V: AsRef<str>>(roff: &mut Roff, title: &str, entries: &[(K, V)]) {
+    if entries.is_empty() {
+        return;
+    }
+    roff.control("SH", [title]);
+    for (term, text) in entries {
+        roff.control("TP", []);
+        roff.text([bold(term.as_ref())]);
+        roff.text([roman(text.as_ref())]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Arg;
+
+    fn sample() -> Command {
+        Command::new("sample")
+            .about("A sample.")
+            .arg(Arg::new("spool").long("spool").env("SAMPLE_SPOOL"))
+    }
+
+    fn render(what: Generate, facts: &Facts) -> String {
+        let mut out = Vec::new();
+        write(what, sample(), facts, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_man_page_has_every_section_beyond_help() {
+        let facts = Facts {
+            signals: &[("SIGTERM", "Stop.")],
+            examples: &[("sample --spool /s", "Run.")],
+            ..Facts::default()
+        };
+        let page = render(Generate::Man, &facts);
+        for header in [
+            ".SH NAME",
+            ".SH OPTIONS",
+            ".SH ENVIRONMENT",
+            ".SH FILES",
+            ".SH SIGNALS",
+            ".SH \"EXIT STATUS\"",
+            ".SH EXAMPLES",
+        ] {
+            assert!(page.contains(header), "{header} missing from\n{page}");
+        }
+        assert!(page.contains("SAMPLE_SPOOL"), "a flag's env var is listed");
+        assert!(page.contains("SPOOLPOST_LOG"));
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_exit_module() {
+        let page = render(Generate::Man, &Facts::default());
+        for code in [exit::USAGE, exit::IO_ERROR, exit::TEMPORARY, exit::CONFIG] {
+            assert!(page.contains(&format!("\\fB{code}\\fR")), "code {code}");
+        }
+    }
+
+    #[test]
+    fn a_text_starting_with_a_dot_stays_text() {
+        let facts = Facts {
+            examples: &[(".hostile", ".SH INJECTED")],
+            ..Facts::default()
+        };
+        let page = render(Generate::Man, &facts);
+        assert!(!page.lines().any(|l| l == ".SH INJECTED"));
+    }
+
+    #[test]
+    fn completions_name_the_program() {
+        assert!(render(Generate::CompleteBash, &Facts::default()).contains("_sample()"));
+        assert!(render(Generate::CompleteZsh, &Facts::default()).contains("#compdef sample"));
+        assert!(render(Generate::CompleteFish, &Facts::default()).contains("complete -c sample"));
+    }
+}
