@@ -319,7 +319,8 @@ async fn serve(
                 let notifier = spoolpost_common::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");
-                reloader.apply(&shared);
+                // A new backoff or route can make waiting files due now.
+                rescan = reloader.apply(&shared);
                 notifier.ready("sending");
             }
             _ = status.tick() => send_status(&shared, settings.concurrency),
