@@ -62,6 +62,10 @@ impl Breaker {
         }
     }
 
+    pub fn reconfigure(&mut self, config: BreakerConfig) {
+        self.config = config;
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -120,6 +120,14 @@ impl Circuits {
         state == CircuitState::Closed
     }
 
+    /// Takes a reload's breaker settings; each circuit keeps its state,
+    /// and the new settings count from its next failure or opening.
+    pub fn reconfigure(&self, config: BreakerConfig) {
+        for (breaker, _) in self.breakers.lock().unwrap().iter_mut() {
+            breaker.reconfigure(config);
+        }
+    }
+
     /// How many circuits are not closed, for the service status line.
     pub fn not_closed(&self) -> usize {
         let breakers = self.breakers.lock().unwrap();

@@ -74,7 +74,7 @@ pub struct Pass {
 
 impl Dispatcher {
     pub fn new(shared: Arc<Shared>, concurrency: usize, stop: CancellationToken) -> Dispatcher {
-        let receivers = shared.router.receivers().len();
+        let receivers = shared.names.len();
         Dispatcher {
             shared,
             global: Arc::new(Semaphore::new(concurrency)),
@@ -90,13 +90,7 @@ impl Dispatcher {
     /// its files are waiting in `incoming/`, so the dispatcher is woken for
     /// a pass, whichever caller noticed the lift.
     pub fn refresh_holds(&mut self) {
-        let names: Vec<&str> = self
-            .shared
-            .router
-            .receivers()
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let names: Vec<&str> = self.shared.names.iter().map(String::as_str).collect();
         if self
             .holds
             .refresh(&self.shared.spool, &names, crate::circuit::now())
@@ -151,12 +145,12 @@ impl Dispatcher {
             return Offer::Ignored;
         }
         let mut parsed = SpoolName::parse(&name);
-        let due = self.shared.spool.retry_wait(
-            &name,
-            parsed.attempts,
-            self.shared.policy.max,
-            SystemTime::now(),
-        );
+        let config = self.shared.config();
+        let cap = config.retry_cap(&self.shared.spool, &name, parsed.attempts);
+        let due = self
+            .shared
+            .spool
+            .retry_wait(&name, parsed.attempts, cap, SystemTime::now());
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {
@@ -167,7 +161,7 @@ impl Dispatcher {
         }
         // Routing needs the whole original of a long name.
         fullname::resolve(&self.shared.spool, &mut parsed);
-        let Some(route) = self.shared.router.route(&parsed.original) else {
+        let Some(route) = config.router.route(&parsed.original) else {
             self.reject_at_once(&name, Answer::NoRoute, None);
             return Offer::Ignored;
         };
@@ -239,6 +233,7 @@ impl Dispatcher {
                     url,
                     permits: (receiver_permit, global_permit),
                     pace,
+                    config,
                 };
                 probe.sent();
                 self.jobs.spawn(job::run(self.shared.clone(), job));
@@ -273,7 +268,13 @@ impl Dispatcher {
                     now,
                     jitter: 0.0,
                 };
-                let fate = verdict(&answer, Default::default(), &self.shared.policy, at).fate;
+                let fate = verdict(
+                    &answer,
+                    Default::default(),
+                    &self.shared.config().policy,
+                    at,
+                )
+                .fate;
                 let attempted = Attempted {
                     receiver,
                     url: None,

@@ -143,21 +143,6 @@ impl Http {
         Ok(Http { targets })
     }
 
-    /// Takes a reloaded configuration's headers and secrets for the
-    /// requests that start from now on; all or nothing. The receivers must
-    /// be the running ones, in the same order.
-    pub fn replace_headers(&self, receivers: &[Receiver]) -> Result<(), String> {
-        let now = Instant::now();
-        // Validate every receiver's headers before any is replaced.
-        for r in receivers {
-            Headers::new(&r.name, &r.config, now)?;
-        }
-        for (target, r) in self.targets.iter().zip(receivers) {
-            target.headers.replace(&r.config, now)?;
-        }
-        Ok(())
-    }
-
     /// Sends one file, open as `file` and claimed as `claimed` at `path`,
     /// to receiver `receiver` at `url`.
     #[allow(clippy::too_many_arguments)]

@@ -12,7 +12,7 @@ use crate::file::{self, Change, OpenError};
 use crate::http::Sent;
 use crate::outcome::{Answer, Rules};
 use crate::settle::{Attempted, settle};
-use crate::shared::Shared;
+use crate::shared::{Shared, Snapshot};
 use crate::verdict::{Attempt, verdict};
 
 /// A file on its way, with the permits that count it as in flight.
@@ -23,6 +23,9 @@ pub struct Job {
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     /// Its room under the receiver's adaptive limit.
     pub pace: crate::pace::Slot,
+    /// The configuration it was routed under; it keeps it to its end,
+    /// whatever a reload meanwhile puts in place.
+    pub config: Arc<Snapshot>,
 }
 
 pub async fn run(shared: Arc<Shared>, job: Job) {
@@ -32,11 +35,12 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         url,
         permits,
         pace,
+        config: snapshot,
     } = job;
-    let sent = attempt(&shared, &claimed, receiver, &url).await;
+    let sent = attempt(&snapshot, &claimed, receiver, &url).await;
     let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
     let now = SystemTime::now();
-    let config = &shared.router.receivers()[receiver].config;
+    let config = &snapshot.router.receivers()[receiver].config;
     let rules = Rules {
         extra_retry: &config.retry_statuses,
         extra_reject: &config.reject_statuses,
@@ -50,7 +54,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         now,
         jitter: fastrand::f64(),
     };
-    let verdict = verdict(&sent.answer, rules, &shared.policy, at);
+    let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
     if shared
         .circuits
         .record(receiver, verdict.receiver, crate::circuit::now())
@@ -70,11 +74,16 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
 
 /// Opens the claimed file and sends it; a file that cannot be opened is an
 /// answer of its own, not a request.
-async fn attempt(shared: &Shared, claimed: &Claimed, receiver: usize, url: &reqwest::Url) -> Sent {
+async fn attempt(
+    config: &Snapshot,
+    claimed: &Claimed,
+    receiver: usize,
+    url: &reqwest::Url,
+) -> Sent {
     match file::open(&claimed.path) {
         Ok((file, snapshot)) => {
             let key = claimed.key().to_string();
-            let sent = shared
+            let sent = config
                 .http
                 .send(
                     receiver,

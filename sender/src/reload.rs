@@ -1,18 +1,25 @@
 //! SIGHUP in daemon mode: reopen `--events`, read the configuration and
-//! every header secret again, and apply the new headers to the requests
-//! that start from now on (requests in flight keep the headers they were
-//! sent with). A configuration that does not validate, or whose secrets do
-//! not resolve, is refused and the old one keeps running. Everything else
-//! that changed (spool, `[sender]`, receivers' other settings, routes)
-//! keeps its value until a restart, and the report names it.
+//! every secret and `ca_file` again, and put a new [`Snapshot`] in place
+//! for the work that starts from now on: receivers' URLs, methods, headers,
+//! timeouts, TLS trust (new HTTP clients), verdict rules, routes, backoff
+//! and breaker settings. Jobs in flight keep the snapshot they started
+//! with. A configuration that does not validate, whose secrets do not
+//! resolve or whose clients cannot be built is refused and the old one
+//! keeps running. What the per-receiver state or the process is built on
+//! (spool, the set of receiver names, their `concurrency`/`adaptive`, the
+//! rest of `[sender]`) keeps its value until a restart, and the report
+//! names it.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use spoolpost_common::config::{self, Loaded};
 use spoolpost_common::reload;
 use spoolpost_common::route::Router;
 
-use crate::shared::Shared;
+use crate::http::Http;
+use crate::run::{breaker_config, retry_policy};
+use crate::shared::{Shared, Snapshot};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -49,25 +56,44 @@ impl Reloader {
         let loaded = config::load(path).map_err(|e| e.to_string())?;
         loaded.check_secrets().map_err(|e| e.to_string())?;
         let router = Router::from_config(&loaded).map_err(|e| e.to_string())?;
-        let fresh = needs_restart(&loaded);
-        let mut restart: Vec<String> = self
+        let restart: Vec<String> = self
             .running
             .iter()
-            .zip(&fresh)
-            .filter(|(old, new)| old != new)
+            .zip(needs_restart(&loaded))
+            .filter(|(old, new)| *old != new)
             .map(|((name, _), _)| name.to_string())
             .collect();
-        let names = |r: &Router| {
-            r.receivers()
-                .iter()
-                .map(|r| r.name.clone())
-                .collect::<Vec<_>>()
+        let settings = &loaded.config.sender;
+        let old = shared.config();
+        let policy = retry_policy(settings);
+        let rejudge_before = if (policy.initial, policy.max) != (old.policy.initial, old.policy.max)
+        {
+            Some(SystemTime::now())
+        } else {
+            old.rejudge_before
         };
-        if names(&router) == names(&shared.router) {
-            shared.http.replace_headers(router.receivers())?;
-        } else if !restart.iter().any(|s| s == "receivers") {
-            restart.push("receivers".into());
-        }
+        let same_receivers = router.receivers().iter().map(|r| &r.name).eq(&shared.names);
+        // Receivers' state is indexed by name; another set of names keeps
+        // the running receivers and routes (named in the report).
+        let snapshot = if same_receivers {
+            // Builds the clients anew, so `ca_file` is read again.
+            let http = Http::new(router.receivers())?;
+            Snapshot {
+                router: router.into(),
+                http: http.into(),
+                policy,
+                rejudge_before,
+            }
+        } else {
+            Snapshot {
+                router: old.router.clone(),
+                http: old.http.clone(),
+                policy,
+                rejudge_before,
+            }
+        };
+        shared.circuits.reconfigure(breaker_config(settings));
+        shared.swap(snapshot);
         Ok(restart)
     }
 }
@@ -75,29 +101,28 @@ impl Reloader {
 /// The settings a reload does not apply, each rendered for comparison.
 fn needs_restart(loaded: &Loaded) -> Vec<(&'static str, String)> {
     let c = &loaded.config;
+    let s = &c.sender;
     let receivers: Vec<String> = c
         .receivers
         .iter()
         .map(|(name, r)| {
-            let mut r = r.get_ref().clone();
-            // Headers are applied by a reload.
-            r.headers.clear();
-            format!("{name}: {r:?}")
-        })
-        .collect();
-    let routes: Vec<String> = c
-        .routes
-        .iter()
-        .map(|r| {
             let r = r.get_ref();
-            format!("{:?} {:?} {}", r.glob, r.regex, r.receiver.get_ref())
+            // Slots and pace are sized from these when the sender starts.
+            format!("{name}: {} {}", r.concurrency, r.adaptive)
         })
         .collect();
+    let sender = (
+        s.concurrency,
+        s.threads,
+        s.delete_delivered,
+        s.fsync,
+        s.grace,
+        s.rescan_interval,
+    );
     vec![
         ("spool", format!("{:?}", c.spool)),
-        ("[sender]", format!("{:?}", c.sender)),
+        ("[sender]", format!("{sender:?}")),
         ("receivers", format!("{receivers:?}")),
-        ("routes", format!("{routes:?}")),
     ]
 }
 
@@ -110,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_and_moved_lines_need_no_restart_other_changes_are_named() {
+    fn what_a_reload_applies_needs_no_restart_the_rest_is_named() {
         let base = "[receivers.r]\nurl = \"http://h/\"\n[receivers.r.headers]\nA = \"1\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n";
         let names = |text: &str| -> Vec<&str> {
             needs_restart(&loaded(base))
@@ -121,14 +146,33 @@ mod tests {
                 .collect()
         };
         assert!(names(&format!("\n\n{}", base.replace("A = \"1\"", "A = \"2\""))).is_empty());
+        assert!(
+            names(&format!(
+                "[sender]\nbackoff_max = \"1m\"\nbreaker_failures = 9\n{base}"
+            ))
+            .is_empty()
+        );
+        assert!(names(&base.replace("http://h/", "http://g/\"\ntimeout = \"3s")).is_empty());
+        assert!(names(&base.replace("\"*\"", "\"*.json\"")).is_empty());
         assert_eq!(
-            names(&format!("[sender]\nbackoff_max = \"1m\"\n{base}")),
+            names(&format!("[sender]\nconcurrency = 3\n{base}")),
             ["[sender]"]
         );
         assert_eq!(
-            names(&base.replace("http://h/", "http://g/")),
+            names(
+                &base
+                    .replace("http://h/", "http://h/\"\nconcurrency = \"2")
+                    .replace("concurrency = \"2\"", "concurrency = 2")
+            ),
             ["receivers"]
         );
-        assert_eq!(names(&base.replace("\"*\"", "\"*.json\"")), ["routes"]);
+        assert_eq!(
+            names(
+                &base
+                    .replace("receivers.r", "receivers.s")
+                    .replace("\"r\"", "\"s\"")
+            ),
+            ["receivers"]
+        );
     }
 }

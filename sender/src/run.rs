@@ -12,7 +12,7 @@ use spoolpost_common::exit::Failure;
 use spoolpost_common::progress::{self, ProgressFlags, Role};
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::RetryPolicy;
@@ -22,7 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::http::Http;
 use crate::pace::Pace;
 use crate::reload::Reloader;
-use crate::shared::{Counts, ReceiverSlots, Shared};
+use crate::shared::{ReceiverSlots, Shared, Snapshot};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
@@ -35,6 +35,25 @@ pub struct Plan {
     pub progress: ProgressFlags,
     /// What SIGHUP reloads from.
     pub reloader: Reloader,
+}
+
+/// The breaker settings of `[sender]`, at start and on reload.
+pub fn breaker_config(settings: &SenderSection) -> BreakerConfig {
+    BreakerConfig {
+        failures: settings.breaker_failures,
+        open_initial: settings.breaker_open_initial,
+        open_max: settings.breaker_open_max,
+    }
+}
+
+/// The retry policy of `[sender]`, at start and on reload.
+pub fn retry_policy(settings: &SenderSection) -> RetryPolicy {
+    RetryPolicy {
+        initial: settings.backoff_initial,
+        max: settings.backoff_max,
+        max_attempts: settings.max_attempts,
+        max_age: settings.max_age,
+    }
 }
 
 /// How often the service manager's status line is brought up to date.
@@ -56,10 +75,11 @@ fn send_status(shared: &Shared, concurrency: usize) {
     if !notifier.is_active() {
         return;
     }
+    let config = shared.config();
     let in_flight: usize = shared
         .slots
         .iter()
-        .zip(shared.router.receivers())
+        .zip(config.router.receivers())
         .map(|(s, r)| {
             // Each receiver's semaphore holds this many permits (see run).
             r.config
@@ -107,50 +127,43 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     })?;
     let claims = ClaimFolder::create(&spool)?;
     let now = Instant::now();
-    let breaker_config = BreakerConfig {
-        failures: settings.breaker_failures,
-        open_initial: settings.breaker_open_initial,
-        open_max: settings.breaker_open_max,
+    let slots = router
+        .receivers()
+        .iter()
+        .map(|r| {
+            let bound = r.config.concurrency.min(settings.concurrency);
+            ReceiverSlots {
+                permits: Arc::new(Semaphore::new(bound)),
+                pace: Pace::load(&spool, &r.name, bound, r.config.adaptive),
+                skipped: Default::default(),
+            }
+        })
+        .collect();
+    let circuits = Circuits::new(
+        router.receivers().iter().map(|r| r.name.clone()).collect(),
+        breaker_config(&settings),
+        claims.path().to_path_buf(),
+        now,
+    );
+    let snapshot = Snapshot {
+        router: Arc::new(router),
+        http: Arc::new(http),
+        policy: retry_policy(&settings),
+        rejudge_before: None,
     };
-    let shared = Arc::new(Shared {
-        slots: router
-            .receivers()
-            .iter()
-            .map(|r| {
-                let bound = r.config.concurrency.min(settings.concurrency);
-                ReceiverSlots {
-                    permits: Arc::new(Semaphore::new(bound)),
-                    pace: Pace::load(&spool, &r.name, bound, r.config.adaptive),
-                    skipped: Default::default(),
-                }
-            })
-            .collect(),
-        circuits: Circuits::new(
-            router.receivers().iter().map(|r| r.name.clone()).collect(),
-            breaker_config,
-            claims.path().to_path_buf(),
-            now,
-        ),
-        spool: spool.clone(),
+    let shared = Arc::new(Shared::new(
+        spool.clone(),
         claims,
-        router,
-        http,
-        policy: RetryPolicy {
-            initial: settings.backoff_initial,
-            max: settings.backoff_max,
-            max_attempts: settings.max_attempts,
-            max_age: settings.max_age,
-        },
-        delete_delivered: settings.delete_delivered,
+        snapshot,
+        settings.delete_delivered,
         events,
-        wake: Notify::new(),
-        recovered: Default::default(),
-        counts: Counts::default(),
-    });
+        circuits,
+        slots,
+    ));
     tracing::info!(
         spool = %spool.root().display(),
         claim = shared.claims.id(),
-        receivers = shared.router.receivers().len(),
+        receivers = shared.names.len(),
         mode = if once { "once" } else { "daemon" },
         "sender started"
     );
@@ -306,7 +319,8 @@ async fn serve(
                 let notifier = spoolpost_common::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");
-                reloader.apply(&shared);
+                // A new backoff or route can make waiting files due now.
+                rescan = reloader.apply(&shared);
                 notifier.ready("sending");
             }
             _ = status.tick() => send_status(&shared, settings.concurrency),

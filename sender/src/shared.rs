@@ -1,10 +1,13 @@
 //! What every job and the scheduler share: the spool and claim folder, the
-//! routes, the HTTP clients, the retry policy, the circuits and the slots
-//! that count files in flight. A module of its own so the scheduler and the
-//! code that settles a file both use it without importing each other.
+//! configuration snapshot a reload swaps (routes, HTTP clients, retry
+//! policy), the circuits and the slots that count files in flight. A module
+//! of its own so the scheduler and the code that settles a file both use it
+//! without importing each other.
 
-use std::sync::Arc;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use spoolpost_common::event::EventSink;
 use spoolpost_common::route::Router;
@@ -15,12 +18,53 @@ use crate::backoff::RetryPolicy;
 use crate::circuit::Circuits;
 use crate::http::Http;
 
+/// What a reload replaces as one: a job takes the snapshot current when it
+/// is offered and keeps it to its end, so its URL, client, headers,
+/// timeouts and verdict rules all come from one configuration.
+pub struct Snapshot {
+    pub router: Arc<Router>,
+    pub http: Arc<Http>,
+    pub policy: RetryPolicy,
+    /// Set by a reload that changed the backoff: files put back before it
+    /// waited under the old policy and are judged again under this one.
+    pub rejudge_before: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// The longest a waiting retry of `name`, put back after `attempts`
+    /// attempts, may still wait under this snapshot's policy.
+    pub fn retry_cap(&self, spool: &Spool, name: &OsStr, attempts: u32) -> std::time::Duration {
+        let max = self.policy.max;
+        let Some(before) = self.rejudge_before else {
+            return max;
+        };
+        use std::os::unix::fs::MetadataExt;
+        let path = spool
+            .dir(spoolpost_common::spool::State::Incoming)
+            .join(name);
+        let put_back = std::fs::symlink_metadata(path).ok().map(|m| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    m.ctime().max(0) as u64,
+                    m.ctime_nsec().clamp(0, 999_999_999) as u32,
+                )
+        });
+        match put_back {
+            // Its wait came from the old policy: the new one's backoff
+            // for that attempt, from when it was put back, is the most.
+            Some(at) if at < before => self.policy.backoff(attempts).min(max),
+            _ => max,
+        }
+    }
+}
+
 pub struct Shared {
     pub spool: Spool,
     pub claims: ClaimFolder,
-    pub router: Router,
-    pub http: Http,
-    pub policy: RetryPolicy,
+    /// Receiver names, fixed for the process: the per-receiver state
+    /// (circuits, slots, pace, holds) is indexed by them.
+    pub names: Vec<String>,
+    config: RwLock<Arc<Snapshot>>,
     pub delete_delivered: bool,
     pub events: EventSink,
     pub circuits: Circuits,
@@ -47,9 +91,61 @@ pub struct Counts {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spool: Spool,
+        claims: ClaimFolder,
+        snapshot: Snapshot,
+        delete_delivered: bool,
+        events: EventSink,
+        circuits: Circuits,
+        slots: Vec<ReceiverSlots>,
+    ) -> Shared {
+        Shared {
+            spool,
+            claims,
+            names: snapshot
+                .router
+                .receivers()
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+            config: RwLock::new(Arc::new(snapshot)),
+            delete_delivered,
+            events,
+            circuits,
+            slots,
+            wake: Notify::new(),
+            recovered: Default::default(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The configuration work that starts now runs under.
+    pub fn config(&self) -> Arc<Snapshot> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `snapshot` in place for work that starts from now on; jobs in
+    /// flight keep the one they hold. Its receivers must be `names`.
+    pub fn swap(&self, snapshot: Snapshot) {
+        debug_assert!(
+            snapshot
+                .router
+                .receivers()
+                .iter()
+                .map(|r| &r.name)
+                .eq(&self.names)
+        );
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
     /// The receiver's configured name, for logs, events and reasons.
     pub fn receiver_name(&self, receiver: usize) -> &str {
-        &self.router.receivers()[receiver].name
+        &self.names[receiver]
     }
 
     /// Called when a job ends: its slots are free again.

@@ -488,7 +488,7 @@ fn a_broken_sender_reload_is_refused_and_delivery_goes_on_with_new_headers_after
             "[receivers.main.headers]\n",
             "[receivers.main.headers]\nX-Tag = \"two\"\n",
         )
-        .replace("backoff_max = \"300ms\"", "backoff_max = \"400ms\"");
+        .replace("[sender]\n", "[sender]\ngrace = \"7s\"\n");
     std::fs::write(&cfg, changed).unwrap();
     proc.signal(Signal::SIGHUP);
     assert!(eventually(LIMIT, || events_have(
@@ -549,4 +549,82 @@ fn sighup_during_many_requests_in_flight_loses_and_duplicates_nothing() {
         (n, n),
         "each file delivered exactly once"
     );
+}
+
+/// A daemon sender with two receivers, `a` and `b`; `route` names the one
+/// every file goes to, `sender` goes into `[sender]`.
+fn two_receivers(spool: &TestSpool, a: &str, b: &str, route: &str, sender: &str) -> String {
+    format!(
+        "spool = {:?}\n[sender]\n{sender}\n[receivers.a]\nurl = {a:?}\n[receivers.b]\nurl = {b:?}\n[[routes]]\nglob = \"*\"\nreceiver = {route:?}\n",
+        path_str(&spool.root)
+    )
+}
+
+#[test]
+fn a_reload_that_changes_a_route_or_a_url_sends_new_files_to_the_new_receiver() {
+    let (one, two, three) = (Receiver::start(), Receiver::start(), Receiver::start());
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let (a, b) = (one.url("/in"), two.url("/in"));
+    let cfg = config(&spool, &two_receivers(&spool, &a, &b, "a", ""));
+    let proc = spawn(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    spool.put("first", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 1));
+    std::fs::write(&cfg, two_receivers(&spool, &a, &b, "b", "")).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || events_have(&events, &["\"ok\":true"])));
+    spool.put("second", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 2));
+    // Receiver a keeps its name and takes a new URL.
+    std::fs::write(&cfg, two_receivers(&spool, &three.url("/in"), &b, "a", "")).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || {
+        std::fs::read_to_string(&events).is_ok_and(|s| s.matches("\"ok\":true").count() == 2)
+    }));
+    spool.put("third", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 3));
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    assert_eq!((one.count(), two.count(), three.count()), (1, 1, 1));
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert!(!log.contains("restart_needed"), "{log}");
+}
+
+#[test]
+fn a_reload_that_shortens_the_backoff_lets_a_waiting_retry_go_promptly() {
+    let rx = Receiver::start();
+    rx.script("/in", [spoolpost_tests::receiver::Reply::status(503)]);
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let url = rx.url("/in");
+    let slow = "backoff_initial = \"1h\"\nbackoff_max = \"2h\"";
+    let cfg = config(&spool, &two_receivers(&spool, &url, &url, "a", slow));
+    let proc = spawn(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    spool.put("waits", b"x");
+    assert!(eventually(LIMIT, || rx.count() == 1
+        && spool.count(State::Incoming) == 1));
+    let fast = "backoff_initial = \"100ms\"\nbackoff_max = \"2h\"";
+    std::fs::write(&cfg, two_receivers(&spool, &url, &url, "a", fast)).unwrap();
+    proc.signal(Signal::SIGHUP);
+    assert!(eventually(LIMIT, || events_have(&events, &["\"ok\":true"])));
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == 1),
+        "{:?}",
+        spool.census()
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    assert_eq!(rx.count(), 2);
 }
