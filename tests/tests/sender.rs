@@ -698,7 +698,24 @@ fn a_killed_sender_s_files_are_delivered_by_the_next_one() {
         MINUTE,
     )
     .assert_success();
-    assert_eq!(spool.count(State::Done), total, "{:?}", spool.census());
+    // Each file is in done/ once. With the link + unlink fallback forced
+    // (CI's portable run), a kill between the link and the unlink leaves a
+    // file in two places, as docs/spool.md says: then both copies end in
+    // done/, but under one key, so the receiver can drop the second.
+    let mut keys: HashMap<Vec<u8>, BTreeSet<String>> = HashMap::new();
+    for name in spool.names(State::Done) {
+        let parsed = SpoolName::parse(OsStr::from_bytes(&name));
+        let key = parsed.key.expect("a delivered file has a key").to_string();
+        keys.entry(parsed.original.as_bytes().to_vec())
+            .or_default()
+            .insert(key);
+    }
+    assert_eq!(keys.len(), total, "{:?}", spool.census());
+    assert!(keys.values().all(|k| k.len() == 1), "one key per file");
+    let link_fallback = std::env::var_os("SPOOLPOST_RENAME").is_some_and(|v| v == "link");
+    if !link_fallback {
+        assert_eq!(spool.count(State::Done), total, "{:?}", spool.census());
+    }
     assert_eq!(
         spool.count(State::Sending) + spool.count(State::Incoming),
         0
