@@ -63,6 +63,25 @@ pub struct ReasonRecord {
 
 /// Keeps at most [`MAX_BODY`] bytes of a response body, cut on a character
 /// boundary. Returns the text and whether it was cut.
+/// The largest reason record a reader will load; real ones hold at most
+/// [`MAX_BODY`] bytes of body and a few fields.
+pub const RECORD_MAX: u64 = 1 << 20;
+
+impl ReasonRecord {
+    /// Reads the record at `path` if it is one: only a plain file (not
+    /// followed through a link) of sensible size is opened, since a FIFO
+    /// under a record's name would block the reader for ever and a huge
+    /// file would undo a streaming reader's flat memory. Anything else, or
+    /// text that does not parse, is `None`.
+    pub fn read(path: &std::path::Path) -> Option<ReasonRecord> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || meta.len() > RECORD_MAX {
+            return None;
+        }
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
 pub fn truncate_body(body: &[u8]) -> (String, bool) {
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]);
     let mut text = text.into_owned();

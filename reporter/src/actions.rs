@@ -169,9 +169,8 @@ fn requeue_selected(
         }
         // Only --status and --class look inside the reason record.
         let reason: Option<ReasonRecord> = (s.status.is_some() || s.class.is_some())
-            .then(|| std::fs::read(error_dir.join(reason_name(&name))).ok())
-            .flatten()
-            .and_then(|t| serde_json::from_slice(&t).ok());
+            .then(|| ReasonRecord::read(&error_dir.join(reason_name(&name))))
+            .flatten();
         if let Some(want) = &s.receiver {
             let mut parsed = SpoolName::parse(&name);
             spoolpost_common::fullname::resolve(spool, &mut parsed);

@@ -367,10 +367,7 @@ fn tally(
 }
 
 fn read_reason(path: &std::path::Path) -> (String, Option<u16>) {
-    match fs::read(path)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<ReasonRecord>(&t).ok())
-    {
+    match ReasonRecord::read(path) {
         Some(r) => (r.class.as_str().to_string(), r.status),
         None => ("unknown".to_string(), None),
     }

@@ -211,7 +211,7 @@ impl Place<'_> {
             ListState::Sending | ListState::Error => None,
         };
         let reason = match state {
-            ListState::Error => read_reason(&dir.join(reason_name(name))),
+            ListState::Error => ReasonRecord::read(&dir.join(reason_name(name))).map(|r| r.message),
             _ => parsed.last_reason.clone(),
         };
         Some(Row {
@@ -227,20 +227,6 @@ impl Place<'_> {
             key: parsed.key.map(|k| k.to_string()),
         })
     }
-}
-
-/// A reason record's message. Only a plain file of sensible size is read:
-/// a FIFO under that name would block the listing for ever, a huge file
-/// would undo the flat memory.
-fn read_reason(path: &Path) -> Option<String> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return None;
-    }
-    let text = fs::read(path).ok()?;
-    serde_json::from_slice::<ReasonRecord>(&text)
-        .ok()
-        .map(|r| r.message)
 }
 
 /// Writes the listing to `out` as the folders are read. A closed pipe

@@ -919,3 +919,29 @@ receiver = "orders"
         report["receivers"]
     );
 }
+
+/// A FIFO posing as a reason record in `error/` must not hang any reader of
+/// the records: the census behind every report and `requeue --class` read
+/// them too, not only `list` (which was fixed first). One reader in common,
+/// `ReasonRecord::read`, now serves all three.
+#[test]
+fn regression_a_fifo_named_like_a_reason_record_hangs_no_reporter_command() {
+    let spool = TestSpool::new();
+    std::fs::write(spool.dir(State::Error).join("stuck.json"), b"x").unwrap();
+    nix::unistd::mkfifo(
+        &spool.dir(State::Error).join("stuck.json.reason.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let limit = Duration::from_secs(20);
+    let report = json(&run(reporter(&spool).args(["--format", "json"]), limit));
+    assert_eq!(report["states"]["error"]["files"], 1, "{report:#}");
+    let out = run(
+        reporter(&spool).args(["requeue", "--class", "rejected"]),
+        limit,
+    );
+    out.assert_success();
+    let out = run(reporter(&spool).args(["list", "--state", "error"]), limit);
+    out.assert_success();
+    assert!(out.stdout.contains("stuck.json"), "{}", out.stdout);
+}
