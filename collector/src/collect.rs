@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -250,11 +249,7 @@ impl Collector {
         }
         if !(rule == ReadyRule::CloseWrite && finished) {
             let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-            let ctime = UNIX_EPOCH
-                + Duration::new(
-                    meta.ctime().max(0) as u64,
-                    meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-                );
+            let ctime = spoolpost_common::fsops::ctime(&meta);
             if let Err(at) = settled(mtime, ctime, now, config.settle) {
                 scan.check_at(at);
                 return false;

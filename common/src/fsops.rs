@@ -239,6 +239,18 @@ fn dir_fsync_forced_unsupported() -> bool {
 
 /// Whether an error means the disk or quota is full: the caller should pause
 /// and retry later rather than give up on the file.
+/// A file's ctime: when it was last renamed or changed, which no one can
+/// set back (the collector's `settle`, retry due-ness and the reporter's
+/// ages read it). `Metadata` offers no `SystemTime` for it.
+pub fn ctime(meta: &std::fs::Metadata) -> std::time::SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            meta.ctime().max(0) as u64,
+            meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        )
+}
+
 pub fn is_disk_full(err: &io::Error) -> bool {
     // By kind as well: an error re-made with context (spool::annotate)
     // keeps its kind but not its errno.

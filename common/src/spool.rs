@@ -131,16 +131,11 @@ impl Spool {
         cap: Duration,
         now: SystemTime,
     ) -> io::Result<Option<Duration>> {
-        use std::os::unix::fs::MetadataExt;
         if attempts == 0 {
             return Ok(None);
         }
         let meta = fs::symlink_metadata(self.dir(State::Incoming).join(name))?;
-        let ctime = UNIX_EPOCH
-            + Duration::new(
-                meta.ctime().max(0) as u64,
-                meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-            );
+        let ctime = crate::fsops::ctime(&meta);
         let mtime = meta.modified().unwrap_or(ctime);
         Ok(crate::name::retry_wait(attempts, mtime, ctime, now, cap))
     }

@@ -3,7 +3,6 @@
 //! files; the move itself is `spool::flush` (docs/spool.md, the flush row).
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use spoolpost_common::exit::Failure;
@@ -24,10 +23,6 @@ pub fn wants_flush(
     cap: Duration,
 ) -> bool {
     retry_wait(attempts, mtime, ctime, now, cap).is_some()
-}
-
-fn time_of(secs: i64, nsecs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32)
 }
 
 /// Flushes every waiting retry (of `receiver`'s, if given), printing each
@@ -56,8 +51,8 @@ pub fn flush_waiting(
         if meta.is_dir()
             || !wants_flush(
                 parsed.attempts,
-                time_of(meta.mtime(), meta.mtime_nsec()),
-                time_of(meta.ctime(), meta.ctime_nsec()),
+                meta.modified().unwrap_or(UNIX_EPOCH),
+                spoolpost_common::fsops::ctime(&meta),
                 now,
                 cap,
             )

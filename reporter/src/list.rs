@@ -11,7 +11,6 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -169,10 +168,6 @@ struct Place<'a> {
     cap: Duration,
 }
 
-fn time_of(secs: i64, nsecs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::new(secs.max(0) as u64, nsecs.clamp(0, 999_999_999) as u32)
-}
-
 impl Place<'_> {
     /// The row for `name` in `dir`, if it passes the filter. `None` also
     /// for a file that went away since the listing (it moved on).
@@ -199,8 +194,8 @@ impl Place<'_> {
             return None;
         }
         let meta = fs::symlink_metadata(dir.join(name)).ok()?;
-        let ctime = time_of(meta.ctime(), meta.ctime_nsec());
-        let mtime = time_of(meta.mtime(), meta.mtime_nsec());
+        let ctime = spoolpost_common::fsops::ctime(&meta);
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let next_attempt = match state {
             ListState::Waiting => Some(self.now),
             ListState::Retry => Some(

@@ -38,17 +38,12 @@ impl Snapshot {
         let Some(before) = self.rejudge_before else {
             return max;
         };
-        use std::os::unix::fs::MetadataExt;
         let path = spool
             .dir(spoolpost_common::spool::State::Incoming)
             .join(name);
-        let put_back = std::fs::symlink_metadata(path).ok().map(|m| {
-            std::time::UNIX_EPOCH
-                + std::time::Duration::new(
-                    m.ctime().max(0) as u64,
-                    m.ctime_nsec().clamp(0, 999_999_999) as u32,
-                )
-        });
+        let put_back = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| spoolpost_common::fsops::ctime(&m));
         match put_back {
             // Its wait came from the old policy: the new one's backoff
             // for that attempt, from when it was put back, is the most.
