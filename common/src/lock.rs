@@ -194,8 +194,20 @@ fn lock(file: &File, kind: Kind) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// Held by every test here that forks or expects a dropped flock to
+    /// be free: a forked child shares the parent's open descriptions, so a
+    /// flock dropped while a sibling test's child lives is still held.
+    static FORKS: Mutex<()> = Mutex::new(());
+
+    fn no_forks() -> MutexGuard<'static, ()> {
+        FORKS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn an_fcntl_lock_this_process_holds_counts_as_held_and_stays_held() {
+        let _forks = no_forks();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".lock");
         let held = create_with(Kind::Fcntl, &path).unwrap();
@@ -215,6 +227,7 @@ mod tests {
 
     #[test]
     fn flock_locks_are_per_descriptor() {
+        let _forks = no_forks();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".lock");
         let held = create_with(Kind::Flock, &path).unwrap();
@@ -234,6 +247,7 @@ mod tests {
 
     #[test]
     fn a_lock_file_that_is_a_symlink_is_never_opened_and_has_no_owner() {
+        let _forks = no_forks();
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("elsewhere");
         fs_write(&target);
