@@ -47,23 +47,51 @@ pub fn as_nobody(cmd: &Command) -> Command {
 
 /// A copy of a binary that `nobody` can run: the build folder may sit
 /// under a home folder others cannot enter.
+///
+/// The copies live in one fixed folder, named after the build they copy
+/// (its inode and modification time), so every test process of a run and
+/// every later run of the same build share one copy; a copy of an older
+/// build is removed when a newer one is made (a folder per process that
+/// nothing removed filled /tmp with 142 MB per test binary and run).
 fn reachable_copy(program: &Path) -> PathBuf {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        open_path_to_others(dir.path());
-        dir
-    });
-    let copy = dir.path().join(program.file_name().unwrap());
-    static COPYING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = COPYING.lock().unwrap_or_else(|e| e.into_inner());
-    if !copy.exists() {
-        let part = copy.with_extension("part");
-        std::fs::copy(program, &part).unwrap();
-        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&part, &copy).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join("spoolpost-tests-as-nobody");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    open_path_to_others(&dir);
+    let name = program.file_name().unwrap().to_string_lossy().into_owned();
+    let meta = std::fs::metadata(program).unwrap();
+    let copy = dir.join(format!("{name}-{}-{}", meta.ino(), meta.mtime()));
+    if copy.exists() {
+        return copy;
     }
+    // A unique part name: other test processes may copy at the same time.
+    let part = dir.join(format!(".{name}.{}.part", std::process::id()));
+    std::fs::copy(program, &part).unwrap();
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&part, &copy).unwrap();
+    remove_older_copies(&dir, &name, &copy);
     copy
+}
+
+/// Removes copies of `name` other than `keep` that are over an hour old
+/// (a younger one may be another build's, in use by a parallel run).
+fn remove_older_copies(dir: &Path, name: &str, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+        let ours = entry.file_name().to_string_lossy().starts_with(&prefix);
+        if ours && old && path != keep {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Lets others into `path` and every folder above it (the temporary
