@@ -13,6 +13,3 @@ mod names;
 mod portable;
 mod recovery;
 mod spool;
-
-#[path = "../support/dead_claim.rs"]
-mod dead_claim;

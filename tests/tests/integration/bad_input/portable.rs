@@ -207,7 +207,7 @@ fn under_fcntl_locks_a_sender_never_takes_back_its_own_live_claims() {
 #[test]
 fn a_copy_across_filesystems_completes_where_folders_cannot_be_fsynced() {
     let spool = TestSpool::new();
-    let source = crate::names::foreign_source(&spool);
+    let source = crate::bad_input::names::foreign_source(&spool);
     for i in 0..3 {
         fs::write(source.path().join(format!("c{i}.json")), b"{}").unwrap();
     }

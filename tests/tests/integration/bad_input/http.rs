@@ -14,7 +14,7 @@ use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::raw::{Act, RawServer};
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::files::reason_of;
+use crate::bad_input::files::reason_of;
 
 const MINUTE: Duration = Duration::from_secs(60);
 

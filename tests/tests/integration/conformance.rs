@@ -2,9 +2,9 @@
 //! against `docs/spool.md` ("Rules for implementations") and nothing else.
 //!
 //! ```sh
-//! cargo test -p spoolpost-tests --test conformance                    # the project's sender
+//! cargo test -p spoolpost-tests --test integration conformance::                    # the project's sender
 //! SPOOLPOST_CONFORMANCE_SENDER='python3 my_sender.py' \
-//!     cargo test -p spoolpost-tests --test conformance                # any other
+//!     cargo test -p spoolpost-tests --test integration conformance::                # any other
 //! ```
 //!
 //! The implementation is run only through the documented interface:
@@ -29,9 +29,7 @@ use spoolpost_common::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-#[path = "support/dead_claim.rs"]
-mod dead_claim;
-use dead_claim::{key, kill, live_claim};
+use crate::support::dead_claim::{key, kill, live_claim};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

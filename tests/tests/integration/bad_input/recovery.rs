@@ -12,7 +12,7 @@ use spoolpost_common::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::dead_claim::{key, kill, live_claim};
+use crate::support::dead_claim::{key, kill, live_claim};
 
 const MINUTE: Duration = Duration::from_secs(60);
 

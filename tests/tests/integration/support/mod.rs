@@ -1,0 +1,3 @@
+//! What several modules share beyond the harness in `spoolpost_tests`.
+
+pub mod dead_claim;
