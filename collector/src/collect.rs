@@ -279,6 +279,33 @@ impl Collector {
         }
     }
 
+    /// Takes over dead collectors' claim folders in `dir`, for callers that
+    /// do not scan it (`--stdin`): a collector killed while copying leaves
+    /// the file in its claim folder beside the source, where only a scan of
+    /// that folder would find it. Returns how many files were taken.
+    pub fn sweep_claims_in(&mut self, dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let folders: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| {
+                e.file_name()
+                    .as_encoded_bytes()
+                    .starts_with(CLAIM_PREFIX.as_bytes())
+            })
+            .map(|e| e.path())
+            .collect();
+        let mut scan = Scan::default();
+        for folder in folders {
+            if self.gate_open() {
+                self.sweep(&folder, &mut scan);
+            }
+        }
+        scan.taken
+    }
+
     /// An event line or a log line for what admission did; whether the
     /// file entered the spool.
     fn report(

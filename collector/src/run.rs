@@ -50,6 +50,8 @@ pub fn from_stdin(
     let mut input = BufReader::new(std::io::stdin().lock());
     let sep = if nul { b'\0' } else { b'\n' };
     let mut line = Vec::new();
+    // Folders whose dead claim folders were already taken over this run.
+    let mut swept = std::collections::HashSet::new();
     loop {
         line.clear();
         if input.read_until(sep, &mut line)? == 0 || stop.is_cancelled() {
@@ -66,6 +68,14 @@ pub fn from_stdin(
             tracing::warn!(path = %path.display(), "not a file path; skipped");
             continue;
         };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        if !swept.contains(&dir) {
+            collector.sweep_claims_in(&dir);
+            swept.insert(dir);
+        }
         if std::fs::symlink_metadata(path).is_err() {
             tracing::warn!(path = %path.display(), "no such file; skipped");
             continue;

@@ -192,3 +192,71 @@ fn issue_13_9_a_source_that_is_or_is_inside_the_spool_is_refused_at_start() {
     }
     assert_eq!(spool.count(State::Incoming), 1);
 }
+
+/// Runs `collector --stdin` with `paths` (one per line) on its input.
+fn collect_from_stdin(
+    spool: &TestSpool,
+    paths: &[&std::path::Path],
+    env: &[(&str, &str)],
+) -> Finished {
+    use std::io::Write;
+    let mut cmd = collector(spool);
+    cmd.arg("--stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = Vec::new();
+    for p in paths {
+        input.extend_from_slice(p.as_os_str().as_bytes());
+        input.push(b'\n');
+    }
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        peak_rss_kib: 0,
+    }
+}
+
+/// Found after issue 18: a `--stdin` collector killed mid-copy left the file
+/// in its claim folder beside the source, and only a collector scanning that
+/// folder would ever take it over; a host that feeds collectors from `find`
+/// alone stranded it for good.
+#[test]
+fn a_stdin_collector_takes_over_a_dead_collector_s_claim_in_the_folders_it_is_given() {
+    let spool = TestSpool::new();
+    let src = foreign_source(&spool);
+    let stranded = src.path().join("stranded.json");
+    std::fs::write(&stranded, "stranded").unwrap();
+    let killed = collect_from_stdin(
+        &spool,
+        &[&stranded],
+        &[("SPOOLPOST_TEST_CRASH_AT", "after-claim")],
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "killed at the crash point: {}",
+        killed.stderr
+    );
+    assert!(!stranded.exists(), "claimed into the claim folder");
+
+    let next = src.path().join("next.json");
+    std::fs::write(&next, "next").unwrap();
+    collect_from_stdin(&spool, &[&next], &[]).assert_success();
+    let mut got: Vec<Vec<u8>> = spool
+        .names(State::Incoming)
+        .into_iter()
+        .map(|n| std::fs::read(spool.dir(State::Incoming).join(OsStr::from_bytes(&n))).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, [b"next".to_vec(), b"stranded".to_vec()]);
+    let left: Vec<_> = std::fs::read_dir(src.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the dead claim folder is gone: {left:?}");
+}
