@@ -466,6 +466,23 @@ mod tests {
         }
     }
 
+    /// The key of a source file is part of the protocol (docs/spool.md): a
+    /// collector of another version, or on a machine of the other byte
+    /// order, must mint the same key for the same file, or a redelivery
+    /// after a crash would reach the receiver under a key it cannot match.
+    #[test]
+    fn a_source_key_is_pinned_across_versions_and_byte_orders() {
+        let key = Key::of_source(
+            0x0102_0304_0506_0708,
+            0x1112_1314_1516_1718,
+            1024,
+            1_700_000_000_123_456_789,
+            OsStr::new("orders-1.json"),
+        );
+        // The same value docs/spool.md gives, worked out independently.
+        assert_eq!(key.to_string(), "a9708f483b0306c9c8a2e1a0");
+    }
+
     #[test]
     fn retry_waits_are_capped_and_a_clock_set_back_makes_the_file_due() {
         let s = Duration::from_secs;
