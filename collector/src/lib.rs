@@ -47,12 +47,21 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     )?;
     let mut collector = Collector::new(spool, sources, gate, events)?;
     let notifier = Notifier::from_env();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The collector's work runs on this thread, and a copy across
+    // filesystems blocks it for as long as the file takes; the one worker
+    // thread runs the signal listener meanwhile, so a second SIGTERM or
+    // SIGINT can end a long copy at once.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("collector-signals")
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
+        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+            stop.clone(),
+            None,
+        ));
         let result = match plan.stdin {
             Some(nul) => run::from_stdin(&mut collector, nul, &stop),
             None if plan.once => run::once(&mut collector),

@@ -55,7 +55,10 @@ pub const COLLECTOR: Facts = Facts {
         ),
     ],
     signals: &[
-        ("SIGTERM, SIGINT", "Finish the file in hand, then exit 0."),
+        (
+            "SIGTERM, SIGINT",
+            "Finish the file in hand, then exit 0. A second one ends the collector at once, even mid-copy; the next run takes the claimed file over.",
+        ),
         (
             "SIGHUP",
             "Reopen --events FILE and read the configuration again; a configuration that does not validate is refused and the old one keeps running.",
@@ -89,7 +92,7 @@ pub const SENDER: Facts = Facts {
     signals: &[
         (
             "SIGTERM, SIGINT",
-            "Stop claiming, let in-flight requests finish for --grace (10s), return the rest to incoming/, exit 0.",
+            "Stop claiming, let in-flight requests finish for --grace (10s), return the rest to incoming/, exit 0. A second one cuts the in-flight requests at once and returns their files.",
         ),
         (
             "SIGHUP",

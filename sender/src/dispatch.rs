@@ -294,11 +294,15 @@ impl Dispatcher {
         while self.jobs.join_next().await.is_some() {}
     }
 
-    /// Waits up to `grace` for in-flight jobs, then cuts the rest short.
-    /// Their files stay in the claim folder, which `ClaimFolder::close`
-    /// returns to `incoming/`.
-    pub async fn drain_within(&mut self, grace: Duration) -> usize {
-        let cut = if tokio::time::timeout(grace, self.drain()).await.is_ok() {
+    /// Waits up to `grace` for in-flight jobs (or until `now` is
+    /// cancelled), then cuts the rest short. Their files stay in the claim
+    /// folder, which `ClaimFolder::close` returns to `incoming/`.
+    pub async fn drain_within(&mut self, grace: Duration, now: &CancellationToken) -> usize {
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(grace, self.drain()) => drained.is_ok(),
+            _ = now.cancelled() => false,
+        };
+        let cut = if drained {
             0
         } else {
             let cut = self.jobs.len();

@@ -53,12 +53,16 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         .build()?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(stop.clone()));
+        let now = CancellationToken::new();
+        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+            stop.clone(),
+            Some(now.clone()),
+        ));
         // The scheduler runs as a task on the worker threads, not on this
         // one: a finished job frees its slot and wakes the scheduler on the
         // same worker, with no thread switch. (Run here, inside block_on,
         // every freed slot was a futex wake-up of this thread.)
-        let result = match tokio::spawn(run::run(plan, stop)).await {
+        let result = match tokio::spawn(run::run(plan, stop, now)).await {
             Ok(result) => result,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };

@@ -103,7 +103,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// for, so a busy spool is not read over and over.
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
 
-pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
+/// `stop` ends the run gently (finish in-flight requests within the grace
+/// period); `cut_now`, after it, cuts them short at once.
+pub async fn run(
+    plan: Plan,
+    stop: CancellationToken,
+    cut_now: CancellationToken,
+) -> Result<(), Failure> {
     let Plan {
         spool,
         router,
@@ -179,7 +185,7 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     if stop.is_cancelled() {
         spoolpost_common::notify::global().stopping();
     }
-    let cut = dispatcher.drain_within(settings.grace).await;
+    let cut = dispatcher.drain_within(settings.grace, &cut_now).await;
     if cut > 0 {
         tracing::warn!(
             requests = cut,

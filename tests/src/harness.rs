@@ -224,6 +224,23 @@ impl Running {
         nix::sys::signal::kill(self.pid(), sig).unwrap();
     }
 
+    /// What the process has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        use std::os::unix::fs::FileExt;
+        OUTPUTS.with(|o| {
+            let outputs = o.borrow();
+            let Some((_, err)) = outputs.get(&self.child.id()) else {
+                return String::new();
+            };
+            let mut text = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = err.read_at(&mut buf, text.len() as u64) {
+                text.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    }
+
     fn sample_rss(&mut self) {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())) {
             for line in status.lines() {

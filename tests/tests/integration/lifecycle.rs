@@ -628,3 +628,96 @@ fn a_reload_that_shortens_the_backoff_lets_a_waiting_retry_go_promptly() {
     proc.wait(LIMIT).assert_success();
     assert_eq!(rx.count(), 2);
 }
+
+/// An operator who presses Ctrl-C twice (or a script that signals twice)
+/// wants the program gone now, not after the grace period. The sender cuts
+/// its requests short and returns their files to `incoming/`; nothing is
+/// lost and nothing is counted as an attempt.
+#[test]
+fn a_second_signal_stops_the_sender_at_once_and_returns_its_claims() {
+    let rx = Receiver::start();
+    rx.answer(spoolpost_tests::receiver::Reply::stall(
+        Duration::from_secs(60),
+    ));
+    let spool = TestSpool::new();
+    for i in 0..3 {
+        spool.put(format!("{i}"), b"x");
+    }
+    let daemon = spawn(sender(&spool).args(["--grace", "60s", "--url", &rx.url("/")]));
+    assert!(eventually(LIMIT, || spool.count(State::Sending) == 3));
+    daemon.signal(Signal::SIGINT);
+    assert!(eventually(LIMIT, || daemon
+        .stderr_so_far()
+        .contains("finishing work in hand")));
+    assert_eq!(spool.count(State::Sending), 3, "the grace period is on");
+    daemon.signal(Signal::SIGINT);
+    let out = daemon.wait(LIMIT);
+    out.assert_success();
+    assert!(out.stderr.contains("second signal"), "{}", out.stderr);
+    assert_eq!(spool.count(State::Incoming), 3, "{:?}", spool.census());
+    assert_eq!(spool.claim_folders(), 0);
+}
+
+/// The collector's work in hand can be a long copy across filesystems,
+/// where no task of it runs: a second signal ends it through the kernel's
+/// default action, and the next run takes the claimed file over whole.
+#[test]
+fn a_second_signal_stops_the_collector_mid_copy_and_the_next_run_takes_the_file() {
+    let shm = Path::new("/dev/shm");
+    let spool = TestSpool::new();
+    let src = tempfile::tempdir_in(shm).unwrap();
+    let big = src.path().join("big.bin");
+    let size: u64 = 2 << 30;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    let copier = spawn(
+        collector(&spool)
+            .arg("--source")
+            .arg(src.path())
+            .args(["--settle", "0s"]),
+    );
+    let copying = || {
+        std::fs::read_dir(spool.root.join("tmp")).is_ok_and(|mut d| {
+            d.any(|e| {
+                e.is_ok_and(|e| {
+                    std::fs::read_dir(e.path()).is_ok_and(|mut f| {
+                        f.any(|f| f.is_ok_and(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+                    })
+                })
+            })
+        })
+    };
+    assert!(eventually(LIMIT, copying), "the copy started");
+    copier.signal(Signal::SIGTERM);
+    assert!(eventually(LIMIT, || copier
+        .stderr_so_far()
+        .contains("finishing work in hand")));
+    assert!(
+        copying(),
+        "still copying: the first signal finishes work in hand"
+    );
+    copier.signal(Signal::SIGTERM);
+    let out = copier.wait(LIMIT);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(Signal::SIGTERM as i32),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !spool
+            .names(State::Incoming)
+            .iter()
+            .any(|n| n.starts_with(b"big.bin")),
+        "no partial file in incoming/"
+    );
+    run(
+        collector(&spool)
+            .arg("--source")
+            .arg(src.path())
+            .args(["--once", "--settle", "0s"]),
+        Duration::from_secs(300),
+    )
+    .assert_success();
+    let taken = spool.find(State::Incoming, "big.bin");
+    assert_eq!(std::fs::metadata(taken).unwrap().len(), size);
+}
