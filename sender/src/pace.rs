@@ -11,6 +11,9 @@
 //! older than [`MAX_AGE`], from the future or unreadable is ignored (with a
 //! warning for the unreadable): the pace is a hint, never worth refusing to
 //! start over.
+//!
+//! A receiver's `rate_limit` ([`crate::rate`]) is kept here too: it is the
+//! other half of "may one more request to this receiver start now".
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use spoolpost_common::config::RateLimit;
 use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
 
 use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
 use crate::outcome::{Answer, Transport};
+use crate::rate::Bucket;
 
 /// The folder under the spool root holding one record per receiver.
 pub const PACE_DIR: &str = "pace";
@@ -98,6 +103,8 @@ pub struct Pace {
     /// Serialises writes of the record, whose temporary name is per process.
     saving: Mutex<()>,
     freed: Notify,
+    /// The receiver's `rate_limit`, if it has one.
+    rate: Option<Mutex<Bucket>>,
 }
 
 struct Inner {
@@ -111,8 +118,15 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Pace {
     /// The pace for receiver `name` with at most `bound` in flight: adaptive
-    /// from its remembered record, or pinned at `bound`.
-    pub fn load(spool: &Spool, name: &str, bound: usize, adaptive: bool) -> Arc<Pace> {
+    /// from its remembered record, or pinned at `bound`; and starting at
+    /// most `rate` requests, if given.
+    pub fn load(
+        spool: &Spool,
+        name: &str,
+        bound: usize,
+        adaptive: bool,
+        rate: Option<RateLimit>,
+    ) -> Arc<Pace> {
         let record = spool.root().join(PACE_DIR).join(format!("{name}.json"));
         let start = if adaptive {
             read(&record, name)
@@ -146,6 +160,7 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
+            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::circuit::now()))),
         })
     }
 
@@ -187,6 +202,31 @@ impl Pace {
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return None;
             }
+        }
+    }
+
+    /// Lets one request start under the receiver's `rate_limit`, waiting
+    /// for the token if it comes within `patience`; otherwise says when it
+    /// comes. A token taken for a file that then is not sent (another
+    /// sender claimed it first) is not given back: the error is on the
+    /// side of sending less.
+    pub async fn admit(&self, patience: Duration) -> Result<(), Instant> {
+        let Some(bucket) = &self.rate else {
+            return Ok(());
+        };
+        let take = || {
+            bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(crate::circuit::now())
+        };
+        match take() {
+            Ok(()) => Ok(()),
+            Err(at) if at <= crate::circuit::now() + patience => {
+                tokio::time::sleep_until(at.into()).await;
+                take()
+            }
+            Err(at) => Err(at),
         }
     }
 
@@ -355,7 +395,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pace-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let spool = Spool::open(&dir).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true);
+        let pace = Pace::load(&spool, "r", 64, true, None);
         assert_eq!(pace.limit(), crate::adaptive::INITIAL);
         // Grow it by hand: a full window of good answers at the limit.
         for _ in 0..30 {
@@ -368,14 +408,18 @@ mod tests {
         let learnt = pace.limit();
         assert!(learnt > crate::adaptive::INITIAL, "{learnt}");
         pace.save();
-        assert_eq!(Pace::load(&spool, "r", 64, true).limit(), learnt);
-        assert_eq!(Pace::load(&spool, "r", 5, true).limit(), 5, "bounded");
-        assert_eq!(Pace::load(&spool, "r", 64, false).limit(), 64, "pinned");
+        assert_eq!(Pace::load(&spool, "r", 64, true, None).limit(), learnt);
+        assert_eq!(Pace::load(&spool, "r", 5, true, None).limit(), 5, "bounded");
+        assert_eq!(
+            Pace::load(&spool, "r", 64, false, None).limit(),
+            64,
+            "pinned"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(spool.tmp()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::write(dir.join(PACE_DIR).join("r.json"), "{\"limit\":").unwrap();
         assert_eq!(
-            Pace::load(&spool, "r", 64, true).limit(),
+            Pace::load(&spool, "r", 64, true, None).limit(),
             crate::adaptive::INITIAL
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -134,7 +134,13 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
             let bound = r.config.concurrency.min(settings.concurrency);
             ReceiverSlots {
                 permits: Arc::new(Semaphore::new(bound)),
-                pace: Pace::load(&spool, &r.name, bound, r.config.adaptive),
+                pace: Pace::load(
+                    &spool,
+                    &r.name,
+                    bound,
+                    r.config.adaptive,
+                    r.config.rate_limit,
+                ),
                 skipped: Default::default(),
             }
         })
@@ -242,11 +248,18 @@ async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
         let wake = dispatcher.shared.clone();
         tokio::select! {
             _ = wake.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // A rate limit's next token may come sooner than a second.
+            _ = tokio::time::sleep_until(next_pass(dispatcher).into()) => {}
         }
     }
     dispatcher.drain().await;
     Ok(())
+}
+
+/// When a `--once` pass that had to skip files tries again at the latest.
+fn next_pass(dispatcher: &Dispatcher) -> Instant {
+    let second = Instant::now() + Duration::from_secs(1);
+    dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
 /// Long-running mode: react to new files until stopped.

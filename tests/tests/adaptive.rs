@@ -163,3 +163,67 @@ fn a_restarted_sender_starts_from_the_remembered_limit() {
     done.assert_success();
     assert_eq!(done.events()[0].limit, Some(4));
 }
+
+/// `rate_limit = "50/s"`: a bucket of 5 (a tenth of the rate) refilled at
+/// 50 a second. 200 files need at least (200 - 5) / 50 = 3.9 s, and no
+/// second of the receiver's arrivals holds more than 5 + 50.
+#[test]
+fn a_rate_limit_paces_requests_to_the_receiver() {
+    const RATE_FILES: usize = 200;
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.quota]\nurl = \"{}\"\nrate_limit = \"50/s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..RATE_FILES {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    // Built before the clock starts: the first use builds the binaries.
+    let mut cmd = sender(&spool);
+    cmd.arg("--once").arg("--config").arg(&cfg);
+    let started = Instant::now();
+    let done = run(&mut cmd, LIMIT);
+    let took = started.elapsed();
+    done.assert_success();
+    assert_eq!(spool.count(State::Done), RATE_FILES, "{}", done.stderr);
+    assert!(took >= Duration::from_millis(3500), "took {took:?}");
+    // A --once pass that waited a second per burst would take 40 s.
+    assert!(took <= Duration::from_secs(20), "took {took:?}: too slow");
+    let mut at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    at.sort();
+    // Arrivals are stamped as each body is read, so scheduling jitter can
+    // pull one request into the window of its neighbour: one of slack.
+    let most = 5 + 50 + 1;
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t < *first + Duration::from_secs(1))
+            .count();
+        assert!(within <= most, "{within} requests within 1 s");
+    }
+    eprintln!("200 files at 50/s took {took:?}");
+}
+
+#[test]
+fn a_rate_limit_that_is_not_a_rate_is_a_config_error_naming_its_line() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        "[receivers.quota]\nurl = \"http://127.0.0.1:9/\"\nrate_limit = \"50/day\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+    );
+    for check in [true, false] {
+        let mut cmd = sender(&spool);
+        cmd.arg("--config").arg(&cfg).arg("--once");
+        if check {
+            cmd.arg("--check");
+        }
+        let out = run(&mut cmd, LIMIT);
+        assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+        assert!(out.stderr.contains(":3:"), "{}", out.stderr);
+        assert!(out.stderr.contains("N/s, N/m or N/h"), "{}", out.stderr);
+    }
+}
