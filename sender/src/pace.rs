@@ -12,6 +12,10 @@
 //! warning for the unreadable): the pace is a hint, never worth refusing to
 //! start over.
 //!
+//! While the sender runs, [`publish`] shows each receiver's limit, requests
+//! in flight and baseline to the reporter in the claim folder
+//! (`spoolpost_common::paces`).
+//!
 //! A receiver's `rate_limit` ([`crate::rate`]) is kept here too: it is the
 //! other half of "may one more request to this receiver start now".
 
@@ -22,8 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use spoolpost_common::config::RateLimit;
+use spoolpost_common::paces;
 use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
 use crate::outcome::{Answer, Transport};
@@ -36,6 +42,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(3600);
 /// The least time between two writes of one receiver's record while
 /// sending; the final state is written when the sender drains.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the sender shows its paces to the reporter.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// What one answer says about the receiver's capacity.
 pub fn signal(answer: &Answer, latency: Duration) -> Signal {
@@ -168,6 +177,19 @@ impl Pace {
         self.lock().controller.limit()
     }
 
+    /// What the reporter is shown of this receiver's pace.
+    pub fn shown(&self) -> paces::Pace {
+        let inner = self.lock();
+        paces::Pace {
+            limit: inner.controller.limit(),
+            in_flight: inner.in_flight,
+            baseline_ms: inner
+                .controller
+                .baseline()
+                .map(|b| b.as_secs_f64() * 1000.0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -280,6 +302,40 @@ impl Pace {
         std::fs::rename(&self.tmp, &self.record).inspect_err(|_| {
             let _ = std::fs::remove_file(&self.tmp);
         })
+    }
+}
+
+/// Rewrites the claim folder's pace file every [`PUBLISH_EVERY`] while it
+/// changes, until stopped; the claim folder's end removes it.
+pub async fn publish(
+    folder: PathBuf,
+    receivers: Vec<(String, Arc<Pace>)>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(PUBLISH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = None;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now: paces::Paces = receivers
+            .iter()
+            .map(|(name, pace)| (name.clone(), pace.shown()))
+            .collect();
+        if shown.as_ref() == Some(&now) {
+            continue;
+        }
+        match paces::write(&folder, &now) {
+            Ok(()) => shown = Some(now),
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot show the receivers' pace to the reporter");
+            }
+            Err(_) => {}
+        }
     }
 }
 

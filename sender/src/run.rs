@@ -176,6 +176,13 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     shared.circuits.publish();
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
+    let publishing = tokio::spawn(crate::pace::publish(
+        shared.claims.path().to_path_buf(),
+        (shared.names.iter().cloned())
+            .zip(shared.slots.iter().map(|s| s.pace.clone()))
+            .collect(),
+        stop.clone(),
+    ));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -195,6 +202,8 @@ pub async fn run(plan: Plan, stop: CancellationToken) -> Result<(), Failure> {
     drop(dispatcher);
     recovery.abort();
     let _ = recovery.await;
+    publishing.abort();
+    let _ = publishing.await;
     let shared = Arc::into_inner(shared).expect("every job has ended");
     let returned = shared.claims.close()?;
     if returned > 0 {

@@ -227,3 +227,83 @@ fn a_rate_limit_that_is_not_a_rate_is_a_config_error_naming_its_line() {
         assert!(out.stderr.contains("N/s, N/m or N/h"), "{}", out.stderr);
     }
 }
+
+/// The reporter shows each receiver's pace as the live senders publish it
+/// in their claim folders: limits and in-flight summed over senders, each
+/// sender's own under `senders`; a killed sender's numbers drop out at
+/// once (its lock is free), not when its claims are recovered.
+#[test]
+fn the_reporter_shows_the_pace_of_live_senders_only() {
+    let rx = Receiver::start();
+    rx.capacity(CAPACITY, Duration::from_millis(20));
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "{SETTINGS}[receivers.busy]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..3000 {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    let a = spawn(sender(&spool).arg("--config").arg(&cfg));
+    let b = spawn(sender(&spool).arg("--config").arg(&cfg));
+    let report = |format: &str| {
+        let out = run(
+            reporter(&spool)
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--format", format]),
+            LIMIT,
+        );
+        out.assert_success();
+        out.stdout
+    };
+    let pace = || -> serde_json::Value {
+        let r: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
+        r["receivers"]["busy"]["pace"].clone()
+    };
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            seen = pace();
+            seen["senders"].as_object().is_some_and(|s| s.len() == 2)
+                && seen["in_flight"].as_u64() > Some(0)
+                // The first window of answers sets it.
+                && seen["baseline_ms"].is_f64()
+        }),
+        "{seen}"
+    );
+    let senders = seen["senders"].as_object().unwrap();
+    let sum = |field: &str| -> u64 { senders.values().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert_eq!(seen["limit"].as_u64(), Some(sum("limit")), "{seen}");
+    assert_eq!(seen["in_flight"].as_u64(), Some(sum("in_flight")), "{seen}");
+    assert!(
+        seen["baseline_ms"].as_f64().is_some_and(|b| b >= 20.0),
+        "{seen}"
+    );
+    let text = report("prometheus");
+    for family in [
+        "spoolpost_receiver_pace_limit{receiver=\"busy\"} ",
+        "spoolpost_receiver_in_flight{receiver=\"busy\"} ",
+        "spoolpost_receiver_latency_baseline_milliseconds{receiver=\"busy\"} ",
+        "spoolpost_receiver_pace_senders{receiver=\"busy\"} 2",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    assert!(report("table").contains("PACE"));
+
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.wait(LIMIT);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            seen = pace();
+            seen["senders"].as_object().is_some_and(|s| s.len() == 1)
+        }),
+        "{seen}"
+    );
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    b.wait(LIMIT).assert_success();
+    assert_eq!(pace(), serde_json::Value::Null, "gone with its sender");
+}
