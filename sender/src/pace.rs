@@ -206,6 +206,7 @@ impl Pace {
         Some(Slot {
             pace: self.clone(),
             ticket: Some(ticket),
+            hold: Duration::ZERO,
         })
     }
 
@@ -252,22 +253,31 @@ impl Pace {
         }
     }
 
-    fn release(&self, ticket: Ticket, signal: Option<Signal>) -> usize {
-        let (limit, save) = {
+    /// Tells the controller what an answer said; returns the limit after
+    /// hearing it and how long the request should keep its room.
+    fn hear(&self, ticket: Ticket, signal: Signal) -> (usize, Duration) {
+        let (limit, hold, save) = {
             let mut inner = self.lock();
-            inner.in_flight = inner.in_flight.saturating_sub(1);
-            if let (true, Some(signal)) = (self.adaptive, signal) {
-                inner.controller.answered(ticket, signal);
+            if !self.adaptive {
+                return (inner.controller.limit(), Duration::ZERO);
             }
-            let limit = inner.controller.limit();
+            inner.controller.answered(ticket, signal);
+            let hold = inner.controller.hold(signal);
             let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
-            (limit, due && self.changed(&inner))
+            (inner.controller.limit(), hold, due && self.changed(&inner))
         };
-        self.freed.notify_one();
         if save {
             self.save();
         }
-        limit
+        (limit, hold)
+    }
+
+    fn free(&self) {
+        {
+            let mut inner = self.lock();
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+        }
+        self.freed.notify_one();
     }
 
     fn changed(&self, inner: &Inner) -> bool {
@@ -358,27 +368,36 @@ fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
 }
 
 /// Room for one request under a receiver's limit, held while it is in
-/// flight. Dropped unanswered (a claim that found nothing, a job cut short)
-/// it frees the room and tells the controller nothing.
+/// flight and freed when dropped. Dropped unanswered (a claim that found
+/// nothing, a job cut short) it tells the controller nothing.
 pub struct Slot {
     pace: Arc<Pace>,
     ticket: Option<Ticket>,
+    hold: Duration,
 }
 
 impl Slot {
-    /// Tells the controller what the answer said and frees the room;
-    /// returns the limit after hearing it.
-    pub fn answered(mut self, signal: Signal) -> usize {
+    /// Tells the controller what the answer said; returns the limit after
+    /// hearing it. The room stays taken until the slot is dropped, which
+    /// should be no sooner than [`Slot::hold`] from now.
+    pub fn answered(&mut self, signal: Signal) -> usize {
         let ticket = self.ticket.take().expect("answered once");
-        self.pace.release(ticket, Some(signal))
+        let (limit, hold) = self.pace.hear(ticket, signal);
+        self.hold = hold;
+        limit
+    }
+
+    /// How long after its answer the request keeps its room: a request
+    /// turned away as overload keeps it for a served one's time
+    /// ([`crate::adaptive::Controller::hold`]).
+    pub fn hold(&self) -> Duration {
+        self.hold
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.pace.release(ticket, None);
-        }
+        self.pace.free();
     }
 }
 
@@ -457,7 +476,7 @@ mod tests {
         for _ in 0..30 {
             let slots: Vec<Slot> = std::iter::from_fn(|| pace.try_take()).collect();
             assert_eq!(slots.len(), pace.limit(), "room up to the limit, no more");
-            for s in slots {
+            for mut s in slots {
                 s.answered(Signal::Good(5 * MS));
             }
         }
