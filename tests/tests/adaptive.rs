@@ -359,3 +359,44 @@ fn three_senders_together_converge_on_the_capacity() {
     assert!(rejected <= 0.05, "{rejected:.3} of requests answered 503");
     assert!(ratio <= 1.3, "took {ratio:.2}× the hand-tuned run");
 }
+
+/// Issue 12's second receiver: one whose latency grows with the requests
+/// it holds (10 ms + 1 ms per request open) and that never says 503. Past
+/// about 10 open, more concurrency buys little throughput and much
+/// latency; the limit settles near there, not at the bound of 64.
+#[test]
+fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
+    let rx = Receiver::start();
+    rx.queueing(Duration::from_millis(10), Duration::from_millis(1));
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.shared]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"shared\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..2000 {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    let done = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    );
+    done.assert_success();
+    assert_eq!(spool.count(State::Done), 2000);
+    let mut limits: Vec<usize> = done.events().iter().filter_map(|e| e.limit).collect();
+    // The second half, after the climb from the start.
+    let mut tail = limits.split_off(limits.len() / 2);
+    tail.sort_unstable();
+    let (low, median, high) = (tail[0], tail[tail.len() / 2], tail[tail.len() - 1]);
+    eprintln!(
+        "limit {low}..{high}, median {median}; peak {} open",
+        rx.peak_open()
+    );
+    assert!(
+        (5..=16).contains(&median) && high <= 24,
+        "limit {low}..{high}, median {median}"
+    );
+    assert!(rx.peak_open() <= 24, "peak {} open", rx.peak_open());
+}
