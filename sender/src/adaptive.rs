@@ -22,7 +22,8 @@
 //!   overload answer comes back at once, and with several senders on one
 //!   receiver the others keep it full meanwhile: a sender that sent again
 //!   at once would be turned away again, and again, each time. This, not
-//!   the growth, was most of the 503s three senders met (issue 12).
+//!   the growth, was most of the 503s three senders met (issue 12). The
+//!   hold is at most [`MAX_HOLD`].
 //! - Growth slows to a quarter step per window while the limit is within
 //!   one request of the limit that last met overload ([`NEAR_CUT_GROWTH`]),
 //!   the edge TCP CUBIC also approaches slowly: probing it costs a 503 a
@@ -67,6 +68,10 @@ pub const CUT_DID_NOT_HELP: f64 = 0.95;
 pub const NEAR_CUT_GROWTH: f64 = 0.25;
 /// How close to the last overload the limit counts as near it, either side.
 pub const NEAR: f64 = 1.0;
+/// The longest a turned-away request keeps its room: a receiver whose
+/// baseline is seconds long must not hold a sender's slots (and its
+/// shutdown) that long for an answer that came at once.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
 /// Latencies below this are all alike: loopback and LAN jitter would
 /// otherwise read as a rise of several times.
 pub const LATENCY_FLOOR: Duration = Duration::from_millis(2);
@@ -204,7 +209,7 @@ impl Controller {
                 .baseline
                 .or(self.last_good)
                 .unwrap_or(LATENCY_FLOOR)
-                .max(LATENCY_FLOOR),
+                .clamp(LATENCY_FLOOR, MAX_HOLD),
             Signal::Good(_) | Signal::Neutral => Duration::ZERO,
         }
     }
@@ -610,6 +615,8 @@ mod tests {
         let t = c.sent(1);
         c.answered(t, Signal::Good(50 * MS));
         assert_eq!(c.hold(Signal::Overload), 5 * MS, "the baseline wins");
+        let c = at(8, Some(Duration::from_secs(20)));
+        assert_eq!(c.hold(Signal::Overload), MAX_HOLD, "a slow receiver's");
     }
 
     /// Near the limit that last met overload, growth takes quarter steps;

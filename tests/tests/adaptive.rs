@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use spoolpost_common::event::EventKind;
 use spoolpost_common::spool::State;
 use spoolpost_tests::harness::*;
-use spoolpost_tests::receiver::Receiver;
+use spoolpost_tests::receiver::{Receiver, Reply};
 
 const FILES: usize = 600;
 const CAPACITY: usize = 8;
@@ -399,4 +399,32 @@ fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
         "limit {low}..{high}, median {median}"
     );
     assert!(rx.peak_open() <= 24, "peak {} open", rx.peak_open());
+}
+
+/// A receiver's `Retry-After` still decides when a file is tried again,
+/// whatever the rate limit would allow.
+#[test]
+fn a_rate_limit_still_honours_retry_after() {
+    let rx = Receiver::start();
+    rx.script("/in", [Reply::status(429).retry_after("3")]);
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"10s\"\n[receivers.quota]\nurl = \"{}\"\nrate_limit = \"1000/s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+            rx.url("/in")
+        ),
+    );
+    spool.put("a", b"x");
+    let before = std::time::SystemTime::now();
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    let waiting = spool.find(State::Incoming, "a");
+    let due = std::fs::metadata(&waiting).unwrap().modified().unwrap();
+    let wait = due.duration_since(before).unwrap();
+    assert!(wait >= Duration::from_millis(2900), "{wait:?}");
+    assert_eq!(rx.count(), 1);
 }
