@@ -170,6 +170,11 @@ mod tests {
             ["receivers"]
         );
         assert_eq!(
+            names(&base.replace("http://h/", "http://h/\"\nrate_limit = \"5/s")),
+            ["receivers"],
+            "the rate limit's bucket is made at start"
+        );
+        assert_eq!(
             names(
                 &base
                     .replace("receivers.r", "receivers.s")
