@@ -216,6 +216,10 @@ pub struct ReceiverConfig {
     /// `concurrency`); `false` pins the limit at `concurrency`.
     #[serde(default = "yes")]
     pub adaptive: bool,
+    /// At most this many requests started per period (`"200/s"`, `"N/m"`,
+    /// `"N/h"`), per sender process, for receivers with a quota.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     /// Status codes retried in addition to 408, 425, 429 and every 5xx.
     #[serde(default)]
     pub retry_statuses: Vec<u16>,
@@ -277,11 +281,65 @@ impl ReceiverConfig {
             connect_timeout: default_connect_timeout(),
             concurrency: default_receiver_concurrency(),
             adaptive: true,
+            rate_limit: None,
             retry_statuses: Vec::new(),
             reject_statuses: Vec::new(),
             ca_file: None,
             accept_early_answer: false,
         }
+    }
+}
+
+/// A receiver's `rate_limit`: `count` requests per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLimit, String> {
+        let wrong = || {
+            format!(
+                "rate_limit {text:?} is not a rate: write N/s, N/m or N/h with N from 1 to 1000000, e.g. \"200/s\""
+            )
+        };
+        let (count, unit) = text.trim().split_once('/').ok_or_else(wrong)?;
+        let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+        let per = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(wrong()),
+        };
+        if !(1..=1_000_000).contains(&count) {
+            return Err(wrong());
+        }
+        Ok(RateLimit {
+            count,
+            per: Duration::from_secs(per),
+        })
+    }
+}
+
+impl TryFrom<String> for RateLimit {
+    type Error = String;
+    fn try_from(text: String) -> Result<RateLimit, String> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            60 => "m",
+            3600 => "h",
+            _ => "s",
+        };
+        write!(f, "{}/{unit}", self.count)
     }
 }
 
@@ -526,6 +584,39 @@ include = ["*.json"]
 
         let err = parse_str("[sender]\nmax_age = \"soon\"\n").err().unwrap();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_n_per_second_minute_or_hour() {
+        let ok = [
+            ("200/s", 200, 1),
+            ("5/m", 5, 60),
+            (" 7 / h ", 7, 3600),
+            ("1000000/s", 1_000_000, 1),
+        ];
+        for (text, count, secs) in ok {
+            let r: RateLimit = text.parse().unwrap();
+            assert_eq!(
+                (r.count, r.per),
+                (count, Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert_eq!("5/m".parse::<RateLimit>().unwrap().to_string(), "5/m");
+        for bad in [
+            "",
+            "200",
+            "0/s",
+            "-1/s",
+            "1.5/s",
+            "200/d",
+            "200/sec",
+            "/s",
+            "2000000/s",
+        ] {
+            let err = bad.parse::<RateLimit>().unwrap_err();
+            assert!(err.contains("N/s, N/m or N/h"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -360,6 +360,8 @@ mod tests {
             (format!("{r}connect_timeout = \"0ms\"\n"), 3, "connect_timeout must be more than 0s"),
             (format!("{r}concurrency = 0\n"), 3, "concurrency must be at least 1"),
             (format!("{r}gzip_level = 10\n"), 3, "0 to 9"),
+            (format!("{r}\nrate_limit = \"200/d\"\n"), 4, "is not a rate"),
+            (format!("{r}rate_limit = 200\n"), 3, "invalid type"),
             (format!("{r}retry_statuses = [200]\n"), 3, "200 is not an HTTP status"),
             (format!("{r}content_type = \"a\\nb\"\n"), 3, "content_type"),
             (format!("{r}headers = {{ \"X Y\" = \"v\" }}\n"), 3, "not a valid header name"),

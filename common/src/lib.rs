@@ -21,6 +21,7 @@ pub mod lock;
 pub mod logging;
 pub mod name;
 pub mod notify;
+pub mod paces;
 pub mod preflight;
 pub mod progress;
 pub mod reason;

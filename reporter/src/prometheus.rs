@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use spoolpost_common::circuits::CircuitState;
+use spoolpost_common::paces::ReceiverPace;
 
 use crate::census::{Totals, bucket_bounds};
 use crate::events::{EventStats, Percentiles};
@@ -95,6 +96,30 @@ const FAMILIES: &[Family] = &[
         samples: Samples::Report(circuit_states),
     },
     Family {
+        name: "receiver_pace_limit",
+        help: "Requests the receiver may have in flight: the senders' adaptive limits, summed over live senders.",
+        samples: Samples::Report(|r| paced(r, |p| p.limit as f64)),
+    },
+    Family {
+        name: "receiver_in_flight",
+        help: "Requests in flight to the receiver, summed over live senders.",
+        samples: Samples::Report(|r| paced(r, |p| p.in_flight as f64)),
+    },
+    Family {
+        name: "receiver_latency_baseline_milliseconds",
+        help: "The latency the adaptive limit takes as the receiver's normal (the lowest of the live senders').",
+        samples: Samples::Report(|r| {
+            let mut out = paced(r, |p| p.baseline_ms.unwrap_or(f64::NAN));
+            out.retain(|(_, v)| !v.is_nan());
+            out
+        }),
+    },
+    Family {
+        name: "receiver_pace_senders",
+        help: "Live senders that report a pace for the receiver.",
+        samples: Samples::Report(|r| paced(r, |p| p.senders.len() as f64)),
+    },
+    Family {
         name: "receiver_held",
         help: "1 while an operator holds the receiver's backlog.",
         samples: Samples::Receiver(|r| if r.held { 1.0 } else { 0.0 }),
@@ -170,6 +195,17 @@ fn age_buckets(r: &Report) -> Vec<Sample> {
         }
     }
     out
+}
+
+/// One sample per receiver that a live sender reports a pace for.
+fn paced(r: &Report, value: fn(&ReceiverPace) -> f64) -> Vec<Sample> {
+    r.receivers
+        .iter()
+        .filter_map(|(name, rec)| {
+            let pace = rec.pace.as_ref()?;
+            Some((vec![("receiver", name.clone())], value(pace)))
+        })
+        .collect()
 }
 
 fn circuit_states(r: &Report) -> Vec<Sample> {
@@ -259,6 +295,19 @@ mod tests {
         for m in METRICS {
             let line = format!("\nspoolpost_{} {}\n", m.prometheus, (m.value)(&r));
             assert!(text.contains(&line), "{} missing:\n{text}", m.name);
+        }
+    }
+
+    #[test]
+    fn a_receivers_pace_is_summed_over_senders() {
+        let text = to_prometheus(&crate::report::tests::sample());
+        for line in [
+            "spoolpost_receiver_pace_limit{receiver=\"orders\"} 12\n",
+            "spoolpost_receiver_in_flight{receiver=\"orders\"} 9\n",
+            "spoolpost_receiver_latency_baseline_milliseconds{receiver=\"orders\"} 5\n",
+            "spoolpost_receiver_pace_senders{receiver=\"orders\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use spoolpost_common::circuits::{Circuit, CircuitState};
+use spoolpost_common::paces::ReceiverPace;
 
 use crate::census::{ReceiverBacklog, Totals, Unexpected};
 use crate::events::EventStats;
@@ -36,6 +37,10 @@ pub struct ReceiverReport {
     /// The worst state over live senders; absent when no sender reports it.
     pub circuit: Option<Circuit>,
     pub held: bool,
+    /// The adaptive limit, in flight and latency baseline, summed over
+    /// live senders (each sender's own under `senders`); absent when no
+    /// live sender reports them.
+    pub pace: Option<ReceiverPace>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -183,9 +188,24 @@ pub(crate) mod tests {
             since: "2024-01-01T00:00:00Z".into(),
             reason: Some("auth".into()),
         };
+        let pace = |limit, in_flight| spoolpost_common::paces::Pace {
+            limit,
+            in_flight,
+            baseline_ms: Some(5.0),
+        };
         let receiver = ReceiverReport {
             circuit: Some(circuit),
             held: true,
+            pace: Some(ReceiverPace {
+                limit: 12,
+                in_flight: 9,
+                baseline_ms: Some(5.0),
+                senders: [
+                    ("1-a".to_string(), pace(5, 4)),
+                    ("2-b".to_string(), pace(7, 5)),
+                ]
+                .into(),
+            }),
             ..Default::default()
         };
         Report {

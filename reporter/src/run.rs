@@ -11,6 +11,7 @@ use spoolpost_common::circuits;
 use spoolpost_common::config::{self, Loaded};
 use spoolpost_common::event::{Event, rfc3339};
 use spoolpost_common::exit::Failure;
+use spoolpost_common::paces;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, annotate};
 
@@ -148,6 +149,9 @@ pub fn make_report_with(
     }
     for name in held {
         receivers.entry(name).or_default().held = true;
+    }
+    for (name, pace) in paces::read_all(spool) {
+        receivers.entry(name).or_default().pace = Some(pace);
     }
     let events = if events.is_empty() {
         None

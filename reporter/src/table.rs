@@ -172,6 +172,8 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
         }
     }
 
+    pace(&mut out, r);
+
     // One row per age bucket and a column per receiver: fifteen buckets
     // side by side do not fit 80 columns, a few receivers do.
     let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
@@ -278,6 +280,47 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
     out
 }
 
+/// Each receiver's adaptive limit, in flight and latency baseline as the
+/// live senders report them: limit and in flight summed over senders (the
+/// receiver gets them all together), the lowest baseline, and the range of
+/// one sender's limit, which shows whether the senders share it evenly.
+fn pace(out: &mut String, r: &Report) {
+    if r.receivers.values().all(|rec| rec.pace.is_none()) {
+        return;
+    }
+    let _ = writeln!(out, "\nPACE (live senders together)");
+    let mut rows = vec![
+        [
+            "receiver",
+            "limit",
+            "in flight",
+            "baseline",
+            "senders",
+            "per sender",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (name, rec) in &r.receivers {
+        let Some(p) = &rec.pace else { continue };
+        let limits = p.senders.values().map(|s| s.limit);
+        let (min, max) = (limits.clone().min(), limits.max());
+        rows.push(vec![
+            name.clone(),
+            p.limit.to_string(),
+            p.in_flight.to_string(),
+            p.baseline_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
+            p.senders.len().to_string(),
+            match (min, max) {
+                (Some(a), Some(b)) if a != b => format!("{a}-{b}"),
+                (Some(a), _) => a.to_string(),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    table(out, rows);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +348,24 @@ mod tests {
         r.receivers.entry("orders".into()).or_default().held = true;
         assert!(!to_table(&r, false).contains('\x1b'));
         assert!(to_table(&r, true).contains('\x1b'));
+    }
+
+    #[test]
+    fn the_pace_shows_sums_and_the_range_per_sender() {
+        let text = to_table(&crate::report::tests::sample(), false);
+        let row = text
+            .lines()
+            .skip_while(|l| !l.starts_with("PACE"))
+            .find(|l| l.trim_start().starts_with("orders"))
+            .unwrap_or_else(|| panic!("no pace row:\n{text}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["orders", "12", "9", "5.0", "ms", "2", "5-7"],
+            "{text}"
+        );
+        let mut quiet = crate::report::tests::sample();
+        quiet.receivers.values_mut().for_each(|r| r.pace = None);
+        assert!(!to_table(&quiet, false).contains("PACE"));
     }
 }

@@ -224,6 +224,10 @@ impl Dispatcher {
             p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = self.stop.cancelled() => return Offer::Stopped,
         };
+        if let Err(at) = self.shared.slots[r].pace.admit(RECEIVER_PATIENCE).await {
+            self.wake_at(at);
+            return self.skip(r);
+        }
         match self.shared.claims.claim(&name, SystemTime::now()) {
             Ok(Some(claimed)) => {
                 self.shared.counts.started.fetch_add(1, Ordering::Relaxed);

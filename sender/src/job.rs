@@ -34,7 +34,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         receiver,
         url,
         permits,
-        pace,
+        mut pace,
         config: snapshot,
     } = job;
     let sent = attempt(&snapshot, &claimed, receiver, &url).await;
@@ -69,6 +69,10 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         limit: Some(limit),
     };
     settle(&shared, claimed, attempted, verdict.fate);
+    // A request turned away as overload keeps its room a while: sent again
+    // at once, the next would meet the same full receiver.
+    tokio::time::sleep(pace.hold()).await;
+    drop(pace);
     shared.release_slot(receiver, permits);
 }
 

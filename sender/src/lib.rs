@@ -5,7 +5,7 @@
 //! [`breaker`], and [`verdict`], the one function that decides a file's
 //! fate) kept apart from the I/O: [`http`] speaks HTTP, [`dispatch`]
 //! schedules within each receiver's [`pace`] (the plumbing of the
-//! [`adaptive`] limit), [`job`] carries one file through one attempt, [`settle`] is
+//! [`adaptive`] limit and the [`rate`] limit), [`job`] carries one file through one attempt, [`settle`] is
 //! the one place that acts on a verdict (through `spoolpost_common::spool`,
 //! which makes every move), [`circuit`] runs the receivers' breakers, probes
 //! and holds, [`run`] holds the process's life cycle, and [`file`] opens a
@@ -25,6 +25,7 @@ pub mod job;
 pub mod outcome;
 pub mod pace;
 pub mod probe;
+pub mod rate;
 pub mod reload;
 pub mod run;
 pub mod settle;

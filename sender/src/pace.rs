@@ -11,6 +11,13 @@
 //! older than [`MAX_AGE`], from the future or unreadable is ignored (with a
 //! warning for the unreadable): the pace is a hint, never worth refusing to
 //! start over.
+//!
+//! While the sender runs, [`publish`] shows each receiver's limit, requests
+//! in flight and baseline to the reporter in the claim folder
+//! (`spoolpost_common::paces`).
+//!
+//! A receiver's `rate_limit` ([`crate::rate`]) is kept here too: it is the
+//! other half of "may one more request to this receiver start now".
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use spoolpost_common::config::RateLimit;
+use spoolpost_common::paces;
 use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
 use crate::outcome::{Answer, Transport};
+use crate::rate::Bucket;
 
 /// The folder under the spool root holding one record per receiver.
 pub const PACE_DIR: &str = "pace";
@@ -31,6 +42,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(3600);
 /// The least time between two writes of one receiver's record while
 /// sending; the final state is written when the sender drains.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the sender shows its paces to the reporter.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// What one answer says about the receiver's capacity.
 pub fn signal(answer: &Answer, latency: Duration) -> Signal {
@@ -98,6 +112,8 @@ pub struct Pace {
     /// Serialises writes of the record, whose temporary name is per process.
     saving: Mutex<()>,
     freed: Notify,
+    /// The receiver's `rate_limit`, if it has one.
+    rate: Option<Mutex<Bucket>>,
 }
 
 struct Inner {
@@ -111,8 +127,15 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Pace {
     /// The pace for receiver `name` with at most `bound` in flight: adaptive
-    /// from its remembered record, or pinned at `bound`.
-    pub fn load(spool: &Spool, name: &str, bound: usize, adaptive: bool) -> Arc<Pace> {
+    /// from its remembered record, or pinned at `bound`; and starting at
+    /// most `rate` requests, if given.
+    pub fn load(
+        spool: &Spool,
+        name: &str,
+        bound: usize,
+        adaptive: bool,
+        rate: Option<RateLimit>,
+    ) -> Arc<Pace> {
         let record = spool.root().join(PACE_DIR).join(format!("{name}.json"));
         let start = if adaptive {
             read(&record, name)
@@ -146,11 +169,25 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
+            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::circuit::now()))),
         })
     }
 
     pub fn limit(&self) -> usize {
         self.lock().controller.limit()
+    }
+
+    /// What the reporter is shown of this receiver's pace.
+    pub fn shown(&self) -> paces::Pace {
+        let inner = self.lock();
+        paces::Pace {
+            limit: inner.controller.limit(),
+            in_flight: inner.in_flight,
+            baseline_ms: inner
+                .controller
+                .baseline()
+                .map(|b| b.as_secs_f64() * 1000.0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -169,6 +206,7 @@ impl Pace {
         Some(Slot {
             pace: self.clone(),
             ticket: Some(ticket),
+            hold: Duration::ZERO,
         })
     }
 
@@ -190,22 +228,56 @@ impl Pace {
         }
     }
 
-    fn release(&self, ticket: Ticket, signal: Option<Signal>) -> usize {
-        let (limit, save) = {
-            let mut inner = self.lock();
-            inner.in_flight = inner.in_flight.saturating_sub(1);
-            if let (true, Some(signal)) = (self.adaptive, signal) {
-                inner.controller.answered(ticket, signal);
-            }
-            let limit = inner.controller.limit();
-            let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
-            (limit, due && self.changed(&inner))
+    /// Lets one request start under the receiver's `rate_limit`, waiting
+    /// for the token if it comes within `patience`; otherwise says when it
+    /// comes. A token taken for a file that then is not sent (another
+    /// sender claimed it first) is not given back: the error is on the
+    /// side of sending less.
+    pub async fn admit(&self, patience: Duration) -> Result<(), Instant> {
+        let Some(bucket) = &self.rate else {
+            return Ok(());
         };
-        self.freed.notify_one();
+        let take = || {
+            bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(crate::circuit::now())
+        };
+        match take() {
+            Ok(()) => Ok(()),
+            Err(at) if at <= crate::circuit::now() + patience => {
+                tokio::time::sleep_until(at.into()).await;
+                take()
+            }
+            Err(at) => Err(at),
+        }
+    }
+
+    /// Tells the controller what an answer said; returns the limit after
+    /// hearing it and how long the request should keep its room.
+    fn hear(&self, ticket: Ticket, signal: Signal) -> (usize, Duration) {
+        let (limit, hold, save) = {
+            let mut inner = self.lock();
+            if !self.adaptive {
+                return (inner.controller.limit(), Duration::ZERO);
+            }
+            inner.controller.answered(ticket, signal);
+            let hold = inner.controller.hold(signal);
+            let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+            (inner.controller.limit(), hold, due && self.changed(&inner))
+        };
         if save {
             self.save();
         }
-        limit
+        (limit, hold)
+    }
+
+    fn free(&self) {
+        {
+            let mut inner = self.lock();
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+        }
+        self.freed.notify_one();
     }
 
     fn changed(&self, inner: &Inner) -> bool {
@@ -243,6 +315,40 @@ impl Pace {
     }
 }
 
+/// Rewrites the claim folder's pace file every [`PUBLISH_EVERY`] while it
+/// changes, until stopped; the claim folder's end removes it.
+pub async fn publish(
+    folder: PathBuf,
+    receivers: Vec<(String, Arc<Pace>)>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(PUBLISH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = None;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now: paces::Paces = receivers
+            .iter()
+            .map(|(name, pace)| (name.clone(), pace.shown()))
+            .collect();
+        if shown.as_ref() == Some(&now) {
+            continue;
+        }
+        match paces::write(&folder, &now) {
+            Ok(()) => shown = Some(now),
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot show the receivers' pace to the reporter");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
     let text = match std::fs::read(path) {
         Ok(text) => text,
@@ -262,27 +368,36 @@ fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
 }
 
 /// Room for one request under a receiver's limit, held while it is in
-/// flight. Dropped unanswered (a claim that found nothing, a job cut short)
-/// it frees the room and tells the controller nothing.
+/// flight and freed when dropped. Dropped unanswered (a claim that found
+/// nothing, a job cut short) it tells the controller nothing.
 pub struct Slot {
     pace: Arc<Pace>,
     ticket: Option<Ticket>,
+    hold: Duration,
 }
 
 impl Slot {
-    /// Tells the controller what the answer said and frees the room;
-    /// returns the limit after hearing it.
-    pub fn answered(mut self, signal: Signal) -> usize {
+    /// Tells the controller what the answer said; returns the limit after
+    /// hearing it. The room stays taken until the slot is dropped, which
+    /// should be no sooner than [`Slot::hold`] from now.
+    pub fn answered(&mut self, signal: Signal) -> usize {
         let ticket = self.ticket.take().expect("answered once");
-        self.pace.release(ticket, Some(signal))
+        let (limit, hold) = self.pace.hear(ticket, signal);
+        self.hold = hold;
+        limit
+    }
+
+    /// How long after its answer the request keeps its room: a request
+    /// turned away as overload keeps it for a served one's time
+    /// ([`crate::adaptive::Controller::hold`]).
+    pub fn hold(&self) -> Duration {
+        self.hold
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.pace.release(ticket, None);
-        }
+        self.pace.free();
     }
 }
 
@@ -355,27 +470,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pace-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let spool = Spool::open(&dir).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true);
+        let pace = Pace::load(&spool, "r", 64, true, None);
         assert_eq!(pace.limit(), crate::adaptive::INITIAL);
         // Grow it by hand: a full window of good answers at the limit.
         for _ in 0..30 {
             let slots: Vec<Slot> = std::iter::from_fn(|| pace.try_take()).collect();
             assert_eq!(slots.len(), pace.limit(), "room up to the limit, no more");
-            for s in slots {
+            for mut s in slots {
                 s.answered(Signal::Good(5 * MS));
             }
         }
         let learnt = pace.limit();
         assert!(learnt > crate::adaptive::INITIAL, "{learnt}");
         pace.save();
-        assert_eq!(Pace::load(&spool, "r", 64, true).limit(), learnt);
-        assert_eq!(Pace::load(&spool, "r", 5, true).limit(), 5, "bounded");
-        assert_eq!(Pace::load(&spool, "r", 64, false).limit(), 64, "pinned");
+        assert_eq!(Pace::load(&spool, "r", 64, true, None).limit(), learnt);
+        assert_eq!(Pace::load(&spool, "r", 5, true, None).limit(), 5, "bounded");
+        assert_eq!(
+            Pace::load(&spool, "r", 64, false, None).limit(),
+            64,
+            "pinned"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(spool.tmp()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::write(dir.join(PACE_DIR).join("r.json"), "{\"limit\":").unwrap();
         assert_eq!(
-            Pace::load(&spool, "r", 64, true).limit(),
+            Pace::load(&spool, "r", 64, true, None).limit(),
             crate::adaptive::INITIAL
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -6,7 +6,7 @@
 //! with. A configuration that does not validate, whose secrets do not
 //! resolve or whose clients cannot be built is refused and the old one
 //! keeps running. What the per-receiver state or the process is built on
-//! (spool, the set of receiver names, their `concurrency`/`adaptive`, the
+//! (spool, the set of receiver names, their `concurrency`/`adaptive`/`rate_limit`, the
 //! rest of `[sender]`) keeps its value until a restart, and the report
 //! names it.
 
@@ -108,7 +108,10 @@ fn needs_restart(loaded: &Loaded) -> Vec<(&'static str, String)> {
         .map(|(name, r)| {
             let r = r.get_ref();
             // Slots and pace are sized from these when the sender starts.
-            format!("{name}: {} {}", r.concurrency, r.adaptive)
+            format!(
+                "{name}: {} {} {:?}",
+                r.concurrency, r.adaptive, r.rate_limit
+            )
         })
         .collect();
     let sender = (
@@ -165,6 +168,11 @@ mod tests {
                     .replace("concurrency = \"2\"", "concurrency = 2")
             ),
             ["receivers"]
+        );
+        assert_eq!(
+            names(&base.replace("http://h/", "http://h/\"\nrate_limit = \"5/s")),
+            ["receivers"],
+            "the rate limit's bucket is made at start"
         );
         assert_eq!(
             names(

@@ -140,7 +140,13 @@ pub async fn run(
             let bound = r.config.concurrency.min(settings.concurrency);
             ReceiverSlots {
                 permits: Arc::new(Semaphore::new(bound)),
-                pace: Pace::load(&spool, &r.name, bound, r.config.adaptive),
+                pace: Pace::load(
+                    &spool,
+                    &r.name,
+                    bound,
+                    r.config.adaptive,
+                    r.config.rate_limit,
+                ),
                 skipped: Default::default(),
             }
         })
@@ -176,6 +182,13 @@ pub async fn run(
     shared.circuits.publish();
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
+    let publishing = tokio::spawn(crate::pace::publish(
+        shared.claims.path().to_path_buf(),
+        (shared.names.iter().cloned())
+            .zip(shared.slots.iter().map(|s| s.pace.clone()))
+            .collect(),
+        stop.clone(),
+    ));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -195,6 +208,8 @@ pub async fn run(
     drop(dispatcher);
     recovery.abort();
     let _ = recovery.await;
+    publishing.abort();
+    let _ = publishing.await;
     let shared = Arc::into_inner(shared).expect("every job has ended");
     let returned = shared.claims.close()?;
     if returned > 0 {
@@ -248,11 +263,18 @@ async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
         let wake = dispatcher.shared.clone();
         tokio::select! {
             _ = wake.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // A rate limit's next token may come sooner than a second.
+            _ = tokio::time::sleep_until(next_pass(dispatcher).into()) => {}
         }
     }
     dispatcher.drain().await;
     Ok(())
+}
+
+/// When a `--once` pass that had to skip files tries again at the latest.
+fn next_pass(dispatcher: &Dispatcher) -> Instant {
+    let second = Instant::now() + Duration::from_secs(1);
+    dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
 /// Long-running mode: react to new files until stopped.

@@ -17,7 +17,9 @@
 //! In capacity mode ([`Receiver::capacity`]) it works on at most K requests
 //! at once, each for T, and answers 503 at once (after reading the body) to
 //! any beyond, as a service with a fixed worker pool does; it counts the
-//! 503s and the most requests it ever had open at once.
+//! 503s and the most requests it ever had open at once. In queueing mode
+//! ([`Receiver::queueing`]) it turns nobody away but each request takes
+//! longer the more are open, as a service that shares its workers does.
 //!
 //! Misbehaviour below HTTP (garbage, 1xx, slowloris, silence) is [`raw`].
 
@@ -168,6 +170,8 @@ struct Log {
 #[derive(Default)]
 struct Load {
     capacity: Option<(usize, Duration)>,
+    /// Queueing mode: `base` plus `per_open` for each request open.
+    queueing: Option<(Duration, Duration)>,
     /// Requests being worked on.
     busy: usize,
     /// Requests open (being worked on or being turned away).
@@ -385,12 +389,20 @@ impl Receiver {
         self
     }
 
+    /// Queueing mode: every request is served, taking `base + per_open ×
+    /// the requests open when it arrived (itself included)`.
+    pub fn queueing(&self, base: Duration, per_open: Duration) -> &Receiver {
+        self.inner.load.lock().unwrap().queueing = Some((base, per_open));
+        self
+    }
+
     /// Requests capacity mode turned away with a 503.
     pub fn overloaded(&self) -> u64 {
         self.inner.load.lock().unwrap().overloaded
     }
 
-    /// The most requests that were open at once in capacity mode.
+    /// The most requests that were open at once in capacity or queueing
+    /// mode.
     pub fn peak_open(&self) -> usize {
         self.inner.load.lock().unwrap().peak_open
     }
@@ -472,6 +484,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, io::Error> {
     let mut _open = None;
+    let queueing = inner.load.lock().unwrap().queueing;
+    if let Some((base, per_open)) = queueing {
+        let open = {
+            let mut load = inner.load.lock().unwrap();
+            load.open += 1;
+            load.peak_open = load.peak_open.max(load.open);
+            load.open
+        };
+        _open = Some(Open(inner.clone(), false));
+        tokio::time::sleep(base + per_open * open as u32).await;
+    }
     let capacity = inner.load.lock().unwrap().capacity;
     if let Some((k, work)) = capacity {
         let admitted = {

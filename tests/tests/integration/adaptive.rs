@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use spoolpost_common::event::EventKind;
 use spoolpost_common::spool::State;
 use spoolpost_tests::harness::*;
-use spoolpost_tests::receiver::Receiver;
+use spoolpost_tests::receiver::{Receiver, Reply};
 
 const FILES: usize = 600;
 const CAPACITY: usize = 8;
@@ -29,6 +29,12 @@ struct Run {
 /// Sends FILES files through a receiver of capacity 8 with `receiver`
 /// appended to its config section and `args` on the command line.
 fn run_through_capacity(receiver: &str, args: &[&str]) -> Run {
+    run_senders(1, FILES, receiver, args)
+}
+
+/// [`run_through_capacity`] with `senders` senders on one spool and `files`
+/// files; `finished` is the first sender's.
+fn run_senders(senders: usize, files: usize, receiver: &str, args: &[&str]) -> Run {
     let rx = Receiver::start();
     rx.capacity(CAPACITY, WORK);
     let spool = TestSpool::new();
@@ -39,32 +45,55 @@ fn run_through_capacity(receiver: &str, args: &[&str]) -> Run {
             rx.url("/in")
         ),
     );
-    for i in 0..FILES {
+    for i in 0..files {
         spool.put(format!("f-{i}"), b"x");
     }
+    // Built before the clock starts: the first use builds the binaries.
+    let mut commands: Vec<_> = (0..senders)
+        .map(|_| {
+            let mut cmd = sender(&spool);
+            cmd.arg("--config").arg(&cfg).args(args);
+            cmd
+        })
+        .collect();
     let started = Instant::now();
-    // A daemon, not --once: a --once run leaves files whose retry is not
+    // Daemons, not --once: a --once run leaves files whose retry is not
     // yet due in incoming/, and the point is how long all of them take.
-    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg).args(args));
+    let daemons: Vec<_> = commands.iter_mut().map(spawn).collect();
     let all = eventually(LIMIT, || {
-        spool.count(State::Incoming) == 0 && rx.count() >= FILES as u64
+        spool.count(State::Incoming) == 0 && rx.count() >= files as u64
     });
     let took = started.elapsed();
-    daemon.signal(nix::sys::signal::Signal::SIGTERM);
-    let finished = daemon.wait(LIMIT);
-    assert!(all, "{} delivered\n{}", rx.count(), finished.stderr);
-    let delivered = finished
-        .events()
+    let mut finished: Vec<Finished> = daemons
+        .into_iter()
+        .map(|d| {
+            d.signal(nix::sys::signal::Signal::SIGTERM);
+            d.wait(LIMIT)
+        })
+        .collect();
+    let stderr = || {
+        finished
+            .iter()
+            .map(|f| f.stderr.as_str())
+            .collect::<String>()
+    };
+    assert!(all, "{} delivered\n{}", rx.count(), stderr());
+    let delivered: usize = finished
         .iter()
-        .filter(|e| e.event == EventKind::Delivered)
-        .count();
-    assert_eq!(delivered, FILES, "{}", finished.stderr);
+        .map(|f| {
+            f.events()
+                .iter()
+                .filter(|e| e.event == EventKind::Delivered)
+                .count()
+        })
+        .sum();
+    assert_eq!(delivered, files, "{}", stderr());
     Run {
         took,
         requests: rx.count() + rx.overloaded(),
         overloaded: rx.overloaded(),
         peak_open: rx.peak_open(),
-        finished,
+        finished: finished.swap_remove(0),
     }
 }
 
@@ -162,4 +191,240 @@ fn a_restarted_sender_starts_from_the_remembered_limit() {
     );
     done.assert_success();
     assert_eq!(done.events()[0].limit, Some(4));
+}
+
+/// `rate_limit = "50/s"`: a bucket of 5 (a tenth of the rate) refilled at
+/// 50 a second. 200 files need at least (200 - 5) / 50 = 3.9 s, and no
+/// second of the receiver's arrivals holds more than 5 + 50.
+#[test]
+fn a_rate_limit_paces_requests_to_the_receiver() {
+    const RATE_FILES: usize = 200;
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.quota]\nurl = \"{}\"\nrate_limit = \"50/s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..RATE_FILES {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    // Built before the clock starts: the first use builds the binaries.
+    let mut cmd = sender(&spool);
+    cmd.arg("--once").arg("--config").arg(&cfg);
+    let started = Instant::now();
+    let done = run(&mut cmd, LIMIT);
+    let took = started.elapsed();
+    done.assert_success();
+    assert_eq!(spool.count(State::Done), RATE_FILES, "{}", done.stderr);
+    assert!(took >= Duration::from_millis(3500), "took {took:?}");
+    // A --once pass that waited a second per burst would take 40 s.
+    assert!(took <= Duration::from_secs(20), "took {took:?}: too slow");
+    let mut at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    at.sort();
+    // Arrivals are stamped as each body is read, so scheduling jitter can
+    // pull one request into the window of its neighbour: one of slack.
+    let most = 5 + 50 + 1;
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| **t < *first + Duration::from_secs(1))
+            .count();
+        assert!(within <= most, "{within} requests within 1 s");
+    }
+    eprintln!("200 files at 50/s took {took:?}");
+}
+
+#[test]
+fn a_rate_limit_that_is_not_a_rate_is_a_config_error_naming_its_line() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        "[receivers.quota]\nurl = \"http://127.0.0.1:9/\"\nrate_limit = \"50/day\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+    );
+    for check in [true, false] {
+        let mut cmd = sender(&spool);
+        cmd.arg("--config").arg(&cfg).arg("--once");
+        if check {
+            cmd.arg("--check");
+        }
+        let out = run(&mut cmd, LIMIT);
+        assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+        assert!(out.stderr.contains(":3:"), "{}", out.stderr);
+        assert!(out.stderr.contains("N/s, N/m or N/h"), "{}", out.stderr);
+    }
+}
+
+/// The reporter shows each receiver's pace as the live senders publish it
+/// in their claim folders: limits and in-flight summed over senders, each
+/// sender's own under `senders`; a killed sender's numbers drop out at
+/// once (its lock is free), not when its claims are recovered.
+#[test]
+fn the_reporter_shows_the_pace_of_live_senders_only() {
+    let rx = Receiver::start();
+    rx.capacity(CAPACITY, Duration::from_millis(20));
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "{SETTINGS}[receivers.busy]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..3000 {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    let a = spawn(sender(&spool).arg("--config").arg(&cfg));
+    let b = spawn(sender(&spool).arg("--config").arg(&cfg));
+    let report = |format: &str| {
+        let out = run(
+            reporter(&spool)
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--format", format]),
+            LIMIT,
+        );
+        out.assert_success();
+        out.stdout
+    };
+    let pace = || -> serde_json::Value {
+        let r: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
+        r["receivers"]["busy"]["pace"].clone()
+    };
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            seen = pace();
+            seen["senders"].as_object().is_some_and(|s| s.len() == 2)
+                && seen["in_flight"].as_u64() > Some(0)
+                // The first window of answers sets it.
+                && seen["baseline_ms"].is_f64()
+        }),
+        "{seen}"
+    );
+    let senders = seen["senders"].as_object().unwrap();
+    let sum = |field: &str| -> u64 { senders.values().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert_eq!(seen["limit"].as_u64(), Some(sum("limit")), "{seen}");
+    assert_eq!(seen["in_flight"].as_u64(), Some(sum("in_flight")), "{seen}");
+    assert!(
+        seen["baseline_ms"].as_f64().is_some_and(|b| b >= 20.0),
+        "{seen}"
+    );
+    let text = report("prometheus");
+    for family in [
+        "spoolpost_receiver_pace_limit{receiver=\"busy\"} ",
+        "spoolpost_receiver_in_flight{receiver=\"busy\"} ",
+        "spoolpost_receiver_latency_baseline_milliseconds{receiver=\"busy\"} ",
+        "spoolpost_receiver_pace_senders{receiver=\"busy\"} 2",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    assert!(report("table").contains("PACE"));
+
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.wait(LIMIT);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            seen = pace();
+            seen["senders"].as_object().is_some_and(|s| s.len() == 1)
+        }),
+        "{seen}"
+    );
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    b.wait(LIMIT).assert_success();
+    assert_eq!(pace(), serde_json::Value::Null, "gone with its sender");
+}
+
+/// Issue 12: three senders on one spool, each adapting from its own
+/// answers, together take 3,000 files through capacity 8 in at most 1.3×
+/// the time one hand-tuned `--concurrency 8` sender takes, with at most 5%
+/// of requests answered 503.
+#[test]
+fn three_senders_together_converge_on_the_capacity() {
+    let tuned = run_senders(1, 3000, "", &["--concurrency", "8"]);
+    let three = run_senders(3, 3000, "", &[]);
+    let rejected = three.overloaded as f64 / three.requests as f64;
+    let ratio = three.took.as_secs_f64() / tuned.took.as_secs_f64();
+    eprintln!(
+        "tuned {:?}; three senders {:?} ({ratio:.2}×), {} of {} answered 503 ({:.1}%), peak {} open",
+        tuned.took,
+        three.took,
+        three.overloaded,
+        three.requests,
+        rejected * 100.0,
+        three.peak_open
+    );
+    assert!(rejected <= 0.05, "{rejected:.3} of requests answered 503");
+    assert!(ratio <= 1.3, "took {ratio:.2}× the hand-tuned run");
+}
+
+/// Issue 12's second receiver: one whose latency grows with the requests
+/// it holds (10 ms + 1 ms per request open) and that never says 503. Past
+/// about 10 open, more concurrency buys little throughput and much
+/// latency; the limit settles near there, not at the bound of 64.
+#[test]
+fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
+    let rx = Receiver::start();
+    rx.queueing(Duration::from_millis(10), Duration::from_millis(1));
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.shared]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"shared\"\n",
+            rx.url("/in")
+        ),
+    );
+    for i in 0..2000 {
+        spool.put(format!("f-{i}"), b"x");
+    }
+    let done = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    );
+    done.assert_success();
+    assert_eq!(spool.count(State::Done), 2000);
+    let mut limits: Vec<usize> = done.events().iter().filter_map(|e| e.limit).collect();
+    // The second half, after the climb from the start.
+    let mut tail = limits.split_off(limits.len() / 2);
+    tail.sort_unstable();
+    let (low, median, high) = (tail[0], tail[tail.len() / 2], tail[tail.len() - 1]);
+    eprintln!(
+        "limit {low}..{high}, median {median}; peak {} open",
+        rx.peak_open()
+    );
+    assert!(
+        (5..=16).contains(&median) && high <= 24,
+        "limit {low}..{high}, median {median}"
+    );
+    assert!(rx.peak_open() <= 24, "peak {} open", rx.peak_open());
+}
+
+/// A receiver's `Retry-After` still decides when a file is tried again,
+/// whatever the rate limit would allow.
+#[test]
+fn a_rate_limit_still_honours_retry_after() {
+    let rx = Receiver::start();
+    rx.script("/in", [Reply::status(429).retry_after("3")]);
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"10s\"\n[receivers.quota]\nurl = \"{}\"\nrate_limit = \"1000/s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
+            rx.url("/in")
+        ),
+    );
+    spool.put("a", b"x");
+    let before = std::time::SystemTime::now();
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    let waiting = spool.find(State::Incoming, "a");
+    let due = std::fs::metadata(&waiting).unwrap().modified().unwrap();
+    let wait = due.duration_since(before).unwrap();
+    assert!(wait >= Duration::from_millis(2900), "{wait:?}");
+    assert_eq!(rx.count(), 1);
 }
