@@ -23,6 +23,7 @@ pub mod name;
 pub mod notify;
 pub mod preflight;
 pub mod progress;
+pub mod proxy;
 pub mod reason;
 pub mod redact;
 pub mod reload;
