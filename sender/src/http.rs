@@ -15,6 +15,13 @@
 //!
 //! Error texts leave this module only through [`error_text`], which takes
 //! the URL out of reqwest's errors and redacts any other.
+//!
+//! A receiver's connection settings (trust, client certificate, TLS
+//! version, `server_name`, proxy, HTTP version) make its client; receivers
+//! whose settings are equal share one client and its pool. reqwest's own
+//! reading of the proxy environment is switched off: which proxy a request
+//! takes is `spoolpost_common::proxy`'s rule, given to reqwest as a
+//! custom proxy.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,7 +36,8 @@ use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::HeaderValue;
-use spoolpost_common::config::Method;
+use spoolpost_common::config::{HttpVersion, Method, ReceiverConfig, TlsVersion};
+use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
 use spoolpost_common::route::Receiver;
 
 use crate::file::{Change, Snapshot, change_error, verify};
@@ -55,6 +63,9 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 /// Per-receiver request settings, resolved once at start-up.
 struct Target {
     client: reqwest::Client,
+    /// `server_name`: the URL's host is replaced by it, and the client
+    /// resolves it to where the URL pointed.
+    server_name: Option<String>,
     method: reqwest::Method,
     headers: Headers,
     gzip: Option<Compression>,
@@ -109,11 +120,20 @@ impl Http {
     pub fn new(receivers: &[Receiver]) -> Result<Http, String> {
         // The process-wide rustls provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut clients: HashMap<(Option<PathBuf>, Duration), reqwest::Client> = HashMap::new();
+        let env = EnvProxies::from_lookup(|name| std::env::var(name).ok())?;
+        let mut clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
         let mut targets = Vec::new();
         for r in receivers {
             let c = &r.config;
-            let key = (c.ca_file.clone(), c.connect_timeout);
+            if c.insecure_skip_verify {
+                tracing::warn!(
+                    receiver = %r.name,
+                    "{}",
+                    spoolpost_common::preflight::insecure_warning(&r.name)
+                );
+            }
+            let key =
+                ClientSettings::of(c, &env).map_err(|e| format!("receiver {}: {e}", r.name))?;
             let max_idle = receivers
                 .iter()
                 .map(|r| r.config.concurrency)
@@ -122,7 +142,7 @@ impl Http {
             let client = match clients.get(&key) {
                 Some(client) => client.clone(),
                 None => {
-                    let client = build_client(c.ca_file.as_deref(), c.connect_timeout, max_idle)
+                    let client = build_client(&key, max_idle)
                         .map_err(|e| format!("receiver {}: {e}", r.name))?;
                     clients.insert(key, client.clone());
                     client
@@ -131,6 +151,7 @@ impl Http {
             let headers = Headers::new(&r.name, c, Instant::now())?;
             targets.push(Target {
                 client,
+                server_name: c.server_name.clone(),
                 method: match c.method {
                     Method::Post => reqwest::Method::POST,
                     Method::Put => reqwest::Method::PUT,
@@ -178,9 +199,14 @@ impl Http {
             }
         };
         let filename = percent_encode(original, FILENAME_ESCAPES).to_string();
+        let mut url = url.clone();
+        if let Some(name) = &target.server_name {
+            // Checked at start: a DNS name, so the URL takes it.
+            let _ = url.set_host(Some(name));
+        }
         let request = target
             .client
-            .request(target.method.clone(), url.clone())
+            .request(target.method.clone(), url)
             .headers((*target.headers.current(Instant::now())).clone())
             .header("Idempotency-Key", key)
             .header(
@@ -238,19 +264,72 @@ impl Http {
     }
 }
 
-fn build_client(
-    ca_file: Option<&Path>,
+/// What a receiver's client is made from; receivers with equal settings
+/// share a client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ClientSettings {
+    ca_file: Option<PathBuf>,
     connect_timeout: Duration,
-    max_idle: usize,
-) -> Result<reqwest::Client, String> {
+    identity: Option<(PathBuf, PathBuf)>,
+    tls_min_version: TlsVersion,
+    /// `server_name` and the URL host it stands for.
+    alias: Option<(String, String)>,
+    insecure: bool,
+    proxy: Proxying,
+    http_version: HttpVersion,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Proxying {
+    None,
+    Fixed(ProxyUrl),
+    Env(EnvProxies),
+}
+
+impl ClientSettings {
+    fn of(c: &ReceiverConfig, env: &EnvProxies) -> Result<ClientSettings, String> {
+        let proxy = match &c.proxy {
+            None if env.any() => Proxying::Env(env.clone()),
+            None => Proxying::None,
+            Some(value) => match proxy::parse_setting(&value.resolve()?)? {
+                None => Proxying::None,
+                Some(url) => Proxying::Fixed(url),
+            },
+        };
+        let alias = match &c.server_name {
+            None => None,
+            Some(name) => {
+                let url = reqwest::Url::parse(&c.url)
+                    .map_err(|e| format!("server_name: the url does not parse: {e}"))?;
+                let host = url.host_str().ok_or("server_name: the url has no host")?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((name.to_ascii_lowercase(), host.to_string()))
+            }
+        };
+        Ok(ClientSettings {
+            ca_file: c.ca_file.clone(),
+            connect_timeout: c.connect_timeout,
+            identity: c.client_cert.clone().zip(c.client_key.clone()),
+            tls_min_version: c.tls_min_version,
+            alias,
+            insecure: c.insecure_skip_verify,
+            proxy,
+            http_version: c.http_version,
+        })
+    }
+}
+
+fn build_client(s: &ClientSettings, max_idle: usize) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("spoolpost-sender/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
+        .connect_timeout(s.connect_timeout)
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true);
-    if let Some(path) = ca_file {
+        .tcp_nodelay(true)
+        // The environment is read by our own rules, below.
+        .no_proxy();
+    if let Some(path) = &s.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -261,9 +340,83 @@ fn build_client(
         })?;
         builder = builder.tls_certs_merge(certs);
     }
+    if let Some((cert, key)) = &s.identity {
+        let mut pem = std::fs::read(cert)
+            .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(
+            std::fs::read(key)
+                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?,
+        );
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            format!(
+                "client_cert {} and client_key {}: {}",
+                cert.display(),
+                key.display(),
+                error_text(e)
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
+    if s.tls_min_version == TlsVersion::V1_3 {
+        builder = builder.tls_version_min(reqwest::tls::Version::TLS_1_3);
+    }
+    if s.insecure {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    if let Some((name, host)) = &s.alias {
+        builder = builder.dns_resolver(Arc::new(Alias {
+            name: name.clone(),
+            host: host.clone(),
+        }));
+    }
+    match &s.proxy {
+        Proxying::None => {}
+        Proxying::Fixed(url) => {
+            let proxy = reqwest::Proxy::all(url.with_credentials())
+                .map_err(|e| format!("proxy {}: {}", url.url, error_text(e)))?;
+            builder = builder.proxy(proxy);
+        }
+        Proxying::Env(env) => {
+            let env = env.clone();
+            builder = builder.proxy(reqwest::Proxy::custom(move |url| {
+                env.for_target(url.scheme(), url.host_str()?)
+                    .map(ProxyUrl::with_credentials)
+            }));
+        }
+    }
+    builder = match s.http_version {
+        HttpVersion::Auto => builder,
+        HttpVersion::Http1 => builder.http1_only(),
+        HttpVersion::Http2 => builder.http2_prior_knowledge(),
+    };
     builder
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {}", error_text(e)))
+}
+
+/// `server_name`'s resolver: the name resolves to the addresses of the
+/// URL's own host (an address resolves to itself), every other name as
+/// usual.
+struct Alias {
+    name: String,
+    host: String,
+}
+
+impl reqwest::dns::Resolve for Alias {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let target = if name.as_str().eq_ignore_ascii_case(&self.name) {
+            self.host.clone()
+        } else {
+            name.as_str().to_string()
+        };
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((target.as_str(), 0))
+                .await?
+                .collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 fn make_body(
