@@ -36,6 +36,8 @@ pub struct ReceiverReport {
     /// The worst state over live senders; absent when no sender reports it.
     pub circuit: Option<Circuit>,
     pub held: bool,
+    /// `insecure_skip_verify = true`: its certificate is not verified.
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
