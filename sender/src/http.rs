@@ -16,17 +16,12 @@
 //! Error texts leave this module only through [`error_text`], which takes
 //! the URL out of reqwest's errors and redacts any other.
 //!
-//! A receiver's connection settings (trust, client certificate, TLS
-//! version, `server_name`, proxy, HTTP version) make its client; receivers
-//! whose settings are equal share one client and its pool. reqwest's own
-//! reading of the proxy environment is switched off: which proxy a request
-//! takes is `spoolpost_common::proxy`'s rule, given to reqwest as a
-//! custom proxy.
+//! Each receiver's client comes from [`crate::client`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,10 +31,11 @@ use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::HeaderValue;
-use spoolpost_common::config::{HttpVersion, Method, ReceiverConfig, TlsVersion};
-use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
+use spoolpost_common::config::Method;
+use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
 
+use crate::client::{Client, ClientSettings};
 use crate::file::{Change, Snapshot, change_error, verify};
 use crate::headers::Headers;
 use crate::outcome::{Answer, Early, Transport};
@@ -62,7 +58,7 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Per-receiver request settings, resolved once at start-up.
 struct Target {
-    client: reqwest::Client,
+    client: Client,
     /// `server_name`: the URL's host is replaced by it, and the client
     /// resolves it to where the URL pointed.
     server_name: Option<String>,
@@ -139,15 +135,11 @@ impl Http {
                 .map(|r| r.config.concurrency)
                 .max()
                 .unwrap_or(1);
-            let client = match clients.get(&key) {
-                Some(client) => client.clone(),
-                None => {
-                    let client = build_client(&key, max_idle)
-                        .map_err(|e| format!("receiver {}: {e}", r.name))?;
-                    clients.insert(key, client.clone());
-                    client
-                }
-            };
+            let client = Client::new(key.clone(), max_idle, clients.get(&key).cloned())
+                .map_err(|e| format!("receiver {}: {e}", r.name))?;
+            clients
+                .entry(key)
+                .or_insert_with(|| client.current(Instant::now()));
             let headers = Headers::new(&r.name, c, Instant::now())?;
             targets.push(Target {
                 client,
@@ -206,6 +198,7 @@ impl Http {
         }
         let request = target
             .client
+            .current(Instant::now())
             .request(target.method.clone(), url)
             .headers((*target.headers.current(Instant::now())).clone())
             .header("Idempotency-Key", key)
@@ -250,6 +243,9 @@ impl Http {
             }
             (_, Err(e)) => {
                 let transport = classify_error(&e);
+                if transport == Transport::Tls {
+                    target.client.mark_stale();
+                }
                 (Answer::Failed(transport), Vec::new(), Some(error_text(e)))
             }
         };
@@ -261,161 +257,6 @@ impl Http {
             bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
         }
-    }
-}
-
-/// What a receiver's client is made from; receivers with equal settings
-/// share a client.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ClientSettings {
-    ca_file: Option<PathBuf>,
-    connect_timeout: Duration,
-    identity: Option<(PathBuf, PathBuf)>,
-    tls_min_version: TlsVersion,
-    /// `server_name` and the URL host it stands for.
-    alias: Option<(String, String)>,
-    insecure: bool,
-    proxy: Proxying,
-    http_version: HttpVersion,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Proxying {
-    None,
-    Fixed(ProxyUrl),
-    Env(EnvProxies),
-}
-
-impl ClientSettings {
-    fn of(c: &ReceiverConfig, env: &EnvProxies) -> Result<ClientSettings, String> {
-        let proxy = match &c.proxy {
-            None if env.any() => Proxying::Env(env.clone()),
-            None => Proxying::None,
-            Some(value) => match proxy::parse_setting(&value.resolve()?)? {
-                None => Proxying::None,
-                Some(url) => Proxying::Fixed(url),
-            },
-        };
-        let alias = match &c.server_name {
-            None => None,
-            Some(name) => {
-                let url = reqwest::Url::parse(&c.url)
-                    .map_err(|e| format!("server_name: the url does not parse: {e}"))?;
-                let host = url.host_str().ok_or("server_name: the url has no host")?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                Some((name.to_ascii_lowercase(), host.to_string()))
-            }
-        };
-        Ok(ClientSettings {
-            ca_file: c.ca_file.clone(),
-            connect_timeout: c.connect_timeout,
-            identity: c.client_cert.clone().zip(c.client_key.clone()),
-            tls_min_version: c.tls_min_version,
-            alias,
-            insecure: c.insecure_skip_verify,
-            proxy,
-            http_version: c.http_version,
-        })
-    }
-}
-
-fn build_client(s: &ClientSettings, max_idle: usize) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("spoolpost-sender/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(s.connect_timeout)
-        .pool_max_idle_per_host(max_idle)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        // The environment is read by our own rules, below.
-        .no_proxy();
-    if let Some(path) = &s.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            format!(
-                "ca_file {} holds no usable PEM certificate: {e}",
-                path.display()
-            )
-        })?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    if let Some((cert, key)) = &s.identity {
-        let mut pem = std::fs::read(cert)
-            .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?;
-        pem.push(b'\n');
-        pem.extend(
-            std::fs::read(key)
-                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?,
-        );
-        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-            format!(
-                "client_cert {} and client_key {}: {}",
-                cert.display(),
-                key.display(),
-                error_text(e)
-            )
-        })?;
-        builder = builder.identity(identity);
-    }
-    if s.tls_min_version == TlsVersion::V1_3 {
-        builder = builder.tls_version_min(reqwest::tls::Version::TLS_1_3);
-    }
-    if s.insecure {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    if let Some((name, host)) = &s.alias {
-        builder = builder.dns_resolver(Arc::new(Alias {
-            name: name.clone(),
-            host: host.clone(),
-        }));
-    }
-    match &s.proxy {
-        Proxying::None => {}
-        Proxying::Fixed(url) => {
-            let proxy = reqwest::Proxy::all(url.with_credentials())
-                .map_err(|e| format!("proxy {}: {}", url.url, error_text(e)))?;
-            builder = builder.proxy(proxy);
-        }
-        Proxying::Env(env) => {
-            let env = env.clone();
-            builder = builder.proxy(reqwest::Proxy::custom(move |url| {
-                env.for_target(url.scheme(), url.host_str()?)
-                    .map(ProxyUrl::with_credentials)
-            }));
-        }
-    }
-    builder = match s.http_version {
-        HttpVersion::Auto => builder,
-        HttpVersion::Http1 => builder.http1_only(),
-        HttpVersion::Http2 => builder.http2_prior_knowledge(),
-    };
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", error_text(e)))
-}
-
-/// `server_name`'s resolver: the name resolves to the addresses of the
-/// URL's own host (an address resolves to itself), every other name as
-/// usual.
-struct Alias {
-    name: String,
-    host: String,
-}
-
-impl reqwest::dns::Resolve for Alias {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let target = if name.as_str().eq_ignore_ascii_case(&self.name) {
-            self.host.clone()
-        } else {
-            name.as_str().to_string()
-        };
-        Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((target.as_str(), 0))
-                .await?
-                .collect();
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
     }
 }
 

@@ -518,14 +518,27 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             let counted = inner.clone();
             match tls {
                 None => serve(TokioIo::new(stream), inner, http2).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
+                Some(acceptor) => match acceptor.accept(stream).into_fallible().await {
                     Ok(stream) => serve(TokioIo::new(stream), inner, http2).await,
                     // A client that refused our certificate, or that we
                     // refused: nothing to serve.
-                    Err(_) => {
-                        let mut log = counted.log.lock().unwrap();
-                        log.tls_refused += 1;
-                        counted.changed.notify_all();
+                    Err((_, mut stream)) => {
+                        {
+                            let mut log = counted.log.lock().unwrap();
+                            log.tls_refused += 1;
+                            counted.changed.notify_all();
+                        }
+                        // A lingering close, as real servers make: the
+                        // client reads our alert before the connection
+                        // goes, instead of a reset that would take the
+                        // alert (and the reason) with it.
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let _ = stream.shutdown().await;
+                        let mut sink = [0u8; 4096];
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        })
+                        .await;
                     }
                 },
             }

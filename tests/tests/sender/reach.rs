@@ -111,6 +111,48 @@ fn a_receiver_that_demands_a_client_certificate_gets_ours_and_nothing_without_it
 }
 
 #[test]
+fn a_rewritten_client_certificate_is_used_without_a_reload() {
+    let (trusted, untrusted) = (Pki::new(), Pki::new());
+    let (rx, server_pem) = Receiver::start_tls_with(Tls {
+        client_ca: Some(trusted.ca.clone()),
+        ..Tls::default()
+    });
+    let spool = TestSpool::new();
+    let ca = side_file(&spool, "server-ca.pem", &server_pem);
+    // A good pair, but from a CA the receiver does not trust.
+    let cert = side_file(&spool, "client.pem", &untrusted.client_cert);
+    let key = side_file(&spool, "client.key", &untrusted.client_key);
+    let cfg = one_receiver(
+        &spool,
+        &rx.url("/in"),
+        &format!(
+            "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            path_str(&ca),
+            path_str(&cert),
+            path_str(&key)
+        ),
+    );
+    spool.put("a.json", b"rotated");
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+    assert!(eventually(MINUTE / 2, || rx.tls_refused() >= 1));
+    assert!(rx.received().is_empty());
+    // Rotated in place, as a certificate manager does: no signal.
+    for (path, text) in [(&key, &trusted.client_key), (&cert, &trusted.client_cert)] {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    assert!(
+        eventually(MINUTE / 2, || spool.count(State::Done) == 1),
+        "{:?}",
+        spool.census()
+    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait(MINUTE).assert_success();
+    assert_eq!(rx.received()[0].body, b"rotated");
+}
+
+#[test]
 fn server_name_verifies_a_receiver_reached_by_address_under_its_certificate_s_name() {
     let (rx, pem) = Receiver::start_tls_for(&["receiver.test"]);
     let spool = TestSpool::new();
