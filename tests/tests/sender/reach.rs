@@ -452,3 +452,42 @@ fn a_configured_proxy_takes_credentials_from_a_secret_and_never_shows_them() {
         assert!(!String::from_utf8_lossy(&name).contains("WRONGSECRET"));
     }
 }
+
+#[test]
+fn probe_uses_the_client_certificate_server_name_and_proxy_the_sender_would() {
+    let pki = Pki::new();
+    let (rx, server_pem) = Receiver::start_tls_with(Tls {
+        names: vec!["receiver.test".into()],
+        client_ca: Some(pki.ca.clone()),
+        ..Tls::default()
+    });
+    let proxy = Proxy::start();
+    let spool = TestSpool::new();
+    let lines = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        path_str(&side_file(&spool, "ca.pem", &server_pem)),
+        path_str(&side_file(&spool, "client.pem", &pki.client_cert)),
+        path_str(&side_file(&spool, "client.key", &pki.client_key)),
+    );
+    let probe = |extra: &str, env: Option<&str>| {
+        let cfg = one_receiver(&spool, &rx.url("/in"), &format!("{lines}\n{extra}"));
+        let mut cmd = sender(&spool);
+        cmd.args(["--check", "--probe", "--config"]).arg(&cfg);
+        if let Some(url) = env {
+            cmd.env("HTTPS_PROXY", url);
+        }
+        run(&mut cmd, MINUTE)
+    };
+    // Under the certificate's name: the handshake completes.
+    let out = probe("server_name = \"receiver.test\"", None);
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("probe r"), "{}", out.stdout);
+    // By address alone: the certificate does not fit.
+    let out = probe("", None);
+    assert_eq!(out.status.code(), Some(75), "{}{}", out.stdout, out.stderr);
+    // Through the proxy, with the name verification switched off.
+    let out = probe("insecure_skip_verify = true", Some(&proxy.url()));
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(proxy.tunnels(), [format!("127.0.0.1:{}", rx.addr().port())]);
+    assert!(rx.received().is_empty(), "a probe sends no request");
+}
