@@ -499,6 +499,28 @@ mod tests {
         }
     }
 
+    /// Keys in every PEM form a client key comes in (made with openssl,
+    /// for these tests only): SEC1 (`EC PRIVATE KEY`) and PKCS#1 (`RSA
+    /// PRIVATE KEY`); PKCS#8 is what the integration tests use.
+    #[test]
+    fn client_keys_in_sec1_and_pkcs1_match_their_certificates_and_not_others() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let pair = |cert: &str, key: &str| {
+            let mut r = ReceiverConfig::for_url("https://h/");
+            r.client_cert = Some(data.join(cert));
+            r.client_key = Some(data.join(key));
+            client_identity(&r)
+        };
+        pair("ec.pem", "ec-sec1.key").unwrap();
+        pair("rsa.pem", "rsa-pkcs1.key").unwrap();
+        let (key, e) = pair("ec.pem", "rsa-pkcs1.key").unwrap_err();
+        assert_eq!(key, "client_key");
+        assert!(e.contains("is not the key of client_cert"), "{e}");
+        let (key, e) = pair("ec-sec1.key", "ec-sec1.key").unwrap_err();
+        assert_eq!(key, "client_cert");
+        assert!(e.contains("holds no certificate"), "{e}");
+    }
+
     #[test]
     fn zero_grace_and_zero_settle_are_choices_not_mistakes() {
         let text = "[sender]\ngrace = \"0s\"\nbackoff_initial = \"1h\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";

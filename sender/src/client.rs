@@ -284,3 +284,24 @@ impl reqwest::dns::Resolve for Alias {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(cert: &str, key: &str) -> ClientSettings {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/testdata");
+        let mut c = ReceiverConfig::for_url("https://h/");
+        c.client_cert = Some(data.join(cert));
+        c.client_key = Some(data.join(key));
+        ClientSettings::of(&c, &EnvProxies::default()).unwrap()
+    }
+
+    #[test]
+    fn sec1_and_pkcs1_keys_make_clients_and_a_wrong_key_does_not() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        build_client(&settings("ec.pem", "ec-sec1.key"), 1).unwrap();
+        build_client(&settings("rsa.pem", "rsa-pkcs1.key"), 1).unwrap();
+        assert!(build_client(&settings("rsa.pem", "ec-sec1.key"), 1).is_err());
+    }
+}
