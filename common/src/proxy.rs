@@ -34,12 +34,23 @@
 use std::net::IpAddr;
 
 /// A proxy to send through: `http://host:port/`, credentials apart.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Its `Debug` shows no password, so no log line can carry one.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ProxyUrl {
     /// `http://host:port` without user info.
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyUrl")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ProxyUrl {
@@ -343,6 +354,7 @@ mod tests {
         assert_eq!(p.url, "http://proxy.corp:3128");
         assert_eq!(p.user.as_deref(), Some("us@er"));
         assert_eq!(p.password.as_deref(), Some("p:ss"));
+        assert!(!format!("{p:?}").contains("p:ss"), "{p:?}");
         assert_eq!(
             p.with_credentials(),
             "http://us%40er:p%3Ass@proxy.corp:3128"
