@@ -241,6 +241,21 @@ impl Http {
                 };
                 (answer, body, None)
             }
+            // A proxy that refused our credentials for a tunnel answers
+            // 407 before any receiver is reached; reqwest reports it as a
+            // failed connect, but it is our credentials that are wrong.
+            (_, Err(e)) if proxy_refused_credentials(&e) => (
+                Answer::Status {
+                    code: 407,
+                    retry_after: None,
+                    early: None,
+                },
+                Vec::new(),
+                Some(format!(
+                    "the proxy refused our credentials (407): {}",
+                    error_text(e)
+                )),
+            ),
             (_, Err(e)) => {
                 let transport = classify_error(&e);
                 if transport == Transport::Tls {
@@ -474,6 +489,12 @@ fn next_cause<'a>(
 /// URL a cause quotes redacted (user info and query may hold secrets).
 pub fn error_text(e: reqwest::Error) -> String {
     spoolpost_common::redact::text(&error_chain(&e.without_url()))
+}
+
+/// Whether a tunnel failed on the proxy's 407. hyper-util's tunnel error
+/// type is not public, so its text is what tells.
+fn proxy_refused_credentials(e: &reqwest::Error) -> bool {
+    e.is_connect() && error_chain(e).contains("proxy authorization required")
 }
 
 /// An error and its causes on one line, as reqwest's Display shows only the

@@ -445,7 +445,11 @@ fn a_configured_proxy_takes_credentials_from_a_secret_and_never_shows_them() {
     );
     out.assert_success();
     assert!(proxy.refused() >= 1);
-    assert_eq!(out.events()[0].event, EventKind::Retry, "{}", out.stdout);
+    // Our credentials, refused: waits as a 407 from a receiver does.
+    let events = out.events();
+    assert_eq!(events[0].event, EventKind::Retry, "{}", out.stdout);
+    assert_eq!(events[0].status, Some(407), "{}", out.stdout);
+    assert_eq!(waiting_reason(&spool).as_deref(), Some("http-407"));
     assert!(!out.stdout.contains("WRONGSECRET"), "{}", out.stdout);
     assert!(!out.stderr.contains("WRONGSECRET"), "{}", out.stderr);
     for name in spool.names(State::Incoming) {
