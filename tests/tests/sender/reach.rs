@@ -245,6 +245,51 @@ fn insecure_skip_verify_delivers_and_is_warned_about_at_start_and_in_check() {
         "{}",
         check.stderr
     );
+
+    // And on every reload.
+    let events = spool.side("log").join("events.jsonl");
+    let daemon = spawn(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    // Serving (so SIGHUP is handled, not fatal) once it delivered.
+    spool.put("b.json", b"unverified too");
+    assert!(eventually(MINUTE / 2, || spool.count(State::Done) == 2));
+    daemon.signal(Signal::SIGHUP);
+    assert!(eventually(MINUTE / 2, || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("\"reload\"")
+    }));
+    daemon.signal(Signal::SIGTERM);
+    let out = daemon.wait(MINUTE);
+    out.assert_success();
+    assert_eq!(
+        out.stderr.matches("insecure_skip_verify = true").count(),
+        2,
+        "at start and on the reload:\n{}",
+        out.stderr
+    );
+
+    // The reporter marks it, in JSON and in the table.
+    let json = run(
+        reporter(&spool)
+            .args(["--format", "json", "--config"])
+            .arg(&cfg),
+        MINUTE,
+    );
+    json.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        report["receivers"]["r"]["insecure"], true,
+        "{}",
+        json.stdout
+    );
+    let table = run(reporter(&spool).arg("--config").arg(&cfg), MINUTE);
+    assert!(table.stdout.contains("INSECURE"), "{}", table.stdout);
 }
 
 #[test]
