@@ -234,6 +234,51 @@ pub struct ReceiverConfig {
     /// for receivers that legitimately ignore the body.
     #[serde(default)]
     pub accept_early_answer: bool,
+    /// Our certificate (PEM, with any intermediates), for receivers that
+    /// require one; `client_key` holds its key. Both or neither.
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
+    /// The oldest TLS version spoken to this receiver.
+    #[serde(default)]
+    pub tls_min_version: TlsVersion,
+    /// The name the receiver's certificate is verified against (and sent
+    /// as SNI and `Host`), for a receiver reached by another name or by
+    /// address; the connection still goes where `url` points.
+    pub server_name: Option<String>,
+    /// Accept any certificate. Warned about at every start, reload and
+    /// `--check`; the reporter marks the receiver insecure.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// `"http://[user:pass@]host:port"`, `"none"`, or the URL from a secret
+    /// (`{ env }`, `{ file }`). Unset: the proxy environment variables.
+    pub proxy: Option<HeaderValue>,
+    /// The HTTP version spoken to this receiver.
+    #[serde(default)]
+    pub http_version: HttpVersion,
+}
+
+/// `tls_min_version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// `http_version`: `"auto"` offers h2 and http/1.1 by ALPN over TLS and
+/// speaks 1.1 on plain HTTP; `"2"` on plain HTTP is prior knowledge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+pub enum HttpVersion {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "1.1")]
+    Http1,
+    #[serde(rename = "2")]
+    Http2,
 }
 
 /// A header value: literal text, or a secret read at start-up.
@@ -286,6 +331,13 @@ impl ReceiverConfig {
             reject_statuses: Vec::new(),
             ca_file: None,
             accept_early_answer: false,
+            client_cert: None,
+            client_key: None,
+            tls_min_version: TlsVersion::V1_2,
+            server_name: None,
+            insecure_skip_verify: false,
+            proxy: None,
+            http_version: HttpVersion::Auto,
         }
     }
 }
@@ -471,7 +523,19 @@ impl Loaded {
     /// never send, and may run where the secrets are not.
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         for (name, receiver) in &self.config.receivers {
-            for (header, value) in &receiver.get_ref().headers {
+            let r = receiver.get_ref();
+            crate::config_check::client_identity(r).map_err(|(key, e)| {
+                self.error_at_key(&["receivers", name, key], format!("receiver {name}: {e}"))
+            })?;
+            if let Some(proxy) = &r.proxy {
+                crate::config_check::proxy(proxy).map_err(|e| {
+                    self.error_at_key(
+                        &["receivers", name, "proxy"],
+                        format!("receiver {name}: {e}"),
+                    )
+                })?;
+            }
+            for (header, value) in &r.headers {
                 value.resolve().map_err(|e| {
                     self.error_at_key(
                         &["receivers", name, "headers", header],

@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ConfigError, HeaderValue, Loaded, ReadyRule};
+use crate::config::{ConfigError, HeaderValue, Loaded, ReadyRule, ReceiverConfig};
 
 /// The longest duration any setting takes. Longer ones are typos (and
 /// would overflow clock arithmetic).
@@ -214,6 +214,29 @@ impl Checker<'_> {
             if let Some(ca) = &r.ca_file {
                 check_ca_file(ca).map_err(|e| self.fail(&at("ca_file"), prefix(e)))?;
             }
+            match (&r.client_cert, &r.client_key) {
+                (Some(_), None) => {
+                    return Err(self.fail(
+                        &at("client_cert"),
+                        prefix("client_cert needs client_key (the key of the certificate)".into()),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(self.fail(
+                        &at("client_key"),
+                        prefix("client_key needs client_cert (the certificate of the key)".into()),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(server_name) = &r.server_name {
+                check_server_name(server_name, &r.url)
+                    .map_err(|e| self.fail(&at("server_name"), prefix(e)))?;
+            }
+            if let Some(HeaderValue::Literal(proxy)) = &r.proxy {
+                crate::proxy::parse_setting(proxy)
+                    .map_err(|e| self.fail(&at("proxy"), prefix(e)))?;
+            }
         }
         Ok(())
     }
@@ -286,6 +309,79 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `server_name` must be a DNS name, for an `https://` URL whose host is
+/// fixed (a host from a route's captures could not be mapped to it).
+fn check_server_name(name: &str, url: &str) -> Result<(), String> {
+    match rustls_pki_types::ServerName::try_from(name) {
+        Ok(rustls_pki_types::ServerName::DnsName(_)) => {}
+        _ => return Err(format!("server_name {name:?} is not a DNS name")),
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(
+            "server_name needs an https:// url (it names the certificate to expect)".into(),
+        );
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('{') {
+        return Err(
+            "server_name needs a url whose host does not come from a route's captures".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A receiver's client certificate and key (sender only: the key is a
+/// secret other programs may not be able to read): both readable, the
+/// certificate file holding certificates, the key file one key of a kind
+/// rustls takes, and the key the certificate's. The error names the key
+/// (`client_cert` or `client_key`) to point at.
+pub fn client_identity(r: &ReceiverConfig) -> Result<(), (&'static str, String)> {
+    let (Some(cert), Some(key)) = (&r.client_cert, &r.client_key) else {
+        return Ok(());
+    };
+    let c = |e: String| ("client_cert", e);
+    let k = |e: String| ("client_key", e);
+    let pem = std::fs::read(cert)
+        .map_err(|e| c(format!("cannot read client_cert {}: {e}", cert.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            c(format!(
+                "client_cert {} holds a malformed PEM block: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(c(format!(
+            "client_cert {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            cert.display()
+        )));
+    }
+    let pem = std::fs::read(key)
+        .map_err(|e| k(format!("cannot read client_key {}: {e}", key.display())))?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        k(format!(
+            "client_key {} holds no private key (expected PEM: PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        ))
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, der, &provider).map_err(|e| {
+        k(format!(
+            "client_key {} is not the key of client_cert {}: {e}",
+            key.display(),
+            cert.display()
+        ))
+    })?;
+    Ok(())
+}
+
+/// A `proxy` value from a secret resolves to a usable proxy setting.
+pub fn proxy(value: &HeaderValue) -> Result<(), String> {
+    let text = value.resolve()?;
+    crate::proxy::parse_setting(&text).map(|_| ())
 }
 
 /// RFC 9110 token characters.
@@ -367,6 +463,15 @@ mod tests {
             (format!("{r}headers = {{ \"X Y\" = \"v\" }}\n"), 3, "not a valid header name"),
             (format!("{r}[receivers.r.headers]\nX = \"a\\u0001\"\n"), 4, "not a valid header value"),
             (format!("{r}ca_file = \"/nonexistent/ca.pem\"\n"), 3, "cannot read ca_file"),
+            (format!("{r}client_cert = \"/c.pem\"\n"), 3, "client_cert needs client_key"),
+            (format!("{r}\nclient_key = \"/k.pem\"\n"), 4, "client_key needs client_cert"),
+            (format!("{r}tls_min_version = \"1.1\"\n"), 3, "unknown variant"),
+            (format!("{r}http_version = \"3\"\n"), 3, "unknown variant"),
+            (format!("{r}server_name = \"a b\"\n"), 3, "not a DNS name"),
+            (format!("{r}server_name = \"h.example\"\n"), 3, "needs an https:// url"),
+            ("[receivers.r]\nurl = \"https://{h}.x/\"\nserver_name = \"h.example\"\n".into(), 3, "route's captures"),
+            (format!("{r}proxy = \"socks5://p:1080\"\n"), 3, "not supported"),
+            (format!("{r}proxy = \"http://u:SECRET@p\"\n"), 3, "give the port"),
             ("spool = \"/s\"\n[receivers.\"a\\nb\"]\nurl = \"http://h/\"\n".into(), 2, "is not a receiver name"),
             ("[receivers.\"../x\"]\nurl = \"http://h/\"\n".into(), 1, "is not a receiver name"),
             ("[collector]\nrescan_interval = \"0s\"\n".into(), 2, "more than 0s"),
@@ -394,6 +499,28 @@ mod tests {
             );
             assert!(err.message.contains(words), "{text}\n{err}");
         }
+    }
+
+    /// Keys in every PEM form a client key comes in (made with openssl,
+    /// for these tests only): SEC1 (`EC PRIVATE KEY`) and PKCS#1 (`RSA
+    /// PRIVATE KEY`); PKCS#8 is what the integration tests use.
+    #[test]
+    fn client_keys_in_sec1_and_pkcs1_match_their_certificates_and_not_others() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let pair = |cert: &str, key: &str| {
+            let mut r = ReceiverConfig::for_url("https://h/");
+            r.client_cert = Some(data.join(cert));
+            r.client_key = Some(data.join(key));
+            client_identity(&r)
+        };
+        pair("ec.pem", "ec-sec1.key").unwrap();
+        pair("rsa.pem", "rsa-pkcs1.key").unwrap();
+        let (key, e) = pair("ec.pem", "rsa-pkcs1.key").unwrap_err();
+        assert_eq!(key, "client_key");
+        assert!(e.contains("is not the key of client_cert"), "{e}");
+        let (key, e) = pair("ec-sec1.key", "ec-sec1.key").unwrap_err();
+        assert_eq!(key, "client_cert");
+        assert!(e.contains("holds no certificate"), "{e}");
     }
 
     #[test]

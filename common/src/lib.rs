@@ -24,6 +24,7 @@ pub mod notify;
 pub mod paces;
 pub mod preflight;
 pub mod progress;
+pub mod proxy;
 pub mod reason;
 pub mod redact;
 pub mod reload;

@@ -32,6 +32,8 @@ pub enum Kind {
 pub struct Report {
     pub problems: Vec<(Kind, String)>,
     pub checked: Vec<String>,
+    /// Not problems, but said every time (`insecure_skip_verify`).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -45,6 +47,10 @@ impl Report {
 
     pub fn spool(&mut self, problem: impl std::fmt::Display) {
         self.problems.push((Kind::Spool, problem.to_string()));
+    }
+
+    pub fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
     }
 
     /// Notes something that passed, for the summary.
@@ -69,6 +75,9 @@ impl Report {
 
     /// Prints one line per problem on stderr, or the summary on stdout.
     pub fn finish(self, program: &str) -> Result<(), Failure> {
+        for warning in &self.warnings {
+            eprintln!("{program}: warning: {warning}");
+        }
         for (_, problem) in &self.problems {
             eprintln!("{program}: {problem}");
         }
@@ -85,11 +94,35 @@ impl Report {
     }
 }
 
-/// Resolves every header secret, reporting each that does not resolve.
+/// Resolves every header secret, client certificate and proxy secret,
+/// reporting each that does not resolve, and warns of every receiver whose
+/// certificate is not verified.
 pub fn secrets(loaded: &Loaded, report: &mut Report) {
     let mut n = 0;
     for (name, receiver) in &loaded.config.receivers {
-        for (header, value) in &receiver.get_ref().headers {
+        let r = receiver.get_ref();
+        if r.insecure_skip_verify {
+            report.warn(insecure_warning(name));
+        }
+        if r.client_cert.is_some() {
+            match crate::config_check::client_identity(r) {
+                Ok(()) => {
+                    report.passed(format!("receiver {name}: client certificate and key match"))
+                }
+                Err((key, e)) => report.config(
+                    loaded.error_at_key(&["receivers", name, key], format!("receiver {name}: {e}")),
+                ),
+            }
+        }
+        if let Some(proxy) = &r.proxy
+            && let Err(e) = crate::config_check::proxy(proxy)
+        {
+            report.config(loaded.error_at_key(
+                &["receivers", name, "proxy"],
+                format!("receiver {name}: {e}"),
+            ));
+        }
+        for (header, value) in &r.headers {
             n += 1;
             if let Err(e) = value.resolve() {
                 report.config(loaded.error_at_key(
@@ -102,6 +135,14 @@ pub fn secrets(loaded: &Loaded, report: &mut Report) {
     if n > 0 {
         report.passed(format!("{n} header value(s) resolve"));
     }
+}
+
+/// What is said of a receiver with `insecure_skip_verify = true` at every
+/// start, reload and `--check`.
+pub fn insecure_warning(receiver: &str) -> String {
+    format!(
+        "receiver {receiver}: insecure_skip_verify = true: its certificate is not verified, so anyone on the path can read and change what is sent"
+    )
 }
 
 /// The folders a spool has (`names/` and `hold/` appear on first use).

@@ -41,6 +41,8 @@ pub struct ReceiverReport {
     /// live senders (each sender's own under `senders`); absent when no
     /// live sender reports them.
     pub pace: Option<ReceiverPace>,
+    /// `insecure_skip_verify = true`: its certificate is not verified.
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -138,7 +138,8 @@ pub fn make_report_with(
     let mut receivers: BTreeMap<String, ReceiverReport> = BTreeMap::new();
     if let Some(r) = router {
         for rec in r.receivers() {
-            receivers.entry(rec.name.clone()).or_default();
+            receivers.entry(rec.name.clone()).or_default().insecure =
+                rec.config.insecure_skip_verify;
         }
     }
     for (name, backlog) in census.receivers {

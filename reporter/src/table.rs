@@ -154,6 +154,13 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
     }
     table(&mut out, rows);
     for (name, rec) in &r.receivers {
+        if rec.insecure {
+            let _ = writeln!(
+                out,
+                "  {}: {name} does not verify its certificate (insecure_skip_verify = true)",
+                paint("INSECURE".into(), Paint::Red)
+            );
+        }
         if let Some(c) = rec
             .circuit
             .as_ref()

@@ -15,11 +15,13 @@
 //!
 //! Error texts leave this module only through [`error_text`], which takes
 //! the URL out of reqwest's errors and redacts any other.
+//!
+//! Each receiver's client comes from [`crate::client`].
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +32,10 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::HeaderValue;
 use spoolpost_common::config::Method;
+use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
 
+use crate::client::{Client, ClientSettings};
 use crate::file::{Change, Snapshot, change_error, verify};
 use crate::headers::Headers;
 use crate::outcome::{Answer, Early, Transport};
@@ -54,7 +58,10 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Per-receiver request settings, resolved once at start-up.
 struct Target {
-    client: reqwest::Client,
+    client: Client,
+    /// `server_name`: the URL's host is replaced by it, and the client
+    /// resolves it to where the URL pointed.
+    server_name: Option<String>,
     method: reqwest::Method,
     headers: Headers,
     gzip: Option<Compression>,
@@ -109,28 +116,34 @@ impl Http {
     pub fn new(receivers: &[Receiver]) -> Result<Http, String> {
         // The process-wide rustls provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut clients: HashMap<(Option<PathBuf>, Duration), reqwest::Client> = HashMap::new();
+        let env = EnvProxies::from_lookup(|name| std::env::var(name).ok())?;
+        let mut clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
         let mut targets = Vec::new();
         for r in receivers {
             let c = &r.config;
-            let key = (c.ca_file.clone(), c.connect_timeout);
+            if c.insecure_skip_verify {
+                tracing::warn!(
+                    receiver = %r.name,
+                    "{}",
+                    spoolpost_common::preflight::insecure_warning(&r.name)
+                );
+            }
+            let key =
+                ClientSettings::of(c, &env).map_err(|e| format!("receiver {}: {e}", r.name))?;
             let max_idle = receivers
                 .iter()
                 .map(|r| r.config.concurrency)
                 .max()
                 .unwrap_or(1);
-            let client = match clients.get(&key) {
-                Some(client) => client.clone(),
-                None => {
-                    let client = build_client(c.ca_file.as_deref(), c.connect_timeout, max_idle)
-                        .map_err(|e| format!("receiver {}: {e}", r.name))?;
-                    clients.insert(key, client.clone());
-                    client
-                }
-            };
+            let client = Client::new(key.clone(), max_idle, clients.get(&key).cloned())
+                .map_err(|e| format!("receiver {}: {e}", r.name))?;
+            clients
+                .entry(key)
+                .or_insert_with(|| client.current(Instant::now()));
             let headers = Headers::new(&r.name, c, Instant::now())?;
             targets.push(Target {
                 client,
+                server_name: c.server_name.clone(),
                 method: match c.method {
                     Method::Post => reqwest::Method::POST,
                     Method::Put => reqwest::Method::PUT,
@@ -178,9 +191,15 @@ impl Http {
             }
         };
         let filename = percent_encode(original, FILENAME_ESCAPES).to_string();
+        let mut url = url.clone();
+        if let Some(name) = &target.server_name {
+            // Checked at start: a DNS name, so the URL takes it.
+            let _ = url.set_host(Some(name));
+        }
         let request = target
             .client
-            .request(target.method.clone(), url.clone())
+            .current(Instant::now())
+            .request(target.method.clone(), url)
             .headers((*target.headers.current(Instant::now())).clone())
             .header("Idempotency-Key", key)
             .header(
@@ -222,8 +241,26 @@ impl Http {
                 };
                 (answer, body, None)
             }
+            // A proxy that refused our credentials for a tunnel answers
+            // 407 before any receiver is reached; reqwest reports it as a
+            // failed connect, but it is our credentials that are wrong.
+            (_, Err(e)) if proxy_refused_credentials(&e) => (
+                Answer::Status {
+                    code: 407,
+                    retry_after: None,
+                    early: None,
+                },
+                Vec::new(),
+                Some(format!(
+                    "the proxy refused our credentials (407): {}",
+                    error_text(e)
+                )),
+            ),
             (_, Err(e)) => {
                 let transport = classify_error(&e);
+                if transport == Transport::Tls {
+                    target.client.mark_stale();
+                }
                 (Answer::Failed(transport), Vec::new(), Some(error_text(e)))
             }
         };
@@ -236,34 +273,6 @@ impl Http {
             latency: started.elapsed(),
         }
     }
-}
-
-fn build_client(
-    ca_file: Option<&Path>,
-    connect_timeout: Duration,
-    max_idle: usize,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("spoolpost-sender/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
-        .pool_max_idle_per_host(max_idle)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            format!(
-                "ca_file {} holds no usable PEM certificate: {e}",
-                path.display()
-            )
-        })?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {}", error_text(e)))
 }
 
 fn make_body(
@@ -480,6 +489,12 @@ fn next_cause<'a>(
 /// URL a cause quotes redacted (user info and query may hold secrets).
 pub fn error_text(e: reqwest::Error) -> String {
     spoolpost_common::redact::text(&error_chain(&e.without_url()))
+}
+
+/// Whether a tunnel failed on the proxy's 407. hyper-util's tunnel error
+/// type is not public, so its text is what tells.
+fn proxy_refused_credentials(e: &reqwest::Error) -> bool {
+    e.is_connect() && error_chain(e).contains("proxy authorization required")
 }
 
 /// An error and its causes on one line, as reqwest's Display shows only the

@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod check;
 pub mod circuit;
 pub mod cli;
+pub mod client;
 pub mod dispatch;
 pub mod file;
 pub mod headers;

@@ -293,10 +293,26 @@ impl Running {
     }
 }
 
-/// `sender` with `--spool` set and quiet logs.
+/// The proxy variables the sender honours: removed from every sender the
+/// tests start, so a developer's own proxy never carries loopback tests.
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// `sender` with `--spool` set, quiet logs and no proxy variables.
 pub fn sender(spool: &TestSpool) -> Command {
     let mut cmd = Command::new(bin("sender"));
     cmd.arg("--spool").arg(&spool.root);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
 

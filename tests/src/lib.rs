@@ -4,5 +4,6 @@
 
 pub mod harness;
 pub mod load;
+pub mod proxy;
 pub mod receiver;
 pub mod system;

@@ -21,6 +21,12 @@
 //! ([`Receiver::queueing`]) it turns nobody away but each request takes
 //! longer the more are open, as a service that shares its workers does.
 //!
+//! HTTP/2 ([`Receiver::start_h2`], [`Tls::http2`]) serves both versions
+//! (prior knowledge on plain TCP, ALPN over TLS) and records the version
+//! of each request. Over TLS ([`Receiver::start_tls_with`]) it can require
+//! a client certificate from a CA of the test's ([`Pki`]) and speak only
+//! TLS 1.2; handshakes it refused are counted ([`Receiver::tls_refused`]).
+//!
 //! Misbehaviour below HTTP (garbage, 1xx, slowloris, silence) is [`raw`].
 
 pub mod raw;
@@ -135,6 +141,8 @@ pub struct Received {
     /// False for an early answer: the body was not read.
     pub body_read: bool,
     pub at: Instant,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Received {
@@ -164,6 +172,9 @@ struct Log {
     broken: u64,
     /// Requests waiting in a hold.
     held: u64,
+    /// TLS handshakes that failed (no client certificate, a version
+    /// refused, an untrusted server certificate).
+    tls_refused: u64,
 }
 
 /// Capacity mode's state.
@@ -196,6 +207,8 @@ impl Drop for Open {
 struct Inner {
     load: Mutex<Load>,
     fast: bool,
+    /// Serve HTTP/2 as well as HTTP/1.1.
+    http2: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     plan: Mutex<Plan>,
     log: Mutex<Log>,
@@ -222,7 +235,63 @@ impl Receiver {
     /// Starts a receiver on `addr` (port 0 picks a free one). `fast` skips
     /// recording bodies; `threads` sizes its runtime.
     pub fn start_on(addr: SocketAddr, fast: bool, threads: usize) -> io::Result<Receiver> {
-        Receiver::start_inner(addr, fast, threads, None)
+        Receiver::start_inner(addr, fast, threads, None, false)
+    }
+
+    /// A plain-HTTP receiver that speaks HTTP/2 (prior knowledge) as well
+    /// as HTTP/1.1.
+    pub fn start_h2() -> Receiver {
+        Receiver::start_inner("127.0.0.1:0".parse().unwrap(), false, 1, None, true).unwrap()
+    }
+
+    /// An HTTPS receiver set up as `tls` says. Returns it with its
+    /// certificate's PEM.
+    pub fn start_tls_with(tls: Tls) -> (Receiver, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = rcgen::generate_simple_self_signed(tls.names.clone()).unwrap();
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            rustls::DEFAULT_VERSIONS
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap();
+        let builder = match &tls.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        if tls.http2 {
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rx = Receiver::start_inner(
+            "127.0.0.1:0".parse().unwrap(),
+            false,
+            1,
+            Some(acceptor),
+            tls.http2,
+        )
+        .unwrap();
+        (rx, pem)
     }
 
     /// Starts an HTTPS receiver with a new self-signed certificate for
@@ -246,8 +315,14 @@ impl Receiver {
             .with_single_cert(vec![cert.cert.der().clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let rx = Receiver::start_inner("127.0.0.1:0".parse().unwrap(), false, 1, Some(acceptor))
-            .unwrap();
+        let rx = Receiver::start_inner(
+            "127.0.0.1:0".parse().unwrap(),
+            false,
+            1,
+            Some(acceptor),
+            false,
+        )
+        .unwrap();
         (rx, pem)
     }
 
@@ -256,11 +331,13 @@ impl Receiver {
         fast: bool,
         threads: usize,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        http2: bool,
     ) -> io::Result<Receiver> {
         let scheme_is_tls = tls.is_some();
         let inner = Arc::new(Inner {
             load: Mutex::new(Load::default()),
             fast,
+            http2,
             tls,
             plan: Mutex::new(Plan::default()),
             log: Mutex::new(Log::default()),
@@ -378,6 +455,11 @@ impl Receiver {
         self.inner.released.send_replace(true);
     }
 
+    /// TLS handshakes that failed.
+    pub fn tls_refused(&self) -> u64 {
+        self.inner.log.lock().unwrap().tls_refused
+    }
+
     pub fn wire_bytes(&self) -> u64 {
         self.inner.log.lock().unwrap().wire_bytes
     }
@@ -444,17 +526,108 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let tls = inner.tls.clone();
-            let service = service_fn(move |req| handle(inner.clone(), req));
-            let http = http1::Builder::new();
-            let _ = match tls {
-                None => http.serve_connection(TokioIo::new(stream), service).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
-                    // A client that refused our certificate: nothing to serve.
-                    Err(_) => return,
+            let http2 = inner.http2;
+            let counted = inner.clone();
+            match tls {
+                None => serve(TokioIo::new(stream), inner, http2).await,
+                Some(acceptor) => match acceptor.accept(stream).into_fallible().await {
+                    Ok(stream) => serve(TokioIo::new(stream), inner, http2).await,
+                    // A client that refused our certificate, or that we
+                    // refused: nothing to serve.
+                    Err((_, mut stream)) => {
+                        {
+                            let mut log = counted.log.lock().unwrap();
+                            log.tls_refused += 1;
+                            counted.changed.notify_all();
+                        }
+                        // A lingering close, as real servers make: the
+                        // client reads our alert before the connection
+                        // goes, instead of a reset that would take the
+                        // alert (and the reason) with it.
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let _ = stream.shutdown().await;
+                        let mut sink = [0u8; 4096];
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        })
+                        .await;
+                    }
                 },
-            };
+            }
         });
+    }
+}
+
+/// Serves one connection: HTTP/1.1 only, or (`http2`) whichever of
+/// HTTP/1.1 and HTTP/2 the client speaks.
+async fn serve<I>(io: TokioIo<I>, inner: Arc<Inner>, http2: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(inner.clone(), req));
+    if http2 {
+        let auto =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let _ = auto.serve_connection(io, service).await;
+    } else {
+        let _ = http1::Builder::new().serve_connection(io, service).await;
+    }
+}
+
+/// How [`Receiver::start_tls_with`] sets up TLS.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The names the certificate is for.
+    pub names: Vec<String>,
+    /// Require a client certificate issued by this CA (PEM).
+    pub client_ca: Option<String>,
+    /// Speak TLS 1.2 only.
+    pub tls12_only: bool,
+    /// Offer h2 by ALPN, and serve it.
+    pub http2: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Tls {
+        Tls {
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            client_ca: None,
+            tls12_only: false,
+            http2: false,
+        }
+    }
+}
+
+/// A test CA and a client certificate it issued, as PEM.
+pub struct Pki {
+    pub ca: String,
+    pub client_cert: String,
+    /// PKCS#8.
+    pub client_key: String,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Pki {
+            ca: ca.pem(),
+            client_cert: cert.pem(),
+            client_key: key.serialize_pem(),
+        }
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
     }
 }
 
@@ -529,6 +702,7 @@ async fn handle(
         tokio::time::sleep(reply.delay).await;
     }
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -562,6 +736,7 @@ async fn handle(
             answered: reply.status,
             body_read: false,
             at: Instant::now(),
+            version,
         };
         record(&inner, Some(received), 0);
         // The unread body goes with the request: hyper closes the
@@ -616,6 +791,7 @@ async fn handle(
         answered: reply.status,
         body_read: true,
         at: Instant::now(),
+        version,
     };
     record(&inner, (!inner.fast).then_some(received), wire_len);
     let mut response = Response::builder().status(reply.status);

@@ -15,6 +15,9 @@ use spoolpost_tests::receiver::{Receiver, Reply};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Client certificates, server_name, TLS versions, proxies, HTTP/2.
+mod reach;
+
 fn reason_of(data: &std::path::Path) -> ReasonRecord {
     let mut name = data.file_name().unwrap().to_os_string();
     name.push(".reason.json");

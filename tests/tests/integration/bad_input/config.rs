@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::Pki;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -242,4 +243,143 @@ fn the_collector_and_reporter_refuse_the_same_way() {
         );
         assert!(!Path::new(&spool).exists(), "{program} created the spool");
     }
+}
+
+/// A receiver `r` with `extra` lines, its client certificate files in a
+/// temporary folder: (folder, text, cert path, key path).
+fn with_identity(cert: &str, key: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    let text = format!(
+        "[receivers.r]\nurl = \"https://127.0.0.1:9/\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n{extra}[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        c.display(),
+        k.display()
+    );
+    (dir, text)
+}
+
+#[test]
+fn issue_11_a_client_certificate_needs_its_key_and_the_key_must_be_its() {
+    refused_at(
+        "[receivers.r]\nurl = \"https://h/\"\nclient_cert = \"/c.pem\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        3,
+        "client_cert needs client_key",
+    );
+    let (one, other) = (Pki::new(), Pki::new());
+    // Another certificate's key.
+    let (_dir, text) = with_identity(&one.client_cert, &other.client_key, "");
+    refused_at(&text, 4, "is not the key of client_cert");
+    // No key in the key file, no certificate in the certificate file.
+    let (_dir, text) = with_identity(&one.client_cert, &one.client_cert, "");
+    refused_at(&text, 4, "holds no private key");
+    let (_dir, text) = with_identity(&one.client_key, &one.client_key, "");
+    refused_at(&text, 3, "holds no certificate");
+    // Unreadable.
+    refused_at(
+        "[receivers.r]\nurl = \"https://h/\"\nclient_cert = \"/nonexistent/c.pem\"\nclient_key = \"/nonexistent/k.pem\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+        3,
+        "cannot read client_cert /nonexistent/c.pem",
+    );
+    // The matching pair starts (and fails only later, to connect).
+    let (_dir, text) = with_identity(&one.client_cert, &one.client_key, "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let check = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--check")
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .arg("--config")
+            .arg(&cfg),
+        LIMIT,
+    );
+    assert_eq!(check.status.code(), Some(0), "{}", check.stderr);
+    assert!(
+        check.stdout.contains("client certificate and key match"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn issue_11_check_reports_a_mismatched_key_and_warns_of_insecure_receivers() {
+    let (one, other) = (Pki::new(), Pki::new());
+    let (dir, text) = with_identity(
+        &one.client_cert,
+        &other.client_key,
+        "insecure_skip_verify = true\n",
+    );
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let check = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--check")
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .arg("--config")
+            .arg(&cfg),
+        LIMIT,
+    );
+    assert_eq!(check.status.code(), Some(78), "{}", check.stderr);
+    assert!(
+        check.stderr.contains(&format!("{}:4: ", cfg.display()))
+            && check.stderr.contains("is not the key of client_cert"),
+        "{}",
+        check.stderr
+    );
+    assert!(
+        check
+            .stderr
+            .contains("warning: receiver r: insecure_skip_verify = true"),
+        "{}",
+        check.stderr
+    );
+}
+
+#[test]
+fn issue_11_a_proxy_that_cannot_work_is_refused_without_showing_its_password() {
+    refused_at(
+        &OK.replace(
+            "url = \"http://127.0.0.1:9/\"",
+            "url = \"http://127.0.0.1:9/\"\nproxy = \"socks5://u:SECRET@p:1080\"",
+        ),
+        3,
+        "is not supported",
+    );
+    refused_at(
+        &OK.replace(
+            "url = \"http://127.0.0.1:9/\"",
+            "url = \"http://127.0.0.1:9/\"\nproxy = { env = \"SPOOLPOST_SURELY_UNSET\" }",
+        ),
+        3,
+        "SPOOLPOST_SURELY_UNSET is not set",
+    );
+    refused_at(
+        &OK.replace(
+            "url = \"http://127.0.0.1:9/\"",
+            "url = \"http://127.0.0.1:9/\"\nserver_name = \"receiver.test\"",
+        ),
+        3,
+        "server_name needs an https:// url",
+    );
+    // From the environment: refused at start too, naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(&cfg, OK).unwrap();
+    let out = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--once")
+            .env("HTTPS_PROXY", "socks5://u:SECRET@p:1080"),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(out.stderr.contains("HTTPS_PROXY"), "{}", out.stderr);
+    assert!(!out.stderr.contains("SECRET"), "{}", out.stderr);
 }
