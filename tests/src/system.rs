@@ -66,8 +66,17 @@ fn reachable_copy(program: &Path) -> PathBuf {
         return copy;
     }
     // A unique part name: other test processes may copy at the same time.
+    // cp writes it, not this process: a descriptor open for writing here
+    // would be inherited by any child another test thread forks meanwhile,
+    // and exec of the copy fails with ETXTBSY while that child lives.
     let part = dir.join(format!(".{name}.{}.part", std::process::id()));
-    std::fs::copy(program, &part).unwrap();
+    let copied = Command::new("cp").arg(program).arg(&part).status().unwrap();
+    assert!(
+        copied.success(),
+        "cp {} {}",
+        program.display(),
+        part.display()
+    );
     std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&part, &copy).unwrap();
     remove_older_copies(&dir, &name, &copy);
