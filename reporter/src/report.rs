@@ -182,6 +182,7 @@ pub(crate) mod tests {
             state: CircuitState::Open,
             since: "2024-01-01T00:00:00Z".into(),
             reason: Some("auth".into()),
+            endpoints: Default::default(),
         };
         let receiver = ReceiverReport {
             circuit: Some(circuit),

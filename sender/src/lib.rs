@@ -18,6 +18,7 @@ pub mod check;
 pub mod circuit;
 pub mod cli;
 pub mod dispatch;
+pub mod endpoint;
 pub mod file;
 pub mod headers;
 pub mod http;
