@@ -194,27 +194,26 @@ impl Circuits {
     }
 
     /// Whether a file for `receiver` may go now, to which of its endpoints
-    /// (`labels`, from the configuration the file is offered under). A
-    /// closed endpoint is chosen by [`endpoint::pick`]; with none closed,
-    /// the first whose open period has passed takes the probe; otherwise
-    /// the file waits for the earliest of them. Counts the request in
+    /// (`labels`, from the configuration the file is offered under). The
+    /// first endpoint whose open period has passed takes it as its probe;
+    /// otherwise a closed endpoint is chosen by [`endpoint::pick`]; with
+    /// none closed, the file waits for the earliest open period to end. Counts the request in
     /// flight on the endpoint; [`Grant`] takes it back if it does not go.
     pub fn admit(&self, receiver: usize, labels: &[String], now: Instant) -> Admit {
         let mut state = self.state.lock().unwrap();
         let r = &mut state.receivers[receiver];
-        let views = r.views(labels);
-        if let Some(at) = endpoint::pick(&views, &[], r.cursor) {
-            r.cursor = (at + 1) % labels.len();
-            if let Some(e) = r.find(&labels[at]) {
-                e.in_flight += 1;
-            }
-            return Admit::Send(at);
-        }
+        // An endpoint whose open period is over takes its probe first,
+        // even while others are closed: otherwise a receiver with one
+        // healthy endpoint would never look at the others again. A failed
+        // probe costs its file nothing but the trip: it fails over.
         let mut earliest: Option<Instant> = None;
         for (at, label) in labels.iter().enumerate() {
             let Some(e) = r.find(label) else { continue };
+            if e.breaker.state() == CircuitState::Closed {
+                continue;
+            }
             match e.breaker.check(now) {
-                Decision::Send => unreachable!("a closed endpoint is picked above"),
+                Decision::Send => {}
                 Decision::WaitUntil(t) => earliest = Some(earliest.map_or(t, |w| w.min(t))),
                 Decision::Probe => {
                     e.in_flight += 1;
@@ -224,6 +223,14 @@ impl Circuits {
                     return Admit::Probe(at);
                 }
             }
+        }
+        let views = r.views(labels);
+        if let Some(at) = endpoint::pick(&views, &[], r.cursor) {
+            r.cursor = (at + 1) % labels.len();
+            if let Some(e) = r.find(&labels[at]) {
+                e.in_flight += 1;
+            }
+            return Admit::Send(at);
         }
         Admit::WaitUntil(earliest.unwrap_or(now + HOLD_REFRESH))
     }
@@ -566,6 +573,11 @@ mod tests {
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         assert_eq!(c.failover(0, &two, &[1]), None);
         assert_eq!(c.not_closed(), 1);
+        // Once a's open period is over, a takes the next file as its probe
+        // although b is closed: a healthy b must not hide a's recovery.
+        let Admit::WaitUntil(_) = c.admit(0, &["http://a/".to_string()], now()) else {
+            panic!("a alone is open")
+        };
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         let published: circuits::Circuits = serde_json::from_str(&published).unwrap();
         assert_eq!(published["r"].state, CircuitState::Closed);
@@ -577,6 +589,9 @@ mod tests {
             published["r"].endpoints["http://b/"].state,
             CircuitState::Closed
         );
+        tokio::time::sleep(S(5)).await;
+        assert_eq!(c.admit(0, &two, now()), Admit::Probe(0));
+        c.record(0, "http://a/", fails, now());
         // b fails too: the receiver waits as one open circuit would ...
         c.record(0, "http://b/", fails, now());
         let Admit::WaitUntil(at) = c.admit(0, &two, now()) else {
@@ -587,13 +602,14 @@ mod tests {
             published.starts_with("{\n  \"r\": {\n    \"state\": \"open\""),
             "{published}"
         );
-        // ... and the first endpoint out of its open period takes the probe.
+        // ... and the first endpoint out of its open period takes the probe:
+        // b, open for 5 s, before a, reopened for twice that.
         tokio::time::sleep_until(at.into()).await;
-        assert_eq!(c.admit(0, &two, now()), Admit::Probe(0));
-        assert!(c.record(0, "http://a/", Signal::Works, now()));
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
-        // A reload that drops a and adds d: b keeps its open circuit.
-        let next: Vec<String> = vec!["http://b/".into(), "http://d/".into()];
+        assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
+        assert!(c.record(0, "http://b/", Signal::Works, now()));
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        // A reload that drops b and adds d: a keeps its open circuit.
+        let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];
         c.set_endpoints(0, &next, now());
         assert_eq!(c.admit(0, &next, now()), Admit::Send(1));
         assert_eq!(c.not_closed(), 1);
