@@ -216,6 +216,40 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_merge_per_endpoint_worst_first() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let a = ClaimFolder::create(&spool).unwrap();
+        let b = ClaimFolder::create(&spool).unwrap();
+        let with = |e1: CircuitState, e2: CircuitState| {
+            let mut c = circuit(CircuitState::Closed, "2026-01-01T00:00:00Z");
+            c.endpoints = [
+                (
+                    "http://e1/".to_string(),
+                    circuit(e1, "2026-01-01T00:00:00Z"),
+                ),
+                (
+                    "http://e2/".to_string(),
+                    circuit(e2, "2026-01-01T00:00:00Z"),
+                ),
+            ]
+            .into();
+            Circuits::from([("r".to_string(), c)])
+        };
+        write(a.path(), &with(CircuitState::Open, CircuitState::Closed)).unwrap();
+        write(
+            b.path(),
+            &with(CircuitState::Closed, CircuitState::HalfOpen),
+        )
+        .unwrap();
+        let merged = read_all(&spool);
+        let e = &merged["r"].endpoints;
+        assert_eq!(e["http://e1/"].state, CircuitState::Open);
+        assert_eq!(e["http://e2/"].state, CircuitState::HalfOpen);
+        assert_eq!(merged["r"].state, CircuitState::Closed);
+    }
+
+    #[test]
     fn holds_come_and_go() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
