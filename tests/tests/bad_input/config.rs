@@ -84,7 +84,7 @@ fn a_missing_required_field_names_its_table() {
     refused_at(
         "[receivers.r]\nmethod = \"PUT\"\n",
         1,
-        "missing field `url`",
+        "receiver r: needs url (or urls for several endpoints)",
     );
 }
 
