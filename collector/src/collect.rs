@@ -350,6 +350,8 @@ impl Collector {
                     error: None,
                     source: Some(path.to_string_lossy().into_owned()),
                     limit: None,
+                    endpoint: None,
+                    failed_over: Vec::new(),
                 });
                 true
             }

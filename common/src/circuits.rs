@@ -8,6 +8,11 @@
 //! lock is free. With several senders, a receiver's state is the worst one
 //! reported (open, then half-open, then closed), since the earliest time.
 //!
+//! A receiver with several endpoints (`urls`) has a circuit per endpoint,
+//! published under `endpoints` by the endpoint's redacted URL; the
+//! receiver's own state is then the best of them (closed while any endpoint
+//! takes files), since that is what its backlog sees.
+//!
 //! A hold is an empty file `hold/RECEIVER`: senders leave that receiver's
 //! files waiting in `incoming/`, without using up attempts, until the file
 //! is removed.
@@ -51,6 +56,20 @@ pub struct Circuit {
     /// (the receiver refuses our credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Each endpoint's own circuit, by redacted URL, for a receiver with
+    /// several (`urls`); empty for one with a single `url`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, Circuit>,
+}
+
+/// The worse of two reports of one circuit: open, then half-open, then
+/// closed; of equal states the earlier.
+fn worse<'a>(a: &'a Circuit, b: &'a Circuit) -> &'a Circuit {
+    if (a.state, &b.since) >= (b.state, &a.since) {
+        a
+    } else {
+        b
+    }
 }
 
 /// One sender's circuits, by receiver name.
@@ -83,12 +102,24 @@ pub fn read_all(spool: &Spool) -> Circuits {
             continue;
         };
         for (receiver, circuit) in circuits {
-            match merged.get(&receiver) {
-                Some(have) if (have.state, &circuit.since) >= (circuit.state, &have.since) => {}
-                _ => {
-                    merged.insert(receiver, circuit);
+            let merged_circuit = match merged.remove(&receiver) {
+                None => circuit,
+                Some(have) => {
+                    let mut endpoints = have.endpoints.clone();
+                    for (label, e) in &circuit.endpoints {
+                        let keep = match endpoints.get(label) {
+                            Some(old) => worse(old, e).clone(),
+                            None => e.clone(),
+                        };
+                        endpoints.insert(label.clone(), keep);
+                    }
+                    Circuit {
+                        endpoints,
+                        ..worse(&have, &circuit).clone()
+                    }
                 }
-            }
+            };
+            merged.insert(receiver, merged_circuit);
         }
     }
     merged
@@ -141,6 +172,7 @@ mod tests {
             state,
             since: since.into(),
             reason: None,
+            endpoints: BTreeMap::new(),
         }
     }
 
@@ -181,6 +213,40 @@ mod tests {
         let merged = read_all(&spool);
         assert_eq!(merged.len(), 1, "{merged:?}");
         assert_eq!(merged["r"].state, CircuitState::Open);
+    }
+
+    #[test]
+    fn endpoints_merge_per_endpoint_worst_first() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let a = ClaimFolder::create(&spool).unwrap();
+        let b = ClaimFolder::create(&spool).unwrap();
+        let with = |e1: CircuitState, e2: CircuitState| {
+            let mut c = circuit(CircuitState::Closed, "2026-01-01T00:00:00Z");
+            c.endpoints = [
+                (
+                    "http://e1/".to_string(),
+                    circuit(e1, "2026-01-01T00:00:00Z"),
+                ),
+                (
+                    "http://e2/".to_string(),
+                    circuit(e2, "2026-01-01T00:00:00Z"),
+                ),
+            ]
+            .into();
+            Circuits::from([("r".to_string(), c)])
+        };
+        write(a.path(), &with(CircuitState::Open, CircuitState::Closed)).unwrap();
+        write(
+            b.path(),
+            &with(CircuitState::Closed, CircuitState::HalfOpen),
+        )
+        .unwrap();
+        let merged = read_all(&spool);
+        let e = &merged["r"].endpoints;
+        assert_eq!(e["http://e1/"].state, CircuitState::Open);
+        assert_eq!(e["http://e2/"].state, CircuitState::HalfOpen);
+        assert_eq!(merged["r"].state, CircuitState::Closed);
     }
 
     #[test]

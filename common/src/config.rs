@@ -192,6 +192,9 @@ pub enum Method {
 pub struct ReceiverConfig {
     /// May hold `{name}` placeholders filled from a regex route's named
     /// captures (percent-encoded), and `{filename}` for the original name.
+    /// Empty when the receiver has `urls` instead (exactly one of the two is
+    /// written; `config_check` says so otherwise).
+    #[serde(default)]
     pub url: String,
     #[serde(default = "default_method")]
     pub method: Method,
@@ -256,6 +259,18 @@ pub struct ReceiverConfig {
     /// The HTTP version spoken to this receiver.
     #[serde(default)]
     pub http_version: HttpVersion,
+
+    // Several endpoints and the body's compression (issue 11).
+    /// Several endpoints of one receiver, instead of `url`: each with its
+    /// own circuit, requests spread over the healthy ones (`sender`'s
+    /// `endpoint` module). The same placeholders as `url`.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// The body's compression; when unset, `gzip`/`gzip_level` decide.
+    pub compression: Option<CompressionKind>,
+    /// Level for `compression`: gzip 0 to 9 (default 6), zstd 1 to 22
+    /// (default 3).
+    pub compression_level: Option<i32>,
 }
 
 /// `tls_min_version`.
@@ -279,6 +294,53 @@ pub enum HttpVersion {
     Http1,
     #[serde(rename = "2")]
     Http2,
+}
+
+/// `compression = "gzip" | "zstd" | "none"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionKind {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// How a receiver's bodies are encoded, from `compression` or the older
+/// `gzip`/`gzip_level` (the two are never written together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Identity,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl ReceiverConfig {
+    /// Its endpoints' URL templates: `urls`, or the one `url`.
+    pub fn endpoints(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The body encoding its settings ask for.
+    pub fn encoding(&self) -> BodyEncoding {
+        match self.compression {
+            Some(CompressionKind::None) => BodyEncoding::Identity,
+            Some(CompressionKind::Gzip) => BodyEncoding::Gzip(
+                self.compression_level
+                    .map_or(default_gzip_level(), |l| l.clamp(0, 9) as u32),
+            ),
+            Some(CompressionKind::Zstd) => {
+                BodyEncoding::Zstd(self.compression_level.unwrap_or(DEFAULT_ZSTD_LEVEL))
+            }
+            None if self.gzip => BodyEncoding::Gzip(self.gzip_level),
+            None => BodyEncoding::Identity,
+        }
+    }
 }
 
 /// A header value: literal text, or a secret read at start-up.
@@ -338,6 +400,9 @@ impl ReceiverConfig {
             insecure_skip_verify: false,
             proxy: None,
             http_version: HttpVersion::Auto,
+            urls: Vec::new(),
+            compression: None,
+            compression_level: None,
         }
     }
 }

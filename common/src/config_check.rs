@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ConfigError, HeaderValue, Loaded, ReadyRule, ReceiverConfig};
+use crate::config::{CompressionKind, ConfigError, HeaderValue, Loaded, ReadyRule, ReceiverConfig};
 
 /// The longest duration any setting takes. Longer ones are typos (and
 /// would overflow clock arithmetic).
@@ -164,6 +164,7 @@ impl Checker<'_> {
                     prefix("concurrency must be at least 1".into()),
                 ));
             }
+            self.endpoints_and_compression(name, r)?;
             if r.gzip_level > 9 {
                 return Err(self.fail(
                     &at("gzip_level"),
@@ -239,6 +240,88 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `url` or `urls` (exactly one), and `compression` or the older
+    /// `gzip`/`gzip_level` (never both).
+    fn endpoints_and_compression(&self, name: &str, r: &ReceiverConfig) -> Result<(), ConfigError> {
+        let written = |key: &str| self.loaded.key_span(&["receivers", name, key]).is_some();
+        let at = |key: &str| ["receivers", name, key].map(str::to_owned);
+        let fail = |key: &str, message: String| {
+            let path = at(key);
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            self.fail(&path, format!("receiver {name}: {message}"))
+        };
+        match (written("url"), written("urls")) {
+            (true, true) => {
+                return Err(fail(
+                    "urls",
+                    "has both url and urls: write one (urls for several endpoints)".into(),
+                ));
+            }
+            (false, false) => {
+                return Err(self.fail(
+                    &["receivers", name],
+                    format!("receiver {name}: needs url (or urls for several endpoints)"),
+                ));
+            }
+            (false, true) if r.urls.is_empty() => {
+                return Err(fail("urls", "urls is empty: list at least one URL".into()));
+            }
+            _ => {}
+        }
+        // Endpoints are known by their redacted URLs (circuit file,
+        // reporter), so two must differ in more than credentials or query.
+        let labels: Vec<String> = r
+            .urls
+            .iter()
+            .map(|u| crate::route::redact_template(u))
+            .collect();
+        if let Some(dup) = labels
+            .iter()
+            .enumerate()
+            .find(|(i, l)| labels[..*i].contains(l))
+        {
+            return Err(fail(
+                "urls",
+                format!("urls lists {} twice (credentials and query aside)", dup.1),
+            ));
+        }
+        if r.compression.is_some() || r.compression_level.is_some() {
+            if let Some(old) = ["gzip", "gzip_level"].into_iter().find(|k| written(k)) {
+                let new = if r.compression.is_some() {
+                    "compression"
+                } else {
+                    "compression_level"
+                };
+                return Err(fail(
+                    old,
+                    format!(
+                        "has both {old} and {new}: write compression and compression_level only"
+                    ),
+                ));
+            }
+        }
+        let level = r.compression_level;
+        match (r.compression, level) {
+            (None, Some(_)) => Err(fail(
+                "compression_level",
+                "compression_level needs compression = \"gzip\" or \"zstd\"".into(),
+            )),
+            (Some(CompressionKind::Gzip), Some(l)) if !(0..=9).contains(&l) => Err(fail(
+                "compression_level",
+                "compression_level for gzip must be 0 to 9".into(),
+            )),
+            (Some(CompressionKind::Zstd), Some(l)) if !(1..=22).contains(&l) => Err(fail(
+                "compression_level",
+                "compression_level for zstd must be 1 to 22".into(),
+            )),
+            (Some(CompressionKind::None), Some(_)) => Err(fail(
+                "compression_level",
+                "compression = \"none\" takes no compression_level".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn collector(&self) -> Result<(), ConfigError> {
@@ -486,7 +569,16 @@ mod tests {
             ("[sender\n".into(), 1, ""),
             ("\n[sender]\nconcurency = 1\n".into(), 3, "concurency"),
             ("[sender]\nconcurrency = \"many\"\n".into(), 2, "invalid type"),
-            ("[receivers.r]\nmethod = \"PUT\"\n".into(), 1, "missing field `url`"),
+            ("[receivers.r]\nmethod = \"PUT\"\n".into(), 1, "needs url (or urls"),
+            ("[receivers.r]\nurl = \"http://a/\"\nurls = [\"http://b/\"]\n".into(), 3, "both url and urls"),
+            ("[receivers.r]\nurls = []\n".into(), 2, "urls is empty"),
+            ("[receivers.r]\nurls = [\"http://a/?t=1\", \"http://u:p@a/\"]\n".into(), 2, "http://a/ twice"),
+            (format!("{r}gzip = true\ncompression = \"zstd\"\n"), 3, "both gzip and compression"),
+            (format!("{r}compression_level = 3\n"), 3, "needs compression"),
+            (format!("{r}compression = \"zstd\"\ncompression_level = 23\n"), 4, "1 to 22"),
+            (format!("{r}compression = \"gzip\"\ncompression_level = 10\n"), 4, "0 to 9"),
+            (format!("{r}compression = \"none\"\ncompression_level = 1\n"), 4, "takes no compression_level"),
+            (format!("{r}compression = \"brotli\"\n"), 3, "unknown variant"),
         ];
         for (text, line, words) in cases {
             let err = crate::config::parse(Path::new("t.toml"), text.clone())

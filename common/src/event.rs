@@ -67,6 +67,14 @@ pub struct Event {
     /// was heard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// For sender events: the endpoint that answered (its URL without
+    /// credentials or query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// For sender events: the receiver's endpoints this attempt tried
+    /// before `endpoint`, each as `URL: what it answered`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_over: Vec<String>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -372,6 +380,8 @@ mod tests {
             error: None,
             source: None,
             limit: None,
+            endpoint: None,
+            failed_over: Vec::new(),
         };
         sink.emit(&event);
         sink.emit(&event);

@@ -28,6 +28,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub struct Receiver {
     pub name: String,
     pub config: ReceiverConfig,
+    /// One per URL (`url`, or each of `urls`), in the configured order.
+    endpoints: Vec<Endpoint>,
+    labels: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
     template: Vec<Piece>,
     /// The URL, parsed once, when the template has no placeholders (the
     /// common case): a URL parse per request was a measurable share of
@@ -39,20 +46,51 @@ pub struct Receiver {
     path_slashes: usize,
 }
 
-impl Receiver {
+impl Endpoint {
     /// Checks the URL with every capture a plain word, and keeps what the
     /// check parsed.
-    fn new(name: String, config: ReceiverConfig, template: Vec<Piece>) -> Result<Receiver, String> {
+    fn new(template: Vec<Piece>) -> Result<Endpoint, String> {
         let sample = check_url(&render(&template, |_| Some(b"x".as_slice()), b"x"))?;
         let path_slashes = slashes(sample.path());
         let fixed_url = captures_of(&template).next().is_none().then_some(sample);
-        Ok(Receiver {
-            name,
-            config,
+        Ok(Endpoint {
             template,
             fixed_url,
             path_slashes,
         })
+    }
+}
+
+impl Receiver {
+    fn new(name: String, config: ReceiverConfig) -> Result<Receiver, String> {
+        let endpoints = config
+            .endpoints()
+            .into_iter()
+            .map(|url| parse_template(url).and_then(Endpoint::new))
+            .collect::<Result<_, _>>()?;
+        let labels = config
+            .endpoints()
+            .into_iter()
+            .map(redact_template)
+            .collect();
+        Ok(Receiver {
+            name,
+            config,
+            endpoints,
+            labels,
+        })
+    }
+
+    /// Its endpoints as logs, events, reason records, the circuit file and
+    /// the reporter name them: each URL template without credentials or
+    /// query, in the configured order.
+    pub fn endpoint_labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The placeholders any of its URLs uses.
+    fn captures(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().flat_map(|e| captures_of(&e.template))
     }
 }
 
@@ -89,9 +127,10 @@ pub struct Router {
 #[derive(Debug, PartialEq)]
 pub struct Route {
     pub receiver: usize,
-    /// The URL, or why the one made from this file's name is not valid
-    /// (a capture can make a bad host, for example).
-    pub url: Result<Url, String>,
+    /// The URL of each of the receiver's endpoints, in its configured
+    /// order, or why one made from this file's name is not valid (a
+    /// capture can make a bad host, for example).
+    pub urls: Result<Vec<Url>, String>,
 }
 
 pub const SINGLE_RECEIVER: &str = "default";
@@ -99,13 +138,12 @@ pub const SINGLE_RECEIVER: &str = "default";
 impl Router {
     /// Every file to one receiver, as `sender --url` does.
     pub fn single(config: ReceiverConfig) -> Result<Router, String> {
-        let template = parse_template(&config.url)?;
-        if let Some(name) = captures_of(&template).find(|n| *n != "filename") {
+        let receiver = Receiver::new(SINGLE_RECEIVER.into(), config)?;
+        if let Some(name) = receiver.captures().find(|n| *n != "filename") {
             return Err(format!(
                 "--url has a placeholder {{{name}}} that only a routing rule can fill"
             ));
         }
-        let receiver = Receiver::new(SINGLE_RECEIVER.into(), config, template)?;
         Ok(Router {
             rules: vec![Rule {
                 matcher: Matcher::Glob(GlobBuilder::new("*").build().unwrap().compile_matcher()),
@@ -123,9 +161,7 @@ impl Router {
         let mut receivers = Vec::new();
         for (name, spanned) in &config.receivers {
             let rc = spanned.get_ref();
-            let template = parse_template(&rc.url)
-                .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
-            let receiver = Receiver::new(name.clone(), rc.clone(), template)
+            let receiver = Receiver::new(name.clone(), rc.clone())
                 .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
             if rc.concurrency == 0 {
                 return Err(loaded.error_at(
@@ -178,7 +214,7 @@ impl Router {
                 }
                 _ => return Err(at("a route needs exactly one of glob or regex".into())),
             };
-            for name in captures_of(&receivers[receiver].template) {
+            for name in receivers[receiver].captures() {
                 if name != "filename" && !groups.iter().any(|g| g == name) {
                     return Err(at(format!(
                         "receiver {wanted}'s url uses {{{name}}}, which this route's pattern does not capture (use a regex with (?<{name}>...))"
@@ -204,28 +240,39 @@ impl Router {
 
     /// The receiver and URL for a file, or `None` when no rule matches.
     pub fn route(&self, original: &OsStr) -> Option<Route> {
-        let bytes = original.as_bytes();
         let rule = self.rules.iter().find(|r| r.matches(original))?;
         let receiver = &self.receivers[rule.receiver];
-        if let Some(url) = &receiver.fixed_url {
-            return Some(Route {
-                receiver: rule.receiver,
-                url: Ok(url.clone()),
-            });
+        let urls = receiver
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.url_for(&rule.matcher, original.as_bytes()))
+            .collect();
+        Some(Route {
+            receiver: rule.receiver,
+            urls,
+        })
+    }
+}
+
+impl Endpoint {
+    /// This endpoint's URL for a file that `matcher` matched.
+    fn url_for(&self, matcher: &Matcher, bytes: &[u8]) -> Result<Url, String> {
+        if let Some(url) = &self.fixed_url {
+            return Ok(url.clone());
         }
-        let text = match &rule.matcher {
-            Matcher::Glob(_) => render(&receiver.template, |_| None, bytes),
+        let text = match matcher {
+            Matcher::Glob(_) => render(&self.template, |_| None, bytes),
             Matcher::Regex(re) => {
                 let caps = re.captures(bytes);
                 render(
-                    &receiver.template,
+                    &self.template,
                     |name| caps.as_ref()?.name(name).map(|m| m.as_bytes()),
                     bytes,
                 )
             }
         };
-        let url = match Url::parse(&text) {
-            Ok(url) if slashes(url.path()) == receiver.path_slashes => Ok(url),
+        match Url::parse(&text) {
+            Ok(url) if slashes(url.path()) == self.path_slashes => Ok(url),
             Ok(_) => Err(
                 "this file's name puts a path segment of \".\" or \"..\" in its receiver's URL, which URLs resolve away; rename the file or change the route".into(),
             ),
@@ -233,11 +280,7 @@ impl Router {
                 "the URL made from this file's name, {:?}, is not valid: {e}",
                 redact_url(&text)
             )),
-        };
-        Some(Route {
-            receiver: rule.receiver,
-            url,
-        })
+        }
     }
 }
 
@@ -323,6 +366,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A URL template as it may be shown: [`redact_url`] where it parses, and
+/// where placeholders keep it from parsing, the same by hand (user info
+/// and query cut out).
+pub fn redact_template(template: &str) -> String {
+    if !template.contains('{')
+        && let Ok(url) = Url::parse(template)
+        && url.host_str().is_some()
+    {
+        return redact_url(template);
+    }
+    let template = template.split(['?', '#']).next().unwrap_or_default();
+    match template.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let host = match rest[..authority_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            format!("{scheme}://{host}")
+        }
+        None => "<unparsable url>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,10 +419,10 @@ receiver = "rest"
         let r = router(CONFIG).unwrap();
         let route = r.route(OsStr::new("acme-orders-1.json")).unwrap();
         assert_eq!(r.receivers()[route.receiver].name, "orders");
-        assert_eq!(route.url.unwrap().as_str(), "http://o.example/acme/in");
+        assert_eq!(route.urls.unwrap()[0].as_str(), "http://o.example/acme/in");
         let route = r.route(OsStr::new("x y.json")).unwrap();
         assert_eq!(
-            route.url.unwrap().as_str(),
+            route.urls.unwrap()[0].as_str(),
             "https://r.example/files/x%20y.json"
         );
         assert_eq!(r.route(OsStr::new("x.txt")), None);
@@ -366,17 +433,17 @@ receiver = "rest"
         let r = router(CONFIG).unwrap();
         let route = r.route(OsStr::new("a?b=1#/..-orders")).unwrap();
         assert_eq!(
-            route.url.unwrap().as_str(),
+            route.urls.unwrap()[0].as_str(),
             "http://o.example/a%3Fb%3D1%23%2F../in"
         );
         // A segment of "." or ".." cannot be sent as such, however it is
         // encoded: URL parsing resolves it away ("/../in" is "/in").
         for dots in ["..-orders", ".-orders"] {
-            let why = r.route(OsStr::new(dots)).unwrap().url.unwrap_err();
+            let why = r.route(OsStr::new(dots)).unwrap().urls.unwrap_err();
             assert!(why.contains("resolve away"), "{why}");
         }
         let route = r.route(OsStr::new("...-orders")).unwrap();
-        assert_eq!(route.url.unwrap().as_str(), "http://o.example/.../in");
+        assert_eq!(route.urls.unwrap()[0].as_str(), "http://o.example/.../in");
     }
 
     #[test]
@@ -392,10 +459,10 @@ receiver = "tenant"
         )
         .unwrap();
         let good = r.route(OsStr::new("acme-orders")).unwrap();
-        assert_eq!(good.url.unwrap().as_str(), "http://acme.example/in");
+        assert_eq!(good.urls.unwrap()[0].as_str(), "http://acme.example/in");
         let bad = r.route(OsStr::new("a%00b-orders")).unwrap();
         assert_eq!(bad.receiver, 0);
-        let why = bad.url.unwrap_err();
+        let why = bad.urls.unwrap_err();
         assert!(why.contains("not valid"), "{why}");
     }
 
@@ -404,7 +471,7 @@ receiver = "tenant"
         let r = router(CONFIG).unwrap();
         let name = OsStr::from_bytes(b"caf\xe9.json");
         assert_eq!(
-            r.route(name).unwrap().url.unwrap().as_str(),
+            r.route(name).unwrap().urls.unwrap()[0].as_str(),
             "https://r.example/files/caf%E9.json"
         );
     }
@@ -446,6 +513,40 @@ receiver = "tenant"
         let r = Router::single(ReceiverConfig::for_url("http://127.0.0.1:1/in")).unwrap();
         assert_eq!(r.route(OsStr::new(".odd\nname")).unwrap().receiver, 0);
         assert!(Router::single(ReceiverConfig::for_url("http://x/{t}")).is_err());
+    }
+
+    #[test]
+    fn templates_are_redacted_even_where_they_do_not_parse() {
+        assert_eq!(
+            redact_template("https://u:p@{tenant}.example/in/{x}?t=1"),
+            "https://{tenant}.example/in/{x}"
+        );
+        assert_eq!(
+            redact_template("http://u:p@h.example:8080/in?t=1"),
+            "http://h.example:8080/in"
+        );
+    }
+
+    #[test]
+    fn every_endpoint_gets_its_url_and_the_captures_of_all_are_checked() {
+        let r = router(
+            r#"
+[receivers.a]
+urls = ["http://one.example/{t}", "http://two.example/{t}"]
+[[routes]]
+regex = '^(?<t>[a-z]+)-'
+receiver = "a"
+"#,
+        )
+        .unwrap();
+        let urls = r.route(OsStr::new("acme-1")).unwrap().urls.unwrap();
+        let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+        assert_eq!(urls, ["http://one.example/acme", "http://two.example/acme"]);
+        let err = router(
+            "[receivers.a]\nurls = [\"http://x/\", \"http://y/{t}\"]\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("does not capture"), "{err}");
     }
 
     #[test]

@@ -120,6 +120,11 @@ const FAMILIES: &[Family] = &[
         samples: Samples::Report(|r| paced(r, |p| p.senders.len() as f64)),
     },
     Family {
+        name: "endpoint_circuit_state",
+        help: "1 for the current circuit state of each endpoint of a receiver with several (urls).",
+        samples: Samples::Report(endpoint_circuit_states),
+    },
+    Family {
         name: "receiver_held",
         help: "1 while an operator holds the receiver's backlog.",
         samples: Samples::Receiver(|r| if r.held { 1.0 } else { 0.0 }),
@@ -224,6 +229,28 @@ fn circuit_states(r: &Report) -> Vec<Sample> {
     out
 }
 
+fn endpoint_circuit_states(r: &Report) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (name, rec) in &r.receivers {
+        let Some(c) = &rec.circuit else { continue };
+        for (endpoint, e) in &c.endpoints {
+            for state in [
+                CircuitState::Closed,
+                CircuitState::HalfOpen,
+                CircuitState::Open,
+            ] {
+                let labels = vec![
+                    ("receiver", name.clone()),
+                    ("endpoint", endpoint.clone()),
+                    ("state", state.as_str().into()),
+                ];
+                out.push((labels, if e.state == state { 1.0 } else { 0.0 }));
+            }
+        }
+    }
+    out
+}
+
 /// Escapes a Prometheus label value: backslash, double quote, newline.
 pub fn escape_label(value: &str) -> String {
     value
@@ -309,6 +336,13 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn each_endpoint_s_circuit_has_its_endpoint_label() {
+        let text = to_prometheus(&crate::report::tests::sample());
+        let line = r#"spoolpost_endpoint_circuit_state{receiver="orders",endpoint="https://a.example/in",state="open"} 1"#;
+        assert!(text.contains(line), "{text}");
     }
 
     #[test]

@@ -189,6 +189,16 @@ pub(crate) mod tests {
             state: CircuitState::Open,
             since: "2024-01-01T00:00:00Z".into(),
             reason: Some("auth".into()),
+            endpoints: [(
+                "https://a.example/in".to_string(),
+                Circuit {
+                    state: CircuitState::Open,
+                    since: "2024-01-01T00:00:00Z".into(),
+                    reason: Some("auth".into()),
+                    endpoints: Default::default(),
+                },
+            )]
+            .into(),
         };
         let pace = |limit, in_flight| spoolpost_common::paces::Pace {
             limit,

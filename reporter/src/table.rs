@@ -178,6 +178,21 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
             );
         }
     }
+    // A receiver with several endpoints: each endpoint's circuit, so an
+    // operator sees which instance is failing while the others carry it.
+    for (name, rec) in &r.receivers {
+        for (endpoint, e) in rec.circuit.iter().flat_map(|c| &c.endpoints) {
+            let state = match e.state {
+                CircuitState::Closed => "closed".to_string(),
+                state => paint(state.as_str().to_string(), Paint::Red),
+            };
+            let _ = writeln!(
+                out,
+                "  endpoint {endpoint} of {name}: {state} since {}",
+                e.since
+            );
+        }
+    }
 
     pace(&mut out, r);
 

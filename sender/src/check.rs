@@ -38,15 +38,16 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             ));
             if args.probe {
                 for r in router.receivers() {
-                    match crate::probe::probe(&r.config) {
-                        Ok(took) => println!(
-                            "sender: probe {} {}: ok in {:.1} ms",
-                            r.name,
-                            r.config.url,
-                            took.as_secs_f64() * 1000.0
-                        ),
-                        Err(e) => {
-                            report.receiver(format!("probe {} {}: {e}", r.name, r.config.url))
+                    let endpoints = r.config.endpoints();
+                    for (url, label) in endpoints.iter().zip(r.endpoint_labels()) {
+                        match crate::probe::probe(&r.config, url) {
+                            Ok(took) => println!(
+                                "sender: probe {} {}: ok in {:.1} ms",
+                                r.name,
+                                label,
+                                took.as_secs_f64() * 1000.0
+                            ),
+                            Err(e) => report.receiver(format!("probe {} {}: {e}", r.name, label)),
                         }
                     }
                 }

@@ -1,10 +1,17 @@
 //! The receivers' circuits as the sender runs them: one [`Breaker`] per
-//! receiver, the probe a half-open circuit lets through, publishing every
-//! state change to the claim folder's circuit file, and the operators' holds.
+//! endpoint of each receiver (one endpoint unless it has `urls`), which
+//! endpoint takes a file ([`crate::endpoint`] decides), the probe a
+//! half-open circuit lets through, publishing every state change to the
+//! claim folder's circuit file, and the operators' holds.
+//!
+//! A receiver whose every endpoint is open behaves as one open circuit:
+//! its files wait, and the first endpoint whose open period ends takes
+//! the probe.
 //!
 //! The breaker's rules are the pure [`crate::breaker`]; the state type is
 //! `spoolpost_common::circuits::CircuitState`, the one the reporter reads.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +21,7 @@ use spoolpost_common::event::rfc3339;
 use spoolpost_common::spool::Spool;
 
 use crate::breaker::{Breaker, BreakerConfig, Decision};
+use crate::endpoint::{self, View};
 use crate::verdict::Signal;
 
 /// The scheduler's clock: tokio's, so tests drive it with paused time
@@ -27,55 +35,228 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct Circuits {
     names: Vec<String>,
-    /// Each breaker with why it last opened (`auth`), shown to operators.
-    breakers: Mutex<Vec<(Breaker, Option<&'static str>)>>,
+    state: Mutex<State>,
     /// The claim folder, where this sender's circuit file lives.
     folder: PathBuf,
 }
 
-/// May a file for this receiver go now?
+struct State {
+    config: BreakerConfig,
+    receivers: Vec<Endpoints>,
+}
+
+/// One receiver's endpoints, each with its circuit.
+struct Endpoints {
+    endpoints: Vec<Endpoint>,
+    /// Where the next tie among endpoints is broken (see `endpoint::pick`).
+    cursor: usize,
+}
+
+struct Endpoint {
+    /// The redacted URL it is known by (`Receiver::endpoint_labels`).
+    label: String,
+    breaker: Breaker,
+    /// Why it last opened (`auth`), shown to operators.
+    reason: Option<&'static str>,
+    /// Requests granted to it that have not been answered yet.
+    in_flight: usize,
+}
+
+impl Endpoints {
+    fn new(labels: &[String], config: BreakerConfig, now: Instant) -> Self {
+        let mut e = Endpoints {
+            endpoints: Vec::new(),
+            cursor: 0,
+        };
+        e.set(labels, config, now);
+        e
+    }
+
+    /// Keeps the circuits of the endpoints still in `labels`, adds closed
+    /// ones for new ones, drops the rest, in the order of `labels`.
+    fn set(&mut self, labels: &[String], config: BreakerConfig, now: Instant) {
+        let mut old = std::mem::take(&mut self.endpoints);
+        self.endpoints = labels
+            .iter()
+            .map(|label| match old.iter().position(|e| &e.label == label) {
+                Some(at) => old.swap_remove(at),
+                None => Endpoint {
+                    label: label.clone(),
+                    breaker: Breaker::new(config, now),
+                    reason: None,
+                    in_flight: 0,
+                },
+            })
+            .collect();
+    }
+
+    fn find(&mut self, label: &str) -> Option<&mut Endpoint> {
+        self.endpoints.iter_mut().find(|e| e.label == label)
+    }
+
+    /// Views of the endpoints named by `labels` (a job's snapshot's list),
+    /// in that order; one unknown here (a reload is under way) shows as
+    /// open, so nothing is sent to it before the reload settles.
+    fn views(&self, labels: &[String]) -> Vec<View> {
+        labels
+            .iter()
+            .map(|l| match self.endpoints.iter().find(|e| &e.label == l) {
+                Some(e) => View {
+                    state: e.breaker.state(),
+                    in_flight: e.in_flight,
+                },
+                None => View {
+                    state: CircuitState::Open,
+                    in_flight: 0,
+                },
+            })
+            .collect()
+    }
+
+    /// The state a receiver shows as a whole: the best of its endpoints',
+    /// since a closed endpoint takes its files.
+    fn aggregate(&self, now_sys: SystemTime, now: Instant) -> Circuit {
+        let since = |b: &Breaker| rfc3339(now_sys - now.saturating_duration_since(b.since()));
+        let one = |e: &Endpoint| Circuit {
+            state: e.breaker.state(),
+            since: since(&e.breaker),
+            reason: e.reason.map(str::to_owned),
+            endpoints: BTreeMap::new(),
+        };
+        if let [e] = self.endpoints.as_slice() {
+            return one(e);
+        }
+        let state = self
+            .endpoints
+            .iter()
+            .map(|e| e.breaker.state())
+            .min()
+            .unwrap_or(CircuitState::Closed);
+        let in_state = self.endpoints.iter().filter(|e| e.breaker.state() == state);
+        // Closed since the first endpoint closed; otherwise since the last
+        // endpoint left closed.
+        let since_at = if state == CircuitState::Closed {
+            in_state.map(|e| e.breaker.since()).min()
+        } else {
+            self.endpoints.iter().map(|e| e.breaker.since()).max()
+        };
+        let reason = self
+            .endpoints
+            .iter()
+            .all(|e| e.reason == Some("auth"))
+            .then(|| "auth".to_owned())
+            .filter(|_| state != CircuitState::Closed);
+        Circuit {
+            state,
+            since: rfc3339(now_sys - now.saturating_duration_since(since_at.unwrap_or(now))),
+            reason,
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| (e.label.clone(), one(e)))
+                .collect(),
+        }
+    }
+}
+
+/// May a file for this receiver go now, and to which endpoint (an index
+/// into the labels [`Circuits::admit`] was given)?
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
-    Send,
-    /// It goes as the half-open circuit's one probe; a [`ProbeGuard`] gives
-    /// the probe back if the file is not sent after all.
-    Probe,
+    Send(usize),
+    /// It goes as a half-open endpoint's one probe (every endpoint's
+    /// circuit being open); a [`Grant`] gives the probe back if the file
+    /// is not sent after all.
+    Probe(usize),
     WaitUntil(Instant),
 }
 
 impl Circuits {
-    pub fn new(names: Vec<String>, config: BreakerConfig, folder: PathBuf, now: Instant) -> Self {
-        let breakers = names
-            .iter()
-            .map(|_| (Breaker::new(config, now), None))
-            .collect();
+    /// `receivers`: each receiver's name and endpoint labels.
+    pub fn new(
+        receivers: Vec<(String, Vec<String>)>,
+        config: BreakerConfig,
+        folder: PathBuf,
+        now: Instant,
+    ) -> Self {
+        let (names, endpoints) = receivers
+            .into_iter()
+            .map(|(name, labels)| (name, Endpoints::new(&labels, config, now)))
+            .unzip();
         Circuits {
             names,
-            breakers: Mutex::new(breakers),
+            state: Mutex::new(State {
+                config,
+                receivers: endpoints,
+            }),
             folder,
         }
     }
 
-    pub fn admit(&self, receiver: usize, now: Instant) -> Admit {
-        let decision = self.breakers.lock().unwrap()[receiver].0.check(now);
-        match decision {
-            Decision::Send => Admit::Send,
-            Decision::WaitUntil(at) => Admit::WaitUntil(at),
-            Decision::Probe => {
-                // Open -> half-open happens inside check(): publish it.
-                self.publish();
-                Admit::Probe
+    /// Whether a file for `receiver` may go now, to which of its endpoints
+    /// (`labels`, from the configuration the file is offered under). The
+    /// first endpoint whose open period has passed takes it as its probe;
+    /// otherwise a closed endpoint is chosen by [`endpoint::pick`]; with
+    /// none closed, the file waits for the earliest open period to end. Counts the request in
+    /// flight on the endpoint; [`Grant`] takes it back if it does not go.
+    pub fn admit(&self, receiver: usize, labels: &[String], now: Instant) -> Admit {
+        let mut state = self.state.lock().unwrap();
+        let r = &mut state.receivers[receiver];
+        // An endpoint whose open period is over takes its probe first,
+        // even while others are closed: otherwise a receiver with one
+        // healthy endpoint would never look at the others again. A failed
+        // probe costs its file nothing but the trip: it fails over.
+        let mut earliest: Option<Instant> = None;
+        for (at, label) in labels.iter().enumerate() {
+            let Some(e) = r.find(label) else { continue };
+            if e.breaker.state() == CircuitState::Closed {
+                continue;
+            }
+            match e.breaker.check(now) {
+                Decision::Send => {}
+                Decision::WaitUntil(t) => earliest = Some(earliest.map_or(t, |w| w.min(t))),
+                Decision::Probe => {
+                    e.in_flight += 1;
+                    drop(state);
+                    // Open -> half-open happens inside check(): publish it.
+                    self.publish();
+                    return Admit::Probe(at);
+                }
             }
         }
+        let views = r.views(labels);
+        if let Some(at) = endpoint::pick(&views, &[], r.cursor) {
+            r.cursor = (at + 1) % labels.len();
+            if let Some(e) = r.find(&labels[at]) {
+                e.in_flight += 1;
+            }
+            return Admit::Send(at);
+        }
+        Admit::WaitUntil(earliest.unwrap_or(now + HOLD_REFRESH))
     }
 
-    /// Tells the receiver's breaker what an attempt showed. Returns true
-    /// when the circuit closed: files held back while the probe was out can
-    /// go now, not at the next timer.
-    pub fn record(&self, receiver: usize, signal: Signal, now: Instant) -> bool {
+    /// Another closed endpoint for an attempt whose endpoints in `tried`
+    /// failed, counted in flight; `None` when there is none left.
+    pub fn failover(&self, receiver: usize, labels: &[String], tried: &[usize]) -> Option<usize> {
+        let mut state = self.state.lock().unwrap();
+        let r = &mut state.receivers[receiver];
+        let at = endpoint::pick(&r.views(labels), tried, r.cursor)?;
+        r.find(&labels[at])?.in_flight += 1;
+        Some(at)
+    }
+
+    /// Tells an endpoint's breaker what an attempt showed, and counts the
+    /// request out of flight. Returns true when its circuit closed: files
+    /// held back while the probe was out can go now, not at the next timer.
+    pub fn record(&self, receiver: usize, label: &str, signal: Signal, now: Instant) -> bool {
         let transition = {
-            let mut breakers = self.breakers.lock().unwrap();
-            let (breaker, reason) = &mut breakers[receiver];
+            let mut state = self.state.lock().unwrap();
+            // Gone in a reload while the request was out: nothing to tell.
+            let Some(e) = state.receivers[receiver].find(label) else {
+                return false;
+            };
+            e.in_flight = e.in_flight.saturating_sub(1);
+            let (breaker, reason) = (&mut e.breaker, &mut e.reason);
             let transition = match signal {
                 Signal::Works => breaker.record_success(now),
                 Signal::Fails { retry_after } => breaker.record_failure(now, retry_after),
@@ -110,12 +291,14 @@ impl Circuits {
         let name = &self.names[receiver];
         match state {
             CircuitState::Open if signal == Signal::Refuses => {
-                tracing::warn!(receiver = %name, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
+                tracing::warn!(receiver = %name, endpoint = %label, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
             }
             CircuitState::Open => {
-                tracing::warn!(receiver = %name, "circuit opened: receiver is failing; its files wait")
+                tracing::warn!(receiver = %name, endpoint = %label, "circuit opened: endpoint is failing; files go to the receiver's other endpoints, or wait")
             }
-            state => tracing::info!(receiver = %name, state = state.as_str(), "circuit changed"),
+            state => {
+                tracing::info!(receiver = %name, endpoint = %label, state = state.as_str(), "circuit changed")
+            }
         }
         state == CircuitState::Closed
     }
@@ -123,22 +306,47 @@ impl Circuits {
     /// Takes a reload's breaker settings; each circuit keeps its state,
     /// and the new settings count from its next failure or opening.
     pub fn reconfigure(&self, config: BreakerConfig) {
-        for (breaker, _) in self.breakers.lock().unwrap().iter_mut() {
-            breaker.reconfigure(config);
+        let mut state = self.state.lock().unwrap();
+        state.config = config;
+        for r in state.receivers.iter_mut() {
+            for e in r.endpoints.iter_mut() {
+                e.breaker.reconfigure(config);
+            }
         }
     }
 
-    /// How many circuits are not closed, for the service status line.
+    /// Takes a reload's endpoints of `receiver`: those it keeps keep their
+    /// circuits, new ones start closed, and dropped ones are forgotten.
+    pub fn set_endpoints(&self, receiver: usize, labels: &[String], now: Instant) {
+        {
+            let mut state = self.state.lock().unwrap();
+            let config = state.config;
+            state.receivers[receiver].set(labels, config, now);
+        }
+        self.publish();
+    }
+
+    /// How many endpoints' circuits are not closed, for the service status
+    /// line.
     pub fn not_closed(&self) -> usize {
-        let breakers = self.breakers.lock().unwrap();
-        breakers
+        let state = self.state.lock().unwrap();
+        state
+            .receivers
             .iter()
-            .filter(|(b, _)| b.state() != CircuitState::Closed)
+            .flat_map(|r| &r.endpoints)
+            .filter(|e| e.breaker.state() != CircuitState::Closed)
             .count()
     }
 
-    fn cancel_probe(&self, receiver: usize) {
-        self.breakers.lock().unwrap()[receiver].0.cancel_probe();
+    /// Gives back a grant that was not used.
+    fn ungrant(&self, receiver: usize, label: &str, probe: bool) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(e) = state.receivers[receiver].find(label) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            if probe {
+                e.breaker.cancel_probe();
+            }
+        }
     }
 
     /// Rewrites this sender's circuit-state file (see
@@ -147,21 +355,11 @@ impl Circuits {
         let now_sys = SystemTime::now();
         let now = Instant::now();
         let circuits: circuits::Circuits = {
-            let breakers = self.breakers.lock().unwrap();
+            let state = self.state.lock().unwrap();
             self.names
                 .iter()
-                .zip(breakers.iter())
-                .map(|(name, (b, reason))| {
-                    let since = rfc3339(now_sys - now.saturating_duration_since(b.since()));
-                    (
-                        name.clone(),
-                        Circuit {
-                            state: b.state(),
-                            since,
-                            reason: reason.map(str::to_owned),
-                        },
-                    )
-                })
+                .zip(state.receivers.iter())
+                .map(|(name, r)| (name.clone(), r.aggregate(now_sys, now)))
                 .collect()
         };
         if let Err(e) = circuits::write(&self.folder, &circuits) {
@@ -170,35 +368,40 @@ impl Circuits {
     }
 }
 
-/// A granted probe that has not gone out yet. Dropped before
-/// [`ProbeGuard::sent`], it gives the probe back, so a file that turns out
-/// not to go (no room, stopping, claimed by another sender) never leaves a
-/// half-open circuit waiting for an answer that will not come.
-pub struct ProbeGuard<'a> {
+/// A request granted to an endpoint that has not gone out yet. Dropped
+/// before [`Grant::sent`], it gives the grant back (and the probe, if it
+/// was one), so a file that turns out not to go (no room, stopping,
+/// claimed by another sender) never leaves a half-open circuit waiting for
+/// an answer that will not come, nor an endpoint counted busy.
+pub struct Grant<'a> {
     circuits: &'a Circuits,
     receiver: usize,
+    label: &'a str,
+    probe: bool,
     armed: bool,
 }
 
-impl<'a> ProbeGuard<'a> {
-    pub fn new(circuits: &'a Circuits, receiver: usize, probe: bool) -> Self {
-        ProbeGuard {
+impl<'a> Grant<'a> {
+    pub fn new(circuits: &'a Circuits, receiver: usize, label: &'a str, probe: bool) -> Self {
+        Grant {
             circuits,
             receiver,
-            armed: probe,
+            label,
+            probe,
+            armed: true,
         }
     }
 
-    /// The file went: its attempt's verdict answers the probe.
+    /// The file went: its attempt's verdict answers the grant.
     pub fn sent(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for ProbeGuard<'_> {
+impl Drop for Grant<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.circuits.cancel_probe(self.receiver);
+            self.circuits.ungrant(self.receiver, self.label, self.probe);
         }
     }
 }
@@ -260,15 +463,19 @@ mod tests {
             open_initial: S(5),
             open_max: S(60),
         };
-        Circuits::new(vec!["r".into()], config, folder.to_path_buf(), now())
+        Circuits::new(vec![("r".into(), l())], config, folder.to_path_buf(), now())
+    }
+
+    fn l() -> Vec<String> {
+        vec!["http://h/".into()]
     }
 
     fn fail(c: &Circuits, retry_after: Option<Duration>) {
-        c.record(0, Signal::Fails { retry_after }, now());
+        c.record(0, "http://h/", Signal::Fails { retry_after }, now());
     }
 
     async fn wait_out(c: &Circuits) {
-        let Admit::WaitUntil(at) = c.admit(0, now()) else {
+        let Admit::WaitUntil(at) = c.admit(0, &l(), now()) else {
             panic!("not waiting")
         };
         tokio::time::sleep_until(at.into()).await;
@@ -281,23 +488,23 @@ mod tests {
         let t0 = now();
         fail(&c, None);
         fail(&c, None);
-        assert_eq!(c.admit(0, now()), Admit::WaitUntil(t0 + S(5)));
+        assert_eq!(c.admit(0, &l(), now()), Admit::WaitUntil(t0 + S(5)));
         tokio::time::sleep(S(4)).await;
-        assert!(matches!(c.admit(0, now()), Admit::WaitUntil(_)));
+        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         wait_out(&c).await;
         assert_eq!(now() - t0, S(5));
-        assert_eq!(c.admit(0, now()), Admit::Probe);
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // One probe at a time.
-        let guard = ProbeGuard::new(&c, 0, true);
-        assert!(matches!(c.admit(0, now()), Admit::WaitUntil(_)));
+        let guard = Grant::new(&c, 0, "http://h/", true);
+        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // Not sent after all (no room, stopping, claimed elsewhere): released.
         drop(guard);
-        assert_eq!(c.admit(0, now()), Admit::Probe);
-        ProbeGuard::new(&c, 0, true).sent();
-        assert!(matches!(c.admit(0, now()), Admit::WaitUntil(_)));
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        Grant::new(&c, 0, "http://h/", true).sent();
+        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // Its answer closes the circuit and asks for a pass at once.
-        assert!(c.record(0, Signal::Works, now()));
-        assert_eq!(c.admit(0, now()), Admit::Send);
+        assert!(c.record(0, "http://h/", Signal::Works, now()));
+        assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(published.contains("closed"), "{published}");
     }
@@ -311,10 +518,10 @@ mod tests {
         fail(&c, Some(S(20)));
         wait_out(&c).await;
         assert_eq!(now() - t0, S(20));
-        assert_eq!(c.admit(0, now()), Admit::Probe);
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The probe's file was a local problem: nothing learnt, probe free.
-        assert!(!c.record(0, Signal::Silent, now()));
-        assert_eq!(c.admit(0, now()), Admit::Probe);
+        assert!(!c.record(0, "http://h/", Signal::Silent, now()));
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A failed probe reopens for the doubled period.
         let t1 = now();
         fail(&c, None);
@@ -326,16 +533,85 @@ mod tests {
     async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
         let dir = tempfile::tempdir().unwrap();
         let c = circuits(dir.path());
-        c.record(0, Signal::Refuses, now());
-        assert!(matches!(c.admit(0, now()), Admit::WaitUntil(_)));
+        c.record(0, "http://h/", Signal::Refuses, now());
+        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         assert_eq!(c.not_closed(), 1);
         let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(read().contains(r#""reason": "auth""#), "{}", read());
         wait_out(&c).await;
-        assert_eq!(c.admit(0, now()), Admit::Probe);
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A rotated secret lets the probe through: closed, reason gone.
-        assert!(c.record(0, Signal::Works, now()));
+        assert!(c.record(0, "http://h/", Signal::Works, now()));
         assert!(!read().contains("auth"), "{}", read());
         assert_eq!(c.not_closed(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_endpoint_has_its_circuit_and_all_open_is_the_receivers_open_circuit() {
+        let dir = tempfile::tempdir().unwrap();
+        let two: Vec<String> = vec!["http://a/".into(), "http://b/".into()];
+        let config = BreakerConfig {
+            failures: 1,
+            open_initial: S(5),
+            open_max: S(60),
+        };
+        let c = Circuits::new(
+            vec![("r".into(), two.clone())],
+            config,
+            dir.path().to_path_buf(),
+            now(),
+        );
+        let fails = Signal::Fails { retry_after: None };
+        // Ties are spread: a then b.
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        // b has one in flight now: a (none) is picked, twice over.
+        c.record(0, "http://a/", Signal::Works, now());
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
+        c.record(0, "http://a/", fails, now());
+        // a is open: everything goes to b, and a failover finds no other.
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        assert_eq!(c.failover(0, &two, &[1]), None);
+        assert_eq!(c.not_closed(), 1);
+        // Once a's open period is over, a takes the next file as its probe
+        // although b is closed: a healthy b must not hide a's recovery.
+        let Admit::WaitUntil(_) = c.admit(0, &["http://a/".to_string()], now()) else {
+            panic!("a alone is open")
+        };
+        let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
+        let published: circuits::Circuits = serde_json::from_str(&published).unwrap();
+        assert_eq!(published["r"].state, CircuitState::Closed);
+        assert_eq!(
+            published["r"].endpoints["http://a/"].state,
+            CircuitState::Open
+        );
+        assert_eq!(
+            published["r"].endpoints["http://b/"].state,
+            CircuitState::Closed
+        );
+        tokio::time::sleep(S(5)).await;
+        assert_eq!(c.admit(0, &two, now()), Admit::Probe(0));
+        c.record(0, "http://a/", fails, now());
+        // b fails too: the receiver waits as one open circuit would ...
+        c.record(0, "http://b/", fails, now());
+        let Admit::WaitUntil(at) = c.admit(0, &two, now()) else {
+            panic!("not waiting")
+        };
+        let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
+        assert!(
+            published.starts_with("{\n  \"r\": {\n    \"state\": \"open\""),
+            "{published}"
+        );
+        // ... and the first endpoint out of its open period takes the probe:
+        // b, open for 5 s, before a, reopened for twice that.
+        tokio::time::sleep_until(at.into()).await;
+        assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
+        assert!(c.record(0, "http://b/", Signal::Works, now()));
+        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        // A reload that drops b and adds d: a keeps its open circuit.
+        let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];
+        c.set_endpoints(0, &next, now());
+        assert_eq!(c.admit(0, &next, now()), Admit::Send(1));
+        assert_eq!(c.not_closed(), 1);
     }
 }

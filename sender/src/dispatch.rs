@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::circuit::{Admit, Holds, ProbeGuard};
+use crate::circuit::{Admit, Grant, Holds};
 use crate::job::{self, Job};
 use crate::outcome::Answer;
 use crate::settle::{Attempted, settle};
@@ -166,8 +166,8 @@ impl Dispatcher {
             return Offer::Ignored;
         };
         let r = route.receiver;
-        let url = match route.url {
-            Ok(url) => url,
+        let urls = match route.urls {
+            Ok(urls) => urls,
             Err(why) => {
                 self.reject_at_once(&name, Answer::Unsendable(why), Some(r));
                 return Offer::Ignored;
@@ -181,17 +181,19 @@ impl Dispatcher {
             return Offer::NotYet;
         }
         let shared = self.shared.clone();
-        let probe = match shared.circuits.admit(r, crate::circuit::now()) {
+        let snapshot = config.clone();
+        let labels = snapshot.router.receivers()[r].endpoint_labels();
+        let (endpoint, probe) = match shared.circuits.admit(r, labels, crate::circuit::now()) {
             Admit::WaitUntil(at) => {
                 self.wake_at(at);
                 return Offer::NotYet;
             }
-            Admit::Probe => true,
-            Admit::Send => false,
+            Admit::Probe(endpoint) => (endpoint, true),
+            Admit::Send(endpoint) => (endpoint, false),
         };
-        // Gives the probe back on every way out below but the one that
-        // starts the job.
-        let probe = ProbeGuard::new(&shared.circuits, r, probe);
+        // Gives the endpoint's grant (and probe) back on every way out
+        // below but the one that starts the job.
+        let grant = Grant::new(&shared.circuits, r, &labels[endpoint], probe);
         let pace = self.shared.slots[r].pace.clone();
         let pace = match pace.try_take() {
             Some(slot) => slot,
@@ -234,12 +236,13 @@ impl Dispatcher {
                 let job = Job {
                     claimed,
                     receiver: r,
-                    url,
+                    urls,
+                    endpoint,
                     permits: (receiver_permit, global_permit),
                     pace,
                     config,
                 };
-                probe.sent();
+                grant.sent();
                 self.jobs.spawn(job::run(self.shared.clone(), job));
                 Offer::Started
             }
@@ -282,6 +285,8 @@ impl Dispatcher {
                 let attempted = Attempted {
                     receiver,
                     url: None,
+                    endpoint: None,
+                    failed_over: &[],
                     sent: None,
                     now,
                     limit: None,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use spoolpost_common::config::{self, ReceiverConfig};
+use spoolpost_common::config::{self, BodyEncoding, ReceiverConfig};
 
 /// The least time between two reads of a receiver's secret files.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -100,10 +100,15 @@ impl State {
                 )
             })?,
         );
-        if c.gzip {
+        let encoding = match c.encoding() {
+            BodyEncoding::Identity => None,
+            BodyEncoding::Gzip(_) => Some("gzip"),
+            BodyEncoding::Zstd(_) => Some("zstd"),
+        };
+        if let Some(encoding) = encoding {
             fixed.insert(
                 reqwest::header::CONTENT_ENCODING,
-                HeaderValue::from_static("gzip"),
+                HeaderValue::from_static(encoding),
             );
         }
         let configured = c

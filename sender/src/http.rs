@@ -1,7 +1,7 @@
 //! Everything that speaks HTTP: the pooled clients, the request for one file
 //! and how its body is made, and turning what came back into an [`Answer`].
 //!
-//! Bodies are gzip-compressed as they are read. Files up to [`INLINE_MAX`]
+//! Bodies are compressed (gzip or zstd, or not at all) as they are read. Files up to [`INLINE_MAX`]
 //! are read and compressed in one go (the common case, and the cheapest);
 //! larger ones are streamed from a blocking thread through a small bounded
 //! channel, so memory stays flat whatever the file size.
@@ -31,7 +31,7 @@ use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::HeaderValue;
-use spoolpost_common::config::Method;
+use spoolpost_common::config::{BodyEncoding, Method};
 use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
 
@@ -64,8 +64,26 @@ struct Target {
     server_name: Option<String>,
     method: reqwest::Method,
     headers: Headers,
-    gzip: Option<Compression>,
+    encoding: Encoding,
     timeout: Duration,
+}
+
+/// How a body is compressed, resolved from the receiver's settings.
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    Identity,
+    Gzip(Compression),
+    Zstd(i32),
+}
+
+impl From<BodyEncoding> for Encoding {
+    fn from(e: BodyEncoding) -> Self {
+        match e {
+            BodyEncoding::Identity => Encoding::Identity,
+            BodyEncoding::Gzip(level) => Encoding::Gzip(Compression::new(level)),
+            BodyEncoding::Zstd(level) => Encoding::Zstd(level),
+        }
+    }
 }
 
 pub struct Http {
@@ -149,7 +167,7 @@ impl Http {
                     Method::Put => reqwest::Method::PUT,
                 },
                 headers,
-                gzip: c.gzip.then(|| Compression::new(c.gzip_level)),
+                encoding: c.encoding().into(),
                 timeout: c.timeout,
             });
         }
@@ -173,7 +191,7 @@ impl Http {
         let started = Instant::now();
         let size = claimed.len;
         let progress = Arc::new(Progress::default());
-        let body = match make_body(file, claimed, path, target.gzip, &progress) {
+        let body = match make_body(file, claimed, path, target.encoding, &progress) {
             Ok(body) => body,
             Err(local) => {
                 let (answer, error) = match local {
@@ -279,7 +297,7 @@ fn make_body(
     mut file: File,
     claimed: Snapshot,
     path: &Path,
-    gzip: Option<Compression>,
+    encoding: Encoding,
     progress: &Arc<Progress>,
 ) -> Result<reqwest::Body, Local> {
     let size = claimed.len;
@@ -292,11 +310,12 @@ fn make_body(
             .map_err(|e| Local::Read(format!("cannot read the file: {e}")))?;
         progress.read.store(data.len() as u64, Ordering::Relaxed);
         verify(&file, path, claimed, data.len() as u64).map_err(Local::Changed)?;
-        let body = match gzip {
-            Some(level) => gzip_small(&data, level)
-                .map_err(|e| Local::Read(format!("cannot compress the file: {e}")))?,
-            None => data,
-        };
+        let body = match encoding {
+            Encoding::Gzip(level) => gzip_small(&data, level),
+            Encoding::Zstd(level) => zstd_small(&data, level),
+            Encoding::Identity => Ok(data),
+        }
+        .map_err(|e| Local::Read(format!("cannot compress the file: {e}")))?;
         // Small enough to go out with the request head in one write: it is
         // wholly sent before any answer can come.
         progress.sent.store(body.len() as u64, Ordering::Relaxed);
@@ -306,7 +325,7 @@ fn make_body(
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let (path, producer) = (path.to_path_buf(), progress.clone());
     tokio::task::spawn_blocking(move || {
-        if let Err(local) = stream_file(&mut file, claimed, &path, gzip, &tx, &producer) {
+        if let Err(local) = stream_file(&mut file, claimed, &path, encoding, &tx, &producer) {
             let error = match &local {
                 Local::Changed(change) => change_error(*change),
                 Local::Read(text) => io::Error::other(text.clone()),
@@ -371,6 +390,71 @@ fn gzip_small(data: &[u8], level: Compression) -> io::Result<Vec<u8>> {
     })
 }
 
+thread_local! {
+    /// One reusable zstd context per level on each runtime thread, for the
+    /// same reason as [`COMPRESSORS`]: a context's tables cost more to set
+    /// up than a small file costs to compress.
+    static ZSTD_CONTEXTS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Compresses a small body to one zstd frame with a reused context.
+fn zstd_small(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    ZSTD_CONTEXTS.with_borrow_mut(|cache| {
+        let at = match cache.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                cache.push((level, zstd::bulk::Compressor::new(level)?));
+                cache.len() - 1
+            }
+        };
+        // A frame that says its size, so a receiver can allocate once.
+        let c = &mut cache[at].1;
+        c.include_contentsize(true)?;
+        c.compress(data)
+    })
+}
+
+/// A streaming compressor over the chunk being filled.
+enum Encoder {
+    Gzip(GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    fn new(encoding: Encoding) -> io::Result<Option<Encoder>> {
+        let buf = Vec::with_capacity(CHUNK + 1024);
+        Ok(match encoding {
+            Encoding::Identity => None,
+            Encoding::Gzip(level) => Some(Encoder::Gzip(GzEncoder::new(buf, level))),
+            Encoding::Zstd(level) => Some(Encoder::Zstd(zstd::stream::write::Encoder::new(
+                buf, level,
+            )?)),
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Zstd(e) => e.write_all(data),
+        }
+    }
+
+    /// The compressed bytes so far.
+    fn out(&mut self) -> &mut Vec<u8> {
+        match self {
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+        }
+    }
+
+    fn finish(self) -> io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
 /// Reads, compresses and hands over chunks until the file ends, then
 /// checks that the file is still what was claimed before the last bytes
 /// go. Returns early without error when the request was dropped (the
@@ -380,13 +464,14 @@ fn stream_file(
     file: &mut File,
     claimed: Snapshot,
     path: &Path,
-    gzip: Option<Compression>,
+    encoding: Encoding,
     tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
     progress: &Progress,
 ) -> Result<(), Local> {
     let read_error = |e: io::Error| Local::Read(format!("cannot read the file: {e}"));
     let mut buf = vec![0u8; CHUNK];
-    let mut encoder = gzip.map(|level| GzEncoder::new(Vec::with_capacity(CHUNK + 1024), level));
+    let mut encoder = Encoder::new(encoding)
+        .map_err(|e| Local::Read(format!("cannot set up compression: {e}")))?;
     let hand_over = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
     let mut total = 0u64;
     loop {
@@ -407,10 +492,10 @@ fn stream_file(
             None => buf[..n].to_vec(),
             Some(enc) => {
                 enc.write_all(&buf[..n]).map_err(read_error)?;
-                if enc.get_ref().len() < CHUNK {
+                if enc.out().len() < CHUNK {
                     continue;
                 }
-                std::mem::replace(enc.get_mut(), Vec::with_capacity(CHUNK + 1024))
+                std::mem::replace(enc.out(), Vec::with_capacity(CHUNK + 1024))
             }
         };
         if !hand_over(chunk) {
@@ -535,6 +620,23 @@ mod tests {
                 .read_to_end(&mut back)
                 .unwrap();
             assert_eq!(&back, text);
+        }
+    }
+
+    #[test]
+    fn reused_zstd_contexts_make_valid_independent_frames() {
+        for (i, text) in [
+            &b"first body"[..],
+            b"",
+            b"second, longer body".repeat(500).as_slice(),
+            b"first body",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let level = if i == 1 { 1 } else { 3 };
+            let z = zstd_small(text, level).unwrap();
+            assert_eq!(&zstd::decode_all(&z[..]).unwrap(), text);
         }
     }
 }

@@ -1,6 +1,14 @@
 //! The life of one claimed file: open it, send it, judge what came back
-//! ([`crate::verdict`]), tell the receiver's circuit, and settle the file
+//! ([`crate::verdict`]), tell the endpoint's circuit, and settle the file
 //! ([`crate::settle`]).
+//!
+//! A receiver with several endpoints gets one more chance within the same
+//! attempt: when an endpoint fails in a way another may not (a retryable
+//! 5xx, 408, 429 or a transport failure), the file goes at once to another
+//! endpoint whose circuit is closed, each endpoint at most once per
+//! attempt, instead of waiting out the backoff. The attempt is counted
+//! once; its event line names the endpoint that answered last and what the
+//! others answered before it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,13 +21,15 @@ use crate::http::Sent;
 use crate::outcome::{Answer, Rules};
 use crate::settle::{Attempted, settle};
 use crate::shared::{Shared, Snapshot};
-use crate::verdict::{Attempt, verdict};
+use crate::verdict::{Attempt, Fate, Signal, Verdict, verdict};
 
 /// A file on its way, with the permits that count it as in flight.
 pub struct Job {
     pub claimed: Claimed,
     pub receiver: usize,
-    pub url: reqwest::Url,
+    /// The URL of each of the receiver's endpoints, and the one granted.
+    pub urls: Vec<reqwest::Url>,
+    pub endpoint: usize,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     /// Its room under the receiver's adaptive limit.
     pub pace: crate::pace::Slot,
@@ -32,15 +42,14 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let Job {
         claimed,
         receiver,
-        url,
+        urls,
+        endpoint,
         permits,
         mut pace,
         config: snapshot,
     } = job;
-    let sent = attempt(&snapshot, &claimed, receiver, &url).await;
-    let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
-    let now = SystemTime::now();
     let config = &snapshot.router.receivers()[receiver].config;
+    let labels = snapshot.router.receivers()[receiver].endpoint_labels();
     let rules = Rules {
         extra_retry: &config.retry_statuses,
         extra_reject: &config.reject_statuses,
@@ -48,22 +57,49 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     };
     let first =
         std::time::UNIX_EPOCH + Duration::from_secs(claimed.name.first_attempt.unwrap_or(0));
-    let at = Attempt {
-        number: claimed.name.attempts + 1,
-        age: now.duration_since(first).unwrap_or(Duration::ZERO),
-        now,
-        jitter: fastrand::f64(),
+    let mut tried = vec![endpoint];
+    let mut failed_over = Vec::new();
+    let (sent, verdict, now) = loop {
+        let endpoint = *tried.last().expect("one endpoint at least");
+        let sent = attempt(&snapshot, &claimed, receiver, &urls[endpoint]).await;
+        let now = SystemTime::now();
+        let at = Attempt {
+            number: claimed.name.attempts + 1,
+            age: now.duration_since(first).unwrap_or(Duration::ZERO),
+            now,
+            jitter: fastrand::f64(),
+        };
+        let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
+        if shared.circuits.record(
+            receiver,
+            &labels[endpoint],
+            verdict.receiver,
+            crate::circuit::now(),
+        ) {
+            shared.wake.notify_one();
+        }
+        let next = if worth_another_endpoint(&verdict) {
+            shared.circuits.failover(receiver, labels, &tried)
+        } else {
+            None
+        };
+        match next {
+            Some(next) => {
+                let what = failover_note(&labels[endpoint], &sent);
+                tracing::info!(receiver = %shared.receiver_name(receiver), endpoint = %labels[endpoint], answered = %what, next = %labels[next], "trying the receiver's next endpoint");
+                failed_over.push(what);
+                tried.push(next);
+            }
+            None => break (sent, verdict, now),
+        }
     };
-    let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
-    if shared
-        .circuits
-        .record(receiver, verdict.receiver, crate::circuit::now())
-    {
-        shared.wake.notify_one();
-    }
+    let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
+    let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(receiver),
-        url: Some(&url),
+        url: Some(&urls[endpoint]),
+        endpoint: Some(&labels[endpoint]),
+        failed_over: &failed_over,
         sent: Some(&sent),
         now,
         limit: Some(limit),
@@ -74,6 +110,24 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     tokio::time::sleep(pace.hold()).await;
     drop(pace);
     shared.release_slot(receiver, permits);
+}
+
+/// Whether another endpoint may do better than the one that answered: it
+/// failed as a receiver (not the file, not our credentials), and the file
+/// would otherwise wait for a retry or be given up on for its limits.
+fn worth_another_endpoint(verdict: &Verdict) -> bool {
+    matches!(verdict.receiver, Signal::Fails { .. })
+        && matches!(verdict.fate, Fate::Retry { .. } | Fate::Expire { .. })
+}
+
+/// What an endpoint that was failed over answered, for the event line:
+/// `URL: status 503` or `URL: the transport error`.
+fn failover_note(label: &str, sent: &Sent) -> String {
+    match (&sent.answer, &sent.error) {
+        (Answer::Status { code, .. }, _) => format!("{label}: status {code}"),
+        (_, Some(error)) => format!("{label}: {error}"),
+        (answer, None) => format!("{label}: {answer:?}"),
+    }
 }
 
 /// Opens the claimed file and sends it; a file that cannot be opened is an

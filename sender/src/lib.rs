@@ -7,8 +7,9 @@
 //! schedules within each receiver's [`pace`] (the plumbing of the
 //! [`adaptive`] limit and the [`rate`] limit), [`job`] carries one file through one attempt, [`settle`] is
 //! the one place that acts on a verdict (through `spoolpost_common::spool`,
-//! which makes every move), [`circuit`] runs the receivers' breakers, probes
-//! and holds, [`run`] holds the process's life cycle, and [`file`] opens a
+//! which makes every move), [`circuit`] runs the endpoints' breakers, probes
+//! and holds (with [`endpoint`] the pure rule for which endpoint of a
+//! receiver with `urls` takes a file), [`run`] holds the process's life cycle, and [`file`] opens a
 //! claimed file and notices it changing.
 
 pub mod adaptive;
@@ -19,6 +20,7 @@ pub mod circuit;
 pub mod cli;
 pub mod client;
 pub mod dispatch;
+pub mod endpoint;
 pub mod file;
 pub mod headers;
 pub mod http;

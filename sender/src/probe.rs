@@ -19,9 +19,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObjec
 use spoolpost_common::config::{ReceiverConfig, TlsVersion};
 use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
 
-/// What a probe found: the time to a connection (and handshake).
-pub fn probe(config: &ReceiverConfig) -> Result<Duration, String> {
-    let url = reqwest::Url::parse(&config.url)
+/// What a probe of one endpoint (`url`, one of the receiver's) found: the
+/// time to a connection (and handshake).
+pub fn probe(config: &ReceiverConfig, url: &str) -> Result<Duration, String> {
+    let url = reqwest::Url::parse(url)
         .map_err(|_| "its host depends on a route's captures: not probed".to_string())?;
     let host = url.host_str().ok_or("the url has no host")?.to_string();
     let port = url.port_or_known_default().ok_or("the url has no port")?;

@@ -94,6 +94,13 @@ impl Reloader {
             }
         };
         shared.circuits.reconfigure(breaker_config(settings));
+        // New endpoints get their circuits before any file can be offered
+        // to them; dropped ones are forgotten once no job answers them.
+        for (i, r) in snapshot.router.receivers().iter().enumerate() {
+            shared
+                .circuits
+                .set_endpoints(i, r.endpoint_labels(), crate::circuit::now());
+        }
         shared.swap(snapshot);
         Ok(restart)
     }

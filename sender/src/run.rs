@@ -152,7 +152,11 @@ pub async fn run(
         })
         .collect();
     let circuits = Circuits::new(
-        router.receivers().iter().map(|r| r.name.clone()).collect(),
+        router
+            .receivers()
+            .iter()
+            .map(|r| (r.name.clone(), r.endpoint_labels().to_vec()))
+            .collect(),
         breaker_config(&settings),
         claims.path().to_path_buf(),
         now,

@@ -17,6 +17,10 @@ use crate::verdict::Fate;
 pub struct Attempted<'a> {
     pub receiver: Option<usize>,
     pub url: Option<&'a reqwest::Url>,
+    /// The endpoint that answered last, by its redacted URL.
+    pub endpoint: Option<&'a str>,
+    /// What the endpoints tried before it in this attempt answered.
+    pub failed_over: &'a [String],
     /// What the request got; `None` when the file was never offered to a
     /// receiver (no route, no valid URL).
     pub sent: Option<&'a Sent>,
@@ -55,6 +59,8 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         error: sent.and_then(|s| s.error.clone()),
         source: None,
         limit: attempted.limit,
+        endpoint: attempted.endpoint.map(str::to_owned),
+        failed_over: attempted.failed_over.to_vec(),
     };
     match fate {
         Fate::Deliver => match shared.claims.deliver(claimed, shared.delete_delivered) {
@@ -134,6 +140,14 @@ fn reason(
     if let Some(sent) = attempted.sent {
         record.attempts = name.attempts + 1;
         record.error = sent.error.clone();
+        if !attempted.failed_over.is_empty() {
+            // The endpoints tried before the one in `url`, and their answers.
+            let before = attempted.failed_over.join("; ");
+            record.error = Some(match &record.error {
+                Some(e) => format!("{e} (after {before})"),
+                None => format!("after {before}"),
+            });
+        }
         let (body, truncated) = truncate_body(&sent.body);
         record.body = (!body.is_empty()).then_some(body);
         record.body_truncated = truncated;

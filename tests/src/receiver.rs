@@ -8,7 +8,8 @@
 //! reading the body (an early answer), or stop reading the body part way
 //! until the test releases it (so a test can change a file mid-request and
 //! know the change lands mid-body). Bodies are
-//! gunzipped when sent with `Content-Encoding: gzip` and recorded (the first
+//! gunzipped when sent with `Content-Encoding: gzip` (unzstd'd with `zstd`)
+//! and recorded (the first
 //! [`KEEP_BODY`] bytes, with the full length and CRC-32 for large ones). In
 //! `fast` mode bodies are read and thrown away, for benchmarks; every mode
 //! but the early answer reads the whole body before answering. A body cut
@@ -713,10 +714,7 @@ async fn handle(
             )
         })
         .collect();
-    let gzipped = req
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let encoding = req.headers().get("content-encoding").cloned();
     if reply.reset {
         record(&inner, None, 0);
         return Err(io::Error::new(
@@ -749,8 +747,10 @@ async fn handle(
     let mut body = req.into_body();
     let mut hold_after = reply.hold_after;
     let mut sink = Sink::new(!inner.fast);
-    let mut decoder =
-        (gzipped && !inner.fast).then(|| flate2::write::GzDecoder::new(Sink::new(true)));
+    let mut decoder = match inner.fast {
+        true => None,
+        false => Decoder::for_encoding(encoding.as_ref())?,
+    };
     let mut wire_len = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
@@ -801,6 +801,51 @@ async fn handle(
     Ok(response
         .body(Full::new(Bytes::from(reply.body)))
         .expect("valid response"))
+}
+
+/// A body's decompression on its way to the [`Sink`], by its
+/// `Content-Encoding`.
+#[allow(clippy::large_enum_variant)] // one per request, on the stack
+enum Decoder {
+    Gzip(flate2::write::GzDecoder<Sink>),
+    Zstd(zstd::stream::write::Decoder<'static, Sink>),
+}
+
+impl Decoder {
+    /// `None` for an identity body.
+    fn for_encoding(encoding: Option<&hyper::header::HeaderValue>) -> io::Result<Option<Decoder>> {
+        let is = |name: &str| {
+            encoding.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(name.as_bytes()))
+        };
+        Ok(if is("gzip") {
+            Some(Decoder::Gzip(flate2::write::GzDecoder::new(Sink::new(
+                true,
+            ))))
+        } else if is("zstd") {
+            Some(Decoder::Zstd(zstd::stream::write::Decoder::new(
+                Sink::new(true),
+            )?))
+        } else {
+            None
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.write_all(data),
+            Decoder::Zstd(d) => d.write_all(data),
+        }
+    }
+
+    fn finish(self) -> io::Result<Sink> {
+        match self {
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Zstd(mut d) => {
+                d.flush()?;
+                Ok(d.into_inner())
+            }
+        }
+    }
 }
 
 /// Waits, counted as held, until the test releases held requests.

@@ -234,6 +234,8 @@ mod tests {
             error: None,
             source: None,
             limit: None,
+            endpoint: None,
+            failed_over: Vec::new(),
         }
     }
 

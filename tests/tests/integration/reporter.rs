@@ -354,6 +354,8 @@ fn event(
         error: None,
         source: None,
         limit: None,
+        endpoint: None,
+        failed_over: Vec::new(),
     })
     .unwrap()
 }

@@ -85,7 +85,7 @@ fn a_missing_required_field_names_its_table() {
     refused_at(
         "[receivers.r]\nmethod = \"PUT\"\n",
         1,
-        "missing field `url`",
+        "receiver r: needs url (or urls for several endpoints)",
     );
 }
 
@@ -382,4 +382,91 @@ fn issue_11_a_proxy_that_cannot_work_is_refused_without_showing_its_password() {
     assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
     assert!(out.stderr.contains("HTTPS_PROXY"), "{}", out.stderr);
     assert!(!out.stderr.contains("SECRET"), "{}", out.stderr);
+}
+
+/// `--check` on `text`: exit 78 and the same `FILE:LINE:` message.
+#[track_caller]
+fn check_refuses_at(text: &str, line: usize, words: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--check"),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(78), "{text}\n{}", out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains(&format!("{}:{line}: ", cfg.display())) && all.contains(words),
+        "{text}\nwanted line {line} and {words:?}, got:\n{all}"
+    );
+}
+
+const ROUTE: &str = "[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n";
+
+#[test]
+fn url_and_urls_are_exactly_one_of_two() {
+    let cases = [
+        (
+            "[receivers.r]\nurl = \"http://127.0.0.1:9/\"\nurls = [\"http://127.0.0.1:8/\"]\n",
+            3,
+            "both url and urls",
+        ),
+        ("[receivers.r]\nmethod = \"PUT\"\n", 1, "needs url (or urls"),
+        ("[receivers.r]\nurls = []\n", 2, "urls is empty"),
+        (
+            "[receivers.r]\nurls = [\"http://127.0.0.1:9/\", \"http://u:p@127.0.0.1:9/\"]\n",
+            2,
+            "twice",
+        ),
+        (
+            "[receivers.r]\nurls = [\"http://127.0.0.1:9/\", \"ftp://127.0.0.1:9/\"]\n",
+            1,
+            "only http and https",
+        ),
+    ];
+    for (receiver, line, words) in cases {
+        let text = format!("{receiver}{ROUTE}");
+        refused_at(&text, line, words);
+        check_refuses_at(&text, line, words);
+    }
+}
+
+#[test]
+fn compression_and_the_older_gzip_keys_do_not_mix_and_levels_are_checked() {
+    let r = "[receivers.r]\nurl = \"http://127.0.0.1:9/\"\n";
+    let cases = [
+        (
+            "gzip = false\ncompression = \"gzip\"\n",
+            3,
+            "both gzip and compression",
+        ),
+        (
+            "gzip_level = 3\ncompression_level = 3\n",
+            3,
+            "both gzip_level and compression_level",
+        ),
+        (
+            "compression = \"zstd\"\ncompression_level = 0\n",
+            4,
+            "1 to 22",
+        ),
+        (
+            "compression = \"gzip\"\ncompression_level = 12\n",
+            4,
+            "0 to 9",
+        ),
+        ("compression_level = 5\n", 3, "needs compression"),
+        ("compression = \"lz4\"\n", 3, "unknown variant"),
+    ];
+    for (keys, line, words) in cases {
+        let text = format!("{r}{keys}{ROUTE}");
+        refused_at(&text, line, words);
+        check_refuses_at(&text, line, words);
+    }
 }
