@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use spoolpost_tests::harness::*;
 
+#[path = "dist/package.rs"]
+mod package;
+
 const LIMIT: Duration = Duration::from_secs(60);
 const PROGRAMS: [&str; 3] = ["collector", "sender", "reporter"];
 
