@@ -54,11 +54,13 @@ for doc in "$here"/doc/*; do
 done
 
 if [ "$system" = yes ]; then
-    # The units name /usr/bin/PROGRAM; point them at this prefix.
+    # The units name /usr/bin/PROGRAM; point them at this prefix (escaped:
+    # "&", "#" and "\" mean something to sed).
+    sed_prefix=$(printf '%s' "$prefix" | sed 's/[#&\\]/\\&/g')
     for unit in "$here"/dist/systemd/*; do
         target=$sysconfdir/systemd/system/$(basename "$unit")
         install -d "$dest$sysconfdir/systemd/system"
-        sed "s#/usr/bin/\(collector\|sender\|reporter\) #$prefix/bin/\1 #g" "$unit" >"$dest$target"
+        sed "s#/usr/bin/\(collector\|sender\|reporter\) #$sed_prefix/bin/\1 #g" "$unit" >"$dest$target"
         chmod 0644 "$dest$target"
         echo "installed $dest$target"
     done

@@ -406,6 +406,28 @@ fn the_tarball_install_script_installs_under_a_prefix() {
     );
     assert!(staged("etc/spoolpost.toml.new").is_file(), "{again}");
 
+    // A prefix with characters sed would take for its own reaches the
+    // units as written; --no-system writes nothing under /etc.
+    let odd = tempfile::tempdir().unwrap();
+    ok(Command::new(top.join("install.sh"))
+        .args(["--prefix", "/opt/a&b#c"])
+        .env("DESTDIR", odd.path()));
+    let unit = std::fs::read_to_string(
+        odd.path()
+            .join("etc/systemd/system/spoolpost-collector.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/opt/a&b#c/bin/collector "),
+        "{unit}"
+    );
+    let bare = tempfile::tempdir().unwrap();
+    ok(Command::new(top.join("install.sh"))
+        .args(["--prefix", "/usr/local", "--no-system"])
+        .env("DESTDIR", bare.path()));
+    assert!(bare.path().join("usr/local/bin/sender").is_file());
+    assert!(!bare.path().join("etc").exists());
+
     let refused = run(
         Command::new(top.join("install.sh")).args(["--prefix", "relative/dir"]),
         LIMIT,
