@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use spoolpost_tests::harness::*;
 
+mod package;
+
 const LIMIT: Duration = Duration::from_secs(60);
 const PROGRAMS: [&str; 3] = ["collector", "sender", "reporter"];
 
