@@ -302,12 +302,13 @@ fn make_body(
 ) -> Result<reqwest::Body, Local> {
     let size = claimed.len;
     if size <= INLINE_MAX {
-        // Read one byte more than claimed: a file that grew shows here.
-        let mut data = Vec::with_capacity(size as usize + 1);
-        (&mut file)
-            .take(size + 1)
-            .read_to_end(&mut data)
+        // Exactly the claimed bytes, without a read to see the end: a file
+        // that grew shows in `verify`'s fstat, one that shrank as a short
+        // read.
+        let mut data = vec![0u8; size as usize];
+        let read = read_up_to(&mut file, &mut data)
             .map_err(|e| Local::Read(format!("cannot read the file: {e}")))?;
+        data.truncate(read);
         progress.read.store(data.len() as u64, Ordering::Relaxed);
         verify(&file, path, claimed, data.len() as u64).map_err(Local::Changed)?;
         let body = match encoding {
@@ -357,6 +358,20 @@ fn make_body(
         }
     });
     Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 thread_local! {
@@ -602,6 +617,38 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// An inline body reads exactly the claimed bytes; a file longer or
+    /// shorter than claimed is refused all the same.
+    #[test]
+    fn an_inline_body_refuses_a_file_that_is_not_its_claimed_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        for (claimed, change) in [
+            (5, Change::Grew { claimed: 5 }),
+            (
+                20,
+                Change::Truncated {
+                    claimed: 20,
+                    read: 10,
+                },
+            ),
+        ] {
+            let (file, mut snapshot) = crate::file::open(&path).unwrap();
+            snapshot.len = claimed;
+            let progress = Arc::new(Progress::default());
+            match make_body(file, snapshot, &path, None, &progress) {
+                Err(Local::Changed(got)) => assert_eq!(got, change),
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("a file of 10 bytes went out as {claimed}"),
+            }
+        }
+        let (file, snapshot) = crate::file::open(&path).unwrap();
+        let progress = Arc::new(Progress::default());
+        assert!(make_body(file, snapshot, &path, None, &progress).is_ok());
+        assert_eq!(progress.read.load(Ordering::Relaxed), 10);
+    }
 
     #[test]
     fn reused_compressors_make_valid_independent_gzip_streams() {

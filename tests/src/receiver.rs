@@ -215,6 +215,8 @@ struct Inner {
     log: Mutex<Log>,
     changed: Condvar,
     released: tokio::sync::watch::Sender<bool>,
+    /// Added to every answer once its whole body was read ([`Receiver::answer_after`]).
+    answer_after: Mutex<Duration>,
 }
 
 /// A running test receiver. Stops when dropped.
@@ -327,6 +329,28 @@ impl Receiver {
         (rx, pem)
     }
 
+    /// An HTTPS receiver in fast mode (bodies read and thrown away) on
+    /// `threads` runtime threads, for benchmarks; as [`Receiver::start_tls`]
+    /// otherwise.
+    pub fn start_tls_fast(threads: usize) -> io::Result<(Receiver, String)> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let cert = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .map_err(io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rx = Receiver::start_inner(
+            "127.0.0.1:0".parse().unwrap(),
+            true,
+            threads,
+            Some(acceptor),
+        )?;
+        Ok((rx, cert.cert.pem()))
+    }
+
     fn start_inner(
         addr: SocketAddr,
         fast: bool,
@@ -344,6 +368,7 @@ impl Receiver {
             log: Mutex::new(Log::default()),
             changed: Condvar::new(),
             released: tokio::sync::watch::Sender::new(false),
+            answer_after: Mutex::new(Duration::ZERO),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -463,6 +488,14 @@ impl Receiver {
 
     pub fn wire_bytes(&self) -> u64 {
         self.inner.log.lock().unwrap().wire_bytes
+    }
+
+    /// Waits `delay` before every answer, after the whole body was read,
+    /// as a remote receiver adds its round trip and its own work; the
+    /// request is counted once answered.
+    pub fn answer_after(&self, delay: Duration) -> &Receiver {
+        *self.inner.answer_after.lock().unwrap() = delay;
+        self
     }
 
     /// Capacity mode: at most `k` requests at once, each taking `work`;
@@ -793,6 +826,10 @@ async fn handle(
         at: Instant::now(),
         version,
     };
+    let answer_after = *inner.answer_after.lock().unwrap();
+    if !answer_after.is_zero() {
+        tokio::time::sleep(answer_after).await;
+    }
     record(&inner, (!inner.fast).then_some(received), wire_len);
     let mut response = Response::builder().status(reply.status);
     if let Some(retry_after) = &reply.retry_after {

@@ -32,6 +32,9 @@ use spoolpost_tests::harness::{bin, spawn};
 use spoolpost_tests::load::blast;
 use spoolpost_tests::receiver::Receiver;
 
+#[path = "bench/remote.rs"]
+mod remote;
+
 #[derive(Parser)]
 #[command(about = "spoolpost's benchmark (see docs/performance.md)")]
 struct Args {
@@ -68,6 +71,9 @@ enum Case {
     Backlog,
     /// End-to-end latency at 1,000 files/s.
     EndToEnd,
+    /// A remote-like receiver: TLS and plain HTTP, 20 ms per answer,
+    /// against the design bounds and `curl -Z`.
+    Remote,
 }
 
 impl Args {
@@ -502,6 +508,9 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
             &mut rows,
         );
     }
+    if args.wants(Case::Remote) {
+        remote::run(sender, work, scale, &mut rows);
+    }
     if args.wants(Case::EndToEnd) {
         rows.push(end_to_end(
             collector,
@@ -904,6 +913,16 @@ mod tests {
         let r = summarise(&[run(100.0, None, ""), run(200.0, None, "")]);
         assert_eq!(r.files_per_second, 150.0);
         assert_eq!((r.cpu_us_per_file, r.cpu_us_per_file_spread), (None, None));
+    }
+
+    #[test]
+    fn answer_after_holds_each_answer_until_the_delay_passed() {
+        let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 1).unwrap();
+        rx.answer_after(Duration::from_millis(100));
+        // One connection: three answers one after another.
+        let b = blast(rx.addr(), Bytes::from_static(b"body"), 1, 3);
+        assert!(b.wall >= Duration::from_millis(300), "{:?}", b.wall);
+        assert_eq!(rx.count(), 3);
     }
 
     #[test]
