@@ -638,7 +638,7 @@ mod tests {
             let (file, mut snapshot) = crate::file::open(&path).unwrap();
             snapshot.len = claimed;
             let progress = Arc::new(Progress::default());
-            match make_body(file, snapshot, &path, None, &progress) {
+            match make_body(file, snapshot, &path, Encoding::Identity, &progress) {
                 Err(Local::Changed(got)) => assert_eq!(got, change),
                 Err(other) => panic!("{other:?}"),
                 Ok(_) => panic!("a file of 10 bytes went out as {claimed}"),
@@ -646,7 +646,7 @@ mod tests {
         }
         let (file, snapshot) = crate::file::open(&path).unwrap();
         let progress = Arc::new(Progress::default());
-        assert!(make_body(file, snapshot, &path, None, &progress).is_ok());
+        assert!(make_body(file, snapshot, &path, Encoding::Identity, &progress).is_ok());
         assert_eq!(progress.read.load(Ordering::Relaxed), 10);
     }
 

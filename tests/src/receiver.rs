@@ -341,12 +341,16 @@ impl Receiver {
             .with_no_client_auth()
             .with_single_cert(vec![cert.cert.der().clone()], key)
             .map_err(io::Error::other)?;
+        // Both protocols, as a real HTTPS service offers them.
+        let mut config = config;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let rx = Receiver::start_inner(
             "127.0.0.1:0".parse().unwrap(),
             true,
             threads,
             Some(acceptor),
+            true,
         )?;
         Ok((rx, cert.cert.pem()))
     }
