@@ -774,8 +774,12 @@ async fn handle(
             version,
         };
         record(&inner, Some(received), 0);
-        // The unread body goes with the request: hyper closes the
-        // connection after the answer rather than read it.
+        // The answer goes first; the unread body is then read and thrown
+        // away, as nginx's lingering close does. Closing at once instead
+        // raced the client: its next write could fail (EPIPE) before it
+        // read the answer, which made the early answer a transport error.
+        let mut body = req.into_body();
+        tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
         return Ok(Response::builder()
             .status(reply.status)
             .body(Full::new(Bytes::from(reply.body)))
