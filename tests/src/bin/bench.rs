@@ -74,6 +74,9 @@ enum Case {
     /// A remote-like receiver: TLS and plain HTTP, 20 ms per answer,
     /// against the design bounds and `curl -Z`.
     Remote,
+    /// The small case with the limit pinned (`adaptive = false`) at several
+    /// concurrencies, against which the adaptive default is read.
+    Fixed,
 }
 
 impl Args {
@@ -366,10 +369,13 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
         let running: Vec<_> = (0..senders)
             .map(|_| {
                 let mut cmd = Command::new(sender);
-                cmd.arg("--spool")
-                    .arg(&spool)
-                    .args(["--once", "--url", &url, "--concurrency"]);
-                cmd.arg(concurrency.to_string())
+                cmd.arg("--spool").arg(&spool).arg("--once");
+                // A case with its own configuration names its receiver there.
+                if !extra.contains(&"--config") {
+                    cmd.args(["--url", &url]);
+                }
+                cmd.arg("--concurrency")
+                    .arg(concurrency.to_string())
                     .args(extra)
                     .arg("--events")
                     .arg("/dev/null");
@@ -423,6 +429,37 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
             &["--threads", "1"],
             &mut rows,
         );
+    }
+    if args.wants(Case::Fixed) {
+        let adaptive = rows
+            .iter()
+            .rposition(|r| r.case == "sender --once, 1 KiB files");
+        let mut best: Option<f64> = None;
+        for pinned in [16, 64, 256] {
+            let cfg = work.join(format!("fixed-{pinned}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[receivers.bench]\nurl = \"{url}\"\nconcurrency = {pinned}\nadaptive = false\n[[routes]]\nglob = \"*\"\nreceiver = \"bench\"\n"
+                ),
+            )
+            .unwrap();
+            sender_case(
+                &format!("sender --once, 1 KiB files, fixed concurrency {pinned}"),
+                100_000 / scale,
+                1024,
+                1,
+                &["--config", cfg.to_str().unwrap()],
+                &mut rows,
+            );
+            let rate = rows.last().unwrap().files_per_second;
+            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+        }
+        if let (Some(i), Some(best)) = (adaptive, best) {
+            let r = &mut rows[i];
+            let ratio = r.files_per_second / best;
+            r.note = format!("adaptive: {ratio:.2}× the best fixed concurrency's files/s");
+        }
     }
     if args.wants(Case::Large) {
         sender_case(
