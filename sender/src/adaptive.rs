@@ -12,6 +12,10 @@
 //!   to reach a fast receiver's 256, so a short run never got there (0.8×
 //!   the best fixed concurrency in the benchmark's small case). A
 //!   remembered limit is already near the receiver's pace: no slow start.
+//!   Slow start also ends, without a cut, at the first window whose mean
+//!   latency rose past [`SLOW_START_EXIT`] of the baseline (as TCP's
+//!   HyStart leaves it on delay): doubling into a receiver that already
+//!   queues overshoots its knee by a factor of two.
 //! - Answers are counted in windows of `limit` answers (at least
 //!   [`MIN_WINDOW`]), about one round trip with the pipe full. A window of
 //!   good answers whose mean latency stayed near the baseline grows the
@@ -63,6 +67,9 @@ pub const LATENCY_RISE: f64 = 1.5;
 /// The limit grows only while the window's mean latency stays below
 /// `baseline × LATENCY_NEAR`.
 pub const LATENCY_NEAR: f64 = 1.2;
+/// Slow start ends at a window whose mean latency is above
+/// `baseline × SLOW_START_EXIT`.
+pub const SLOW_START_EXIT: f64 = 1.1;
 /// The fewest answers in a window.
 pub const MIN_WINDOW: usize = 20;
 /// A window after a latency cut whose mean is still this close to the mean
@@ -276,6 +283,9 @@ impl Controller {
         }
         baseline = baseline.min(mean);
         self.baseline = Some(baseline);
+        if self.slow_start && mean.as_secs_f64() > baseline.as_secs_f64() * SLOW_START_EXIT {
+            self.slow_start = false;
+        }
         if mean.as_secs_f64() > baseline.as_secs_f64() * LATENCY_RISE {
             self.cut(LATENCY_CUT);
             self.cut_at = Some(mean);
@@ -352,6 +362,17 @@ mod tests {
         // within one of the limit that met overload (8).
         let seen = steps(&mut c, 80, Signal::Good(5 * MS));
         assert_eq!(seen, [5, 6, 7]);
+    }
+
+    #[test]
+    fn slow_start_ends_when_latency_starts_to_rise() {
+        let mut c = Controller::new(256, None);
+        // Baseline 10 ms at 4, 10 ms at 8: doubled twice.
+        assert_eq!(steps(&mut c, 60, Signal::Good(10 * MS)), [4, 8, 16]);
+        // At 16 the receiver queues a little (11.5 ms): no more doubling,
+        // and since that is within LATENCY_NEAR, one step.
+        assert_eq!(steps(&mut c, 20, Signal::Good(23 * MS / 2)), [16, 17]);
+        assert_eq!(steps(&mut c, 20, Signal::Good(10 * MS)), [17, 18]);
     }
 
     #[test]
