@@ -544,11 +544,15 @@ fn classify_error(e: &reqwest::Error) -> Transport {
     if e.is_timeout() {
         return Transport::Timeout;
     }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cause {
-        if err.is::<rustls::Error>() {
-            return Transport::Tls;
-        }
+    let chain = || causes(e);
+    // A TLS error anywhere in the chain is the cause, even under a hyper
+    // error that says the connection ended: a receiver that refuses our
+    // certificate sends its alert and closes, and which of the two the
+    // client notices first is a race.
+    if chain().any(|err| err.is::<rustls::Error>()) {
+        return Transport::Tls;
+    }
+    for err in chain() {
         if let Some(h) = err.downcast_ref::<hyper::Error>()
             && (h.is_incomplete_message() || h.is_canceled())
         {
@@ -563,13 +567,19 @@ fn classify_error(e: &reqwest::Error) -> Transport {
                 _ => {}
             }
         }
-        cause = next_cause(err);
     }
     if e.is_connect() {
         Transport::Connect
     } else {
         Transport::Other
     }
+}
+
+/// `e` and every error under it.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |err| next_cause(*err))
 }
 
 /// The next error in a chain. `io::Error::source()` skips the error it
