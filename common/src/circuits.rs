@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{Spool, State};
+use crate::spool::Spool;
 
 pub const CIRCUITS_FILE: &str = ".circuits.json";
 const HOLD_DIR: &str = "hold";
@@ -77,30 +77,14 @@ pub type Circuits = BTreeMap<String, Circuit>;
 
 /// Rewrites a claim folder's circuit file atomically.
 pub fn write(claim_folder: &Path, circuits: &Circuits) -> io::Result<()> {
-    let tmp = claim_folder.join(".circuits.tmp");
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(circuits).map_err(io::Error::other)?,
-    )?;
-    fs::rename(&tmp, claim_folder.join(CIRCUITS_FILE))
+    let bytes = serde_json::to_vec_pretty(circuits).map_err(io::Error::other)?;
+    crate::spool::write_claim_record(claim_folder, CIRCUITS_FILE, ".circuits.tmp", &bytes)
 }
 
 /// The circuits of every live sender, merged: per receiver the worst state.
 pub fn read_all(spool: &Spool) -> Circuits {
     let mut merged = Circuits::new();
-    let Ok(folders) = fs::read_dir(spool.dir(State::Sending)) else {
-        return merged;
-    };
-    for folder in folders.flatten() {
-        if !crate::spool::is_owned(&folder.path()) {
-            continue;
-        }
-        let Ok(text) = fs::read(folder.path().join(CIRCUITS_FILE)) else {
-            continue;
-        };
-        let Ok(circuits) = serde_json::from_slice::<Circuits>(&text) else {
-            continue;
-        };
+    for (_, circuits) in crate::spool::live_claim_records::<Circuits>(spool, CIRCUITS_FILE) {
         for (receiver, circuit) in circuits {
             let merged_circuit = match merged.remove(&receiver) {
                 None => circuit,

@@ -16,13 +16,12 @@
 //! kept too ([`ReceiverPace::senders`]).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{Spool, State};
+use crate::spool::Spool;
 
 pub const PACE_FILE: &str = ".pace.json";
 const PACE_TMP: &str = ".pace.tmp";
@@ -56,28 +55,14 @@ pub struct ReceiverPace {
 
 /// Rewrites a claim folder's pace file atomically.
 pub fn write(claim_folder: &Path, paces: &Paces) -> io::Result<()> {
-    let tmp = claim_folder.join(PACE_TMP);
-    fs::write(&tmp, serde_json::to_vec(paces).map_err(io::Error::other)?)?;
-    fs::rename(&tmp, claim_folder.join(PACE_FILE))
+    let bytes = serde_json::to_vec(paces).map_err(io::Error::other)?;
+    crate::spool::write_claim_record(claim_folder, PACE_FILE, PACE_TMP, &bytes)
 }
 
 /// The paces of every live sender, merged per receiver.
 pub fn read_all(spool: &Spool) -> BTreeMap<String, ReceiverPace> {
     let mut merged: BTreeMap<String, ReceiverPace> = BTreeMap::new();
-    let Ok(folders) = fs::read_dir(spool.dir(State::Sending)) else {
-        return merged;
-    };
-    for folder in folders.flatten() {
-        if !crate::spool::is_owned(&folder.path()) {
-            continue;
-        }
-        let Ok(text) = fs::read(folder.path().join(PACE_FILE)) else {
-            continue;
-        };
-        let Ok(paces) = serde_json::from_slice::<Paces>(&text) else {
-            continue;
-        };
-        let id = folder.file_name().to_string_lossy().into_owned();
+    for (id, paces) in crate::spool::live_claim_records::<Paces>(spool, PACE_FILE) {
         for (receiver, pace) in paces {
             let r = merged.entry(receiver).or_default();
             r.limit += pace.limit;
@@ -148,7 +133,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
         let a = ClaimFolder::create(&spool).unwrap();
-        fs::write(a.path().join(PACE_FILE), "{\"r\":").unwrap();
+        std::fs::write(a.path().join(PACE_FILE), "{\"r\":").unwrap();
         assert!(read_all(&spool).is_empty());
     }
 }

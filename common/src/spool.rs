@@ -495,6 +495,41 @@ pub fn is_owned(folder: &Path) -> bool {
     matches!(try_lock(&folder.join(LOCK_FILE)), Ok(None))
 }
 
+/// Rewrites a record a sender publishes in its claim folder
+/// (`.circuits.json`, `.pace.json`): written as `tmp` beside it, then
+/// renamed over, so a reader sees the old record or the new one whole.
+pub fn write_claim_record(
+    claim_folder: &Path,
+    file: &str,
+    tmp: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let tmp = claim_folder.join(tmp);
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, claim_folder.join(file))
+}
+
+/// The record `file` of every live sender (its claim folder's lock held),
+/// with the claim folder's name. A crashed sender's record, and one that
+/// cannot be read or parsed, is left out.
+pub fn live_claim_records<T: serde::de::DeserializeOwned>(
+    spool: &Spool,
+    file: &str,
+) -> Vec<(String, T)> {
+    let Ok(folders) = fs::read_dir(spool.dir(State::Sending)) else {
+        return Vec::new();
+    };
+    folders
+        .flatten()
+        .filter(|folder| is_owned(&folder.path()))
+        .filter_map(|folder| {
+            let text = fs::read(folder.path().join(file)).ok()?;
+            let record = serde_json::from_slice(&text).ok()?;
+            Some((folder.file_name().to_string_lossy().into_owned(), record))
+        })
+        .collect()
+}
+
 /// error → incoming, for an operator: the file gets a fresh start (no
 /// attempts, no first-attempt time) but keeps its key, so a receiver that
 /// did take it after all can still drop the duplicate. The reason record is
