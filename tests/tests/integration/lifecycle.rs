@@ -205,10 +205,12 @@ impl NotifySocket {
     fn expect(&self, want: &str) -> String {
         let mut buf = [0u8; 4096];
         loop {
-            let n = self
-                .socket
-                .recv(&mut buf)
-                .unwrap_or_else(|e| panic!("no {want:?} message: {e}"));
+            // Tests share this process, and a signal one of them causes
+            // can interrupt the wait: that is no answer, so wait again.
+            let n = match self.socket.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                got => got.unwrap_or_else(|e| panic!("no {want:?} message: {e}")),
+            };
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
             if text.contains(want) {
                 return text;
