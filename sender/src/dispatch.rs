@@ -16,6 +16,10 @@
 //! One slow receiver must not hold up the others: if a receiver has had no
 //! free slot for [`RECEIVER_PATIENCE`], the rest of the pass skips its files
 //! and a later pass comes back for them.
+//!
+//! Several senders on one spool must not all chase the same file: after a
+//! claim lost to another sender, the names that follow are skipped by a
+//! random [`Leap`], and a later pass comes back for what is left of them.
 
 use std::ffi::OsString;
 use std::io;
@@ -32,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::circuit::{Admit, Grant, Holds};
 use crate::job::{self, Job};
+use crate::leap::Leap;
 use crate::outcome::Answer;
 use crate::settle::{Attempted, settle};
 use crate::shared::Shared;
@@ -44,8 +49,10 @@ pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     Started,
-    /// Not a file for sending (dot-file, gone, claimed by another sender).
+    /// Not a file for sending (dot-file, gone before it was looked at).
     Ignored,
+    /// Another sender claimed it between our reading its name and our claim.
+    Lost,
     /// Waiting: its retry is not due, or its receiver's circuit is open.
     NotYet,
     /// Its receiver had no room; a later pass comes back for it.
@@ -64,12 +71,19 @@ pub struct Dispatcher {
     next_wake: Option<Instant>,
     /// Receivers an operator put on hold.
     holds: Holds,
+    /// How far to skip ahead after a claim lost to another sender.
+    leap: Leap,
+    /// Names still to skip from the last leap.
+    leaping: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Pass {
     /// Some receiver had no room, so a later pass must come back.
     pub skipped: bool,
+    /// Names were leapt over after a lost claim race; another pass, at
+    /// once, offers what the other senders left of them.
+    pub leapt: bool,
 }
 
 impl Dispatcher {
@@ -83,6 +97,8 @@ impl Dispatcher {
             skipped: vec![false; receivers],
             next_wake: None,
             holds: Holds::new(receivers),
+            leap: Leap::new(fastrand::Rng::new()),
+            leaping: 0,
         }
     }
 
@@ -112,6 +128,7 @@ impl Dispatcher {
         let incoming = self.shared.spool.dir(State::Incoming);
         self.skipped.iter_mut().for_each(|s| *s = false);
         self.next_wake = None;
+        self.leaping = 0;
         let mut pass = Pass::default();
         for entry in std::fs::read_dir(&incoming)? {
             let entry = match entry {
@@ -126,13 +143,45 @@ impl Dispatcher {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            match self.offer(entry.file_name()).await {
+            match self.offer_in_turn(entry.file_name()).await {
                 Offer::Skipped => pass.skipped = true,
+                Offer::Lost => pass.leapt = true,
                 Offer::Stopped => break,
                 Offer::Started | Offer::Ignored | Offer::NotYet => {}
             }
         }
         Ok(pass)
+    }
+
+    /// Offers the names inotify reported, in turn, leaping as a pass does;
+    /// true when some were leapt over and a rescan must come back for them.
+    pub async fn offer_seen(&mut self, names: impl IntoIterator<Item = OsString>) -> bool {
+        self.leaping = 0;
+        let mut leapt = false;
+        for name in names {
+            match self.offer_in_turn(name).await {
+                Offer::Lost => leapt = true,
+                Offer::Stopped => break,
+                _ => {}
+            }
+        }
+        leapt
+    }
+
+    /// Offers one name of a run of names, unless a lost race has it leapt
+    /// over; both come back as [`Offer::Lost`].
+    async fn offer_in_turn(&mut self, name: OsString) -> Offer {
+        if self.leaping > 0 {
+            self.leaping -= 1;
+            return Offer::Lost;
+        }
+        let offer = self.offer(name).await;
+        match offer {
+            Offer::Lost => self.leaping = self.leap.after_loss(),
+            Offer::Started => self.leap.after_win(),
+            _ => {}
+        }
+        offer
     }
 
     /// Offers one name found in `incoming/`.
@@ -157,6 +206,8 @@ impl Dispatcher {
                 self.wake_at(crate::circuit::now() + wait);
                 return Offer::NotYet;
             }
+            // Gone since its name was read: another sender's.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.lost(),
             Err(_) => return Offer::Ignored,
         }
         // Routing needs the whole original of a long name.
@@ -246,12 +297,17 @@ impl Dispatcher {
                 self.jobs.spawn(job::run(self.shared.clone(), job));
                 Offer::Started
             }
-            Ok(None) => Offer::Ignored,
+            Ok(None) => self.lost(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim; the file stays in incoming/");
                 Offer::Ignored
             }
         }
+    }
+
+    fn lost(&self) -> Offer {
+        self.shared.counts.lost.fetch_add(1, Ordering::Relaxed);
+        Offer::Lost
     }
 
     /// The rest of this pass leaves receiver `r` alone; the next slot it

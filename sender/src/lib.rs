@@ -25,6 +25,7 @@ pub mod file;
 pub mod headers;
 pub mod http;
 pub mod job;
+pub mod leap;
 pub mod outcome;
 pub mod pace;
 pub mod probe;

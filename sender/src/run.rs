@@ -221,6 +221,7 @@ pub async fn run(
     }
     tracing::info!(
         files = shared.counts.started.load(Ordering::Relaxed),
+        lost_races = shared.counts.lost.load(Ordering::Relaxed),
         "sender stopped"
     );
     shared.events.finish();
@@ -262,6 +263,10 @@ async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
         let pass = dispatcher.pass().await?;
         let recovered = dispatcher.shared.recovered.swap(false, Ordering::AcqRel);
         if !pass.skipped && !recovered {
+            if pass.leapt {
+                // What the other senders left of the names leapt over.
+                continue;
+            }
             break;
         }
         let wake = dispatcher.shared.clone();
@@ -321,8 +326,7 @@ async fn serve(
         }
         if rescan {
             pacer.ready().await;
-            dispatcher.pass().await?;
-            rescan = false;
+            rescan = dispatcher.pass().await?.leapt;
         }
         let wake_at = dispatcher
             .next_wake()
@@ -333,10 +337,8 @@ async fn serve(
             _ = stop.cancelled() => return Ok(()),
             batch = next_of(watcher.as_ref()) => match batch {
                 Ok(batch) => {
-                    rescan = batch.overflow;
-                    for seen in batch.seen {
-                        dispatcher.offer(seen.name).await;
-                    }
+                    let leapt = dispatcher.offer_seen(batch.seen.into_iter().map(|s| s.name)).await;
+                    rescan = batch.overflow || leapt;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "inotify failed; rescanning");

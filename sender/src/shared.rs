@@ -83,6 +83,8 @@ pub struct ReceiverSlots {
 #[derive(Default, Debug)]
 pub struct Counts {
     pub started: AtomicU64,
+    /// Claims another sender made first.
+    pub lost: AtomicU64,
 }
 
 impl Shared {

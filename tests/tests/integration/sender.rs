@@ -771,6 +771,29 @@ fn four_senders_on_one_spool_deliver_each_file_exactly_once() {
         outs.iter().filter(|o| !o.events().is_empty()).count() >= 2,
         "the work was shared"
     );
+    // Senders that read incoming/ in the same order and all chase the same
+    // name lose about three claims per file between them; leaping ahead
+    // after a lost race spreads them over the folder.
+    let lost: u64 = outs.iter().map(|o| lost_races(&o.stderr)).sum();
+    assert!(
+        lost < total as u64 / 4,
+        "{lost} claims lost to other senders for {total} files"
+    );
+}
+
+/// The `lost_races` a sender's last log line reports.
+fn lost_races(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rfind(|l| l.contains("sender stopped"))
+        .unwrap_or_else(|| panic!("no 'sender stopped' line in {stderr}"));
+    let (_, rest) = line
+        .split_once("lost_races=")
+        .unwrap_or_else(|| panic!("no lost_races in {line}"));
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("lost_races is not a number in {line}"))
 }
 
 #[test]
