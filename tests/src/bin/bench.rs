@@ -351,6 +351,7 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
         .any(|&c| args.wants(c))
     {
         rows.push(file_floor(work, 100_000 / scale));
+        rows.push(file_floor_two_threads(work, 100_000 / scale));
         rows.push(gzip_floor(100_000 / scale, GZIP_LEVEL));
     }
 
@@ -577,19 +578,65 @@ fn file_floor(work: &Path, files: u64) -> Row {
         "the sender",
         &spool.join("incoming"),
         bytes,
-        |from, name| {
-            let claimed = claim.join(name);
-            std::fs::rename(from, &claimed).unwrap();
-            let mut f = std::fs::File::open(&claimed).unwrap();
-            let size = f.metadata().unwrap().len() as usize;
-            buf.resize(size, 0);
-            std::io::Read::read_exact(&mut f, &mut buf).unwrap();
-            drop(f);
-            std::fs::rename(&claimed, done.join(name)).unwrap();
-        },
+        |from, name| file_work(from, &claim, &done, name, &mut buf),
     );
     let _ = std::fs::remove_dir_all(&spool);
     r
+}
+
+/// The same file work on two threads, each with its own claim folder as
+/// two senders' threads would have: the most files/s the spool's folders
+/// allow the sender's two runtime threads, which the kernel's directory
+/// locks keep well under twice one thread's rate on a disk.
+fn file_floor_two_threads(work: &Path, files: u64) -> Row {
+    let spool = work.join("spool-floor2");
+    eprintln!("bench: two-thread file-work floor: writing {files} files");
+    let bytes = fill(&spool.join("incoming"), files, 1024);
+    let done = spool.join("done");
+    std::fs::create_dir_all(&done).unwrap();
+    let incoming = spool.join("incoming");
+    let names: Vec<_> = std::fs::read_dir(&incoming)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let (cpu0, started) = (own_cpu(), Instant::now());
+    std::thread::scope(|scope| {
+        for (t, half) in names.chunks(names.len().div_ceil(2)).enumerate() {
+            let (incoming, done) = (&incoming, &done);
+            let claim = spool.join(format!("sending/floor{t}"));
+            std::fs::create_dir_all(&claim).unwrap();
+            scope.spawn(move || {
+                let mut buf = vec![0u8; 1024];
+                for name in half {
+                    file_work(&incoming.join(name), &claim, done, name, &mut buf);
+                }
+            });
+        }
+    });
+    let mut r = row(
+        "file-work floor, two threads",
+        names.len() as u64,
+        bytes,
+        started.elapsed(),
+        Some(own_cpu() - cpu0),
+        None,
+    );
+    r.note =
+        "two threads, a claim folder each: the files/s the sender's two threads could reach".into();
+    let _ = std::fs::remove_dir_all(&spool);
+    r
+}
+
+/// One file's unavoidable spool work: claim, open, stat, read, close, done.
+fn file_work(from: &Path, claim: &Path, done: &Path, name: &std::ffi::OsStr, buf: &mut Vec<u8>) {
+    let claimed = claim.join(name);
+    std::fs::rename(from, &claimed).unwrap();
+    let mut f = std::fs::File::open(&claimed).unwrap();
+    let size = f.metadata().unwrap().len() as usize;
+    buf.resize(size, 0);
+    std::io::Read::read_exact(&mut f, buf).unwrap();
+    drop(f);
+    std::fs::rename(&claimed, done.join(name)).unwrap();
 }
 
 /// The sender's default gzip level (`--gzip-level`, `gzip_level`).
