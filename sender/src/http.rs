@@ -30,7 +30,7 @@ use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue};
 use spoolpost_common::config::{BodyEncoding, Method};
 use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
@@ -55,6 +55,10 @@ const MIN_RATE: u64 = 1024 * 1024;
 /// `X-Filename` carries the original name percent-encoded where a header
 /// cannot hold it as is: control bytes, non-ASCII bytes, and `%` itself.
 const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The headers every request carries besides the receiver's own.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_FILENAME: HeaderName = HeaderName::from_static("x-filename");
 
 /// Per-receiver request settings, resolved once at start-up.
 struct Target {
@@ -214,19 +218,24 @@ impl Http {
             // Checked at start: a DNS name, so the URL takes it.
             let _ = url.set_host(Some(name));
         }
-        let request = target
-            .client
-            .current(Instant::now())
-            .request(target.method.clone(), url)
-            .headers((*target.headers.current(Instant::now())).clone())
-            .header("Idempotency-Key", key)
-            .header(
-                "X-Filename",
-                HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
-            )
-            .timeout(target.timeout + Duration::from_secs(size / MIN_RATE))
-            .body(body);
-        let result = request.send().await;
+        // Built whole rather than through a RequestBuilder, which would
+        // copy the receiver's headers in one by one and parse the names of
+        // ours on every request.
+        let now = Instant::now();
+        let mut request = reqwest::Request::new(target.method.clone(), url);
+        let headers = request.headers_mut();
+        *headers = (*target.headers.current(now)).clone();
+        headers.insert(
+            IDEMPOTENCY_KEY,
+            HeaderValue::from_str(key).expect("a key is hex digits"),
+        );
+        headers.insert(
+            X_FILENAME,
+            HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
+        );
+        *request.timeout_mut() = Some(target.timeout + Duration::from_secs(size / MIN_RATE));
+        *request.body_mut() = Some(body);
+        let result = target.client.current(now).execute(request).await;
         let local = progress.local.lock().unwrap().take();
         let (answer, body, error) = match (local, result) {
             // Whatever the receiver said, it did not get the claimed file.
