@@ -33,6 +33,8 @@ pub mod probe;
 pub mod rate;
 pub mod reload;
 pub mod run;
+#[cfg(test)]
+mod scheduler_tests;
 pub mod settle;
 pub mod shared;
 pub mod verdict;
