@@ -279,7 +279,7 @@ async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// `--once`: passes over `incoming/` until one finds nothing it had to skip
 /// and no dead instance's files came back meanwhile, then waits for what is in flight.
-async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
+pub(crate) async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
     loop {
         let pass = dispatcher.pass().await?;
         let recovered = dispatcher.shared.recovered.swap(false, Ordering::AcqRel);

@@ -27,7 +27,7 @@ use crate::exchange::{Exchange, Request, Sending};
 use crate::http::{Http, Sent};
 use crate::outcome::{Answer, Transport};
 use crate::reload::Reloader;
-use crate::run::{Events, schedule, shared_state};
+use crate::run::{Events, drain_once, schedule, shared_state};
 use crate::shared::Shared;
 
 /// What the fake receiver does with one request.
@@ -482,4 +482,31 @@ receiver = \"b\"
     assert_eq!(most[&0], 2, "receiver a's own limit");
     assert!(most[&1] <= 3, "{most:?}");
     assert_eq!(f.net.calls().len(), 16);
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_comes_back_for_files_a_busy_receiver_made_it_skip() {
+    let config = "\
+[receivers.r]
+url = \"http://127.0.0.1:9/\"
+adaptive = false
+concurrency = 1
+[[routes]]
+glob = \"*\"
+receiver = \"r\"
+";
+    let f = fixture(config, |_, _| Reply::Status(200, Duration::from_secs(1), None));
+    for i in 0..5 {
+        f.put(&format!("f{i}.json"));
+    }
+    let stop = CancellationToken::new();
+    let mut dispatcher = f.dispatcher(&stop);
+    let started = Instant::now();
+    drain_once(&mut dispatcher).await.unwrap();
+    let took = Instant::now() - started;
+    assert_eq!(f.count(State::Done), 5, "every file, not only the first pass's");
+    assert_eq!(f.net.most_in_flight[0].load(Ordering::SeqCst), 1);
+    // One at a time, each next one started as soon as the slot is free.
+    assert!(took >= Duration::from_secs(5), "{took:?}");
+    assert!(took <= Duration::from_secs(5) + SLACK, "{took:?}");
 }
