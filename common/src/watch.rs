@@ -145,7 +145,8 @@ pub async fn next_of(watcher: Option<&Watcher>) -> io::Result<Batch> {
 /// them in quick succession, so a busy folder is not read over and over.
 pub struct Pacer {
     gap: Duration,
-    last: Instant,
+    /// On tokio's clock, so paused time drives the programs' loops in tests.
+    last: tokio::time::Instant,
 }
 
 impl Pacer {
@@ -153,13 +154,13 @@ impl Pacer {
     pub fn new(gap: Duration) -> Pacer {
         Pacer {
             gap,
-            last: Instant::now() - gap,
+            last: tokio::time::Instant::now() - gap,
         }
     }
 
     /// When the last rescan started.
     pub fn last(&self) -> Instant {
-        self.last
+        self.last.into_std()
     }
 
     /// Waits until the next rescan may start, and marks it started.
@@ -168,6 +169,6 @@ impl Pacer {
         if since < self.gap {
             tokio::time::sleep(self.gap - since).await;
         }
-        self.last = Instant::now();
+        self.last = tokio::time::Instant::now();
     }
 }

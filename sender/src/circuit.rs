@@ -353,7 +353,7 @@ impl Circuits {
     /// `spoolpost_common::circuits`); called on every state change.
     pub fn publish(&self) {
         let now_sys = SystemTime::now();
-        let now = Instant::now();
+        let now = now();
         let circuits: circuits::Circuits = {
             let state = self.state.lock().unwrap();
             self.names

@@ -25,7 +25,7 @@ use std::ffi::OsString;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use spoolpost_common::fullname;
 use spoolpost_common::name::SpoolName;
@@ -196,10 +196,10 @@ impl Dispatcher {
         let mut parsed = SpoolName::parse(&name);
         let config = self.shared.config();
         let cap = config.retry_cap(&self.shared.spool, &name, parsed.attempts);
-        let due = self
-            .shared
-            .spool
-            .retry_wait(&name, parsed.attempts, cap, SystemTime::now());
+        let due =
+            self.shared
+                .spool
+                .retry_wait(&name, parsed.attempts, cap, self.shared.wall_clock());
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {
@@ -281,7 +281,7 @@ impl Dispatcher {
             self.wake_at(at);
             return self.skip(r);
         }
-        match self.shared.claims.claim(&name, SystemTime::now()) {
+        match self.shared.claims.claim(&name, self.shared.wall_clock()) {
             Ok(Some(claimed)) => {
                 self.shared.counts.started.fetch_add(1, Ordering::Relaxed);
                 let job = Job {
@@ -322,7 +322,7 @@ impl Dispatcher {
     /// routes it, or its URL is not valid): claimed, judged and settled
     /// like any attempt, without a request or a word to its circuit.
     fn reject_at_once(&self, name: &OsString, answer: Answer, receiver: Option<usize>) {
-        let now = SystemTime::now();
+        let now = self.shared.wall_clock();
         match self.shared.claims.claim(name, now) {
             Ok(Some(claimed)) => {
                 let at = Attempt {

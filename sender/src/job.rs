@@ -11,11 +11,12 @@
 //! others answered before it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use spoolpost_common::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::exchange::Request;
 use crate::file::{self, Change, OpenError};
 use crate::http::Sent;
 use crate::outcome::{Answer, Rules};
@@ -61,8 +62,8 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let mut failed_over = Vec::new();
     let (sent, verdict, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
-        let sent = attempt(&snapshot, &claimed, receiver, &urls[endpoint]).await;
-        let now = SystemTime::now();
+        let sent = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]).await;
+        let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,
             age: now.duration_since(first).unwrap_or(Duration::ZERO),
@@ -130,9 +131,10 @@ fn failover_note(label: &str, sent: &Sent) -> String {
     }
 }
 
-/// Opens the claimed file and sends it; a file that cannot be opened is an
-/// answer of its own, not a request.
+/// Opens the claimed file and sends it through the exchange; a file that
+/// cannot be opened is an answer of its own, not a request.
 async fn attempt(
+    shared: &Shared,
     config: &Snapshot,
     claimed: &Claimed,
     receiver: usize,
@@ -141,23 +143,17 @@ async fn attempt(
     match file::open(&claimed.path) {
         Ok((file, snapshot)) => {
             let key = claimed.key().to_string();
-            let sent = config
-                .http
-                .send(
-                    receiver,
-                    url,
-                    file,
-                    snapshot,
-                    &claimed.path,
-                    &key,
-                    claimed.name.original.as_encoded_bytes(),
-                )
-                .await;
-            // Let the connection go back to the pool before this slot goes
-            // to the next file: the pool takes it back in a task of its
-            // own, and a file that finds no idle connection opens another.
-            tokio::task::yield_now().await;
-            sent
+            let request = Request {
+                config,
+                receiver,
+                url,
+                file,
+                opened: snapshot,
+                path: &claimed.path,
+                key: &key,
+                original: claimed.name.original.as_encoded_bytes(),
+            };
+            shared.exchange.send(request).await
         }
         Err(e) => {
             let (answer, error) = match e {

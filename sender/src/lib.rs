@@ -9,7 +9,8 @@
 //! the one place that acts on a verdict (through `spoolpost_common::spool`,
 //! which makes every move), [`circuit`] runs the endpoints' breakers, probes
 //! and holds (with [`endpoint`] the pure rule for which endpoint of a
-//! receiver with `urls` takes a file), [`run`] holds the process's life cycle, and [`file`] opens a
+//! receiver with `urls` takes a file), [`exchange`] is the scheduler's one
+//! door to the network and the wall clock, [`run`] holds the process's life cycle, and [`file`] opens a
 //! claimed file and notices it changing.
 
 pub mod adaptive;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod dispatch;
 pub mod endpoint;
+pub mod exchange;
 pub mod file;
 pub mod headers;
 pub mod http;
@@ -32,6 +34,8 @@ pub mod probe;
 pub mod rate;
 pub mod reload;
 pub mod run;
+#[cfg(test)]
+mod scheduler_tests;
 pub mod settle;
 pub mod shared;
 pub mod verdict;

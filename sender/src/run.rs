@@ -132,49 +132,14 @@ pub async fn run(
         once.then(|| progress::count_incoming(&spool)).flatten()
     })?;
     let claims = ClaimFolder::create(&spool)?;
-    let now = Instant::now();
-    let slots = router
-        .receivers()
-        .iter()
-        .map(|r| {
-            let bound = r.config.concurrency.min(settings.concurrency);
-            ReceiverSlots {
-                permits: Arc::new(Semaphore::new(bound)),
-                pace: Pace::load(
-                    &spool,
-                    &r.name,
-                    bound,
-                    r.config.adaptive,
-                    r.config.rate_limit,
-                ),
-                skipped: Default::default(),
-            }
-        })
-        .collect();
-    let circuits = Circuits::new(
-        router
-            .receivers()
-            .iter()
-            .map(|r| (r.name.clone(), r.endpoint_labels().to_vec()))
-            .collect(),
-        breaker_config(&settings),
-        claims.path().to_path_buf(),
-        now,
-    );
-    let snapshot = Snapshot {
-        router: Arc::new(router),
-        http: Arc::new(http),
-        policy: retry_policy(&settings),
-        rejudge_before: None,
-    };
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(shared_state(
         spool.clone(),
         claims,
-        snapshot,
-        settings.delete_delivered,
+        router,
+        http,
+        &settings,
         events,
-        circuits,
-        slots,
+        Arc::new(crate::exchange::Network),
     ));
     tracing::info!(
         spool = %spool.root().display(),
@@ -228,6 +193,63 @@ pub async fn run(
     result
 }
 
+/// What the scheduler and its jobs share, built from the configuration:
+/// each receiver's slots and pace, the circuits, the first snapshot.
+pub(crate) fn shared_state(
+    spool: Spool,
+    claims: ClaimFolder,
+    router: Router,
+    http: Http,
+    settings: &SenderSection,
+    events: spoolpost_common::event::EventSink,
+    exchange: Arc<dyn crate::exchange::Exchange>,
+) -> Shared {
+    let slots = router
+        .receivers()
+        .iter()
+        .map(|r| {
+            let bound = r.config.concurrency.min(settings.concurrency);
+            ReceiverSlots {
+                permits: Arc::new(Semaphore::new(bound)),
+                pace: Pace::load(
+                    &spool,
+                    &r.name,
+                    bound,
+                    r.config.adaptive,
+                    r.config.rate_limit,
+                ),
+                skipped: Default::default(),
+            }
+        })
+        .collect();
+    let circuits = Circuits::new(
+        router
+            .receivers()
+            .iter()
+            .map(|r| (r.name.clone(), r.endpoint_labels().to_vec()))
+            .collect(),
+        breaker_config(settings),
+        claims.path().to_path_buf(),
+        crate::circuit::now(),
+    );
+    let snapshot = Snapshot {
+        router: Arc::new(router),
+        http: Arc::new(http),
+        policy: retry_policy(settings),
+        rejudge_before: None,
+    };
+    Shared::new(
+        spool,
+        claims,
+        snapshot,
+        settings.delete_delivered,
+        events,
+        circuits,
+        slots,
+        exchange,
+    )
+}
+
 /// Looks for dead instances' claim folders every [`RECOVERY_INTERVAL`], on
 /// its own task: a pass over a long backlog can take minutes, and a dead
 /// instance's files, already late, must not wait for it to end.
@@ -258,7 +280,7 @@ async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// `--once`: passes over `incoming/` until one finds nothing it had to skip
 /// and no dead instance's files came back meanwhile, then waits for what is in flight.
-async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
+pub(crate) async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
     loop {
         let pass = dispatcher.pass().await?;
         let recovered = dispatcher.shared.recovered.swap(false, Ordering::AcqRel);
@@ -282,7 +304,7 @@ async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
 
 /// When a `--once` pass that had to skip files tries again at the latest.
 fn next_pass(dispatcher: &Dispatcher) -> Instant {
-    let second = Instant::now() + Duration::from_secs(1);
+    let second = crate::circuit::now() + Duration::from_secs(1);
     dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
@@ -314,6 +336,44 @@ async fn serve(
     } else {
         POLL_INTERVAL
     };
+    let events = Events {
+        watcher: watcher.as_ref(),
+        rescan_every,
+        hangups: hangups.as_mut(),
+        reloader,
+        concurrency: settings.concurrency,
+    };
+    schedule(dispatcher, events, stop).await
+}
+
+/// What wakes the long-running scheduler besides its own timers.
+pub(crate) struct Events<'a> {
+    /// New names in `incoming/`; without it, only rescans find them.
+    pub watcher: Option<&'a Watcher>,
+    /// The longest between two full rescans.
+    pub rescan_every: Duration,
+    pub hangups: Option<&'a mut tokio::signal::unix::Signal>,
+    pub reloader: &'a Reloader,
+    /// `[sender] concurrency`, for the status line.
+    pub concurrency: usize,
+}
+
+/// The scheduler's loop: a pass when a timer (retry due, circuit may
+/// close, rescan interval) or a wake-up asks for one, new names as inotify
+/// reports them, holds reread every [`crate::circuit::HOLD_REFRESH`].
+/// Every deadline is on tokio's clock, so paused time drives it in tests.
+pub(crate) async fn schedule(
+    dispatcher: &mut Dispatcher,
+    events: Events<'_>,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let Events {
+        watcher,
+        rescan_every,
+        mut hangups,
+        reloader,
+        concurrency,
+    } = events;
     let mut holds = tokio::time::interval(crate::circuit::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
@@ -330,12 +390,12 @@ async fn serve(
         }
         let wake_at = dispatcher
             .next_wake()
-            .unwrap_or_else(|| Instant::now() + rescan_every)
+            .unwrap_or_else(|| crate::circuit::now() + rescan_every)
             .min(pacer.last() + rescan_every);
         let shared = dispatcher.shared.clone();
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            batch = next_of(watcher.as_ref()) => match batch {
+            batch = next_of(watcher) => match batch {
                 Ok(batch) => {
                     let leapt = dispatcher.offer_seen(batch.seen.into_iter().map(|s| s.name)).await;
                     rescan = batch.overflow || leapt;
@@ -349,7 +409,7 @@ async fn serve(
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
             _ = watchdog.tick(spoolpost_common::notify::global()) => {}
-            Some(()) = hangup(hangups.as_mut()) => {
+            Some(()) = hangup(hangups.as_deref_mut()) => {
                 let notifier = spoolpost_common::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");
@@ -357,7 +417,7 @@ async fn serve(
                 rescan = reloader.apply(&shared);
                 notifier.ready("sending");
             }
-            _ = status.tick() => send_status(&shared, settings.concurrency),
+            _ = status.tick() => send_status(&shared, concurrency),
         }
     }
 }

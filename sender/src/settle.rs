@@ -133,7 +133,7 @@ fn reason(
         first_attempt: name
             .first_attempt
             .map(|t| rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t))),
-        last_attempt: rfc3339(SystemTime::now()),
+        last_attempt: rfc3339(attempted.now),
     };
     // What the last attempt got: its number, the start of the answer's
     // body, and the transport error if there was one.

@@ -1,6 +1,7 @@
 //! What every job and the scheduler share: the spool and claim folder, the
 //! configuration snapshot a reload swaps (routes, HTTP clients, retry
-//! policy), the circuits and the slots that count files in flight. A module
+//! policy), the circuits, the slots that count files in flight, and the
+//! [`Exchange`] that sends and tells the time. A module
 //! of its own so the scheduler and the code that settles a file both use it
 //! without importing each other.
 
@@ -16,6 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::backoff::RetryPolicy;
 use crate::circuit::Circuits;
+use crate::exchange::Exchange;
 use crate::http::Http;
 
 /// What a reload replaces as one: a job takes the snapshot current when it
@@ -70,6 +72,9 @@ pub struct Shared {
     /// Set when recovery returned a dead instance's files to `incoming/`.
     pub recovered: AtomicBool,
     pub counts: Counts,
+    /// The network and the wall clock; fixed for the process (a reload
+    /// swaps the HTTP clients inside the snapshot, not this).
+    pub exchange: Arc<dyn Exchange>,
 }
 
 pub struct ReceiverSlots {
@@ -97,6 +102,7 @@ impl Shared {
         events: EventSink,
         circuits: Circuits,
         slots: Vec<ReceiverSlots>,
+        exchange: Arc<dyn Exchange>,
     ) -> Shared {
         Shared {
             spool,
@@ -115,6 +121,7 @@ impl Shared {
             wake: Notify::new(),
             recovered: Default::default(),
             counts: Counts::default(),
+            exchange,
         }
     }
 
@@ -141,6 +148,11 @@ impl Shared {
     }
 
     /// The receiver's configured name, for logs, events and reasons.
+    /// The wall clock retry waits, claims and verdicts are reckoned in.
+    pub fn wall_clock(&self) -> SystemTime {
+        self.exchange.wall_clock()
+    }
+
     pub fn receiver_name(&self, receiver: usize) -> &str {
         &self.names[receiver]
     }
