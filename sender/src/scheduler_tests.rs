@@ -495,7 +495,9 @@ concurrency = 1
 glob = \"*\"
 receiver = \"r\"
 ";
-    let f = fixture(config, |_, _| Reply::Status(200, Duration::from_secs(1), None));
+    let f = fixture(config, |_, _| {
+        Reply::Status(200, Duration::from_secs(1), None)
+    });
     for i in 0..5 {
         f.put(&format!("f{i}.json"));
     }
@@ -504,7 +506,11 @@ receiver = \"r\"
     let started = Instant::now();
     drain_once(&mut dispatcher).await.unwrap();
     let took = Instant::now() - started;
-    assert_eq!(f.count(State::Done), 5, "every file, not only the first pass's");
+    assert_eq!(
+        f.count(State::Done),
+        5,
+        "every file, not only the first pass's"
+    );
     assert_eq!(f.net.most_in_flight[0].load(Ordering::SeqCst), 1);
     // One at a time, each next one started as soon as the slot is free.
     assert!(took >= Duration::from_secs(5), "{took:?}");
