@@ -53,6 +53,8 @@ pub enum Offer {
     Ignored,
     /// Another sender claimed it between our reading its name and our claim.
     Lost,
+    /// Not offered: a lost race had the dispatcher leap over it.
+    LeaptOver,
     /// Waiting: its retry is not due, or its receiver's circuit is open.
     NotYet,
     /// Its receiver had no room; a later pass comes back for it.
@@ -75,6 +77,8 @@ pub struct Dispatcher {
     leap: Leap,
     /// Names still to skip from the last leap.
     leaping: usize,
+    /// Whether a lost race leaps at all (see [`Dispatcher::stop_leaping`]).
+    leaps: bool,
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +103,16 @@ impl Dispatcher {
             holds: Holds::new(receivers),
             leap: Leap::new(fastrand::Rng::new()),
             leaping: 0,
+            leaps: true,
         }
+    }
+
+    /// From now on a lost race skips nothing, so every pass offers every
+    /// name it reads and never asks for another on that account: how a
+    /// `--once` run ends while other senders keep taking new files.
+    pub fn stop_leaping(&mut self) {
+        self.leaps = false;
+        self.leaping = 0;
     }
 
     /// Rereads the holds when they are due for it. When a hold is lifted
@@ -145,9 +158,9 @@ impl Dispatcher {
             }
             match self.offer_in_turn(entry.file_name()).await {
                 Offer::Skipped => pass.skipped = true,
-                Offer::Lost => pass.leapt = true,
+                Offer::LeaptOver => pass.leapt = true,
                 Offer::Stopped => break,
-                Offer::Started | Offer::Ignored | Offer::NotYet => {}
+                Offer::Started | Offer::Ignored | Offer::NotYet | Offer::Lost => {}
             }
         }
         Ok(pass)
@@ -160,7 +173,7 @@ impl Dispatcher {
         let mut leapt = false;
         for name in names {
             match self.offer_in_turn(name).await {
-                Offer::Lost => leapt = true,
+                Offer::LeaptOver => leapt = true,
                 Offer::Stopped => break,
                 _ => {}
             }
@@ -169,15 +182,15 @@ impl Dispatcher {
     }
 
     /// Offers one name of a run of names, unless a lost race has it leapt
-    /// over; both come back as [`Offer::Lost`].
+    /// over.
     async fn offer_in_turn(&mut self, name: OsString) -> Offer {
         if self.leaping > 0 {
             self.leaping -= 1;
-            return Offer::Lost;
+            return Offer::LeaptOver;
         }
         let offer = self.offer(name).await;
         match offer {
-            Offer::Lost => self.leaping = self.leap.after_loss(),
+            Offer::Lost if self.leaps => self.leaping = self.leap.after_loss(),
             Offer::Started => self.leap.after_win(),
             _ => {}
         }

@@ -281,15 +281,23 @@ async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
 /// `--once`: passes over `incoming/` until one finds nothing it had to skip
 /// and no dead instance's files came back meanwhile, then waits for what is in flight.
 pub(crate) async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failure> {
+    let mut leap_passes = 0;
     loop {
         let pass = dispatcher.pass().await?;
         let recovered = dispatcher.shared.recovered.swap(false, Ordering::AcqRel);
         if !pass.skipped && !recovered {
-            if pass.leapt {
-                // What the other senders left of the names leapt over.
-                continue;
+            if !pass.leapt {
+                break;
             }
-            break;
+            // Another pass, at once, for what the other senders left of
+            // the names leapt over. While they keep taking new files every
+            // pass would leap again, so after a few the run stops leaping
+            // and its last pass offers every name it reads.
+            leap_passes += 1;
+            if leap_passes == LEAP_PASSES {
+                dispatcher.stop_leaping();
+            }
+            continue;
         }
         let wake = dispatcher.shared.clone();
         tokio::select! {
@@ -301,6 +309,10 @@ pub(crate) async fn drain_once(dispatcher: &mut Dispatcher) -> Result<(), Failur
     dispatcher.drain().await;
     Ok(())
 }
+
+/// How many passes a `--once` run makes for names it leapt over before it
+/// stops leaping.
+const LEAP_PASSES: usize = 4;
 
 /// When a `--once` pass that had to skip files tries again at the latest.
 fn next_pass(dispatcher: &Dispatcher) -> Instant {

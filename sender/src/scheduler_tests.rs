@@ -516,3 +516,63 @@ receiver = \"r\"
     assert!(took >= Duration::from_secs(5), "{took:?}");
     assert!(took <= Duration::from_secs(5) + SLACK, "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_ends_while_another_sender_keeps_taking_new_files() {
+    let config = "\
+[receivers.r]
+url = \"http://127.0.0.1:9/\"
+adaptive = false
+concurrency = 1
+[[routes]]
+glob = \"*\"
+receiver = \"r\"
+";
+    // With every request this sender makes, another sender takes two
+    // files it has read the names of, and a producer adds three, so the
+    // backlog stays as it is: every pass loses races and so leaps, and
+    // there are always new files.
+    let folders: Arc<std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)>> =
+        Default::default();
+    let world = folders.clone();
+    let f = fixture(config, move |_, n| {
+        if let Some((incoming, taken)) = world.get() {
+            let names: Vec<_> = std::fs::read_dir(incoming)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let mut rng = fastrand::Rng::with_seed(n as u64);
+            for _ in 0..2.min(names.len()) {
+                let name = &names[rng.usize(..names.len())];
+                let _ = std::fs::rename(incoming.join(name), taken.join(name));
+            }
+            for i in 0..3 {
+                std::fs::write(incoming.join(format!("new-{n}-{i}.json")), b"{}").unwrap();
+            }
+        }
+        Reply::Status(200, Duration::from_millis(10), None)
+    });
+    for i in 0..200 {
+        f.put(&format!("f{i:03}.json"));
+    }
+    let taken = f._dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    folders
+        .set((f.spool.dir(State::Incoming), taken.clone()))
+        .unwrap();
+    let stop = CancellationToken::new();
+    let mut dispatcher = f.dispatcher(&stop);
+    tokio::time::timeout(Duration::from_secs(120), drain_once(&mut dispatcher))
+        .await
+        .expect("the --once run ended")
+        .unwrap();
+    let lost = f.shared.counts.lost.load(Ordering::Relaxed);
+    assert!(lost > 0, "the other sender won some races");
+    let made = 200 + 3 * f.net.calls().len();
+    let taken = std::fs::read_dir(&taken).unwrap().count();
+    assert_eq!(
+        f.count(State::Done) + f.count(State::Incoming) + taken,
+        made,
+        "every file is somewhere"
+    );
+}
