@@ -176,6 +176,17 @@ glob = \"*\"
 receiver = \"r\"
 ";
 
+/// One receiver that takes one request at a time.
+const ONE_AT_A_TIME: &str = "\
+[receivers.r]
+url = \"http://127.0.0.1:9/\"
+adaptive = false
+concurrency = 1
+[[routes]]
+glob = \"*\"
+receiver = \"r\"
+";
+
 /// A sender on a fresh spool under `config` (a whole configuration file),
 /// answering by `script`.
 fn fixture(
@@ -486,16 +497,7 @@ receiver = \"b\"
 
 #[tokio::test(start_paused = true)]
 async fn once_comes_back_for_files_a_busy_receiver_made_it_skip() {
-    let config = "\
-[receivers.r]
-url = \"http://127.0.0.1:9/\"
-adaptive = false
-concurrency = 1
-[[routes]]
-glob = \"*\"
-receiver = \"r\"
-";
-    let f = fixture(config, |_, _| {
+    let f = fixture(ONE_AT_A_TIME, |_, _| {
         Reply::Status(200, Duration::from_secs(1), None)
     });
     for i in 0..5 {
@@ -519,15 +521,6 @@ receiver = \"r\"
 
 #[tokio::test(start_paused = true)]
 async fn once_ends_while_another_sender_keeps_taking_new_files() {
-    let config = "\
-[receivers.r]
-url = \"http://127.0.0.1:9/\"
-adaptive = false
-concurrency = 1
-[[routes]]
-glob = \"*\"
-receiver = \"r\"
-";
     // With every request this sender makes, another sender takes two
     // files it has read the names of, and a producer adds three, so the
     // backlog stays as it is: every pass loses races and so leaps, and
@@ -535,7 +528,7 @@ receiver = \"r\"
     let folders: Arc<std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)>> =
         Default::default();
     let world = folders.clone();
-    let f = fixture(config, move |_, n| {
+    let f = fixture(ONE_AT_A_TIME, move |_, n| {
         if let Some((incoming, taken)) = world.get() {
             let names: Vec<_> = std::fs::read_dir(incoming)
                 .unwrap()
