@@ -218,24 +218,44 @@ impl Http {
             // Checked at start: a DNS name, so the URL takes it.
             let _ = url.set_host(Some(name));
         }
-        // Built whole rather than through a RequestBuilder, which would
-        // copy the receiver's headers in one by one and parse the names of
-        // ours on every request.
         let now = Instant::now();
-        let mut request = reqwest::Request::new(target.method.clone(), url);
-        let headers = request.headers_mut();
-        *headers = (*target.headers.current(now)).clone();
-        headers.insert(
-            IDEMPOTENCY_KEY,
-            HeaderValue::from_str(key).expect("a key is hex digits"),
-        );
-        headers.insert(
-            X_FILENAME,
-            HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
-        );
-        *request.timeout_mut() = Some(target.timeout + Duration::from_secs(size / MIN_RATE));
-        *request.body_mut() = Some(body);
-        let result = target.client.current(now).execute(request).await;
+        let client = target.client.current(now);
+        // The builder moves credentials in the URL into a sensitive
+        // Authorization header (and out of the URL, where hyper's pool and
+        // logs would show them); the rest is set on the request itself,
+        // which costs less than the builder copying headers one by one and
+        // parsing the names of ours on every request.
+        let result = match client.request(target.method.clone(), url).build() {
+            Ok(mut request) => {
+                let headers = request.headers_mut();
+                let configured = target.headers.current(now);
+                if headers.is_empty() {
+                    *headers = (*configured).clone();
+                } else {
+                    // As the builder's `headers`: a configured header
+                    // replaces one the URL gave.
+                    for name in configured.keys() {
+                        headers.remove(name);
+                    }
+                    for (name, value) in configured.iter() {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+                headers.insert(
+                    IDEMPOTENCY_KEY,
+                    HeaderValue::from_str(key).expect("a key is hex digits"),
+                );
+                headers.insert(
+                    X_FILENAME,
+                    HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
+                );
+                *request.timeout_mut() =
+                    Some(target.timeout + Duration::from_secs(size / MIN_RATE));
+                *request.body_mut() = Some(body);
+                client.execute(request).await
+            }
+            Err(e) => Err(e),
+        };
         let local = progress.local.lock().unwrap().take();
         let (answer, body, error) = match (local, result) {
             // Whatever the receiver said, it did not get the claimed file.

@@ -337,6 +337,17 @@ fn issue_13_4_credentials_in_the_url_never_reach_events_logs_or_reasons() {
         assert!(!all.contains("PW"), "the password leaked:\n{all}");
         assert!(!all.contains("SECRET"), "the token leaked:\n{all}");
     }
+    // Kept out of sight, the credentials still reach the receiver, as
+    // Basic authentication ("u:PW").
+    let r4: Vec<_> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/r4"))
+        .collect();
+    assert!(!r4.is_empty());
+    for r in &r4 {
+        assert_eq!(r.header("authorization"), Some("Basic dTpQVw=="), "{r:?}");
+    }
 }
 
 /// A file too large for loopback's socket buffers to swallow whole: a body
