@@ -147,12 +147,12 @@ impl Shared {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
-    /// The receiver's configured name, for logs, events and reasons.
     /// The wall clock retry waits, claims and verdicts are reckoned in.
     pub fn wall_clock(&self) -> SystemTime {
         self.exchange.wall_clock()
     }
 
+    /// The receiver's configured name, for logs, events and reasons.
     pub fn receiver_name(&self, receiver: usize) -> &str {
         &self.names[receiver]
     }
