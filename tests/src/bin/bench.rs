@@ -595,10 +595,7 @@ fn file_floor_two_threads(work: &Path, files: u64) -> Row {
     let done = spool.join("done");
     std::fs::create_dir_all(&done).unwrap();
     let incoming = spool.join("incoming");
-    let names: Vec<_> = std::fs::read_dir(&incoming)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = names_in(&incoming);
     let (cpu0, started) = (own_cpu(), Instant::now());
     std::thread::scope(|scope| {
         for (t, half) in names.chunks(names.len().div_ceil(2)).enumerate() {
@@ -625,6 +622,14 @@ fn file_floor_two_threads(work: &Path, files: u64) -> Row {
         "two threads, a claim folder each: the files/s the sender's two threads could reach".into();
     let _ = std::fs::remove_dir_all(&spool);
     r
+}
+
+/// The names in `dir`, read before a floor's clock starts.
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
 }
 
 /// One file's unavoidable spool work: claim, open, stat, read, close, done.
@@ -683,10 +688,7 @@ fn floor_row(
     bytes: u64,
     mut each: impl FnMut(&Path, &std::ffi::OsStr),
 ) -> Row {
-    let names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = names_in(dir);
     let (cpu0, started) = (own_cpu(), Instant::now());
     for name in &names {
         each(&dir.join(name), name);
