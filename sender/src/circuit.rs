@@ -246,9 +246,18 @@ impl Circuits {
     }
 
     /// Tells an endpoint's breaker what an attempt showed, and counts the
-    /// request out of flight. Returns true when its circuit closed: files
-    /// held back while the probe was out can go now, not at the next timer.
-    pub fn record(&self, receiver: usize, label: &str, signal: Signal, now: Instant) -> bool {
+    /// request out of flight; `probe` says whether the request was the
+    /// half-open circuit's probe. Returns true when its circuit closed:
+    /// files held back while the probe was out can go now, not at the next
+    /// timer.
+    pub fn record(
+        &self,
+        receiver: usize,
+        label: &str,
+        signal: Signal,
+        probe: bool,
+        now: Instant,
+    ) -> bool {
         let transition = {
             let mut state = self.state.lock().unwrap();
             // Gone in a reload while the request was out: nothing to tell.
@@ -269,8 +278,14 @@ impl Circuits {
                     }
                     opened
                 }
+                // Only the probe's own request gives the probe back: one
+                // that was in flight before the circuit opened, ending on
+                // a local problem, would otherwise let a second probe out
+                // beside the one still waiting for its answer.
                 Signal::Silent => {
-                    breaker.cancel_probe();
+                    if probe {
+                        breaker.cancel_probe();
+                    }
                     None
                 }
             };
@@ -471,7 +486,7 @@ mod tests {
     }
 
     fn fail(c: &Circuits, retry_after: Option<Duration>) {
-        c.record(0, "http://h/", Signal::Fails { retry_after }, now());
+        c.record(0, "http://h/", Signal::Fails { retry_after }, false, now());
     }
 
     async fn wait_out(c: &Circuits) {
@@ -503,7 +518,7 @@ mod tests {
         Grant::new(&c, 0, "http://h/", true).sent();
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // Its answer closes the circuit and asks for a pass at once.
-        assert!(c.record(0, "http://h/", Signal::Works, now()));
+        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(published.contains("closed"), "{published}");
@@ -520,7 +535,7 @@ mod tests {
         assert_eq!(now() - t0, S(20));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The probe's file was a local problem: nothing learnt, probe free.
-        assert!(!c.record(0, "http://h/", Signal::Silent, now()));
+        assert!(!c.record(0, "http://h/", Signal::Silent, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A failed probe reopens for the doubled period.
         let t1 = now();
@@ -530,10 +545,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_sent_before_the_circuit_opened_does_not_give_back_the_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = circuits(dir.path());
+        // Three requests out; two fail and open the circuit, one is still
+        // in flight.
+        for _ in 0..3 {
+            assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
+        }
+        fail(&c, None);
+        fail(&c, None);
+        wait_out(&c).await;
+        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        // The old request ends on a local problem (its file changed): the
+        // probe is still out, and no second one may go beside it.
+        assert!(!c.record(0, "http://h/", Signal::Silent, false, now()));
+        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        // The probe's own answer decides.
+        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
         let dir = tempfile::tempdir().unwrap();
         let c = circuits(dir.path());
-        c.record(0, "http://h/", Signal::Refuses, now());
+        c.record(0, "http://h/", Signal::Refuses, false, now());
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         assert_eq!(c.not_closed(), 1);
         let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
@@ -541,7 +578,7 @@ mod tests {
         wait_out(&c).await;
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A rotated secret lets the probe through: closed, reason gone.
-        assert!(c.record(0, "http://h/", Signal::Works, now()));
+        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
         assert!(!read().contains("auth"), "{}", read());
         assert_eq!(c.not_closed(), 0);
     }
@@ -566,9 +603,9 @@ mod tests {
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // b has one in flight now: a (none) is picked, twice over.
-        c.record(0, "http://a/", Signal::Works, now());
+        c.record(0, "http://a/", Signal::Works, false, now());
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
-        c.record(0, "http://a/", fails, now());
+        c.record(0, "http://a/", fails, false, now());
         // a is open: everything goes to b, and a failover finds no other.
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         assert_eq!(c.failover(0, &two, &[1]), None);
@@ -591,9 +628,9 @@ mod tests {
         );
         tokio::time::sleep(S(5)).await;
         assert_eq!(c.admit(0, &two, now()), Admit::Probe(0));
-        c.record(0, "http://a/", fails, now());
+        c.record(0, "http://a/", fails, true, now());
         // b fails too: the receiver waits as one open circuit would ...
-        c.record(0, "http://b/", fails, now());
+        c.record(0, "http://b/", fails, false, now());
         let Admit::WaitUntil(at) = c.admit(0, &two, now()) else {
             panic!("not waiting")
         };
@@ -606,7 +643,7 @@ mod tests {
         // b, open for 5 s, before a, reopened for twice that.
         tokio::time::sleep_until(at.into()).await;
         assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
-        assert!(c.record(0, "http://b/", Signal::Works, now()));
+        assert!(c.record(0, "http://b/", Signal::Works, true, now()));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // A reload that drops b and adds d: a keeps its open circuit.
         let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];

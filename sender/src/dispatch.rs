@@ -302,6 +302,7 @@ impl Dispatcher {
                     receiver: r,
                     urls,
                     endpoint,
+                    probe,
                     permits: (receiver_permit, global_permit),
                     pace,
                     config,

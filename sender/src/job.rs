@@ -31,6 +31,8 @@ pub struct Job {
     /// The URL of each of the receiver's endpoints, and the one granted.
     pub urls: Vec<reqwest::Url>,
     pub endpoint: usize,
+    /// Its request to `endpoint` is that endpoint's half-open probe.
+    pub probe: bool,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     /// Its room under the receiver's adaptive limit.
     pub pace: crate::pace::Slot,
@@ -45,6 +47,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         receiver,
         urls,
         endpoint,
+        probe,
         permits,
         mut pace,
         config: snapshot,
@@ -71,10 +74,13 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             jitter: fastrand::f64(),
         };
         let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
+        // A failover goes only to a closed endpoint: never a probe.
+        let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
             receiver,
             &labels[endpoint],
             verdict.receiver,
+            carried_probe,
             crate::circuit::now(),
         ) {
             shared.wake.notify_one();
