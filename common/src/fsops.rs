@@ -237,8 +237,6 @@ fn dir_fsync_forced_unsupported() -> bool {
     *FORCED.get_or_init(|| switch(DIR_FSYNC_ENV, "unsupported", "native"))
 }
 
-/// Whether an error means the disk or quota is full: the caller should pause
-/// and retry later rather than give up on the file.
 /// A file's ctime: when it was last renamed or changed, which no one can
 /// set back (the collector's `settle`, retry due-ness and the reporter's
 /// ages read it). `Metadata` offers no `SystemTime` for it.
@@ -251,6 +249,8 @@ pub fn ctime(meta: &std::fs::Metadata) -> std::time::SystemTime {
         )
 }
 
+/// Whether an error means the disk or quota is full: the caller should pause
+/// and retry later rather than give up on the file.
 pub fn is_disk_full(err: &io::Error) -> bool {
     // By kind as well: an error re-made with context (spool::annotate)
     // keeps its kind but not its errno.
