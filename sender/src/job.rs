@@ -113,15 +113,8 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     };
     settle(&shared, claimed, attempted, verdict.fate);
     // A request turned away as overload keeps its room a while: sent again
-    // at once, the next would meet the same full receiver. Only then: even a
-    // zero sleep waits for the timer's next tick (up to 1 ms) and, as the
-    // earliest timer, wakes the runtime's driver with a write to its
-    // eventfd, and another runtime thread with it.
-    let hold = pace.hold();
-    if !hold.is_zero() {
-        tokio::time::sleep(hold).await;
-    }
-    drop(pace);
+    // at once, the next would meet the same full receiver.
+    pace.free_after_hold().await;
     shared.release_slot(receiver, permits);
 }
 

@@ -393,6 +393,16 @@ impl Slot {
     pub fn hold(&self) -> Duration {
         self.hold
     }
+
+    /// Keeps the room for [`Slot::hold`], then frees it. No hold, no wait:
+    /// even a zero sleep would wait for the timer's next tick (up to 1 ms),
+    /// and as the earliest timer wake the runtime's driver; at a limit of
+    /// 4 that held every receiver under 2,500 files/s.
+    pub async fn free_after_hold(self) {
+        if !self.hold.is_zero() {
+            tokio::time::sleep(self.hold).await;
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -437,6 +447,33 @@ mod tests {
         for (answer, want) in table {
             assert_eq!(signal(&answer, 7 * MS), want, "{answer:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_served_request_frees_its_room_at_once_and_a_turned_away_one_keeps_it() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, None);
+        let in_flight = || pace.shown().in_flight;
+        let mut slot = pace.try_take().expect("room");
+        slot.answered(Signal::Good(5 * MS));
+        assert_eq!(in_flight(), 1, "the room is taken until freed");
+        assert!(
+            slot.free_after_hold().now_or_never().is_some(),
+            "no wait for a timer"
+        );
+        assert_eq!(in_flight(), 0, "free at once");
+        // Turned away as overload: the room stays taken a while.
+        let mut slot = pace.try_take().expect("room");
+        slot.answered(Signal::Overload);
+        assert!(slot.hold() > Duration::ZERO);
+        let freeing = slot.free_after_hold();
+        tokio::pin!(freeing);
+        assert!(freeing.as_mut().now_or_never().is_none());
+        assert_eq!(in_flight(), 1);
+        freeing.await;
+        assert_eq!(in_flight(), 0);
     }
 
     #[test]
