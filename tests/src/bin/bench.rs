@@ -430,6 +430,13 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
             &["--threads", "1"],
             &mut rows,
         );
+        let default = rows
+            .iter()
+            .rposition(|r| r.case == "sender --once, 1 KiB files")
+            .expect("just measured");
+        if let Some(note) = against_floors(&rows, &rows[default]) {
+            rows[default].note = note;
+        }
     }
     if args.wants(Case::Fixed) {
         let adaptive = rows
@@ -459,7 +466,12 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
         if let (Some(i), Some(best)) = (adaptive, best) {
             let r = &mut rows[i];
             let ratio = r.files_per_second / best;
-            r.note = format!("adaptive: {ratio:.2}× the best fixed concurrency's files/s");
+            let adaptive = format!("adaptive: {ratio:.2}× the best fixed concurrency's files/s");
+            r.note = if r.note.is_empty() {
+                adaptive
+            } else {
+                format!("{}; {adaptive}", r.note)
+            };
         }
     }
     if args.wants(Case::Large) {
@@ -622,6 +634,26 @@ fn file_floor_two_threads(work: &Path, files: u64) -> Row {
         "two threads, a claim folder each: the files/s the sender's two threads could reach".into();
     let _ = std::fs::remove_dir_all(&spool);
     r
+}
+
+/// A 1 KiB sender row's CPU per file against the floors of the same run:
+/// the bare HTTP exchange (the ceiling's client) plus the one-thread file
+/// work, and those plus gzip. Issue 14 reads the first ratio.
+fn against_floors(rows: &[Row], sender: &Row) -> Option<String> {
+    let cpu = |case: &str| {
+        rows.iter()
+            .find(|r| r.case.starts_with(case))
+            .and_then(|r| r.cpu_us_per_file)
+    };
+    let http = cpu("raw HTTP ceiling")?;
+    let files = cpu("file-work floor (")?;
+    let gzip = cpu("gzip floor")?;
+    let own = sender.cpu_us_per_file?;
+    Some(format!(
+        "CPU {:.1}× HTTP + file-work floors, {:.1}× with gzip's",
+        own / (http + files),
+        own / (http + files + gzip)
+    ))
 }
 
 /// The names in `dir`, read before a floor's clock starts.
@@ -1009,6 +1041,30 @@ mod tests {
         let b = blast(rx.addr(), Bytes::from_static(b"body"), 1, 3);
         assert!(b.wall >= Duration::from_millis(300), "{:?}", b.wall);
         assert_eq!(rx.count(), 3);
+    }
+
+    #[test]
+    fn a_sender_row_is_read_against_the_floors_of_its_run() {
+        let named = |case: &str, cpu: f64| Row {
+            case: case.into(),
+            cpu_us_per_file: Some(cpu),
+            ..Row::default()
+        };
+        let rows = [
+            named("raw HTTP ceiling (load generator, no files)", 10.0),
+            named("file-work floor (renames + read, no HTTP)", 16.0),
+            named("file-work floor, two threads", 17.0),
+            named(
+                "gzip floor (1 KiB payload, level 6, no files, no HTTP)",
+                8.0,
+            ),
+        ];
+        let sender = named("sender --once, 1 KiB files", 68.0);
+        assert_eq!(
+            against_floors(&rows, &sender).as_deref(),
+            Some("CPU 2.6× HTTP + file-work floors, 2.0× with gzip's")
+        );
+        assert_eq!(against_floors(&rows[1..], &sender), None, "no ceiling");
     }
 
     #[test]
