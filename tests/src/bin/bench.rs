@@ -333,7 +333,7 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
     eprintln!("bench: raw ceiling ({n} requests, {concurrency} connections)");
     let blasted = blast(rx.addr(), payload.clone(), concurrency, n);
     let mut ceiling = row(
-        "raw HTTP ceiling (load generator, no files)",
+        CEILING,
         n,
         n * 1024,
         blasted.wall,
@@ -414,14 +414,11 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
     };
 
     if args.wants(Case::Small) {
-        sender_case(
-            "sender --once, 1 KiB files",
-            100_000 / scale,
-            1024,
-            1,
-            &[],
-            &mut rows,
-        );
+        sender_case(SMALL_DEFAULT, 100_000 / scale, 1024, 1, &[], &mut rows);
+        let measured = rows.last().expect("just measured");
+        if let Some(note) = against_floors(&rows, measured) {
+            rows.last_mut().expect("just measured").note = note;
+        }
         sender_case(
             "sender --once --threads 1, 1 KiB files",
             100_000 / scale,
@@ -430,18 +427,9 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
             &["--threads", "1"],
             &mut rows,
         );
-        let default = rows
-            .iter()
-            .rposition(|r| r.case == "sender --once, 1 KiB files")
-            .expect("just measured");
-        if let Some(note) = against_floors(&rows, &rows[default]) {
-            rows[default].note = note;
-        }
     }
     if args.wants(Case::Fixed) {
-        let adaptive = rows
-            .iter()
-            .rposition(|r| r.case == "sender --once, 1 KiB files");
+        let adaptive = rows.iter().rposition(|r| r.case == SMALL_DEFAULT);
         let mut best: Option<f64> = None;
         for pinned in [16, 64, 256] {
             let cfg = work.join(format!("fixed-{pinned}.toml"));
@@ -586,7 +574,7 @@ fn file_floor(work: &Path, files: u64) -> Row {
     std::fs::create_dir_all(&done).unwrap();
     let mut buf = vec![0u8; 1024];
     let r = floor_row(
-        "file-work floor (renames + read, no HTTP)",
+        FILE_FLOOR,
         "the sender",
         &spool.join("incoming"),
         bytes,
@@ -636,18 +624,26 @@ fn file_floor_two_threads(work: &Path, files: u64) -> Row {
     r
 }
 
+/// Rows other rows are read against, named once.
+const CEILING: &str = "raw HTTP ceiling (load generator, no files)";
+const FILE_FLOOR: &str = "file-work floor (renames + read, no HTTP)";
+/// The default sender on 1 KiB files, which the floors and the fixed
+/// concurrencies are read against.
+const SMALL_DEFAULT: &str = "sender --once, 1 KiB files";
+
 /// A 1 KiB sender row's CPU per file against the floors of the same run:
 /// the bare HTTP exchange (the ceiling's client) plus the one-thread file
 /// work, and those plus gzip. Issue 14 reads the first ratio.
 fn against_floors(rows: &[Row], sender: &Row) -> Option<String> {
-    let cpu = |case: &str| {
+    let cpu = |is: &dyn Fn(&str) -> bool| {
         rows.iter()
-            .find(|r| r.case.starts_with(case))
+            .find(|r| is(&r.case))
             .and_then(|r| r.cpu_us_per_file)
     };
-    let http = cpu("raw HTTP ceiling")?;
-    let files = cpu("file-work floor (")?;
-    let gzip = cpu("gzip floor")?;
+    let http = cpu(&|case| case == CEILING)?;
+    let files = cpu(&|case| case == FILE_FLOOR)?;
+    // Its name carries the level.
+    let gzip = cpu(&|case| case.starts_with("gzip floor"))?;
     let own = sender.cpu_us_per_file?;
     Some(format!(
         "CPU {:.1}× HTTP + file-work floors, {:.1}× with gzip's",
@@ -1051,15 +1047,15 @@ mod tests {
             ..Row::default()
         };
         let rows = [
-            named("raw HTTP ceiling (load generator, no files)", 10.0),
-            named("file-work floor (renames + read, no HTTP)", 16.0),
+            named(CEILING, 10.0),
+            named(FILE_FLOOR, 16.0),
             named("file-work floor, two threads", 17.0),
             named(
                 "gzip floor (1 KiB payload, level 6, no files, no HTTP)",
                 8.0,
             ),
         ];
-        let sender = named("sender --once, 1 KiB files", 68.0);
+        let sender = named(SMALL_DEFAULT, 68.0);
         assert_eq!(
             against_floors(&rows, &sender).as_deref(),
             Some("CPU 2.6× HTTP + file-work floors, 2.0× with gzip's")
