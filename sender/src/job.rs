@@ -65,7 +65,15 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let mut failed_over = Vec::new();
     let (sent, verdict, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
-        let sent = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]).await;
+        let sent = pace
+            .unless_hung(attempt(
+                &shared,
+                &snapshot,
+                &claimed,
+                receiver,
+                &urls[endpoint],
+            ))
+            .await;
         let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,

@@ -207,6 +207,8 @@ impl Pace {
             pace: self.clone(),
             ticket: Some(ticket),
             hold: Duration::ZERO,
+            lapsed: false,
+            told: None,
         })
     }
 
@@ -255,21 +257,39 @@ impl Pace {
 
     /// Tells the controller what an answer said; returns the limit after
     /// hearing it and how long the request should keep its room.
-    fn hear(&self, ticket: Ticket, signal: Signal) -> (usize, Duration) {
-        let (limit, hold, save) = {
+    fn hear(&self, ticket: Ticket, signal: Signal) -> usize {
+        let (limit, save) = {
             let mut inner = self.lock();
             if !self.adaptive {
-                return (inner.controller.limit(), Duration::ZERO);
+                return inner.controller.limit();
             }
-            inner.controller.answered(ticket, signal);
-            let hold = inner.controller.hold(signal);
+            inner
+                .controller
+                .answered(ticket, signal, crate::circuit::now());
             let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
-            (inner.controller.limit(), hold, due && self.changed(&inner))
+            (inner.controller.limit(), due && self.changed(&inner))
         };
         if save {
             self.save();
         }
-        (limit, hold)
+        limit
+    }
+
+    /// How long a request that got `signal` keeps its room after its answer.
+    fn hold(&self, signal: Signal) -> Duration {
+        if !self.adaptive {
+            return Duration::ZERO;
+        }
+        self.lock().controller.hold(signal)
+    }
+
+    /// How long a request may go unanswered before its room is freed.
+    fn lapse_after(&self) -> Duration {
+        if !self.adaptive {
+            // A pinned limit is the operator's word: every request counts.
+            return Duration::MAX;
+        }
+        self.lock().controller.lapse_after()
     }
 
     fn free(&self) {
@@ -374,17 +394,58 @@ pub struct Slot {
     pace: Arc<Pace>,
     ticket: Option<Ticket>,
     hold: Duration,
+    /// Freed early: its request did not answer within the lapse time.
+    lapsed: bool,
+    /// An answer the controller hears when the hold ends.
+    told: Option<(Ticket, Signal)>,
 }
 
 impl Slot {
+    /// Runs `request`; if it has not answered within the controller's
+    /// lapse time ([`crate::adaptive::Controller::lapse_after`]) its room
+    /// is freed for another while it goes on to its own timeout, as TCP
+    /// stops counting a segment in flight at its retransmission timeout.
+    /// One request that never answers then holds no more than its own
+    /// connection: at a small limit it would otherwise stop the receiver
+    /// for a whole timeout. The receiver's `concurrency` (its permits)
+    /// still counts it.
+    pub async fn unless_hung<F: std::future::Future>(&mut self, request: F) -> F::Output {
+        tokio::pin!(request);
+        if !self.lapsed {
+            let lapse = self.pace.lapse_after();
+            if lapse != Duration::MAX {
+                tokio::select! {
+                    biased;
+                    out = &mut request => return out,
+                    _ = tokio::time::sleep(lapse) => {
+                        self.lapsed = true;
+                        self.pace.free();
+                        tracing::debug!(receiver = %self.pace.name, after = ?lapse, "a request is slow to answer; its room is freed for another");
+                    }
+                }
+            }
+        }
+        request.await
+    }
+
     /// Tells the controller what the answer said; returns the limit after
     /// hearing it. The room stays taken until the slot is dropped, which
     /// should be no sooner than [`Slot::hold`] from now.
+    ///
+    /// A request turned away is told only when its hold ends
+    /// ([`Slot::free_after_hold`]): a 503 comes back in a fraction of the
+    /// time a served request takes, so told at once, the failures of the
+    /// requests sent after a change of limit would reach the controller a
+    /// round trip before their successes, and every window after a change
+    /// would seem to fail twice as often as the receiver does.
     pub fn answered(&mut self, signal: Signal) -> usize {
         let ticket = self.ticket.take().expect("answered once");
-        let (limit, hold) = self.pace.hear(ticket, signal);
-        self.hold = hold;
-        limit
+        self.hold = self.pace.hold(signal);
+        if self.hold.is_zero() {
+            return self.pace.hear(ticket, signal);
+        }
+        self.told = Some((ticket, signal));
+        self.pace.limit()
     }
 
     /// How long after its answer the request keeps its room: a request
@@ -398,16 +459,25 @@ impl Slot {
     /// even a zero sleep would wait for the timer's next tick (up to 1 ms),
     /// and as the earliest timer wake the runtime's driver; at a limit of
     /// 4 that held every receiver under 2,500 files/s.
-    pub async fn free_after_hold(self) {
+    pub async fn free_after_hold(mut self) {
         if !self.hold.is_zero() {
             tokio::time::sleep(self.hold).await;
+        }
+        if let Some((ticket, signal)) = self.told.take() {
+            self.pace.hear(ticket, signal);
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.pace.free();
+        // Cut short during its hold: the controller still hears of it.
+        if let Some((ticket, signal)) = self.told.take() {
+            self.pace.hear(ticket, signal);
+        }
+        if !self.lapsed {
+            self.pace.free();
+        }
     }
 }
 

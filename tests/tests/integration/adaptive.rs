@@ -361,9 +361,11 @@ fn three_senders_together_converge_on_the_capacity() {
 }
 
 /// Issue 12's second receiver: one whose latency grows with the requests
-/// it holds (10 ms + 1 ms per request open) and that never says 503. Past
-/// about 10 open, more concurrency buys little throughput and much
-/// latency; the limit settles near there, not at the bound of 64.
+/// it holds (10 ms + 1 ms per request open) and that never says 503. Its
+/// throughput, `open / (10 ms + open × 1 ms)`, still rises past 10 open
+/// (500/s) towards 1,000/s, ever more slowly; since issue 26 the limit
+/// aims for goodput, so it settles where a step more buys little (tens),
+/// never near the bound of 1,024 where latency would be a second.
 #[test]
 fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
     let rx = Receiver::start();
@@ -395,10 +397,10 @@ fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
         rx.peak_open()
     );
     assert!(
-        (5..=16).contains(&median) && high <= 24,
+        (5..=64).contains(&median) && high <= 80,
         "limit {low}..{high}, median {median}"
     );
-    assert!(rx.peak_open() <= 24, "peak {} open", rx.peak_open());
+    assert!(rx.peak_open() <= 80, "peak {} open", rx.peak_open());
 }
 
 /// A receiver's `Retry-After` still decides when a file is tried again,
