@@ -8,6 +8,16 @@
 //!   HalfOpen --probe fails-----> Open(longer until)
 //! ```
 //!
+//! "N consecutive failures" alone would open a healthy receiver behind a
+//! load balancer with one bad backend: at 30% failures whatever the load,
+//! five in a row come once in 400 answers, several times a second at a
+//! few thousand files a second. So the circuit opens only when the
+//! receiver is *mostly* failing as well: at least [`MOSTLY`] of its last
+//! [`RECENT`] answers (or of all, while fewer) were failures. A receiver
+//! that is down fails every answer and opens after N as before; failures
+//! that are only a share of the answers are the adaptive limit's
+//! business, which tells noise from overload.
+//!
 //! The open period doubles each time the circuit reopens without having
 //! closed, from `open_initial` up to `open_max`, and is never shorter than a
 //! `Retry-After` the receiver asked for. While open, the sender leaves the
@@ -18,6 +28,12 @@ use std::time::{Duration, Instant};
 // The one circuit-state type: what the breaker changes is what
 // `circuits` publishes and the reporter reads.
 use spoolpost_common::circuits::CircuitState as State;
+
+/// The answers the failing share is taken over.
+pub const RECENT: u32 = 64;
+/// The share of recent answers that must have failed for the circuit to
+/// open.
+pub const MOSTLY: f64 = 0.6;
 
 #[derive(Clone, Copy, Debug)]
 pub struct BreakerConfig {
@@ -43,6 +59,10 @@ pub struct Breaker {
     state: State,
     since: Instant,
     consecutive_failures: u32,
+    /// The last [`RECENT`] answers, newest in the lowest bit: 1 a failure.
+    recent: u64,
+    /// How many answers `recent` holds (at most [`RECENT`]).
+    seen: u32,
     /// Times opened since the circuit was last closed.
     openings: u32,
     open_until: Instant,
@@ -56,6 +76,8 @@ impl Breaker {
             state: State::Closed,
             since: now,
             consecutive_failures: 0,
+            recent: 0,
+            seen: 0,
             openings: 0,
             open_until: now,
             probe_in_flight: false,
@@ -102,6 +124,7 @@ impl Breaker {
     /// Records an answer that shows the receiver works (2xx, or a 4xx that
     /// rejects one file). Returns the new state if it changed.
     pub fn record_success(&mut self, now: Instant) -> Option<State> {
+        self.remember(false);
         self.consecutive_failures = 0;
         self.probe_in_flight = false;
         self.openings = 0;
@@ -111,9 +134,15 @@ impl Breaker {
     /// Records a failure of the receiver. Failures of requests that were
     /// already in flight when the circuit opened do not extend it.
     pub fn record_failure(&mut self, now: Instant, retry_after: Option<Duration>) -> Option<State> {
+        self.remember(true);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         let open = match self.state {
-            State::Closed => self.consecutive_failures >= self.config.failures.max(1),
+            State::Closed => {
+                // One or two failures is the operator's hair trigger: any
+                // such run opens it.
+                self.consecutive_failures >= self.config.failures.max(1)
+                    && (self.config.failures <= 2 || self.mostly_failing())
+            }
             State::HalfOpen => true,
             State::Open => false,
         };
@@ -135,6 +164,16 @@ impl Breaker {
             );
         self.open_until = now + wait;
         Some(self.enter(State::Open, now))
+    }
+
+    fn remember(&mut self, failed: bool) {
+        self.recent = (self.recent << 1) | u64::from(failed);
+        self.seen = (self.seen + 1).min(RECENT);
+    }
+
+    fn mostly_failing(&self) -> bool {
+        let failed = self.recent.count_ones();
+        f64::from(failed) >= MOSTLY * f64::from(self.seen.max(1))
     }
 
     fn enter(&mut self, state: State, now: Instant) -> State {
@@ -219,6 +258,43 @@ mod tests {
         b.record_failure(t0, Some(S(20)));
         assert_eq!(b.record_failure(t0 + S(1), None), None);
         assert_eq!(b.check(t0 + S(1)), Decision::WaitUntil(t0 + S(20)));
+    }
+
+    /// A load balancer with one bad backend: 30% of answers fail whatever
+    /// the load, so runs of three come often, but the receiver is not
+    /// mostly failing. When it goes down, the circuit opens once most of
+    /// the recent answers failed.
+    #[test]
+    fn failures_that_are_a_share_of_the_answers_do_not_open_it() {
+        let t0 = Instant::now();
+        let mut b = breaker(t0);
+        let mut rng = fastrand::Rng::with_seed(7);
+        // (A fresh breaker judges by the few answers it has: three
+        // failures of the first three open it, as they always did.)
+        for _ in 0..RECENT {
+            b.record_success(t0);
+        }
+        let mut runs_of_three = 0;
+        let mut run = 0;
+        for _ in 0..10_000 {
+            if rng.f64() < 0.3 {
+                run += 1;
+                runs_of_three += usize::from(run == 3);
+                assert_eq!(b.record_failure(t0, None), None);
+            } else {
+                run = 0;
+                b.record_success(t0);
+            }
+        }
+        assert!(runs_of_three > 100, "{runs_of_three}");
+        assert_eq!(b.state(), State::Closed);
+        // Down: every answer fails; open once most of the last 64 did.
+        let mut failures = 0;
+        while b.record_failure(t0, None).is_none() {
+            failures += 1;
+            assert!(failures < 64, "never opened");
+        }
+        assert!(failures >= 2, "{failures}");
     }
 
     #[test]
