@@ -119,6 +119,7 @@ pub async fn run(
         progress,
         reloader,
     } = plan;
+    raise_open_file_limit(settings.concurrency);
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
         tracing::info!(
@@ -431,5 +432,34 @@ pub(crate) async fn schedule(
             }
             _ = status.tick() => send_status(&shared, concurrency),
         }
+    }
+}
+
+/// Each request in flight holds a socket and its file open: with the
+/// default bound of 1,024 that is more than the soft limit many systems
+/// start a process with (1,024). Raise the soft limit towards the hard
+/// one, as Go's runtime and most servers do; an operator's lower hard
+/// limit stays the word, with a warning if it is short.
+fn raise_open_file_limit(concurrency: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Two per request, and room for the spool's folders, logs and pool.
+    let want = (concurrency as u64).saturating_mul(2).saturating_add(256);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    let new = want.min(hard);
+    if new > soft && setrlimit(Resource::RLIMIT_NOFILE, new, hard).is_err() {
+        return;
+    }
+    if new < want {
+        tracing::warn!(
+            limit = new,
+            wanted = want,
+            concurrency,
+            "the open-file limit is below what the concurrency may need; lower [sender] concurrency or raise LimitNOFILE"
+        );
     }
 }
