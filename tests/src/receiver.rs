@@ -190,6 +190,12 @@ struct Load {
     open: usize,
     peak_open: usize,
     overloaded: u64,
+    /// Faults mode ([`Receiver::faults`]): the share of requests answered
+    /// 503 whatever the load, and the share never answered.
+    faults: Option<(f64, f64)>,
+    /// 503s faults mode gave, and requests it left hanging.
+    noise_503: u64,
+    hung: u64,
 }
 
 /// Counts a request as open until dropped.
@@ -516,6 +522,20 @@ impl Receiver {
         self
     }
 
+    /// Faults mode, as a load balancer with one bad backend out of ten:
+    /// `p503` of requests are answered 503 at once (after their body was
+    /// read) and `hang` of them are never answered, whatever the load.
+    pub fn faults(&self, p503: f64, hang: f64) -> &Receiver {
+        self.inner.load.lock().unwrap().faults = Some((p503, hang));
+        self
+    }
+
+    /// 503s faults mode gave, and requests it left hanging.
+    pub fn faulted(&self) -> (u64, u64) {
+        let load = self.inner.load.lock().unwrap();
+        (load.noise_503, load.hung)
+    }
+
     /// Requests capacity mode turned away with a 503.
     pub fn overloaded(&self) -> u64 {
         self.inner.load.lock().unwrap().overloaded
@@ -695,6 +715,24 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, io::Error> {
     let mut _open = None;
+    let faults = inner.load.lock().unwrap().faults;
+    if let Some((p503, hang)) = faults {
+        let draw = fastrand::f64();
+        if draw < hang {
+            inner.load.lock().unwrap().hung += 1;
+            let _ = req.into_body().collect().await;
+            // Never answered: the client's timeout ends it.
+            let never: std::convert::Infallible = std::future::pending().await;
+            match never {}
+        } else if draw < hang + p503 {
+            inner.load.lock().unwrap().noise_503 += 1;
+            let _ = req.into_body().collect().await;
+            return Ok(Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::new()))
+                .expect("valid response"));
+        }
+    }
     let queueing = inner.load.lock().unwrap().queueing;
     if let Some((base, per_open)) = queueing {
         let open = {

@@ -34,6 +34,8 @@ use spoolpost_tests::receiver::Receiver;
 
 #[path = "bench/remote.rs"]
 mod remote;
+#[path = "bench/scenarios.rs"]
+mod scenarios;
 
 #[derive(Parser)]
 #[command(about = "spoolpost's benchmark (see docs/performance.md)")]
@@ -74,6 +76,9 @@ enum Case {
     /// A remote-like receiver: TLS and plain HTTP, 20 ms per answer,
     /// against the design bounds and `curl -Z`.
     Remote,
+    /// Issue 26's scenario matrix: the default against fixed concurrencies
+    /// on receivers that are capacity-limited, remote, flaky or shared.
+    Scenarios,
     /// The small case with the limit pinned (`adaptive = false`) at several
     /// concurrencies, against which the adaptive default is read.
     Fixed,
@@ -427,6 +432,9 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
             &["--threads", "1"],
             &mut rows,
         );
+    }
+    if args.wants(Case::Scenarios) {
+        scenarios::run(sender, work, scale, &mut rows);
     }
     if args.wants(Case::Fixed) {
         let adaptive = rows.iter().rposition(|r| r.case == SMALL_DEFAULT);

@@ -1,0 +1,258 @@
+//! The scenario matrix (issue 26): the default sender against a sweep of
+//! fixed concurrencies, in the same run, against receivers as operators
+//! have them: one with a fixed capacity that answers 503 beyond it, one
+//! whose latency grows with load, remote ones (constant latency of 20, 40
+//! and 100 ms), a load balancer with a bad backend (random 503s, requests
+//! never answered), all of those at once, and three senders sharing one
+//! receiver.
+//!
+//! Each contender starts on a fresh spool of the same files, runs as a
+//! daemon for at most the window, and is read by files delivered per
+//! second: until the last file was delivered, or over the whole window if
+//! files were left. Files that met a 503 or a hung request wait out their
+//! backoff as in production, for every contender alike. The default's row
+//! says its rate against the best fixed concurrency of the same scenario,
+//! and for receivers whose 503s mean overload, the share of requests
+//! answered 503.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use spoolpost_tests::harness::spawn;
+use spoolpost_tests::receiver::Receiver;
+
+use super::{Row, fill, row};
+
+/// The fixed concurrencies every scenario is also run at.
+const FIXED: [usize; 5] = [4, 16, 64, 256, 1024];
+
+struct Scenario {
+    name: &'static str,
+    /// Sets the receiver up.
+    receiver: fn(&Receiver),
+    /// 503s mean overload here: the default should meet few.
+    overload_503: bool,
+    senders: usize,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "capacity 32 at 5 ms, 503 beyond",
+        receiver: |rx| {
+            rx.capacity(32, Duration::from_millis(5));
+        },
+        overload_503: true,
+        senders: 1,
+    },
+    Scenario {
+        name: "latency grows with load (2 ms + 0.2 ms per open)",
+        receiver: |rx| {
+            rx.queueing(Duration::from_millis(2), Duration::from_micros(200));
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "20 ms away",
+        receiver: |rx| {
+            rx.answer_after(Duration::from_millis(20));
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "40 ms away",
+        receiver: |rx| {
+            rx.answer_after(Duration::from_millis(40));
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "100 ms away",
+        receiver: |rx| {
+            rx.answer_after(Duration::from_millis(100));
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "1% 503 at random",
+        receiver: |rx| {
+            rx.faults(0.01, 0.0);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "10% 503 at random",
+        receiver: |rx| {
+            rx.faults(0.10, 0.0);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "30% 503 at random",
+        receiver: |rx| {
+            rx.faults(0.30, 0.0);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "1% never answered",
+        receiver: |rx| {
+            rx.faults(0.0, 0.01);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "load balancer, bad backend: 10% 503, 1% never answered",
+        receiver: |rx| {
+            rx.faults(0.10, 0.01);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "all at once: 40 ms away, 10% 503, 1% never answered",
+        receiver: |rx| {
+            rx.answer_after(Duration::from_millis(40));
+            rx.faults(0.10, 0.01);
+        },
+        overload_503: false,
+        senders: 1,
+    },
+    Scenario {
+        name: "3 senders sharing capacity 32 at 5 ms",
+        receiver: |rx| {
+            rx.capacity(32, Duration::from_millis(5));
+        },
+        overload_503: true,
+        senders: 3,
+    },
+];
+
+pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
+    let (files, window) = if scale > 1 {
+        (20_000, Duration::from_secs(8))
+    } else {
+        (60_000, Duration::from_secs(15))
+    };
+    for (n, scenario) in SCENARIOS.iter().enumerate() {
+        let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 2)
+            .expect("cannot start the receiver");
+        (scenario.receiver)(&rx);
+        let mut best: Option<(f64, usize)> = None;
+        let mut default_row = None;
+        for fixed in std::iter::once(None).chain(FIXED.map(Some)) {
+            let dir = work.join(format!("scenario-{n}-{}", fixed.unwrap_or(0)));
+            let requests0 = rx.count() + rx.overloaded() + rx.faulted().0;
+            let overloaded0 = rx.overloaded();
+            let (delivered, elapsed) =
+                contend(sender, &dir, &rx, fixed, scenario.senders, files, window);
+            let requests = rx.count() + rx.overloaded() + rx.faulted().0 - requests0;
+            let overloaded = rx.overloaded() - overloaded0;
+            let label = match fixed {
+                None => "default".to_string(),
+                Some(n) => format!("fixed {n}"),
+            };
+            let mut r = row(
+                &format!("scenario: {}: {label}", scenario.name),
+                delivered,
+                delivered * 1024,
+                elapsed,
+                None,
+                None,
+            );
+            let rate = r.files_per_second;
+            if scenario.overload_503 && requests > 0 {
+                r.note = format!(
+                    "{:.1}% of requests answered 503",
+                    100.0 * overloaded as f64 / requests as f64
+                );
+            }
+            match fixed {
+                None => default_row = Some(rows.len()),
+                Some(n) => {
+                    if best.is_none_or(|(b, _)| rate > b) {
+                        best = Some((rate, n));
+                    }
+                }
+            }
+            rows.push(r);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        if let (Some(i), Some((best, at))) = (default_row, best) {
+            let r = &mut rows[i];
+            let ratio = r.files_per_second / best;
+            let note = format!("{ratio:.2}× the best fixed (fixed {at})");
+            r.note = if r.note.is_empty() {
+                note
+            } else {
+                format!("{note}; {}", r.note)
+            };
+        }
+    }
+}
+
+/// One contender: `senders` sender daemons on a fresh spool of `files`
+/// files, the adaptive default or pinned at `fixed`, until every file was
+/// delivered or `window` passed. Returns the files delivered and the time.
+fn contend(
+    sender: &Path,
+    dir: &Path,
+    rx: &Receiver,
+    fixed: Option<usize>,
+    senders: usize,
+    files: u64,
+    window: Duration,
+) -> (u64, Duration) {
+    let spool = dir.join("spool");
+    fill(&spool.join("incoming"), files, 1024);
+    let config = dir.join("sender.toml");
+    let pin = match fixed {
+        Some(n) => format!("concurrency = {n}\nadaptive = false\n"),
+        None => String::new(),
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[receivers.r]\nurl = {:?}\n{pin}[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+            rx.url("/scenario"),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let running: Vec<_> = (0..senders)
+        .map(|_| {
+            spawn(
+                Command::new(sender)
+                    .arg("--spool")
+                    .arg(&spool)
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["--events", "/dev/null"]),
+            )
+        })
+        .collect();
+    let done = spool.join("done");
+    let count = || std::fs::read_dir(&done).map_or(0, |d| d.count() as u64);
+    let mut delivered = count();
+    while delivered < files && started.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(50));
+        delivered = count();
+    }
+    let elapsed = started.elapsed().min(window);
+    for r in &running {
+        r.signal(Signal::SIGTERM);
+    }
+    for r in running {
+        r.wait(Duration::from_secs(120));
+    }
+    (delivered, elapsed)
+}
