@@ -42,6 +42,15 @@ fn left_for_disk_full(collector: &Collector) -> Result<(), Failure> {
 }
 
 /// Takes the paths read from standard input, newline- or NUL-separated.
+///
+/// A path inside the spool (`done/`, `error/`, `incoming/`, a live
+/// sender's `sending/ID/`, reached directly, relatively, through `..` or
+/// a symlinked folder) is refused, as a `--source` there is: taken, it
+/// would enter again under a new key that no receiver can dedupe, or be
+/// stolen from a sender's claim. The other paths are still taken; the
+/// run then exits 78, the code `--source` gets for the same mistake, as
+/// the input (like a configuration) must be fixed and a rerun of the same
+/// pipe would refuse the same paths again.
 pub fn from_stdin(
     collector: &mut Collector,
     nul: bool,
@@ -52,10 +61,12 @@ pub fn from_stdin(
     let mut line = Vec::new();
     // Folders whose dead claim folders were already taken over this run.
     let mut swept = std::collections::HashSet::new();
+    let spool = crate::resolved(collector.spool.root());
+    let mut refused = 0u64;
     loop {
         line.clear();
         if input.read_until(sep, &mut line)? == 0 || stop.is_cancelled() {
-            return left_for_disk_full(collector);
+            return stdin_outcome(collector, refused);
         }
         if line.last() == Some(&sep) {
             line.pop();
@@ -64,6 +75,17 @@ pub fn from_stdin(
             continue;
         }
         let path = Path::new(OsStr::from_bytes(&line));
+        // Before anything else: not even a dead claim folder inside the
+        // spool is swept.
+        if crate::inside_spool(&spool, path) {
+            refused += 1;
+            tracing::warn!(
+                path = %path.display(),
+                spool = %collector.spool.root().display(),
+                "inside the spool; refused (the spool's own files are never collected)"
+            );
+            continue;
+        }
         let Some(name) = path.file_name() else {
             tracing::warn!(path = %path.display(), "not a file path; skipped");
             continue;
@@ -82,6 +104,23 @@ pub fn from_stdin(
         }
         collector.admit(path, name, None);
     }
+}
+
+/// The exit of a `--stdin` run: 78 if any path was refused (a rerun of
+/// the same input would refuse it again, so it outranks a full disk's
+/// 75), else what the disk allowed.
+fn stdin_outcome(collector: &Collector, refused: u64) -> Result<(), Failure> {
+    if refused == 0 {
+        return left_for_disk_full(collector);
+    }
+    let mut message = format!(
+        "{refused} path(s) refused: inside the spool {}; give files from outside it",
+        collector.spool.root().display()
+    );
+    if collector.disk_full {
+        message.push_str(" (and the spool's disk was full: some files were left at their source)");
+    }
+    Err(Failure::config(message))
 }
 
 /// What a long-running collector answers to besides files: the service
