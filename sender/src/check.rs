@@ -36,6 +36,21 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 "{} receiver(s) and their routes check",
                 router.receivers().len()
             ));
+            // What start-up refuses when it makes the clients and headers
+            // (the proxy environment among them), by start-up's own code.
+            // A problem already reported above with its line is not said
+            // again without it (HTTP lower-cases header names, hence the
+            // comparison without case).
+            let refused = crate::http::Http::refusals(router.receivers());
+            if refused.is_empty() {
+                report.passed("clients, proxies and headers can be made");
+            }
+            for e in refused {
+                let lower = e.to_lowercase();
+                if !(report.problems.iter()).any(|(_, p)| p.to_lowercase().contains(&lower)) {
+                    report.config(e);
+                }
+            }
             if args.probe {
                 for r in router.receivers() {
                     let endpoints = r.config.endpoints();
