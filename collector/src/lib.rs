@@ -58,7 +58,10 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         .build()?;
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
+        // On this (main) thread, which held the signals since main began.
+        let mut listeners = spoolpost_common::shutdown::Signals::listen();
         let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+            &mut listeners,
             stop.clone(),
             None,
         ));
@@ -77,6 +80,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
                 let context = run::Service {
                     notifier: &notifier,
                     on_hup: &mut on_hup,
+                    hup: listeners.hup.take(),
                 };
                 run::serve(&mut collector, plan.section.rescan_interval, &stop, context).await
             }

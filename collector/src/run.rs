@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::notify::Notifier;
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -128,6 +128,10 @@ fn stdin_outcome(collector: &Collector, refused: u64) -> Result<(), Failure> {
 pub struct Service<'a> {
     pub notifier: &'a Notifier,
     pub on_hup: &'a mut dyn FnMut(&mut Collector) -> Duration,
+    /// SIGHUP, listened for since start-up (`None`: reloading is off). A
+    /// SIGHUP that came while starting is read at the first turn: a reload
+    /// once running.
+    pub hup: Option<Signal>,
 }
 
 fn new_watcher() -> Option<Watcher> {
@@ -147,14 +151,11 @@ pub async fn serve(
     stop: &CancellationToken,
     service: Service<'_>,
 ) -> Result<(), Failure> {
-    let Service { notifier, on_hup } = service;
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
-            None
-        }
-    };
+    let Service {
+        notifier,
+        on_hup,
+        mut hup,
+    } = service;
     let mut watchdog = notifier.watchdog();
     let mut ready = false;
     let mut watcher = new_watcher();
