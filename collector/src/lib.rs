@@ -26,6 +26,11 @@ use crate::gate::{Gate, Limits};
 
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if args.generate.is_some() || args.check {
+        // Nothing to reload and nothing to finish: the signals' default
+        // actions are what a person at a terminal expects.
+        spoolpost_common::shutdown::release();
+    }
     if let Some(what) = args.generate {
         return spoolpost_common::generate::emit_for::<cli::Args>(
             what,

@@ -40,6 +40,13 @@ pub fn hold_from_start() {
     let _ = held().thread_block();
 }
 
+/// Lets the held signals through with their default actions, for a run
+/// that listens for none (`--check`, `--generate`): Ctrl-C must end a
+/// `--check --probe` waiting on a receiver at once.
+pub fn release() {
+    let _ = held().thread_unblock();
+}
+
 /// Listeners for the signals held since [`hold_from_start`].
 pub struct Signals {
     pub term: Option<Signal>,
