@@ -23,7 +23,17 @@ const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
 
 pub fn once(collector: &mut Collector) -> Result<(), Failure> {
     let scan = collector.scan(SystemTime::now());
-    tracing::info!(files = scan.taken, "collected");
+    let mut taken = scan.taken;
+    // Files whose times are ahead of the clock are complete only once seen
+    // unchanged for their settle time: one more look then, or they would
+    // never be taken by a run that has no later scan.
+    if let Some(at) = scan.watch_until {
+        if let Ok(wait) = at.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        taken += collector.scan(SystemTime::now()).taken;
+    }
+    tracing::info!(files = taken, "collected");
     left_for_disk_full(collector)
 }
 
