@@ -196,16 +196,17 @@ impl Http {
     /// `--check`: made by the very steps start-up takes (the proxy
     /// environment, then each receiver's client and headers), so `--check`
     /// cannot pass what start-up refuses. Nothing connects.
-    pub fn refusals(receivers: &[Receiver]) -> Vec<String> {
+    /// Each refusal names its receiver, `None` for the proxy environment.
+    pub fn refusals(receivers: &[Receiver]) -> Vec<(Option<&str>, String)> {
         let mut refused = Vec::new();
         let env = env_proxies().unwrap_or_else(|e| {
-            refused.push(e);
+            refused.push((None, e));
             EnvProxies::default()
         });
         let mut clients = HashMap::new();
         for r in receivers {
             if let Err(e) = Target::new(r, receivers, &env, &mut clients) {
-                refused.push(e);
+                refused.push((Some(r.name.as_str()), e));
             }
         }
         refused
