@@ -851,3 +851,63 @@ fn issue_27_sigterm_while_the_sender_starts_is_a_clean_stop() {
         spool.census()
     );
 }
+
+/// Found attacking the fix for issue 27's defect 3: one-shot runs had no
+/// SIGHUP handler at all, so a SIGHUP (a closing terminal, a careless
+/// `pkill -HUP collector`) ended a `collector --stdin` mid-input and a
+/// `sender --once` mid-drain. Now it is ignored: nothing to reload.
+#[test]
+fn issue_27_sighup_never_ends_a_one_shot_run() {
+    use std::io::Write;
+    let spool = TestSpool::new();
+    let src = spool.side("src");
+    let (first, second) = (src.join("first.json"), src.join("second.json"));
+    std::fs::write(&first, "1").unwrap();
+    std::fs::write(&second, "2").unwrap();
+    // The harness's spawn gives no stdin; this run needs a pipe.
+    let mut stdin_run = collector(&spool)
+        .arg("--stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(stdin_run.id() as i32);
+    let mut input = stdin_run.stdin.take().unwrap();
+    writeln!(input, "{}", first.display()).unwrap();
+    // Past start-up, in the loop over its input.
+    assert!(eventually(LIMIT, || spool.count(State::Incoming) == 1));
+    let mut sent = 0;
+    let sent_enough = eventually(LIMIT, || {
+        if stdin_run.try_wait().unwrap().is_some() {
+            return true;
+        }
+        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+        sent += 1;
+        sent >= 50
+    });
+    assert!(sent_enough);
+    let status = stdin_run.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "SIGHUP ended collector --stdin: {status:?}"
+    );
+    writeln!(input, "{}", second.display()).unwrap();
+    drop(input);
+    assert!(stdin_run.wait().unwrap().success());
+    assert_eq!(spool.count(State::Incoming), 2);
+
+    // sender --once, SIGHUPs from its first delivery until it ends.
+    let receiver = Receiver::start();
+    for n in 0..2000 {
+        spool.put(format!("f{n}"), b"x");
+    }
+    let mut once = spawn(sender(&spool).args(["--url", &receiver.url("/in"), "--once"]));
+    assert!(eventually(LIMIT, || spool.count(State::Done) > 0
+        || once.child.try_wait().unwrap().is_some()));
+    hammer_hup(&mut once, || false);
+    let out = once.wait(LIMIT);
+    out.assert_success();
+    // The 2000 and the collector's two.
+    assert_eq!(spool.count(State::Done), 2002, "{:?}", spool.census());
+}
