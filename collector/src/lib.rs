@@ -239,5 +239,8 @@ mod tests {
         // never followed: it is not a regular file).
         assert!(!inside(&outside.join("to-a")));
         assert!(!inside(&spool.join("..")), "the spool's parent");
+        // The spool itself given through a symlink.
+        let via_link = resolved(&dir.path().join("link"));
+        assert!(inside_spool(&via_link, &spool.join("done/a")));
     }
 }
