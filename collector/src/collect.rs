@@ -2,7 +2,7 @@
 //! spool: filters, the readiness rule of each source, back-pressure, and an
 //! event line per file. The move itself is `spoolpost_common::admit`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use spoolpost_common::event::{Event, EventKind, EventSink, rfc3339};
 use spoolpost_common::spool::{Spool, State};
 
 use crate::gate::{Change, Gate, Level};
-use crate::ready::{marked_by, settled};
+use crate::ready::{Look, Settled, marked_by, settled};
 
 /// How often the spool is measured for back-pressure at most.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
@@ -67,6 +67,10 @@ pub struct Scan {
     /// Every folder scanned (source index, path), for watching.
     pub folders: Vec<(usize, PathBuf)>,
     pub taken: u64,
+    /// When a file whose times are ahead of the clock, being watched for
+    /// a quiet period, may be complete: a `--once` run looks once more
+    /// then, as it has no later scan.
+    pub watch_until: Option<SystemTime>,
 }
 
 impl Scan {
@@ -82,6 +86,9 @@ pub struct Collector {
     gate: Gate,
     events: EventSink,
     warned: HashSet<PathBuf>,
+    /// Files whose ctime is ahead of the clock: how each looked when first
+    /// seen so, and when (see `ready`). At most [`MAX_WARNED`].
+    watched: HashMap<PathBuf, (Look, SystemTime)>,
     level: Level,
     measured: Option<Instant>,
     pub collected: u64,
@@ -104,6 +111,7 @@ impl Collector {
             gate,
             events,
             warned: HashSet::new(),
+            watched: HashMap::new(),
             level: Level::default(),
             measured: None,
             collected: 0,
@@ -117,6 +125,7 @@ impl Collector {
         self.sources = sources;
         self.gate = gate;
         self.warned.clear();
+        self.watched.clear();
     }
 
     pub fn reopen_events(&mut self, path: Option<&Path>) -> std::io::Result<()> {
@@ -248,12 +257,37 @@ impl Collector {
             return false;
         }
         if !(rule == ReadyRule::CloseWrite && finished) {
-            let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-            let ctime = spoolpost_common::fsops::ctime(&meta);
-            if let Err(at) = settled(mtime, ctime, now, config.settle) {
-                scan.check_at(at);
-                return false;
+            let look = Look {
+                mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+                ctime: spoolpost_common::fsops::ctime(&meta),
+                size: meta.len(),
+            };
+            let seen_since = (self.watched.get(&path))
+                .filter(|(seen, _)| *seen == look)
+                .map(|(_, since)| *since);
+            let judged = settled(look, now, config.settle, seen_since);
+            if let Some(ahead) = judged.ahead {
+                self.warn_skew_once(&path, look, now, ahead);
             }
+            match judged.settled {
+                Settled::Yes => {}
+                Settled::NotBefore(at) => {
+                    self.watched.remove(&path);
+                    scan.check_at(at);
+                    return false;
+                }
+                Settled::Watch(at) => {
+                    if seen_since.is_none()
+                        && (self.watched.len() < MAX_WARNED || self.watched.contains_key(&path))
+                    {
+                        self.watched.insert(path.clone(), (look, now));
+                    }
+                    scan.check_at(at);
+                    scan.watch_until = Some(scan.watch_until.map_or(at, |t| t.max(at)));
+                    return false;
+                }
+            }
+            self.watched.remove(&path);
         }
         self.admit(&path, name, Some(&meta))
     }
@@ -417,6 +451,26 @@ impl Collector {
                 .unwrap_or(u64::MAX);
         }
         level
+    }
+
+    /// Says once per file that its times are ahead of the clock, and how
+    /// it is judged instead, so a producer's wrong clock is found.
+    fn warn_skew_once(&mut self, path: &Path, look: Look, now: SystemTime, ahead: Duration) {
+        if self.warned.len() < MAX_WARNED && self.warned.insert(path.to_path_buf()) {
+            let judged_by = if look.ctime > now {
+                "seen unchanged for the settle time"
+            } else {
+                "its change time (ctime)"
+            };
+            tracing::warn!(
+                path = %path.display(),
+                ahead_secs = ahead.as_secs(),
+                mtime = %rfc3339(look.mtime),
+                ctime = %rfc3339(look.ctime),
+                judged_by,
+                "file times are ahead of this host's clock; judging it complete by {judged_by}"
+            );
+        }
     }
 
     fn warn_once(&mut self, path: &Path, what: &str) {

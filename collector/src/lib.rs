@@ -26,6 +26,11 @@ use crate::gate::{Gate, Limits};
 
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
+    if args.generate.is_some() || args.check {
+        // Nothing to reload and nothing to finish: the signals' default
+        // actions are what a person at a terminal expects.
+        spoolpost_common::shutdown::release();
+    }
     if let Some(what) = args.generate {
         return spoolpost_common::generate::emit_for::<cli::Args>(
             what,
@@ -58,7 +63,10 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         .build()?;
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
+        // On this (main) thread, which held the signals since main began.
+        let mut listeners = spoolpost_common::shutdown::Signals::listen();
         let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+            &mut listeners,
             stop.clone(),
             None,
         ));
@@ -77,6 +85,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
                 let context = run::Service {
                     notifier: &notifier,
                     on_hup: &mut on_hup,
+                    hup: listeners.hup.take(),
                 };
                 run::serve(&mut collector, plan.section.rescan_interval, &stop, context).await
             }
@@ -143,9 +152,32 @@ pub(crate) fn refuse_overlap(spool: &Path, source: &Path, recursive: bool) -> Re
     Ok(())
 }
 
+/// Whether the entry `path` names lies inside the spool `spool_abs` (the
+/// spool's [`resolved`] path): its folder resolved through symlinks, `..`
+/// and relative parts, its last part kept, since that entry itself is
+/// what a move takes. A symlink beside the source pointing into the spool
+/// is not inside (it is refused later as not a regular file); a path that
+/// reaches `done/` through a symlinked folder or `..` is.
+pub(crate) fn inside_spool(spool_abs: &Path, path: &Path) -> bool {
+    let entry = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            resolved(dir).join(name)
+        }
+        // "/", "..", "a/..": a folder, never a file to take; judge the
+        // whole path so that "spool/.." is not taken for inside.
+        _ => resolved(path),
+    };
+    entry.starts_with(spool_abs)
+}
+
 /// The absolute path with symlinks resolved as far as the path exists, and
 /// the rest (folders not made yet) normalised by hand.
-fn resolved(path: &Path) -> PathBuf {
+pub(crate) fn resolved(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut existing = absolute.as_path();
     let mut rest = Vec::new();
@@ -170,5 +202,45 @@ fn resolved(path: &Path) -> PathBuf {
             }
             _ => return absolute,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_into_the_spool_are_inside_however_they_are_spelt() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let outside = dir.path().join("data");
+        std::fs::create_dir_all(spool.join("done")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&spool, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(spool.join("done/a"), outside.join("to-a")).unwrap();
+        let spool_abs = resolved(&spool);
+        let inside = |p: &Path| inside_spool(&spool_abs, p);
+        assert!(inside(&spool.join("done/a")));
+        assert!(
+            inside(&spool.join("sending/ID/a")),
+            "even where nothing exists"
+        );
+        assert!(inside(&outside.join("../spool/done/a")), "through ..");
+        assert!(
+            inside(&dir.path().join("link/done/a")),
+            "through a symlinked folder"
+        );
+        assert!(!inside(&outside.join("a")));
+        assert!(
+            !inside(&outside.join("../spool-2/a")),
+            "a name that only begins alike"
+        );
+        // The entry itself is a link beside the data: not inside (and
+        // never followed: it is not a regular file).
+        assert!(!inside(&outside.join("to-a")));
+        assert!(!inside(&spool.join("..")), "the spool's parent");
+        // The spool itself given through a symlink.
+        let via_link = resolved(&dir.path().join("link"));
+        assert!(inside_spool(&via_link, &spool.join("done/a")));
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use spoolpost_common::exit::Failure;
 use spoolpost_common::notify::Notifier;
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -23,7 +23,17 @@ const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
 
 pub fn once(collector: &mut Collector) -> Result<(), Failure> {
     let scan = collector.scan(SystemTime::now());
-    tracing::info!(files = scan.taken, "collected");
+    let mut taken = scan.taken;
+    // Files whose times are ahead of the clock are complete only once seen
+    // unchanged for their settle time: one more look then, or they would
+    // never be taken by a run that has no later scan.
+    if let Some(at) = scan.watch_until {
+        if let Ok(wait) = at.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        taken += collector.scan(SystemTime::now()).taken;
+    }
+    tracing::info!(files = taken, "collected");
     left_for_disk_full(collector)
 }
 
@@ -42,6 +52,15 @@ fn left_for_disk_full(collector: &Collector) -> Result<(), Failure> {
 }
 
 /// Takes the paths read from standard input, newline- or NUL-separated.
+///
+/// A path inside the spool (`done/`, `error/`, `incoming/`, a live
+/// sender's `sending/ID/`, reached directly, relatively, through `..` or
+/// a symlinked folder) is refused, as a `--source` there is: taken, it
+/// would enter again under a new key that no receiver can dedupe, or be
+/// stolen from a sender's claim. The other paths are still taken; the
+/// run then exits 78, the code `--source` gets for the same mistake, as
+/// the input (like a configuration) must be fixed and a rerun of the same
+/// pipe would refuse the same paths again.
 pub fn from_stdin(
     collector: &mut Collector,
     nul: bool,
@@ -52,10 +71,12 @@ pub fn from_stdin(
     let mut line = Vec::new();
     // Folders whose dead claim folders were already taken over this run.
     let mut swept = std::collections::HashSet::new();
+    let spool = crate::resolved(collector.spool.root());
+    let mut refused = 0u64;
     loop {
         line.clear();
         if input.read_until(sep, &mut line)? == 0 || stop.is_cancelled() {
-            return left_for_disk_full(collector);
+            return stdin_outcome(collector, refused);
         }
         if line.last() == Some(&sep) {
             line.pop();
@@ -64,6 +85,17 @@ pub fn from_stdin(
             continue;
         }
         let path = Path::new(OsStr::from_bytes(&line));
+        // Before anything else: not even a dead claim folder inside the
+        // spool is swept.
+        if crate::inside_spool(&spool, path) {
+            refused += 1;
+            tracing::warn!(
+                path = %path.display(),
+                spool = %collector.spool.root().display(),
+                "inside the spool; refused (the spool's own files are never collected)"
+            );
+            continue;
+        }
         let Some(name) = path.file_name() else {
             tracing::warn!(path = %path.display(), "not a file path; skipped");
             continue;
@@ -84,11 +116,32 @@ pub fn from_stdin(
     }
 }
 
+/// The exit of a `--stdin` run: 78 if any path was refused (a rerun of
+/// the same input would refuse it again, so it outranks a full disk's
+/// 75), else what the disk allowed.
+fn stdin_outcome(collector: &Collector, refused: u64) -> Result<(), Failure> {
+    if refused == 0 {
+        return left_for_disk_full(collector);
+    }
+    let mut message = format!(
+        "{refused} path(s) refused: inside the spool {}; give files from outside it",
+        collector.spool.root().display()
+    );
+    if collector.disk_full {
+        message.push_str(" (and the spool's disk was full: some files were left at their source)");
+    }
+    Err(Failure::config(message))
+}
+
 /// What a long-running collector answers to besides files: the service
 /// manager, and SIGHUP (which reloads and returns the new rescan interval).
 pub struct Service<'a> {
     pub notifier: &'a Notifier,
     pub on_hup: &'a mut dyn FnMut(&mut Collector) -> Duration,
+    /// SIGHUP, listened for since start-up (`None`: reloading is off). A
+    /// SIGHUP that came while starting is read at the first turn: a reload
+    /// once running.
+    pub hup: Option<Signal>,
 }
 
 fn new_watcher() -> Option<Watcher> {
@@ -108,14 +161,11 @@ pub async fn serve(
     stop: &CancellationToken,
     service: Service<'_>,
 ) -> Result<(), Failure> {
-    let Service { notifier, on_hup } = service;
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
-            None
-        }
-    };
+    let Service {
+        notifier,
+        on_hup,
+        mut hup,
+    } = service;
     let mut watchdog = notifier.watchdog();
     let mut ready = false;
     let mut watcher = new_watcher();

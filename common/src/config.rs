@@ -608,7 +608,7 @@ impl Loaded {
                 })?;
             }
             for (header, value) in &r.headers {
-                value.resolve().map_err(|e| {
+                value.resolve_header().map_err(|e| {
                     self.error_at_key(
                         &["receivers", name, "headers", header],
                         format!("receiver {name}: header {header}: {e}"),
@@ -636,6 +636,23 @@ impl HeaderValue {
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
                 .map_err(|e| format!("cannot read {}: {e}", file.display())),
         }
+    }
+
+    /// [`HeaderValue::resolve`] for a header: the value must also be one
+    /// an HTTP header can carry (a secret with CR or LF inside would end
+    /// the header early). Start-up, `--check` and every later re-read of a
+    /// secret file call this one function, so none accepts what another
+    /// refuses. The error never quotes the value: it is a secret.
+    pub fn resolve_header(&self) -> Result<String, String> {
+        let text = self.resolve()?;
+        if !crate::config_check::is_header_value(&text) {
+            return Err(
+                "the value is not a valid header value (a control character such as CR or LF, \
+                 or a byte that is not ASCII)"
+                    .to_string(),
+            );
+        }
+        Ok(text)
     }
 }
 
@@ -770,5 +787,20 @@ include = ["*.json"]
                 .unwrap_err()
                 .contains("SPOOLPOST_SURELY_UNSET_VAR")
         );
+    }
+
+    #[test]
+    fn a_header_secret_with_a_line_break_inside_is_refused_without_being_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "abc\r\nX-Evil: 1\n").unwrap();
+        let v = HeaderValue::File { file: file.clone() };
+        assert!(v.resolve().is_ok(), "as a plain secret it resolves");
+        let e = v.resolve_header().unwrap_err();
+        assert!(e.contains("not a valid header value"), "{e}");
+        assert!(!e.contains("abc") && !e.contains("Evil"), "quoted: {e}");
+        // Trailing line ends of a file are still dropped, not refused.
+        std::fs::write(&file, "abc\r\n").unwrap();
+        assert_eq!(v.resolve_header().unwrap(), "abc");
     }
 }

@@ -476,7 +476,7 @@ fn is_header_name(name: &str) -> bool {
 }
 
 /// Visible ASCII, spaces and tabs: what every HTTP stack accepts.
-fn is_header_value(value: &str) -> bool {
+pub(crate) fn is_header_value(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))

@@ -124,7 +124,7 @@ pub fn secrets(loaded: &Loaded, report: &mut Report) {
         }
         for (header, value) in &r.headers {
             n += 1;
-            if let Err(e) = value.resolve() {
+            if let Err(e) = value.resolve_header() {
                 report.config(loaded.error_at_key(
                     &["receivers", name, "headers", header],
                     format!("receiver {name}: header {header}: {e}"),

@@ -1,29 +1,117 @@
 //! Stopping cleanly: the first SIGTERM or SIGINT cancels a token that every
 //! long-running loop watches, so work in hand is finished, not cut. A second
 //! one means "now", as an operator pressing Ctrl-C twice expects.
+//!
+//! Signals are held from the first line of `main` ([`hold_from_start`])
+//! until [`Signals::listen`] has a listener for each: a SIGHUP or SIGTERM
+//! that comes while the program starts (recovering a large dead claim
+//! folder can take seconds) waits, queued by the kernel, instead of taking
+//! its default action. A SIGHUP's default action ends the process, and
+//! systemd counts that death as a clean exit and does not restart the
+//! unit; logrotate's `systemctl kill --signal=HUP` can hit a starting one.
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `stop` on the first SIGTERM or SIGINT. On a second, cancels
+/// The signals a program answers to: stop (SIGTERM, SIGINT), reload
+/// (SIGHUP).
+const HELD: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGINT,
+];
+
+fn held() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in HELD {
+        set.add(sig);
+    }
+    set
+}
+
+/// Blocks SIGHUP, SIGTERM and SIGINT on the calling thread, and so on
+/// every thread it starts later (threads inherit the mask): called first
+/// in `main`, before anything slow, so that from then on these signals
+/// wait for [`Signals::listen`] instead of ending the process. (Children
+/// started with `std::process::Command` begin with an empty mask.)
+pub fn hold_from_start() {
+    // Nothing can be logged yet, and there is nothing better to do: the
+    // signals then keep their default actions, as before.
+    let _ = held().thread_block();
+}
+
+/// Lets the held signals through with their default actions, for a run
+/// that listens for none (`--check`, `--generate`): Ctrl-C must end a
+/// `--check --probe` waiting on a receiver at once.
+pub fn release() {
+    let _ = held().thread_unblock();
+}
+
+/// Listeners for the signals held since [`hold_from_start`].
+pub struct Signals {
+    pub term: Option<Signal>,
+    pub int: Option<Signal>,
+    /// SIGHUP: a reload for a program that serves, ignored by one that
+    /// runs once (there is nothing to reload). Left unread, a SIGHUP does
+    /// nothing.
+    pub hup: Option<Signal>,
+}
+
+impl Signals {
+    /// Registers a listener for each held signal, then lets them through
+    /// on this thread, the one that called [`hold_from_start`] (`main`,
+    /// running the runtime's `block_on`): a signal queued during start-up
+    /// is delivered now and seen by its listener. Must run inside the
+    /// runtime.
+    pub fn listen() -> Signals {
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(signal = name, error = %e, "cannot listen for a signal");
+                None
+            }
+        };
+        let signals = Signals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
+            hup: listen(SignalKind::hangup(), "SIGHUP"),
+        };
+        if signals.hup.is_none() {
+            // Never let a SIGHUP end the process: without a listener it
+            // is ignored.
+            // SAFETY: ignoring installs no handler code.
+            let _ = unsafe {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::SigHandler::SigIgn,
+                )
+            };
+        }
+        if let Err(e) = held().thread_unblock() {
+            tracing::warn!(error = %e, "cannot let signals through; stop with SIGKILL (no file is lost)");
+        }
+        signals
+    }
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT (one that came during
+/// start-up included). On a second, cancels
 /// `now` if the caller can cut its work short cleanly; without one, the
 /// signal's default action ends the process at once, which the spool
 /// protocol survives as it survives SIGKILL (a file claimed mid-copy is
 /// taken over by the next run).
 ///
-/// The listeners are registered when this is called, not when the returned
-/// future first runs: a signal that arrives while the caller's first piece
-/// of work runs is then a request to stop, not the default action.
+/// The listeners are `signals`' own, registered before the caller's first
+/// piece of work runs: a signal that arrives meanwhile is then a request
+/// to stop, not the default action.
 pub fn stop_on_signal(
+    signals: &mut Signals,
     stop: CancellationToken,
     now: Option<CancellationToken>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let listeners = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
+    let listeners = (signals.term.take(), signals.int.take());
     async move {
-        let (Ok(term), Ok(int)) = listeners else {
+        let (Some(term), Some(int)) = listeners else {
             tracing::warn!("cannot listen for signals; stop with SIGKILL (no file is lost)");
             return;
         };
@@ -32,8 +120,8 @@ pub fn stop_on_signal(
 }
 
 async fn wait_for_signals(
-    mut term: tokio::signal::unix::Signal,
-    mut int: tokio::signal::unix::Signal,
+    mut term: Signal,
+    mut int: Signal,
     stop: CancellationToken,
     now: Option<CancellationToken>,
 ) {

@@ -36,6 +36,25 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 "{} receiver(s) and their routes check",
                 router.receivers().len()
             ));
+            // What start-up refuses when it makes the clients and headers
+            // (the proxy environment among them), by start-up's own code.
+            // A receiver with a problem already reported above (with its
+            // line) is not reported again in start-up's words: start-up
+            // stops at a receiver's first problem too, and the exit is 78
+            // either way.
+            let refused = crate::http::Http::refusals(router.receivers());
+            if refused.is_empty() {
+                report.passed("clients, proxies and headers can be made");
+            }
+            for (receiver, e) in refused {
+                let said = |p: &String| match receiver {
+                    Some(name) => p.contains(&format!("receiver {name}: ")),
+                    None => p.contains(&e),
+                };
+                if !report.problems.iter().any(|(_, p)| said(p)) {
+                    report.config(e);
+                }
+            }
             if args.probe {
                 for r in router.receivers() {
                     let endpoints = r.config.endpoints();

@@ -143,7 +143,7 @@ fn resolve(
 ) -> Result<HeaderMap, String> {
     for (name, value) in configured {
         let text = value
-            .resolve()
+            .resolve_header()
             .map_err(|e| format!("receiver {receiver}: header {name}: {e}"))?;
         let mut value = HeaderValue::from_str(&text).map_err(|_| {
             format!(

@@ -72,6 +72,46 @@ struct Target {
     timeout: Duration,
 }
 
+/// The proxy environment as start-up reads it; installs the process-wide
+/// rustls provider first (a second install is harmless).
+fn env_proxies() -> Result<EnvProxies, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    EnvProxies::from_lookup(|name| std::env::var(name).ok())
+}
+
+impl Target {
+    /// Receiver `r`'s client (shared through `clients` with receivers of
+    /// equal settings) and headers: every start-up refusal of a receiver
+    /// is made here.
+    fn new(
+        r: &Receiver,
+        all: &[Receiver],
+        env: &EnvProxies,
+        clients: &mut HashMap<ClientSettings, reqwest::Client>,
+    ) -> Result<Target, String> {
+        let c = &r.config;
+        let key = ClientSettings::of(c, env).map_err(|e| format!("receiver {}: {e}", r.name))?;
+        let max_idle = all.iter().map(|r| r.config.concurrency).max().unwrap_or(1);
+        let client = Client::new(key.clone(), max_idle, clients.get(&key).cloned())
+            .map_err(|e| format!("receiver {}: {e}", r.name))?;
+        clients
+            .entry(key)
+            .or_insert_with(|| client.current(Instant::now()));
+        let headers = Headers::new(&r.name, c, Instant::now())?;
+        Ok(Target {
+            client,
+            server_name: c.server_name.clone(),
+            method: match c.method {
+                Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
+            },
+            headers,
+            encoding: c.encoding().into(),
+            timeout: c.timeout,
+        })
+    }
+}
+
 /// How a body is compressed, resolved from the receiver's settings.
 #[derive(Clone, Copy, Debug)]
 enum Encoding {
@@ -136,46 +176,40 @@ impl Http {
     /// Builds the clients. Receivers that share TLS roots and connect
     /// timeout share one client and its connection pool.
     pub fn new(receivers: &[Receiver]) -> Result<Http, String> {
-        // The process-wide rustls provider; a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let env = EnvProxies::from_lookup(|name| std::env::var(name).ok())?;
-        let mut clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
+        let env = env_proxies()?;
+        let mut clients = HashMap::new();
         let mut targets = Vec::new();
         for r in receivers {
-            let c = &r.config;
-            if c.insecure_skip_verify {
+            if r.config.insecure_skip_verify {
                 tracing::warn!(
                     receiver = %r.name,
                     "{}",
                     spoolpost_common::preflight::insecure_warning(&r.name)
                 );
             }
-            let key =
-                ClientSettings::of(c, &env).map_err(|e| format!("receiver {}: {e}", r.name))?;
-            let max_idle = receivers
-                .iter()
-                .map(|r| r.config.concurrency)
-                .max()
-                .unwrap_or(1);
-            let client = Client::new(key.clone(), max_idle, clients.get(&key).cloned())
-                .map_err(|e| format!("receiver {}: {e}", r.name))?;
-            clients
-                .entry(key)
-                .or_insert_with(|| client.current(Instant::now()));
-            let headers = Headers::new(&r.name, c, Instant::now())?;
-            targets.push(Target {
-                client,
-                server_name: c.server_name.clone(),
-                method: match c.method {
-                    Method::Post => reqwest::Method::POST,
-                    Method::Put => reqwest::Method::PUT,
-                },
-                headers,
-                encoding: c.encoding().into(),
-                timeout: c.timeout,
-            });
+            targets.push(Target::new(r, receivers, &env, &mut clients)?);
         }
         Ok(Http { targets })
+    }
+
+    /// Every refusal [`Http::new`] would make, not only the first, for
+    /// `--check`: made by the very steps start-up takes (the proxy
+    /// environment, then each receiver's client and headers), so `--check`
+    /// cannot pass what start-up refuses. Nothing connects.
+    /// Each refusal names its receiver, `None` for the proxy environment.
+    pub fn refusals(receivers: &[Receiver]) -> Vec<(Option<&str>, String)> {
+        let mut refused = Vec::new();
+        let env = env_proxies().unwrap_or_else(|e| {
+            refused.push((None, e));
+            EnvProxies::default()
+        });
+        let mut clients = HashMap::new();
+        for r in receivers {
+            if let Err(e) = Target::new(r, receivers, &env, &mut clients) {
+                refused.push((Some(r.name.as_str()), e));
+            }
+        }
+        refused
     }
 
     /// Sends one file, open as `file` and claimed as `claimed` at `path`,

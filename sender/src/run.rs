@@ -104,11 +104,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
 
 /// `stop` ends the run gently (finish in-flight requests within the grace
-/// period); `cut_now`, after it, cuts them short at once.
+/// period); `cut_now`, after it, cuts them short at once. `hup` is SIGHUP,
+/// listened for since before recovery: one that came while starting is a
+/// reload once serving (`--once` never reads it: nothing to reload).
 pub async fn run(
     plan: Plan,
     stop: CancellationToken,
     cut_now: CancellationToken,
+    hup: Option<tokio::signal::unix::Signal>,
 ) -> Result<(), Failure> {
     let Plan {
         spool,
@@ -163,7 +166,7 @@ pub async fn run(
     let result = if once {
         drain_once(&mut dispatcher).await
     } else {
-        serve(&mut dispatcher, &settings, &reloader, &stop).await
+        serve(&mut dispatcher, &settings, &reloader, hup, &stop).await
     };
     if stop.is_cancelled() {
         spoolpost_common::notify::global().stopping();
@@ -326,15 +329,9 @@ async fn serve(
     dispatcher: &mut Dispatcher,
     settings: &SenderSection,
     reloader: &Reloader,
+    mut hangups: Option<tokio::signal::unix::Signal>,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; it would end the sender");
-            None
-        }
-    };
     let spool = dispatcher.shared.spool.clone();
     // Watch before the first pass, so no file can arrive unseen between them.
     let watcher = match Watcher::new(&spool.dir(State::Incoming)) {

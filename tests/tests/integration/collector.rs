@@ -406,3 +406,79 @@ fn a_source_folder_created_later_is_picked_up() {
     out.assert_success();
     assert!(out.stderr.contains("missing"), "{}", out.stderr);
 }
+
+/// Writes `name` in `dir` with its mtime `ahead` of now (a producer whose
+/// clock is wrong, or a copy that kept such a stamp).
+fn write_stamped_ahead(dir: &std::path::Path, name: &str, ahead: Duration) {
+    let path = dir.join(name);
+    std::fs::write(&path, name).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now() + ahead)
+        .unwrap();
+}
+
+const TEN_YEARS: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// Issue 27, defect 4: a file whose mtime is ahead of the clock stayed at its
+/// source for as long, silently (`--once` exited 0). It is judged by its
+/// ctime instead, and said once.
+#[test]
+fn issue_27_a_file_stamped_ten_years_ahead_is_collected_by_once() {
+    let spool = TestSpool::new();
+    let src = spool.side("src");
+    write_stamped_ahead(&src, "future.json", TEN_YEARS);
+    let out = run(
+        collector(&spool)
+            .arg("--source")
+            .arg(&src)
+            .args(["--once", "--settle", "0s"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert_eq!(
+        originals(&spool),
+        vec![b"future.json".to_vec()],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("ahead of this host's clock").count(),
+        1,
+        "warned once, with the file:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("future.json"), "{}", out.stderr);
+}
+
+/// The same for the long-running collector, with a settle time that still
+/// counts (from the ctime): the file is collected, and the warning is said
+/// once however many scans see it first.
+#[test]
+fn issue_27_a_file_stamped_ten_years_ahead_is_collected_by_the_daemon() {
+    let spool = TestSpool::new();
+    let src = spool.side("src");
+    let mut daemon = spawn(
+        collector(&spool)
+            .arg("--source")
+            .arg(&src)
+            .args(["--settle", "300ms"]),
+    );
+    write_stamped_ahead(&src, "future.json", TEN_YEARS);
+    write_stamped_ahead(&src, "tomorrow.json", Duration::from_secs(24 * 3600));
+    assert!(
+        eventually(MINUTE, || spool.count(State::Incoming) == 2),
+        "{:?}\n{}",
+        spool.census(),
+        daemon.stderr_so_far()
+    );
+    assert!(daemon.child.try_wait().unwrap().is_none());
+    daemon.signal(Signal::SIGTERM);
+    let out = daemon.wait(MINUTE);
+    out.assert_success();
+    assert_eq!(
+        out.stderr.matches("ahead of this host's clock").count(),
+        2,
+        "once per file:\n{}",
+        out.stderr
+    );
+}

@@ -723,3 +723,191 @@ fn a_second_signal_stops_the_collector_mid_copy_and_the_next_run_takes_the_file(
     let taken = spool.find(State::Incoming, "big.bin");
     assert_eq!(std::fs::metadata(taken).unwrap().len(), size);
 }
+
+/// Sends SIGHUP to `proc` every 200 µs until `done` holds or it exits;
+/// returns how many were sent.
+fn hammer_hup(proc: &mut spoolpost_tests::harness::Running, done: impl Fn() -> bool) -> u32 {
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut sent = 0;
+    while std::time::Instant::now() < deadline && !done() {
+        if proc.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        // The process may just have died: a failed kill is not the test's.
+        if nix::sys::signal::kill(proc.pid(), Signal::SIGHUP).is_ok() {
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    sent
+}
+
+/// Issue 27, defect 3: the sender set up its SIGHUP handler only after
+/// recovering dead senders' claims, making its clients and even READY=1, so
+/// a SIGHUP while it started (logrotate's `systemctl kill --signal=HUP`)
+/// ended it with status 129, which systemd counts as a clean exit. Here
+/// SIGHUPs rain from the moment recovery of a large dead claim folder shows
+/// (the first file back in `incoming/`) until every file is delivered: the
+/// sender lives through them, delivers everything, and still stops cleanly.
+#[test]
+fn issue_27_sighup_while_the_sender_starts_is_never_a_death() {
+    use crate::support::dead_claim::{key, kill, live_claim};
+    const FILES: u32 = 3000;
+    let spool = TestSpool::new();
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|n| (format!("f{n}.json~sp.k{}", key(n)), b"x".to_vec()))
+        .collect();
+    let (_dir, owner) = live_claim(&spool.root, "dead", &files);
+    kill(owner);
+    let receiver = Receiver::start();
+    let mut proc = spawn(sender(&spool).args(["--url", &receiver.url("/in")]));
+    // Recovery under way: past main, inside the slow part of start-up.
+    assert!(
+        eventually(LIMIT, || spool.count(State::Incoming) > 0
+            || spool.count(State::Done) > 0),
+        "recovery never began"
+    );
+    let sent = hammer_hup(&mut proc, || spool.count(State::Done) == FILES as usize);
+    let status = proc.child.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "the sender died of SIGHUP number {sent} or before: {status:?}\n{}",
+        proc.stderr_so_far()
+    );
+    assert!(sent > 0);
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == FILES as usize),
+        "{:?}",
+        spool.census()
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    assert_eq!(spool.claim_folders(), 0);
+}
+
+/// Issue 27, defect 3, the collector's window (about a millisecond, between
+/// opening its events file and listening for SIGHUP): SIGHUPs from the moment
+/// the events file exists, over many starts, never end it; it collects.
+#[test]
+fn issue_27_sighup_while_the_collector_starts_is_never_a_death() {
+    for round in 0..20 {
+        let spool = TestSpool::new();
+        let src = spool.side("src");
+        std::fs::write(src.join("a.json"), "a").unwrap();
+        let events = spool.side("log").join("events.jsonl");
+        let mut proc = spawn(
+            collector(&spool)
+                .arg("--source")
+                .arg(&src)
+                .args(["--settle", "0s", "--events"])
+                .arg(&events),
+        );
+        // Past main and into start-up; no sleep between the polls, so the
+        // first SIGHUP follows as closely as this machine allows.
+        let deadline = std::time::Instant::now() + LIMIT;
+        while !events.exists() && std::time::Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        let sent = hammer_hup(&mut proc, || spool.count(State::Incoming) == 1);
+        let status = proc.child.try_wait().unwrap();
+        assert!(
+            status.is_none(),
+            "round {round}: the collector died of SIGHUP number {sent} or before: {status:?}\n{}",
+            proc.stderr_so_far()
+        );
+        assert_eq!(spool.count(State::Incoming), 1, "round {round}");
+        proc.signal(Signal::SIGTERM);
+        proc.wait(LIMIT).assert_success();
+    }
+}
+
+/// Issue 27, defect 3, the other signal: a SIGTERM while the sender recovers
+/// a large dead claim folder is a clean stop (exit 0, every file back in
+/// `incoming/` or delivered, no claim folder left), not a death.
+#[test]
+fn issue_27_sigterm_while_the_sender_starts_is_a_clean_stop() {
+    use crate::support::dead_claim::{key, kill, live_claim};
+    const FILES: u32 = 3000;
+    let spool = TestSpool::new();
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|n| (format!("f{n}.json~sp.k{}", key(n)), b"x".to_vec()))
+        .collect();
+    let (_dir, owner) = live_claim(&spool.root, "dead", &files);
+    kill(owner);
+    let receiver = Receiver::start();
+    let proc = spawn(sender(&spool).args(["--url", &receiver.url("/in")]));
+    assert!(
+        eventually(LIMIT, || spool.count(State::Incoming) > 0
+            || spool.count(State::Done) > 0),
+        "recovery never began"
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    assert_eq!(spool.claim_folders(), 0);
+    assert_eq!(
+        spool.count(State::Incoming) + spool.count(State::Done),
+        FILES as usize,
+        "{:?}",
+        spool.census()
+    );
+}
+
+/// Found attacking the fix for issue 27's defect 3: one-shot runs had no
+/// SIGHUP handler at all, so a SIGHUP (a closing terminal, a careless
+/// `pkill -HUP collector`) ended a `collector --stdin` mid-input and a
+/// `sender --once` mid-drain. Now it is ignored: nothing to reload.
+#[test]
+fn issue_27_sighup_never_ends_a_one_shot_run() {
+    use std::io::Write;
+    let spool = TestSpool::new();
+    let src = spool.side("src");
+    let (first, second) = (src.join("first.json"), src.join("second.json"));
+    std::fs::write(&first, "1").unwrap();
+    std::fs::write(&second, "2").unwrap();
+    // The harness's spawn gives no stdin; this run needs a pipe.
+    let mut stdin_run = collector(&spool)
+        .arg("--stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(stdin_run.id() as i32);
+    let mut input = stdin_run.stdin.take().unwrap();
+    writeln!(input, "{}", first.display()).unwrap();
+    // Past start-up, in the loop over its input.
+    assert!(eventually(LIMIT, || spool.count(State::Incoming) == 1));
+    let mut sent = 0;
+    let sent_enough = eventually(LIMIT, || {
+        if stdin_run.try_wait().unwrap().is_some() {
+            return true;
+        }
+        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+        sent += 1;
+        sent >= 50
+    });
+    assert!(sent_enough);
+    let status = stdin_run.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "SIGHUP ended collector --stdin: {status:?}"
+    );
+    writeln!(input, "{}", second.display()).unwrap();
+    drop(input);
+    assert!(stdin_run.wait().unwrap().success());
+    assert_eq!(spool.count(State::Incoming), 2);
+
+    // sender --once, SIGHUPs from its first delivery until it ends.
+    let receiver = Receiver::start();
+    for n in 0..2000 {
+        spool.put(format!("f{n}"), b"x");
+    }
+    let mut once = spawn(sender(&spool).args(["--url", &receiver.url("/in"), "--once"]));
+    assert!(eventually(LIMIT, || spool.count(State::Done) > 0
+        || once.child.try_wait().unwrap().is_some()));
+    hammer_hup(&mut once, || false);
+    let out = once.wait(LIMIT);
+    out.assert_success();
+    // The 2000 and the collector's two.
+    assert_eq!(spool.count(State::Done), 2002, "{:?}", spool.census());
+}

@@ -260,3 +260,86 @@ fn a_stdin_collector_takes_over_a_dead_collector_s_claim_in_the_folders_it_is_gi
     let left: Vec<_> = std::fs::read_dir(src.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "the dead claim folder is gone: {left:?}");
 }
+
+/// Issue 27, defect 1: `collector --stdin` took files from inside the spool
+/// (`done/`, `error/`, `incoming/`, a live sender's `sending/ID/`) again under
+/// new keys, with exit 0. Each such path, however it is spelt (directly,
+/// relative, through `..`, through a symlinked folder), is refused, named on
+/// stderr and counted; the other paths are still taken; the run exits 78, as
+/// `--source` inside the spool does.
+#[test]
+fn issue_27_stdin_refuses_every_path_inside_the_spool_however_spelt() {
+    use super::super::support::dead_claim::{key, kill, live_claim};
+    use std::io::Write;
+    use std::path::PathBuf;
+    let spool = TestSpool::new();
+    let src = foreign_source(&spool);
+    let name = |n: u32| format!("f{n}.json~sp.k{}", key(n));
+    let done = spool.dir(State::Done).join(name(1));
+    let error = spool.dir(State::Error).join(name(2));
+    let incoming = spool.dir(State::Incoming).join(name(3));
+    for (p, body) in [(&done, "done"), (&error, "error"), (&incoming, "incoming")] {
+        std::fs::write(p, body).unwrap();
+    }
+    std::fs::write(
+        spool.dir(State::Error).join(format!("{}.reason", name(2))),
+        "{}",
+    )
+    .unwrap();
+    let (claim, owner) = live_claim(&spool.root, "live", &[(name(4), b"claimed".to_vec())]);
+    let claimed = claim.join(name(4));
+    // The same files by other spellings.
+    let side = spool.side("side");
+    let link = side.join("spool-link");
+    std::os::unix::fs::symlink(&spool.root, &link).unwrap();
+    let via_link = link.join("done").join(name(1));
+    let via_dotdot = side.join("..").join("spool").join("error").join(name(2));
+    let relative = PathBuf::from("spool").join("incoming").join(name(3));
+    // And one file that is the caller's to give.
+    let outside = src.path().join("outside.json");
+    std::fs::write(&outside, "outside").unwrap();
+    let refused: Vec<PathBuf> = vec![
+        done.clone(),
+        error.clone(),
+        incoming.clone(),
+        claimed.clone(),
+        via_link,
+        via_dotdot,
+        relative,
+    ];
+    let before = spool.census();
+
+    let mut cmd = collector(&spool);
+    cmd.arg("--stdin")
+        .current_dir(spool.root.parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = Vec::new();
+    for p in refused.iter().chain([&outside]) {
+        input.extend_from_slice(p.as_os_str().as_bytes());
+        input.push(b'\n');
+    }
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    kill(owner);
+
+    assert_eq!(out.status.code(), Some(78), "stderr:\n{stderr}");
+    for p in &refused {
+        assert!(
+            stderr.contains(&p.display().to_string()),
+            "{} is not named on stderr:\n{stderr}",
+            p.display()
+        );
+    }
+    assert!(stderr.contains("7 path(s) refused"), "counted:\n{stderr}");
+    for p in [&done, &error, &incoming, &claimed] {
+        assert!(p.exists(), "{} was moved", p.display());
+    }
+    let mut after = before.clone();
+    *after.get_mut("incoming").unwrap() += 1;
+    assert_eq!(spool.census(), after, "only the outside file entered");
+    assert!(!outside.exists(), "the outside file was taken");
+}

@@ -470,3 +470,139 @@ fn compression_and_the_older_gzip_keys_do_not_mix_and_levels_are_checked() {
         check_refuses_at(&text, line, words);
     }
 }
+
+/// Issue 27, defects 8 and 9: `--check` passed what start-up refused (a
+/// header secret with CR/LF inside, a proxy variable without a port or
+/// with a scheme other than http), so `ExecStartPre=` let through a unit
+/// that then failed with 78. Each case here is first shown to be a start-up
+/// refusal (`--once`, 78), then must be a `--check` refusal too, without
+/// printing the secret; a good case passes both, so the table is not vacuous.
+#[test]
+fn issue_27_every_start_up_refusal_is_also_a_check_refusal() {
+    let spool = TestSpool::new();
+    let etc = spool.side("etc27");
+    let with_header = |value: &str| {
+        format!(
+            "[receivers.r]\nurl = \"http://127.0.0.1:9/\"\n[receivers.r.headers]\nAuthorization = {value}\n{ROUTE}"
+        )
+    };
+    let crlf_file = etc.join("crlf-token");
+    std::fs::write(&crlf_file, "SECRET\r\nX-Injected: 1\n").unwrap();
+    let latin_file = etc.join("latin-token");
+    std::fs::write(&latin_file, "SECRET-caf\u{e9}").unwrap();
+    let file_header = |p: &Path| with_header(&format!("{{ file = \"{}\" }}", p.display()));
+    // (what, config text or None for --url, extra arguments, environment)
+    type Case<'a> = (
+        &'a str,
+        Option<String>,
+        Vec<&'a str>,
+        Vec<(&'a str, &'a str)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "env secret with CR/LF",
+            Some(with_header("{ env = \"SPOOLPOST_T27_TOKEN\" }")),
+            vec![],
+            vec![("SPOOLPOST_T27_TOKEN", "SECRET\r\nX-Injected: 1")],
+        ),
+        (
+            "file secret with CR/LF inside",
+            Some(file_header(&crlf_file)),
+            vec![],
+            vec![],
+        ),
+        (
+            "file secret not ASCII",
+            Some(file_header(&latin_file)),
+            vec![],
+            vec![],
+        ),
+        (
+            "--header with CR",
+            None,
+            vec![
+                "--url",
+                "http://127.0.0.1:9/",
+                "--header",
+                "Authorization: SECRET\rX: 1",
+            ],
+            vec![],
+        ),
+        (
+            "https_proxy without a port",
+            Some(OK.to_string()),
+            vec![],
+            vec![("https_proxy", "http://u:SECRET@proxy.test")],
+        ),
+        (
+            "https_proxy socks5",
+            Some(OK.to_string()),
+            vec![],
+            vec![("https_proxy", "socks5://u:SECRET@proxy.test:1080")],
+        ),
+        (
+            "HTTP_PROXY without a port",
+            Some(OK.to_string()),
+            vec![],
+            vec![("HTTP_PROXY", "proxy.test")],
+        ),
+        (
+            "all_proxy socks5h",
+            Some(OK.to_string()),
+            vec![],
+            vec![("all_proxy", "socks5h://proxy.test:1080")],
+        ),
+    ];
+    let run_with = |mode: &str, text: &Option<String>, args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = sender(&spool);
+        if let Some(text) = text {
+            let cfg = etc.join("spoolpost.toml");
+            std::fs::write(&cfg, text).unwrap();
+            cmd.arg("--config").arg(cfg);
+        }
+        cmd.args(args).arg(mode);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd, LIMIT)
+    };
+    for (what, text, args, env) in &cases {
+        let start = run_with("--once", text, args, env);
+        assert_eq!(
+            start.status.code(),
+            Some(78),
+            "{what}: start-up must refuse it\n{}",
+            start.stderr
+        );
+        let check = run_with("--check", text, args, env);
+        assert_eq!(
+            check.status.code(),
+            Some(78),
+            "{what}: start-up refused it, --check must too\n{}{}",
+            check.stdout,
+            check.stderr
+        );
+        assert!(
+            !check.stderr.contains("SECRET"),
+            "{what}: the secret is printed:\n{}",
+            check.stderr
+        );
+    }
+    // The same shapes done right pass both.
+    let good = etc.join("good-token");
+    std::fs::write(&good, "Bearer abc\n").unwrap();
+    for (text, env) in [
+        (file_header(&good), vec![]),
+        (
+            OK.to_string(),
+            vec![
+                ("https_proxy", "http://proxy.test:3128"),
+                ("all_proxy", "proxy.test:3128"),
+            ],
+        ),
+    ] {
+        let text = Some(text);
+        run_with("--check", &text, &[], &env).assert_success();
+        run_with("--once", &text, &[], &env).assert_success();
+    }
+}
