@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     pub once: bool,
 
-    /// Requests in flight at once, over all receivers [default: 256].
+    /// Requests in flight at once, over all receivers [default: 1024].
     #[arg(long, env = "SPOOLPOST_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
 
@@ -209,7 +209,7 @@ impl Args {
         receiver.gzip = !self.no_gzip;
         receiver.gzip_level = self.gzip_level;
         receiver.timeout = self.timeout;
-        receiver.concurrency = self.concurrency.map_or(256, |n| n as usize);
+        receiver.concurrency = self.concurrency.map_or(1024, |n| n as usize);
         for header in &self.headers {
             let (name, value) = header.split_once(':').ok_or_else(|| {
                 Failure::usage(format!("--header {header:?}: expected 'Name: value'"))
