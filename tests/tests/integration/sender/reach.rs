@@ -540,3 +540,55 @@ fn probe_uses_the_client_certificate_server_name_and_proxy_the_sender_would() {
     assert_eq!(proxy.tunnels(), [format!("127.0.0.1:{}", rx.addr().port())]);
     assert!(rx.received().is_empty(), "a probe sends no request");
 }
+
+/// Issue 27.5: a malformed proxy URL whose password holds `"`, `'`, `>`,
+/// `)` or `]` was printed from that character on, on stderr. Whether it
+/// comes from the environment or a configured secret, start-up refuses it
+/// and says why without any part of the password.
+#[test]
+fn issue_27_5_a_malformed_proxy_url_never_shows_its_password() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    spool.put("a.json", b"a");
+    for c in ['"', '\'', '>', ')', ']', ' ', '@'] {
+        // No port: refused. Every piece of the password holds "SECRET".
+        let value = format!("http://spool:pa{c}SECRET{c}SECRET@127.0.0.1");
+        // one_receiver writes one path: each config is copied aside.
+        let plain = side_file(
+            &spool,
+            "plain.toml",
+            &std::fs::read_to_string(one_receiver(&spool, &rx.url("/in"), "")).unwrap(),
+        );
+        let secret = side_file(&spool, "proxy-url", &format!("{value}\n"));
+        let configured = one_receiver(
+            &spool,
+            &rx.url("/in"),
+            &format!("proxy = {{ file = \"{}\" }}", path_str(&secret)),
+        );
+        let from_env = {
+            let mut cmd = sender(&spool);
+            cmd.args(["--once", "--config"])
+                .arg(&plain)
+                .env("https_proxy", &value)
+                .env("http_proxy", &value);
+            run(&mut cmd, MINUTE)
+        };
+        let from_secret = run(
+            sender(&spool).args(["--once", "--config"]).arg(&configured),
+            MINUTE,
+        );
+        for (how, out) in [("environment", from_env), ("secret", from_secret)] {
+            assert_eq!(out.status.code(), Some(78), "{how} {c}: {}", out.stderr);
+            assert!(out.stderr.contains("proxy"), "{how} {c}: {}", out.stderr);
+            for piece in ["SE", "EC", "CR", "RE", "ET"] {
+                assert!(
+                    !out.stderr.contains(piece) && !out.stdout.contains(piece),
+                    "{how}, password with {c:?}: {}{}",
+                    out.stdout,
+                    out.stderr
+                );
+            }
+        }
+    }
+    assert_eq!(spool.count(State::Incoming), 1, "nothing was sent");
+}
