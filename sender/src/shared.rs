@@ -72,6 +72,8 @@ pub struct Shared {
     /// Set when recovery returned a dead instance's files to `incoming/`.
     pub recovered: AtomicBool,
     pub counts: Counts,
+    /// Files whose move out of `sending/` failed, to be tried again.
+    pub stranded: crate::stranded::Stranded,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -121,6 +123,7 @@ impl Shared {
             wake: Notify::new(),
             recovered: Default::default(),
             counts: Counts::default(),
+            stranded: Default::default(),
             exchange,
         }
     }
