@@ -592,3 +592,62 @@ fn issue_27_5_a_malformed_proxy_url_never_shows_its_password() {
     }
     assert_eq!(spool.count(State::Incoming), 1, "nothing was sent");
 }
+
+/// Issue 27.6: under TLS 1.3 the client's side of the handshake ends
+/// before the receiver has judged the client certificate, so `--probe`
+/// said "ok" for one the receiver refuses, and the sender then parked
+/// every file. A wrong CA or an expired certificate is exit 75 with the
+/// reason, over TLS 1.3 and 1.2 alike; the right one still passes, and no
+/// request reaches the receiver.
+#[test]
+fn issue_27_6_probe_fails_for_a_client_certificate_the_receiver_refuses() {
+    let pki = Pki::new();
+    let stranger = Pki::new();
+    let expired = Pki::expired();
+    for tls12_only in [false, true] {
+        let (rx, server_pem) = Receiver::start_tls_with(Tls {
+            client_ca: Some(format!("{}{}", pki.ca, expired.ca)),
+            tls12_only,
+            ..Tls::default()
+        });
+        let spool = TestSpool::new();
+        let ca = side_file(&spool, "ca.pem", &server_pem);
+        let probe = |who: &Pki| {
+            let lines = format!(
+                "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+                path_str(&ca),
+                path_str(&side_file(&spool, "client.pem", &who.client_cert)),
+                path_str(&side_file(&spool, "client.key", &who.client_key)),
+            );
+            let cfg = one_receiver(&spool, &rx.url("/in"), &lines);
+            run(
+                sender(&spool)
+                    .args(["--check", "--probe", "--config"])
+                    .arg(&cfg),
+                MINUTE,
+            )
+        };
+        let out = probe(&pki);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tls12_only={tls12_only}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        for (who, reason) in [(&stranger, "UnknownCA"), (&expired, "CertificateExpired")] {
+            let out = probe(who);
+            let text = format!("{}{}", out.stdout, out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(75),
+                "tls12_only={tls12_only}, {reason}: {text}"
+            );
+            assert!(
+                text.contains("probe r") && text.contains(reason),
+                "tls12_only={tls12_only}: the reason is {reason}: {text}"
+            );
+        }
+        assert!(rx.received().is_empty(), "a probe sends no request");
+    }
+}
