@@ -653,13 +653,8 @@ impl Pki {
     pub fn expired() -> Pki {
         Pki::issuing(|params| {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            let yesterday = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64
-                - 86_400;
-            params.not_after =
-                rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(yesterday as u64);
+            let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+            params.not_after = yesterday.into();
         })
     }
 
