@@ -341,7 +341,12 @@ impl ClaimFolder {
         let staged = self.dir.join(format!(".reason-{:08x}", fastrand::u32(..)));
         for _ in 0..16 {
             let data_name = file.name.to_os_string();
-            write_file(&staged, &json, self.spool.fsync)?;
+            if let Err(e) = write_file(&staged, &json, self.spool.fsync) {
+                // A full disk fails the write after the create: the draft
+                // would keep an inode for every try (the sender tries again).
+                let _ = fs::remove_file(&staged);
+                return Err(e);
+            }
             let reason_path = error_dir.join(reason_name(&data_name));
             match rename_noreplace(&staged, &reason_path) {
                 Ok(()) => {}
