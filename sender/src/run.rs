@@ -184,10 +184,12 @@ pub async fn run(
     // goes back to incoming/ with close (a delivered file stays marked
     // delivered in the claim folder, for recovery to move to done/).
     crate::settle::retry_stranded(&shared, true);
-    let (left, disk_full) = shared.stranded.left();
-    if left > 0 {
+    let (stranded, disk_full) = shared.stranded.left();
+    // Files a full disk kept from being claimed were left behind too.
+    let unclaimed = shared.counts.refused_disk_full.load(Ordering::Relaxed);
+    if stranded > 0 {
         tracing::error!(
-            files = left,
+            files = stranded,
             disk_full,
             "files could not be moved out of sending/"
         );
@@ -195,7 +197,9 @@ pub async fn run(
     let result = match result {
         // A one-shot run says so in its exit status; a daemon that stops
         // has logged each file, and its next start takes them up.
-        Ok(()) if left > 0 && once => Err(left_behind(left, disk_full)),
+        Ok(()) if once && (stranded > 0 || unclaimed > 0) => {
+            Err(left_behind(stranded, unclaimed, disk_full))
+        }
         other => other,
     };
     publishing.abort();
@@ -299,10 +303,24 @@ async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// The failure of a run that had to leave `left` files in `sending/` (or
-/// return them to `incoming/` unsettled): 75 when the disk was full, as the
-/// README promises, so cron runs it again later; 74 otherwise.
-fn left_behind(left: usize, disk_full: bool) -> Failure {
+/// The failure of a run that had to leave files behind: `stranded` it
+/// could not move out of `sending/` (returned to `incoming/` unsettled, or
+/// if delivered kept for `done/`), and `unclaimed` claims a full disk
+/// refused. 75 when the disk was full, as the README promises, so cron
+/// runs it again later; 74 otherwise.
+fn left_behind(stranded: usize, unclaimed: u64, disk_full: bool) -> Failure {
+    let disk_full = disk_full || unclaimed > 0;
+    let mut what = Vec::new();
+    if stranded > 0 {
+        what.push(format!(
+            "{stranded} file(s) could not be moved out of sending/ (they wait in incoming/, or, if delivered, in their claim folder for done/)"
+        ));
+    }
+    if unclaimed > 0 {
+        what.push(format!(
+            "{unclaimed} claim(s) were refused (the files wait in incoming/)"
+        ));
+    }
     let why = if disk_full {
         "the spool's disk is full"
     } else {
@@ -314,9 +332,7 @@ fn left_behind(left: usize, disk_full: bool) -> Failure {
         } else {
             spoolpost_common::exit::IO_ERROR
         },
-        message: format!(
-            "{left} file(s) could not be moved out of sending/ ({why}); they wait in incoming/, or, if delivered, in the claim folder for done/"
-        ),
+        message: format!("{why}: {}", what.join("; ")),
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Counts {
     pub started: AtomicU64,
     /// Claims another sender made first.
     pub lost: AtomicU64,
+    /// Claims a full disk refused (a long name's full-name record): the
+    /// file stayed in `incoming/`, which a `--once` run must say (75).
+    pub refused_disk_full: AtomicU64,
 }
 
 impl Shared {

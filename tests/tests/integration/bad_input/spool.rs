@@ -638,3 +638,27 @@ fn issue_27_2_a_delivered_file_that_cannot_reach_done_is_never_sent_again() {
     assert_eq!(claimed(&root), 0);
     assert_eq!(rx.count(), 3, "each sent once");
 }
+
+/// Issue 27.10, the claim side: a long name needs its full-name record
+/// written at its first claim, which a full disk refuses; the file stays
+/// in `incoming/`, and a one-shot run that left it there exits 75.
+#[test]
+fn issue_27_10_a_once_run_that_could_not_claim_for_a_full_disk_exits_75() {
+    let rx = Receiver::start();
+    let fs = tmpfs("1m", 1000);
+    let root = spool_in(&fs.path);
+    let long = format!("{}.json", "n".repeat(245));
+    put(&root, &long);
+    fill_blocks(&fs.path);
+    let out = run(
+        Command::new(bin("sender")).arg("--spool").arg(&root).args([
+            "--once",
+            "--url",
+            &rx.url("/"),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", out.stderr);
+    assert!(root.join("incoming").join(&long).exists(), "{}", out.stderr);
+    assert_eq!(rx.count(), 0);
+}
