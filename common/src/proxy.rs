@@ -93,12 +93,9 @@ fn parse(text: &str, bare_ok: bool) -> Result<ProxyUrl, String> {
     } else {
         text
     };
-    // Only a URL can be shown without its credentials.
-    let shown = if text.contains("://") {
-        crate::redact::text(text)
-    } else {
-        "value".to_string()
-    };
+    // Only a URL can be shown without its credentials, and a malformed
+    // one only as far as nothing of its user info comes with it.
+    let shown = crate::redact::url_value(text);
     let url = url::Url::parse(text).map_err(|e| {
         format!("proxy {shown}: not a URL ({e}); expected http://[user:pass@]host:port or \"none\"")
     })?;
@@ -370,6 +367,55 @@ mod tests {
         ] {
             let err = parse_setting(bad).unwrap_err();
             assert!(!err.contains("SECRET"), "{bad}: {err}");
+        }
+    }
+
+    /// Issue 27.5: a malformed proxy URL from a setting or the environment
+    /// printed its password from the first `"`, `'`, `>`, `)` or `]` on.
+    /// Literal cases first, then random passwords in many shapes.
+    #[test]
+    fn no_error_shows_any_part_of_a_proxy_password() {
+        let mut cases: Vec<String> = ['"', '\'', '>', ')', ']', ' ', '/', '?', '#', '@', '<']
+            .iter()
+            .flat_map(|c| {
+                [
+                    format!("http://user:pa{c}SECRET@proxy.corp:3128"),
+                    format!("http://user:pa{c}SECRET@proxy.corp"),
+                    format!("socks5://user:pa{c}SECRET@proxy.corp:1080"),
+                    format!("user:pa{c}SECRET@proxy.corp:3128"),
+                    format!("http://user:pa{c}SECRET@proxy.corp:3128/x"),
+                ]
+            })
+            .collect();
+        let seed = fastrand::u64(..);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let odd: Vec<char> = " \t\"'<>()[]{}/\\?#@:;,=&%+!*$~^`|é".chars().collect();
+        for i in 0..2000 {
+            let mut password = String::from("SECRET");
+            for _ in 0..rng.usize(1..6) {
+                password.push(odd[rng.usize(..odd.len())]);
+                password.push_str("SECRET");
+            }
+            let host = ["proxy.corp:3128", "proxy.corp", "[::1]:8080", "h:1/p?q"][i % 4];
+            let scheme = ["http://", "https://", "socks5://", ""][(i / 4) % 4];
+            cases.push(format!("{scheme}user:{password}@{host}"));
+        }
+        for value in &cases {
+            let mut errors = Vec::new();
+            errors.extend(parse_setting(value).err());
+            for name in ["https_proxy", "HTTP_PROXY", "all_proxy"] {
+                errors.extend(env(&[(name, value)]).err());
+            }
+            for err in errors {
+                // "SECRET" is every other piece of the password: any two
+                // characters of it in a row hold part of one.
+                assert!(
+                    !["SE", "EC", "CR", "RE", "ET"]
+                        .iter()
+                        .any(|p| err.contains(p)),
+                    "{value:?} (seed {seed}): {err}"
+                );
+            }
         }
     }
 }

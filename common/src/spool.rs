@@ -7,6 +7,7 @@
 //! tmp/            claim folders being set up (and the collector's copies)
 //! incoming/NAME   complete files waiting; the only way in is a rename
 //! sending/ID/     one claim folder per live sender instance, holding .lock
+//!   .delivered/   files delivered whose move to done/ failed (see below)
 //! done/NAME       delivered (kept for the system's housekeeping to remove)
 //! error/NAME      given up on, with error/NAME.reason.json beside it
 //! ```
@@ -17,6 +18,12 @@
 //! dies however it dies, so a claim folder whose lock can be taken belongs to
 //! a dead instance and its files go back to `incoming/`. The rules for
 //! claim folders, start-up and recovery are docs/spool.md's rules 1-4, 9.
+//!
+//! A file the receiver took whose move to `done/` fails (a full disk, a
+//! `done/` on another filesystem) must never be sent again: it is renamed
+//! into its claim folder's `.delivered/` (same folder tree, so the rename
+//! needs no space and cannot cross filesystems), and whoever recovers the
+//! folder moves it to `done/`, never to `incoming/` (rule 18).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -55,6 +62,8 @@ impl State {
 const LOCK_FILE: &str = ".lock";
 const REASON_SUFFIX: &str = ".reason.json";
 const CLAIM_PREFIX: &str = "claim-";
+/// The folder in a claim folder for files delivered but not yet in `done/`.
+pub const DELIVERED_DIR: &str = ".delivered";
 
 /// A spool root with its folders.
 #[derive(Clone, Debug)]
@@ -197,8 +206,9 @@ pub fn reason_name(data_name: &OsStr) -> OsString {
     name
 }
 
-/// A file this instance has claimed: it sits in the instance's claim folder.
-#[derive(Debug)]
+/// A file this instance has claimed: it sits in the instance's claim folder
+/// (or its `.delivered/`).
+#[derive(Clone, Debug)]
 pub struct Claimed {
     pub name: SpoolName,
     pub path: PathBuf,
@@ -225,6 +235,10 @@ impl ClaimFolder {
     /// ever seen without its owner's lock.
     pub fn create(spool: &Spool) -> io::Result<ClaimFolder> {
         let (id, staging, lock) = create_locked_folder(spool, CLAIM_PREFIX)?;
+        // Made now, while there is room: when a move to done/ fails for a
+        // full disk, there may be no inode left to make it then.
+        let delivered = staging.join(DELIVERED_DIR);
+        fs::create_dir(&delivered).map_err(|e| annotate(e, "cannot create", &delivered))?;
         let dir = spool.dir(State::Sending).join(&id);
         rename_noreplace(&staging, &dir)
             .map_err(|e| annotate(e, "cannot move claim folder to", &dir))?;
@@ -291,6 +305,31 @@ impl ClaimFolder {
             .map_err(|e| annotate(e, "cannot move to done/", &file.path))
     }
 
+    /// A delivered file that could not be moved to `done/`: renamed into
+    /// this claim folder's `.delivered/` under its name, so that nothing
+    /// (shutdown, recovery after a crash, another sender) returns it to
+    /// `incoming/` to be sent again. [`ClaimFolder::deliver`] takes the
+    /// returned claim on to `done/` once it can; recovery does the same.
+    /// The rename stays within the claim folder: no new inode, no other
+    /// filesystem. The folder is made again if it is missing (a claim
+    /// folder made by an older sender).
+    pub fn mark_delivered(&self, file: &Claimed) -> io::Result<Claimed> {
+        let delivered = self.dir.join(DELIVERED_DIR);
+        match fs::create_dir(&delivered) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(annotate(e, "cannot create", &delivered)),
+        }
+        let to = delivered.join(file.path.file_name().unwrap_or_default());
+        rename_noreplace(&file.path, &to)
+            .map_err(|e| annotate(e, "cannot mark as delivered", &file.path))?;
+        self.spool.synced(&delivered)?;
+        Ok(Claimed {
+            name: file.name.clone(),
+            path: to,
+        })
+    }
+
     /// sending → error, with `error/NAME.reason.json` written first. Commit
     /// point: the rename of the data file. A crash before it leaves the file
     /// claimed (it is retried) and at most a reason record without data,
@@ -302,7 +341,12 @@ impl ClaimFolder {
         let staged = self.dir.join(format!(".reason-{:08x}", fastrand::u32(..)));
         for _ in 0..16 {
             let data_name = file.name.to_os_string();
-            write_file(&staged, &json, self.spool.fsync)?;
+            if let Err(e) = write_file(&staged, &json, self.spool.fsync) {
+                // A full disk fails the write after the create: the draft
+                // would keep an inode for every try (the sender tries again).
+                let _ = fs::remove_file(&staged);
+                return Err(e);
+            }
             let reason_path = error_dir.join(reason_name(&data_name));
             match rename_noreplace(&staged, &reason_path) {
                 Ok(()) => {}
@@ -619,11 +663,16 @@ fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(annotate(e, "cannot read", dir)),
     };
+    let mut kept = 0;
     for entry in entries {
         let entry = entry.map_err(|e| annotate(e, "cannot read", dir))?;
         let file_name = entry.file_name();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            subfolders += 1;
+            if file_name == DELIVERED_DIR {
+                kept += settle_delivered(spool, &entry.path())?;
+            } else {
+                subfolders += 1;
+            }
             continue;
         }
         if !is_data_name(&file_name) {
@@ -644,6 +693,12 @@ fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
         tracing::warn!(folder = %dir.display(), subfolders, "a folder in sending/ holds folders, which are not spool files; left in place");
         return Ok(moved);
     }
+    if kept > 0 {
+        // The folder, lock file included, stays: the next recovery (this
+        // sender's, the next start's or another sender's) tries again.
+        tracing::warn!(folder = %dir.display(), files = kept, "delivered files still cannot be moved to done/; they stay in the claim folder, never to be sent again");
+        return Ok(moved);
+    }
     let _ = fs::remove_file(dir.join(LOCK_FILE));
     match fs::remove_dir(dir) {
         Ok(()) => {}
@@ -654,6 +709,39 @@ fn return_claims(spool: &Spool, dir: &Path) -> io::Result<usize> {
         Err(e) => return Err(annotate(e, "cannot remove claim folder", dir)),
     }
     Ok(moved)
+}
+
+/// Moves the files of a claim folder's `.delivered/` to `done/` (rule 18)
+/// and removes the folder once it is empty. Returns how many are left
+/// because they cannot be moved yet.
+fn settle_delivered(spool: &Spool, delivered: &Path) -> io::Result<usize> {
+    let done = spool.dir(State::Done);
+    let mut kept = 0;
+    let entries = match fs::read_dir(delivered) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(annotate(e, "cannot read", delivered)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| annotate(e, "cannot read", delivered))?;
+        let mut name = SpoolName::parse(&entry.file_name());
+        match spool.move_into(&entry.path(), &done, &mut name) {
+            Ok(_) => {
+                tracing::info!(file = %entry.path().display(), "a delivered file moved on to done/");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %entry.path().display(), error = %e, "a delivered file cannot be moved to done/ yet");
+                kept += 1;
+            }
+        }
+    }
+    if kept == 0 {
+        // Another recoverer may have put nothing here: ENOTEMPTY or
+        // ENOENT only mean someone else is at it.
+        let _ = fs::remove_dir(delivered);
+    }
+    Ok(kept)
 }
 
 fn write_file(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
@@ -806,7 +894,11 @@ mod tests {
         let incoming = names(&spool.dir(State::Incoming));
         assert_eq!(incoming.len(), 1);
         assert!(incoming[0].starts_with("b~sp.k"));
-        assert_eq!(names(live.path()).len(), 2, "lock file and a's claim");
+        assert_eq!(
+            names(live.path()).len(),
+            3,
+            "lock file, .delivered/ and a's claim"
+        );
         assert_eq!(live.close().unwrap(), 1);
         assert_eq!(names(&spool.dir(State::Sending)), Vec::<String>::new());
         assert_eq!(names(&spool.dir(State::Incoming)).len(), 2);
@@ -830,7 +922,47 @@ mod tests {
         assert!(claims.deliver(a, false).unwrap().unwrap().exists());
         assert!(claims.deliver(b, true).unwrap().is_none());
         assert_eq!(names(&spool.dir(State::Done)).len(), 1);
-        assert_eq!(names(claims.path()), [".lock"]);
+        assert_eq!(names(claims.path()), [DELIVERED_DIR, ".lock"]);
+    }
+
+    /// Rule 18: a delivered file that could not reach done/ goes there on
+    /// recovery, never to incoming/; while done/ still refuses it, its
+    /// claim folder stays.
+    #[test]
+    fn a_file_marked_delivered_is_recovered_into_done_never_incoming() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        put(&spool, "a", "1");
+        put(&spool, "b", "2");
+        let claims = ClaimFolder::create(&spool).unwrap();
+        let a = claims
+            .claim(OsStr::new("a"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        claims
+            .claim(OsStr::new("b"), SystemTime::now())
+            .unwrap()
+            .unwrap();
+        let marked = claims.mark_delivered(&a).unwrap();
+        assert!(!a.path.exists() && marked.path.exists());
+        assert_eq!(marked.name, a.name);
+        let dir = claims.path().to_path_buf();
+        // done/ unusable: a file where the folder should be.
+        let done = spool.dir(State::Done);
+        fs::remove_dir(&done).unwrap();
+        fs::write(&done, "").unwrap();
+        assert_eq!(claims.close().unwrap(), 1, "b returns, a stays");
+        assert!(marked.path.exists(), "kept while done/ refuses it");
+        assert_eq!(names(&spool.dir(State::Incoming)).len(), 1);
+        assert_eq!(recover_dead_claims(&spool).unwrap(), 0);
+        assert!(marked.path.exists());
+        fs::remove_file(&done).unwrap();
+        fs::create_dir(&done).unwrap();
+        assert_eq!(recover_dead_claims(&spool).unwrap(), 0);
+        assert_eq!(names(&done).len(), 1);
+        assert!(names(&done)[0].starts_with("a~sp.k"));
+        assert!(!dir.exists(), "the claim folder is gone once empty");
+        assert_eq!(names(&spool.dir(State::Incoming)).len(), 1, "only b");
     }
 
     #[test]

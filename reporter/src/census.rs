@@ -18,7 +18,9 @@ use serde::Serialize;
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ReasonRecord;
 use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, State, annotate, is_data_name, is_reason_name, reason_name};
+use spoolpost_common::spool::{
+    DELIVERED_DIR, Spool, State, annotate, is_data_name, is_reason_name, reason_name,
+};
 
 use crate::unexpected::{Kind, Place, expected};
 
@@ -229,10 +231,13 @@ impl Census {
             let dir = spool.dir(state);
             let folders: Vec<_> = if state == State::Sending {
                 unexpected_in(spool, &dir, Place::State(state), &mut census.unexpected)?;
+                // Each claim folder, and its `.delivered/`: files the
+                // receiver took whose move to done/ failed wait there
+                // (issue 27.2) and are counted with those being sent.
                 list(&dir)?
                     .into_iter()
                     .filter(|e| kind_of(e) == Kind::Dir)
-                    .map(|e| e.path())
+                    .flat_map(|e| [e.path(), e.path().join(DELIVERED_DIR)])
                     .collect()
             } else {
                 vec![dir]

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use spoolpost_common::config_check::check_receiver_name;
-use spoolpost_common::spool::State;
+use spoolpost_common::spool::{DELIVERED_DIR, State};
 
 /// Where an entry was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub fn expected(place: Place, name: &OsStr, kind: Kind) -> bool {
         Place::State(State::Error) => !dot && kind != Kind::Dir,
         // The sender's lock, circuit file and records in progress are
         // dot-files; anything it claimed is whatever it was in incoming/.
-        Place::Claim => kind != Kind::Dir,
+        Place::Claim => kind != Kind::Dir || name == DELIVERED_DIR,
         Place::Hold => {
             kind == Kind::File
                 && name
@@ -97,6 +97,7 @@ mod tests {
             (Claim, ".lock", File, true),
             (Claim, "a.json~sp.k0", File, true),
             (Claim, "sub", Dir, false),
+            (Claim, ".delivered", Dir, true),
             (Hold, "orders", File, true),
             (Hold, ".orders", File, false),
             (Hold, "a b", File, false),

@@ -313,7 +313,14 @@ impl Dispatcher {
             }
             Ok(None) => self.lost(),
             Err(e) => {
-                tracing::error!(error = %e, "cannot claim; the file stays in incoming/");
+                let disk_full = spoolpost_common::fsops::is_disk_full(&e);
+                if disk_full {
+                    self.shared
+                        .counts
+                        .refused_disk_full
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::error!(error = %e, disk_full, "cannot claim; the file stays in incoming/");
                 Offer::Ignored
             }
         }

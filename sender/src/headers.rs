@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use spoolpost_common::config::{self, BodyEncoding, ReceiverConfig};
 
@@ -136,6 +137,29 @@ impl State {
     }
 }
 
+/// What `X-Filename` escapes wherever it is: control bytes, non-ASCII
+/// bytes, and `%` itself.
+const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// `X-Filename` for an original name: percent-encoded where a header cannot
+/// hold it as is. Besides [`FILENAME_ESCAPES`], spaces at either end are
+/// encoded (`%20`): HTTP strips white space around a header value, so
+/// `" a.json"` would arrive as `"a.json"` and collide with another file
+/// (issue 27.7). Spaces inside the name stay as they are, readable.
+pub fn x_filename(original: &[u8]) -> String {
+    let start = original.iter().take_while(|b| **b == b' ').count();
+    let end = original.len()
+        - original[start..]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b' ')
+            .count();
+    let mut out = "%20".repeat(start);
+    out.extend(percent_encode(&original[start..end], FILENAME_ESCAPES));
+    out.push_str(&"%20".repeat(original.len() - end));
+    out
+}
+
 fn resolve(
     receiver: &str,
     mut map: HeaderMap,
@@ -173,6 +197,30 @@ mod tests {
 
     fn auth(h: &Headers, now: Instant) -> String {
         h.current(now)["authorization"].to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn x_filename_encodes_what_a_header_would_lose_or_cannot_hold() {
+        let table: &[(&[u8], &str)] = &[
+            (b"a.json", "a.json"),
+            (b" a.json", "%20a.json"),
+            (b"a.json ", "a.json%20"),
+            (b"  a b.json  ", "%20%20a b.json%20%20"),
+            (b" ", "%20"),
+            (b"   ", "%20%20%20"),
+            (b"", ""),
+            (b"100%.json", "100%25.json"),
+            (b"new\nline\t.json", "new%0Aline%09.json"),
+            (b"caf\xe9.json", "caf%E9.json"),
+        ];
+        for (name, want) in table {
+            let got = x_filename(name);
+            assert_eq!(got, *want, "{name:?}");
+            // Whatever the name, the value is a valid header value that
+            // keeps every byte of it.
+            let value = HeaderValue::from_str(&got).unwrap();
+            assert_eq!(value.to_str().unwrap().trim(), got);
+        }
     }
 
     #[test]

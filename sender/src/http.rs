@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
-use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderName, HeaderValue};
 use spoolpost_common::config::{BodyEncoding, Method};
 use spoolpost_common::proxy::EnvProxies;
@@ -51,10 +50,6 @@ const KEEP_BODY: usize = spoolpost_common::reason::MAX_BODY + 1;
 /// `timeout` covers a request of up to this many bytes per second beyond
 /// its fixed part, so a large file is not cut off for being large.
 const MIN_RATE: u64 = 1024 * 1024;
-
-/// `X-Filename` carries the original name percent-encoded where a header
-/// cannot hold it as is: control bytes, non-ASCII bytes, and `%` itself.
-const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// The headers every request carries besides the receiver's own.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -246,7 +241,7 @@ impl Http {
                 };
             }
         };
-        let filename = percent_encode(original, FILENAME_ESCAPES).to_string();
+        let filename = crate::headers::x_filename(original);
         let mut url = url.clone();
         if let Some(name) = &target.server_name {
             // Checked at start: a DNS name, so the URL takes it.

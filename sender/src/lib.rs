@@ -38,6 +38,7 @@ pub mod run;
 mod scheduler_tests;
 pub mod settle;
 pub mod shared;
+pub mod stranded;
 pub mod verdict;
 
 use spoolpost_common::exit::Failure;

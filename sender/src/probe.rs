@@ -1,6 +1,7 @@
 //! `sender --check --probe`: resolve, connect and complete the TLS
 //! handshake with each receiver, with the trust the sender itself uses,
-//! and send nothing.
+//! wait for the receiver's verdict on our client certificate (see
+//! [`await_verdict`]), and send no request.
 //!
 //! reqwest cannot stop after a handshake, so this speaks rustls over a
 //! plain `TcpStream`, verifying with `rustls-platform-verifier` plus the
@@ -162,5 +163,46 @@ fn handshake(tcp: &mut TcpStream, host: &str, config: &ReceiverConfig) -> Result
         conn.complete_io(tcp)
             .map_err(|e| format!("TLS handshake with {host}: {e}"))?;
     }
-    Ok(())
+    await_verdict(&mut conn, tcp, host)
+}
+
+/// Waits for the receiver's verdict on the handshake. Under TLS 1.3 the
+/// client's side ends with its Finished, before the server has judged the
+/// client certificate: a refusal (`UnknownCA`, `CertificateExpired`) comes
+/// after, as an alert (issue 27.6: the probe said "ok" and the sender then
+/// parked every file). So the probe asks to close (close_notify, no
+/// request) and reads until the receiver closes too: a refusal arrives
+/// first, as it answers the client's flight before it reads the close.
+/// A receiver that says nothing within the timeout has refused nothing.
+fn await_verdict(
+    conn: &mut rustls::ClientConnection,
+    tcp: &mut TcpStream,
+    host: &str,
+) -> Result<(), String> {
+    use std::io::ErrorKind;
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(tcp)
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+    }
+    loop {
+        match conn.read_tls(tcp) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!(
+                    "TLS with {host}: {e} right after the handshake (a refused client certificate?)"
+                ));
+            }
+        }
+        match conn.process_new_packets() {
+            Ok(state) if state.peer_has_closed() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{host} refused the handshake: {e}")),
+        }
+    }
 }

@@ -155,6 +155,7 @@ pub async fn run(
     shared.circuits.publish();
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
+    let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
     let publishing = tokio::spawn(crate::pace::publish(
         shared.claims.path().to_path_buf(),
         (shared.names.iter().cloned())
@@ -181,6 +182,30 @@ pub async fn run(
     drop(dispatcher);
     recovery.abort();
     let _ = recovery.await;
+    stranded.abort();
+    let _ = stranded.await;
+    // One last try for files whose move failed; what is still stranded
+    // goes back to incoming/ with close (a delivered file stays marked
+    // delivered in the claim folder, for recovery to move to done/).
+    crate::settle::retry_stranded(&shared, true);
+    let (stranded, disk_full) = shared.stranded.left();
+    // Files a full disk kept from being claimed were left behind too.
+    let unclaimed = shared.counts.refused_disk_full.load(Ordering::Relaxed);
+    if stranded > 0 {
+        tracing::error!(
+            files = stranded,
+            disk_full,
+            "files could not be moved out of sending/"
+        );
+    }
+    let result = match result {
+        // A one-shot run says so in its exit status; a daemon that stops
+        // has logged each file, and its next start takes them up.
+        Ok(()) if once && (stranded > 0 || unclaimed > 0) => {
+            Err(left_behind(stranded, unclaimed, disk_full))
+        }
+        other => other,
+    };
     publishing.abort();
     let _ = publishing.await;
     let shared = Arc::into_inner(shared).expect("every job has ended");
@@ -279,6 +304,58 @@ async fn recover_periodically(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for dead senders' claims"),
             Err(e) => tracing::warn!(error = %e, "the search for dead senders' claims failed"),
         }
+    }
+}
+
+/// The failure of a run that had to leave files behind: `stranded` it
+/// could not move out of `sending/` (returned to `incoming/` unsettled, or
+/// if delivered kept for `done/`), and `unclaimed` claims a full disk
+/// refused. 75 when the disk was full, as the README promises, so cron
+/// runs it again later; 74 otherwise.
+fn left_behind(stranded: usize, unclaimed: u64, disk_full: bool) -> Failure {
+    let disk_full = disk_full || unclaimed > 0;
+    let mut what = Vec::new();
+    if stranded > 0 {
+        what.push(format!(
+            "{stranded} file(s) could not be moved out of sending/ (they wait in incoming/, or, if delivered, in their claim folder for done/)"
+        ));
+    }
+    if unclaimed > 0 {
+        what.push(format!(
+            "{unclaimed} claim(s) were refused (the files wait in incoming/)"
+        ));
+    }
+    let why = if disk_full {
+        "the spool's disk is full"
+    } else {
+        "the spool refused the move"
+    };
+    Failure {
+        code: if disk_full {
+            spoolpost_common::exit::TEMPORARY
+        } else {
+            spoolpost_common::exit::IO_ERROR
+        },
+        message: format!("{why}: {}", what.join("; ")),
+    }
+}
+
+/// Tries the moves of stranded files again as each falls due, on its own
+/// task so a long pass does not delay them.
+async fn retry_stranded(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let due = shared.stranded.next_due();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = shared.stranded.added.notified() => continue,
+            _ = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        crate::settle::retry_stranded(&shared, false);
     }
 }
 

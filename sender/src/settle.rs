@@ -1,16 +1,19 @@
 //! Acting on a verdict: the one place that moves a file out of `sending/`
 //! (through `spoolpost_common::spool`), writes its reason record when it
-//! goes to `error/`, and emits the event line saying what happened.
+//! goes to `error/`, and emits the event line saying what happened. A move
+//! that fails is tried again later ([`crate::stranded`]).
 
 use std::time::{Duration, SystemTime};
 
 use spoolpost_common::event::{Event, EventKind, rfc3339};
+use spoolpost_common::fsops::is_disk_full;
 use spoolpost_common::reason::{ErrorClass, ReasonRecord, truncate_body};
 use spoolpost_common::route::redact_url;
-use spoolpost_common::spool::Claimed;
+use spoolpost_common::spool::{Claimed, DELIVERED_DIR};
 
 use crate::http::Sent;
 use crate::shared::Shared;
+use crate::stranded::{self, Entry, Move};
 use crate::verdict::Fate;
 
 /// What is known of the attempt a fate is settled for.
@@ -63,19 +66,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         failed_over: attempted.failed_over.to_vec(),
     };
     match fate {
-        Fate::Deliver => match shared.claims.deliver(claimed, shared.delete_delivered) {
-            Ok(path) => {
-                event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
-                shared.events.emit(&event);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(file = %event.file, "delivered, but the file was removed from the claim folder before it could be moved on");
-                shared.events.emit(&event);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "delivered, but cannot record it; the file will be sent again")
-            }
-        },
+        Fate::Deliver => settle_move(shared, claimed, Move::Deliver, event, 0),
         Fate::Vanished { why } => {
             tracing::warn!(file = %event.file, reason = %why, "claimed file vanished");
             event.event = EventKind::Vanished;
@@ -83,18 +74,9 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
             shared.events.emit(&event);
         }
         Fate::Retry { at, wait, reason } => {
-            let original = event.file.clone();
-            match shared.claims.retry(claimed, at, reason.clone()) {
-                Ok(path) => {
-                    tracing::debug!(file = %original, receiver = receiver.as_deref().unwrap_or(""), reason = %reason, wait = ?wait, "will retry");
-                    event.event = EventKind::Retry;
-                    event.spool_name = file_name(&path);
-                    shared.events.emit(&event);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot put the file back to wait; it stays claimed and returns at shutdown")
-                }
-            }
+            tracing::debug!(file = %event.file, receiver = receiver.as_deref().unwrap_or(""), reason = %reason, wait = ?wait, "will retry");
+            event.event = EventKind::Retry;
+            settle_move(shared, claimed, Move::Retry { at, reason }, event, 0)
         }
         Fate::Reject { class, why } => {
             // The reason says why; a transport error text would only blur it.
@@ -106,6 +88,93 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
             let record = reason(&claimed, ErrorClass::Expired, why, &attempted, receiver);
             reject(shared, claimed, record, EventKind::Expired, event);
         }
+    }
+}
+
+/// Makes the move a fate asks for, after `tries` failed tries. Once it
+/// succeeds the event line is written; when it fails the file is stranded
+/// (see [`crate::stranded`]) and tried again later, never left to shutdown.
+pub fn settle_move(shared: &Shared, claimed: Claimed, to: Move, mut event: Event, tries: u32) {
+    let result = match &to {
+        Move::Deliver => shared
+            .claims
+            .deliver(claimed.clone(), shared.delete_delivered),
+        Move::Reject { record, .. } => shared.claims.reject(claimed.clone(), record).map(Some),
+        Move::Retry { at, reason } => shared
+            .claims
+            .retry(claimed.clone(), *at, reason.clone())
+            .map(Some),
+    };
+    match result {
+        Ok(path) => {
+            event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
+            if let Move::Reject { record, .. } = &to {
+                tracing::warn!(file = %event.file, class = record.class.as_str(), reason = %record.message, "moved to error/");
+            }
+            if tries > 0 {
+                tracing::info!(file = %event.file, to = to.target(), tries, "moved at last");
+            }
+            shared.events.emit(&event);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match to {
+            Move::Deliver => {
+                tracing::warn!(file = %event.file, "delivered, but the file was removed from the claim folder before it could be moved on");
+                shared.events.emit(&event);
+            }
+            _ => {
+                tracing::warn!(file = %event.file, to = to.target(), "the file was removed from the claim folder before it could be moved on")
+            }
+        },
+        Err(e) => strand(shared, claimed, to, event, tries + 1, e),
+    }
+}
+
+/// Keeps a file whose move failed for another try in [`stranded::delay`].
+fn strand(
+    shared: &Shared,
+    claimed: Claimed,
+    to: Move,
+    event: Event,
+    tries: u32,
+    error: std::io::Error,
+) {
+    let mut claimed = claimed;
+    if matches!(to, Move::Deliver) && !is_marked_delivered(&claimed) {
+        // Before anything else: a shutdown or a crash from here on must
+        // not return a delivered file to incoming/.
+        match shared.claims.mark_delivered(&claimed) {
+            Ok(marked) => claimed = marked,
+            Err(e) => {
+                tracing::error!(file = %event.file, error = %e, "delivered, cannot move it to done/ nor mark it delivered; if the sender stops before either works it will be sent again")
+            }
+        }
+    }
+    let wait = stranded::delay(tries);
+    let disk_full = is_disk_full(&error);
+    tracing::warn!(file = %event.file, to = to.target(), error = %error, disk_full, tries, wait = ?wait, "cannot move the file; it stays in sending/ and is tried again");
+    shared.stranded.add(Entry {
+        claimed,
+        to,
+        event,
+        tries,
+        due: crate::circuit::now() + wait,
+        disk_full,
+    });
+}
+
+fn is_marked_delivered(claimed: &Claimed) -> bool {
+    claimed
+        .path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == DELIVERED_DIR)
+}
+
+/// Tries the moves of the stranded files that are due (every one with
+/// `all`, as at the end of a run).
+pub fn retry_stranded(shared: &Shared, all: bool) {
+    for entry in shared.stranded.take_due(crate::circuit::now(), all) {
+        settle_move(shared, entry.claimed, entry.to, entry.event, entry.tries);
     }
 }
 
@@ -163,21 +232,15 @@ fn reject(
     kind: EventKind,
     mut event: Event,
 ) {
-    let original = claimed.name.display_original();
     event.event = kind;
     if event.error.is_none() {
         event.error = Some(record.message.clone());
     }
-    match shared.claims.reject(claimed, &record) {
-        Ok(path) => {
-            tracing::warn!(file = %original, class = record.class.as_str(), reason = %record.message, "moved to error/");
-            event.spool_name = file_name(&path);
-            shared.events.emit(&event);
-        }
-        Err(e) => {
-            tracing::error!(file = %original, error = %e, "cannot move the file to error/; it stays claimed and returns at shutdown")
-        }
-    }
+    let to = Move::Reject {
+        record: Box::new(record),
+        kind,
+    };
+    settle_move(shared, claimed, to, event, 0);
 }
 
 fn file_name(path: &std::path::Path) -> String {

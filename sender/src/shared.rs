@@ -72,6 +72,8 @@ pub struct Shared {
     /// Set when recovery returned a dead instance's files to `incoming/`.
     pub recovered: AtomicBool,
     pub counts: Counts,
+    /// Files whose move out of `sending/` failed, to be tried again.
+    pub stranded: crate::stranded::Stranded,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -90,6 +92,9 @@ pub struct Counts {
     pub started: AtomicU64,
     /// Claims another sender made first.
     pub lost: AtomicU64,
+    /// Claims a full disk refused (a long name's full-name record): the
+    /// file stayed in `incoming/`, which a `--once` run must say (75).
+    pub refused_disk_full: AtomicU64,
 }
 
 impl Shared {
@@ -121,6 +126,7 @@ impl Shared {
             wake: Notify::new(),
             recovered: Default::default(),
             counts: Counts::default(),
+            stranded: Default::default(),
             exchange,
         }
     }

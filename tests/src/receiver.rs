@@ -666,14 +666,35 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Pki {
+        Pki::issuing(|_| {})
+    }
+
+    /// A CA whose client certificate expired yesterday.
+    pub fn expired() -> Pki {
+        Pki::issuing(|params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            let yesterday = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+            params.not_after = yesterday.into();
+        })
+    }
+
+    /// A CA and a client certificate whose parameters `adjust` sets.
+    fn issuing(adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> Pki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // A name of its own, as real CAs have: a verifier finds the issuer
+        // by name, so two test CAs must not look alike.
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("spoolpost test CA {:016x}", fastrand::u64(..)),
+        );
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        adjust(&mut params);
         let cert = params.signed_by(&key, &issuer).unwrap();
         Pki {
             ca: ca.pem(),

@@ -535,3 +535,26 @@ fn the_grammar_parser_here_follows_the_document() {
         "order and form"
     );
 }
+
+/// Rule 17: `X-Filename` decodes to the original name, spaces at either end
+/// included (HTTP would strip them from a plain header value).
+#[test]
+fn x_filename_decodes_to_the_original_name_spaces_at_either_end_included() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let names = [" lead.json", "trail.json ", "in side.json", "100%.json"];
+    for n in names {
+        spool.put(n, n.as_bytes());
+    }
+    once(&spool, &rx);
+    let got: BTreeSet<Vec<u8>> = rx
+        .received()
+        .iter()
+        .map(|r| percent_decode(r.header("x-filename").unwrap()))
+        .collect();
+    let want: BTreeSet<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+    assert_eq!(
+        got, want,
+        "rule 17: X-Filename, %XX decoded, must be each file's original name"
+    );
+}

@@ -357,3 +357,30 @@ fn issue_13_8_a_dot_name_is_never_admitted_as_is_whatever_the_excludes() {
     assert!(!all[0].as_bytes().starts_with(b"."), "{all:?}");
     assert!(src.join(".dot.json").exists(), "left to its producer");
 }
+
+/// Issue 27.7: HTTP drops the white space around a header value, so
+/// `" a.json"` arrived as `"a.json"` and two files collided at the
+/// receiver. Each of these must arrive under its own name.
+#[test]
+fn issue_27_7_leading_and_trailing_spaces_survive_in_x_filename() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let names: Vec<Vec<u8>> = [" a.json", "a.json", "a.json ", "  a.json  ", "a b.json"]
+        .iter()
+        .map(|n| n.as_bytes().to_vec())
+        .collect();
+    for n in &names {
+        spool.put(OsStr::from_bytes(n), n);
+    }
+    send_once(&spool, &rx);
+    assert_each_delivered_once(&rx, &names);
+    for r in rx.received() {
+        let raw = r.header("x-filename").unwrap();
+        assert_eq!(percent_decode(raw), r.body, "the name is the file's own");
+        // Inner spaces stay readable; only the ones HTTP would drop are
+        // encoded.
+        if r.body == b"a b.json" {
+            assert_eq!(raw, "a b.json");
+        }
+    }
+}

@@ -261,11 +261,15 @@ fn spool_folders_on_different_filesystems_lose_no_file() {
         sender(&spool).args(["--once", "--url", &rx.url("/")]),
         LIMIT,
     );
-    // Whatever the exit, the file is in exactly one place.
+    // Whatever the exit, the file is in exactly one place: delivered, it
+    // waits in its claim folder's .delivered/ for done/ (issue 27.2).
     let places = spool.count(State::Incoming)
         + spool.count(State::Done)
         + spool.count(State::Error)
-        + spool.names(State::Sending).len();
+        + spool.names(State::Sending).len()
+        + marked_delivered(&spool.root);
+    assert_eq!(marked_delivered(&spool.root), 1, "{}", out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{}", out.stderr);
     assert_eq!(places, 1, "{}\n{:?}", out.stderr, spool.census());
 }
 
@@ -378,4 +382,294 @@ fn two_senders_once_at_once_deliver_every_file_exactly_once() {
     assert_eq!(spool.count(State::Done), 300, "{:?}", spool.census());
     assert_eq!(rx.count(), 300);
     assert_eq!(spool.claim_folders(), 0);
+}
+
+/// Data files in the claim folders of `sending/` (not their `.delivered/`).
+fn claimed(root: &Path) -> usize {
+    claimed_in(root, |_| true)
+}
+
+/// Data files anywhere under `sending/` whose folder passes `keep`.
+fn claimed_in(root: &Path, keep: impl Fn(&Path) -> bool) -> usize {
+    let mut n = 0;
+    let mut dirs = vec![root.join("sending")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            } else if !name.to_string_lossy().starts_with('.') && keep(&dir) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Data files under `sending/*/.delivered/`.
+fn marked_delivered(root: &Path) -> usize {
+    claimed_in(root, |dir| dir.ends_with(".delivered"))
+}
+
+/// Files with their reason records in `error/`: (data, records).
+fn in_error(root: &Path) -> (usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(root.join("error"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let records = names.iter().filter(|n| n.ends_with(".reason.json")).count();
+    (names.len() - records, records)
+}
+
+/// Issue 27.10: a one-shot run whose rejected files could not go to
+/// `error/` (no room for their reason records) returned them to
+/// `incoming/` and exited 0; the README promises 75.
+#[test]
+fn issue_27_10_a_once_run_that_left_files_for_a_full_disk_exits_75() {
+    let rx = Receiver::start();
+    rx.answer(spoolpost_tests::receiver::Reply::status(400));
+    let fs = tmpfs("1m", 1000);
+    let root = spool_in(&fs.path);
+    for i in 0..3 {
+        put(&root, &format!("f{i}"));
+    }
+    fill_blocks(&fs.path);
+    let out = run(
+        Command::new(bin("sender")).arg("--spool").arg(&root).args([
+            "--once",
+            "--url",
+            &rx.url("/"),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", out.stderr);
+    assert!(out.stderr.contains("disk is full"), "{}", out.stderr);
+    assert_eq!(rx.count(), 3);
+    // Nothing lost, nothing in two places: back to wait, no half records.
+    assert_eq!(count(&root.join("incoming")), 3, "{}", out.stderr);
+    assert_eq!(in_error(&root), (0, 0));
+    assert_eq!(claimed(&root), 0);
+    // With room again the next run finishes the job.
+    std::fs::remove_file(fs.path.join("filler")).unwrap();
+    let out = run(
+        Command::new(bin("sender")).arg("--spool").arg(&root).args([
+            "--once",
+            "--url",
+            &rx.url("/"),
+        ]),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(in_error(&root), (3, 3));
+}
+
+/// Issue 27.2: a daemon whose rejected files could not go to `error/` for
+/// a full disk kept them in `sending/` until it stopped (10 of 10 still
+/// there 20 s after space came back). They move once there is room, each
+/// sent once, and the reporter counts them as being sent meanwhile.
+#[test]
+fn issue_27_2_a_daemon_moves_files_it_could_not_move_once_space_returns() {
+    let rx = Receiver::start();
+    rx.answer(spoolpost_tests::receiver::Reply::status(400));
+    let fs = tmpfs("1m", 1000);
+    let root = spool_in(&fs.path);
+    for i in 0..10 {
+        put(&root, &format!("f{i}"));
+    }
+    fill_blocks(&fs.path);
+    let daemon = spawn(
+        Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(&root)
+            .args(["--url", &rx.url("/")]),
+    );
+    assert!(
+        eventually(LIMIT, || rx.count() == 10 && claimed(&root) == 10),
+        "{}",
+        daemon.stderr_so_far()
+    );
+    assert_eq!(in_error(&root), (0, 0));
+    // Tried again and again meanwhile, leaving no drafts of reason records
+    // behind (each would take an inode until the disk is out of them).
+    assert!(
+        eventually(LIMIT, || daemon.stderr_so_far().matches("tries=3").count()
+            >= 10),
+        "{}",
+        daemon.stderr_so_far()
+    );
+    let drafts = std::fs::read_dir(root.join("sending"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".reason-")
+        })
+        .count();
+    assert_eq!(drafts, 0, "drafts of reason records left behind");
+    let report = run(
+        Command::new(bin("reporter"))
+            .arg("--spool")
+            .arg(&root)
+            .args(["--fail-if", "backlog_files < 10"]),
+        LIMIT,
+    );
+    report.assert_success();
+    std::fs::remove_file(fs.path.join("filler")).unwrap();
+    assert!(
+        eventually(LIMIT, || in_error(&root) == (10, 10)),
+        "{:?} in error/, {} claimed\n{}",
+        in_error(&root),
+        claimed(&root),
+        daemon.stderr_so_far()
+    );
+    assert_eq!(claimed(&root), 0);
+    assert_eq!(count(&root.join("incoming")), 0);
+    assert_eq!(rx.count(), 10, "each sent once");
+    daemon.signal(Signal::SIGTERM);
+    let out = daemon.wait(LIMIT);
+    out.assert_success();
+    let rejected = out
+        .events()
+        .iter()
+        .filter(|e| e.event == spoolpost_common::event::EventKind::Rejected)
+        .count();
+    assert_eq!(rejected, 10, "an event line for each, once moved");
+}
+
+/// A bind mount of a fresh tmpfs over `dir`, undone when dropped.
+struct BindOver {
+    dir: std::path::PathBuf,
+    _fs: Mount,
+}
+
+impl BindOver {
+    fn new(dir: &Path) -> BindOver {
+        let fs = tmpfs("1m", 100);
+        let status = Command::new("mount")
+            .arg("--bind")
+            .arg(&fs.path)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        BindOver {
+            dir: dir.to_path_buf(),
+            _fs: fs,
+        }
+    }
+}
+
+impl Drop for BindOver {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Issue 27.2: a delivered file that cannot be moved to `done/` (here
+/// `done/` is another filesystem) stayed claimed and was sent again at
+/// shutdown. It is moved once `done/` takes it, and never sent again:
+/// not after SIGTERM, not after SIGKILL, not by another sender's run.
+#[test]
+fn issue_27_2_a_delivered_file_that_cannot_reach_done_is_never_sent_again() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let root = spool.root.clone();
+    let done = spool.dir(State::Done);
+    let daemon = || spawn(sender(&spool).args(["--url", &rx.url("/")]));
+    // Sent while done/ is another filesystem; moved once it is not.
+    let mount = BindOver::new(&done);
+    let first = daemon();
+    spool.put("a.json", b"a");
+    assert!(
+        eventually(LIMIT, || rx.count() == 1 && claimed(&root) == 1),
+        "{}",
+        first.stderr_so_far()
+    );
+    drop(mount);
+    assert!(
+        eventually(LIMIT, || spool.count(State::Done) == 1),
+        "{}",
+        first.stderr_so_far()
+    );
+    assert_eq!(claimed(&root), 0);
+    // At shutdown, and at a crash, with done/ refusing it still; after
+    // each, another sender's run sends nothing again.
+    let mount = BindOver::new(&done);
+    let once = || {
+        run(
+            sender(&spool).args(["--once", "--url", &rx.url("/")]),
+            LIMIT,
+        )
+    };
+    spool.put("b.json", b"b");
+    assert!(
+        eventually(LIMIT, || rx.count() == 2 && marked_delivered(&root) == 1),
+        "{}",
+        first.stderr_so_far()
+    );
+    first.signal(Signal::SIGTERM);
+    first.wait(LIMIT).assert_success();
+    let out = once();
+    assert_eq!(rx.count(), 2, "sent again after SIGTERM: {}", out.stderr);
+    assert_eq!(spool.count(State::Incoming), 0, "{:?}", spool.census());
+    // The reporter counts it with the files being sent, as nothing odd.
+    run(
+        reporter(&spool).args([
+            "--fail-if",
+            "backlog_files < 1",
+            "--fail-if",
+            "unexpected > 0",
+        ]),
+        LIMIT,
+    )
+    .assert_success();
+    let second = daemon();
+    spool.put("c.json", b"c");
+    assert!(
+        eventually(LIMIT, || rx.count() == 3 && marked_delivered(&root) == 2),
+        "{}",
+        second.stderr_so_far()
+    );
+    second.signal(Signal::SIGKILL);
+    let _ = second.wait(LIMIT);
+    let out = once();
+    assert_eq!(rx.count(), 3, "sent again after SIGKILL: {}", out.stderr);
+    assert_eq!(spool.count(State::Incoming), 0, "{:?}", spool.census());
+    drop(mount);
+    // With done/ usable, the next run moves them on.
+    run(
+        sender(&spool).args(["--once", "--url", &rx.url("/")]),
+        LIMIT,
+    )
+    .assert_success();
+    assert_eq!(spool.count(State::Done), 3, "{:?}", spool.census());
+    assert_eq!(claimed(&root), 0);
+    assert_eq!(rx.count(), 3, "each sent once");
+}
+
+/// Issue 27.10, the claim side: a long name needs its full-name record
+/// written at its first claim, which a full disk refuses; the file stays
+/// in `incoming/`, and a one-shot run that left it there exits 75.
+#[test]
+fn issue_27_10_a_once_run_that_could_not_claim_for_a_full_disk_exits_75() {
+    let rx = Receiver::start();
+    let fs = tmpfs("1m", 1000);
+    let root = spool_in(&fs.path);
+    let long = format!("{}.json", "n".repeat(245));
+    put(&root, &long);
+    fill_blocks(&fs.path);
+    let out = run(
+        Command::new(bin("sender")).arg("--spool").arg(&root).args([
+            "--once",
+            "--url",
+            &rx.url("/"),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", out.stderr);
+    assert!(root.join("incoming").join(&long).exists(), "{}", out.stderr);
+    assert_eq!(rx.count(), 0);
 }

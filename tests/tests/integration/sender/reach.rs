@@ -540,3 +540,114 @@ fn probe_uses_the_client_certificate_server_name_and_proxy_the_sender_would() {
     assert_eq!(proxy.tunnels(), [format!("127.0.0.1:{}", rx.addr().port())]);
     assert!(rx.received().is_empty(), "a probe sends no request");
 }
+
+/// Issue 27.5: a malformed proxy URL whose password holds `"`, `'`, `>`,
+/// `)` or `]` was printed from that character on, on stderr. Whether it
+/// comes from the environment or a configured secret, start-up refuses it
+/// and says why without any part of the password.
+#[test]
+fn issue_27_5_a_malformed_proxy_url_never_shows_its_password() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    spool.put("a.json", b"a");
+    for c in ['"', '\'', '>', ')', ']', ' ', '@'] {
+        // No port: refused. Every piece of the password holds "SECRET".
+        let value = format!("http://spool:pa{c}SECRET{c}SECRET@127.0.0.1");
+        // one_receiver writes one path: each config is copied aside.
+        let plain = side_file(
+            &spool,
+            "plain.toml",
+            &std::fs::read_to_string(one_receiver(&spool, &rx.url("/in"), "")).unwrap(),
+        );
+        let secret = side_file(&spool, "proxy-url", &format!("{value}\n"));
+        let configured = one_receiver(
+            &spool,
+            &rx.url("/in"),
+            &format!("proxy = {{ file = \"{}\" }}", path_str(&secret)),
+        );
+        let from_env = {
+            let mut cmd = sender(&spool);
+            cmd.args(["--once", "--config"])
+                .arg(&plain)
+                .env("https_proxy", &value)
+                .env("http_proxy", &value);
+            run(&mut cmd, MINUTE)
+        };
+        let from_secret = run(
+            sender(&spool).args(["--once", "--config"]).arg(&configured),
+            MINUTE,
+        );
+        for (how, out) in [("environment", from_env), ("secret", from_secret)] {
+            assert_eq!(out.status.code(), Some(78), "{how} {c}: {}", out.stderr);
+            assert!(out.stderr.contains("proxy"), "{how} {c}: {}", out.stderr);
+            for piece in ["SE", "EC", "CR", "RE", "ET"] {
+                assert!(
+                    !out.stderr.contains(piece) && !out.stdout.contains(piece),
+                    "{how}, password with {c:?}: {}{}",
+                    out.stdout,
+                    out.stderr
+                );
+            }
+        }
+    }
+    assert_eq!(spool.count(State::Incoming), 1, "nothing was sent");
+}
+
+/// Issue 27.6: under TLS 1.3 the client's side of the handshake ends
+/// before the receiver has judged the client certificate, so `--probe`
+/// said "ok" for one the receiver refuses, and the sender then parked
+/// every file. A wrong CA or an expired certificate is exit 75 with the
+/// reason, over TLS 1.3 and 1.2 alike; the right one still passes, and no
+/// request reaches the receiver.
+#[test]
+fn issue_27_6_probe_fails_for_a_client_certificate_the_receiver_refuses() {
+    let pki = Pki::new();
+    let stranger = Pki::new();
+    let expired = Pki::expired();
+    for tls12_only in [false, true] {
+        let (rx, server_pem) = Receiver::start_tls_with(Tls {
+            client_ca: Some(format!("{}{}", pki.ca, expired.ca)),
+            tls12_only,
+            ..Tls::default()
+        });
+        let spool = TestSpool::new();
+        let ca = side_file(&spool, "ca.pem", &server_pem);
+        let probe = |who: &Pki| {
+            let lines = format!(
+                "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+                path_str(&ca),
+                path_str(&side_file(&spool, "client.pem", &who.client_cert)),
+                path_str(&side_file(&spool, "client.key", &who.client_key)),
+            );
+            let cfg = one_receiver(&spool, &rx.url("/in"), &lines);
+            run(
+                sender(&spool)
+                    .args(["--check", "--probe", "--config"])
+                    .arg(&cfg),
+                MINUTE,
+            )
+        };
+        let out = probe(&pki);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tls12_only={tls12_only}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        for (who, reason) in [(&stranger, "UnknownCA"), (&expired, "CertificateExpired")] {
+            let out = probe(who);
+            let text = format!("{}{}", out.stdout, out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(75),
+                "tls12_only={tls12_only}, {reason}: {text}"
+            );
+            assert!(
+                text.contains("probe r") && text.contains(reason),
+                "tls12_only={tls12_only}: the reason is {reason}: {text}"
+            );
+        }
+        assert!(rx.received().is_empty(), "a probe sends no request");
+    }
+}
