@@ -185,6 +185,9 @@ fn await_verdict(
         conn.write_tls(tcp)
             .map_err(|e| format!("TLS with {host}: {e}"))?;
     }
+    // And end our side of the TCP stream, for a receiver that waits for
+    // that rather than for close_notify before it closes.
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
     loop {
         match conn.read_tls(tcp) {
             Ok(0) => return Ok(()),

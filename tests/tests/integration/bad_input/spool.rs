@@ -621,6 +621,8 @@ fn issue_27_2_a_delivered_file_that_cannot_reach_done_is_never_sent_again() {
             "--fail-if",
             "backlog_files < 1",
             "--fail-if",
+            "backlog_files > 1",
+            "--fail-if",
             "unexpected > 0",
         ]),
         LIMIT,
