@@ -28,7 +28,7 @@
 //!   actually reached: an idle sender learns nothing about capacity.
 //! - **Slow start.** Without a remembered limit the limit starts at
 //!   [`INITIAL`] and doubles per good window while goodput rises by at
-//!   least [`STARTUP_GROWTH`] a window. Two windows in a row without that
+//!   least [`STARTUP_GROWTH`] a window. Three windows in a row without that
 //!   rise end it, back at the limit that gave the best goodput. A receiver
 //!   40 ms away that takes 200 at once is reached in about six round trips.
 //! - **Overload told from noise.** Overload is when failures (429, 503, a
@@ -88,7 +88,7 @@ pub const LATENCY_RISE: f64 = 1.5;
 /// In slow start, the goodput rise per window that keeps it doubling.
 pub const STARTUP_GROWTH: f64 = 1.25;
 /// Windows in a row without [`STARTUP_GROWTH`] that end slow start.
-pub const STARTUP_STALLS: u32 = 2;
+pub const STARTUP_STALLS: u32 = 3;
 /// Requests queued at the receiver, as a share of the limit, below which
 /// the limit still grows ...
 pub const QUEUE_SHARE: f64 = 0.125;
@@ -96,6 +96,8 @@ pub const QUEUE_SHARE: f64 = 0.125;
 pub const QUEUE_MIN: f64 = 3.0;
 /// The fewest answers in a window.
 pub const MIN_WINDOW: usize = 20;
+/// The fewest answers in a window of slow start.
+pub const STARTUP_WINDOW: usize = 8;
 /// A window after a latency cut whose mean is still this close to the mean
 /// that caused the cut says the latency is not ours.
 pub const CUT_DID_NOT_HELP: f64 = 0.99;
@@ -178,6 +180,9 @@ pub struct Controller {
     /// The limit that last met overload, until the limit grows well past it
     /// (the receiver took more since).
     edge: Option<f64>,
+    /// The limit that last met overload, kept after growth passed it: the
+    /// steps stay single within twice it.
+    overloaded_at: Option<f64>,
     /// The latency of the latest served request, for [`Controller::hold`]
     /// before the first window sets the baseline.
     last_good: Option<Duration>,
@@ -234,6 +239,7 @@ impl Controller {
             cut_at: None,
             settling: false,
             edge: None,
+            overloaded_at: None,
             last_good: None,
             srtt: None,
             slow_start: start.is_none(),
@@ -345,8 +351,19 @@ impl Controller {
         }
     }
 
+    /// Answers per window: one round trip's worth with the pipe full. In
+    /// congestion avoidance at least [`MIN_WINDOW`], so a small limit does
+    /// not probe too often (at a limit of 1, growing by one doubles the
+    /// load) and a window's failures say something; in slow start exactly
+    /// the limit, so the limit doubles each round trip as TCP's does: a
+    /// window of 20 at a limit of 4 is five round trips, half a second
+    /// against a receiver 100 ms away.
     fn window_size(&self) -> usize {
-        self.limit().max(MIN_WINDOW)
+        if self.slow_start {
+            self.limit().max(STARTUP_WINDOW)
+        } else {
+            self.limit().max(MIN_WINDOW)
+        }
     }
 
     /// Whether this window's failures are more than the noise explains in
@@ -384,6 +401,7 @@ impl Controller {
             goodput_before: earlier.map_or(goodput, |p| p.goodput_before),
         });
         self.edge = Some(self.limit);
+        self.overloaded_at = Some(self.limit);
         self.cut(OVERLOAD_CUT);
     }
 
@@ -419,9 +437,12 @@ impl Controller {
             // that takes 1,000 is reached in seconds, and a step that
             // grows slower than the limit still leaves the multiplicative
             // cuts to even out senders' shares.
-            let step = match self.edge {
-                None => self.limit.sqrt().floor().max(1.0),
-                Some(_) => 1.0,
+            // Within twice the limit that last met overload, one at a
+            // time: senders sharing a receiver near its capacity would
+            // overshoot it together by several steps.
+            let step = match self.overloaded_at {
+                Some(at) if self.limit < 2.0 * at => 1.0,
+                _ => self.limit.sqrt().floor().max(1.0),
             };
             self.limit.floor() + step
         }
@@ -437,6 +458,16 @@ impl Controller {
             .map(|opened| now.saturating_duration_since(opened).as_secs_f64())
             .filter(|s| *s > 0.0)
             .map(|s| window.good as f64 / s);
+        tracing::trace!(
+            limit = self.limit,
+            answers = window.answers,
+            failed,
+            goodput,
+            saturated = window.saturated,
+            slow_start = self.slow_start,
+            noise = self.noise,
+            "window"
+        );
         // The window opens where the last one closed, so the time between
         // them counts.
         self.window.opened = Some(now);
@@ -454,9 +485,10 @@ impl Controller {
             && (pending.limit_before.floor() <= self.limit.floor()
                 || match (pending.goodput_before, goodput) {
                     (Some(before), Some(after)) => after < before * GOODPUT_KEPT,
-                    // Cut before any goodput was known: the failures
-                    // going on at less load decide alone.
-                    _ => true,
+                    // Cut before any goodput was known: failures going on
+                    // at less load while files still got through.
+                    (None, Some(after)) => after > 0.0,
+                    _ => false,
                 })
         {
             // Less load, less goodput, failures as before: they come
@@ -471,6 +503,7 @@ impl Controller {
             self.limit = pending.limit_before;
             self.slow_start = pending.slow_start;
             self.edge = None;
+            self.overloaded_at = None;
             self.generation += 1;
             self.window = Window::default();
             tracing::debug!(
@@ -495,10 +528,8 @@ impl Controller {
             return;
         };
         let mean = mean.max(LATENCY_FLOOR);
-        let Some(mut baseline) = self.baseline else {
-            self.baseline = Some(mean);
-            return;
-        };
+        // The first window sets the baseline and is judged against it.
+        let mut baseline = *self.baseline.get_or_insert(mean);
         if self.settling {
             // The first window after a latency cut: its requests still
             // queue behind the ones sent before it at the receiver, so it
@@ -546,12 +577,17 @@ impl Controller {
         };
         match self.best {
             _ if self.limit() >= self.max => self.slow_start = false,
-            Some((best, _)) if goodput < best * STARTUP_GROWTH => {
+            Some((best, at)) if goodput < best * STARTUP_GROWTH => {
                 self.stalls += 1;
                 if self.stalls >= STARTUP_STALLS {
                     self.slow_start = false;
-                    let (_, at) = self.best.expect("matched");
                     self.limit = self.limit.min(at.max(1.0));
+                } else {
+                    // A window's answers are of requests sent a round trip
+                    // before: the goodput a doubling buys shows a window
+                    // late. Keep doubling, as BBR's start-up keeps its gain
+                    // for three rounds without growth.
+                    self.grow();
                 }
             }
             _ => {
@@ -660,7 +696,7 @@ mod tests {
     fn after_the_first_cut_it_grows_by_one_per_good_full_window() {
         let mut clock = Clock::new();
         let mut c = Controller::new(64, None);
-        assert_eq!(steps(&mut c, &mut clock, 40, Signal::Good(5 * MS)), [4, 8]);
+        assert_eq!(steps(&mut c, &mut clock, 11, Signal::Good(5 * MS)), [4, 8]);
         two_failures(&mut c, &mut clock);
         assert_eq!(c.limit(), 5, "8 × 0.7");
         // A step per window, never doubling again; a quarter step once
@@ -990,8 +1026,8 @@ mod tests {
         assert_eq!(one_window(&mut c), "11", "the last quarter to a step past");
         assert_eq!(
             one_window(&mut c),
-            "14",
-            "a step past the edge, the edge forgotten: √11 steps"
+            "12",
+            "a step past the edge: whole steps, within twice the overload"
         );
     }
 

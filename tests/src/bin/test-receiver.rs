@@ -25,6 +25,27 @@ struct Args {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Add this long to every answer, as a receiver that far away would.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    answer_after: Option<std::time::Duration>,
+    /// 'K,DURATION': work on at most K requests at once, each for DURATION,
+    /// and answer 503 at once to any beyond.
+    #[arg(long, value_name = "K,DURATION")]
+    capacity: Option<String>,
+    /// 'P503,PHANG': answer that share of requests 503 and never answer
+    /// that share, whatever the load (a load balancer's bad backend).
+    #[arg(long, value_name = "P503,PHANG")]
+    faults: Option<String>,
+}
+
+fn pair<T: std::str::FromStr>(flag: &str, value: &str) -> (T, String) {
+    let parsed = value
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.to_string())));
+    parsed.unwrap_or_else(|| {
+        eprintln!("test-receiver: {flag} wants two values separated by a comma, got {value:?}");
+        std::process::exit(2);
+    })
 }
 
 fn main() {
@@ -48,6 +69,25 @@ fn main() {
             Reply::status(status).body(&format!("test-receiver answers {status} for {prefix}")),
         );
     }
+    if let Some(after) = args.answer_after {
+        receiver.answer_after(after);
+    }
+    if let Some(value) = &args.capacity {
+        let (k, work) = pair::<usize>("--capacity", value);
+        let work = humantime::parse_duration(&work).unwrap_or_else(|e| {
+            eprintln!("test-receiver: --capacity {value:?}: {e}");
+            std::process::exit(2);
+        });
+        receiver.capacity(k, work);
+    }
+    if let Some(value) = &args.faults {
+        let (p503, hang) = pair::<f64>("--faults", value);
+        let hang: f64 = hang.parse().unwrap_or_else(|_| {
+            eprintln!("test-receiver: --faults {value:?}: not a share");
+            std::process::exit(2);
+        });
+        receiver.faults(p503, hang);
+    }
     println!("listening on {}", receiver.url(""));
     let mut signals = nix::sys::signal::SigSet::empty();
     signals.add(nix::sys::signal::Signal::SIGTERM);
@@ -55,8 +95,10 @@ fn main() {
     signals.thread_block().unwrap();
     let _ = signals.wait();
     eprintln!(
-        "test-receiver: {} requests, {} body bytes on the wire",
+        "test-receiver: {} requests, {} body bytes on the wire, {} turned away at capacity, {:?} (503, hung) by faults",
         receiver.count(),
-        receiver.wire_bytes()
+        receiver.wire_bytes(),
+        receiver.overloaded(),
+        receiver.faulted()
     );
 }
