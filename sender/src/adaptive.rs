@@ -118,6 +118,14 @@ pub const GOODPUT_KEPT: f64 = 0.85;
 pub const FAILING_AS_BEFORE: f64 = 0.6;
 /// Weight of each window in the recent failure rate.
 pub const FAILING_WEIGHT: f64 = 1.0 / 8.0;
+/// Full windows remembered to tell whether failures rise with the load.
+pub const HISTORY: usize = 32;
+/// A correlation between a window's limit and its failure share above
+/// this (and above [`RISE_SIGNIFICANCE`] standard errors) says the
+/// failures rise with the load.
+pub const RISE_CORRELATION: f64 = 0.25;
+/// Standard errors of a chance correlation that a rise must exceed.
+pub const RISE_SIGNIFICANCE: f64 = 2.0;
 /// How fast the learnt noise follows windows with fewer failures: a
 /// sixteenth of the difference per window.
 pub const NOISE_DECAY: f64 = 1.0 / 32.0;
@@ -201,6 +209,9 @@ pub struct Controller {
     failing: f64,
     /// Windows closed so far (the first sets `failing`).
     windows: u64,
+    /// The limit and failure share of the latest full windows, for
+    /// [`failures_rise_with_load`].
+    history: std::collections::VecDeque<(f64, f64)>,
     /// A cut for failures whose effect the next window judges.
     pending: Option<Pending>,
     /// Goodput of the latest window that closed with the pipe full.
@@ -248,6 +259,7 @@ impl Controller {
             noise: 0.0,
             failing: 0.0,
             windows: 0,
+            history: std::collections::VecDeque::with_capacity(HISTORY),
             pending: None,
             goodput: None,
             window: Window::default(),
@@ -478,10 +490,17 @@ impl Controller {
             _ => self.failing + (failed - self.failing) * FAILING_WEIGHT,
         };
         self.windows += 1;
+        if window.saturated {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back((self.limit, failed));
+        }
         if let Some(pending) = self.pending.take()
             && window.saturated
             && window.failures > 0
             && failed >= failing_before * FAILING_AS_BEFORE
+            && !failures_rise_with_load(&self.history)
             && (pending.limit_before.floor() <= self.limit.floor()
                 || match (pending.goodput_before, goodput) {
                     (Some(before), Some(after)) => after < before * GOODPUT_KEPT,
@@ -597,6 +616,35 @@ impl Controller {
             }
         }
     }
+}
+
+/// Whether, over the remembered windows, the share of failures rose with
+/// the limit (Pearson's correlation above [`RISE_CORRELATION`] and two
+/// standard errors of a chance one, with at least eight windows). A sick backend's 503s come at every limit, so the
+/// correlation is near zero; several senders sharing a receiver at its
+/// capacity meet 503s at the tops of their saw-tooth, so the failures
+/// follow the limit even when one sender's single cut cannot show it
+/// (the others fill the room it gave up, and its goodput falls as noise
+/// would make it fall).
+fn failures_rise_with_load(history: &std::collections::VecDeque<(f64, f64)>) -> bool {
+    let n = history.len() as f64;
+    if history.len() < 8 {
+        return false;
+    }
+    let (sx, sy) = history
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (mut cov, mut vx, mut vy) = (0.0, 0.0, 0.0);
+    for (x, y) in history {
+        cov += (x - mx) * (y - my);
+        vx += (x - mx) * (x - mx);
+        vy += (y - my) * (y - my);
+    }
+    // Two standard errors of a correlation of unrelated figures (1/√n):
+    // over a few windows chance alone correlates noise with the limit.
+    let significant = (RISE_SIGNIFICANCE / n.sqrt()).max(RISE_CORRELATION);
+    vx > 0.0 && vy > 0.0 && cov / (vx * vy).sqrt() > significant
 }
 
 #[cfg(test)]
