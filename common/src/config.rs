@@ -21,6 +21,10 @@ use toml::Spanned;
 pub struct Config {
     /// Spool root, used when `--spool` is not given.
     pub spool: Option<PathBuf>,
+    /// Let the sender and collector create a spool root that does not
+    /// exist (`--create-spool`); otherwise a missing one is exit 74.
+    #[serde(default)]
+    pub create_spool: bool,
     #[serde(default)]
     pub sender: SenderSection,
     #[serde(default)]
@@ -533,6 +537,27 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
+    let (loaded, problems) = parse_all(path, text)?;
+    match problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(loaded),
+    }
+}
+
+/// [`load`] for `--check`: a file that parses, with every problem
+/// [`crate::config_check::check_all`] finds in it rather than the first.
+pub fn load_all(path: &Path) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read configuration: {e}"),
+    })?;
+    parse_all(path, text)
+}
+
+/// [`parse`], keeping the semantic problems apart; a file that is not
+/// TOML or has unknown keys is still one error.
+pub fn parse_all(path: &Path, text: String) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
     match toml::from_str::<Config>(&text) {
         Ok(config) => {
             let loaded = Loaded {
@@ -540,8 +565,8 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
                 path: path.to_path_buf(),
                 text,
             };
-            crate::config_check::check(&loaded)?;
-            Ok(loaded)
+            let problems = crate::config_check::check_all(&loaded);
+            Ok((loaded, problems))
         }
         Err(e) => Err(ConfigError {
             path: path.to_path_buf(),

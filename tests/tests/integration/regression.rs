@@ -343,3 +343,82 @@ fn reporter_a_fifo_named_like_a_reason_record_hangs_no_reporter_command() {
     out.assert_success();
     assert!(out.stdout.contains("stuck.json"), "{}", out.stdout);
 }
+
+#[test]
+fn issue_29_4_a_mistyped_spool_is_exit_74_for_sender_and_collector_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("spooool");
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let mut send = std::process::Command::new(bin("sender"));
+    send.arg("--spool")
+        .arg(&typo)
+        .args(["--url", "http://127.0.0.1:9/in", "--once"]);
+    let mut collect = std::process::Command::new(bin("collector"));
+    collect
+        .arg("--spool")
+        .arg(&typo)
+        .arg("--source")
+        .arg(&source)
+        .arg("--once");
+    for cmd in [&mut send, &mut collect] {
+        let out = run(cmd, MINUTE);
+        assert_eq!(out.status.code(), Some(74), "{cmd:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(path_str(&typo)) && out.stderr.contains("--create-spool"),
+            "{cmd:?}: {}",
+            out.stderr
+        );
+        assert!(!typo.exists(), "{cmd:?} created {}", typo.display());
+    }
+}
+
+#[test]
+fn issue_29_4_create_spool_makes_a_new_spool_from_the_flag_or_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(&a)
+            .args(["--url", "http://127.0.0.1:9/in", "--once", "--create-spool"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert!(a.join("incoming").is_dir());
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(
+        &cfg,
+        format!("spool = {:?}\ncreate_spool = true\n", path_str(&b)),
+    )
+    .unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let out = run(
+        std::process::Command::new(bin("collector"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--source")
+            .arg(&source)
+            .arg("--once"),
+        MINUTE,
+    );
+    out.assert_success();
+    assert!(b.join("incoming").is_dir());
+}
+
+#[test]
+fn issue_29_4_a_one_shot_collector_with_a_missing_source_is_exit_78() {
+    let spool = TestSpool::new();
+    let nosuch = spool.side("x").join("nosuch");
+    let out = run(
+        collector(&spool)
+            .arg("--source")
+            .arg(&nosuch)
+            .args(["--once", "--settle", "0s"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(out.stderr.contains(path_str(&nosuch)), "{}", out.stderr);
+    assert!(!out.stderr.contains("keep looking"), "{}", out.stderr);
+}
