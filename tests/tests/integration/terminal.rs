@@ -446,3 +446,34 @@ fn reporter_watch_draws_from_a_pipe_while_the_sender_still_runs() {
     assert!(rose, "the count never rose to 12:\n{text}");
     assert!(!text.contains("[exit"), "the pipe ended:\n{text}");
 }
+
+/// The command the sender's summary tells a person to run next.
+fn hint(text: &str) -> Option<String> {
+    let at = text.find("list them with: ")? + "list them with: ".len();
+    Some(text[at..].lines().next()?.trim().to_string())
+}
+
+#[test]
+fn issue_29_5_the_senders_hint_for_rejected_files_works_as_written() {
+    let spool = spool_with(3);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::status(400));
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once"]);
+    let text = Screen::run(&shell(&cmd)).wait_for("[exit 0]");
+    let hint = hint(&text).unwrap_or_else(|| panic!("no hint:\n{text}"));
+    // As a person would type it: `reporter` from the PATH.
+    let dir = bin("reporter").parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let out = run(
+        Command::new("sh").args(["-c", &hint]).env("PATH", path),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(
+        out.stdout.matches(".log").count(),
+        3,
+        "{hint}: {}",
+        out.stdout
+    );
+}
