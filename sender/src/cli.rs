@@ -47,7 +47,7 @@ pub struct Args {
     /// TOML config file with receivers and routing rules.
     ///
     /// The sender reads [sender], [receivers.NAME] and [[routes]]; see the
-    /// README's configuration reference.
+    /// configuration reference in /usr/share/doc/spoolpost/README.md.
     #[arg(long, short = 'c', env = "SPOOLPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -89,7 +89,7 @@ pub struct Args {
     /// fsync each folder a file moves into, so state survives a power cut.
     ///
     /// Without it a power cut can undo recent moves, which at worst sends a
-    /// file again; it never loses one. See docs/spool.md.
+    /// file again; it never loses one. See /usr/share/doc/spoolpost/spool.md.
     #[arg(long)]
     pub fsync: bool,
 
