@@ -525,6 +525,26 @@ impl Loaded {
     }
 }
 
+/// The configuration the package installs.
+pub const INSTALLED: &str = "/etc/spoolpost.toml";
+
+/// The configuration file a run reads: the one given (`--config` or
+/// `SPOOLPOST_CONFIG`), else `installed` when it exists and the command
+/// line gives no spool either, so the README's `reporter hold orders` works
+/// on a packaged host as written (issue 29.5). With `--spool` and no
+/// `--config` nothing is read: a run on plain flags stays on plain flags.
+pub fn or_installed(
+    given: Option<PathBuf>,
+    spool_given: bool,
+    installed: &Path,
+) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path),
+        None if !spool_given && installed.is_file() => Some(installed.to_path_buf()),
+        None => None,
+    }
+}
+
 /// Reads and parses a configuration file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -684,6 +704,21 @@ impl HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_installed_config_is_read_when_neither_config_nor_spool_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let installed = dir.path().join("spoolpost.toml");
+        let given = Some(PathBuf::from("/x.toml"));
+        assert_eq!(or_installed(None, false, &installed), None, "absent");
+        std::fs::write(&installed, "").unwrap();
+        assert_eq!(
+            or_installed(None, false, &installed),
+            Some(installed.clone())
+        );
+        assert_eq!(or_installed(None, true, &installed), None, "--spool given");
+        assert_eq!(or_installed(given.clone(), false, &installed), given);
+    }
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("test.toml"), text.to_string())
