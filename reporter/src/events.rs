@@ -135,7 +135,7 @@ pub fn analyse_with(
             let receiver = event
                 .receiver
                 .clone()
-                .unwrap_or_else(|| "(no route)".into());
+                .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into());
             let a = acc.entry(receiver).or_default();
             if let Some(ms) = event.latency_ms {
                 a.latencies.push(ms);

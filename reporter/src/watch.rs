@@ -146,13 +146,19 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
             now,
             &mut |e, t| {
                 match e.event {
-                    EventKind::Delivered => trends
-                        .delivered(e.receiver.clone().unwrap_or_else(|| "(no route)".into()), t),
+                    EventKind::Delivered => trends.delivered(
+                        e.receiver
+                            .clone()
+                            .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into()),
+                        t,
+                    ),
                     // Collector lines name no receiver: the routes do.
                     EventKind::Collected => trends.collected(
                         router.map(|r| {
                             r.receiver_of(OsStr::new(&e.file))
-                                .map_or("(no route)".into(), |i| r.receivers()[i].name.clone())
+                                .map_or(spoolpost_common::event::NO_ROUTE.into(), |i| {
+                                    r.receivers()[i].name.clone()
+                                })
                         }),
                         t,
                     ),

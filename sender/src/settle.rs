@@ -57,7 +57,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         status: attempted.status(),
         bytes_read: sent.map_or(0, |s| s.bytes_read),
         bytes_sent: sent.map_or(0, |s| s.bytes_sent),
-        latency_ms: sent.map(|s| s.latency.as_secs_f64() * 1000.0),
+        latency_ms: sent.map(|s| spoolpost_common::event::millis(s.latency)),
         attempt,
         error: sent.and_then(|s| s.error.clone()),
         source: None,

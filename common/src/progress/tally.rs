@@ -49,7 +49,8 @@ pub struct Tally {
 }
 
 /// The receiver name shown for events that name none.
-const NO_RECEIVER: &str = "(none)";
+/// The reporter's word for it too, so one file has one name (issue 29.6).
+const NO_RECEIVER: &str = crate::event::NO_ROUTE;
 
 impl Tally {
     pub fn record(&mut self, event: &Event) {
@@ -237,6 +238,17 @@ mod tests {
             endpoint: None,
             failed_over: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_unrouted_file_is_named_as_the_reporter_names_it() {
+        let mut t = Tally::default();
+        let mut e = ev(EventKind::Rejected, "x", 1);
+        e.receiver = None;
+        t.record(&e);
+        let text = summary(Role::Sender, &t, Duration::from_secs(1), "/s");
+        assert!(text.contains(crate::event::NO_ROUTE), "{text}");
+        assert_eq!(crate::event::NO_ROUTE, "(no route)");
     }
 
     #[test]

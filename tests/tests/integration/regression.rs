@@ -422,3 +422,32 @@ fn issue_29_4_a_one_shot_collector_with_a_missing_source_is_exit_78() {
     assert!(out.stderr.contains(path_str(&nosuch)), "{}", out.stderr);
     assert!(!out.stderr.contains("keep looking"), "{}", out.stderr);
 }
+
+#[test]
+fn issue_29_6_latency_ms_in_event_lines_is_whole_microseconds() {
+    let spool = TestSpool::new();
+    for i in 0..30 {
+        spool.put(format!("f{i}.log"), b"x\n");
+    }
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let out = run(
+        sender(&spool).args(["--url", &receiver.url("/in"), "--once", "--events", "-"]),
+        MINUTE,
+    );
+    out.assert_success();
+    let mut seen = 0;
+    for line in out.stdout.lines() {
+        let Some(at) = line.find("\"latency_ms\":") else {
+            continue;
+        };
+        let value: String = line[at + 13..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        seen += 1;
+        let decimals = value.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 3, "float noise: {value} in {line}");
+    }
+    assert_eq!(seen, 30, "{}", out.stdout);
+}
