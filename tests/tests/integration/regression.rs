@@ -451,3 +451,39 @@ fn issue_29_6_latency_ms_in_event_lines_is_whole_microseconds() {
     }
     assert_eq!(seen, 30, "{}", out.stdout);
 }
+
+#[test]
+fn issue_29_6_unrouted_files_get_a_summarised_warning_not_one_each() {
+    let spool = TestSpool::new();
+    for i in 0..30 {
+        spool.put(format!("f{i}.unrouted"), b"x\n");
+    }
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.json\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--once", "--events", "-"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert_eq!(spool.count(State::Error), 30);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("moved to error/"))
+        .collect();
+    // 1, 2, 4, 8, 16 so far: a few lines that say how many, not thirty.
+    assert!(
+        (1..=6).contains(&warnings.len()),
+        "{} warnings:\n{}",
+        warnings.len(),
+        out.stderr
+    );
+    assert!(out.stderr.contains("16"), "{}", out.stderr);
+    // Every file still has its event line.
+    assert_eq!(out.stdout.matches("\"event\":\"rejected\"").count(), 30);
+}
