@@ -102,14 +102,18 @@ pub struct Moment {
 }
 
 /// The one live line, e.g.
-/// `120/500 files  40.0 files/s  1.2 MB/s  retries 3  rejected 1  open circuits 0  0:03 elapsed  ETA 0:09`.
+/// `done 120/500 files  delivered 116  40.0 files/s  1.2 MB/s  retries 3  rejected 1  open circuits 0  0:03 elapsed  ETA 0:09`.
 pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
     let done = tally.done(role);
     let secs = at.elapsed.as_secs_f64().max(0.001);
     let rate = done as f64 / secs;
     let mut out = String::new();
+    // The sender's count is every file it is finished with (delivered,
+    // rejected, expired, waiting to retry): "sent 210" beside a summary of
+    // 200 delivered read as a contradiction (issue 29.6), so it says
+    // "done", and delivered is shown as the summary counts it.
     let verb = match role {
-        Role::Sender => "sent",
+        Role::Sender => "done",
         Role::Collector => "collected",
     };
     match at.found {
@@ -120,6 +124,9 @@ pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
         None => {
             let _ = write!(out, "{verb} {done} files");
         }
+    }
+    if role == Role::Sender {
+        let _ = write!(out, "  delivered {}", tally.sum(|c| c.delivered));
     }
     let _ = write!(
         out,
@@ -277,9 +284,41 @@ mod tests {
         };
         assert_eq!(
             line(Role::Sender, &t, at),
-            "sent 11/33 files  5.5 files/s  0.0 MB/s  retries 0  rejected 1  \
+            "done 11/33 files  delivered 10  5.5 files/s  0.0 MB/s  retries 0  rejected 1  \
              open circuits 1  0:02 elapsed  ETA 0:04"
         );
+    }
+
+    #[test]
+    fn the_line_says_delivered_as_the_summary_does_not_sent_for_every_outcome() {
+        let mut t = Tally::default();
+        for _ in 0..200 {
+            t.record(&ev(EventKind::Delivered, "a", 1));
+        }
+        for _ in 0..6 {
+            t.record(&ev(EventKind::Retry, "a", 1));
+        }
+        for _ in 0..4 {
+            t.record(&ev(EventKind::Rejected, "a", 1));
+        }
+        let at = Moment {
+            elapsed: Duration::from_secs(2),
+            found: Some(210),
+            open_circuits: 0,
+        };
+        let l = line(Role::Sender, &t, at);
+        assert!(!l.contains("sent 210"), "{l}");
+        assert!(l.starts_with("done 210/210 files  delivered 200  "), "{l}");
+        let s = summary(Role::Sender, &t, Duration::from_secs(2), "/s");
+        assert!(summary_row_delivered(&s, "a") == 200, "{s}");
+    }
+
+    /// The delivered column of a receiver's row in the summary.
+    fn summary_row_delivered(s: &str, name: &str) -> u64 {
+        s.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
     }
 
     #[test]
