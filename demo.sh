@@ -30,6 +30,9 @@ echo "   $url"
 
 cat >"$demo/spoolpost.toml" <<TOML
 spool = "$spool"
+# A new spool: without this a missing spool is an error (exit 74), so a
+# mistyped path never becomes an empty spool.
+create_spool = true
 
 [[collector.sources]]
 path = "$app"

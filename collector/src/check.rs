@@ -52,6 +52,6 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     if sources > 0 {
         report.passed(format!("{sources} source(s) exist"));
     }
-    preflight::spool(Path::new(&plan.spool), &mut report);
+    preflight::spool(Path::new(&plan.spool), plan.create_spool, &mut report);
     report.finish("collector")
 }

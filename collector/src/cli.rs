@@ -18,9 +18,14 @@ use spoolpost_common::progress::ProgressFlags;
 #[derive(Debug, Parser)]
 #[command(name = "collector", version, about, long_about, max_term_width = 100)]
 pub struct Args {
-    /// Spool root folder (created if missing). Defaults to the config's `spool`.
+    /// Spool root folder; it must exist unless --create-spool is given.
+    /// Defaults to the config's `spool`.
     #[arg(long, env = "SPOOLPOST_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
+
+    /// Create the spool root if it does not exist (config: `create_spool`).
+    #[arg(long)]
+    pub create_spool: bool,
 
     /// A folder producers write into (repeatable). Adds to the config's sources.
     #[arg(long = "source", value_name = "DIR")]
@@ -111,6 +116,8 @@ pub struct Args {
 /// The resolved settings.
 pub struct Plan {
     pub spool: PathBuf,
+    /// Whether a missing spool root may be created.
+    pub create_spool: bool,
     pub section: CollectorSection,
     pub once: bool,
     pub stdin: Option<bool>,
@@ -129,6 +136,8 @@ impl Args {
             .clone()
             .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
             .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
+        let create_spool =
+            self.create_spool || loaded.as_ref().is_some_and(|l| l.config.create_spool);
         let mut section = loaded.map(|l| l.config.collector).unwrap_or_default();
         for path in &self.sources {
             let mut source = SourceConfig::for_path(path);
@@ -157,6 +166,7 @@ impl Args {
         }
         Ok(Plan {
             spool,
+            create_spool,
             section,
             once: self.once,
             stdin: self.stdin.then_some(self.null),

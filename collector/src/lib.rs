@@ -42,7 +42,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     }
     let plan = args.plan()?;
     let (sources, gate) = settings_of(&plan)?;
-    let spool = Spool::open(&plan.spool)?;
+    let spool = Spool::open_root(&plan.spool, plan.create_spool)?;
     let events = spoolpost_common::progress::sink(
         plan.events.as_deref(),
         &plan.progress,
@@ -116,9 +116,19 @@ pub(crate) fn settings_of(plan: &cli::Plan) -> Result<(Vec<Source>, Gate), Failu
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::config)?;
     for s in &sources {
-        if !s.config.path.is_dir() {
-            tracing::warn!(source = %s.config.path.display(), "source folder is missing; will keep looking for it");
+        if s.config.path.is_dir() {
+            continue;
         }
+        // A one-shot run looks once: a missing source there is a mistake
+        // to report (exit 78, as --check calls it), not a "keep looking"
+        // that then exits 0 having looked nowhere (issue 29.4).
+        if plan.once {
+            return Err(Failure::config(format!(
+                "source {} does not exist or is not a folder",
+                s.config.path.display()
+            )));
+        }
+        tracing::warn!(source = %s.config.path.display(), "source folder is missing; will keep looking for it");
     }
     let gate = Gate::new(Limits {
         max_files: plan.section.max_incoming_files,

@@ -21,6 +21,10 @@ use toml::Spanned;
 pub struct Config {
     /// Spool root, used when `--spool` is not given.
     pub spool: Option<PathBuf>,
+    /// Let the sender and collector create a spool root that does not
+    /// exist (`--create-spool`); otherwise a missing one is exit 74.
+    #[serde(default)]
+    pub create_spool: bool,
     #[serde(default)]
     pub sender: SenderSection,
     #[serde(default)]
@@ -521,6 +525,26 @@ impl Loaded {
     }
 }
 
+/// The configuration the package installs.
+pub const INSTALLED: &str = "/etc/spoolpost.toml";
+
+/// The configuration file a run reads: the one given (`--config` or
+/// `SPOOLPOST_CONFIG`), else `installed` when it exists and the command
+/// line gives no spool either, so the README's `reporter hold orders` works
+/// on a packaged host as written (issue 29.5). With `--spool` and no
+/// `--config` nothing is read: a run on plain flags stays on plain flags.
+pub fn or_installed(
+    given: Option<PathBuf>,
+    spool_given: bool,
+    installed: &Path,
+) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path),
+        None if !spool_given && installed.is_file() => Some(installed.to_path_buf()),
+        None => None,
+    }
+}
+
 /// Reads and parses a configuration file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -533,6 +557,27 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
+    let (loaded, problems) = parse_all(path, text)?;
+    match problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(loaded),
+    }
+}
+
+/// [`load`] for `--check`: a file that parses, with every problem
+/// [`crate::config_check::check_all`] finds in it rather than the first.
+pub fn load_all(path: &Path) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read configuration: {e}"),
+    })?;
+    parse_all(path, text)
+}
+
+/// [`parse`], keeping the semantic problems apart; a file that is not
+/// TOML or has unknown keys is still one error.
+pub fn parse_all(path: &Path, text: String) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
     match toml::from_str::<Config>(&text) {
         Ok(config) => {
             let loaded = Loaded {
@@ -540,8 +585,8 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
                 path: path.to_path_buf(),
                 text,
             };
-            crate::config_check::check(&loaded)?;
-            Ok(loaded)
+            let problems = crate::config_check::check_all(&loaded);
+            Ok((loaded, problems))
         }
         Err(e) => Err(ConfigError {
             path: path.to_path_buf(),
@@ -659,6 +704,21 @@ impl HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_installed_config_is_read_when_neither_config_nor_spool_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let installed = dir.path().join("spoolpost.toml");
+        let given = Some(PathBuf::from("/x.toml"));
+        assert_eq!(or_installed(None, false, &installed), None, "absent");
+        std::fs::write(&installed, "").unwrap();
+        assert_eq!(
+            or_installed(None, false, &installed),
+            Some(installed.clone())
+        );
+        assert_eq!(or_installed(None, true, &installed), None, "--spool given");
+        assert_eq!(or_installed(given.clone(), false, &installed), given);
+    }
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("test.toml"), text.to_string())

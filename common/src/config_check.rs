@@ -43,11 +43,24 @@ pub fn check_receiver_name(name: &str) -> Result<(), String> {
 
 /// Checks a parsed file; the first problem found is the error.
 pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
+    match check_all(loaded).into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
+}
+
+/// The first problem of each part (the top level, `[sender]`, each
+/// receiver, `[collector]`), in that order: what `--check` lists, where
+/// start-up stops at the first (issue 29.4).
+pub fn check_all(loaded: &Loaded) -> Vec<ConfigError> {
     let c = Checker { loaded };
-    c.top()?;
-    c.sender()?;
-    c.receivers()?;
-    c.collector()
+    let mut all: Vec<ConfigError> = [c.top(), c.sender()]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    all.extend(c.receivers());
+    all.extend(c.collector().err());
+    all
 }
 
 struct Checker<'a> {
@@ -142,9 +155,19 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn receivers(&self) -> Result<(), ConfigError> {
-        for (name, spanned) in &self.loaded.config.receivers {
-            let r = spanned.get_ref();
+    /// Each receiver's first problem: a receiver is checked whatever the
+    /// ones before it had, so `--check` can list them all.
+    fn receivers(&self) -> Vec<ConfigError> {
+        self.loaded
+            .config
+            .receivers
+            .iter()
+            .filter_map(|(name, spanned)| self.receiver(name, spanned.get_ref()).err())
+            .collect()
+    }
+
+    fn receiver(&self, name: &String, r: &ReceiverConfig) -> Result<(), ConfigError> {
+        {
             let at = |key: &'static str| ["receivers", name.as_str(), key];
             check_receiver_name(name).map_err(|e| self.fail(&["receivers", name], e))?;
             let prefix = |e: String| format!("receiver {name}: {e}");

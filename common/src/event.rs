@@ -16,6 +16,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 
+/// What every program calls a file no route sends anywhere (the sender's
+/// summary said `(none)` where the reporter said `(no route)`).
+pub const NO_ROUTE: &str = "(no route)";
+
+/// A duration in milliseconds for an event line, to the microsecond: a
+/// whole number of microseconds over 1,000 prints as `911.167`, where
+/// `as_secs_f64() * 1000.0` printed `0.9111670000000001` (issue 29.6).
+pub fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -315,6 +326,18 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_are_whole_microseconds_without_float_noise() {
+        // as_secs_f64() * 1000.0 printed this one as 0.9111670000000001.
+        assert_eq!(millis(Duration::from_nanos(911_167)).to_string(), "0.911");
+        assert_eq!(
+            millis(Duration::from_micros(911_167)).to_string(),
+            "911.167"
+        );
+        let line = serde_json::to_string(&millis(Duration::from_nanos(1_234_567_891))).unwrap();
+        assert_eq!(line, "1234.567");
+    }
 
     /// SIGHUP reopens the events file; a sink that writes nowhere (a
     /// person watches the progress line) or to stdout must stay so, not

@@ -96,7 +96,7 @@ pub const SENDER: Facts = Facts {
         ),
         (
             "SIGHUP",
-            "Under systemd's ExecReload: reopen and reload (see the README for what reloads today).",
+            "Under systemd's ExecReload: reopen and reload (/usr/share/doc/spoolpost/README.md says what reloads today).",
         ),
     ],
     exit_status: &[],
@@ -229,7 +229,7 @@ pub fn write(
 
 fn man(cmd: Command, facts: &Facts, out: &mut dyn Write) -> io::Result<()> {
     let environment = environment_of(&cmd, facts);
-    clap_mangen::Man::new(cmd).manual("spoolpost").render(out)?;
+    page_of(cmd, out)?;
     let mut roff = Roff::new();
     section(&mut roff, "ENVIRONMENT", &environment);
     let files: Vec<_> = SPOOL_FILES.iter().chain(facts.files).collect();
@@ -243,10 +243,67 @@ fn man(cmd: Command, facts: &Facts, out: &mut dyn Write) -> io::Result<()> {
     out.flush()
 }
 
+/// Where the package and install.sh put the documents (issue 29.5: the
+/// pages named repository paths, `docs/spool.md`, that no install has).
 const SEE_ALSO: &[(&str, &str)] = &[(
     "collector(1), sender(1), reporter(1)",
-    "The spool protocol: docs/spool.md; running it as a service: docs/operations.md.",
+    "The spool protocol: /usr/share/doc/spoolpost/spool.md; running it as a service: \
+     /usr/share/doc/spoolpost/operations.md; everything else: \
+     /usr/share/doc/spoolpost/README.md (with install.sh: PREFIX/share/doc/spoolpost/).",
 )];
+
+/// clap_mangen's page, but with the subcommands (`reporter list`, ...)
+/// and their options in this page: its own SUBCOMMANDS section points to
+/// pages such as reporter-list(1), which nothing generates or installs.
+fn page_of(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
+    let mut cmd = cmd;
+    cmd.build();
+    let subs: Vec<Command> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .cloned()
+        .collect();
+    let name = cmd.get_name().to_string();
+    let extra = cmd.get_after_long_help().is_some() || cmd.get_after_help().is_some();
+    let version = cmd.get_version().is_some();
+    let man = clap_mangen::Man::new(cmd).manual("spoolpost");
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    if !subs.is_empty() {
+        writeln!(out, ".SH COMMANDS")?;
+        for sub in subs {
+            let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+            writeln!(out, ".SS \"{name} {}\"", sub.get_name())?;
+            let mut roff = Roff::new();
+            roff.text([roman(about)]);
+            roff.to_writer(out)?;
+            // The global flags (--spool, --config) are in OPTIONS above.
+            let globals: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| a.is_global_set() || a.get_id() == "help")
+                .map(|a| a.get_id().to_string())
+                .collect();
+            let sub = globals
+                .iter()
+                .fold(sub, |s, id| s.mut_arg(id, |a| a.hide(true)));
+            let mut options = Vec::new();
+            clap_mangen::Man::new(sub).render_options_section(&mut options)?;
+            // Its own heading would end COMMANDS: keep the entries only.
+            let options = String::from_utf8_lossy(&options).replacen(".SH OPTIONS\n", "", 1);
+            out.write_all(options.as_bytes())?;
+        }
+    }
+    if extra {
+        man.render_extra_section(out)?;
+    }
+    if version {
+        man.render_version_section(out)?;
+    }
+    Ok(())
+}
 
 /// The flags' variables, then the program's own, then the shared ones.
 fn environment_of(cmd: &Command, facts: &Facts) -> Vec<(String, String)> {

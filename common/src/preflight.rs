@@ -156,7 +156,7 @@ fn folders() -> impl Iterator<Item = &'static str> {
 /// The spool exists or can be created, this user may write in it and its
 /// folders, and they are all on one filesystem (renames between them must
 /// be atomic). Checks without creating anything.
-pub fn spool(root: &Path, report: &mut Report) {
+pub fn spool(root: &Path, create: bool, report: &mut Report) {
     let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
     let root_meta = match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => m,
@@ -174,6 +174,12 @@ pub fn spool(root: &Path, report: &mut Report) {
                     }
                 });
             match parent {
+                // Start-up would refuse it (issue 29.4), so --check does.
+                _ if !create => report.spool(format!(
+                    "no spool at {}: it does not exist (mistyped? --create-spool or \
+                     `create_spool = true` in the config makes a new one)",
+                    root.display()
+                )),
                 Some(p) if writable(p) => report.passed(format!(
                     "spool {} will be created in {}",
                     root.display(),
@@ -276,14 +282,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("spool");
         let mut r = Report::default();
-        spool(&root, &mut r);
+        spool(&root, true, &mut r);
         assert_eq!(r.code(), None, "{r:?}");
         crate::spool::Spool::open(&root).unwrap();
-        spool(&root, &mut r);
+        spool(&root, true, &mut r);
         assert_eq!(r.code(), None, "{r:?}");
         std::fs::remove_dir(root.join("done")).unwrap();
         std::fs::write(root.join("done"), "").unwrap();
-        spool(&root, &mut r);
+        spool(&root, true, &mut r);
         assert_eq!(r.code(), Some(IO_ERROR), "{r:?}");
     }
 }

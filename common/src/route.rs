@@ -12,7 +12,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use regex::bytes::Regex;
 use url::Url;
 
-use crate::config::{ConfigError, Loaded, ReceiverConfig};
+use crate::config::{ConfigError, Loaded, ReceiverConfig, RouteConfig};
+use toml::Spanned;
 
 /// Characters left as they are when a capture is put into a URL: the RFC 3986
 /// unreserved set. Everything else is percent-encoded, so a capture can never
@@ -44,6 +45,52 @@ struct Endpoint {
     /// plain word. Fewer means a capture of `.` or `..` made a segment that
     /// URL parsing resolved away (percent-encoding does not stop that).
     path_slashes: usize,
+}
+
+/// One route checked against the receivers that could be made. `None`
+/// when its receiver is in the file but was refused: that problem is
+/// already reported, and "there is no [receivers.x]" would be wrong.
+fn rule_of(
+    loaded: &Loaded,
+    spanned: &Spanned<RouteConfig>,
+    receivers: &[Receiver],
+) -> Result<Option<Rule>, ConfigError> {
+    let rule = spanned.get_ref();
+    let at = |m: String| loaded.error_at(spanned.span(), m);
+    let wanted = rule.receiver.get_ref();
+    let receiver = receivers.iter().position(|r| &r.name == wanted);
+    if receiver.is_none() && !loaded.config.receivers.contains_key(wanted) {
+        return Err(loaded.error_at(
+            rule.receiver.span(),
+            format!("route names receiver {wanted:?}, but there is no [receivers.{wanted}]"),
+        ));
+    }
+    let (matcher, groups): (Matcher, Vec<String>) = match (&rule.glob, &rule.regex) {
+        (Some(glob), None) => {
+            let glob = GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| at(format!("bad glob: {e}")))?;
+            (Matcher::Glob(glob.compile_matcher()), Vec::new())
+        }
+        (None, Some(re)) => {
+            let re = Regex::new(re).map_err(|e| at(format!("bad regex: {e}")))?;
+            let groups = re.capture_names().flatten().map(String::from).collect();
+            (Matcher::Regex(re), groups)
+        }
+        _ => return Err(at("a route needs exactly one of glob or regex".into())),
+    };
+    let Some(receiver) = receiver else {
+        return Ok(None);
+    };
+    for name in receivers[receiver].captures() {
+        if name != "filename" && !groups.iter().any(|g| g == name) {
+            return Err(at(format!(
+                "receiver {wanted}'s url uses {{{name}}}, which this route's pattern does not capture (use a regex with (?<{name}>...))"
+            )));
+        }
+    }
+    Ok(Some(Rule { matcher, receiver }))
 }
 
 impl Endpoint {
@@ -157,73 +204,47 @@ impl Router {
     /// names a receiver, every pattern compiles and every URL placeholder
     /// is filled by every rule that uses it.
     pub fn from_config(loaded: &Loaded) -> Result<Router, ConfigError> {
+        Router::from_config_all(loaded).map_err(|mut all| all.swap_remove(0))
+    }
+
+    /// [`Router::from_config`] with every problem of the receivers and
+    /// routes, in file order, not only the first: `--check` promises to
+    /// list them all (issue 29.4). Never an empty list.
+    pub fn from_config_all(loaded: &Loaded) -> Result<Router, Vec<ConfigError>> {
         let config = &loaded.config;
+        let mut problems = Vec::new();
         let mut receivers = Vec::new();
         for (name, spanned) in &config.receivers {
             let rc = spanned.get_ref();
-            let receiver = Receiver::new(name.clone(), rc.clone())
-                .map_err(|e| loaded.error_at(spanned.span(), format!("receiver {name}: {e}")))?;
-            if rc.concurrency == 0 {
-                return Err(loaded.error_at(
-                    spanned.span(),
-                    format!("receiver {name}: concurrency must be at least 1"),
-                ));
+            let at = |m: String| loaded.error_at(spanned.span(), format!("receiver {name}: {m}"));
+            match Receiver::new(name.clone(), rc.clone()) {
+                Err(e) => problems.push(at(e.to_string())),
+                Ok(_) if rc.concurrency == 0 => {
+                    problems.push(at("concurrency must be at least 1".into()))
+                }
+                Ok(_) if rc.gzip_level > 9 => problems.push(at("gzip_level must be 0 to 9".into())),
+                Ok(receiver) => receivers.push(receiver),
             }
-            if rc.gzip_level > 9 {
-                return Err(loaded.error_at(
-                    spanned.span(),
-                    format!("receiver {name}: gzip_level must be 0 to 9"),
-                ));
-            }
-            receivers.push(receiver);
         }
         if config.routes.is_empty() {
-            return Err(loaded.error_at_key(
+            problems.push(loaded.error_at_key(
                 &["routes"],
                 "no [[routes]]: add at least one rule, e.g. glob = \"*\" with a receiver",
             ));
         }
         let mut rules = Vec::new();
         for spanned in &config.routes {
-            let rule = spanned.get_ref();
-            let at = |m: String| loaded.error_at(spanned.span(), m);
-            let wanted = rule.receiver.get_ref();
-            let receiver = receivers
-                .iter()
-                .position(|r| &r.name == wanted)
-                .ok_or_else(|| {
-                    loaded.error_at(
-                        rule.receiver.span(),
-                        format!(
-                            "route names receiver {wanted:?}, but there is no [receivers.{wanted}]"
-                        ),
-                    )
-                })?;
-            let (matcher, groups): (Matcher, Vec<String>) = match (&rule.glob, &rule.regex) {
-                (Some(glob), None) => {
-                    let glob = GlobBuilder::new(glob)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| at(format!("bad glob: {e}")))?;
-                    (Matcher::Glob(glob.compile_matcher()), Vec::new())
-                }
-                (None, Some(re)) => {
-                    let re = Regex::new(re).map_err(|e| at(format!("bad regex: {e}")))?;
-                    let groups = re.capture_names().flatten().map(String::from).collect();
-                    (Matcher::Regex(re), groups)
-                }
-                _ => return Err(at("a route needs exactly one of glob or regex".into())),
-            };
-            for name in receivers[receiver].captures() {
-                if name != "filename" && !groups.iter().any(|g| g == name) {
-                    return Err(at(format!(
-                        "receiver {wanted}'s url uses {{{name}}}, which this route's pattern does not capture (use a regex with (?<{name}>...))"
-                    )));
-                }
+            match rule_of(loaded, spanned, &receivers) {
+                Ok(Some(rule)) => rules.push(rule),
+                Ok(None) => {}
+                Err(e) => problems.push(e),
             }
-            rules.push(Rule { matcher, receiver });
         }
-        Ok(Router { rules, receivers })
+        if problems.is_empty() {
+            Ok(Router { rules, receivers })
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn receivers(&self) -> &[Receiver] {
@@ -413,6 +434,33 @@ receiver = "orders"
 glob = "*.json"
 receiver = "rest"
 "#;
+
+    #[test]
+    fn every_problem_of_receivers_and_routes_is_listed_in_file_order() {
+        let text = "[receivers.a]\nurl = \"http://h/\"\nconcurrency = 0\n\
+                    [receivers.b]\nurl = \"http://h/\"\ngzip_level = 12\n\
+                    [[routes]]\nglob = \"*.x\"\nreceiver = \"nosuch\"\n\
+                    [[routes]]\nglob = \"[\"\nreceiver = \"a\"\n";
+        // parse() would stop at the file's own first check: take the file
+        // as parsed, to see the router's view of every receiver.
+        let (loaded, _) = crate::config::parse_all(Path::new("t.toml"), text.to_string()).unwrap();
+        let all: Vec<String> = Router::from_config_all(&loaded)
+            .err()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(all.len(), 4, "{all:#?}");
+        assert!(all[0].contains("receiver a: concurrency"), "{all:#?}");
+        assert!(all[1].contains("receiver b: gzip_level"), "{all:#?}");
+        assert!(all[2].contains("\"nosuch\""), "{all:#?}");
+        assert!(all[3].contains("bad glob"), "{all:#?}");
+        assert_eq!(
+            Router::from_config(&loaded).err().unwrap().to_string(),
+            all[0],
+            "start-up refuses with the first"
+        );
+    }
 
     #[test]
     fn first_matching_rule_wins_and_captures_fill_the_url() {

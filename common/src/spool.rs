@@ -92,6 +92,29 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Opens a writer's spool (sender, collector): its folders are created
+    /// as needed, but its root only when `create` says so, since a
+    /// mistyped `--spool` that silently became a new empty spool left the
+    /// run "successful" and the real files unsent (issue 29.4). A root that
+    /// exists but is empty (made by tmpfiles.d or `mkdir`) is fine.
+    pub fn open_root(root: impl Into<PathBuf>, create: bool) -> io::Result<Spool> {
+        let root = root.into();
+        if !create && let Err(e) = fs::metadata(&root) {
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound => io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "no spool at {}: it does not exist (mistyped? --create-spool or \
+                         `create_spool = true` in the config makes a new one)",
+                        root.display()
+                    ),
+                ),
+                _ => annotate(e, "cannot open spool", &root),
+            });
+        }
+        Spool::open(root)
+    }
+
     /// Opens a spool that must already exist, creating nothing: for
     /// readers (the reporter), to whom a mistyped path is an error, not a
     /// new empty spool to call healthy.
@@ -800,6 +823,23 @@ mod tests {
             first_attempt: None,
             last_attempt: "now".into(),
         }
+    }
+
+    #[test]
+    fn a_writer_creates_a_missing_spool_root_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("typo");
+        let e = Spool::open_root(&root, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("--create-spool"), "{e}");
+        assert!(!root.exists());
+        Spool::open_root(&root, true).unwrap();
+        assert!(root.join("incoming").is_dir());
+        // An empty folder someone made for it gets its folders.
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        Spool::open_root(&empty, false).unwrap();
+        assert!(empty.join("incoming").is_dir());
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn unexpected_in(spool: &Spool, dir: &Path, place: Place, into: &mut Unexpected)
 
 /// Receiver label for files no rule routes, and for all files when no
 /// configuration was given.
-pub const UNROUTED: &str = "(no route)";
+pub const UNROUTED: &str = spoolpost_common::event::NO_ROUTE;
 pub const UNKNOWN: &str = "(no config)";
 
 /// Directory entries a thread takes from the shared listing at a time.

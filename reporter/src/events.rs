@@ -87,6 +87,8 @@ fn identity(spool_name: &str) -> String {
 struct Acc {
     latencies: Vec<f64>,
     e2e: Vec<f64>,
+    /// Each delivery's file identity and time, for `e2e` at the end.
+    delivered_at: Vec<(String, SystemTime)>,
     stats: ReceiverEvents,
 }
 
@@ -135,7 +137,7 @@ pub fn analyse_with(
             let receiver = event
                 .receiver
                 .clone()
-                .unwrap_or_else(|| "(no route)".into());
+                .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into());
             let a = acc.entry(receiver).or_default();
             if let Some(ms) = event.latency_ms {
                 a.latencies.push(ms);
@@ -151,11 +153,7 @@ pub fn analyse_with(
                     {
                         a.stats.redeliveries += 1;
                     }
-                    if let Some(at) = collected_at.get(&identity(&event.spool_name))
-                        && let Ok(e2e) = time.duration_since(*at)
-                    {
-                        a.e2e.push(e2e.as_secs_f64() * 1000.0);
-                    }
+                    a.delivered_at.push((identity(&event.spool_name), time));
                 }
                 EventKind::Rejected => a.stats.rejected += 1,
                 EventKind::Retry => a.stats.retries += 1,
@@ -181,7 +179,18 @@ pub fn analyse_with(
             delivery_ratio: (c > 0.0).then(|| d / c),
         });
     }
-    for (name, a) in acc {
+    for (name, mut a) in acc {
+        // Matched only now that every input is read: a collector's lines
+        // may come after the sender's (`--events sender.jsonl --events
+        // collector.jsonl`), and the figure must not depend on that order
+        // (issue 29.6).
+        for (id, time) in std::mem::take(&mut a.delivered_at) {
+            if let Some(at) = collected_at.get(&id)
+                && let Ok(e2e) = time.duration_since(*at)
+            {
+                a.e2e.push(e2e.as_secs_f64() * 1000.0);
+            }
+        }
         let mut stats = a.stats;
         stats.attempt_latency_ms = Percentiles::of(a.latencies);
         stats.end_to_end_ms = Percentiles::of(a.e2e);
@@ -204,6 +213,24 @@ mod tests {
         let p = Percentiles::of(vec![7.0]);
         assert_eq!((p.p50, p.p99), (Some(7.0), Some(7.0)));
         assert_eq!(Percentiles::of(vec![]).p50, None);
+    }
+
+    #[test]
+    fn end_to_end_latency_does_not_depend_on_the_order_of_the_inputs() {
+        let collected = "{\"time\":\"2026-01-01T00:00:00Z\",\"event\":\"collected\",\"file\":\"a.json\",\"spool_name\":\"a.json\",\"bytes_read\":1,\"bytes_sent\":0,\"attempt\":0}\n";
+        let delivered = "{\"time\":\"2026-01-01T00:00:02Z\",\"event\":\"delivered\",\"file\":\"a.json\",\"spool_name\":\"a.json~sp.kabababababababababababab.t5\",\"receiver\":\"r\",\"bytes_read\":1,\"bytes_sent\":1,\"attempt\":1}\n";
+        let now = humantime::parse_rfc3339("2026-01-01T00:00:10Z").unwrap();
+        let run = |first: &'static str, second: &'static str| {
+            let inputs: Vec<Box<dyn BufRead>> =
+                vec![Box::new(first.as_bytes()), Box::new(second.as_bytes())];
+            analyse(inputs, now).receivers["r"].end_to_end_ms.clone()
+        };
+        let (c_then_d, d_then_c) = (run(collected, delivered), run(delivered, collected));
+        assert_eq!(c_then_d.p50, Some(2000.0));
+        assert_eq!(
+            d_then_c, c_then_d,
+            "--events sender.jsonl --events collector.jsonl"
+        );
     }
 
     #[test]

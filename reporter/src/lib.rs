@@ -7,7 +7,8 @@
 //! the spool, [`events`] the event lines; [`report`] is what they add up to,
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
 //! [`prometheus`] render it (JSON is the report's own shape). [`watch`] is
-//! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends. [`actions`]
+//! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends and
+//! [`follow`] reading a pipe as it flows. [`actions`]
 //! holds, releases and requeues; [`list`] and [`flush`] are the queue
 //! tools. `--check` is [`check::preflight`].
 
@@ -17,6 +18,7 @@ pub mod check;
 pub mod cli;
 pub mod events;
 pub mod flush;
+pub mod follow;
 pub mod list;
 pub mod prometheus;
 pub mod report;

@@ -7,7 +7,14 @@ use spoolpost_common::exit;
 use spoolpost_reporter::Args;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // No --config: the packaged /etc/spoolpost.toml, when there is one and
+    // no --spool says otherwise (README: "reporter hold orders").
+    args.config = spoolpost_common::config::or_installed(
+        args.config.take(),
+        args.spool.is_some(),
+        std::path::Path::new(spoolpost_common::config::INSTALLED),
+    );
     args.diagnostics.init();
     exit::report("reporter", spoolpost_reporter::main_with(args))
 }

@@ -19,6 +19,7 @@ use crate::census::{self, Census};
 use crate::check::{self, Check};
 use crate::cli::{Args, Format};
 use crate::events;
+use crate::follow::Follow;
 use crate::report::{ErrorCount, ReceiverReport, Report};
 use crate::{actions, prometheus, table, watch};
 
@@ -118,15 +119,24 @@ pub fn make_report(
     router: Option<&Router>,
     events: &[PathBuf],
 ) -> Result<Report, Failure> {
-    make_report_with(spool, router, events, SystemTime::now(), &mut |_, _| {})
+    make_report_with(
+        spool,
+        router,
+        events,
+        None,
+        SystemTime::now(),
+        &mut |_, _| {},
+    )
 }
 
 /// [`make_report`] as of `now`, also showing every readable event line to
-/// `observe` (the live screen's trends).
+/// `observe` (the live screen's trends). `piped`, when given, is what a
+/// watch has read of `-` so far; without it `-` is read to its end.
 pub fn make_report_with(
     spool: &Spool,
     router: Option<&Router>,
     events: &[PathBuf],
+    piped: Option<&Follow>,
     now: SystemTime,
     observe: &mut dyn FnMut(&Event, SystemTime),
 ) -> Result<Report, Failure> {
@@ -160,7 +170,10 @@ pub fn make_report_with(
         let mut inputs: Vec<Box<dyn BufRead>> = Vec::new();
         for path in events {
             if path == Path::new("-") {
-                inputs.push(Box::new(BufReader::new(std::io::stdin())));
+                match piped {
+                    Some(follow) => inputs.push(Box::new(std::io::Cursor::new(follow.lines()))),
+                    None => inputs.push(Box::new(BufReader::new(std::io::stdin()))),
+                }
             } else {
                 let file = std::fs::File::open(path).map_err(|e| {
                     Failure::usage(format!("cannot read events file {}: {e}", path.display()))

@@ -16,6 +16,7 @@ use spoolpost_common::spool::Spool;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Args, Format};
+use crate::follow::Follow;
 use crate::run::{self, Setup};
 use crate::spark::Trends;
 use crate::table;
@@ -120,6 +121,13 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
     );
     let screen = look.redraw.then(console::Term::buffered_stdout);
     let mut notice = String::new();
+    // A pipe is read as it flows, by a thread, so the first frame does not
+    // wait for the writer to end (issue 29.1).
+    let piped = args
+        .events
+        .iter()
+        .any(|p| p.as_os_str() == "-")
+        .then(|| Follow::start(std::io::stdin()));
     loop {
         let now = SystemTime::now();
         let router = setup.router.as_ref();
@@ -130,22 +138,34 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                 .collect::<Vec<_>>()
         });
         let mut trends = Trends::new(now, known.clone().unwrap_or_default(), known.is_some());
-        let report = run::make_report_with(spool, router, &args.events, now, &mut |e, t| {
-            match e.event {
-                EventKind::Delivered => {
-                    trends.delivered(e.receiver.clone().unwrap_or_else(|| "(no route)".into()), t)
+        let report = run::make_report_with(
+            spool,
+            router,
+            &args.events,
+            piped.as_ref(),
+            now,
+            &mut |e, t| {
+                match e.event {
+                    EventKind::Delivered => trends.delivered(
+                        e.receiver
+                            .clone()
+                            .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into()),
+                        t,
+                    ),
+                    // Collector lines name no receiver: the routes do.
+                    EventKind::Collected => trends.collected(
+                        router.map(|r| {
+                            r.receiver_of(OsStr::new(&e.file))
+                                .map_or(spoolpost_common::event::NO_ROUTE.into(), |i| {
+                                    r.receivers()[i].name.clone()
+                                })
+                        }),
+                        t,
+                    ),
+                    _ => {}
                 }
-                // Collector lines name no receiver: the routes do.
-                EventKind::Collected => trends.collected(
-                    router.map(|r| {
-                        r.receiver_of(OsStr::new(&e.file))
-                            .map_or("(no route)".into(), |i| r.receivers()[i].name.clone())
-                    }),
-                    t,
-                ),
-                _ => {}
-            }
-        })?;
+            },
+        )?;
         let shown = match &screen {
             Some(term) => {
                 let text = match args.format {

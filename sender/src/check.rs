@@ -12,8 +12,12 @@ use crate::cli::Args;
 pub fn run(args: &Args) -> Result<(), Failure> {
     let mut report = Report::default();
     let loaded = match &args.config {
-        Some(path) => match config::load(path) {
-            Ok(loaded) => Some(loaded),
+        // Every problem the file has, not the first only (issue 29.4).
+        Some(path) => match config::load_all(path) {
+            Ok((loaded, problems)) => {
+                problems.into_iter().for_each(|e| report.config(e));
+                Some(loaded)
+            }
             Err(e) => {
                 report.config(e);
                 return report.finish("sender");
@@ -26,8 +30,15 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         preflight::secrets(loaded, &mut report);
     }
     let router = match (&args.url, &loaded) {
-        (Some(url), _) => Router::single(args.receiver_for_url(url)?),
-        (None, Some(loaded)) => Router::from_config(loaded).map_err(|e| e.to_string()),
+        (Some(url), _) => {
+            Router::single(args.receiver_for_url(url)?).map_err(|e| vec![(e.clone(), e)])
+        }
+        // Every problem of the receivers and routes, not the first only.
+        (None, Some(loaded)) => Router::from_config_all(loaded).map_err(|all| {
+            all.into_iter()
+                .map(|e| (e.message.clone(), e.to_string()))
+                .collect::<Vec<_>>()
+        }),
         (None, None) => return Err(Failure::usage("give --url URL or --config FILE")),
     };
     match router {
@@ -72,13 +83,21 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 }
             }
         }
-        Err(e) => report.config(e),
+        // The file's checks above may have said the same already.
+        Err(all) => {
+            for (message, shown) in all {
+                if !report.problems.iter().any(|(_, p)| p.ends_with(&message)) {
+                    report.config(shown);
+                }
+            }
+        }
     }
     let root = args
         .spool
         .clone()
         .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
         .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-    preflight::spool(&root, &mut report);
+    let create = args.create_spool || loaded.as_ref().is_some_and(|l| l.config.create_spool);
+    preflight::spool(&root, create, &mut report);
     report.finish("sender")
 }

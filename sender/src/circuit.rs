@@ -33,6 +33,17 @@ pub fn now() -> Instant {
 /// How often the holds are read again.
 pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 
+/// What an opened circuit means for the files. Only a receiver with
+/// several endpoints has others to send to: a single URL's files wait
+/// (issue 29.6: one URL was told its files "go to the other endpoints").
+fn opened_means(endpoints: usize) -> &'static str {
+    if endpoints > 1 {
+        "circuit opened: endpoint is failing; files go to the receiver's other endpoints, or wait"
+    } else {
+        "circuit opened: the receiver is failing; its files wait"
+    }
+}
+
 pub struct Circuits {
     names: Vec<String>,
     state: Mutex<State>,
@@ -258,9 +269,11 @@ impl Circuits {
         probe: bool,
         now: Instant,
     ) -> bool {
+        let endpoints;
         let transition = {
             let mut state = self.state.lock().unwrap();
             // Gone in a reload while the request was out: nothing to tell.
+            endpoints = state.receivers[receiver].endpoints.len();
             let Some(e) = state.receivers[receiver].find(label) else {
                 return false;
             };
@@ -309,7 +322,7 @@ impl Circuits {
                 tracing::warn!(receiver = %name, endpoint = %label, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
             }
             CircuitState::Open => {
-                tracing::warn!(receiver = %name, endpoint = %label, "circuit opened: endpoint is failing; files go to the receiver's other endpoints, or wait")
+                tracing::warn!(receiver = %name, endpoint = %label, "{}", opened_means(endpoints))
             }
             state => {
                 tracing::info!(receiver = %name, endpoint = %label, state = state.as_str(), "circuit changed")
@@ -469,6 +482,12 @@ impl Holds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_receiver_with_other_endpoints_sends_files_there() {
+        assert!(!opened_means(1).contains("other endpoints"));
+        assert!(opened_means(2).contains("other endpoints"));
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

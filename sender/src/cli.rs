@@ -24,12 +24,16 @@ use crate::run::Plan;
 #[derive(Debug, Parser)]
 #[command(name = "sender", version, about, long_about, max_term_width = 100)]
 pub struct Args {
-    /// Spool root folder (created if missing).
+    /// Spool root folder; it must exist unless --create-spool is given.
     ///
-    /// Holds incoming/, sending/, done/, error/ and tmp/. Defaults to the
-    /// config file's `spool` setting.
+    /// Holds incoming/, sending/, done/, error/ and tmp/, created as
+    /// needed. Defaults to the config file's `spool` setting.
     #[arg(long, env = "SPOOLPOST_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
+
+    /// Create the spool root if it does not exist (config: `create_spool`).
+    #[arg(long)]
+    pub create_spool: bool,
 
     /// Send every file to this one URL (no config file needed).
     #[arg(
@@ -43,7 +47,7 @@ pub struct Args {
     /// TOML config file with receivers and routing rules.
     ///
     /// The sender reads [sender], [receivers.NAME] and [[routes]]; see the
-    /// README's configuration reference.
+    /// configuration reference in /usr/share/doc/spoolpost/README.md.
     #[arg(long, short = 'c', env = "SPOOLPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -85,7 +89,7 @@ pub struct Args {
     /// fsync each folder a file moves into, so state survives a power cut.
     ///
     /// Without it a power cut can undo recent moves, which at worst sends a
-    /// file again; it never loses one. See docs/spool.md.
+    /// file again; it never loses one. See /usr/share/doc/spoolpost/spool.md.
     #[arg(long)]
     pub fsync: bool,
 
@@ -185,7 +189,11 @@ impl Args {
         if settings.threads == 0 {
             return Err(Failure::config("[sender] threads must be at least 1"));
         }
-        let spool = Spool::open(&spool_root)?.with_fsync(settings.fsync);
+        let create = self.create_spool
+            || loaded_for_reload
+                .as_ref()
+                .is_some_and(|l| l.config.create_spool);
+        let spool = Spool::open_root(&spool_root, create)?.with_fsync(settings.fsync);
         let reloader = Reloader::new(
             self.config.clone(),
             self.events.clone(),

@@ -11,7 +11,14 @@ fn main() -> ExitCode {
     // (recovering a large dead claim folder, say) waits for its listener
     // instead of ending the process.
     spoolpost_common::shutdown::hold_from_start();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // No --config: the packaged /etc/spoolpost.toml, when there is one and
+    // no --spool says otherwise (README: "reporter hold orders").
+    args.config = spoolpost_common::config::or_installed(
+        args.config.take(),
+        args.spool.is_some(),
+        std::path::Path::new(spoolpost_common::config::INSTALLED),
+    );
     args.diagnostics.init();
     exit::report("sender", spoolpost_sender::main_with(args))
 }

@@ -57,7 +57,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         status: attempted.status(),
         bytes_read: sent.map_or(0, |s| s.bytes_read),
         bytes_sent: sent.map_or(0, |s| s.bytes_sent),
-        latency_ms: sent.map(|s| s.latency.as_secs_f64() * 1000.0),
+        latency_ms: sent.map(|s| spoolpost_common::event::millis(s.latency)),
         attempt,
         error: sent.and_then(|s| s.error.clone()),
         source: None,
@@ -109,7 +109,7 @@ pub fn settle_move(shared: &Shared, claimed: Claimed, to: Move, mut event: Event
         Ok(path) => {
             event.spool_name = path.as_deref().map(file_name).unwrap_or_default();
             if let Move::Reject { record, .. } = &to {
-                tracing::warn!(file = %event.file, class = record.class.as_str(), reason = %record.message, "moved to error/");
+                warn_rejected(shared, &event, record);
             }
             if tries > 0 {
                 tracing::info!(file = %event.file, to = to.target(), tries, "moved at last");
@@ -247,4 +247,43 @@ fn file_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// A rejected file's warning. A missing route is one mistake however many
+/// files it catches: thirty unrouted files logged sixty lines (issue 29.6).
+/// Those warn at the 1st, 2nd, 4th, 8th, ... file, saying how many so
+/// far; each file keeps its event line and its reason record.
+fn warn_rejected(shared: &Shared, event: &Event, record: &ReasonRecord) {
+    if record.class != ErrorClass::NoRoute {
+        tracing::warn!(file = %event.file, class = record.class.as_str(), reason = %record.message, "moved to error/");
+        return;
+    }
+    let n = shared
+        .counts
+        .no_route
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if worth_a_warning(n) {
+        tracing::warn!(file = %event.file, files_so_far = n, "moved to error/: no routing rule matches; add a [[routes]] rule and requeue (warned at the 1st, 2nd, 4th, 8th, ... such file)");
+    } else {
+        tracing::debug!(file = %event.file, "moved to error/: no route");
+    }
+}
+
+/// Whether the `n`th file of a repeated mistake is logged: powers of two,
+/// so a few lines tell the count without one line per file.
+pub fn worth_a_warning(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
+#[cfg(test)]
+mod warn_tests {
+    use super::worth_a_warning;
+
+    #[test]
+    fn a_repeated_mistake_is_logged_at_powers_of_two() {
+        let logged: Vec<u64> = (1..=40).filter(|&n| worth_a_warning(n)).collect();
+        assert_eq!(logged, vec![1, 2, 4, 8, 16, 32]);
+        assert!(!worth_a_warning(0));
+    }
 }

@@ -95,6 +95,9 @@ pub struct Counts {
     /// Claims a full disk refused (a long name's full-name record): the
     /// file stayed in `incoming/`, which a `--once` run must say (75).
     pub refused_disk_full: AtomicU64,
+    /// Files moved to error/ for want of a route, for the summarised
+    /// warning (see [`crate::settle::worth_a_warning`]).
+    pub no_route: AtomicU64,
 }
 
 impl Shared {

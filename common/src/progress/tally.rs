@@ -49,7 +49,8 @@ pub struct Tally {
 }
 
 /// The receiver name shown for events that name none.
-const NO_RECEIVER: &str = "(none)";
+/// The reporter's word for it too, so one file has one name (issue 29.6).
+const NO_RECEIVER: &str = crate::event::NO_ROUTE;
 
 impl Tally {
     pub fn record(&mut self, event: &Event) {
@@ -101,14 +102,18 @@ pub struct Moment {
 }
 
 /// The one live line, e.g.
-/// `120/500 files  40.0 files/s  1.2 MB/s  retries 3  rejected 1  open circuits 0  0:03 elapsed  ETA 0:09`.
+/// `done 120/500 files  delivered 116  40.0 files/s  1.2 MB/s  retries 3  rejected 1  open circuits 0  0:03 elapsed  ETA 0:09`.
 pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
     let done = tally.done(role);
     let secs = at.elapsed.as_secs_f64().max(0.001);
     let rate = done as f64 / secs;
     let mut out = String::new();
+    // The sender's count is every file it is finished with (delivered,
+    // rejected, expired, waiting to retry): "sent 210" beside a summary of
+    // 200 delivered read as a contradiction (issue 29.6), so it says
+    // "done", and delivered is shown as the summary counts it.
     let verb = match role {
-        Role::Sender => "sent",
+        Role::Sender => "done",
         Role::Collector => "collected",
     };
     match at.found {
@@ -119,6 +124,9 @@ pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
         None => {
             let _ = write!(out, "{verb} {done} files");
         }
+    }
+    if role == Role::Sender {
+        let _ = write!(out, "  delivered {}", tally.sum(|c| c.delivered));
     }
     let _ = write!(
         out,
@@ -191,7 +199,7 @@ pub fn summary(role: Role, tally: &Tally, elapsed: Duration, spool: &str) -> Str
         let _ = writeln!(
             out,
             "{failed} rejected or expired files are in {spool}/error/ (each with a .reason.json); \
-             list them with: reporter --spool {spool} list error"
+             list them with: reporter --spool {spool} list --state error"
         );
     }
     let waiting = tally.sum(PerReceiver::waiting);
@@ -240,6 +248,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unrouted_file_is_named_as_the_reporter_names_it() {
+        let mut t = Tally::default();
+        let mut e = ev(EventKind::Rejected, "x", 1);
+        e.receiver = None;
+        t.record(&e);
+        let text = summary(Role::Sender, &t, Duration::from_secs(1), "/s");
+        assert!(text.contains(crate::event::NO_ROUTE), "{text}");
+        assert_eq!(crate::event::NO_ROUTE, "(no route)");
+    }
+
+    #[test]
     fn a_retry_waits_until_a_later_attempt_ends_it() {
         let mut t = Tally::default();
         t.record(&ev(EventKind::Retry, "a", 1));
@@ -265,9 +284,41 @@ mod tests {
         };
         assert_eq!(
             line(Role::Sender, &t, at),
-            "sent 11/33 files  5.5 files/s  0.0 MB/s  retries 0  rejected 1  \
+            "done 11/33 files  delivered 10  5.5 files/s  0.0 MB/s  retries 0  rejected 1  \
              open circuits 1  0:02 elapsed  ETA 0:04"
         );
+    }
+
+    #[test]
+    fn the_line_says_delivered_as_the_summary_does_not_sent_for_every_outcome() {
+        let mut t = Tally::default();
+        for _ in 0..200 {
+            t.record(&ev(EventKind::Delivered, "a", 1));
+        }
+        for _ in 0..6 {
+            t.record(&ev(EventKind::Retry, "a", 1));
+        }
+        for _ in 0..4 {
+            t.record(&ev(EventKind::Rejected, "a", 1));
+        }
+        let at = Moment {
+            elapsed: Duration::from_secs(2),
+            found: Some(210),
+            open_circuits: 0,
+        };
+        let l = line(Role::Sender, &t, at);
+        assert!(!l.contains("sent 210"), "{l}");
+        assert!(l.starts_with("done 210/210 files  delivered 200  "), "{l}");
+        let s = summary(Role::Sender, &t, Duration::from_secs(2), "/s");
+        assert!(summary_row_delivered(&s, "a") == 200, "{s}");
+    }
+
+    /// The delivered column of a receiver's row in the summary.
+    fn summary_row_delivered(s: &str, name: &str) -> u64 {
+        s.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
     }
 
     #[test]

@@ -246,3 +246,76 @@ fn tmpfiles_logrotate_and_cron_files_are_well_formed() {
     }
     assert!(cron.contains("--once") && cron.contains("--fail-if"));
 }
+
+/// The documents the package installs, as install.sh puts them.
+const INSTALLED_DOCS: [&str; 4] = ["README.md", "operations.md", "spool.md", "platforms.md"];
+
+/// What a text refers a reader to that the package does not install: man
+/// pages other than the three, and repository paths (`docs/…`, "the
+/// README") that are not where the package puts the documents.
+fn dangling_references(text: &str) -> Vec<String> {
+    let plain = ["\\fB", "\\fI", "\\fR", "\\fP"]
+        .iter()
+        .fold(text.replace("\\-", "-"), |t, font| t.replace(font, ""));
+    let mut bad = Vec::new();
+    for (at, _) in plain.match_indices("(1)") {
+        let name: String = plain[..at]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !PROGRAMS.contains(&name.as_str()) {
+            bad.push(format!("{name}(1)"));
+        }
+    }
+    for (at, _) in plain.match_indices("docs/") {
+        // /usr/share/doc/spoolpost/... is fine; a bare docs/X.md is not.
+        if !plain[..at].ends_with("share/") {
+            bad.push(plain[at..].split_whitespace().next().unwrap_or("").into());
+        }
+    }
+    if plain.contains("the README") {
+        bad.push("\"the README\"".into());
+    }
+    for (at, _) in plain.match_indices("/usr/share/doc/spoolpost/") {
+        let rest = &plain[at + "/usr/share/doc/spoolpost/".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .collect();
+        let name = name.trim_end_matches('.');
+        if !INSTALLED_DOCS.contains(&name) {
+            bad.push(format!("/usr/share/doc/spoolpost/{name}"));
+        }
+    }
+    bad
+}
+
+#[test]
+fn issue_29_5_man_pages_and_package_messages_refer_only_to_what_is_installed() {
+    for program in PROGRAMS {
+        let page = generate(program, "man");
+        let bad = dangling_references(&page);
+        assert!(bad.is_empty(), "{program}(1) refers to {bad:?}");
+    }
+    for script in ["postinst", "postrm", "prerm"] {
+        let text = std::fs::read_to_string(dist().join("maintainer").join(script)).unwrap();
+        // The messages the operator sees: echo lines.
+        let said: String = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("echo"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let bad = dangling_references(&said);
+        assert!(bad.is_empty(), "{script} tells the operator {bad:?}");
+    }
+    // The subcommands are in reporter(1) itself, with their options.
+    let page = generate("reporter", "man").replace("\\-", "-");
+    for sub in ["requeue", "hold", "release", "list", "flush"] {
+        assert!(page.contains(&format!("reporter {sub}")), "{sub}:\n{page}");
+    }
+    assert!(page.contains("--state"), "list's options are missing");
+}

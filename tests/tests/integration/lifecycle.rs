@@ -43,6 +43,7 @@ fn check_passes_a_good_setup_with_plain_flags_and_creates_nothing() {
         Command::new(spoolpost_tests::harness::bin("collector"))
             .arg("--spool")
             .arg(&fresh)
+            .arg("--create-spool")
             .arg("--source")
             .arg(spool.side("in")),
     );
@@ -910,4 +911,52 @@ fn issue_27_sighup_never_ends_a_one_shot_run() {
     out.assert_success();
     // The 2000 and the collector's two.
     assert_eq!(spool.count(State::Done), 2002, "{:?}", spool.census());
+}
+
+#[test]
+fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = 0\n\
+         [receivers.b]\nurl = \"http://127.0.0.1:9/\"\ngzip_level = 12\n\
+         [[routes]]\nglob = \"*.x\"\nreceiver = \"nosuch\"\n\
+         [[routes]]\nglob = \"[\"\nreceiver = \"a\"\n",
+    );
+    let typo = spool.side("t").join("spooool");
+    let (code, _, err) = check(
+        Command::new(spoolpost_tests::harness::bin("sender"))
+            .arg("--spool")
+            .arg(&typo)
+            .arg("--config")
+            .arg(&cfg),
+    );
+    assert_eq!(code, 78, "{err}");
+    for what in [
+        "receiver a: concurrency",
+        "receiver b: gzip_level",
+        "\"nosuch\"",
+        "bad glob",
+        path_str(&typo),
+    ] {
+        assert!(err.contains(what), "{what:?} is not among:\n{err}");
+    }
+    let (one, two) = (
+        spool.side("t").join("nosuch1"),
+        spool.side("t").join("nosuch2"),
+    );
+    let (code, _, err) = check(
+        Command::new(spoolpost_tests::harness::bin("collector"))
+            .arg("--spool")
+            .arg(&typo)
+            .arg("--source")
+            .arg(&one)
+            .arg("--source")
+            .arg(&two),
+    );
+    assert_eq!(code, 78, "{err}");
+    for what in [path_str(&one), path_str(&two), path_str(&typo)] {
+        assert!(err.contains(what), "{what:?} is not among:\n{err}");
+    }
+    assert!(!typo.exists(), "--check must create nothing");
 }

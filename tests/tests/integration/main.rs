@@ -21,6 +21,7 @@ mod bad_input;
 mod collector;
 mod conformance;
 mod dist;
+mod documented;
 mod lifecycle;
 mod queue;
 mod regression;

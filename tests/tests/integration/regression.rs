@@ -343,3 +343,147 @@ fn reporter_a_fifo_named_like_a_reason_record_hangs_no_reporter_command() {
     out.assert_success();
     assert!(out.stdout.contains("stuck.json"), "{}", out.stdout);
 }
+
+#[test]
+fn issue_29_4_a_mistyped_spool_is_exit_74_for_sender_and_collector_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("spooool");
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let mut send = std::process::Command::new(bin("sender"));
+    send.arg("--spool")
+        .arg(&typo)
+        .args(["--url", "http://127.0.0.1:9/in", "--once"]);
+    let mut collect = std::process::Command::new(bin("collector"));
+    collect
+        .arg("--spool")
+        .arg(&typo)
+        .arg("--source")
+        .arg(&source)
+        .arg("--once");
+    for cmd in [&mut send, &mut collect] {
+        let out = run(cmd, MINUTE);
+        assert_eq!(out.status.code(), Some(74), "{cmd:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(path_str(&typo)) && out.stderr.contains("--create-spool"),
+            "{cmd:?}: {}",
+            out.stderr
+        );
+        assert!(!typo.exists(), "{cmd:?} created {}", typo.display());
+    }
+}
+
+#[test]
+fn issue_29_4_create_spool_makes_a_new_spool_from_the_flag_or_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = run(
+        std::process::Command::new(bin("sender"))
+            .arg("--spool")
+            .arg(&a)
+            .args(["--url", "http://127.0.0.1:9/in", "--once", "--create-spool"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert!(a.join("incoming").is_dir());
+    let cfg = dir.path().join("spoolpost.toml");
+    std::fs::write(
+        &cfg,
+        format!("spool = {:?}\ncreate_spool = true\n", path_str(&b)),
+    )
+    .unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let out = run(
+        std::process::Command::new(bin("collector"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--source")
+            .arg(&source)
+            .arg("--once"),
+        MINUTE,
+    );
+    out.assert_success();
+    assert!(b.join("incoming").is_dir());
+}
+
+#[test]
+fn issue_29_4_a_one_shot_collector_with_a_missing_source_is_exit_78() {
+    let spool = TestSpool::new();
+    let nosuch = spool.side("x").join("nosuch");
+    let out = run(
+        collector(&spool)
+            .arg("--source")
+            .arg(&nosuch)
+            .args(["--once", "--settle", "0s"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(out.stderr.contains(path_str(&nosuch)), "{}", out.stderr);
+    assert!(!out.stderr.contains("keep looking"), "{}", out.stderr);
+}
+
+#[test]
+fn issue_29_6_latency_ms_in_event_lines_is_whole_microseconds() {
+    let spool = TestSpool::new();
+    for i in 0..30 {
+        spool.put(format!("f{i}.log"), b"x\n");
+    }
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    let out = run(
+        sender(&spool).args(["--url", &receiver.url("/in"), "--once", "--events", "-"]),
+        MINUTE,
+    );
+    out.assert_success();
+    let mut seen = 0;
+    for line in out.stdout.lines() {
+        let Some(at) = line.find("\"latency_ms\":") else {
+            continue;
+        };
+        let value: String = line[at + 13..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        seen += 1;
+        let decimals = value.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 3, "float noise: {value} in {line}");
+    }
+    assert_eq!(seen, 30, "{}", out.stdout);
+}
+
+#[test]
+fn issue_29_6_unrouted_files_get_a_summarised_warning_not_one_each() {
+    let spool = TestSpool::new();
+    for i in 0..30 {
+        spool.put(format!("f{i}.unrouted"), b"x\n");
+    }
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.json\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--once", "--events", "-"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert_eq!(spool.count(State::Error), 30);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("moved to error/"))
+        .collect();
+    // 1, 2, 4, 8, 16 so far: a few lines that say how many, not thirty.
+    assert!(
+        (1..=6).contains(&warnings.len()),
+        "{} warnings:\n{}",
+        warnings.len(),
+        out.stderr
+    );
+    assert!(out.stderr.contains("16"), "{}", out.stderr);
+    // Every file still has its event line.
+    assert_eq!(out.stdout.matches("\"event\":\"rejected\"").count(), 30);
+}

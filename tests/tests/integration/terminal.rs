@@ -24,6 +24,11 @@ impl Screen {
     /// Runs `line` (a shell command) on a terminal; when it ends, the
     /// screen shows `[exit CODE]` and the pane stays open to be read.
     fn run(line: &str) -> Screen {
+        Screen::run_sized(line, 40)
+    }
+
+    /// [`Screen::run`] on a terminal `rows` tall.
+    fn run_sized(line: &str, rows: usize) -> Screen {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tmux.sock");
         let script = format!("{line}; echo \"[exit $?]\"; exec cat");
@@ -32,7 +37,9 @@ impl Screen {
             .arg(&socket)
             .args(["-f", "/dev/null", "new-session", "-d", "-x"])
             .arg(WIDTH.to_string())
-            .args(["-y", "40", "sh", "-c", &script])
+            .arg("-y")
+            .arg(rows.to_string())
+            .args(["sh", "-c", &script])
             .env_remove("NO_COLOR")
             .env_remove("TMUX")
             .status()
@@ -377,4 +384,96 @@ fn reporter_watch_rereads_its_config_on_sighup_and_a_broken_one_keeps_it_running
     assert!(!text.contains("[exit"), "{text}");
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     screen.wait_for("[exit 0]");
+}
+
+/// The last screen's delivered count for `name` in OUTCOMES AND LATENCY.
+fn delivered_row(text: &str, name: &str) -> Option<u64> {
+    let from = text.rfind("OUTCOMES AND LATENCY")?;
+    text[from..]
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[test]
+fn reporter_watch_draws_from_a_pipe_while_the_sender_still_runs() {
+    let spool = spool_with(0);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    // A quick rescan: the test is about the reporter, not the sender's
+    // notifications.
+    let cfg = watched_config(
+        &spool,
+        &receiver.url("/in"),
+        "[sender]\nrescan_interval = \"1s\"\n",
+    );
+    for i in 0..5 {
+        spool.put(format!("a{i}.log"), b"x\n");
+    }
+    // The README's live view: a sender that keeps running, so the pipe
+    // never ends while the test looks.
+    let mut send = sender(&spool);
+    send.arg("--config").arg(&cfg).args(["--events", "-"]);
+    let mut watch = reporter(&spool);
+    watch
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--events", "-", "--watch", "1"]);
+    let screen = Screen::run_sized(
+        &format!(
+            "{} 2>/dev/null | {} 2>/dev/null",
+            shell(&send),
+            shell(&watch)
+        ),
+        120,
+    );
+    let mut text = String::new();
+    let first = eventually(LIMIT, || {
+        text = screen.text();
+        delivered_row(&text, "orders") == Some(5)
+    });
+    assert!(
+        first,
+        "no frame counted the 5 deliveries from the pipe:\n{text}"
+    );
+    for i in 0..7 {
+        spool.put(format!("b{i}.log"), b"x\n");
+    }
+    let rose = eventually(LIMIT, || {
+        text = screen.text();
+        delivered_row(&text, "orders") == Some(12)
+    });
+    assert!(rose, "the count never rose to 12:\n{text}");
+    assert!(!text.contains("[exit"), "the pipe ended:\n{text}");
+}
+
+/// The command the sender's summary tells a person to run next.
+fn hint(text: &str) -> Option<String> {
+    let at = text.find("list them with: ")? + "list them with: ".len();
+    Some(text[at..].lines().next()?.trim().to_string())
+}
+
+#[test]
+fn issue_29_5_the_senders_hint_for_rejected_files_works_as_written() {
+    let spool = spool_with(3);
+    let receiver = Receiver::start();
+    receiver.answer(Reply::status(400));
+    let mut cmd = sender(&spool);
+    cmd.args(["--url", &receiver.url("/in"), "--once"]);
+    let text = Screen::run(&shell(&cmd)).wait_for("[exit 0]");
+    let hint = hint(&text).unwrap_or_else(|| panic!("no hint:\n{text}"));
+    // As a person would type it: `reporter` from the PATH.
+    let dir = bin("reporter").parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let out = run(
+        Command::new("sh").args(["-c", &hint]).env("PATH", path),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(
+        out.stdout.matches(".log").count(),
+        3,
+        "{hint}: {}",
+        out.stdout
+    );
 }

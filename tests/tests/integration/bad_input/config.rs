@@ -292,6 +292,7 @@ fn issue_11_a_client_certificate_needs_its_key_and_the_key_must_be_its() {
             .arg("--check")
             .arg("--spool")
             .arg(dir.path().join("spool"))
+            .arg("--create-spool")
             .arg("--config")
             .arg(&cfg),
         LIMIT,
@@ -319,6 +320,7 @@ fn issue_11_check_reports_a_mismatched_key_and_warns_of_insecure_receivers() {
             .arg("--check")
             .arg("--spool")
             .arg(dir.path().join("spool"))
+            .arg("--create-spool")
             .arg("--config")
             .arg(&cfg),
         LIMIT,
@@ -373,6 +375,7 @@ fn issue_11_a_proxy_that_cannot_work_is_refused_without_showing_its_password() {
         std::process::Command::new(bin("sender"))
             .arg("--spool")
             .arg(dir.path().join("spool"))
+            .arg("--create-spool")
             .arg("--config")
             .arg(&cfg)
             .arg("--once")
