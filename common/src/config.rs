@@ -377,7 +377,7 @@ fn default_connect_timeout() -> Duration {
 /// 1,024 in flight covers the bandwidth-delay product of a receiver
 /// 100 ms away at 10,000 files/s; the adaptive limit finds how much of it a
 /// receiver takes, so the bound only caps what a request that hangs, or a
-/// receiver that takes everything, may cost: about 20 KiB of memory and two
+/// receiver that takes everything, may cost: about 44 KiB of memory and two
 /// descriptors (socket, file) per request in flight (docs/performance.md).
 /// At the old 64, a receiver 100 ms away was capped at 640 files/s
 /// whatever the controller did.
