@@ -112,7 +112,7 @@ pub const NEAR: f64 = 1.0;
 pub const SIGNIFICANCE: f64 = 3.0;
 /// A cut for failures was right if the next window kept at least this share
 /// of the goodput before it: failures that were ours cost nothing to shed.
-pub const GOODPUT_KEPT: f64 = 0.85;
+pub const GOODPUT_KEPT: f64 = 0.8;
 /// After a cut for failures, a window still failing at least this share of
 /// the recent failure rate says the failures did not stop with the load.
 pub const FAILING_AS_BEFORE: f64 = 0.6;
@@ -205,6 +205,8 @@ pub struct Controller {
     stalls: u32,
     /// The share of answers that fail whatever the load.
     noise: f64,
+    /// Other senders share the receiver ([`Controller::set_shared`]).
+    shared: bool,
     /// The share of answers that failed over the last several windows.
     failing: f64,
     /// Windows closed so far (the first sets `failing`).
@@ -257,6 +259,7 @@ impl Controller {
             best: None,
             stalls: 0,
             noise: 0.0,
+            shared: false,
             failing: 0.0,
             windows: 0,
             history: std::collections::VecDeque::with_capacity(HISTORY),
@@ -273,6 +276,20 @@ impl Controller {
 
     pub fn baseline(&self) -> Option<Duration> {
         self.baseline
+    }
+
+    /// Tells the controller whether other senders share the receiver
+    /// (through the spool). While they do, no failure is learnt as noise:
+    /// one sender's cut cannot show whether failures follow the load when
+    /// the others fill the room it gave up, and senders that each excused
+    /// a little of the overload they make together met 15-50% 503s under
+    /// a busy host. Shared, the limit is plain AIMD; what was learnt
+    /// alone is forgotten.
+    pub fn set_shared(&mut self, shared: bool) {
+        if shared && !self.shared {
+            self.noise = 0.0;
+        }
+        self.shared = shared;
     }
 
     /// The share of answers learnt to fail whatever the load.
@@ -500,9 +517,17 @@ impl Controller {
             }
             self.history.push_back((self.limit, failed));
         }
+        if window.saturated && failures_rise_with_load(&self.history) {
+            // Failures follow the limit: whatever was excused as noise is
+            // (at least half) ours. Without this pull, senders sharing a
+            // receiver could each excuse a little more of the overload
+            // they make together, until all of it.
+            self.noise /= 2.0;
+        }
         if let Some(pending) = self.pending.take()
+            && !self.shared
             && window.saturated
-            && window.failures > 0
+            && window.failures >= 2
             && failed >= failing_before * FAILING_AS_BEFORE
             && !failures_rise_with_load(&self.history)
             && (pending.limit_before.floor() <= self.limit.floor()

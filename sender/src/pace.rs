@@ -351,6 +351,10 @@ pub async fn publish(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        let others = other_senders(&folder);
+        for (_, pace) in &receivers {
+            pace.lock().controller.set_shared(others);
+        }
         let now: paces::Paces = receivers
             .iter()
             .map(|(name, pace)| (name.clone(), pace.shown()))
@@ -367,6 +371,21 @@ pub async fn publish(
             Err(_) => {}
         }
     }
+}
+
+/// Whether other senders work on this spool: claim folders beside ours
+/// in `sending/` (a dead one's, until recovery, counts too).
+fn other_senders(folder: &std::path::Path) -> bool {
+    let Some(sending) = folder.parent() else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(sending) else {
+        return false;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path() != folder && !e.file_name().as_encoded_bytes().starts_with(b"."))
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
