@@ -517,7 +517,10 @@ impl Controller {
             }
             self.history.push_back((self.limit, failed));
         }
-        if window.saturated && failures_rise_with_load(&self.history) {
+        // Judged once per window: it holds the noise down here and bars
+        // an undo below.
+        let rising = window.saturated && failures_rise_with_load(&self.history);
+        if rising {
             // Failures follow the limit: whatever was excused as noise is
             // (at least half) ours. Without this pull, senders sharing a
             // receiver could each excuse a little more of the overload
@@ -529,7 +532,7 @@ impl Controller {
             && window.saturated
             && window.failures >= 2
             && failed >= failing_before * FAILING_AS_BEFORE
-            && !failures_rise_with_load(&self.history)
+            && !rising
             && (pending.limit_before.floor() <= self.limit.floor()
                 || match (pending.goodput_before, goodput) {
                     (Some(before), Some(after)) => after < before * GOODPUT_KEPT,
