@@ -31,7 +31,10 @@ use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
+use crate::adaptive::{
+    Controller, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
+    Snapshot, Ticket,
+};
 use crate::outcome::{Answer, Transport};
 use crate::rate::Bucket;
 
@@ -68,6 +71,9 @@ pub struct Record {
     pub limit: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_ms: Option<f64>,
+    /// The share of answers that fail whatever the load.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise: f64,
     /// Seconds since the Unix epoch when it was written.
     pub written: u64,
 }
@@ -77,6 +83,7 @@ impl Record {
         Record {
             limit: snapshot.limit,
             baseline_ms: snapshot.baseline.map(|b| b.as_secs_f64() * 1000.0),
+            noise: snapshot.noise,
             written: unix(now),
         }
     }
@@ -94,8 +101,17 @@ impl Record {
         (fresh && self.limit >= 1).then_some(Snapshot {
             limit: self.limit,
             baseline,
+            noise: if self.noise.is_finite() {
+                self.noise.clamp(0.0, crate::adaptive::MAX_NOISE)
+            } else {
+                0.0
+            },
         })
     }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -143,6 +159,7 @@ impl Pace {
             Some(Snapshot {
                 limit: bound,
                 baseline: None,
+                noise: 0.0,
             })
         };
         let controller = Controller::new(bound, start);
@@ -175,6 +192,18 @@ impl Pace {
 
     pub fn limit(&self) -> usize {
         self.lock().controller.limit()
+    }
+
+    /// Starts or ends a quiet moment ([`Controller::quiet`]); at its end
+    /// the room it gave back wakes whoever waits for a slot.
+    fn quiet(&self, phase: Quieting) {
+        if !self.adaptive {
+            return;
+        }
+        self.lock().controller.quiet(phase, crate::circuit::now());
+        if phase == Quieting::End {
+            self.freed.notify_waiters();
+        }
     }
 
     /// What the reporter is shown of this receiver's pace.
@@ -371,6 +400,49 @@ pub async fn publish(
             Err(_) => {}
         }
     }
+}
+
+/// Takes the quiet moments of [`Controller::quiet`] at the instants every
+/// sender on the host takes them: each multiple of [`QUIET_EVERY`] of the
+/// wall clock, for [`QUIET_FOR`]. (A controller takes one only while
+/// other senders share the receiver and it excuses failures as noise.)
+pub async fn quiet_moments(receivers: Vec<Arc<Pace>>, stop: CancellationToken) {
+    loop {
+        let now = SystemTime::now();
+        let wait = until_next(now, QUIET_FIRST_EVERY);
+        let phase = if until_next(now, QUIET_EVERY) <= wait {
+            Quieting::Start
+        } else {
+            Quieting::Early
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        receivers.iter().for_each(|pace| pace.quiet(phase));
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(QUIET_SETTLE) => {}
+        }
+        receivers
+            .iter()
+            .for_each(|pace| pace.quiet(Quieting::Measure));
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(QUIET_FOR - QUIET_SETTLE) => {}
+        }
+        receivers.iter().for_each(|pace| pace.quiet(Quieting::End));
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Time from `now` to the next multiple of `every` since the Unix epoch.
+fn until_next(now: SystemTime, every: Duration) -> Duration {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let into = since.as_nanos() % every.as_nanos();
+    Duration::from_nanos((every.as_nanos() - into) as u64)
 }
 
 /// Whether other senders work on this spool: claim folders beside ours
@@ -571,11 +643,13 @@ mod tests {
         let record = |age: i64, limit| Record {
             limit,
             baseline_ms: Some(5.0),
+            noise: 0.0,
             written: (1_000_000 - age) as u64,
         };
         let want = Some(Snapshot {
             limit: 9,
             baseline: Some(5 * MS),
+            noise: 0.0,
         });
         assert_eq!(record(0, 9).fresh(now), want);
         assert_eq!(record(3600, 9).fresh(now), want);
@@ -589,6 +663,19 @@ mod tests {
             ..record(0, 9)
         };
         assert_eq!(odd.fresh(now).unwrap().baseline, None);
+        let noisy = |noise| Record {
+            noise,
+            ..record(0, 9)
+        };
+        assert_eq!(noisy(0.1).fresh(now).unwrap().noise, 0.1, "noise is kept");
+        assert_eq!(noisy(f64::NAN).fresh(now).unwrap().noise, 0.0);
+        assert_eq!(
+            noisy(7.0).fresh(now).unwrap().noise,
+            crate::adaptive::MAX_NOISE
+        );
+        // A record from before noise was kept reads as none learnt.
+        let old: Record = serde_json::from_str(r#"{"limit":9,"written":1000000}"#).unwrap();
+        assert_eq!(old.fresh(now).unwrap().noise, 0.0);
     }
 
     #[test]

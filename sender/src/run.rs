@@ -163,6 +163,10 @@ pub async fn run(
             .collect(),
         stop.clone(),
     ));
+    let quieting = tokio::spawn(crate::pace::quiet_moments(
+        shared.slots.iter().map(|s| s.pace.clone()).collect(),
+        stop.clone(),
+    ));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -208,6 +212,8 @@ pub async fn run(
     };
     publishing.abort();
     let _ = publishing.await;
+    quieting.abort();
+    let _ = quieting.await;
     let shared = Arc::into_inner(shared).expect("every job has ended");
     let returned = shared.claims.close()?;
     if returned > 0 {

@@ -3,8 +3,10 @@
 //! have them: one with a fixed capacity that answers 503 beyond it, one
 //! whose latency grows with load, remote ones (constant latency of 20, 40
 //! and 100 ms), a load balancer with a bad backend (random 503s, requests
-//! never answered), all of those at once, and three senders sharing one
-//! receiver.
+//! never answered), all of those at once, three senders sharing one
+//! receiver of fixed capacity or behind that load balancer, and the chaos
+//! runs: four senders behind it, one SIGKILLed and started again every
+//! 0.7 s.
 //!
 //! Each contender starts on a fresh spool of the same files, runs as a
 //! daemon for at most the window, and is read by files delivered per
@@ -36,6 +38,9 @@ struct Scenario {
     /// 503s mean overload here: the default should meet few.
     overload_503: bool,
     senders: usize,
+    /// One sender is SIGKILLed and started again this often (the chaos
+    /// runs): each restart starts from the pace record.
+    kill_every: Option<Duration>,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -46,6 +51,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: true,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "latency grows with load (2 ms + 0.2 ms per open)",
@@ -54,6 +60,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "20 ms away",
@@ -62,6 +69,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "40 ms away",
@@ -70,6 +78,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "100 ms away",
@@ -78,6 +87,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "1% 503 at random",
@@ -86,6 +96,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "10% 503 at random",
@@ -94,6 +105,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "30% 503 at random",
@@ -102,6 +114,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "1% never answered",
@@ -110,6 +123,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "load balancer, bad backend: 10% 503, 1% never answered",
@@ -118,6 +132,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "all at once: 40 ms away, 10% 503, 1% never answered",
@@ -127,6 +142,7 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: false,
         senders: 1,
+        kill_every: None,
     },
     Scenario {
         name: "3 senders sharing capacity 32 at 5 ms",
@@ -135,6 +151,25 @@ const SCENARIOS: &[Scenario] = &[
         },
         overload_503: true,
         senders: 3,
+        kill_every: None,
+    },
+    Scenario {
+        name: "3 senders sharing a load balancer: 10% 503, 1% never answered",
+        receiver: |rx| {
+            rx.faults(0.10, 0.01);
+        },
+        overload_503: false,
+        senders: 3,
+        kill_every: None,
+    },
+    Scenario {
+        name: "chaos: 4 senders, 10% 503, 1% never answered, one SIGKILLed every 0.7 s",
+        receiver: |rx| {
+            rx.faults(0.10, 0.01);
+        },
+        overload_503: false,
+        senders: 4,
+        kill_every: Some(Duration::from_millis(700)),
     },
 ];
 
@@ -160,8 +195,7 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
             let dir = work.join(format!("scenario-{n}-{}", fixed.unwrap_or(0)));
             let requests0 = rx.count() + rx.overloaded() + rx.faulted().0;
             let overloaded0 = rx.overloaded();
-            let (delivered, elapsed) =
-                contend(sender, &dir, &rx, fixed, scenario.senders, files, window);
+            let (delivered, elapsed) = contend(sender, &dir, &rx, fixed, scenario, files, window);
             let requests = rx.count() + rx.overloaded() + rx.faulted().0 - requests0;
             let overloaded = rx.overloaded() - overloaded0;
             let label = match fixed {
@@ -215,7 +249,7 @@ fn contend(
     dir: &Path,
     rx: &Receiver,
     fixed: Option<usize>,
-    senders: usize,
+    scenario: &Scenario,
     files: u64,
     window: Duration,
 ) -> (u64, Duration) {
@@ -235,18 +269,19 @@ fn contend(
     )
     .unwrap();
     let started = Instant::now();
-    let running: Vec<_> = (0..senders)
-        .map(|_| {
-            spawn(
-                Command::new(sender)
-                    .arg("--spool")
-                    .arg(&spool)
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["--events", "/dev/null"]),
-            )
-        })
-        .collect();
+    let start = || {
+        spawn(
+            Command::new(sender)
+                .arg("--spool")
+                .arg(&spool)
+                .arg("--config")
+                .arg(&config)
+                .args(["--events", "/dev/null"]),
+        )
+    };
+    let mut running: Vec<_> = (0..scenario.senders).map(|_| start()).collect();
+    let mut next_kill = scenario.kill_every.map(|every| started + every);
+    let mut victim = 0;
     let done = spool.join("done");
     let count = || std::fs::read_dir(&done).map_or(0, |d| d.count() as u64);
     // The rate up to 90% delivered: the last files of a run with 503s or
@@ -257,6 +292,15 @@ fn contend(
     while delivered < target && started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(20));
         delivered = count();
+        if let (Some(at), Some(every)) = (next_kill, scenario.kill_every)
+            && Instant::now() >= at
+        {
+            let killed = std::mem::replace(&mut running[victim], start());
+            killed.signal(Signal::SIGKILL);
+            killed.wait(Duration::from_secs(10));
+            victim = (victim + 1) % running.len();
+            next_kill = Some(at + every);
+        }
     }
     let elapsed = started.elapsed().min(window);
     for r in &running {
