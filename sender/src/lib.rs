@@ -13,33 +13,15 @@
 //! door to the network and the wall clock, [`run`] holds the process's life cycle, and [`file`] opens a
 //! claimed file and notices it changing.
 
-pub mod adaptive;
-pub mod backoff;
-pub mod breaker;
 pub mod check;
-pub mod circuit;
 pub mod cli;
-pub mod client;
-pub mod dispatch;
-pub mod endpoint;
-pub mod exchange;
-pub mod file;
-pub mod headers;
-pub mod http;
-pub mod job;
-pub mod leap;
-pub mod outcome;
-pub mod pace;
-pub mod probe;
-pub mod rate;
+pub mod net;
 pub mod reload;
+pub mod rules;
 pub mod run;
+pub mod sched;
 #[cfg(test)]
 mod scheduler_tests;
-pub mod settle;
-pub mod shared;
-pub mod stranded;
-pub mod verdict;
 
 use spoolpost_common::exit::Failure;
 use tokio_util::sync::CancellationToken;

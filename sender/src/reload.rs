@@ -18,9 +18,9 @@ use spoolpost_common::config::{self, Loaded};
 use spoolpost_common::reload;
 use spoolpost_common::route::Router;
 
-use crate::http::Http;
+use crate::net::send::Http;
 use crate::run::{breaker_config, retry_policy};
-use crate::shared::{Shared, Snapshot};
+use crate::sched::shared::{Shared, Snapshot};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -99,7 +99,7 @@ impl Reloader {
         for (i, r) in snapshot.router.receivers().iter().enumerate() {
             shared
                 .circuits
-                .set_endpoints(i, r.endpoint_labels(), crate::circuit::now());
+                .set_endpoints(i, r.endpoint_labels(), crate::sched::circuits::now());
         }
         shared.swap(snapshot);
         Ok(restart)

@@ -15,14 +15,14 @@ use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::RetryPolicy;
-use crate::breaker::BreakerConfig;
-use crate::circuit::Circuits;
-use crate::dispatch::Dispatcher;
-use crate::http::Http;
-use crate::pace::Pace;
+use crate::net::send::Http;
 use crate::reload::Reloader;
-use crate::shared::{ReceiverSlots, Shared, Snapshot};
+use crate::rules::backoff::RetryPolicy;
+use crate::rules::breaker::BreakerConfig;
+use crate::sched::circuits::Circuits;
+use crate::sched::dispatch::Dispatcher;
+use crate::sched::pace::Pace;
+use crate::sched::shared::{ReceiverSlots, Shared, Snapshot};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
@@ -143,7 +143,7 @@ pub async fn run(
         http,
         &settings,
         events,
-        Arc::new(crate::exchange::Network),
+        Arc::new(crate::net::exchange::Network),
     ));
     tracing::info!(
         spool = %spool.root().display(),
@@ -156,7 +156,7 @@ pub async fn run(
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
-    let publishing = tokio::spawn(crate::pace::publish(
+    let publishing = tokio::spawn(crate::sched::pace::publish(
         shared.claims.path().to_path_buf(),
         (shared.names.iter().cloned())
             .zip(shared.slots.iter().map(|s| s.pace.clone()))
@@ -187,7 +187,7 @@ pub async fn run(
     // One last try for files whose move failed; what is still stranded
     // goes back to incoming/ with close (a delivered file stays marked
     // delivered in the claim folder, for recovery to move to done/).
-    crate::settle::retry_stranded(&shared, true);
+    crate::sched::settle::retry_stranded(&shared, true);
     let (stranded, disk_full) = shared.stranded.left();
     // Files a full disk kept from being claimed were left behind too.
     let unclaimed = shared.counts.refused_disk_full.load(Ordering::Relaxed);
@@ -231,7 +231,7 @@ pub(crate) fn shared_state(
     http: Http,
     settings: &SenderSection,
     events: spoolpost_common::event::EventSink,
-    exchange: Arc<dyn crate::exchange::Exchange>,
+    exchange: Arc<dyn crate::net::exchange::Exchange>,
 ) -> Shared {
     let slots = router
         .receivers()
@@ -259,7 +259,7 @@ pub(crate) fn shared_state(
             .collect(),
         breaker_config(settings),
         claims.path().to_path_buf(),
-        crate::circuit::now(),
+        crate::sched::circuits::now(),
     );
     let snapshot = Snapshot {
         router: Arc::new(router),
@@ -355,7 +355,7 @@ async fn retry_stranded(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             } => {}
         }
-        crate::settle::retry_stranded(&shared, false);
+        crate::sched::settle::retry_stranded(&shared, false);
     }
 }
 
@@ -397,7 +397,7 @@ const LEAP_PASSES: usize = 4;
 
 /// When a `--once` pass that had to skip files tries again at the latest.
 fn next_pass(dispatcher: &Dispatcher) -> Instant {
-    let second = crate::circuit::now() + Duration::from_secs(1);
+    let second = crate::sched::circuits::now() + Duration::from_secs(1);
     dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
@@ -447,7 +447,7 @@ pub(crate) struct Events<'a> {
 
 /// The scheduler's loop: a pass when a timer (retry due, circuit may
 /// close, rescan interval) or a wake-up asks for one, new names as inotify
-/// reports them, holds reread every [`crate::circuit::HOLD_REFRESH`].
+/// reports them, holds reread every [`crate::sched::circuits::HOLD_REFRESH`].
 /// Every deadline is on tokio's clock, so paused time drives it in tests.
 pub(crate) async fn schedule(
     dispatcher: &mut Dispatcher,
@@ -461,7 +461,7 @@ pub(crate) async fn schedule(
         reloader,
         concurrency,
     } = events;
-    let mut holds = tokio::time::interval(crate::circuit::HOLD_REFRESH);
+    let mut holds = tokio::time::interval(crate::sched::circuits::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     let mut watchdog = spoolpost_common::notify::global().watchdog();
@@ -477,7 +477,7 @@ pub(crate) async fn schedule(
         }
         let wake_at = dispatcher
             .next_wake()
-            .unwrap_or_else(|| crate::circuit::now() + rescan_every)
+            .unwrap_or_else(|| crate::sched::circuits::now() + rescan_every)
             .min(pacer.last() + rescan_every);
         let shared = dispatcher.shared.clone();
         tokio::select! {

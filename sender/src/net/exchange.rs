@@ -13,9 +13,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use crate::file;
-use crate::http::Sent;
-use crate::shared::Snapshot;
+use crate::net::file;
+use crate::net::send::Sent;
+use crate::sched::shared::Snapshot;
 
 /// One request, ready to go: the claimed file already open.
 pub struct Request<'a> {

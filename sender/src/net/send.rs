@@ -7,7 +7,7 @@
 //! channel, so memory stays flat whatever the file size.
 //!
 //! A body is only ever complete if the file stayed what was claimed
-//! ([`crate::file::verify`] after the last read): an inline body is checked
+//! ([`crate::net::file::verify`] after the last read): an inline body is checked
 //! before the request is made, a streamed one before its last bytes go, and
 //! a change ends the stream with an error so the receiver sees a broken
 //! body, never a clean end. An answer that comes before the stream reached
@@ -16,7 +16,7 @@
 //! Error texts leave this module only through [`error_text`], which takes
 //! the URL out of reqwest's errors and redacts any other.
 //!
-//! Each receiver's client comes from [`crate::client`].
+//! Each receiver's client comes from [`crate::net::client`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,10 +34,10 @@ use spoolpost_common::config::{BodyEncoding, Method};
 use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
 
-use crate::client::{Client, ClientSettings};
-use crate::file::{Change, Snapshot, change_error, verify};
-use crate::headers::Headers;
-use crate::outcome::{Answer, Early, Transport};
+use crate::net::client::{Client, ClientSettings};
+use crate::net::file::{Change, Snapshot, change_error, verify};
+use crate::net::headers::Headers;
+use crate::rules::outcome::{Answer, Early, Transport};
 
 /// Files up to this size are compressed in memory in one step.
 pub const INLINE_MAX: u64 = 64 * 1024;
@@ -241,7 +241,7 @@ impl Http {
                 };
             }
         };
-        let filename = crate::headers::x_filename(original);
+        let filename = crate::net::headers::x_filename(original);
         let mut url = url.clone();
         if let Some(name) = &target.server_name {
             // Checked at start: a DNS name, so the URL takes it.
@@ -703,7 +703,7 @@ mod tests {
                 },
             ),
         ] {
-            let (file, mut snapshot) = crate::file::open(&path).unwrap();
+            let (file, mut snapshot) = crate::net::file::open(&path).unwrap();
             snapshot.len = claimed;
             let progress = Arc::new(Progress::default());
             match make_body(file, snapshot, &path, Encoding::Identity, &progress) {
@@ -712,7 +712,7 @@ mod tests {
                 Ok(_) => panic!("a file of 10 bytes went out as {claimed}"),
             }
         }
-        let (file, snapshot) = crate::file::open(&path).unwrap();
+        let (file, snapshot) = crate::net::file::open(&path).unwrap();
         let progress = Arc::new(Progress::default());
         assert!(make_body(file, snapshot, &path, Encoding::Identity, &progress).is_ok());
         assert_eq!(progress.read.load(Ordering::Relaxed), 10);

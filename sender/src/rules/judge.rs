@@ -2,15 +2,15 @@
 //! back ([`classify`]), the attempts made, the file's age, the retry policy
 //! and the jitter give Deliver, Retry at a time, Reject with a class,
 //! Expire or Vanished, together with what the attempt says about the
-//! receiver for its circuit. [`crate::settle`] is the one place that acts
+//! receiver for its circuit. [`crate::sched::settle`] is the one place that acts
 //! on it.
 
 use std::time::{Duration, SystemTime};
 
 use spoolpost_common::reason::ErrorClass;
 
-use crate::backoff::{Limit, Next, RetryPolicy};
-use crate::outcome::{Answer, Health, Outcome, Rules, classify};
+use crate::rules::backoff::{Limit, Next, RetryPolicy};
+use crate::rules::outcome::{Answer, Health, Outcome, Rules, classify};
 
 /// What an attempt says about the receiver, for its circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +147,8 @@ pub fn verdict(answer: &Answer, rules: Rules<'_>, policy: &RetryPolicy, at: Atte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::file::Change;
-    use crate::outcome::{Early, Transport};
+    use crate::net::file::Change;
+    use crate::rules::outcome::{Early, Transport};
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

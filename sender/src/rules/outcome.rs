@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use spoolpost_common::reason::ErrorClass;
 
-use crate::file::Change;
+use crate::net::file::Change;
 
 /// How an attempt failed without an HTTP answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The receivers' circuits as the sender runs them: one [`Breaker`] per
 //! endpoint of each receiver (one endpoint unless it has `urls`), which
-//! endpoint takes a file ([`crate::endpoint`] decides), the probe a
+//! endpoint takes a file ([`crate::rules::endpoint`] decides), the probe a
 //! half-open circuit lets through, publishing every state change to the
 //! claim folder's circuit file, and the operators' holds.
 //!
@@ -8,7 +8,7 @@
 //! its files wait, and the first endpoint whose open period ends takes
 //! the probe.
 //!
-//! The breaker's rules are the pure [`crate::breaker`]; the state type is
+//! The breaker's rules are the pure [`crate::rules::breaker`]; the state type is
 //! `spoolpost_common::circuits::CircuitState`, the one the reporter reads.
 
 use std::collections::BTreeMap;
@@ -20,9 +20,9 @@ use spoolpost_common::circuits::{self, Circuit, CircuitState};
 use spoolpost_common::event::rfc3339;
 use spoolpost_common::spool::Spool;
 
-use crate::breaker::{Breaker, BreakerConfig, Decision};
-use crate::endpoint::{self, View};
-use crate::verdict::Signal;
+use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
+use crate::rules::endpoint::{self, View};
+use crate::rules::judge::Signal;
 
 /// The scheduler's clock: tokio's, so tests drive it with paused time
 /// (`tokio::time::pause`); unpaused it is the system's monotonic clock.

@@ -1,6 +1,6 @@
 //! The life of one claimed file: open it, send it, judge what came back
-//! ([`crate::verdict`]), tell the endpoint's circuit, and settle the file
-//! ([`crate::settle`]).
+//! ([`crate::rules::judge`]), tell the endpoint's circuit, and settle the file
+//! ([`crate::sched::settle`]).
 //!
 //! A receiver with several endpoints gets one more chance within the same
 //! attempt: when an endpoint fails in a way another may not (a retryable
@@ -16,13 +16,13 @@ use std::time::Duration;
 use spoolpost_common::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::exchange::Request;
-use crate::file::{self, Change, OpenError};
-use crate::http::Sent;
-use crate::outcome::{Answer, Rules};
-use crate::settle::{Attempted, settle};
-use crate::shared::{Shared, Snapshot};
-use crate::verdict::{Attempt, Fate, Signal, Verdict, verdict};
+use crate::net::exchange::Request;
+use crate::net::file::{self, Change, OpenError};
+use crate::net::send::Sent;
+use crate::rules::judge::{Attempt, Fate, Signal, Verdict, verdict};
+use crate::rules::outcome::{Answer, Rules};
+use crate::sched::settle::{Attempted, settle};
+use crate::sched::shared::{Shared, Snapshot};
 
 /// A file on its way, with the permits that count it as in flight.
 pub struct Job {
@@ -35,7 +35,7 @@ pub struct Job {
     pub probe: bool,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     /// Its room under the receiver's adaptive limit.
-    pub pace: crate::pace::Slot,
+    pub pace: crate::sched::pace::Slot,
     /// The configuration it was routed under; it keeps it to its end,
     /// whatever a reload meanwhile puts in place.
     pub config: Arc<Snapshot>,
@@ -89,7 +89,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             &labels[endpoint],
             verdict.receiver,
             carried_probe,
-            crate::circuit::now(),
+            crate::sched::circuits::now(),
         ) {
             shared.wake.notify_one();
         }
@@ -108,7 +108,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             None => break (sent, verdict, now),
         }
     };
-    let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
+    let limit = pace.answered(crate::sched::pace::signal(&sent.answer, sent.latency));
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(receiver),

@@ -1,4 +1,4 @@
-//! The plumbing around [`crate::adaptive`]: one [`Pace`] per receiver holds
+//! The plumbing around [`crate::rules::adaptive`]: one [`Pace`] per receiver holds
 //! its controller and the requests it has in flight, lets the scheduler
 //! take a [`Slot`] only while there is room under the current limit, feeds
 //! each answer back, and remembers the limit and latency baseline in
@@ -16,7 +16,7 @@
 //! in flight and baseline to the reporter in the claim folder
 //! (`spoolpost_common::paces`).
 //!
-//! A receiver's `rate_limit` ([`crate::rate`]) is kept here too: it is the
+//! A receiver's `rate_limit` ([`crate::rules::rate`]) is kept here too: it is the
 //! other half of "may one more request to this receiver start now".
 
 use std::path::PathBuf;
@@ -31,9 +31,9 @@ use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::{Controller, Signal, Snapshot, Ticket};
-use crate::outcome::{Answer, Transport};
-use crate::rate::Bucket;
+use crate::rules::adaptive::{Controller, Signal, Snapshot, Ticket};
+use crate::rules::outcome::{Answer, Transport};
+use crate::rules::rate::Bucket;
 
 /// The folder under the spool root holding one record per receiver.
 pub const PACE_DIR: &str = "pace";
@@ -169,7 +169,7 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
-            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::circuit::now()))),
+            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::sched::circuits::now()))),
         })
     }
 
@@ -243,11 +243,11 @@ impl Pace {
             bucket
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take(crate::circuit::now())
+                .take(crate::sched::circuits::now())
         };
         match take() {
             Ok(()) => Ok(()),
-            Err(at) if at <= crate::circuit::now() + patience => {
+            Err(at) if at <= crate::sched::circuits::now() + patience => {
                 tokio::time::sleep_until(at.into()).await;
                 take()
             }
@@ -265,7 +265,7 @@ impl Pace {
             }
             inner
                 .controller
-                .answered(ticket, signal, crate::circuit::now());
+                .answered(ticket, signal, crate::sched::circuits::now());
             let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
             (inner.controller.limit(), due && self.changed(&inner))
         };
@@ -421,7 +421,7 @@ pub struct Slot {
 
 impl Slot {
     /// Runs `request`; if it has not answered within the controller's
-    /// lapse time ([`crate::adaptive::Controller::lapse_after`]) its room
+    /// lapse time ([`crate::rules::adaptive::Controller::lapse_after`]) its room
     /// is freed for another while it goes on to its own timeout, as TCP
     /// stops counting a segment in flight at its retransmission timeout.
     /// One request that never answers then holds no more than its own
@@ -469,7 +469,7 @@ impl Slot {
 
     /// How long after its answer the request keeps its room: a request
     /// turned away as overload keeps it for a served one's time
-    /// ([`crate::adaptive::Controller::hold`]).
+    /// ([`crate::rules::adaptive::Controller::hold`]).
     pub fn hold(&self) -> Duration {
         self.hold
     }
@@ -597,7 +597,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let spool = Spool::open(&dir).unwrap();
         let pace = Pace::load(&spool, "r", 64, true, None);
-        assert_eq!(pace.limit(), crate::adaptive::INITIAL);
+        assert_eq!(pace.limit(), crate::rules::adaptive::INITIAL);
         // Grow it by hand: a full window of good answers at the limit.
         for _ in 0..30 {
             let slots: Vec<Slot> = std::iter::from_fn(|| pace.try_take()).collect();
@@ -607,7 +607,7 @@ mod tests {
             }
         }
         let learnt = pace.limit();
-        assert!(learnt > crate::adaptive::INITIAL, "{learnt}");
+        assert!(learnt > crate::rules::adaptive::INITIAL, "{learnt}");
         pace.save();
         assert_eq!(Pace::load(&spool, "r", 64, true, None).limit(), learnt);
         assert_eq!(Pace::load(&spool, "r", 5, true, None).limit(), 5, "bounded");
@@ -621,7 +621,7 @@ mod tests {
         std::fs::write(dir.join(PACE_DIR).join("r.json"), "{\"limit\":").unwrap();
         assert_eq!(
             Pace::load(&spool, "r", 64, true, None).limit(),
-            crate::adaptive::INITIAL
+            crate::rules::adaptive::INITIAL
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

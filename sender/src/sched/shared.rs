@@ -15,10 +15,10 @@ use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::backoff::RetryPolicy;
-use crate::circuit::Circuits;
-use crate::exchange::Exchange;
-use crate::http::Http;
+use crate::net::exchange::Exchange;
+use crate::net::send::Http;
+use crate::rules::backoff::RetryPolicy;
+use crate::sched::circuits::Circuits;
 
 /// What a reload replaces as one: a job takes the snapshot current when it
 /// is offered and keeps it to its end, so its URL, client, headers,
@@ -73,7 +73,7 @@ pub struct Shared {
     pub recovered: AtomicBool,
     pub counts: Counts,
     /// Files whose move out of `sending/` failed, to be tried again.
-    pub stranded: crate::stranded::Stranded,
+    pub stranded: crate::sched::stranded::Stranded,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -82,7 +82,7 @@ pub struct Shared {
 pub struct ReceiverSlots {
     pub permits: Arc<Semaphore>,
     /// The receiver's adaptive limit, within `permits`.
-    pub pace: Arc<crate::pace::Pace>,
+    pub pace: Arc<crate::sched::pace::Pace>,
     /// A pass skipped this receiver's files for want of room.
     pub skipped: AtomicBool,
 }
@@ -96,7 +96,7 @@ pub struct Counts {
     /// file stayed in `incoming/`, which a `--once` run must say (75).
     pub refused_disk_full: AtomicU64,
     /// Files moved to error/ for want of a route, for the summarised
-    /// warning (see [`crate::settle::worth_a_warning`]).
+    /// warning (see [`crate::sched::settle::worth_a_warning`]).
     pub no_route: AtomicU64,
 }
 
