@@ -99,7 +99,7 @@ impl Reloader {
         for (i, r) in snapshot.router.receivers().iter().enumerate() {
             shared
                 .circuits
-                .set_endpoints(i, r.endpoint_labels(), crate::sched::circuits::now());
+                .set_endpoints(i, r.endpoint_labels(), crate::sched::clock::now());
         }
         shared.swap(snapshot);
         Ok(restart)

@@ -259,7 +259,7 @@ pub(crate) fn shared_state(
             .collect(),
         breaker_config(settings),
         claims.path().to_path_buf(),
-        crate::sched::circuits::now(),
+        crate::sched::clock::now(),
     );
     let snapshot = Snapshot {
         router: Arc::new(router),
@@ -397,7 +397,7 @@ const LEAP_PASSES: usize = 4;
 
 /// When a `--once` pass that had to skip files tries again at the latest.
 fn next_pass(dispatcher: &Dispatcher) -> Instant {
-    let second = crate::sched::circuits::now() + Duration::from_secs(1);
+    let second = crate::sched::clock::now() + Duration::from_secs(1);
     dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
@@ -447,7 +447,7 @@ pub(crate) struct Events<'a> {
 
 /// The scheduler's loop: a pass when a timer (retry due, circuit may
 /// close, rescan interval) or a wake-up asks for one, new names as inotify
-/// reports them, holds reread every [`crate::sched::circuits::HOLD_REFRESH`].
+/// reports them, holds reread every [`crate::sched::holds::HOLD_REFRESH`].
 /// Every deadline is on tokio's clock, so paused time drives it in tests.
 pub(crate) async fn schedule(
     dispatcher: &mut Dispatcher,
@@ -461,7 +461,7 @@ pub(crate) async fn schedule(
         reloader,
         concurrency,
     } = events;
-    let mut holds = tokio::time::interval(crate::sched::circuits::HOLD_REFRESH);
+    let mut holds = tokio::time::interval(crate::sched::holds::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     let mut watchdog = spoolpost_common::notify::global().watchdog();
@@ -477,7 +477,7 @@ pub(crate) async fn schedule(
         }
         let wake_at = dispatcher
             .next_wake()
-            .unwrap_or_else(|| crate::sched::circuits::now() + rescan_every)
+            .unwrap_or_else(|| crate::sched::clock::now() + rescan_every)
             .min(pacer.last() + rescan_every);
         let shared = dispatcher.shared.clone();
         tokio::select! {

@@ -399,7 +399,7 @@ async fn a_hold_keeps_files_waiting_until_it_is_released() {
     for c in &calls {
         assert!(c.at >= lift_at, "{calls:?}");
         assert!(
-            c.at <= lift_at + crate::sched::circuits::HOLD_REFRESH + SLACK,
+            c.at <= lift_at + crate::sched::holds::HOLD_REFRESH + SLACK,
             "released within a hold refresh: {calls:?}"
         );
     }

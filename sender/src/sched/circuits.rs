@@ -1,8 +1,8 @@
 //! The receivers' circuits as the sender runs them: one [`Breaker`] per
 //! endpoint of each receiver (one endpoint unless it has `urls`), which
 //! endpoint takes a file ([`crate::rules::endpoint`] decides), the probe a
-//! half-open circuit lets through, publishing every state change to the
-//! claim folder's circuit file, and the operators' holds.
+//! half-open circuit lets through, and publishing every state change to
+//! the claim folder's circuit file.
 //!
 //! A receiver whose every endpoint is open behaves as one open circuit:
 //! its files wait, and the first endpoint whose open period ends takes
@@ -14,24 +14,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use spoolpost_common::circuits::{self, Circuit, CircuitState};
 use spoolpost_common::event::rfc3339;
-use spoolpost_common::spool::Spool;
 
 use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
 use crate::rules::endpoint::{self, View};
 use crate::rules::judge::Signal;
-
-/// The scheduler's clock: tokio's, so tests drive it with paused time
-/// (`tokio::time::pause`); unpaused it is the system's monotonic clock.
-pub fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// How often the holds are read again.
-pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
+use crate::sched::clock::now;
+use crate::sched::holds::HOLD_REFRESH;
 
 /// What an opened circuit means for the files. Only a receiver with
 /// several endpoints has others to send to: a single URL's files wait
@@ -434,53 +426,10 @@ impl Drop for Grant<'_> {
     }
 }
 
-/// Which receivers an operator put on hold, read again at most every
-/// [`HOLD_REFRESH`].
-pub struct Holds {
-    held: Vec<bool>,
-    read: Option<Instant>,
-}
-
-impl Holds {
-    pub fn new(receivers: usize) -> Self {
-        Holds {
-            held: vec![false; receivers],
-            read: None,
-        }
-    }
-
-    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
-    /// true when a hold was lifted: its files are waiting in `incoming/`.
-    pub fn refresh(&mut self, spool: &Spool, names: &[&str], now: Instant) -> bool {
-        if self
-            .read
-            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_REFRESH)
-        {
-            return false;
-        }
-        self.read = Some(now);
-        let on_hold = circuits::held(spool);
-        let mut lifted = false;
-        for (i, name) in names.iter().enumerate() {
-            let now_held = on_hold.iter().any(|h| h == name);
-            if self.held[i] && !now_held {
-                tracing::info!(receiver = %name, "hold released");
-                lifted = true;
-            } else if !self.held[i] && now_held {
-                tracing::info!(receiver = %name, "on hold: its files wait");
-            }
-            self.held[i] = now_held;
-        }
-        lifted
-    }
-
-    pub fn is_held(&self, receiver: usize) -> bool {
-        self.held[receiver]
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

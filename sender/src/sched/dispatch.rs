@@ -37,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use crate::rules::judge::{Attempt, verdict};
 use crate::rules::leap::Leap;
 use crate::rules::outcome::Answer;
-use crate::sched::circuits::{Admit, Grant, Holds};
+use crate::sched::circuits::{Admit, Grant};
+use crate::sched::holds::Holds;
 use crate::sched::job::{self, Job};
 use crate::sched::settle::{Attempted, settle};
 use crate::sched::shared::Shared;
@@ -122,7 +123,7 @@ impl Dispatcher {
         let names: Vec<&str> = self.shared.names.iter().map(String::as_str).collect();
         if self
             .holds
-            .refresh(&self.shared.spool, &names, crate::sched::circuits::now())
+            .refresh(&self.shared.spool, &names, crate::sched::clock::now())
         {
             self.shared.wake.notify_one();
         }
@@ -216,7 +217,7 @@ impl Dispatcher {
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {
-                self.wake_at(crate::sched::circuits::now() + wait);
+                self.wake_at(crate::sched::clock::now() + wait);
                 return Offer::NotYet;
             }
             // Gone since its name was read: another sender's.
@@ -247,18 +248,14 @@ impl Dispatcher {
         let shared = self.shared.clone();
         let snapshot = config.clone();
         let labels = snapshot.router.receivers()[r].endpoint_labels();
-        let (endpoint, probe) =
-            match shared
-                .circuits
-                .admit(r, labels, crate::sched::circuits::now())
-            {
-                Admit::WaitUntil(at) => {
-                    self.wake_at(at);
-                    return Offer::NotYet;
-                }
-                Admit::Probe(endpoint) => (endpoint, true),
-                Admit::Send(endpoint) => (endpoint, false),
-            };
+        let (endpoint, probe) = match shared.circuits.admit(r, labels, crate::sched::clock::now()) {
+            Admit::WaitUntil(at) => {
+                self.wake_at(at);
+                return Offer::NotYet;
+            }
+            Admit::Probe(endpoint) => (endpoint, true),
+            Admit::Send(endpoint) => (endpoint, false),
+        };
         // Gives the endpoint's grant (and probe) back on every way out
         // below but the one that starts the job.
         let grant = Grant::new(&shared.circuits, r, &labels[endpoint], probe);

@@ -89,7 +89,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             &labels[endpoint],
             verdict.receiver,
             carried_probe,
-            crate::sched::circuits::now(),
+            crate::sched::clock::now(),
         ) {
             shared.wake.notify_one();
         }

@@ -3,7 +3,9 @@
 //! on once its answer is judged. Builds on `rules` and `net`.
 
 pub mod circuits;
+pub mod clock;
 pub mod dispatch;
+pub mod holds;
 pub mod job;
 pub mod pace;
 pub mod settle;

@@ -169,7 +169,7 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
-            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::sched::circuits::now()))),
+            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::sched::clock::now()))),
         })
     }
 
@@ -243,11 +243,11 @@ impl Pace {
             bucket
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take(crate::sched::circuits::now())
+                .take(crate::sched::clock::now())
         };
         match take() {
             Ok(()) => Ok(()),
-            Err(at) if at <= crate::sched::circuits::now() + patience => {
+            Err(at) if at <= crate::sched::clock::now() + patience => {
                 tokio::time::sleep_until(at.into()).await;
                 take()
             }
@@ -265,7 +265,7 @@ impl Pace {
             }
             inner
                 .controller
-                .answered(ticket, signal, crate::sched::circuits::now());
+                .answered(ticket, signal, crate::sched::clock::now());
             let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
             (inner.controller.limit(), due && self.changed(&inner))
         };

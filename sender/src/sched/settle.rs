@@ -157,7 +157,7 @@ fn strand(
         to,
         event,
         tries,
-        due: crate::sched::circuits::now() + wait,
+        due: crate::sched::clock::now() + wait,
         disk_full,
     });
 }
@@ -173,7 +173,7 @@ fn is_marked_delivered(claimed: &Claimed) -> bool {
 /// Tries the moves of the stranded files that are due (every one with
 /// `all`, as at the end of a run).
 pub fn retry_stranded(shared: &Shared, all: bool) {
-    for entry in shared.stranded.take_due(crate::sched::circuits::now(), all) {
+    for entry in shared.stranded.take_due(crate::sched::clock::now(), all) {
         settle_move(shared, entry.claimed, entry.to, entry.event, entry.tries);
     }
 }
