@@ -274,15 +274,7 @@ impl Circuits {
             let transition = match signal {
                 Signal::Works => breaker.record_success(now),
                 Signal::Fails { retry_after } => breaker.record_failure(now, retry_after),
-                Signal::Refuses => {
-                    // Every file would get the same answer: open now,
-                    // not after `breaker_failures` more refusals.
-                    let mut opened = None;
-                    while breaker.state() != CircuitState::Open {
-                        opened = breaker.record_failure(now, None);
-                    }
-                    opened
-                }
+                Signal::Refuses => breaker.record_refusal(now),
                 // Only the probe's own request gives the probe back: one
                 // that was in flight before the circuit opened, ending on
                 // a local problem, would otherwise let a second probe out
