@@ -20,7 +20,7 @@ use spoolpost_common::config::{HttpVersion, ReceiverConfig, TlsVersion};
 use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
 
 use crate::net::headers::RECHECK;
-use crate::net::send::error_text;
+use crate::net::transport::error_text;
 
 /// A receiver's client, kept current with its certificate files.
 pub struct Client {
