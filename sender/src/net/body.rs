@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::net::encode::{Encoder, Encoding, gzip_small, zstd_small};
-use crate::net::file::{Change, Snapshot, change_error, verify};
+use crate::net::file::{change_error, verify};
+use crate::rules::change::{Change, Stat};
 
 /// Files up to this size are compressed in memory in one step.
 pub const INLINE_MAX: u64 = 64 * 1024;
@@ -55,7 +56,7 @@ impl Progress {
 
 pub(super) fn make_body(
     mut file: File,
-    claimed: Snapshot,
+    claimed: Stat,
     path: &Path,
     encoding: Encoding,
     progress: &Arc<Progress>,
@@ -141,7 +142,7 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// from the response.
 fn stream_file(
     file: &mut File,
-    claimed: Snapshot,
+    claimed: Stat,
     path: &Path,
     encoding: Encoding,
     tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,

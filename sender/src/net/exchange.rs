@@ -13,8 +13,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use crate::net::file;
 use crate::net::send::Sent;
+use crate::rules::change::Stat;
 use crate::sched::shared::Snapshot;
 
 /// One request, ready to go: the claimed file already open.
@@ -25,7 +25,7 @@ pub struct Request<'a> {
     pub url: &'a reqwest::Url,
     pub file: File,
     /// What the file was when it was opened, to notice it changing.
-    pub opened: file::Snapshot,
+    pub opened: Stat,
     pub path: &'a Path,
     pub key: &'a str,
     /// The producer's name for the file.

@@ -19,9 +19,9 @@ use spoolpost_common::proxy::EnvProxies;
 use spoolpost_common::route::Receiver;
 
 use crate::net::body::{Local, Progress, make_body};
-use crate::net::file::Snapshot;
 use crate::net::target::{Target, env_proxies};
 use crate::net::transport::{classify_error, error_text, proxy_refused_credentials};
+use crate::rules::change::Stat;
 use crate::rules::outcome::{Answer, Early, Transport};
 
 /// Bytes of an error answer's body kept for the reason record.
@@ -98,7 +98,7 @@ impl Http {
         receiver: usize,
         url: &reqwest::Url,
         file: File,
-        claimed: Snapshot,
+        claimed: Stat,
         path: &Path,
         key: &str,
         original: &[u8],

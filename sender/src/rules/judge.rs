@@ -147,7 +147,7 @@ pub fn verdict(answer: &Answer, rules: Rules<'_>, policy: &RetryPolicy, at: Atte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::file::Change;
+    use crate::rules::change::Change;
     use crate::rules::outcome::{Early, Transport};
 
     const S: fn(u64) -> Duration = Duration::from_secs;

@@ -6,6 +6,7 @@
 pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
+pub mod change;
 pub mod endpoint;
 pub mod judge;
 pub mod leap;

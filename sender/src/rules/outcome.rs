@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use spoolpost_common::reason::ErrorClass;
 
-use crate::net::file::Change;
+use crate::rules::change::Change;
 
 /// How an attempt failed without an HTTP answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

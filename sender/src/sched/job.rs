@@ -17,8 +17,9 @@ use spoolpost_common::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::net::exchange::Request;
-use crate::net::file::{self, Change, OpenError};
+use crate::net::file::{self, OpenError};
 use crate::net::send::Sent;
+use crate::rules::change::Change;
 use crate::rules::judge::{Attempt, Fate, Signal, Verdict, verdict};
 use crate::rules::outcome::{Answer, Rules};
 use crate::sched::settle::{Attempted, settle};
