@@ -1,6 +1,6 @@
 //! SIGHUP in daemon mode: reopen `--events`, read the configuration and
 //! every secret, `ca_file` and client certificate again, and put a new
-//! [`Snapshot`] in place for the work that starts from now on: receivers'
+//! [`Config`] in place for the work that starts from now on: receivers'
 //! URLs, methods, headers, timeouts, connection settings (TLS, proxy, HTTP
 //! version: new HTTP clients), verdict rules, routes, backoff
 //! and breaker settings. Jobs in flight keep the snapshot they started
@@ -20,7 +20,7 @@ use spoolpost_common::route::Router;
 
 use crate::net::send::Http;
 use crate::run::{breaker_config, retry_policy};
-use crate::sched::shared::{Shared, Snapshot};
+use crate::sched::shared::{Config, Shared};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -79,14 +79,14 @@ impl Reloader {
         let snapshot = if same_receivers {
             // Builds the clients anew, so `ca_file` is read again.
             let http = Http::new(router.receivers())?;
-            Snapshot {
+            Config {
                 router: router.into(),
                 http: http.into(),
                 policy,
                 rejudge_before,
             }
         } else {
-            Snapshot {
+            Config {
                 router: old.router.clone(),
                 http: old.http.clone(),
                 policy,

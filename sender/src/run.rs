@@ -22,7 +22,7 @@ use crate::rules::breaker::BreakerConfig;
 use crate::sched::circuits::Circuits;
 use crate::sched::dispatch::Dispatcher;
 use crate::sched::pace::Pace;
-use crate::sched::shared::{ReceiverSlots, Shared, Snapshot};
+use crate::sched::shared::{Config, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
 
 /// Everything `run` needs, resolved from the command line and config file.
@@ -261,7 +261,7 @@ pub(crate) fn shared_state(
         claims.path().to_path_buf(),
         crate::sched::clock::now(),
     );
-    let snapshot = Snapshot {
+    let snapshot = Config {
         router: Arc::new(router),
         http: Arc::new(http),
         policy: retry_policy(settings),

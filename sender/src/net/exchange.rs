@@ -5,7 +5,7 @@
 //! spool, claims, verdicts, settling and circuits stay the real ones.
 //!
 //! [`Network`] is the production side: the system clock, and the HTTP
-//! client of the snapshot a job runs under.
+//! clients of the configuration a job runs under.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,14 +13,13 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use crate::net::send::Sent;
+use crate::net::send::{Http, Sent};
 use crate::rules::change::Stat;
-use crate::sched::shared::Snapshot;
 
 /// One request, ready to go: the claimed file already open.
 pub struct Request<'a> {
-    /// The configuration the job runs under; its HTTP clients send.
-    pub config: &'a Snapshot,
+    /// The HTTP clients of the configuration the job runs under.
+    pub http: &'a Http,
     pub receiver: usize,
     pub url: &'a reqwest::Url,
     pub file: File,
@@ -54,7 +53,6 @@ impl Exchange for Network {
     fn send<'a>(&'a self, r: Request<'a>) -> Sending<'a> {
         Box::pin(async move {
             let sent = r
-                .config
                 .http
                 .send(
                     r.receiver, r.url, r.file, r.opened, r.path, r.key, r.original,

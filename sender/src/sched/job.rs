@@ -23,7 +23,7 @@ use crate::rules::change::Change;
 use crate::rules::judge::{Attempt, Fate, Signal, Verdict, verdict};
 use crate::rules::outcome::{Answer, Rules};
 use crate::sched::settle::{Attempted, settle};
-use crate::sched::shared::{Shared, Snapshot};
+use crate::sched::shared::{Config, Shared};
 
 /// A file on its way, with the permits that count it as in flight.
 pub struct Job {
@@ -39,7 +39,7 @@ pub struct Job {
     pub pace: crate::sched::pace::Slot,
     /// The configuration it was routed under; it keeps it to its end,
     /// whatever a reload meanwhile puts in place.
-    pub config: Arc<Snapshot>,
+    pub config: Arc<Config>,
 }
 
 pub async fn run(shared: Arc<Shared>, job: Job) {
@@ -149,7 +149,7 @@ fn failover_note(label: &str, sent: &Sent) -> String {
 /// cannot be opened is an answer of its own, not a request.
 async fn attempt(
     shared: &Shared,
-    config: &Snapshot,
+    config: &Config,
     claimed: &Claimed,
     receiver: usize,
     url: &reqwest::Url,
@@ -158,7 +158,7 @@ async fn attempt(
         Ok((file, snapshot)) => {
             let key = claimed.key().to_string();
             let request = Request {
-                config,
+                http: &config.http,
                 receiver,
                 url,
                 file,

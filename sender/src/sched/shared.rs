@@ -23,7 +23,7 @@ use crate::sched::circuits::Circuits;
 /// What a reload replaces as one: a job takes the snapshot current when it
 /// is offered and keeps it to its end, so its URL, client, headers,
 /// timeouts and verdict rules all come from one configuration.
-pub struct Snapshot {
+pub struct Config {
     pub router: Arc<Router>,
     pub http: Arc<Http>,
     pub policy: RetryPolicy,
@@ -32,7 +32,7 @@ pub struct Snapshot {
     pub rejudge_before: Option<SystemTime>,
 }
 
-impl Snapshot {
+impl Config {
     /// The longest a waiting retry of `name`, put back after `attempts`
     /// attempts, may still wait under this snapshot's policy.
     pub fn retry_cap(&self, spool: &Spool, name: &OsStr, attempts: u32) -> std::time::Duration {
@@ -61,7 +61,7 @@ pub struct Shared {
     /// Receiver names, fixed for the process: the per-receiver state
     /// (circuits, slots, pace, holds) is indexed by them.
     pub names: Vec<String>,
-    config: RwLock<Arc<Snapshot>>,
+    config: RwLock<Arc<Config>>,
     pub delete_delivered: bool,
     pub events: EventSink,
     pub circuits: Circuits,
@@ -105,7 +105,7 @@ impl Shared {
     pub fn new(
         spool: Spool,
         claims: ClaimFolder,
-        snapshot: Snapshot,
+        snapshot: Config,
         delete_delivered: bool,
         events: EventSink,
         circuits: Circuits,
@@ -135,7 +135,7 @@ impl Shared {
     }
 
     /// The configuration work that starts now runs under.
-    pub fn config(&self) -> Arc<Snapshot> {
+    pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,7 +144,7 @@ impl Shared {
 
     /// Puts `snapshot` in place for work that starts from now on; jobs in
     /// flight keep the one they hold. Its receivers must be `names`.
-    pub fn swap(&self, snapshot: Snapshot) {
+    pub fn swap(&self, snapshot: Config) {
         debug_assert!(
             snapshot
                 .router
