@@ -16,6 +16,7 @@
 pub mod check;
 pub mod cli;
 pub mod net;
+pub mod plan;
 pub mod reload;
 pub mod rules;
 pub mod run;

@@ -19,7 +19,7 @@ use spoolpost_common::reload;
 use spoolpost_common::route::Router;
 
 use crate::net::send::Http;
-use crate::run::{breaker_config, retry_policy};
+use crate::plan::{breaker_config, retry_policy};
 use crate::sched::shared::{Config, Shared};
 
 /// What a running sender was started with, to reload from.

@@ -9,52 +9,20 @@ use std::time::{Duration, Instant};
 
 use spoolpost_common::config::SenderSection;
 use spoolpost_common::exit::Failure;
-use spoolpost_common::progress::{self, ProgressFlags, Role};
+use spoolpost_common::progress::{self, Role};
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::send::Http;
+use crate::plan::{Plan, breaker_config, retry_policy};
 use crate::reload::Reloader;
-use crate::rules::backoff::RetryPolicy;
-use crate::rules::breaker::BreakerConfig;
 use crate::sched::circuits::Circuits;
 use crate::sched::dispatch::Dispatcher;
 use crate::sched::pace::Pace;
 use crate::sched::shared::{Config, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
-
-/// Everything `run` needs, resolved from the command line and config file.
-pub struct Plan {
-    pub spool: Spool,
-    pub router: Router,
-    pub settings: SenderSection,
-    pub once: bool,
-    pub events: Option<std::path::PathBuf>,
-    pub progress: ProgressFlags,
-    /// What SIGHUP reloads from.
-    pub reloader: Reloader,
-}
-
-/// The breaker settings of `[sender]`, at start and on reload.
-pub fn breaker_config(settings: &SenderSection) -> BreakerConfig {
-    BreakerConfig {
-        failures: settings.breaker_failures,
-        open_initial: settings.breaker_open_initial,
-        open_max: settings.breaker_open_max,
-    }
-}
-
-/// The retry policy of `[sender]`, at start and on reload.
-pub fn retry_policy(settings: &SenderSection) -> RetryPolicy {
-    RetryPolicy {
-        initial: settings.backoff_initial,
-        max: settings.backoff_max,
-        max_attempts: settings.max_attempts,
-        max_age: settings.max_age,
-    }
-}
 
 /// How often the service manager's status line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -120,8 +88,10 @@ pub async fn run(
         once,
         events,
         progress,
-        reloader,
+        config,
+        loaded,
     } = plan;
+    let reloader = Reloader::new(config, events.clone(), loaded.as_ref());
     raise_open_file_limit(settings.concurrency);
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
