@@ -2,7 +2,7 @@
 //! every secret, `ca_file` and client certificate again, and put a new
 //! [`Config`] in place for the work that starts from now on: receivers'
 //! URLs, methods, headers, timeouts, connection settings (TLS, proxy, HTTP
-//! version: new HTTP clients), verdict rules, routes, backoff
+//! version: new HTTP clients), answer rules, routes, backoff
 //! and breaker settings. Jobs in flight keep the snapshot they started
 //! with. A configuration that does not validate, whose secrets do not
 //! resolve or whose clients cannot be built is refused and the old one

@@ -3,7 +3,7 @@
 //! limits on requests in flight.
 //!
 //! Only the network and the wall clock are replaced (by [`Scripted`], an
-//! [`Exchange`]); the spool on a temporary folder, the claims, verdicts,
+//! [`Exchange`]); the spool on a temporary folder, the claims, judgements,
 //! settling, circuits and the scheduler's loop are the real ones.
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! clock and the network. [`Exchange`] is that boundary, so the timing of
 //! the scheduler (backoff, Retry-After, probes, holds, grace) can be driven
 //! in unit tests with paused tokio time and scripted answers, while the
-//! spool, claims, verdicts, settling and circuits stay the real ones.
+//! spool, claims, judgements, settling and circuits stay the real ones.
 //!
 //! [`Network`] is the production side: the system clock, and the HTTP
 //! clients of the configuration a job runs under.
@@ -35,7 +35,7 @@ pub struct Request<'a> {
 pub type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
 
 pub trait Exchange: Send + Sync + 'static {
-    /// The time retry waits, claims and verdicts are reckoned in.
+    /// The time retry waits, claims and judgements are reckoned in.
     fn wall_clock(&self) -> SystemTime;
 
     /// Sends one request and says what came of it.

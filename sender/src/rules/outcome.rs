@@ -1,7 +1,8 @@
 //! What an attempt's result means: one pure function from an HTTP answer, a
 //! transport failure or a file that changed under the request to delivered /
 //! rejected / retry / vanished, with the reason and what it says about the
-//! receiver (for its circuit).
+//! receiver (for its circuit). It is the first step of
+//! [`crate::rules::judge`], which the rest of the sender calls.
 //!
 //! The rules:
 //! - 2xx after the whole body was sent: delivered.

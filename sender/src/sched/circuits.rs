@@ -21,7 +21,7 @@ use spoolpost_common::event::rfc3339;
 
 use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
 use crate::rules::endpoint::{self, View};
-use crate::rules::judge::Signal;
+use crate::rules::judge::CircuitSignal;
 use crate::sched::clock::now;
 use crate::sched::holds::HOLD_REFRESH;
 
@@ -257,7 +257,7 @@ impl Circuits {
         &self,
         receiver: usize,
         label: &str,
-        signal: Signal,
+        signal: CircuitSignal,
         probe: bool,
         now: Instant,
     ) -> bool {
@@ -272,14 +272,14 @@ impl Circuits {
             e.in_flight = e.in_flight.saturating_sub(1);
             let (breaker, reason) = (&mut e.breaker, &mut e.reason);
             let transition = match signal {
-                Signal::Works => breaker.record_success(now),
-                Signal::Fails { retry_after } => breaker.record_failure(now, retry_after),
-                Signal::Refuses => breaker.record_refusal(now),
+                CircuitSignal::Works => breaker.record_success(now),
+                CircuitSignal::Fails { retry_after } => breaker.record_failure(now, retry_after),
+                CircuitSignal::Refuses => breaker.record_refusal(now),
                 // Only the probe's own request gives the probe back: one
                 // that was in flight before the circuit opened, ending on
                 // a local problem, would otherwise let a second probe out
                 // beside the one still waiting for its answer.
-                Signal::Silent => {
+                CircuitSignal::Silent => {
                     if probe {
                         breaker.cancel_probe();
                     }
@@ -287,9 +287,9 @@ impl Circuits {
                 }
             };
             match (signal, breaker.state()) {
-                (Signal::Refuses, CircuitState::Open) => *reason = Some("auth"),
+                (CircuitSignal::Refuses, CircuitState::Open) => *reason = Some("auth"),
                 (_, CircuitState::Closed) => *reason = None,
-                (Signal::Fails { .. }, CircuitState::Open) if transition.is_some() => {
+                (CircuitSignal::Fails { .. }, CircuitState::Open) if transition.is_some() => {
                     *reason = None
                 }
                 _ => {}
@@ -302,7 +302,7 @@ impl Circuits {
         self.publish();
         let name = &self.names[receiver];
         match state {
-            CircuitState::Open if signal == Signal::Refuses => {
+            CircuitState::Open if signal == CircuitSignal::Refuses => {
                 tracing::warn!(receiver = %name, endpoint = %label, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
             }
             CircuitState::Open => {
@@ -404,7 +404,7 @@ impl<'a> Grant<'a> {
         }
     }
 
-    /// The file went: its attempt's verdict answers the grant.
+    /// The file went: its attempt's judgement answers the grant.
     pub fn sent(mut self) {
         self.armed = false;
     }
@@ -446,7 +446,13 @@ mod tests {
     }
 
     fn fail(c: &Circuits, retry_after: Option<Duration>) {
-        c.record(0, "http://h/", Signal::Fails { retry_after }, false, now());
+        c.record(
+            0,
+            "http://h/",
+            CircuitSignal::Fails { retry_after },
+            false,
+            now(),
+        );
     }
 
     async fn wait_out(c: &Circuits) {
@@ -478,7 +484,7 @@ mod tests {
         Grant::new(&c, 0, "http://h/", true).sent();
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // Its answer closes the circuit and asks for a pass at once.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(published.contains("closed"), "{published}");
@@ -495,7 +501,7 @@ mod tests {
         assert_eq!(now() - t0, S(20));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The probe's file was a local problem: nothing learnt, probe free.
-        assert!(!c.record(0, "http://h/", Signal::Silent, true, now()));
+        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A failed probe reopens for the doubled period.
         let t1 = now();
@@ -519,10 +525,10 @@ mod tests {
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The old request ends on a local problem (its file changed): the
         // probe is still out, and no second one may go beside it.
-        assert!(!c.record(0, "http://h/", Signal::Silent, false, now()));
+        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, false, now()));
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // The probe's own answer decides.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
     }
 
@@ -530,7 +536,7 @@ mod tests {
     async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
         let dir = tempfile::tempdir().unwrap();
         let c = circuits(dir.path());
-        c.record(0, "http://h/", Signal::Refuses, false, now());
+        c.record(0, "http://h/", CircuitSignal::Refuses, false, now());
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         assert_eq!(c.not_closed(), 1);
         let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
@@ -538,7 +544,7 @@ mod tests {
         wait_out(&c).await;
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A rotated secret lets the probe through: closed, reason gone.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert!(!read().contains("auth"), "{}", read());
         assert_eq!(c.not_closed(), 0);
     }
@@ -558,12 +564,12 @@ mod tests {
             dir.path().to_path_buf(),
             now(),
         );
-        let fails = Signal::Fails { retry_after: None };
+        let fails = CircuitSignal::Fails { retry_after: None };
         // Ties are spread: a then b.
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // b has one in flight now: a (none) is picked, twice over.
-        c.record(0, "http://a/", Signal::Works, false, now());
+        c.record(0, "http://a/", CircuitSignal::Works, false, now());
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
         c.record(0, "http://a/", fails, false, now());
         // a is open: everything goes to b, and a failover finds no other.
@@ -603,7 +609,7 @@ mod tests {
         // b, open for 5 s, before a, reopened for twice that.
         tokio::time::sleep_until(at.into()).await;
         assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
-        assert!(c.record(0, "http://b/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://b/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // A reload that drops b and adds d: a keeps its open circuit.
         let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];

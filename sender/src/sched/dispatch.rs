@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::rules::judge::{Attempt, verdict};
+use crate::rules::judge::{Attempt, judge};
 use crate::rules::leap::Leap;
 use crate::rules::outcome::Answer;
 use crate::sched::circuits::{Admit, Grant};
@@ -352,8 +352,9 @@ impl Dispatcher {
                     age: Duration::ZERO,
                     now,
                     jitter: 0.0,
+                    latency: Duration::ZERO,
                 };
-                let fate = verdict(
+                let fate = judge(
                     &answer,
                     Default::default(),
                     &self.shared.config().policy,

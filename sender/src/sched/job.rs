@@ -20,7 +20,7 @@ use crate::net::exchange::Request;
 use crate::net::file::{self, OpenError};
 use crate::net::send::Sent;
 use crate::rules::change::Change;
-use crate::rules::judge::{Attempt, Fate, Signal, Verdict, verdict};
+use crate::rules::judge::{Attempt, judge};
 use crate::rules::outcome::{Answer, Rules};
 use crate::sched::settle::{Attempted, settle};
 use crate::sched::shared::{Config, Shared};
@@ -64,7 +64,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         std::time::UNIX_EPOCH + Duration::from_secs(claimed.name.first_attempt.unwrap_or(0));
     let mut tried = vec![endpoint];
     let mut failed_over = Vec::new();
-    let (sent, verdict, now) = loop {
+    let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
         let sent = pace
             .unless_hung(attempt(
@@ -81,20 +81,21 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             age: now.duration_since(first).unwrap_or(Duration::ZERO),
             now,
             jitter: fastrand::f64(),
+            latency: sent.latency,
         };
-        let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
+        let judgement = judge(&sent.answer, rules, &snapshot.policy, at);
         // A failover goes only to a closed endpoint: never a probe.
         let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
             receiver,
             &labels[endpoint],
-            verdict.receiver,
+            judgement.circuit,
             carried_probe,
             crate::sched::clock::now(),
         ) {
             shared.wake.notify_one();
         }
-        let next = if worth_another_endpoint(&verdict) {
+        let next = if judgement.failover {
             shared.circuits.failover(receiver, labels, &tried)
         } else {
             None
@@ -106,10 +107,10 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
                 failed_over.push(what);
                 tried.push(next);
             }
-            None => break (sent, verdict, now),
+            None => break (sent, judgement, now),
         }
     };
-    let limit = pace.answered(crate::sched::pace::signal(&sent.answer, sent.latency));
+    let limit = pace.answered(judgement.load);
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(receiver),
@@ -120,19 +121,11 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         now,
         limit: Some(limit),
     };
-    settle(&shared, claimed, attempted, verdict.fate);
+    settle(&shared, claimed, attempted, judgement.fate);
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;
     shared.release_slot(receiver, permits);
-}
-
-/// Whether another endpoint may do better than the one that answered: it
-/// failed as a receiver (not the file, not our credentials), and the file
-/// would otherwise wait for a retry or be given up on for its limits.
-fn worth_another_endpoint(verdict: &Verdict) -> bool {
-    matches!(verdict.receiver, Signal::Fails { .. })
-        && matches!(verdict.fate, Fate::Retry { .. } | Fate::Expire { .. })
 }
 
 /// What an endpoint that was failed over answered, for the event line:

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::adaptive::{Controller, Signal, Snapshot, Ticket};
-use crate::rules::outcome::{Answer, Transport};
+use crate::rules::outcome::Answer;
 use crate::rules::rate::Bucket;
 
 /// The folder under the spool root holding one record per receiver.
@@ -48,18 +48,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// What one answer says about the receiver's capacity.
 pub fn signal(answer: &Answer, latency: Duration) -> Signal {
-    match answer {
-        Answer::Status {
-            code: 429 | 503, ..
-        } => Signal::Overload,
-        Answer::Status { code, .. } if (200..300).contains(code) => Signal::Good(latency),
-        Answer::Failed(Transport::Connect | Transport::Timeout | Transport::Reset) => {
-            Signal::Overload
-        }
-        // A rejection, a TLS or protocol failure, a file that changed or
-        // could not be read: nothing about how busy the receiver is.
-        _ => Signal::Neutral,
-    }
+    crate::rules::judge::load(answer, latency)
 }
 
 /// The record kept in `pace/RECEIVER.json`.
@@ -503,6 +492,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::outcome::Transport;
 
     const MS: Duration = Duration::from_millis(1);
 

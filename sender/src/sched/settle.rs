@@ -1,4 +1,4 @@
-//! Acting on a verdict: the one place that moves a file out of `sending/`
+//! Acting on a judgement's fate: the one place that moves a file out of `sending/`
 //! (through `spoolpost_common::spool`), writes its reason record when it
 //! goes to `error/`, and emits the event line saying what happened. A move
 //! that fails is tried again later ([`crate::sched::stranded`]).

@@ -22,7 +22,7 @@ use crate::sched::circuits::Circuits;
 
 /// What a reload replaces as one: a job takes the snapshot current when it
 /// is offered and keeps it to its end, so its URL, client, headers,
-/// timeouts and verdict rules all come from one configuration.
+/// timeouts and answer rules all come from one configuration.
 pub struct Config {
     pub router: Arc<Router>,
     pub http: Arc<Http>,
@@ -156,7 +156,7 @@ impl Shared {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
-    /// The wall clock retry waits, claims and verdicts are reckoned in.
+    /// The wall clock retry waits, claims and judgements are reckoned in.
     pub fn wall_clock(&self) -> SystemTime {
         self.exchange.wall_clock()
     }
