@@ -15,6 +15,8 @@
 
 pub mod check;
 pub mod cli;
+#[cfg(test)]
+mod layout_tests;
 pub mod net;
 pub mod plan;
 pub mod reload;
