@@ -25,9 +25,9 @@ use crate::rules::change::{Change, Stat};
 /// Files up to this size are compressed in memory in one step.
 pub const INLINE_MAX: u64 = 64 * 1024;
 /// Read size and channel item size when streaming.
-pub(super) const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Chunks buffered between the reading thread and the connection.
-pub(super) const CHUNKS_IN_FLIGHT: usize = 2;
+const CHUNKS_IN_FLIGHT: usize = 2;
 /// What a body's making shares with the request: how far it got, and
 /// what went wrong on the local side.
 #[derive(Default)]
@@ -150,7 +150,7 @@ fn stream_file(
 ) -> Result<(), Local> {
     let read_error = |e: io::Error| Local::Read(format!("cannot read the file: {e}"));
     let mut buf = vec![0u8; CHUNK];
-    let mut encoder = Encoder::new(encoding)
+    let mut encoder = Encoder::new(encoding, CHUNK)
         .map_err(|e| Local::Read(format!("cannot set up compression: {e}")))?;
     let hand_over = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
     let mut total = 0u64;

@@ -9,8 +9,6 @@ use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use spoolpost_common::config::BodyEncoding;
 
-use crate::net::body::CHUNK;
-
 /// How a body is compressed, resolved from the receiver's settings.
 #[derive(Clone, Copy, Debug)]
 pub enum Encoding {
@@ -91,8 +89,10 @@ pub(super) enum Encoder {
 }
 
 impl Encoder {
-    pub(super) fn new(encoding: Encoding) -> io::Result<Option<Encoder>> {
-        let buf = Vec::with_capacity(CHUNK + 1024);
+    /// An encoder whose output buffer holds a chunk of `chunk` bytes
+    /// without growing.
+    pub(super) fn new(encoding: Encoding, chunk: usize) -> io::Result<Option<Encoder>> {
+        let buf = Vec::with_capacity(chunk + 1024);
         Ok(match encoding {
             Encoding::Identity => None,
             Encoding::Gzip(level) => Some(Encoder::Gzip(GzEncoder::new(buf, level))),
