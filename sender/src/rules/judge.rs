@@ -20,21 +20,8 @@ use spoolpost_common::reason::ErrorClass;
 
 use crate::rules::adaptive::Signal;
 use crate::rules::backoff::{Limit, Next, RetryPolicy};
-use crate::rules::outcome::{Answer, Health, Outcome, Rules, Transport, classify};
-
-/// What an attempt says about the endpoint, for its circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitSignal {
-    Works,
-    Fails {
-        retry_after: Option<Duration>,
-    },
-    /// Our credentials are refused: the circuit opens at once, reason
-    /// `auth`, since every other file would meet the same answer.
-    Refuses,
-    /// Nothing (a local problem); a probe it carried is given back.
-    Silent,
-}
+pub use crate::rules::outcome::CircuitSignal;
+use crate::rules::outcome::{Answer, Outcome, Rules, Transport, classify};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fate {
@@ -153,14 +140,7 @@ fn fate(
             class,
             why,
             receiver,
-        } => (
-            Fate::Reject { class, why },
-            match receiver {
-                Health::Answered => CircuitSignal::Works,
-                Health::Failed => CircuitSignal::Fails { retry_after: None },
-                Health::Unknown => CircuitSignal::Silent,
-            },
-        ),
+        } => (Fate::Reject { class, why }, receiver),
         Outcome::Retry {
             reason,
             retry_after,
