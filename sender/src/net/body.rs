@@ -8,7 +8,7 @@
 //! checked before the request is made, a streamed one before its last
 //! bytes go, and a change ends the stream with an error so the receiver
 //! sees a broken body, never a clean end. How far the body got is kept in
-//! [`Progress`], from which the request marks an answer early.
+//! `Progress`, from which the request marks an answer early.
 
 use std::fs::File;
 use std::io::{self, Read};

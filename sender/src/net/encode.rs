@@ -1,6 +1,6 @@
 //! How a body is compressed: gzip, zstd or not at all, as the receiver's
 //! `compression` says. A small body is compressed in one go with a
-//! compressor reused on its thread; a streamed one through an [`Encoder`]
+//! compressor reused on its thread; a streamed one through an `Encoder`
 //! over the chunk being filled.
 
 use std::io::{self, Write};
