@@ -53,7 +53,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             // line) is not reported again in start-up's words: start-up
             // stops at a receiver's first problem too, and the exit is 78
             // either way.
-            let refused = crate::http::Http::refusals(router.receivers());
+            let refused = crate::net::send::Http::refusals(router.receivers());
             if refused.is_empty() {
                 report.passed("clients, proxies and headers can be made");
             }
@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 for r in router.receivers() {
                     let endpoints = r.config.endpoints();
                     for (url, label) in endpoints.iter().zip(r.endpoint_labels()) {
-                        match crate::probe::probe(&r.config, url) {
+                        match crate::net::probe::probe(&r.config, url) {
                             Ok(took) => println!(
                                 "sender: probe {} {}: ok in {:.1} ms",
                                 r.name,

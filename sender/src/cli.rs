@@ -12,8 +12,7 @@ use spoolpost_common::progress::ProgressFlags;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::Spool;
 
-use crate::reload::Reloader;
-use crate::run::Plan;
+use crate::plan::Plan;
 
 /// Sends the files in a spool's incoming/ to HTTP receivers.
 ///
@@ -194,13 +193,9 @@ impl Args {
                 .as_ref()
                 .is_some_and(|l| l.config.create_spool);
         let spool = Spool::open_root(&spool_root, create)?.with_fsync(settings.fsync);
-        let reloader = Reloader::new(
-            self.config.clone(),
-            self.events.clone(),
-            loaded_for_reload.as_ref(),
-        );
         Ok(Plan {
-            reloader,
+            config: self.config,
+            loaded: loaded_for_reload,
             spool,
             router,
             settings,

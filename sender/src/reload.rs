@@ -1,8 +1,8 @@
 //! SIGHUP in daemon mode: reopen `--events`, read the configuration and
 //! every secret, `ca_file` and client certificate again, and put a new
-//! [`Snapshot`] in place for the work that starts from now on: receivers'
+//! [`Config`] in place for the work that starts from now on: receivers'
 //! URLs, methods, headers, timeouts, connection settings (TLS, proxy, HTTP
-//! version: new HTTP clients), verdict rules, routes, backoff
+//! version: new HTTP clients), answer rules, routes, backoff
 //! and breaker settings. Jobs in flight keep the snapshot they started
 //! with. A configuration that does not validate, whose secrets do not
 //! resolve or whose clients cannot be built is refused and the old one
@@ -18,9 +18,9 @@ use spoolpost_common::config::{self, Loaded};
 use spoolpost_common::reload;
 use spoolpost_common::route::Router;
 
-use crate::http::Http;
-use crate::run::{breaker_config, retry_policy};
-use crate::shared::{Shared, Snapshot};
+use crate::net::send::Http;
+use crate::plan::{breaker_config, retry_policy};
+use crate::sched::shared::{Config, Shared};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -79,14 +79,14 @@ impl Reloader {
         let snapshot = if same_receivers {
             // Builds the clients anew, so `ca_file` is read again.
             let http = Http::new(router.receivers())?;
-            Snapshot {
+            Config {
                 router: router.into(),
                 http: http.into(),
                 policy,
                 rejudge_before,
             }
         } else {
-            Snapshot {
+            Config {
                 router: old.router.clone(),
                 http: old.http.clone(),
                 policy,
@@ -99,7 +99,7 @@ impl Reloader {
         for (i, r) in snapshot.router.receivers().iter().enumerate() {
             shared
                 .circuits
-                .set_endpoints(i, r.endpoint_labels(), crate::circuit::now());
+                .set_endpoints(i, r.endpoint_labels(), crate::sched::clock::now());
         }
         shared.swap(snapshot);
         Ok(restart)

@@ -9,52 +9,20 @@ use std::time::{Duration, Instant};
 
 use spoolpost_common::config::SenderSection;
 use spoolpost_common::exit::Failure;
-use spoolpost_common::progress::{self, ProgressFlags, Role};
+use spoolpost_common::progress::{self, Role};
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::RetryPolicy;
-use crate::breaker::BreakerConfig;
-use crate::circuit::Circuits;
-use crate::dispatch::Dispatcher;
-use crate::http::Http;
-use crate::pace::Pace;
+use crate::net::send::Http;
+use crate::plan::{Plan, breaker_config, retry_policy};
 use crate::reload::Reloader;
-use crate::shared::{ReceiverSlots, Shared, Snapshot};
+use crate::sched::circuits::Circuits;
+use crate::sched::dispatch::Dispatcher;
+use crate::sched::pace::Pace;
+use crate::sched::shared::{Config, ReceiverSlots, Shared};
 use spoolpost_common::watch::{Pacer, Watcher, next_of};
-
-/// Everything `run` needs, resolved from the command line and config file.
-pub struct Plan {
-    pub spool: Spool,
-    pub router: Router,
-    pub settings: SenderSection,
-    pub once: bool,
-    pub events: Option<std::path::PathBuf>,
-    pub progress: ProgressFlags,
-    /// What SIGHUP reloads from.
-    pub reloader: Reloader,
-}
-
-/// The breaker settings of `[sender]`, at start and on reload.
-pub fn breaker_config(settings: &SenderSection) -> BreakerConfig {
-    BreakerConfig {
-        failures: settings.breaker_failures,
-        open_initial: settings.breaker_open_initial,
-        open_max: settings.breaker_open_max,
-    }
-}
-
-/// The retry policy of `[sender]`, at start and on reload.
-pub fn retry_policy(settings: &SenderSection) -> RetryPolicy {
-    RetryPolicy {
-        initial: settings.backoff_initial,
-        max: settings.backoff_max,
-        max_attempts: settings.max_attempts,
-        max_age: settings.max_age,
-    }
-}
 
 /// How often the service manager's status line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -120,8 +88,10 @@ pub async fn run(
         once,
         events,
         progress,
-        reloader,
+        config,
+        loaded,
     } = plan;
+    let reloader = Reloader::new(config, events.clone(), loaded.as_ref());
     raise_open_file_limit(settings.concurrency);
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
@@ -143,7 +113,7 @@ pub async fn run(
         http,
         &settings,
         events,
-        Arc::new(crate::exchange::Network),
+        Arc::new(crate::net::exchange::Network),
     ));
     tracing::info!(
         spool = %spool.root().display(),
@@ -156,14 +126,14 @@ pub async fn run(
     spoolpost_common::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
-    let publishing = tokio::spawn(crate::pace::publish(
+    let publishing = tokio::spawn(crate::sched::pace::publish(
         shared.claims.path().to_path_buf(),
         (shared.names.iter().cloned())
             .zip(shared.slots.iter().map(|s| s.pace.clone()))
             .collect(),
         stop.clone(),
     ));
-    let quieting = tokio::spawn(crate::pace::quiet_moments(
+    let quieting = tokio::spawn(crate::sched::pace::quiet_moments(
         shared.slots.iter().map(|s| s.pace.clone()).collect(),
         stop.clone(),
     ));
@@ -191,7 +161,7 @@ pub async fn run(
     // One last try for files whose move failed; what is still stranded
     // goes back to incoming/ with close (a delivered file stays marked
     // delivered in the claim folder, for recovery to move to done/).
-    crate::settle::retry_stranded(&shared, true);
+    crate::sched::settle::retry_stranded(&shared, true);
     let (stranded, disk_full) = shared.stranded.left();
     // Files a full disk kept from being claimed were left behind too.
     let unclaimed = shared.counts.refused_disk_full.load(Ordering::Relaxed);
@@ -237,7 +207,7 @@ pub(crate) fn shared_state(
     http: Http,
     settings: &SenderSection,
     events: spoolpost_common::event::EventSink,
-    exchange: Arc<dyn crate::exchange::Exchange>,
+    exchange: Arc<dyn crate::net::exchange::Exchange>,
 ) -> Shared {
     let slots = router
         .receivers()
@@ -265,9 +235,9 @@ pub(crate) fn shared_state(
             .collect(),
         breaker_config(settings),
         claims.path().to_path_buf(),
-        crate::circuit::now(),
+        crate::sched::clock::now(),
     );
-    let snapshot = Snapshot {
+    let snapshot = Config {
         router: Arc::new(router),
         http: Arc::new(http),
         policy: retry_policy(settings),
@@ -361,7 +331,7 @@ async fn retry_stranded(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             } => {}
         }
-        crate::settle::retry_stranded(&shared, false);
+        crate::sched::settle::retry_stranded(&shared, false);
     }
 }
 
@@ -403,7 +373,7 @@ const LEAP_PASSES: usize = 4;
 
 /// When a `--once` pass that had to skip files tries again at the latest.
 fn next_pass(dispatcher: &Dispatcher) -> Instant {
-    let second = crate::circuit::now() + Duration::from_secs(1);
+    let second = crate::sched::clock::now() + Duration::from_secs(1);
     dispatcher.next_wake().map_or(second, |at| at.min(second))
 }
 
@@ -453,7 +423,7 @@ pub(crate) struct Events<'a> {
 
 /// The scheduler's loop: a pass when a timer (retry due, circuit may
 /// close, rescan interval) or a wake-up asks for one, new names as inotify
-/// reports them, holds reread every [`crate::circuit::HOLD_REFRESH`].
+/// reports them, holds reread every [`crate::sched::holds::HOLD_REFRESH`].
 /// Every deadline is on tokio's clock, so paused time drives it in tests.
 pub(crate) async fn schedule(
     dispatcher: &mut Dispatcher,
@@ -467,7 +437,7 @@ pub(crate) async fn schedule(
         reloader,
         concurrency,
     } = events;
-    let mut holds = tokio::time::interval(crate::circuit::HOLD_REFRESH);
+    let mut holds = tokio::time::interval(crate::sched::holds::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
     let mut watchdog = spoolpost_common::notify::global().watchdog();
@@ -483,7 +453,7 @@ pub(crate) async fn schedule(
         }
         let wake_at = dispatcher
             .next_wake()
-            .unwrap_or_else(|| crate::circuit::now() + rescan_every)
+            .unwrap_or_else(|| crate::sched::clock::now() + rescan_every)
             .min(pacer.last() + rescan_every);
         let shared = dispatcher.shared.clone();
         tokio::select! {

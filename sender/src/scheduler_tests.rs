@@ -3,7 +3,7 @@
 //! limits on requests in flight.
 //!
 //! Only the network and the wall clock are replaced (by [`Scripted`], an
-//! [`Exchange`]); the spool on a temporary folder, the claims, verdicts,
+//! [`Exchange`]); the spool on a temporary folder, the claims, judgements,
 //! settling, circuits and the scheduler's loop are the real ones.
 
 use std::collections::HashMap;
@@ -22,13 +22,13 @@ use spoolpost_common::watch::Watcher;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::Dispatcher;
-use crate::exchange::{Exchange, Request, Sending};
-use crate::http::{Http, Sent};
-use crate::outcome::{Answer, Transport};
+use crate::net::exchange::{Exchange, Request, Sending};
+use crate::net::send::{Http, Sent};
 use crate::reload::Reloader;
+use crate::rules::outcome::{Answer, Transport};
 use crate::run::{Events, drain_once, schedule, shared_state};
-use crate::shared::Shared;
+use crate::sched::dispatch::Dispatcher;
+use crate::sched::shared::Shared;
 
 /// What the fake receiver does with one request.
 #[derive(Clone, Copy, Debug)]
@@ -399,7 +399,7 @@ async fn a_hold_keeps_files_waiting_until_it_is_released() {
     for c in &calls {
         assert!(c.at >= lift_at, "{calls:?}");
         assert!(
-            c.at <= lift_at + crate::circuit::HOLD_REFRESH + SLACK,
+            c.at <= lift_at + crate::sched::holds::HOLD_REFRESH + SLACK,
             "released within a hold refresh: {calls:?}"
         );
     }

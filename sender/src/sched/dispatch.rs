@@ -10,7 +10,7 @@
 //! a circuit may close, when a receiver that had no room frees some, and as a
 //! periodic safety net.
 //!
-//! Room for a receiver is its [`crate::pace`]: an adaptive limit on its
+//! Room for a receiver is its [`crate::sched::pace`]: an adaptive limit on its
 //! requests in flight, bounded by its `concurrency` and the global cap.
 //!
 //! One slow receiver must not hold up the others: if a receiver has had no
@@ -34,13 +34,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::circuit::{Admit, Grant, Holds};
-use crate::job::{self, Job};
-use crate::leap::Leap;
-use crate::outcome::Answer;
-use crate::settle::{Attempted, settle};
-use crate::shared::Shared;
-use crate::verdict::{Attempt, verdict};
+use crate::rules::judge::{Attempt, judge};
+use crate::rules::leap::Leap;
+use crate::rules::outcome::Answer;
+use crate::sched::circuits::{Admit, Grant};
+use crate::sched::holds::Holds;
+use crate::sched::job::{self, Job};
+use crate::sched::settle::{Attempted, settle};
+use crate::sched::shared::Shared;
 
 /// How long a pass waits for a busy receiver before skipping its files.
 pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
@@ -122,7 +123,7 @@ impl Dispatcher {
         let names: Vec<&str> = self.shared.names.iter().map(String::as_str).collect();
         if self
             .holds
-            .refresh(&self.shared.spool, &names, crate::circuit::now())
+            .refresh(&self.shared.spool, &names, crate::sched::clock::now())
         {
             self.shared.wake.notify_one();
         }
@@ -216,7 +217,7 @@ impl Dispatcher {
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {
-                self.wake_at(crate::circuit::now() + wait);
+                self.wake_at(crate::sched::clock::now() + wait);
                 return Offer::NotYet;
             }
             // Gone since its name was read: another sender's.
@@ -247,7 +248,7 @@ impl Dispatcher {
         let shared = self.shared.clone();
         let snapshot = config.clone();
         let labels = snapshot.router.receivers()[r].endpoint_labels();
-        let (endpoint, probe) = match shared.circuits.admit(r, labels, crate::circuit::now()) {
+        let (endpoint, probe) = match shared.circuits.admit(r, labels, crate::sched::clock::now()) {
             Admit::WaitUntil(at) => {
                 self.wake_at(at);
                 return Offer::NotYet;
@@ -351,8 +352,9 @@ impl Dispatcher {
                     age: Duration::ZERO,
                     now,
                     jitter: 0.0,
+                    latency: Duration::ZERO,
                 };
-                let fate = verdict(
+                let fate = judge(
                     &answer,
                     Default::default(),
                     &self.shared.config().policy,

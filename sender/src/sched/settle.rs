@@ -1,7 +1,7 @@
-//! Acting on a verdict: the one place that moves a file out of `sending/`
+//! Acting on a judgement's fate: the one place that moves a file out of `sending/`
 //! (through `spoolpost_common::spool`), writes its reason record when it
 //! goes to `error/`, and emits the event line saying what happened. A move
-//! that fails is tried again later ([`crate::stranded`]).
+//! that fails is tried again later ([`crate::sched::stranded`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -11,10 +11,10 @@ use spoolpost_common::reason::{ErrorClass, ReasonRecord, truncate_body};
 use spoolpost_common::route::redact_url;
 use spoolpost_common::spool::{Claimed, DELIVERED_DIR};
 
-use crate::http::Sent;
-use crate::shared::Shared;
-use crate::stranded::{self, Entry, Move};
-use crate::verdict::Fate;
+use crate::net::send::Sent;
+use crate::rules::judge::Fate;
+use crate::sched::shared::Shared;
+use crate::sched::stranded::{self, Entry, Move};
 
 /// What is known of the attempt a fate is settled for.
 pub struct Attempted<'a> {
@@ -35,7 +35,7 @@ pub struct Attempted<'a> {
 impl Attempted<'_> {
     fn status(&self) -> Option<u16> {
         match self.sent.map(|s| &s.answer) {
-            Some(crate::outcome::Answer::Status { code, .. }) => Some(*code),
+            Some(crate::rules::outcome::Answer::Status { code, .. }) => Some(*code),
             _ => None,
         }
     }
@@ -93,7 +93,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
 
 /// Makes the move a fate asks for, after `tries` failed tries. Once it
 /// succeeds the event line is written; when it fails the file is stranded
-/// (see [`crate::stranded`]) and tried again later, never left to shutdown.
+/// (see [`crate::sched::stranded`]) and tried again later, never left to shutdown.
 pub fn settle_move(shared: &Shared, claimed: Claimed, to: Move, mut event: Event, tries: u32) {
     let result = match &to {
         Move::Deliver => shared
@@ -157,7 +157,7 @@ fn strand(
         to,
         event,
         tries,
-        due: crate::circuit::now() + wait,
+        due: crate::sched::clock::now() + wait,
         disk_full,
     });
 }
@@ -173,7 +173,7 @@ fn is_marked_delivered(claimed: &Claimed) -> bool {
 /// Tries the moves of the stranded files that are due (every one with
 /// `all`, as at the end of a run).
 pub fn retry_stranded(shared: &Shared, all: bool) {
-    for entry in shared.stranded.take_due(crate::circuit::now(), all) {
+    for entry in shared.stranded.take_due(crate::sched::clock::now(), all) {
         settle_move(shared, entry.claimed, entry.to, entry.event, entry.tries);
     }
 }

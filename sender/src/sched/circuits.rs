@@ -1,37 +1,29 @@
 //! The receivers' circuits as the sender runs them: one [`Breaker`] per
 //! endpoint of each receiver (one endpoint unless it has `urls`), which
-//! endpoint takes a file ([`crate::endpoint`] decides), the probe a
-//! half-open circuit lets through, publishing every state change to the
-//! claim folder's circuit file, and the operators' holds.
+//! endpoint takes a file ([`crate::rules::endpoint`] decides), the probe a
+//! half-open circuit lets through, and publishing every state change to
+//! the claim folder's circuit file.
 //!
 //! A receiver whose every endpoint is open behaves as one open circuit:
 //! its files wait, and the first endpoint whose open period ends takes
 //! the probe.
 //!
-//! The breaker's rules are the pure [`crate::breaker`]; the state type is
+//! The breaker's rules are the pure [`crate::rules::breaker`]; the state type is
 //! `spoolpost_common::circuits::CircuitState`, the one the reporter reads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use spoolpost_common::circuits::{self, Circuit, CircuitState};
 use spoolpost_common::event::rfc3339;
-use spoolpost_common::spool::Spool;
 
-use crate::breaker::{Breaker, BreakerConfig, Decision};
-use crate::endpoint::{self, View};
-use crate::verdict::Signal;
-
-/// The scheduler's clock: tokio's, so tests drive it with paused time
-/// (`tokio::time::pause`); unpaused it is the system's monotonic clock.
-pub fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// How often the holds are read again.
-pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
+use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
+use crate::rules::endpoint::{self, View};
+use crate::rules::judge::CircuitSignal;
+use crate::sched::clock::now;
+use crate::sched::holds::HOLD_REFRESH;
 
 /// What an opened circuit means for the files. Only a receiver with
 /// several endpoints has others to send to: a single URL's files wait
@@ -265,7 +257,7 @@ impl Circuits {
         &self,
         receiver: usize,
         label: &str,
-        signal: Signal,
+        signal: CircuitSignal,
         probe: bool,
         now: Instant,
     ) -> bool {
@@ -280,22 +272,14 @@ impl Circuits {
             e.in_flight = e.in_flight.saturating_sub(1);
             let (breaker, reason) = (&mut e.breaker, &mut e.reason);
             let transition = match signal {
-                Signal::Works => breaker.record_success(now),
-                Signal::Fails { retry_after } => breaker.record_failure(now, retry_after),
-                Signal::Refuses => {
-                    // Every file would get the same answer: open now,
-                    // not after `breaker_failures` more refusals.
-                    let mut opened = None;
-                    while breaker.state() != CircuitState::Open {
-                        opened = breaker.record_failure(now, None);
-                    }
-                    opened
-                }
+                CircuitSignal::Works => breaker.record_success(now),
+                CircuitSignal::Fails { retry_after } => breaker.record_failure(now, retry_after),
+                CircuitSignal::Refuses => breaker.record_refusal(now),
                 // Only the probe's own request gives the probe back: one
                 // that was in flight before the circuit opened, ending on
                 // a local problem, would otherwise let a second probe out
                 // beside the one still waiting for its answer.
-                Signal::Silent => {
+                CircuitSignal::Silent => {
                     if probe {
                         breaker.cancel_probe();
                     }
@@ -303,9 +287,9 @@ impl Circuits {
                 }
             };
             match (signal, breaker.state()) {
-                (Signal::Refuses, CircuitState::Open) => *reason = Some("auth"),
+                (CircuitSignal::Refuses, CircuitState::Open) => *reason = Some("auth"),
                 (_, CircuitState::Closed) => *reason = None,
-                (Signal::Fails { .. }, CircuitState::Open) if transition.is_some() => {
+                (CircuitSignal::Fails { .. }, CircuitState::Open) if transition.is_some() => {
                     *reason = None
                 }
                 _ => {}
@@ -318,7 +302,7 @@ impl Circuits {
         self.publish();
         let name = &self.names[receiver];
         match state {
-            CircuitState::Open if signal == Signal::Refuses => {
+            CircuitState::Open if signal == CircuitSignal::Refuses => {
                 tracing::warn!(receiver = %name, endpoint = %label, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
             }
             CircuitState::Open => {
@@ -420,7 +404,7 @@ impl<'a> Grant<'a> {
         }
     }
 
-    /// The file went: its attempt's verdict answers the grant.
+    /// The file went: its attempt's judgement answers the grant.
     pub fn sent(mut self) {
         self.armed = false;
     }
@@ -434,53 +418,10 @@ impl Drop for Grant<'_> {
     }
 }
 
-/// Which receivers an operator put on hold, read again at most every
-/// [`HOLD_REFRESH`].
-pub struct Holds {
-    held: Vec<bool>,
-    read: Option<Instant>,
-}
-
-impl Holds {
-    pub fn new(receivers: usize) -> Self {
-        Holds {
-            held: vec![false; receivers],
-            read: None,
-        }
-    }
-
-    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
-    /// true when a hold was lifted: its files are waiting in `incoming/`.
-    pub fn refresh(&mut self, spool: &Spool, names: &[&str], now: Instant) -> bool {
-        if self
-            .read
-            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_REFRESH)
-        {
-            return false;
-        }
-        self.read = Some(now);
-        let on_hold = circuits::held(spool);
-        let mut lifted = false;
-        for (i, name) in names.iter().enumerate() {
-            let now_held = on_hold.iter().any(|h| h == name);
-            if self.held[i] && !now_held {
-                tracing::info!(receiver = %name, "hold released");
-                lifted = true;
-            } else if !self.held[i] && now_held {
-                tracing::info!(receiver = %name, "on hold: its files wait");
-            }
-            self.held[i] = now_held;
-        }
-        lifted
-    }
-
-    pub fn is_held(&self, receiver: usize) -> bool {
-        self.held[receiver]
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -505,7 +446,13 @@ mod tests {
     }
 
     fn fail(c: &Circuits, retry_after: Option<Duration>) {
-        c.record(0, "http://h/", Signal::Fails { retry_after }, false, now());
+        c.record(
+            0,
+            "http://h/",
+            CircuitSignal::Fails { retry_after },
+            false,
+            now(),
+        );
     }
 
     async fn wait_out(c: &Circuits) {
@@ -537,7 +484,7 @@ mod tests {
         Grant::new(&c, 0, "http://h/", true).sent();
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // Its answer closes the circuit and asks for a pass at once.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(published.contains("closed"), "{published}");
@@ -554,7 +501,7 @@ mod tests {
         assert_eq!(now() - t0, S(20));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The probe's file was a local problem: nothing learnt, probe free.
-        assert!(!c.record(0, "http://h/", Signal::Silent, true, now()));
+        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A failed probe reopens for the doubled period.
         let t1 = now();
@@ -578,10 +525,10 @@ mod tests {
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // The old request ends on a local problem (its file changed): the
         // probe is still out, and no second one may go beside it.
-        assert!(!c.record(0, "http://h/", Signal::Silent, false, now()));
+        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, false, now()));
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         // The probe's own answer decides.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
     }
 
@@ -589,7 +536,7 @@ mod tests {
     async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
         let dir = tempfile::tempdir().unwrap();
         let c = circuits(dir.path());
-        c.record(0, "http://h/", Signal::Refuses, false, now());
+        c.record(0, "http://h/", CircuitSignal::Refuses, false, now());
         assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
         assert_eq!(c.not_closed(), 1);
         let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
@@ -597,7 +544,7 @@ mod tests {
         wait_out(&c).await;
         assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
         // A rotated secret lets the probe through: closed, reason gone.
-        assert!(c.record(0, "http://h/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
         assert!(!read().contains("auth"), "{}", read());
         assert_eq!(c.not_closed(), 0);
     }
@@ -617,12 +564,12 @@ mod tests {
             dir.path().to_path_buf(),
             now(),
         );
-        let fails = Signal::Fails { retry_after: None };
+        let fails = CircuitSignal::Fails { retry_after: None };
         // Ties are spread: a then b.
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // b has one in flight now: a (none) is picked, twice over.
-        c.record(0, "http://a/", Signal::Works, false, now());
+        c.record(0, "http://a/", CircuitSignal::Works, false, now());
         assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
         c.record(0, "http://a/", fails, false, now());
         // a is open: everything goes to b, and a failover finds no other.
@@ -662,7 +609,7 @@ mod tests {
         // b, open for 5 s, before a, reopened for twice that.
         tokio::time::sleep_until(at.into()).await;
         assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
-        assert!(c.record(0, "http://b/", Signal::Works, true, now()));
+        assert!(c.record(0, "http://b/", CircuitSignal::Works, true, now()));
         assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
         // A reload that drops b and adds d: a keeps its open circuit.
         let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];

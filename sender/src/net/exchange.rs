@@ -2,10 +2,10 @@
 //! clock and the network. [`Exchange`] is that boundary, so the timing of
 //! the scheduler (backoff, Retry-After, probes, holds, grace) can be driven
 //! in unit tests with paused tokio time and scripted answers, while the
-//! spool, claims, verdicts, settling and circuits stay the real ones.
+//! spool, claims, judgements, settling and circuits stay the real ones.
 //!
 //! [`Network`] is the production side: the system clock, and the HTTP
-//! client of the snapshot a job runs under.
+//! clients of the configuration a job runs under.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,19 +13,18 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use crate::file;
-use crate::http::Sent;
-use crate::shared::Snapshot;
+use crate::net::send::{Http, Sent};
+use crate::rules::change::Stat;
 
 /// One request, ready to go: the claimed file already open.
 pub struct Request<'a> {
-    /// The configuration the job runs under; its HTTP clients send.
-    pub config: &'a Snapshot,
+    /// The HTTP clients of the configuration the job runs under.
+    pub http: &'a Http,
     pub receiver: usize,
     pub url: &'a reqwest::Url,
     pub file: File,
     /// What the file was when it was opened, to notice it changing.
-    pub opened: file::Snapshot,
+    pub opened: Stat,
     pub path: &'a Path,
     pub key: &'a str,
     /// The producer's name for the file.
@@ -36,7 +35,7 @@ pub struct Request<'a> {
 pub type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
 
 pub trait Exchange: Send + Sync + 'static {
-    /// The time retry waits, claims and verdicts are reckoned in.
+    /// The time retry waits, claims and judgements are reckoned in.
     fn wall_clock(&self) -> SystemTime;
 
     /// Sends one request and says what came of it.
@@ -54,7 +53,6 @@ impl Exchange for Network {
     fn send<'a>(&'a self, r: Request<'a>) -> Sending<'a> {
         Box::pin(async move {
             let sent = r
-                .config
                 .http
                 .send(
                     r.receiver, r.url, r.file, r.opened, r.path, r.key, r.original,

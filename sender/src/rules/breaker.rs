@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   Closed --N consecutive failures--> Open(until)
+//!   Closed, HalfOpen --credentials refused (401, 407)--> Open(until)
 //!   Open   --until passes, check()--> HalfOpen (one probe let through)
 //!   HalfOpen --probe succeeds--> Closed
 //!   HalfOpen --probe fails-----> Open(longer until)
@@ -166,6 +167,19 @@ impl Breaker {
         Some(self.enter(State::Open, now))
     }
 
+    /// Records an answer refusing our credentials (401, 407): every file
+    /// would meet the same answer, so the circuit opens now, not after
+    /// `failures` more refusals. Counted as failures until it is open, so
+    /// the open period grows as for any other reopening. Returns the new
+    /// state if it changed.
+    pub fn record_refusal(&mut self, now: Instant) -> Option<State> {
+        let mut opened = None;
+        while self.state != State::Open {
+            opened = self.record_failure(now, None);
+        }
+        opened
+    }
+
     fn remember(&mut self, failed: bool) {
         self.recent = (self.recent << 1) | u64::from(failed);
         self.seen = (self.seen + 1).min(RECENT);
@@ -295,6 +309,25 @@ mod tests {
             assert!(failures < 64, "never opened");
         }
         assert!(failures >= 2, "{failures}");
+    }
+
+    #[test]
+    fn a_refused_credential_opens_it_at_once_and_a_probe_closes_it() {
+        let t0 = Instant::now();
+        let mut b = breaker(t0);
+        for _ in 0..10 {
+            b.record_success(t0);
+        }
+        assert_eq!(b.record_refusal(t0), Some(State::Open));
+        assert_eq!(b.check(t0 + S(4)), Decision::WaitUntil(t0 + S(5)));
+        assert_eq!(b.check(t0 + S(5)), Decision::Probe);
+        // The probe is refused too: open again, for longer.
+        assert_eq!(b.record_refusal(t0 + S(5)), Some(State::Open));
+        assert_eq!(b.check(t0 + S(14)), Decision::WaitUntil(t0 + S(15)));
+        // Already open: nothing changes.
+        assert_eq!(b.record_refusal(t0 + S(6)), None);
+        assert_eq!(b.check(t0 + S(15)), Decision::Probe);
+        assert_eq!(b.record_success(t0 + S(15)), Some(State::Closed));
     }
 
     #[test]

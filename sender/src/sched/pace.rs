@@ -1,4 +1,4 @@
-//! The plumbing around [`crate::adaptive`]: one [`Pace`] per receiver holds
+//! The plumbing around [`crate::rules::adaptive`]: one [`Pace`] per receiver holds
 //! its controller and the requests it has in flight, lets the scheduler
 //! take a [`Slot`] only while there is room under the current limit, feeds
 //! each answer back, and remembers the limit and latency baseline in
@@ -16,7 +16,7 @@
 //! in flight and baseline to the reporter in the claim folder
 //! (`spoolpost_common::paces`).
 //!
-//! A receiver's `rate_limit` ([`crate::rate`]) is kept here too: it is the
+//! A receiver's `rate_limit` ([`crate::rules::rate`]) is kept here too: it is the
 //! other half of "may one more request to this receiver start now".
 
 use std::path::PathBuf;
@@ -31,12 +31,12 @@ use spoolpost_common::spool::Spool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::{
+use crate::rules::adaptive::{
     Controller, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
     Snapshot, Ticket,
 };
-use crate::outcome::{Answer, Transport};
-use crate::rate::Bucket;
+use crate::rules::outcome::Answer;
+use crate::rules::rate::Bucket;
 
 /// The folder under the spool root holding one record per receiver.
 pub const PACE_DIR: &str = "pace";
@@ -51,18 +51,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// What one answer says about the receiver's capacity.
 pub fn signal(answer: &Answer, latency: Duration) -> Signal {
-    match answer {
-        Answer::Status {
-            code: 429 | 503, ..
-        } => Signal::Overload,
-        Answer::Status { code, .. } if (200..300).contains(code) => Signal::Good(latency),
-        Answer::Failed(Transport::Connect | Transport::Timeout | Transport::Reset) => {
-            Signal::Overload
-        }
-        // A rejection, a TLS or protocol failure, a file that changed or
-        // could not be read: nothing about how busy the receiver is.
-        _ => Signal::Neutral,
-    }
+    crate::rules::judge::load(answer, latency)
 }
 
 /// The record kept in `pace/RECEIVER.json`.
@@ -102,7 +91,7 @@ impl Record {
             limit: self.limit,
             baseline,
             noise: if self.noise.is_finite() {
-                self.noise.clamp(0.0, crate::adaptive::MAX_NOISE)
+                self.noise.clamp(0.0, crate::rules::adaptive::MAX_NOISE)
             } else {
                 0.0
             },
@@ -186,7 +175,7 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
-            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::circuit::now()))),
+            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::sched::clock::now()))),
         })
     }
 
@@ -200,7 +189,9 @@ impl Pace {
         if !self.adaptive {
             return;
         }
-        self.lock().controller.quiet(phase, crate::circuit::now());
+        self.lock()
+            .controller
+            .quiet(phase, crate::sched::clock::now());
         if phase == Quieting::End {
             self.freed.notify_waiters();
         }
@@ -272,11 +263,11 @@ impl Pace {
             bucket
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take(crate::circuit::now())
+                .take(crate::sched::clock::now())
         };
         match take() {
             Ok(()) => Ok(()),
-            Err(at) if at <= crate::circuit::now() + patience => {
+            Err(at) if at <= crate::sched::clock::now() + patience => {
                 tokio::time::sleep_until(at.into()).await;
                 take()
             }
@@ -294,7 +285,7 @@ impl Pace {
             }
             inner
                 .controller
-                .answered(ticket, signal, crate::circuit::now());
+                .answered(ticket, signal, crate::sched::clock::now());
             let due = inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
             (inner.controller.limit(), due && self.changed(&inner))
         };
@@ -493,7 +484,7 @@ pub struct Slot {
 
 impl Slot {
     /// Runs `request`; if it has not answered within the controller's
-    /// lapse time ([`crate::adaptive::Controller::lapse_after`]) its room
+    /// lapse time ([`crate::rules::adaptive::Controller::lapse_after`]) its room
     /// is freed for another while it goes on to its own timeout, as TCP
     /// stops counting a segment in flight at its retransmission timeout.
     /// One request that never answers then holds no more than its own
@@ -541,7 +532,7 @@ impl Slot {
 
     /// How long after its answer the request keeps its room: a request
     /// turned away as overload keeps it for a served one's time
-    /// ([`crate::adaptive::Controller::hold`]).
+    /// ([`crate::rules::adaptive::Controller::hold`]).
     pub fn hold(&self) -> Duration {
         self.hold
     }
@@ -575,6 +566,7 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::outcome::Transport;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -671,7 +663,7 @@ mod tests {
         assert_eq!(noisy(f64::NAN).fresh(now).unwrap().noise, 0.0);
         assert_eq!(
             noisy(7.0).fresh(now).unwrap().noise,
-            crate::adaptive::MAX_NOISE
+            crate::rules::adaptive::MAX_NOISE
         );
         // A record from before noise was kept reads as none learnt.
         let old: Record = serde_json::from_str(r#"{"limit":9,"written":1000000}"#).unwrap();
@@ -684,7 +676,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let spool = Spool::open(&dir).unwrap();
         let pace = Pace::load(&spool, "r", 64, true, None);
-        assert_eq!(pace.limit(), crate::adaptive::INITIAL);
+        assert_eq!(pace.limit(), crate::rules::adaptive::INITIAL);
         // Grow it by hand: a full window of good answers at the limit.
         for _ in 0..30 {
             let slots: Vec<Slot> = std::iter::from_fn(|| pace.try_take()).collect();
@@ -694,7 +686,7 @@ mod tests {
             }
         }
         let learnt = pace.limit();
-        assert!(learnt > crate::adaptive::INITIAL, "{learnt}");
+        assert!(learnt > crate::rules::adaptive::INITIAL, "{learnt}");
         pace.save();
         assert_eq!(Pace::load(&spool, "r", 64, true, None).limit(), learnt);
         assert_eq!(Pace::load(&spool, "r", 5, true, None).limit(), 5, "bounded");
@@ -708,7 +700,7 @@ mod tests {
         std::fs::write(dir.join(PACE_DIR).join("r.json"), "{\"limit\":").unwrap();
         assert_eq!(
             Pace::load(&spool, "r", 64, true, None).limit(),
-            crate::adaptive::INITIAL
+            crate::rules::adaptive::INITIAL
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,7 +1,8 @@
 //! What an attempt's result means: one pure function from an HTTP answer, a
 //! transport failure or a file that changed under the request to delivered /
 //! rejected / retry / vanished, with the reason and what it says about the
-//! receiver (for its circuit).
+//! receiver (for its circuit). It is the first step of
+//! [`crate::rules::judge`], which the rest of the sender calls.
 //!
 //! The rules:
 //! - 2xx after the whole body was sent: delivered.
@@ -31,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use spoolpost_common::reason::ErrorClass;
 
-use crate::file::Change;
+use crate::rules::change::Change;
 
 /// How an attempt failed without an HTTP answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,15 +88,18 @@ pub struct Early {
     pub size: u64,
 }
 
-/// What an outcome says about the receiver, for its circuit breaker.
+/// What an attempt says about the endpoint, for its circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// It answered as a working receiver does.
-    Answered,
-    /// It failed (an error, or an answer it should not give).
-    Failed,
-    /// The attempt says nothing about it (a local problem).
-    Unknown,
+pub enum CircuitSignal {
+    Works,
+    Fails {
+        retry_after: Option<Duration>,
+    },
+    /// Our credentials are refused: the circuit opens at once, reason
+    /// `auth`, since every other file would meet the same answer.
+    Refuses,
+    /// Nothing (a local problem); a probe it carried is given back.
+    Silent,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +109,7 @@ pub enum Outcome {
     Rejected {
         class: ErrorClass,
         why: String,
-        receiver: Health,
+        receiver: CircuitSignal,
     },
     Retry {
         /// Token for the file name, e.g. `http-503` or `timeout`.
@@ -143,7 +147,7 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
     let rejected = |why: String| Outcome::Rejected {
         class: ErrorClass::Rejected,
         why,
-        receiver: Health::Answered,
+        receiver: CircuitSignal::Works,
     };
     match answer {
         Answer::Failed(transport) => Outcome::Retry {
@@ -159,7 +163,7 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
         Answer::NoRoute => Outcome::Rejected {
             class: ErrorClass::NoRoute,
             why: "no route: no routing rule matches this file name; add a [[routes]] rule and requeue it".into(),
-            receiver: Health::Unknown,
+            receiver: CircuitSignal::Silent,
         },
         Answer::Changed(Change::Removed) => Outcome::Vanished {
             why: Change::Removed.to_string(),
@@ -167,12 +171,12 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
         Answer::Unsendable(why) => Outcome::Rejected {
             class: ErrorClass::Unsendable,
             why: why.clone(),
-            receiver: Health::Unknown,
+            receiver: CircuitSignal::Silent,
         },
         Answer::Changed(change) => Outcome::Rejected {
             class: ErrorClass::Unsendable,
             why: change.to_string(),
-            receiver: Health::Unknown,
+            receiver: CircuitSignal::Silent,
         },
         Answer::Status {
             code,
@@ -184,7 +188,7 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
                 "HTTP {code} came before the whole file was sent (at most {} of {} bytes): the receiver may never have seen it; check that its url takes files, or set accept_early_answer = true if it ignores bodies",
                 early.read, early.size
             ),
-            receiver: Health::Failed,
+            receiver: CircuitSignal::Fails { retry_after: None },
         },
         Answer::Status {
             code, retry_after, ..
@@ -414,7 +418,7 @@ mod tests {
             Outcome::Rejected {
                 class: ErrorClass::EarlyAnswer,
                 why,
-                receiver: Health::Failed,
+                receiver: CircuitSignal::Fails { retry_after: None },
             } => assert!(why.contains("65536 of 1073741824 bytes"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -447,7 +451,7 @@ mod tests {
             changed,
             Outcome::Rejected {
                 class: ErrorClass::Unsendable,
-                receiver: Health::Unknown,
+                receiver: CircuitSignal::Silent,
                 ..
             }
         ));

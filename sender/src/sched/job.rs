@@ -1,6 +1,6 @@
 //! The life of one claimed file: open it, send it, judge what came back
-//! ([`crate::verdict`]), tell the endpoint's circuit, and settle the file
-//! ([`crate::settle`]).
+//! ([`crate::rules::judge`]), tell the endpoint's circuit, and settle the file
+//! ([`crate::sched::settle`]).
 //!
 //! A receiver with several endpoints gets one more chance within the same
 //! attempt: when an endpoint fails in a way another may not (a retryable
@@ -16,13 +16,14 @@ use std::time::Duration;
 use spoolpost_common::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::exchange::Request;
-use crate::file::{self, Change, OpenError};
-use crate::http::Sent;
-use crate::outcome::{Answer, Rules};
-use crate::settle::{Attempted, settle};
-use crate::shared::{Shared, Snapshot};
-use crate::verdict::{Attempt, Fate, Signal, Verdict, verdict};
+use crate::net::exchange::Request;
+use crate::net::file::{self, OpenError};
+use crate::net::send::Sent;
+use crate::rules::change::Change;
+use crate::rules::judge::{Attempt, judge};
+use crate::rules::outcome::{Answer, Rules};
+use crate::sched::settle::{Attempted, settle};
+use crate::sched::shared::{Config, Shared};
 
 /// A file on its way, with the permits that count it as in flight.
 pub struct Job {
@@ -35,10 +36,10 @@ pub struct Job {
     pub probe: bool,
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     /// Its room under the receiver's adaptive limit.
-    pub pace: crate::pace::Slot,
+    pub pace: crate::sched::pace::Slot,
     /// The configuration it was routed under; it keeps it to its end,
     /// whatever a reload meanwhile puts in place.
-    pub config: Arc<Snapshot>,
+    pub config: Arc<Config>,
 }
 
 pub async fn run(shared: Arc<Shared>, job: Job) {
@@ -63,7 +64,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         std::time::UNIX_EPOCH + Duration::from_secs(claimed.name.first_attempt.unwrap_or(0));
     let mut tried = vec![endpoint];
     let mut failed_over = Vec::new();
-    let (sent, verdict, now) = loop {
+    let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
         let sent = pace
             .unless_hung(attempt(
@@ -80,20 +81,21 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             age: now.duration_since(first).unwrap_or(Duration::ZERO),
             now,
             jitter: fastrand::f64(),
+            latency: sent.latency,
         };
-        let verdict = verdict(&sent.answer, rules, &snapshot.policy, at);
+        let judgement = judge(&sent.answer, rules, &snapshot.policy, at);
         // A failover goes only to a closed endpoint: never a probe.
         let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
             receiver,
             &labels[endpoint],
-            verdict.receiver,
+            judgement.circuit,
             carried_probe,
-            crate::circuit::now(),
+            crate::sched::clock::now(),
         ) {
             shared.wake.notify_one();
         }
-        let next = if worth_another_endpoint(&verdict) {
+        let next = if judgement.failover {
             shared.circuits.failover(receiver, labels, &tried)
         } else {
             None
@@ -105,10 +107,10 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
                 failed_over.push(what);
                 tried.push(next);
             }
-            None => break (sent, verdict, now),
+            None => break (sent, judgement, now),
         }
     };
-    let limit = pace.answered(crate::pace::signal(&sent.answer, sent.latency));
+    let limit = pace.answered(judgement.load);
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(receiver),
@@ -119,19 +121,11 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         now,
         limit: Some(limit),
     };
-    settle(&shared, claimed, attempted, verdict.fate);
+    settle(&shared, claimed, attempted, judgement.fate);
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;
     shared.release_slot(receiver, permits);
-}
-
-/// Whether another endpoint may do better than the one that answered: it
-/// failed as a receiver (not the file, not our credentials), and the file
-/// would otherwise wait for a retry or be given up on for its limits.
-fn worth_another_endpoint(verdict: &Verdict) -> bool {
-    matches!(verdict.receiver, Signal::Fails { .. })
-        && matches!(verdict.fate, Fate::Retry { .. } | Fate::Expire { .. })
 }
 
 /// What an endpoint that was failed over answered, for the event line:
@@ -148,7 +142,7 @@ fn failover_note(label: &str, sent: &Sent) -> String {
 /// cannot be opened is an answer of its own, not a request.
 async fn attempt(
     shared: &Shared,
-    config: &Snapshot,
+    config: &Config,
     claimed: &Claimed,
     receiver: usize,
     url: &reqwest::Url,
@@ -157,7 +151,7 @@ async fn attempt(
         Ok((file, snapshot)) => {
             let key = claimed.key().to_string();
             let request = Request {
-                config,
+                http: &config.http,
                 receiver,
                 url,
                 file,

@@ -15,15 +15,15 @@ use spoolpost_common::route::Router;
 use spoolpost_common::spool::{ClaimFolder, Spool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::backoff::RetryPolicy;
-use crate::circuit::Circuits;
-use crate::exchange::Exchange;
-use crate::http::Http;
+use crate::net::exchange::Exchange;
+use crate::net::send::Http;
+use crate::rules::backoff::RetryPolicy;
+use crate::sched::circuits::Circuits;
 
 /// What a reload replaces as one: a job takes the snapshot current when it
 /// is offered and keeps it to its end, so its URL, client, headers,
-/// timeouts and verdict rules all come from one configuration.
-pub struct Snapshot {
+/// timeouts and answer rules all come from one configuration.
+pub struct Config {
     pub router: Arc<Router>,
     pub http: Arc<Http>,
     pub policy: RetryPolicy,
@@ -32,7 +32,7 @@ pub struct Snapshot {
     pub rejudge_before: Option<SystemTime>,
 }
 
-impl Snapshot {
+impl Config {
     /// The longest a waiting retry of `name`, put back after `attempts`
     /// attempts, may still wait under this snapshot's policy.
     pub fn retry_cap(&self, spool: &Spool, name: &OsStr, attempts: u32) -> std::time::Duration {
@@ -61,7 +61,7 @@ pub struct Shared {
     /// Receiver names, fixed for the process: the per-receiver state
     /// (circuits, slots, pace, holds) is indexed by them.
     pub names: Vec<String>,
-    config: RwLock<Arc<Snapshot>>,
+    config: RwLock<Arc<Config>>,
     pub delete_delivered: bool,
     pub events: EventSink,
     pub circuits: Circuits,
@@ -73,7 +73,7 @@ pub struct Shared {
     pub recovered: AtomicBool,
     pub counts: Counts,
     /// Files whose move out of `sending/` failed, to be tried again.
-    pub stranded: crate::stranded::Stranded,
+    pub stranded: crate::sched::stranded::Stranded,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -82,7 +82,7 @@ pub struct Shared {
 pub struct ReceiverSlots {
     pub permits: Arc<Semaphore>,
     /// The receiver's adaptive limit, within `permits`.
-    pub pace: Arc<crate::pace::Pace>,
+    pub pace: Arc<crate::sched::pace::Pace>,
     /// A pass skipped this receiver's files for want of room.
     pub skipped: AtomicBool,
 }
@@ -96,7 +96,7 @@ pub struct Counts {
     /// file stayed in `incoming/`, which a `--once` run must say (75).
     pub refused_disk_full: AtomicU64,
     /// Files moved to error/ for want of a route, for the summarised
-    /// warning (see [`crate::settle::worth_a_warning`]).
+    /// warning (see [`crate::sched::settle::worth_a_warning`]).
     pub no_route: AtomicU64,
 }
 
@@ -105,7 +105,7 @@ impl Shared {
     pub fn new(
         spool: Spool,
         claims: ClaimFolder,
-        snapshot: Snapshot,
+        snapshot: Config,
         delete_delivered: bool,
         events: EventSink,
         circuits: Circuits,
@@ -135,7 +135,7 @@ impl Shared {
     }
 
     /// The configuration work that starts now runs under.
-    pub fn config(&self) -> Arc<Snapshot> {
+    pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,7 +144,7 @@ impl Shared {
 
     /// Puts `snapshot` in place for work that starts from now on; jobs in
     /// flight keep the one they hold. Its receivers must be `names`.
-    pub fn swap(&self, snapshot: Snapshot) {
+    pub fn swap(&self, snapshot: Config) {
         debug_assert!(
             snapshot
                 .router
@@ -156,7 +156,7 @@ impl Shared {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
-    /// The wall clock retry waits, claims and verdicts are reckoned in.
+    /// The wall clock retry waits, claims and judgements are reckoned in.
     pub fn wall_clock(&self) -> SystemTime {
         self.exchange.wall_clock()
     }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use spoolpost_common::config::{HttpVersion, ReceiverConfig, TlsVersion};
 use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
 
-use crate::headers::RECHECK;
-use crate::http::error_text;
+use crate::net::headers::RECHECK;
+use crate::net::transport::error_text;
 
 /// A receiver's client, kept current with its certificate files.
 pub struct Client {

@@ -1,6 +1,6 @@
 //! Which of a receiver's endpoints (`urls`) takes the next request: a pure
 //! rule over each endpoint's circuit state and requests in flight, kept
-//! apart from [`crate::circuit`], which holds that state and acts on it.
+//! apart from [`crate::sched::circuits`], which holds that state and acts on it.
 //!
 //! Least-in-flight, not round robin: an endpoint that answers slowly (or
 //! hangs until the timeout) keeps its requests longer, so it is given fewer

@@ -1,0 +1,251 @@
+//! Sending one file: the request for it (the receiver's headers, the
+//! `Idempotency-Key` and `X-Filename`, a timeout that grows with the
+//! file), its body ([`crate::net::body`]), and turning what came back into
+//! an [`Answer`] for the rules. An answer that comes before the body
+//! reached its end is marked early ([`Early`]).
+//!
+//! Each receiver's client and settings come from [`crate::net::target`];
+//! a failed request's error is classified by [`crate::net::transport`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderName, HeaderValue};
+use spoolpost_common::proxy::EnvProxies;
+use spoolpost_common::route::Receiver;
+
+use crate::net::body::{Local, Progress, make_body};
+use crate::net::target::{Target, env_proxies};
+use crate::net::transport::{classify_error, error_text, proxy_refused_credentials};
+use crate::rules::change::Stat;
+use crate::rules::outcome::{Answer, Early, Transport};
+
+/// Bytes of an error answer's body kept for the reason record.
+const KEEP_BODY: usize = spoolpost_common::reason::MAX_BODY + 1;
+/// `timeout` covers a request of up to this many bytes per second beyond
+/// its fixed part, so a large file is not cut off for being large.
+const MIN_RATE: u64 = 1024 * 1024;
+
+/// The headers every request carries besides the receiver's own.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_FILENAME: HeaderName = HeaderName::from_static("x-filename");
+
+pub struct Http {
+    targets: Vec<Target>,
+}
+
+/// The result of sending one file.
+#[derive(Debug)]
+pub struct Sent {
+    pub answer: Answer,
+    /// The start of the answer body (non-2xx only).
+    pub body: Vec<u8>,
+    pub error: Option<String>,
+    pub bytes_read: u64,
+    pub bytes_sent: u64,
+    pub latency: Duration,
+}
+
+impl Http {
+    /// Builds the clients. Receivers that share TLS roots and connect
+    /// timeout share one client and its connection pool.
+    pub fn new(receivers: &[Receiver]) -> Result<Http, String> {
+        let env = env_proxies()?;
+        let mut clients = HashMap::new();
+        let mut targets = Vec::new();
+        for r in receivers {
+            if r.config.insecure_skip_verify {
+                tracing::warn!(
+                    receiver = %r.name,
+                    "{}",
+                    spoolpost_common::preflight::insecure_warning(&r.name)
+                );
+            }
+            targets.push(Target::new(r, receivers, &env, &mut clients)?);
+        }
+        Ok(Http { targets })
+    }
+
+    /// Every refusal [`Http::new`] would make, not only the first, for
+    /// `--check`: made by the very steps start-up takes (the proxy
+    /// environment, then each receiver's client and headers), so `--check`
+    /// cannot pass what start-up refuses. Nothing connects.
+    /// Each refusal names its receiver, `None` for the proxy environment.
+    pub fn refusals(receivers: &[Receiver]) -> Vec<(Option<&str>, String)> {
+        let mut refused = Vec::new();
+        let env = env_proxies().unwrap_or_else(|e| {
+            refused.push((None, e));
+            EnvProxies::default()
+        });
+        let mut clients = HashMap::new();
+        for r in receivers {
+            if let Err(e) = Target::new(r, receivers, &env, &mut clients) {
+                refused.push((Some(r.name.as_str()), e));
+            }
+        }
+        refused
+    }
+
+    /// Sends one file, open as `file` and claimed as `claimed` at `path`,
+    /// to receiver `receiver` at `url`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        receiver: usize,
+        url: &reqwest::Url,
+        file: File,
+        claimed: Stat,
+        path: &Path,
+        key: &str,
+        original: &[u8],
+    ) -> Sent {
+        let target = &self.targets[receiver];
+        let started = Instant::now();
+        let size = claimed.len;
+        let progress = Arc::new(Progress::default());
+        let body = match make_body(file, claimed, path, target.encoding, &progress) {
+            Ok(body) => body,
+            Err(local) => {
+                let (answer, error) = match local {
+                    Local::Read(text) => (Answer::LocalRead, text),
+                    Local::Changed(change) => (Answer::Changed(change), change.to_string()),
+                };
+                return Sent {
+                    answer,
+                    body: Vec::new(),
+                    error: Some(error),
+                    bytes_read: progress.read.load(Ordering::Relaxed),
+                    bytes_sent: 0,
+                    latency: started.elapsed(),
+                };
+            }
+        };
+        let filename = crate::net::headers::x_filename(original);
+        let mut url = url.clone();
+        if let Some(name) = &target.server_name {
+            // Checked at start: a DNS name, so the URL takes it.
+            let _ = url.set_host(Some(name));
+        }
+        let now = Instant::now();
+        let client = target.client.current(now);
+        // The builder moves credentials in the URL into a sensitive
+        // Authorization header (and out of the URL, where hyper's pool and
+        // logs would show them); the rest is set on the request itself,
+        // which costs less than the builder copying headers one by one and
+        // parsing the names of ours on every request.
+        let result = match client.request(target.method.clone(), url).build() {
+            Ok(mut request) => {
+                let headers = request.headers_mut();
+                let configured = target.headers.current(now);
+                if headers.is_empty() {
+                    *headers = (*configured).clone();
+                } else {
+                    // As the builder's `headers`: a configured header
+                    // replaces one the URL gave.
+                    for name in configured.keys() {
+                        headers.remove(name);
+                    }
+                    for (name, value) in configured.iter() {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+                headers.insert(
+                    IDEMPOTENCY_KEY,
+                    HeaderValue::from_str(key).expect("a key is hex digits"),
+                );
+                headers.insert(
+                    X_FILENAME,
+                    HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
+                );
+                *request.timeout_mut() =
+                    Some(target.timeout + Duration::from_secs(size / MIN_RATE));
+                *request.body_mut() = Some(body);
+                client.execute(request).await
+            }
+            Err(e) => Err(e),
+        };
+        let local = progress.local.lock().unwrap().take();
+        let (answer, body, error) = match (local, result) {
+            // Whatever the receiver said, it did not get the claimed file.
+            (Some(Local::Changed(change)), _) => (
+                Answer::Changed(change),
+                Vec::new(),
+                Some(change.to_string()),
+            ),
+            (Some(Local::Read(text)), Err(_)) => (Answer::LocalRead, Vec::new(), Some(text)),
+            (_, Ok(response)) => {
+                let code = response.status().as_u16();
+                if matches!(code, 401 | 407) {
+                    target.headers.mark_stale();
+                }
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                let early = (!progress.whole.load(Ordering::Acquire)).then(|| Early {
+                    read: progress.read.load(Ordering::Relaxed),
+                    size,
+                });
+                let delivered = (200..300).contains(&code) && early.is_none();
+                let body = read_answer_body(response, delivered).await;
+                let answer = Answer::Status {
+                    code,
+                    retry_after,
+                    early,
+                };
+                (answer, body, None)
+            }
+            // A proxy that refused our credentials for a tunnel answers
+            // 407 before any receiver is reached; reqwest reports it as a
+            // failed connect, but it is our credentials that are wrong.
+            (_, Err(e)) if proxy_refused_credentials(&e) => (
+                Answer::Status {
+                    code: 407,
+                    retry_after: None,
+                    early: None,
+                },
+                Vec::new(),
+                Some(format!(
+                    "the proxy refused our credentials (407): {}",
+                    error_text(e)
+                )),
+            ),
+            (_, Err(e)) => {
+                let transport = classify_error(&e);
+                if transport == Transport::Tls {
+                    target.client.mark_stale();
+                }
+                (Answer::Failed(transport), Vec::new(), Some(error_text(e)))
+            }
+        };
+        Sent {
+            answer,
+            body,
+            error,
+            bytes_read: progress.read.load(Ordering::Relaxed),
+            bytes_sent: progress.sent.load(Ordering::Relaxed),
+            latency: started.elapsed(),
+        }
+    }
+}
+
+/// Reads the answer body: all of it for a 2xx (so the connection can be
+/// reused), a bounded start of it otherwise (for the reason record).
+async fn read_answer_body(mut response: reqwest::Response, success: bool) -> Vec<u8> {
+    let mut kept = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if !success && kept.len() < KEEP_BODY {
+            let room = KEEP_BODY - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        if !success && kept.len() >= KEEP_BODY {
+            break;
+        }
+    }
+    kept
+}

@@ -1,0 +1,56 @@
+//! The operators' holds (`reporter hold RECEIVER`): which receivers' files
+//! wait in `incoming/` whatever their circuits say, read again from the
+//! spool at most every [`HOLD_REFRESH`].
+
+use std::time::{Duration, Instant};
+
+use spoolpost_common::circuits;
+use spoolpost_common::spool::Spool;
+
+/// How often the holds are read again.
+pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
+
+/// Which receivers an operator put on hold, read again at most every
+/// [`HOLD_REFRESH`].
+pub struct Holds {
+    held: Vec<bool>,
+    read: Option<Instant>,
+}
+
+impl Holds {
+    pub fn new(receivers: usize) -> Self {
+        Holds {
+            held: vec![false; receivers],
+            read: None,
+        }
+    }
+
+    /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
+    /// true when a hold was lifted: its files are waiting in `incoming/`.
+    pub fn refresh(&mut self, spool: &Spool, names: &[&str], now: Instant) -> bool {
+        if self
+            .read
+            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_REFRESH)
+        {
+            return false;
+        }
+        self.read = Some(now);
+        let on_hold = circuits::held(spool);
+        let mut lifted = false;
+        for (i, name) in names.iter().enumerate() {
+            let now_held = on_hold.iter().any(|h| h == name);
+            if self.held[i] && !now_held {
+                tracing::info!(receiver = %name, "hold released");
+                lifted = true;
+            } else if !self.held[i] && now_held {
+                tracing::info!(receiver = %name, "on hold: its files wait");
+            }
+            self.held[i] = now_held;
+        }
+        lifted
+    }
+
+    pub fn is_held(&self, receiver: usize) -> bool {
+        self.held[receiver]
+    }
+}
