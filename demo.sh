@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # The first build compiles about 200 crates with whole-program optimisation:
-# about two minutes on two cores, and target/ grows to about 3 GB. Cargo's
-# progress bar shows it is working; later runs take seconds.
-echo "== building (release; the first build takes about two minutes, later ones seconds)"
+# 11 to 29 minutes on two shared cores (README, "Quick start"), and it
+# leaves 0.4 GB in target/. Cargo's progress bar shows it is working;
+# later runs take seconds.
+echo "== building (release; the first build takes many minutes, later ones seconds)"
 cargo build --release --bins
 bin=target/release
 

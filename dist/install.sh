@@ -72,6 +72,10 @@ if [ "$system" = yes ]; then
     else
         put 0640 "$here/spoolpost.toml" "$sysconfdir/spoolpost.toml"
     fi
+    # The sender unit's EnvironmentFile= (its secrets): never overwritten.
+    if [ ! -e "$dest$sysconfdir/default/spoolpost" ]; then
+        put 0600 "$here/dist/default/spoolpost" "$sysconfdir/default/spoolpost"
+    fi
 fi
 
 cat <<NEXT

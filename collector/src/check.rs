@@ -37,11 +37,22 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             report.config(at(i, e));
         } else if let Err(e) = Source::new(source.clone()) {
             report.config(at(i, e));
-        } else if !path.is_dir() {
+        } else if !path.is_dir() && plan.once {
             report.config(at(
                 i,
                 format!(
                     "source {} does not exist or is not a folder",
+                    path.display()
+                ),
+            ));
+        } else if !path.is_dir() {
+            // The daemon keeps looking for it, as a source an application
+            // makes later: the unit's --check must not stop a start that
+            // the daemon itself would make (issue 29.3).
+            report.warn(at(
+                i,
+                format!(
+                    "source {} does not exist yet; the collector will keep looking for it (a --once run refuses it)",
                     path.display()
                 ),
             ));

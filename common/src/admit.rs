@@ -280,10 +280,11 @@ impl Admitter {
         original: &OsStr,
     ) -> Result<Admitted, AdmitError> {
         let result = self.copy_claimed(from, original);
-        if from != source && matches!(result, Err(AdmitError::Changed | AdmitError::Io(_))) {
-            if let Err(e) = rename_noreplace(from, source) {
-                tracing::warn!(file = %from.display(), error = %e, "cannot put a claimed file back; it is retried from its claim folder");
-            }
+        if from != source
+            && matches!(result, Err(AdmitError::Changed | AdmitError::Io(_)))
+            && let Err(e) = rename_noreplace(from, source)
+        {
+            tracing::warn!(file = %from.display(), error = %e, "cannot put a claimed file back; it is retried from its claim folder");
         }
         result
     }

@@ -310,20 +310,18 @@ impl Checker<'_> {
                 format!("urls lists {} twice (credentials and query aside)", dup.1),
             ));
         }
-        if r.compression.is_some() || r.compression_level.is_some() {
-            if let Some(old) = ["gzip", "gzip_level"].into_iter().find(|k| written(k)) {
-                let new = if r.compression.is_some() {
-                    "compression"
-                } else {
-                    "compression_level"
-                };
-                return Err(fail(
-                    old,
-                    format!(
-                        "has both {old} and {new}: write compression and compression_level only"
-                    ),
-                ));
-            }
+        if (r.compression.is_some() || r.compression_level.is_some())
+            && let Some(old) = ["gzip", "gzip_level"].into_iter().find(|k| written(k))
+        {
+            let new = if r.compression.is_some() {
+                "compression"
+            } else {
+                "compression_level"
+            };
+            return Err(fail(
+                old,
+                format!("has both {old} and {new}: write compression and compression_level only"),
+            ));
         }
         let level = r.compression_level;
         match (r.compression, level) {

@@ -205,15 +205,21 @@ impl Place<'_> {
             ),
             ListState::Sending | ListState::Error => None,
         };
-        let reason = match state {
-            ListState::Error => ReasonRecord::read(&dir.join(reason_name(name))).map(|r| r.message),
-            _ => parsed.last_reason.clone(),
+        // A file in error/ keeps the attempts of its name from before its
+        // last try; its record counts that try too, as the sender's event
+        // did (`"attempt":1` for a file refused at once, issue 29.6).
+        let (reason, attempts) = match state {
+            ListState::Error => match ReasonRecord::read(&dir.join(reason_name(name))) {
+                Some(r) => (Some(r.message), r.attempts.max(parsed.attempts)),
+                None => (None, parsed.attempts),
+            },
+            _ => (parsed.last_reason.clone(), parsed.attempts),
         };
         Some(Row {
             name: parsed.original.as_bytes().to_vec(),
             receiver: receiver.to_string(),
             state,
-            attempts: parsed.attempts,
+            attempts,
             first_seen: parsed
                 .first_attempt
                 .map_or(ctime, |t| UNIX_EPOCH + Duration::from_secs(t)),

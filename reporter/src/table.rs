@@ -43,20 +43,24 @@ fn bucket_label(bound: Option<u64>) -> String {
     }
 }
 
-/// Lays out rows in columns; the first row is the header.
+/// Lays out rows in columns; the first row is the header. Widths are what
+/// the terminal shows: colour codes take no column (issue 29.2), so a red
+/// `open` keeps its row in line.
 fn table(out: &mut String, rows: Vec<Vec<String>>) {
+    let width = |cell: &str| console::measure_text_width(cell);
     let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .map(|c| rows.iter().map(|r| width(&r[c])).max().unwrap_or(0))
         .collect();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
             .map(|(c, cell)| {
+                let pad = " ".repeat(widths[c] - width(cell));
                 if c == 0 {
-                    format!("{cell:<w$}", w = widths[c])
+                    format!("{cell}{pad}")
                 } else {
-                    format!("{cell:>w$}", w = widths[c])
+                    format!("{pad}{cell}")
                 }
             })
             .collect();
@@ -71,13 +75,72 @@ enum Paint {
 }
 
 pub fn to_table(r: &Report, colour: bool) -> String {
-    to_screen(r, colour, "")
+    to_screen(r, colour, "", "", None)
 }
 
-/// The table with `trends` (the live screen's sparklines) right under the
-/// heading: a screen taller than the terminal loses its bottom, and the
-/// trends are what a person watching wants first.
-pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
+/// One part of the table: its lines (a blank line and a heading first) and
+/// how much a person watching wants it, 0 most.
+struct Section {
+    name: &'static str,
+    rank: u8,
+    text: String,
+}
+
+/// The table, with `notice` (a reload's outcome) under the heading and
+/// `trends` (the live screen's sparklines) among the sections. With `rows`
+/// (a terminal that tall) the sections that fit are shown, the most useful
+/// first (receivers, trends, errors, states, outcomes, pace, backlog age,
+/// rates), in their usual order, and the last line names those left out
+/// (issue 29.2): the bottom of a screen is never cut mid-table.
+pub fn to_screen(
+    r: &Report,
+    colour: bool,
+    notice: &str,
+    trends: &str,
+    rows: Option<usize>,
+) -> String {
+    let mut out = format!("spool {}  at {}\n{notice}", r.spool, r.time);
+    let mut sections = sections(r, colour, trends);
+    let lines = |t: &str| t.lines().count();
+    let total = |sections: &[Section]| sections.iter().map(|s| lines(&s.text)).sum::<usize>();
+    let mut shown = vec![true; sections.len()];
+    if let Some(rows) = rows.filter(|&rows| lines(&out) + total(&sections) > rows) {
+        // Short of rows, the blank lines between sections go first: the
+        // headings in capitals still part them.
+        for s in &mut sections {
+            if let Some(text) = s.text.strip_prefix('\n') {
+                s.text = text.to_string();
+            }
+        }
+        if lines(&out) + total(&sections) > rows {
+            // One row for the line naming what is left out.
+            let mut room = rows.saturating_sub(lines(&out) + 1);
+            let mut order: Vec<usize> = (0..sections.len()).collect();
+            order.sort_by_key(|&i| sections[i].rank);
+            for i in order {
+                let n = lines(&sections[i].text);
+                shown[i] = n <= room;
+                if shown[i] {
+                    room -= n;
+                }
+            }
+        }
+    }
+    let mut hidden = vec![];
+    for (s, shown) in sections.iter().zip(shown) {
+        if shown {
+            out.push_str(&s.text);
+        } else {
+            hidden.push(s.name);
+        }
+    }
+    if !hidden.is_empty() {
+        let _ = writeln!(out, "hidden for want of rows: {}", hidden.join(", "));
+    }
+    out
+}
+
+fn sections(r: &Report, colour: bool, trends: &str) -> Vec<Section> {
     let paint = |text: String, paint: Paint| {
         let styled = console::style(text).force_styling(colour);
         match paint {
@@ -86,9 +149,15 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
         }
         .to_string()
     };
+    let mut sections = vec![];
+    if !trends.is_empty() {
+        sections.push(Section {
+            name: "TRENDS",
+            rank: 1,
+            text: trends.to_string(),
+        });
+    }
     let mut out = String::new();
-    let _ = writeln!(out, "spool {}  at {}", r.spool, r.time);
-    out.push_str(trends);
     let _ = writeln!(out, "\nSTATES");
     let mut rows = vec![vec![
         "state".into(),
@@ -118,6 +187,7 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
         );
         let _ = writeln!(out, "{}", paint(line, Paint::Red));
     }
+    close(&mut sections, &mut out, "STATES", 3);
 
     let _ = writeln!(out, "\nRECEIVERS");
     let mut rows = vec![
@@ -193,31 +263,13 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
             );
         }
     }
+    close(&mut sections, &mut out, "RECEIVERS", 0);
 
     pace(&mut out, r);
+    close(&mut sections, &mut out, "PACE", 5);
 
-    // One row per age bucket and a column per receiver: fifteen buckets
-    // side by side do not fit 80 columns, a few receivers do.
-    let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
-    let mut header = vec!["age".to_string()];
-    header.extend(r.receivers.keys().cloned());
-    let mut rows = vec![header];
-    let mut total = vec!["total".to_string()];
-    total.extend(
-        r.receivers
-            .values()
-            .map(|rec| rec.spool.backlog.files.to_string()),
-    );
-    rows.push(total);
-    for (i, bound) in r.age_buckets.iter().enumerate() {
-        let mut row = vec![bucket_label(*bound)];
-        row.extend(r.receivers.values().map(|rec| match rec.spool.ages.get(i) {
-            Some(n) if *n > 0 => n.to_string(),
-            _ => ".".into(),
-        }));
-        rows.push(row);
-    }
-    table(&mut out, rows);
+    backlog_age(&mut out, r);
+    close(&mut sections, &mut out, "BACKLOG AGE", 6);
 
     if !r.errors.is_empty() {
         let _ = writeln!(out, "\nERRORS");
@@ -236,6 +288,7 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
         }
         table(&mut out, rows);
     }
+    close(&mut sections, &mut out, "ERRORS", 2);
 
     if let Some(ev) = &r.events {
         let _ = writeln!(out, "\nRATES (from {} event lines)", ev.lines);
@@ -259,6 +312,7 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
             ]);
         }
         table(&mut out, rows);
+        close(&mut sections, &mut out, "RATES", 7);
         let _ = writeln!(out, "\nOUTCOMES AND LATENCY (ms)");
         let ms = |p: &Percentiles| {
             let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
@@ -298,8 +352,56 @@ pub fn to_screen(r: &Report, colour: bool, trends: &str) -> String {
         }
         table(&mut out, rows);
         table(&mut out, latency);
+        close(&mut sections, &mut out, "OUTCOMES AND LATENCY", 4);
     }
-    out
+    sections
+}
+
+/// Ends the section written so far into `out`; nothing written, no section.
+fn close(sections: &mut Vec<Section>, out: &mut String, name: &'static str, rank: u8) {
+    if !out.is_empty() {
+        sections.push(Section {
+            name,
+            rank,
+            text: std::mem::take(out),
+        });
+    }
+}
+
+/// One row per age bucket that holds a file and a column per receiver:
+/// fifteen buckets side by side do not fit 80 columns, a few receivers do.
+/// Empty buckets are left out, and the whole table when nothing waits.
+fn backlog_age(out: &mut String, r: &Report) {
+    if r.receivers.values().all(|rec| rec.spool.backlog.files == 0) {
+        let _ = writeln!(out, "\nBACKLOG AGE: nothing waits");
+        return;
+    }
+    let _ = writeln!(out, "\nBACKLOG AGE (files no older than)");
+    let mut header = vec!["age".to_string()];
+    header.extend(r.receivers.keys().cloned());
+    let mut rows = vec![header];
+    let mut total = vec!["total".to_string()];
+    total.extend(
+        r.receivers
+            .values()
+            .map(|rec| rec.spool.backlog.files.to_string()),
+    );
+    rows.push(total);
+    for (i, bound) in r.age_buckets.iter().enumerate() {
+        if r.receivers
+            .values()
+            .all(|rec| rec.spool.ages.get(i).is_none_or(|n| *n == 0))
+        {
+            continue;
+        }
+        let mut row = vec![bucket_label(*bound)];
+        row.extend(r.receivers.values().map(|rec| match rec.spool.ages.get(i) {
+            Some(n) if *n > 0 => n.to_string(),
+            _ => ".".into(),
+        }));
+        rows.push(row);
+    }
+    table(out, rows);
 }
 
 /// Each receiver's adaptive limit, in flight and latency baseline as the
@@ -370,6 +472,62 @@ mod tests {
         r.receivers.entry("orders".into()).or_default().held = true;
         assert!(!to_table(&r, false).contains('\x1b'));
         assert!(to_table(&r, true).contains('\x1b'));
+    }
+
+    #[test]
+    fn colour_codes_take_no_column() {
+        let mut r = crate::report::tests::sample();
+        r.receivers.insert("billing".into(), Default::default());
+        let plain = to_table(&r, false);
+        let coloured = console::strip_ansi_codes(&to_table(&r, true)).into_owned();
+        assert_eq!(plain, coloured);
+    }
+
+    #[test]
+    fn a_short_screen_shows_the_most_useful_sections_whole_and_names_the_rest() {
+        let mut r = crate::report::tests::sample();
+        r.errors.push(crate::report::ErrorCount {
+            receiver: "orders".into(),
+            class: "rejected".into(),
+            status: Some(422),
+            files: 3,
+        });
+        let all = to_screen(&r, false, "", "", None);
+        assert_eq!(to_screen(&r, false, "", "", Some(100)), all);
+        let short = to_screen(&r, false, "", "", Some(16));
+        assert!(short.lines().count() <= 16, "{short}");
+        assert!(
+            short.contains("RECEIVERS") && short.contains("ERRORS"),
+            "{short}"
+        );
+        let last = short.lines().last().unwrap();
+        assert!(last.starts_with("hidden for want of rows: "), "{short}");
+        for name in ["STATES", "PACE", "BACKLOG AGE"] {
+            assert_eq!(
+                short.contains(&format!("\n{name}")),
+                !last.contains(name),
+                "{short}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_age_table_shows_only_buckets_that_hold_files() {
+        let mut r = crate::report::tests::sample();
+        r.age_buckets = vec![Some(10), Some(20), Some(40), None];
+        let text = to_table(&r, false);
+        assert!(text.contains("BACKLOG AGE: nothing waits"), "{text}");
+        let rec = r.receivers.get_mut("orders").unwrap();
+        rec.spool.backlog.files = 2;
+        rec.spool.ages[1] = 2;
+        let text = to_table(&r, false);
+        let age: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("BACKLOG AGE"))
+            .skip(2)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(age, ["  total       2", "  20s         2"], "{text}");
     }
 
     #[test]

@@ -79,16 +79,19 @@ pub fn frame(text: &str, rows: usize, cols: usize) -> Vec<String> {
 
 /// Draws a frame over the previous one: row by row from the top, clearing
 /// each, then everything below, so nothing flickers and nothing scrolls.
-fn draw(term: &console::Term, text: &str) -> std::io::Result<()> {
-    let (rows, cols) = term.size();
-    let lines = frame(text, rows.into(), cols.into());
+fn draw(term: &console::Term, text: &str, rows: usize, cols: usize) -> std::io::Result<()> {
+    let lines = frame(text, rows, cols);
     for (i, line) in lines.iter().enumerate() {
         term.move_cursor_to(0, i)?;
         term.clear_line()?;
         term.write_str(line)?;
     }
-    term.move_cursor_to(0, lines.len())?;
-    term.clear_to_end_of_screen()?;
+    // Below a frame as tall as the screen there is nothing to clear, and
+    // the cursor cannot go there: it would stay on the last line and clear it.
+    if lines.len() < rows {
+        term.move_cursor_to(0, lines.len())?;
+        term.clear_to_end_of_screen()?;
+    }
     term.flush()
 }
 
@@ -168,19 +171,21 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         )?;
         let shown = match &screen {
             Some(term) => {
+                let (rows, cols) = term.size();
+                let (rows, cols) = (usize::from(rows), usize::from(cols));
                 let text = match args.format {
                     Format::Table => {
-                        let top = if args.events.is_empty() {
-                            notice.clone()
+                        let trends = if args.events.is_empty() {
+                            String::new()
                         } else {
-                            format!("{notice}{}", trends.render())
+                            trends.render()
                         };
-                        table::to_screen(&report, look.colour, &top)
+                        table::to_screen(&report, look.colour, &notice, &trends, Some(rows))
                     }
                     _ => format!("{notice}{}", run::render(args.format, &report, look.colour)),
                 };
                 // A terminal that went away ends the watch, as a closed pipe does.
-                draw(term, &text).is_ok()
+                draw(term, &text, rows, cols).is_ok()
             }
             None => run::emit(args, &report, look.colour)?,
         };

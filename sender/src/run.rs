@@ -189,8 +189,12 @@ pub async fn run(
     if returned > 0 {
         tracing::info!(files = returned, "returned unsent claims to incoming/");
     }
+    // Named for what they count (issue 29.6): `files=` here was the claims
+    // made, one per attempt and none for an unrouted file, beside a
+    // summary that counts files by outcome.
     tracing::info!(
-        files = shared.counts.started.load(Ordering::Relaxed),
+        attempts = shared.counts.started.load(Ordering::Relaxed),
+        no_route = shared.counts.no_route.load(Ordering::Relaxed),
         lost_races = shared.counts.lost.load(Ordering::Relaxed),
         "sender stopped"
     );

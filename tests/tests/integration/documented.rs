@@ -59,7 +59,7 @@ fn words(line: &str) -> Vec<String> {
 }
 
 /// The spoolpost commands in a shell snippet: lines joined at a trailing
-/// `\`, split at `|`, `&&`, `||` and `;`, leading `VAR=value` words and
+/// `\`, split at `|`, `&&`, `||`, `;` and `&`, leading `VAR=value` words and
 /// `sudo` dropped, a path before the program's name ignored.
 fn commands(snippet: &str) -> Vec<Vec<String>> {
     let joined = snippet.replace("\\\n", " ");
@@ -68,7 +68,7 @@ fn commands(snippet: &str) -> Vec<Vec<String>> {
         let mut current: Vec<String> = Vec::new();
         let mut segments = Vec::new();
         for w in words(line) {
-            if ["|", "&&", "||", ";"].contains(&w.as_str()) {
+            if ["|", "&&", "||", ";", "&"].contains(&w.as_str()) {
                 segments.push(std::mem::take(&mut current));
             } else {
                 current.push(w);

@@ -132,7 +132,7 @@ fn check_refuses_a_missing_or_certificate_less_ca_file() {
 }
 
 #[test]
-fn check_refuses_a_source_inside_the_spool_and_a_missing_source() {
+fn check_refuses_a_source_inside_the_spool_and_a_one_shot_run_s_missing_source() {
     let spool = TestSpool::new();
     let (code, _, err) = check(
         collector(&spool)
@@ -145,10 +145,20 @@ fn check_refuses_a_source_inside_the_spool_and_a_missing_source() {
         &spool,
         "[[collector.sources]]\npath = \"/nonexistent/drop\"\n",
     );
-    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg).arg("--once"));
     assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("spoolpost.toml:2:") && err.contains("/nonexistent/drop"),
+        "{err}"
+    );
+    // The daemon keeps looking for a missing source: its check warns, at
+    // the same line, and passes, so a unit can start (issue 29.3).
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: ")
+            && err.contains("spoolpost.toml:2:")
+            && err.contains("/nonexistent/drop"),
         "{err}"
     );
 }
@@ -945,18 +955,33 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
         spool.side("t").join("nosuch1"),
         spool.side("t").join("nosuch2"),
     );
-    let (code, _, err) = check(
-        Command::new(spoolpost_tests::harness::bin("collector"))
-            .arg("--spool")
+    let collector = |once: bool| {
+        let mut cmd = Command::new(spoolpost_tests::harness::bin("collector"));
+        cmd.arg("--spool")
             .arg(&typo)
             .arg("--source")
             .arg(&one)
             .arg("--source")
-            .arg(&two),
-    );
-    assert_eq!(code, 78, "{err}");
-    for what in [path_str(&one), path_str(&two), path_str(&typo)] {
-        assert!(err.contains(what), "{what:?} is not among:\n{err}");
+            .arg(&two);
+        if once {
+            cmd.arg("--once");
+        }
+        check(&mut cmd)
+    };
+    // A one-shot run refuses missing sources (78); the daemon keeps looking
+    // for them (issue 29.3), so its check names them as warnings and only
+    // the mistyped spool fails it (74).
+    for (once, code_wanted) in [(true, 78), (false, 74)] {
+        let (code, _, err) = collector(once);
+        assert_eq!(code, code_wanted, "--once {once}: {err}");
+        for what in [path_str(&one), path_str(&two), path_str(&typo)] {
+            assert!(err.contains(what), "{what:?} is not among:\n{err}");
+        }
+        assert_eq!(
+            err.matches("warning: source").count(),
+            if once { 0 } else { 2 },
+            "{err}"
+        );
     }
     assert!(!typo.exists(), "--check must create nothing");
 }

@@ -340,3 +340,77 @@ fn list_does_not_hang_on_a_fifo_posing_as_a_reason_record() {
     assert_eq!(rows.len(), 1);
     assert!(rows[0]["reason"].is_null());
 }
+
+/// Issue 29.6: `reporter list` counts a file's attempts as the sender's
+/// events do. A file refused at its first try was `"attempt":1` in the
+/// event and 0 in the list, since its name in error/ still counts only the
+/// tries before its last; the reason record counts that one too.
+#[test]
+fn issue_29_6_list_counts_attempts_as_the_events_do() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    receiver.answer_path("/bad", Reply::status(422));
+    receiver.script("/retry", [Reply::status(503), Reply::status(400)]);
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\n\
+             [receivers.bad]\nurl = {:?}\n[receivers.retry]\nurl = {:?}\n\
+             [[routes]]\nglob = \"a*\"\nreceiver = \"bad\"\n\
+             [[routes]]\nglob = \"*\"\nreceiver = \"retry\"\n",
+            receiver.url("/bad"),
+            receiver.url("/retry"),
+        ),
+    );
+    spool.put("a.json", b"1");
+    spool.put("b.json", b"2");
+    let events = spool.side("log").join("events.jsonl");
+    let done = eventually(LIMIT, || {
+        let mut send = sender(&spool);
+        send.arg("--config")
+            .arg(&cfg)
+            .args(["--once", "--events"])
+            .arg(&events);
+        run(&mut send, LIMIT).assert_success();
+        spool.count(State::Error) == 2
+    });
+    assert!(done, "{:?}", spool.census());
+    let text = std::fs::read_to_string(&events).unwrap();
+    let rejected: Vec<(String, u64)> = json_lines(&text)
+        .into_iter()
+        .filter(|e| e["event"] == "rejected")
+        .map(|e| {
+            (
+                e["file"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let out = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["list", "--state", "error", "--format", "json"]),
+        LIMIT,
+    );
+    out.assert_success();
+    let mut listed: Vec<(String, u64)> = json_lines(&out.stdout)
+        .into_iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut from_events = rejected.clone();
+    from_events.sort();
+    assert_eq!(
+        listed,
+        vec![("a.json".to_string(), 1), ("b.json".to_string(), 2)],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(listed, from_events, "{text}");
+}

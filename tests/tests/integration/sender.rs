@@ -783,17 +783,71 @@ fn four_senders_on_one_spool_deliver_each_file_exactly_once() {
 
 /// The `lost_races` a sender's last log line reports.
 fn lost_races(stderr: &str) -> u64 {
+    stopped_field(stderr, "lost_races")
+}
+
+/// A number the sender's last log line ("sender stopped") reports.
+fn stopped_field(stderr: &str, field: &str) -> u64 {
     let line = stderr
         .lines()
         .rfind(|l| l.contains("sender stopped"))
         .unwrap_or_else(|| panic!("no 'sender stopped' line in {stderr}"));
     let (_, rest) = line
-        .split_once("lost_races=")
-        .unwrap_or_else(|| panic!("no lost_races in {line}"));
+        .split_once(&format!(" {field}="))
+        .unwrap_or_else(|| panic!("no {field} in {line}"));
     rest.split(|c: char| !c.is_ascii_digit())
         .next()
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("lost_races is not a number in {line}"))
+        .unwrap_or_else(|| panic!("{field} is not a number in {line}"))
+}
+
+/// Issue 29.6: the log said `files=412` where the summary said 408 files:
+/// it counted claims, one per attempt and none for an unrouted file. The
+/// last log line now names them `attempts` (as many as the events' attempts)
+/// and `no_route`.
+#[test]
+fn issue_29_6_the_last_log_line_counts_attempts_and_unrouted_files_by_name() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    receiver.script("/in", [Reply::status(503)]);
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\n\
+             [receivers.r]\nurl = {:?}\n[[routes]]\nglob = \"*.log\"\nreceiver = \"r\"\n",
+            receiver.url("/in")
+        ),
+    );
+    for i in 0..4 {
+        spool.put(format!("f{i}.log"), b"x\n");
+    }
+    spool.put("stray.txt", b"x\n");
+    let mut attempts = 0;
+    let mut no_route = 0;
+    let mut events = 0;
+    let done = eventually(MINUTE, || {
+        let out = run(
+            sender(&spool).arg("--config").arg(&cfg).arg("--once"),
+            MINUTE,
+        );
+        out.assert_success();
+        attempts += stopped_field(&out.stderr, "attempts");
+        no_route += stopped_field(&out.stderr, "no_route");
+        // Each attempt ends in one event that numbers it; the unrouted
+        // file's event names no receiver (and says attempt 1, though no
+        // request went out).
+        events += out
+            .events()
+            .iter()
+            .filter(|e| e.attempt > 0 && e.receiver.is_some())
+            .count() as u64;
+        spool.count(State::Done) == 4
+    });
+    assert!(done, "{:?}", spool.census());
+    // Four files, one of them tried twice; the stray one never tried.
+    assert_eq!((attempts, no_route), (5, 1));
+    assert_eq!(attempts, events);
 }
 
 #[test]

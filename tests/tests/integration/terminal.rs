@@ -1,7 +1,7 @@
 //! A person at a terminal (issue 19): the real binaries run in a real
 //! pseudo-terminal (a private tmux server) and the test reads the screen.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ impl Screen {
 
     /// [`Screen::run`] on a terminal `rows` tall.
     fn run_sized(line: &str, rows: usize) -> Screen {
+        Screen::run_at(line, WIDTH, rows)
+    }
+
+    /// [`Screen::run`] on a `cols` x `rows` terminal.
+    fn run_at(line: &str, cols: usize, rows: usize) -> Screen {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tmux.sock");
         let script = format!("{line}; echo \"[exit $?]\"; exec cat");
@@ -36,7 +41,7 @@ impl Screen {
             .arg("-S")
             .arg(&socket)
             .args(["-f", "/dev/null", "new-session", "-d", "-x"])
-            .arg(WIDTH.to_string())
+            .arg(cols.to_string())
             .arg("-y")
             .arg(rows.to_string())
             .args(["sh", "-c", &script])
@@ -54,6 +59,17 @@ impl Screen {
             .arg("-S")
             .arg(&self.socket)
             .args(["capture-pane", "-p", "-J", "-S", "-", "-E", "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the terminal shows now, its history left out.
+    fn visible(&self) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["capture-pane", "-p"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -476,4 +492,120 @@ fn issue_29_5_the_senders_hint_for_rejected_files_works_as_written() {
         "{hint}: {}",
         out.stdout
     );
+}
+
+/// A spool with something in every section: two receivers, one held (a
+/// coloured cell), rejected files, a file waiting, event lines.
+fn busy_spool() -> (TestSpool, Receiver, PathBuf, PathBuf) {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    receiver.answer(Reply::ok());
+    receiver.answer_path("/audit", Reply::status(422));
+    let cfg = config(
+        &spool,
+        &format!(
+            "[receivers.orders]\nurl = {:?}\n[receivers.audit]\nurl = {:?}\n\
+             [[routes]]\nglob = \"audit-*\"\nreceiver = \"audit\"\n\
+             [[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
+            receiver.url("/in"),
+            receiver.url("/audit"),
+        ),
+    );
+    for i in 0..4 {
+        spool.put(format!("o{i}.log"), b"x\n");
+        spool.put(format!("audit-{i}.log"), b"x\n");
+    }
+    let events = spool.side("log").join("events.jsonl");
+    let mut send = sender(&spool);
+    send.arg("--config")
+        .arg(&cfg)
+        .args(["--once", "--events"])
+        .arg(&events);
+    run(&mut send, LIMIT).assert_success();
+    run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["hold", "orders"]),
+        LIMIT,
+    )
+    .assert_success();
+    spool.put("waiting.log", b"late\n");
+    (spool, receiver, cfg, events)
+}
+
+/// The live view on a real `cols` x `rows` terminal, once it has drawn.
+fn watch_at(spool: &TestSpool, cfg: &Path, events: &Path, cols: usize, rows: usize) -> String {
+    let mut watch = reporter(spool);
+    watch
+        .arg("--config")
+        .arg(cfg)
+        .arg("--events")
+        .arg(events)
+        .args(["--watch", "1"]);
+    let screen = Screen::run_at(&format!("{} 2>/dev/null", shell(&watch)), cols, rows);
+    let mut text = String::new();
+    let drawn = eventually(LIMIT, || {
+        text = screen.visible();
+        text.contains("  orders ") && text.contains("HELD")
+    });
+    assert!(drawn, "no frame:\n{text}");
+    // A second frame: the first may still be half drawn.
+    std::thread::sleep(Duration::from_millis(1500));
+    screen.visible()
+}
+
+/// Issue 29.2: the live view fits the terminal. On 80x24 the receivers,
+/// the trends and the errors show whole and the last row names the
+/// sections left out; on 120x40 everything shows. A coloured cell (a red
+/// `open`, a yellow `HELD`) keeps its column in line.
+#[test]
+fn issue_29_2_the_live_view_fits_80x24_and_120x40() {
+    let (spool, _receiver, cfg, events) = busy_spool();
+
+    let small = watch_at(&spool, &cfg, &events, 80, 24);
+    let lines: Vec<&str> = small.lines().collect();
+    assert!(lines.len() <= 24, "{small}");
+    assert!(lines.iter().all(|l| l.chars().count() <= 80), "{small}");
+    for section in ["TRENDS", "RECEIVERS", "ERRORS"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(section)),
+            "{section}:\n{small}"
+        );
+    }
+    assert!(!small.contains("more lines"), "a section was cut:\n{small}");
+    let last = lines.iter().rev().find(|l| !l.is_empty()).unwrap();
+    assert!(last.starts_with("hidden for want of rows: "), "{small}");
+    assert!(last.contains("RATES"), "{small}");
+
+    // The held receiver's yellow cell lines up with its heading.
+    let header = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("receiver ") && l.ends_with("held"))
+        .unwrap_or_else(|| panic!("{small}"));
+    let held = lines
+        .iter()
+        .find(|l| l.ends_with("HELD"))
+        .unwrap_or_else(|| panic!("{small}"));
+    assert_eq!(header.chars().count(), held.chars().count(), "{small}");
+
+    let large = watch_at(&spool, &cfg, &events, 120, 40);
+    let lines: Vec<&str> = large.lines().collect();
+    assert!(lines.len() <= 40, "{large}");
+    for section in [
+        "TRENDS",
+        "STATES",
+        "RECEIVERS",
+        "BACKLOG AGE",
+        "ERRORS",
+        "RATES",
+        "OUTCOMES AND LATENCY",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(section)),
+            "{section}:\n{large}"
+        );
+    }
+    assert!(!large.contains("hidden for want of rows"), "{large}");
+    assert!(!large.contains("more lines"), "{large}");
 }
