@@ -447,7 +447,12 @@ impl Collector {
         }
         if self.gate.limits.min_free.is_some() {
             level.free = nix::sys::statvfs::statvfs(self.spool.root())
-                .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+                // fsblkcnt_t is u32 on macOS (found by .ci/platforms).
+                .map(|s| {
+                    #[allow(clippy::unnecessary_cast)]
+                    let blocks = s.blocks_available() as u64;
+                    blocks.saturating_mul(s.fragment_size())
+                })
                 .unwrap_or(u64::MAX);
         }
         level

@@ -98,8 +98,16 @@ fn is_unsupported(e: &io::Error) -> bool {
 #[cfg(target_os = "linux")]
 fn native_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (from, to) = (c_path(from)?, c_path(to)?);
+    Errno::result(renameat2_noreplace(&from, &to))
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// glibc (2.28+) wraps `renameat2`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
     // SAFETY: both paths are NUL-terminated and live across the call.
-    let rc = unsafe {
+    unsafe {
         nix::libc::renameat2(
             nix::libc::AT_FDCWD,
             from.as_ptr(),
@@ -107,8 +115,35 @@ fn native_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             to.as_ptr(),
             nix::libc::RENAME_NOREPLACE,
         )
+    }
+}
+
+/// musl's `libc.a` (the static builds) has no `renameat2`: the same call
+/// made as a system call, with the same result and errno.
+#[cfg(all(target_os = "linux", not(target_env = "gnu")))]
+fn renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
+    raw_renameat2_noreplace(from, to)
+}
+
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE)` as a raw
+/// system call. Built for glibc's tests too, so that every build runs it.
+#[cfg(all(target_os = "linux", any(test, not(target_env = "gnu"))))]
+fn raw_renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
+    use nix::libc::c_long;
+    // SAFETY: both paths are NUL-terminated and live across the call; every
+    // argument is passed at the width of a register, as the kernel reads it.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            nix::libc::AT_FDCWD as c_long,
+            from.as_ptr(),
+            nix::libc::AT_FDCWD as c_long,
+            to.as_ptr(),
+            nix::libc::RENAME_NOREPLACE as c_long,
+        )
     };
-    Errno::result(rc).map(drop).map_err(io::Error::from)
+    // 0 or -1 (errno set): both fit.
+    rc as nix::libc::c_int
 }
 
 #[cfg(target_os = "macos")]
@@ -266,6 +301,25 @@ pub fn is_disk_full(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The system call musl's builds make: moves, refuses to overwrite with
+    /// `EEXIST`, and reports a vanished source as `ENOENT`, as glibc's
+    /// wrapper does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_raw_renameat2_behaves_as_the_wrapper() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = |name: &str| c_path(&dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join("a"), "A").unwrap();
+        std::fs::write(dir.path().join("b"), "B").unwrap();
+        let refused = raw_renameat2_noreplace(&c("a"), &c("b"));
+        assert_eq!((refused, Errno::last()), (-1, Errno::EEXIST));
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"B");
+        assert_eq!(raw_renameat2_noreplace(&c("a"), &c("c")), 0);
+        assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), b"A");
+        let gone = raw_renameat2_noreplace(&c("a"), &c("d"));
+        assert_eq!((gone, Errno::last()), (-1, Errno::ENOENT));
+    }
 
     #[test]
     fn refuses_to_overwrite_and_keeps_both_files() {

@@ -483,6 +483,31 @@ mod tests {
         assert_eq!(key.to_string(), "a9708f483b0306c9c8a2e1a0");
     }
 
+    /// The bytes hashed, spelled out: each number little-endian whatever
+    /// the host's order. Run on big-endian POWER under qemu in CI
+    /// (docs/platforms.md), where a native-order encoding would differ.
+    #[test]
+    fn a_source_key_hashes_little_endian_bytes_on_every_host() {
+        let mut preimage = b"spoolpost-source-key-v1\0".to_vec();
+        preimage.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]); // dev
+        preimage.extend_from_slice(&[0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]); // ino
+        preimage.extend_from_slice(&[0, 4, 0, 0, 0, 0, 0, 0]); // size 1024
+        // mtime_ns 1_700_000_000_123_456_789 = 0x1797_9cfe_3d85_cd15, as 16 bytes.
+        preimage.extend_from_slice(&[0x15, 0xcd, 0x85, 0x3d, 0xfe, 0x9c, 0x97, 0x17]);
+        preimage.extend_from_slice(&[0; 8]);
+        preimage.extend_from_slice(b"orders-1.json");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &preimage);
+        let key = Key::of_source(
+            0x0102_0304_0506_0708,
+            0x1112_1314_1516_1718,
+            1024,
+            1_700_000_000_123_456_789,
+            OsStr::new("orders-1.json"),
+        );
+        assert_eq!(key.0, digest.as_ref()[..12]);
+        assert_eq!(key.to_string(), "a9708f483b0306c9c8a2e1a0");
+    }
+
     #[test]
     fn retry_waits_are_capped_and_a_clock_set_back_makes_the_file_due() {
         let s = Duration::from_secs;

@@ -56,6 +56,23 @@ pub fn status_line(text: &str) -> String {
         .collect()
 }
 
+/// An abstract socket address (`@name`): Linux's alone.
+#[cfg(target_os = "linux")]
+fn abstract_addr(name: &[u8]) -> std::io::Result<SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    SocketAddr::from_abstract_name(name)
+}
+
+/// Elsewhere (found by the FreeBSD type-check: `std::os::linux` is not
+/// there) an abstract name cannot be reached: the notifier is inert.
+#[cfg(not(target_os = "linux"))]
+fn abstract_addr(_name: &[u8]) -> std::io::Result<SocketAddr> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "abstract socket names exist only on Linux",
+    ))
+}
+
 /// The connection to the service manager; inert when there is none.
 #[derive(Debug, Default)]
 pub struct Notifier {
@@ -70,10 +87,7 @@ impl Notifier {
         };
         let addr = match &target {
             Target::Path(p) => SocketAddr::from_pathname(p),
-            Target::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                SocketAddr::from_abstract_name(name)
-            }
+            Target::Abstract(name) => abstract_addr(name),
         };
         match (UnixDatagram::unbound(), addr) {
             (Ok(socket), Ok(addr)) => Notifier {

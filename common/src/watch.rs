@@ -93,6 +93,8 @@ impl Watcher {
         self.watch(dir, folder, created)
     }
 
+    // `created` matters to inotify only (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
     fn watch(&mut self, dir: &Path, folder: usize, created: bool) -> io::Result<()> {
         match &mut self.backend {
             #[cfg(target_os = "linux")]

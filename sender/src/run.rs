@@ -497,7 +497,8 @@ pub(crate) async fn schedule(
 fn raise_open_file_limit(concurrency: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     // Two per request, and room for the spool's folders, logs and pool.
-    let want = (concurrency as u64).saturating_mul(2).saturating_add(256);
+    // rlim_t is u64 on Linux, i64 on FreeBSD (found by .ci/platforms).
+    let want = (concurrency as u64).saturating_mul(2).saturating_add(256) as nix::libc::rlim_t;
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };

@@ -14,10 +14,15 @@ use spoolpost_common::event::Event;
 use spoolpost_common::spool::{State, is_reason_name};
 
 /// The path of a workspace binary, built (once per test process) with the
-/// same profile as the tests.
+/// same profile as the tests; or, with `SPOOLPOST_BIN_DIR` set, the one in
+/// that folder, not built (to run the tests or the benchmark against
+/// another build, such as the static one: docs/platforms.md).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SPOOLPOST_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--workspace", "--bins", "--quiet"]);
         // cargo sets these for the test process. Build scripts that watch
@@ -192,6 +197,28 @@ impl Finished {
     }
 }
 
+/// A command running the workspace binary `name`, through the runner
+/// prefix in `SPOOLPOST_TEST_RUNNER` if that is set (words split at
+/// whitespace), as cargo runs the test binary itself through a target's
+/// `runner`: e.g. `qemu-ppc64-static -L /usr/powerpc64-linux-gnu` to run a
+/// big-endian POWER build under emulation (docs/platforms.md).
+pub fn command(name: &str) -> Command {
+    let runner = std::env::var("SPOOLPOST_TEST_RUNNER").unwrap_or_default();
+    with_runner(&runner, bin(name))
+}
+
+fn with_runner(runner: &str, program: PathBuf) -> Command {
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        None => Command::new(program),
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(program);
+            cmd
+        }
+    }
+}
+
 /// Starts a command with stdout and stderr captured to files (pipes could
 /// fill up and block a long run).
 pub fn spawn(cmd: &mut Command) -> Running {
@@ -308,7 +335,7 @@ pub const PROXY_VARS: [&str; 8] = [
 
 /// `sender` with `--spool` set, quiet logs and no proxy variables.
 pub fn sender(spool: &TestSpool) -> Command {
-    let mut cmd = Command::new(bin("sender"));
+    let mut cmd = command("sender");
     cmd.arg("--spool").arg(&spool.root);
     for var in PROXY_VARS {
         cmd.env_remove(var);
@@ -318,14 +345,14 @@ pub fn sender(spool: &TestSpool) -> Command {
 
 /// `collector` with `--spool` set.
 pub fn collector(spool: &TestSpool) -> Command {
-    let mut cmd = Command::new(bin("collector"));
+    let mut cmd = command("collector");
     cmd.arg("--spool").arg(&spool.root);
     cmd
 }
 
 /// `reporter` with `--spool` set.
 pub fn reporter(spool: &TestSpool) -> Command {
-    let mut cmd = Command::new(bin("reporter"));
+    let mut cmd = command("reporter");
     cmd.arg("--spool").arg(&spool.root);
     cmd
 }
@@ -373,4 +400,27 @@ pub fn percent_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_prefix_goes_before_the_program_and_its_arguments() {
+        let plain = with_runner("  ", PathBuf::from("/t/sender"));
+        assert_eq!(plain.get_program(), "/t/sender");
+        assert_eq!(plain.get_args().count(), 0);
+        let mut emulated = with_runner(
+            "qemu-ppc64-static -L /usr/powerpc64-linux-gnu",
+            PathBuf::from("/t/sender"),
+        );
+        emulated.arg("--once");
+        assert_eq!(emulated.get_program(), "qemu-ppc64-static");
+        let args: Vec<_> = emulated.get_args().collect();
+        assert_eq!(
+            args,
+            ["-L", "/usr/powerpc64-linux-gnu", "/t/sender", "--once"]
+        );
+    }
 }

@@ -1602,7 +1602,7 @@ mod tests {
                         Quieting::End => {
                             let at = (now / first + 1) * first;
                             let every = QUIET_EVERY.as_micros() as u64;
-                            let kind = if at % every == 0 {
+                            let kind = if at.is_multiple_of(every) {
                                 Quieting::Start
                             } else {
                                 Quieting::Early

@@ -42,7 +42,7 @@ fn implementation(spool: &TestSpool) -> Command {
             cmd.args(words);
             cmd
         }
-        _ => Command::new(bin("sender")),
+        _ => command("sender"),
     };
     cmd.arg("--spool").arg(&spool.root);
     cmd

@@ -19,7 +19,7 @@ fn dist() -> PathBuf {
 }
 
 fn generate(program: &str, what: &str) -> String {
-    let done = run(Command::new(bin(program)).args(["--generate", what]), LIMIT);
+    let done = run(command(program).args(["--generate", what]), LIMIT);
     done.assert_success();
     assert!(
         !done.stdout.is_empty(),
@@ -81,10 +81,7 @@ fn each_bash_completion_is_valid_bash() {
 #[test]
 fn an_unknown_generate_value_is_exit_2_with_the_list() {
     for program in PROGRAMS {
-        let done = run(
-            Command::new(bin(program)).args(["--generate", "html"]),
-            LIMIT,
-        );
+        let done = run(command(program).args(["--generate", "html"]), LIMIT);
         assert_eq!(done.status.code(), Some(2), "{program}");
         assert!(
             done.stderr
@@ -204,7 +201,7 @@ fn the_example_configuration_passes_every_check() {
     let file = config(&spool, &text);
     for program in PROGRAMS {
         let done = run(
-            Command::new(bin(program))
+            command(program)
                 .arg("--check")
                 .arg("--config")
                 .arg(&file)
@@ -433,7 +430,7 @@ fn issue_29_3_the_units_start_on_a_fresh_install_with_the_shipped_files() {
             .unwrap();
         let mut words = pre.split_whitespace();
         let program = words.next().unwrap();
-        let mut cmd = Command::new(bin(program));
+        let mut cmd = command(program);
         for word in words {
             if word == "/etc/spoolpost.toml" {
                 cmd.arg(&file);

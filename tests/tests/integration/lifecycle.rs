@@ -40,7 +40,7 @@ fn check_passes_a_good_setup_with_plain_flags_and_creates_nothing() {
     assert!(out.contains("ok:"), "{out}");
     let fresh = spool.side("not-yet").join("spool");
     let (code, _, err) = check(
-        Command::new(spoolpost_tests::harness::bin("collector"))
+        spoolpost_tests::harness::command("collector")
             .arg("--spool")
             .arg(&fresh)
             .arg("--create-spool")
@@ -935,7 +935,7 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
     );
     let typo = spool.side("t").join("spooool");
     let (code, _, err) = check(
-        Command::new(spoolpost_tests::harness::bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--spool")
             .arg(&typo)
             .arg("--config")
@@ -956,7 +956,7 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
         spool.side("t").join("nosuch2"),
     );
     let collector = |once: bool| {
-        let mut cmd = Command::new(spoolpost_tests::harness::bin("collector"));
+        let mut cmd = spoolpost_tests::harness::command("collector");
         cmd.arg("--spool")
             .arg(&typo)
             .arg("--source")

@@ -287,7 +287,7 @@ fn check_passes_a_readable_spool_and_names_what_is_wrong() {
 
     let missing = spool.side("nowhere").join("spool");
     let (c, _, err) = code(
-        Command::new(spoolpost_tests::harness::bin("reporter"))
+        spoolpost_tests::harness::command("reporter")
             .arg("--spool")
             .arg(&missing)
             .arg("--check"),

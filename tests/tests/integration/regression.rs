@@ -27,7 +27,7 @@ fn reporter_13_11_a_mistyped_spool_is_exit_74_and_is_not_created() {
     ];
     for args in commands {
         let out = run(
-            std::process::Command::new(bin("reporter"))
+            spoolpost_tests::harness::command("reporter")
                 .arg("--spool")
                 .arg(&typo)
                 .args(args),
@@ -350,11 +350,11 @@ fn issue_29_4_a_mistyped_spool_is_exit_74_for_sender_and_collector_and_is_not_cr
     let typo = dir.path().join("spooool");
     let source = dir.path().join("source");
     std::fs::create_dir(&source).unwrap();
-    let mut send = std::process::Command::new(bin("sender"));
+    let mut send = spoolpost_tests::harness::command("sender");
     send.arg("--spool")
         .arg(&typo)
         .args(["--url", "http://127.0.0.1:9/in", "--once"]);
-    let mut collect = std::process::Command::new(bin("collector"));
+    let mut collect = spoolpost_tests::harness::command("collector");
     collect
         .arg("--spool")
         .arg(&typo)
@@ -378,7 +378,7 @@ fn issue_29_4_create_spool_makes_a_new_spool_from_the_flag_or_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let out = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--spool")
             .arg(&a)
             .args(["--url", "http://127.0.0.1:9/in", "--once", "--create-spool"]),
@@ -395,7 +395,7 @@ fn issue_29_4_create_spool_makes_a_new_spool_from_the_flag_or_the_config() {
     let source = dir.path().join("source");
     std::fs::create_dir(&source).unwrap();
     let out = run(
-        std::process::Command::new(bin("collector"))
+        spoolpost_tests::harness::command("collector")
             .arg("--config")
             .arg(&cfg)
             .arg("--source")

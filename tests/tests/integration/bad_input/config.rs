@@ -23,7 +23,7 @@ fn refused_at(text: &str, line: usize, words: &str) {
     std::fs::write(&cfg, text).unwrap();
     let spool = dir.path().join("spool");
     let out = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--spool")
             .arg(&spool)
             .arg("--config")
@@ -228,7 +228,7 @@ fn the_collector_and_reporter_refuse_the_same_way() {
     std::fs::write(&cfg, format!("{OK}[collector]\nrescan_interval = \"0s\"\n")).unwrap();
     let spool = dir.path().join("spool");
     for program in ["collector", "reporter"] {
-        let mut cmd = std::process::Command::new(bin(program));
+        let mut cmd = spoolpost_tests::harness::command(program);
         cmd.arg("--spool").arg(&spool).arg("--config").arg(&cfg);
         if program == "collector" {
             cmd.arg("--once");
@@ -288,7 +288,7 @@ fn issue_11_a_client_certificate_needs_its_key_and_the_key_must_be_its() {
     let cfg = dir.path().join("spoolpost.toml");
     std::fs::write(&cfg, &text).unwrap();
     let check = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--check")
             .arg("--spool")
             .arg(dir.path().join("spool"))
@@ -316,7 +316,7 @@ fn issue_11_check_reports_a_mismatched_key_and_warns_of_insecure_receivers() {
     let cfg = dir.path().join("spoolpost.toml");
     std::fs::write(&cfg, &text).unwrap();
     let check = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--check")
             .arg("--spool")
             .arg(dir.path().join("spool"))
@@ -372,7 +372,7 @@ fn issue_11_a_proxy_that_cannot_work_is_refused_without_showing_its_password() {
     let cfg = dir.path().join("spoolpost.toml");
     std::fs::write(&cfg, OK).unwrap();
     let out = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--spool")
             .arg(dir.path().join("spool"))
             .arg("--create-spool")
@@ -394,7 +394,7 @@ fn check_refuses_at(text: &str, line: usize, words: &str) {
     let cfg = dir.path().join("spoolpost.toml");
     std::fs::write(&cfg, text).unwrap();
     let out = run(
-        std::process::Command::new(bin("sender"))
+        spoolpost_tests::harness::command("sender")
             .arg("--spool")
             .arg(dir.path().join("spool"))
             .arg("--config")

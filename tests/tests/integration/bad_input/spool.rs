@@ -113,11 +113,10 @@ fn a_full_disk_does_not_stop_the_sender_which_only_renames() {
     }
     fill_blocks(&fs.path);
     let out = run(
-        Command::new(bin("sender")).arg("--spool").arg(&root).args([
-            "--once",
-            "--url",
-            &rx.url("/"),
-        ]),
+        command("sender")
+            .arg("--spool")
+            .arg(&root)
+            .args(["--once", "--url", &rx.url("/")]),
         LIMIT,
     );
     out.assert_success();
@@ -134,7 +133,7 @@ fn regression_13_a_full_disk_is_exit_75_for_a_one_shot_collector_and_loses_nothi
     std::fs::write(source.path().join("big.json"), vec![b'x'; 200_000]).unwrap();
     fill_blocks(&fs.path);
     let out = run(
-        Command::new(bin("collector"))
+        command("collector")
             .arg("--spool")
             .arg(&root)
             .arg("--source")
@@ -163,7 +162,7 @@ fn a_full_disk_pauses_a_long_running_collector_which_resumes_when_there_is_room(
         "collector-{}.log",
         source.path().file_name().unwrap().to_string_lossy()
     ));
-    let mut daemon = Command::new(bin("collector"))
+    let mut daemon = command("collector")
         .arg("--spool")
         .arg(&root)
         .arg("--source")
@@ -206,7 +205,7 @@ fn regression_13_no_inodes_left_is_exit_75_and_loses_nothing() {
     std::fs::write(source.path().join("b.json"), b"b").unwrap();
     fill_inodes(&fs.path);
     let out = run(
-        Command::new(bin("sender")).arg("--spool").arg(&root).args([
+        command("sender").arg("--spool").arg(&root).args([
             "--once",
             "--url",
             "http://127.0.0.1:9/",
@@ -220,7 +219,7 @@ fn regression_13_no_inodes_left_is_exit_75_and_loses_nothing() {
         out.stderr
     );
     let out = run(
-        Command::new(bin("collector"))
+        command("collector")
             .arg("--spool")
             .arg(&root)
             .arg("--source")
@@ -435,11 +434,10 @@ fn issue_27_10_a_once_run_that_left_files_for_a_full_disk_exits_75() {
     }
     fill_blocks(&fs.path);
     let out = run(
-        Command::new(bin("sender")).arg("--spool").arg(&root).args([
-            "--once",
-            "--url",
-            &rx.url("/"),
-        ]),
+        command("sender")
+            .arg("--spool")
+            .arg(&root)
+            .args(["--once", "--url", &rx.url("/")]),
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(75), "{}", out.stderr);
@@ -452,11 +450,10 @@ fn issue_27_10_a_once_run_that_left_files_for_a_full_disk_exits_75() {
     // With room again the next run finishes the job.
     std::fs::remove_file(fs.path.join("filler")).unwrap();
     let out = run(
-        Command::new(bin("sender")).arg("--spool").arg(&root).args([
-            "--once",
-            "--url",
-            &rx.url("/"),
-        ]),
+        command("sender")
+            .arg("--spool")
+            .arg(&root)
+            .args(["--once", "--url", &rx.url("/")]),
         LIMIT,
     );
     out.assert_success();
@@ -478,7 +475,7 @@ fn issue_27_2_a_daemon_moves_files_it_could_not_move_once_space_returns() {
     }
     fill_blocks(&fs.path);
     let daemon = spawn(
-        Command::new(bin("sender"))
+        command("sender")
             .arg("--spool")
             .arg(&root)
             .args(["--url", &rx.url("/")]),
@@ -510,7 +507,7 @@ fn issue_27_2_a_daemon_moves_files_it_could_not_move_once_space_returns() {
         .count();
     assert_eq!(drafts, 0, "drafts of reason records left behind");
     let report = run(
-        Command::new(bin("reporter"))
+        command("reporter")
             .arg("--spool")
             .arg(&root)
             .args(["--fail-if", "backlog_files < 10"]),
@@ -664,11 +661,10 @@ fn issue_27_10_a_once_run_that_could_not_claim_for_a_full_disk_exits_75() {
     put(&root, &long);
     fill_blocks(&fs.path);
     let out = run(
-        Command::new(bin("sender")).arg("--spool").arg(&root).args([
-            "--once",
-            "--url",
-            &rx.url("/"),
-        ]),
+        command("sender")
+            .arg("--spool")
+            .arg(&root)
+            .args(["--once", "--url", &rx.url("/")]),
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(75), "{}", out.stderr);

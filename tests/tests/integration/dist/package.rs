@@ -94,15 +94,77 @@ fn sha256sums_covers_the_three_artifacts_and_matches() {
         .current_dir(&dir));
 }
 
-/// The tarball is named for the version and the host target.
+/// The target dist/package builds by default: this processor, with musl.
+fn static_target() -> String {
+    let host = ok(Command::new("rustc").arg("-vV"));
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap();
+    format!("{}-unknown-linux-musl", host.split('-').next().unwrap())
+}
+
+/// The tarball is named for the version and the static target.
 #[test]
 fn the_tarball_is_named_for_version_and_target() {
     let Some(dir) = packages() else { return };
-    let host = ok(Command::new("rustc").arg("-vV"));
-    let target = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap();
+    let target = static_target();
     assert!(
         dir.join(format!("spoolpost-{VERSION}-{target}.tar.gz"))
-            .is_file()
+            .is_file(),
+        "no spoolpost-{VERSION}-{target}.tar.gz in {}",
+        dir.display()
+    );
+}
+
+/// The programs in the tarball, the .deb and the .rpm are static: they
+/// load no shared library, so they run whatever the host's libc (and
+/// however old: docs/platforms.md). The .deb then depends on no libc.
+#[test]
+fn every_packaged_program_is_static() {
+    let Some(dir) = packages() else { return };
+    let unpacked = tempfile::tempdir().unwrap();
+    let root = unpacked.path();
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball(&dir))
+        .arg("-C")
+        .arg(root));
+    ok(Command::new("dpkg")
+        .arg("-x")
+        .arg(deb(&dir))
+        .arg(root.join("deb")));
+    // The .rpm's programs are the tarball's, byte for byte (its digests).
+    let dump = ok(Command::new("rpm").args(["-qp", "--dump"]).arg(rpm(&dir)));
+    let tar_bin = root.join(format!("spoolpost-{VERSION}-{}/bin", static_target()));
+    for program in ["collector", "sender", "reporter"] {
+        for file in [
+            tar_bin.join(program),
+            root.join("deb/usr/bin").join(program),
+        ] {
+            let done = run(Command::new("ldd").arg(&file), LIMIT);
+            let said = format!("{}{}", done.stdout, done.stderr);
+            assert!(
+                said.contains("not a dynamic executable") || said.contains("statically linked"),
+                "{}: ldd says\n{said}",
+                file.display()
+            );
+        }
+        // cargo-deb strips its copy once more; the .rpm and the tarball
+        // carry the built file as it is.
+        let sum = ok(Command::new("sha256sum").arg(tar_bin.join(program)));
+        let sum = sum.split_whitespace().next().unwrap();
+        let line = dump
+            .lines()
+            .find(|l| l.starts_with(&format!("/usr/bin/{program} ")))
+            .unwrap_or_else(|| panic!("the .rpm has no /usr/bin/{program}:\n{dump}"));
+        assert_eq!(
+            line.split_whitespace().nth(3),
+            Some(sum),
+            "the .rpm's {program} is not the tarball's"
+        );
+    }
+    let info = ok(Command::new("dpkg-deb").arg("--info").arg(deb(&dir)));
+    assert!(
+        !info.contains("libc6"),
+        "the .deb depends on libc6:\n{info}"
     );
 }
 

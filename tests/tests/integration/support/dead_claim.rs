@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use spoolpost_common::lock::{self, Kind};
-use spoolpost_tests::harness::{bin, eventually};
+use spoolpost_tests::harness::{command, eventually};
 
 /// A key for hand-made spool names: 24 lowercase hex digits.
 pub fn key(n: u32) -> String {
@@ -36,7 +36,7 @@ pub fn is_locked(path: &Path) -> bool {
 /// With fcntl locks, which util-linux cannot take, a small helper does.
 pub fn hold_lock(path: &Path) -> Child {
     let child = if lock::kind() == Kind::Fcntl {
-        Command::new(bin("hold-lock"))
+        command("hold-lock")
             .arg(path)
             .spawn()
             .expect("the hold-lock helper")
