@@ -46,6 +46,14 @@
 //!   windows show fewer failures, so a backend that recovers stops being
 //!   excused. A receiver that mostly fails is the circuit breaker's
 //!   business, not this limit's: the noise is at most [`MAX_NOISE`].
+//!   A cut's judgement needs two failures in the window after it, which
+//!   a noise of 1% seldom gives: so a sender alone also counts the
+//!   failures of requests sent well below a load the receiver lately took
+//!   without any ([`WELL_BELOW`] of the highest limit of a clean window).
+//!   A receiver at its capacity does not fail there; once
+//!   [`BELOW_ANSWERS`] such answers hold two failures or more, their share
+//!   is learnt as noise (1% of 503s at random: 0.22× the best fixed limit
+//!   before, 0.95-0.99× after, simulated).
 //! - **Shared receivers: quiet moments.** With other senders on the spool
 //!   one sender's cut proves nothing: the others fill the room it gave up
 //!   and its failures go on, noise or overload alike (senders that each
@@ -75,6 +83,16 @@
 //!   rose past [`LATENCY_RISE`] × the baseline cuts gently
 //!   ([`LATENCY_CUT`]). If that cut did not lower the latency, the receiver
 //!   itself got slower: the baseline is taken anew.
+//! - **Goodput over latency.** Queueing that still buys goodput is kept:
+//!   while the slope of ln(goodput) over ln(limit) across the latest
+//!   [`GRADIENT_WINDOWS`] windows of congestion avoidance (their limits
+//!   spread by growth and cuts) is at least [`ELASTIC`], latency neither
+//!   cuts nor stops growth. A receiver whose answers take 2 ms plus 0.2 ms
+//!   per request open gains less and less from each request more, but
+//!   gains: it is worth about 90 in flight, not the 15 where its latency
+//!   first moved (0.72× the best fixed limit before, 0.95× after,
+//!   simulated). A receiver that is full only queues, its goodput flat:
+//!   the slope is near zero and the latency rules above apply.
 //! - **Near the last overload** growth slows to a quarter step per window
 //!   ([`NEAR_CUT_GROWTH`]), the edge TCP CUBIC also approaches slowly:
 //!   probing it costs a 503 a step.
@@ -148,6 +166,21 @@ pub const NOISE_DECAY: f64 = 1.0 / 32.0;
 /// The most failures excused as noise: beyond this share the receiver is
 /// failing, which the circuit breaker handles.
 pub const MAX_NOISE: f64 = 0.5;
+/// Requests sent at a limit this far below one the receiver lately took
+/// without a failure are "well below" its capacity
+/// ([`Controller::answered`]): overload of one's own making does not come
+/// there, noise does.
+pub const WELL_BELOW: f64 = 0.85;
+/// Answers to requests sent well below a load taken cleanly that say what
+/// share of failures comes there.
+pub const BELOW_ANSWERS: f64 = 200.0;
+/// Queueing is worth its latency while goodput rises by at least this
+/// share of the rise in the limit (a tenth: 25% more in flight for 2.5%
+/// more files a second), measured over [`GRADIENT_WINDOWS`] windows.
+pub const ELASTIC: f64 = 0.1;
+/// Windows of congestion avoidance whose limits and goodputs give the
+/// gradient ([`Controller::elasticity`]).
+pub const GRADIENT_WINDOWS: usize = 16;
 /// The longest a turned-away request keeps its room: a receiver whose
 /// baseline is seconds long must not hold a sender's slots (and its
 /// shutdown) that long for an answer that came at once.
@@ -202,6 +235,8 @@ pub struct Ticket {
     generation: u64,
     /// Sent in a quiet moment.
     quiet: bool,
+    /// The limit when it was sent.
+    limit: usize,
 }
 
 /// The limit, baseline and noise worth remembering across a restart.
@@ -257,6 +292,9 @@ pub struct Controller {
     /// The limit and failure share of the latest full windows, for
     /// [`failures_rise_with_load`].
     history: std::collections::VecDeque<(f64, f64)>,
+    /// The log of the limit and of the goodput of the latest full windows
+    /// in congestion avoidance, for [`Controller::elasticity`].
+    gradient: std::collections::VecDeque<(f64, f64)>,
     /// A cut for failures whose effect the next window judges.
     pending: Option<Pending>,
     /// The latest quiet moment and what its requests met.
@@ -268,6 +306,11 @@ pub struct Controller {
     /// The share of failures the quiet moments measured. Shared, a cut
     /// undone learns no more noise than this.
     quiet_share: Option<f64>,
+    /// Answers and failures of requests sent well below a load the
+    /// receiver lately took cleanly, the older ones weighing less (as the
+    /// quiet moments').
+    below_answers: f64,
+    below_failures: f64,
     /// Goodput of the latest window that closed with the pipe full.
     goodput: Option<f64>,
     window: Window,
@@ -343,11 +386,14 @@ impl Controller {
             failing: 0.0,
             windows: 0,
             history: std::collections::VecDeque::with_capacity(HISTORY),
+            gradient: std::collections::VecDeque::with_capacity(GRADIENT_WINDOWS),
             pending: None,
             quiet: Quiet::default(),
             quiet_answers: 0.0,
             quiet_failures: 0.0,
             quiet_share: None,
+            below_answers: 0.0,
+            below_failures: 0.0,
             goodput: None,
             window: Window::default(),
         }
@@ -399,6 +445,7 @@ impl Controller {
         Ticket {
             generation: self.generation,
             quiet: self.quiet.measuring,
+            limit: self.limit(),
         }
     }
 
@@ -476,7 +523,30 @@ impl Controller {
 
     /// Called with each answer to a request sent with `ticket`, at `now`.
     pub fn answered(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
+        let below = !ticket.quiet
+            && self
+                .clean_max()
+                .is_some_and(|clean| ticket.limit as f64 <= clean * WELL_BELOW);
         self.quiet_answer(ticket, signal, now);
+        self.judge(ticket, signal, now);
+        if below {
+            self.below_answer(signal);
+        }
+    }
+
+    /// The highest limit of the remembered full windows that met no
+    /// failure: a load the receiver took cleanly not long ago.
+    fn clean_max(&self) -> Option<f64> {
+        self.history
+            .iter()
+            .filter(|(_, failed)| *failed == 0.0)
+            .map(|(limit, _)| *limit)
+            .reduce(f64::max)
+    }
+
+    /// What one answer says to the window, and a cut if its failures
+    /// exceed the noise.
+    fn judge(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
         if ticket.quiet || self.quiet.on {
             // Counted apart: a quiet moment's load is not the limit's.
             return;
@@ -517,6 +587,39 @@ impl Controller {
         if self.window.answers >= self.window_size() {
             self.close_window(now);
         }
+    }
+
+    /// Counts an answer to a request sent well below a load the receiver
+    /// lately took without a failure, and learns their failures as noise
+    /// once there are enough. A receiver at its capacity does not fail
+    /// below it; failures that come there come at every load. A cut's own
+    /// judgement needs two failures in the window after it, which a noise
+    /// of 1% gives one time in sixty: each 503 cut the limit and nothing
+    /// was learnt (0.22-0.25x the best fixed limit, simulated). Shared,
+    /// the others fill the room a cut gives up: the quiet moments say.
+    fn below_answer(&mut self, signal: Signal) {
+        match signal {
+            Signal::Overload => {
+                self.below_answers += 1.0;
+                self.below_failures += 1.0;
+            }
+            Signal::Good(_) => self.below_answers += 1.0,
+            Signal::Neutral => return,
+        }
+        if self.below_answers < BELOW_ANSWERS {
+            return;
+        }
+        let share = self.below_failures / self.below_answers;
+        if !self.shared && self.below_failures >= 2.0 && share > self.noise {
+            tracing::debug!(
+                noise = self.noise,
+                below = share,
+                "failures come well below a load taken cleanly: learnt as noise"
+            );
+            self.noise = share.min(MAX_NOISE);
+        }
+        self.below_answers *= QUIET_MEMORY;
+        self.below_failures *= QUIET_MEMORY;
     }
 
     /// How long a request that got `signal` keeps its room after its
@@ -743,6 +846,16 @@ impl Controller {
         if window.saturated && goodput.is_some() {
             self.goodput = goodput;
         }
+        if let Some(goodput) = goodput.filter(|g| *g > 0.0)
+            && window.saturated
+            && !self.slow_start
+            && window.failures == 0
+        {
+            if self.gradient.len() == GRADIENT_WINDOWS {
+                self.gradient.pop_front();
+            }
+            self.gradient.push_back((self.limit.ln(), goodput.ln()));
+        }
 
         let Some(mean) = window
             .latency_sum
@@ -766,11 +879,15 @@ impl Controller {
         {
             // Less load, same latency: the receiver got slower by itself.
             baseline = mean;
+            self.gradient.clear();
         }
         baseline = baseline.min(mean);
         self.baseline = Some(baseline);
         let ratio = mean.as_secs_f64() / baseline.as_secs_f64();
-        if ratio > LATENCY_RISE {
+        // Queueing that still buys goodput is what a receiver whose
+        // latency grows with load looks like at its best pace.
+        let elastic = self.elasticity().is_some_and(|e| e >= ELASTIC);
+        if ratio > LATENCY_RISE && !elastic {
             self.cut(LATENCY_CUT);
             self.cut_at = Some(mean);
             self.settling = true;
@@ -784,9 +901,35 @@ impl Controller {
             return;
         }
         let queued = self.limit * (1.0 - 1.0 / ratio);
-        if queued <= QUEUE_MIN.max(self.limit * QUEUE_SHARE) {
+        if queued <= QUEUE_MIN.max(self.limit * QUEUE_SHARE) || elastic {
             self.grow();
         }
+    }
+
+    /// How much goodput rises with the limit, d ln(goodput) / d ln(limit),
+    /// as the least-squares slope over the latest windows of congestion
+    /// avoidance (their limits spread by the growth and the cuts): 1 while
+    /// every request more is a file more per round trip, near 0 where the
+    /// receiver is full and more in flight only queues. None over fewer
+    /// than eight windows or limits that hardly differ.
+    fn elasticity(&self) -> Option<f64> {
+        let n = self.gradient.len();
+        if n < 8 {
+            return None;
+        }
+        let n = n as f64;
+        let (sx, sy) = self
+            .gradient
+            .iter()
+            .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+        let (mx, my) = (sx / n, sy / n);
+        let (mut cov, mut vx) = (0.0, 0.0);
+        for (x, y) in &self.gradient {
+            cov += (x - mx) * (y - my);
+            vx += (x - mx) * (x - mx);
+        }
+        // Limits within a few percent of each other say nothing.
+        (vx / n > 0.03 * 0.03).then(|| cov / vx)
     }
 
     /// Slow start: doubles while goodput rises by [`STARTUP_GROWTH`] per
@@ -863,6 +1006,7 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
 
     fn at(limit: usize, baseline: Option<Duration>) -> Controller {
         Controller::new(
@@ -1232,6 +1376,57 @@ mod tests {
         );
     }
 
+    /// A receiver whose every request takes 2 ms plus 0.2 ms per request
+    /// open: goodput rises with the limit all the way, less and less. The
+    /// limit goes past where latency first moved (about 15), to where 25%
+    /// more in flight buys less than 2.5% more goodput (about 90).
+    #[test]
+    fn queueing_that_still_buys_goodput_is_not_cut() {
+        let mut c = Controller::new(1024, None);
+        let mut clock = Clock::new();
+        let mut tail = vec![];
+        for round in 0..3000 {
+            let limit = c.limit();
+            let latency = 2 * MS + Duration::from_micros(200) * limit as u32;
+            let tickets: Vec<Ticket> = (1..=limit).map(|n| c.sent(n)).collect();
+            for t in tickets {
+                let now = clock.tick(latency / limit as u32);
+                c.answered(t, Signal::Good(latency), now);
+            }
+            if round >= 2000 {
+                tail.push(c.limit());
+            }
+        }
+        let (min, max) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+        assert!(min >= 50 && max <= 200, "held to {min}..{max}");
+    }
+
+    /// 1% of answers 503 at random, alone: each failure cuts at first, but
+    /// the ones that go on well below the limit that last met them are
+    /// learnt as noise, and the limit stops being cut by every one.
+    #[test]
+    fn failures_well_below_the_last_overload_are_learnt_as_noise() {
+        let mut c = Controller::new(1024, None);
+        let mut clock = Clock::new();
+        let rng = std::cell::RefCell::new(fastrand::Rng::with_seed(7));
+        let mut tail = vec![];
+        for round in 0..600 {
+            window_of(&mut c, &mut clock, 5 * MS, |_, _| {
+                if rng.borrow_mut().f64() < 0.01 {
+                    Signal::Overload
+                } else {
+                    Signal::Good(5 * MS)
+                }
+            });
+            if round >= 400 {
+                tail.push(c.limit());
+            }
+        }
+        assert!(c.noise() > 0.005, "noise {}", c.noise());
+        let least = *tail.iter().min().unwrap();
+        assert!(least >= 100, "the limit fell to {least}");
+    }
+
     #[test]
     fn a_turned_away_request_holds_its_room_for_a_served_ones_time() {
         let mut c = Controller::new(8, None);
@@ -1418,6 +1613,23 @@ mod tests {
         noise: f64,
         /// Share of requests never answered until the request timeout.
         hang: f64,
+        /// Added to each request's time per request open at the receiver,
+        /// itself included (a receiver whose latency grows with load).
+        per_open: Duration,
+        /// From, until and how much slower: a receiver that turns slow for
+        /// a while and recovers.
+        slow: Option<(Duration, Duration, Duration)>,
+    }
+
+    impl Receiver {
+        const FAST: Receiver = Receiver {
+            capacity: usize::MAX,
+            work: Duration::from_millis(5),
+            noise: 0.0,
+            hang: 0.0,
+            per_open: Duration::ZERO,
+            slow: None,
+        };
     }
 
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -1550,7 +1762,14 @@ mod tests {
                         (now + 100, s, Event::TurnedAway(generation, id, false))
                     } else {
                         busy += 1;
-                        let took = work * 9 / 10 + rng.u64(..=work / 5);
+                        let mut took = work * 9 / 10
+                            + rng.u64(..=work / 5)
+                            + receiver.per_open.as_micros() as u64 * busy as u64;
+                        if let Some((from, until, extra)) = receiver.slow
+                            && (from.as_micros() as u64..until.as_micros() as u64).contains(&now)
+                        {
+                            took += extra.as_micros() as u64;
+                        }
                         (now + took, s, Event::Served(generation, id, now))
                     };
                     events.push(Reverse(event));
@@ -1653,6 +1872,7 @@ mod tests {
             work: 5 * MS,
             noise: 0.0,
             hang: 0.0,
+            ..Receiver::FAST
         };
         let best = 5 * MS * (3000 / 8);
         for senders in [1, 2, 3, 4, 6] {
@@ -1712,6 +1932,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.0,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
@@ -1722,6 +1943,7 @@ mod tests {
                     work: 40 * MS,
                     noise: 0.0,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
@@ -1732,6 +1954,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
@@ -1742,6 +1965,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.3,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
@@ -1752,6 +1976,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.01,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
@@ -1762,13 +1987,63 @@ mod tests {
                     work: 40 * MS,
                     noise: 0.1,
                     hang: 0.01,
+                    ..Receiver::FAST
                 },
-                // Measured 0.63-0.87 here (median 0.74): each cut the
+                // Measured 0.70-0.92 here (median 0.88): each cut the
                 // noise provokes before it is learnt costs a window at 0.7
                 // of the limit, and at 40 ms a window is a round trip.
-                // Issue 26's target of 0.9 is not met in this compound
-                // case; this bar keeps it from getting worse.
-                0.7,
+                // Just short of issue 26's 0.9 in this compound case; this
+                // bar keeps it from getting worse.
+                0.85,
+            ),
+            (
+                "latency grows with load (2 ms + 0.2 ms per open)",
+                Receiver {
+                    work: 2 * MS,
+                    per_open: Duration::from_micros(200),
+                    ..Receiver::FAST
+                },
+                0.9,
+            ),
+            (
+                "20 ms away",
+                Receiver {
+                    work: 20 * MS,
+                    ..Receiver::FAST
+                },
+                0.9,
+            ),
+            (
+                "100 ms away",
+                Receiver {
+                    work: 100 * MS,
+                    ..Receiver::FAST
+                },
+                0.9,
+            ),
+            (
+                "1% 503 at random",
+                Receiver {
+                    noise: 0.01,
+                    ..Receiver::FAST
+                },
+                0.9,
+            ),
+            (
+                "1% never answered",
+                Receiver {
+                    hang: 0.01,
+                    ..Receiver::FAST
+                },
+                0.9,
+            ),
+            (
+                "40 ms slower from 5 s to 9 s",
+                Receiver {
+                    slow: Some((5 * SECOND, 9 * SECOND, 40 * MS)),
+                    ..Receiver::FAST
+                },
+                0.9,
             ),
             (
                 "capacity 64 with 10% noise",
@@ -1777,12 +2052,14 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.9,
             ),
         ];
         // As many as the sender's own pace allows in the window.
         let files = 75_000;
+        let mut short = vec![];
         for (name, receiver, least) in scenarios {
             let (ratios, sims) =
                 against_best_fixed(1, receiver, &[4, 16, 64, 256, 1024], files, window);
@@ -1796,8 +2073,11 @@ mod tests {
                 }
             }
             eprintln!("{name}: {ratios:.2?}");
-            assert!(ratios[1] >= least, "{name}: {ratios:.2?} of the best fixed");
+            if ratios[1] < least {
+                short.push(format!("{name}: {ratios:.2?} of the best fixed"));
+            }
         }
+        assert!(short.is_empty(), "{short:#?}");
     }
 
     /// Several senders on one spool against receivers whose failures are
@@ -1822,6 +2102,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.8,
             ),
@@ -1833,6 +2114,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.01,
+                    ..Receiver::FAST
                 },
                 0.7,
             ),
@@ -1844,6 +2126,7 @@ mod tests {
                     work: 5 * MS,
                     noise: 0.1,
                     hang: 0.0,
+                    ..Receiver::FAST
                 },
                 0.8,
             ),
