@@ -363,9 +363,12 @@ fn three_senders_together_converge_on_the_capacity() {
 /// Issue 12's second receiver: one whose latency grows with the requests
 /// it holds (10 ms + 1 ms per request open) and that never says 503. Its
 /// throughput, `open / (10 ms + open × 1 ms)`, still rises past 10 open
-/// (500/s) towards 1,000/s, ever more slowly; since issue 26 the limit
-/// aims for goodput, so it settles where a step more buys little (tens),
-/// never near the bound of 1,024 where latency would be a second.
+/// (500/s) towards 1,000/s, ever more slowly. The limit aims for goodput:
+/// it goes past where latency first moved (about 10) and settles where
+/// 25% more in flight buys less than 2.5% more files a second (the
+/// elasticity `10 / (10 + open)` falls below a tenth at about 90; the
+/// estimate lags the climb a little), never near the bound of 1,024 where
+/// latency would be a second for 1% more goodput.
 #[test]
 fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
     let rx = Receiver::start();
@@ -397,10 +400,10 @@ fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
         rx.peak_open()
     );
     assert!(
-        (5..=64).contains(&median) && high <= 80,
+        (40..=200).contains(&median) && high <= 300,
         "limit {low}..{high}, median {median}"
     );
-    assert!(rx.peak_open() <= 80, "peak {} open", rx.peak_open());
+    assert!(rx.peak_open() <= 300, "peak {} open", rx.peak_open());
 }
 
 /// A receiver's `Retry-After` still decides when a file is tried again,
