@@ -196,6 +196,10 @@ struct Load {
     /// 503s faults mode gave, and requests it left hanging.
     noise_503: u64,
     hung: u64,
+    /// The share of requests whose connection is reset instead of an
+    /// answer ([`Receiver::resets`]), and how many were.
+    resets: f64,
+    reset: u64,
 }
 
 /// Counts a request as open until dropped.
@@ -530,6 +534,19 @@ impl Receiver {
         self
     }
 
+    /// Resets that share of requests' connections, whatever the load,
+    /// after reading the body: a backend that dies mid-request behind a
+    /// load balancer. Counted apart from [`Receiver::faults`]' shares.
+    pub fn resets(&self, share: f64) -> &Receiver {
+        self.inner.load.lock().unwrap().resets = share;
+        self
+    }
+
+    /// Connections [`Receiver::resets`] reset.
+    pub fn reset_count(&self) -> u64 {
+        self.inner.load.lock().unwrap().reset
+    }
+
     /// 503s faults mode gave, and requests it left hanging.
     pub fn faulted(&self) -> (u64, u64) {
         let load = self.inner.load.lock().unwrap();
@@ -736,6 +753,15 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, io::Error> {
     let mut _open = None;
+    let resets = inner.load.lock().unwrap().resets;
+    if resets > 0.0 && fastrand::f64() < resets {
+        inner.load.lock().unwrap().reset += 1;
+        let _ = req.into_body().collect().await;
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by the resets fault",
+        ));
+    }
     let faults = inner.load.lock().unwrap().faults;
     if let Some((p503, hang)) = faults {
         let draw = fastrand::f64();

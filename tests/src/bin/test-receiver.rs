@@ -36,6 +36,10 @@ struct Args {
     /// that share, whatever the load (a load balancer's bad backend).
     #[arg(long, value_name = "P503,PHANG")]
     faults: Option<String>,
+    /// Reset the connection of this share of requests instead of
+    /// answering, whatever the load (a backend dying mid-request).
+    #[arg(long, value_name = "SHARE")]
+    resets: Option<f64>,
 }
 
 fn pair<T: std::str::FromStr>(flag: &str, value: &str) -> (T, String) {
@@ -88,6 +92,13 @@ fn main() {
         });
         receiver.faults(p503, hang);
     }
+    if let Some(share) = args.resets {
+        if !(0.0..=1.0).contains(&share) {
+            eprintln!("test-receiver: --resets wants a share from 0 to 1, got {share}");
+            std::process::exit(2);
+        }
+        receiver.resets(share);
+    }
     println!("listening on {}", receiver.url(""));
     let mut signals = nix::sys::signal::SigSet::empty();
     signals.add(nix::sys::signal::Signal::SIGTERM);
@@ -95,10 +106,11 @@ fn main() {
     signals.thread_block().unwrap();
     let _ = signals.wait();
     eprintln!(
-        "test-receiver: {} requests, {} body bytes on the wire, {} turned away at capacity, {:?} (503, hung) by faults",
+        "test-receiver: {} requests, {} body bytes on the wire, {} turned away at capacity, {:?} (503, hung) by faults, {} reset",
         receiver.count(),
         receiver.wire_bytes(),
         receiver.overloaded(),
-        receiver.faulted()
+        receiver.faulted(),
+        receiver.reset_count()
     );
 }

@@ -2,11 +2,13 @@
 //! fixed concurrencies, in the same run, against receivers as operators
 //! have them: one with a fixed capacity that answers 503 beyond it, one
 //! whose latency grows with load, remote ones (constant latency of 20, 40
-//! and 100 ms), a load balancer with a bad backend (random 503s, requests
-//! never answered), all of those at once, three senders sharing one
-//! receiver of fixed capacity or behind that load balancer, and the chaos
-//! runs: four senders behind it, one SIGKILLed and started again every
-//! 0.7 s.
+//! and 100 ms; 40 ms over TLS too), one that turns 40 ms slower for two
+//! seconds and recovers, random 503s at 1, 10 and 30%, a load balancer
+//! with a bad backend (random 503s, requests never answered), all of those
+//! at once, three senders sharing one receiver of fixed capacity or behind
+//! that load balancer, and the chaos runs: four senders behind a receiver
+//! with 10% 503s and 1% of connections reset, one SIGKILLed and started
+//! again every 0.7 s.
 //!
 //! Each contender starts on a fresh spool of the same files, runs as a
 //! daemon for at most the window, and is read by files delivered per
@@ -41,6 +43,11 @@ struct Scenario {
     /// One sender is SIGKILLed and started again this often (the chaos
     /// runs): each restart starts from the pace record.
     kill_every: Option<Duration>,
+    /// Served over TLS (the sender verifies the receiver's certificate).
+    tls: bool,
+    /// From, until (after each contender starts) and how much later every
+    /// answer comes: a receiver that turns slow for a while and recovers.
+    slow: Option<(Duration, Duration, Duration)>,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -52,6 +59,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: true,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "latency grows with load (2 ms + 0.2 ms per open)",
@@ -61,6 +70,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "20 ms away",
@@ -70,6 +81,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "40 ms away",
@@ -79,6 +92,32 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
+    },
+    Scenario {
+        name: "40 ms away over TLS",
+        receiver: |rx| {
+            rx.answer_after(Duration::from_millis(40));
+        },
+        overload_503: false,
+        senders: 1,
+        kill_every: None,
+        tls: true,
+        slow: None,
+    },
+    Scenario {
+        name: "turns 40 ms slower from 1 s to 3 s, then recovers",
+        receiver: |_| {},
+        overload_503: false,
+        senders: 1,
+        kill_every: None,
+        tls: false,
+        slow: Some((
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+            Duration::from_millis(40),
+        )),
     },
     Scenario {
         name: "100 ms away",
@@ -88,6 +127,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "1% 503 at random",
@@ -97,6 +138,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "10% 503 at random",
@@ -106,6 +149,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "30% 503 at random",
@@ -115,6 +160,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "1% never answered",
@@ -124,6 +171,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "load balancer, bad backend: 10% 503, 1% never answered",
@@ -133,6 +182,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "all at once: 40 ms away, 10% 503, 1% never answered",
@@ -143,6 +194,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 1,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "3 senders sharing capacity 32 at 5 ms",
@@ -152,6 +205,8 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: true,
         senders: 3,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
         name: "3 senders sharing a load balancer: 10% 503, 1% never answered",
@@ -161,15 +216,20 @@ const SCENARIOS: &[Scenario] = &[
         overload_503: false,
         senders: 3,
         kill_every: None,
+        tls: false,
+        slow: None,
     },
     Scenario {
-        name: "chaos: 4 senders, 10% 503, 1% never answered, one SIGKILLed every 0.7 s",
+        name: "chaos: 4 senders, 10% 503, 1% connections reset, one SIGKILLed every 0.7 s",
         receiver: |rx| {
-            rx.faults(0.10, 0.01);
+            rx.faults(0.10, 0.0);
+            rx.resets(0.01);
         },
         overload_503: false,
         senders: 4,
         kill_every: Some(Duration::from_millis(700)),
+        tls: false,
+        slow: None,
     },
 ];
 
@@ -186,8 +246,13 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
         .enumerate()
         .filter(|(_, s)| s.name.contains(only.as_str()))
     {
-        let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 2)
-            .expect("cannot start the receiver");
+        let (rx, pem) = if scenario.tls {
+            Receiver::start_tls_fast(2).expect("cannot start the TLS receiver")
+        } else {
+            let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 2)
+                .expect("cannot start the receiver");
+            (rx, String::new())
+        };
         (scenario.receiver)(&rx);
         let mut best: Option<(f64, usize)> = None;
         let mut default_row = None;
@@ -195,7 +260,8 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
             let dir = work.join(format!("scenario-{n}-{}", fixed.unwrap_or(0)));
             let requests0 = rx.count() + rx.overloaded() + rx.faulted().0;
             let overloaded0 = rx.overloaded();
-            let (delivered, elapsed) = contend(sender, &dir, &rx, fixed, scenario, files, window);
+            let (delivered, elapsed) =
+                contend(sender, &dir, &rx, &pem, fixed, scenario, files, window);
             let requests = rx.count() + rx.overloaded() + rx.faulted().0 - requests0;
             let overloaded = rx.overloaded() - overloaded0;
             let label = match fixed {
@@ -244,10 +310,12 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
 /// One contender: `senders` sender daemons on a fresh spool of `files`
 /// files, the adaptive default or pinned at `fixed`, until every file was
 /// delivered or `window` passed. Returns the files delivered and the time.
+#[allow(clippy::too_many_arguments)]
 fn contend(
     sender: &Path,
     dir: &Path,
     rx: &Receiver,
+    ca_pem: &str,
     fixed: Option<usize>,
     scenario: &Scenario,
     files: u64,
@@ -260,10 +328,17 @@ fn contend(
         Some(n) => format!("concurrency = {n}\nadaptive = false\n"),
         None => String::new(),
     };
+    let ca_line = if ca_pem.is_empty() {
+        String::new()
+    } else {
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        format!("ca_file = {:?}\n", ca.to_str().unwrap())
+    };
     std::fs::write(
         &config,
         format!(
-            "[receivers.r]\nurl = {:?}\n{pin}[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+            "[receivers.r]\nurl = {:?}\n{ca_line}{pin}[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
             rx.url("/scenario"),
         ),
     )
@@ -289,9 +364,19 @@ fn contend(
     // contender, and would make every rate the window's.
     let target = files * 9 / 10;
     let mut delivered = count();
+    let mut slow = scenario.slow;
     while delivered < target && started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(20));
         delivered = count();
+        if let Some((from, until, extra)) = slow {
+            let now = started.elapsed();
+            if now >= until {
+                rx.answer_after(Duration::ZERO);
+                slow = None;
+            } else if now >= from {
+                rx.answer_after(extra);
+            }
+        }
         if let (Some(at), Some(every)) = (next_kill, scenario.kill_every)
             && Instant::now() >= at
         {
@@ -303,6 +388,9 @@ fn contend(
         }
     }
     let elapsed = started.elapsed().min(window);
+    if scenario.slow.is_some() {
+        rx.answer_after(Duration::ZERO);
+    }
     for r in &running {
         r.signal(Signal::SIGTERM);
     }
