@@ -523,10 +523,13 @@ impl Controller {
 
     /// Called with each answer to a request sent with `ticket`, at `now`.
     pub fn answered(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
+        // At a limit of one a sender alone cannot be overloading the
+        // receiver: whatever fails there fails at every load it can make.
         let below = !ticket.quiet
-            && self
-                .clean_max()
-                .is_some_and(|clean| ticket.limit as f64 <= clean * WELL_BELOW);
+            && (ticket.limit <= 1
+                || self
+                    .clean_max()
+                    .is_some_and(|clean| ticket.limit as f64 <= clean * WELL_BELOW));
         self.quiet_answer(ticket, signal, now);
         self.judge(ticket, signal, now);
         if below {
@@ -606,7 +609,16 @@ impl Controller {
             Signal::Good(_) => self.below_answers += 1.0,
             Signal::Neutral => return,
         }
-        if self.below_answers < BELOW_ANSWERS {
+        // At a limit of one there is nothing left to cut and a window of
+        // answers is seconds against a remote receiver: one window says.
+        // (A load balancer 40 ms away with a sick backend kept a sender
+        // near one for twelve seconds while it waited for a clean window.)
+        let enough = if self.limit() <= 1 {
+            MIN_WINDOW as f64
+        } else {
+            BELOW_ANSWERS
+        };
+        if self.below_answers < enough {
             return;
         }
         let share = self.below_failures / self.below_answers;
@@ -616,10 +628,22 @@ impl Controller {
                 below = share,
                 "failures come well below a load taken cleanly: learnt as noise"
             );
+            if self.noise == 0.0 {
+                // Every cut so far was the noise's: the limit they left
+                // and the edge they marked say nothing of the receiver's
+                // capacity. Start again, doubling until goodput stalls.
+                self.slow_start = true;
+                self.best = None;
+                self.stalls = 0;
+            }
+            self.edge = None;
+            self.overloaded_at = None;
             self.noise = share.min(MAX_NOISE);
         }
-        self.below_answers *= QUIET_MEMORY;
-        self.below_failures *= QUIET_MEMORY;
+        if self.below_answers >= BELOW_ANSWERS {
+            self.below_answers *= QUIET_MEMORY;
+            self.below_failures *= QUIET_MEMORY;
+        }
     }
 
     /// How long a request that got `signal` keeps its room after its
@@ -752,11 +776,19 @@ impl Controller {
     fn close_window(&mut self, now: Instant) {
         let window = std::mem::take(&mut self.window);
         let failed = window.failures as f64 / window.answers.max(1) as f64;
-        // Good answers per second over the window, if it had a duration.
+        // Good answers per second over the window, if it lasted half a
+        // round trip at least. A window opened by its own first answer
+        // (after a cut or an undo) can close on answers that came in a
+        // bunch, and read 23,000 files a second against a receiver 40 ms
+        // away: slow start then took that as its best and fell back to it.
+        let shortest = self
+            .baseline
+            .or(self.last_good)
+            .map_or(0.0, |b| b.as_secs_f64() / 2.0);
         let goodput = window
             .opened
             .map(|opened| now.saturating_duration_since(opened).as_secs_f64())
-            .filter(|s| *s > 0.0)
+            .filter(|s| *s > 0.0 && *s >= shortest)
             .map(|s| window.good as f64 / s);
         tracing::trace!(
             limit = self.limit,
@@ -1425,6 +1457,40 @@ mod tests {
         assert!(c.noise() > 0.005, "noise {}", c.noise());
         let least = *tail.iter().min().unwrap();
         assert!(least >= 100, "the limit fell to {least}");
+    }
+
+    /// A sender alone held at a limit of one by a sick backend's 503s
+    /// (each cut before any noise was learnt) cannot be overloading the
+    /// receiver: one window's failures there are learnt as noise, and it
+    /// starts again, doubling. Before, it waited for a clean window that
+    /// 10% noise seldom gives, twelve seconds against a receiver 40 ms away.
+    #[test]
+    fn alone_at_a_limit_of_one_failures_are_noise() {
+        let mut c = Controller::new(
+            1024,
+            Some(Snapshot {
+                limit: 1,
+                baseline: Some(40 * MS),
+                noise: 0.0,
+            }),
+        );
+        let mut clock = Clock::new();
+        let rng = std::cell::RefCell::new(fastrand::Rng::with_seed(3));
+        let answer = |_: usize, _: usize| {
+            if rng.borrow_mut().f64() < 0.1 {
+                Signal::Overload
+            } else {
+                Signal::Good(40 * MS)
+            }
+        };
+        for _ in 0..6 {
+            window_of(&mut c, &mut clock, 40 * MS, answer);
+        }
+        assert!(c.noise() > 0.02, "noise {}", c.noise());
+        for _ in 0..8 {
+            window_of(&mut c, &mut clock, 40 * MS, answer);
+        }
+        assert!(c.limit() >= 32, "limit {}", c.limit());
     }
 
     #[test]
