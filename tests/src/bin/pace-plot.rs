@@ -1,11 +1,15 @@
 //! `pace-plot`: how the adaptive limit converges, drawn. Runs `--senders`
-//! default senders on one spool against the test receiver's capacity mode
-//! (`--capacity` requests at once, `--work` ms each, 503 beyond), reads
-//! their event lines and writes the limit and attempt latency over time as
-//! CSV and as an SVG (hand-written: two panels, a few polylines and dots,
-//! no plotting crate).
+//! default senders on one spool against the test receiver: in capacity
+//! mode (`--capacity` requests at once, `--work` ms each, 503 beyond), and
+//! or instead (`--capacity 0`) `--answer-after` ms away with `--faults`
+//! (a share answered 503 and a share never answered, whatever the load).
+//! Reads their event lines and writes the limit, goodput and attempt
+//! latency over time as CSV and as an SVG (hand-written: three panels, a
+//! few polylines and ticks, no plotting crate).
 //!
 //! Run: `cargo run -p spoolpost-tests --bin pace-plot -- --svg docs/pace.svg --csv pace.csv`
+//! or, a load balancer with a sick backend 40 ms away:
+//! `pace-plot --senders 1 --files 20000 --capacity 0 --answer-after 40 --faults 0.1,0.01 --svg docs/pace-remote.svg`
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,12 +28,19 @@ struct Args {
     senders: usize,
     #[arg(long, default_value_t = 3000)]
     files: usize,
-    /// Requests the receiver works on at once; it answers 503 to any beyond.
+    /// Requests the receiver works on at once; it answers 503 to any beyond
+    /// (0: no capacity).
     #[arg(long, default_value_t = 8)]
     capacity: usize,
-    /// Milliseconds each request takes.
+    /// Milliseconds each request takes in capacity mode.
     #[arg(long, default_value_t = 5)]
     work: u64,
+    /// Milliseconds added to every answer, as a receiver that far away.
+    #[arg(long, default_value_t = 0)]
+    answer_after: u64,
+    /// 'P503,PHANG': that share answered 503, that share never answered.
+    #[arg(long, value_name = "P503,PHANG")]
+    faults: Option<String>,
     #[arg(long)]
     csv: Option<PathBuf>,
     #[arg(long)]
@@ -43,17 +54,47 @@ struct Point {
     limit: usize,
     latency_ms: f64,
     overloaded: bool,
+    delivered: bool,
 }
 
 fn main() {
     let args = Args::parse();
-    let rx = Receiver::start();
-    rx.capacity(args.capacity, Duration::from_millis(args.work));
+    let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 2)
+        .expect("cannot start the receiver");
+    let mut receiver = vec![];
+    if args.capacity > 0 {
+        rx.capacity(args.capacity, Duration::from_millis(args.work));
+        receiver.push(format!(
+            "capacity {} ({} ms each)",
+            args.capacity, args.work
+        ));
+    }
+    if args.answer_after > 0 {
+        rx.answer_after(Duration::from_millis(args.answer_after));
+        receiver.push(format!("{} ms away", args.answer_after));
+    }
+    if let Some(faults) = &args.faults {
+        let shares: Vec<f64> = faults
+            .split(',')
+            .map(|v| v.parse().expect("--faults wants P503,PHANG"))
+            .collect();
+        let [p503, hang] = shares[..] else {
+            panic!("--faults wants P503,PHANG, got {faults:?}");
+        };
+        rx.faults(p503, hang);
+        receiver.push(format!(
+            "{:.0}% 503, {:.0}% never answered",
+            p503 * 100.0,
+            hang * 100.0
+        ));
+    }
     let spool = TestSpool::new();
+    // Hung requests end at a 2 s timeout, so the run's tail is not the
+    // default's minutes.
     let cfg = config(
         &spool,
         &format!(
-            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n[receivers.busy]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
+            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n[receivers.busy]\nurl = \"{}\"\ntimeout = \"2s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
             rx.url("/in")
         ),
     );
@@ -75,24 +116,23 @@ fn main() {
         .collect();
     assert!(all, "only {} of {} delivered", rx.count(), args.files);
     let points = points(&events);
-    let requests = rx.count() + rx.overloaded();
+    let requests = rx.count() + rx.overloaded() + rx.faulted().0;
     let title = format!(
-        "{} senders, {} files, receiver of capacity {} ({} ms each): {} of {} requests answered 503",
+        "{} senders, {} files, receiver {}: {} of {} requests answered 503",
         args.senders,
         args.files,
-        args.capacity,
-        args.work,
-        rx.overloaded(),
+        receiver.join(", "),
+        rx.overloaded() + rx.faulted().0,
         requests
     );
     eprintln!("{title}");
     if let Some(path) = &args.csv {
-        let mut csv = String::from("seconds,sender,limit,latency_ms,overloaded\n");
+        let mut csv = String::from("seconds,sender,limit,latency_ms,overloaded,delivered\n");
         for p in &points {
             let _ = writeln!(
                 csv,
-                "{:.3},{},{},{:.2},{}",
-                p.seconds, p.sender, p.limit, p.latency_ms, p.overloaded
+                "{:.3},{},{},{:.2},{},{}",
+                p.seconds, p.sender, p.limit, p.latency_ms, p.overloaded, p.delivered
             );
         }
         std::fs::write(path, csv).expect("cannot write the CSV");
@@ -125,6 +165,7 @@ fn points(events: &[Vec<Event>]) -> Vec<Point> {
                 limit,
                 latency_ms,
                 overloaded: e.event == EventKind::Retry && e.status == Some(503),
+                delivered: e.event == EventKind::Delivered,
             });
         }
     }
@@ -153,12 +194,31 @@ fn tick_step(span: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// Two panels over one time axis: each sender's limit and their sum (with
-/// the receiver's capacity dashed, 503s as red ticks), and each attempt's
-/// latency.
+/// Three panels over one time axis: each sender's limit and their sum
+/// (with the receiver's capacity dashed if it has one, 503s as red ticks),
+/// files delivered per second, and each attempt's latency.
 fn svg(points: &[Point], senders: usize, capacity: usize, title: &str) -> String {
     let t_max = points.last().map_or(1.0, |p| p.seconds).max(0.001);
-    let sum_max = (capacity * 2).max(1) as f64;
+    let bins = 100;
+    let bin_seconds = t_max / bins as f64;
+    let mut goodput = vec![0.0; bins];
+    for p in points.iter().filter(|p| p.delivered) {
+        let b = ((p.seconds / t_max * bins as f64) as usize).min(bins - 1);
+        goodput[b] += 1.0 / bin_seconds;
+    }
+    let goodput_max = goodput.iter().copied().fold(1.0, f64::max) * 1.1;
+    let sum_max = if capacity > 0 {
+        (capacity * 2) as f64
+    } else {
+        // The highest sum of the senders' limits, and a margin.
+        let mut current = vec![0usize; senders];
+        let mut most = 1usize;
+        for p in points {
+            current[p.sender] = p.limit;
+            most = most.max(current.iter().sum());
+        }
+        most as f64 * 1.1
+    };
     let lat_max = {
         let mut l: Vec<f64> = points
             .iter()
@@ -172,9 +232,11 @@ fn svg(points: &[Point], senders: usize, capacity: usize, title: &str) -> String
     let plot_w = W - LEFT - RIGHT;
     let x = |t: f64| LEFT + t / t_max * plot_w;
     let top1 = 40.0;
-    let top2 = top1 + PANEL + 50.0;
+    let top_g = top1 + PANEL + 50.0;
+    let top2 = top_g + PANEL + 50.0;
     let h = top2 + PANEL + 50.0;
     let y1 = |v: f64| top1 + PANEL - v.min(sum_max) / sum_max * PANEL;
+    let y_g = |v: f64| top_g + PANEL - v.min(goodput_max) / goodput_max * PANEL;
     let y2 = |v: f64| top2 + PANEL - v.min(lat_max) / lat_max * PANEL;
     let mut s = String::new();
     let _ = writeln!(
@@ -190,6 +252,7 @@ fn svg(points: &[Point], senders: usize, capacity: usize, title: &str) -> String
     // Axes, grid and labels.
     for (top, max, label) in [
         (top1, sum_max, "in-flight limit"),
+        (top_g, goodput_max, "files delivered per second"),
         (top2, lat_max, "attempt latency (ms)"),
     ] {
         let step = tick_step(max);
@@ -232,13 +295,28 @@ fn svg(points: &[Point], senders: usize, capacity: usize, title: &str) -> String
         h - 8.0
     );
     // The receiver's capacity.
-    let c = y1(capacity as f64);
+    if capacity > 0 {
+        let c = y1(capacity as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" x2="{}" y1="{c:.1}" y2="{c:.1}" stroke="#d62728" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" fill="#d62728" text-anchor="end">capacity {capacity}</text>"##,
+            W - RIGHT,
+            W - RIGHT - 4.0,
+            c - 4.0,
+        );
+    }
+    // Goodput per bin of a hundredth of the run.
+    let line: String = goodput
+        .iter()
+        .enumerate()
+        .map(|(b, g)| {
+            let t = (b as f64 + 0.5) * bin_seconds;
+            format!("{:.1},{:.1} ", x(t), y_g(*g))
+        })
+        .collect();
     let _ = writeln!(
         s,
-        r##"<line x1="{LEFT}" x2="{}" y1="{c:.1}" y2="{c:.1}" stroke="#d62728" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" fill="#d62728" text-anchor="end">capacity {capacity}</text>"##,
-        W - RIGHT,
-        W - RIGHT - 4.0,
-        c - 4.0,
+        r##"<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{line}"/>"##
     );
     // Each sender's limit, and their sum, as steps: a point where a value
     // changes, at the old value and at the new.
@@ -292,7 +370,6 @@ fn svg(points: &[Point], senders: usize, capacity: usize, title: &str) -> String
     }
     // Latency of served attempts: median and 90th percentile per bin of a
     // hundredth of the run.
-    let bins = 100;
     let mut binned = vec![Vec::new(); bins];
     for p in points.iter().filter(|p| !p.overloaded) {
         let b = ((p.seconds / t_max * bins as f64) as usize).min(bins - 1);
