@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use spoolpost_common::config;
-use spoolpost_common::exit::{Failure, USAGE};
-use spoolpost_common::preflight::{self, Report};
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::{Failure, USAGE};
+use spoolpost_ops::preflight::{self, Report};
 
 use crate::cli::Args;
 use crate::collect::Source;
@@ -23,7 +23,10 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     report.passed("configuration parses");
     // Only to name the line of a source that came from the file: config
     // sources come first in the plan, then --source ones.
-    let loaded = args.config.as_deref().and_then(|p| config::load(p).ok());
+    let loaded = args
+        .config
+        .as_deref()
+        .and_then(|p| config_load::load(p).ok());
     let at = |i: usize, message: String| match &loaded {
         Some(l) if i < l.config.collector.sources.len() => l
             .error_at_key(&["collector", "sources", &i.to_string(), "path"], message)

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::Diagnostics;
-use spoolpost_common::progress::ProgressFlags;
+use spoolpost_ops::config::{CollectorSection, ReadyRule, SourceConfig};
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::logging::Diagnostics;
+use spoolpost_ops::progress::ProgressFlags;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -104,7 +105,7 @@ pub struct Args {
 
     /// Print the man page or a shell's completion script on stdout, then exit.
     #[arg(long, value_enum, value_name = "WHAT")]
-    pub generate: Option<spoolpost_common::generate::Generate>,
+    pub generate: Option<spoolpost_ops::generate::Generate>,
 
     #[command(flatten)]
     pub progress: ProgressFlags,
@@ -128,7 +129,7 @@ pub struct Plan {
 impl Args {
     pub fn plan(&self) -> Result<Plan, Failure> {
         let loaded = match &self.config {
-            Some(path) => Some(config::load(path).map_err(Failure::config)?),
+            Some(path) => Some(config_load::load(path).map_err(Failure::config)?),
             None => None,
         };
         let spool = self

@@ -3,7 +3,7 @@
 //!
 //! [`ready`] and [`gate`] are pure rules (when is a file complete, may we add
 //! more); [`collect`] finds and takes files; [`run`] holds the three modes;
-//! the move itself is `spoolpost_common::admit`. [`check`] is `--check`;
+//! the move itself is `spoolpost_protocol::admit`. [`check`] is `--check`;
 //! [`reload`] is SIGHUP in daemon mode.
 
 pub mod check;
@@ -16,9 +16,9 @@ pub mod run;
 
 use std::path::{Component, Path, PathBuf};
 
-use spoolpost_common::exit::Failure;
-use spoolpost_common::notify::Notifier;
-use spoolpost_common::spool::Spool;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::notify::Notifier;
+use spoolpost_protocol::spool::Spool;
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Source};
@@ -29,12 +29,12 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     if args.generate.is_some() || args.check {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
-        spoolpost_common::shutdown::release();
+        spoolpost_ops::shutdown::release();
     }
     if let Some(what) = args.generate {
-        return spoolpost_common::generate::emit_for::<cli::Args>(
+        return spoolpost_ops::generate::emit_for::<cli::Args>(
             what,
-            &spoolpost_common::generate::COLLECTOR,
+            &spoolpost_ops::generate::COLLECTOR,
         );
     }
     if args.check {
@@ -43,10 +43,10 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let plan = args.plan()?;
     let (sources, gate) = settings_of(&plan)?;
     let spool = Spool::open_root(&plan.spool, plan.create_spool)?;
-    let events = spoolpost_common::progress::sink(
+    let events = spoolpost_ops::progress::sink(
         plan.events.as_deref(),
         &plan.progress,
-        spoolpost_common::progress::Role::Collector,
+        spoolpost_ops::progress::Role::Collector,
         &spool,
         || None,
     )?;
@@ -64,8 +64,8 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         // On this (main) thread, which held the signals since main began.
-        let mut listeners = spoolpost_common::shutdown::Signals::listen();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+        let mut listeners = spoolpost_ops::shutdown::Signals::listen();
+        let signals = tokio::spawn(spoolpost_ops::shutdown::stop_on_signal(
             &mut listeners,
             stop.clone(),
             None,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use spoolpost_common::reload;
+use spoolpost_ops::reload;
 
 use crate::cli::Args;
 use crate::collect::Collector;

@@ -8,9 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::exit::Failure;
-use spoolpost_common::notify::Notifier;
-use spoolpost_common::watch::{Pacer, Watcher, next_of};
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::notify::Notifier;
+use spoolpost_ops::watch::{Pacer, Watcher, next_of};
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub fn once(collector: &mut Collector) -> Result<(), Failure> {
 fn left_for_disk_full(collector: &Collector) -> Result<(), Failure> {
     if collector.disk_full {
         return Err(Failure {
-            code: spoolpost_common::exit::TEMPORARY,
+            code: spoolpost_ops::exit::TEMPORARY,
             message: "the spool's disk is full: files were left at their source; rerun later"
                 .into(),
         });
@@ -192,7 +192,7 @@ pub async fn serve(
                 for (source, dir) in &scan.folders {
                     if !watched.contains(dir) {
                         let settle_rule = collector.sources[*source].config.ready
-                            != spoolpost_common::config::ReadyRule::CloseWrite;
+                            != spoolpost_ops::config::ReadyRule::CloseWrite;
                         match w.add(dir, folders.len(), settle_rule) {
                             Ok(()) => {
                                 watched.push(dir.clone());

@@ -8,8 +8,8 @@ use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use spoolpost_common::event::{Event, EventKind};
-use spoolpost_common::name::SpoolName;
+use spoolpost_protocol::event::{Event, EventKind};
+use spoolpost_protocol::name::SpoolName;
 
 pub const WINDOWS_MINUTES: [u64; 3] = [1, 5, 15];
 
@@ -137,7 +137,7 @@ pub fn analyse_with(
             let receiver = event
                 .receiver
                 .clone()
-                .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into());
+                .unwrap_or_else(|| spoolpost_protocol::event::NO_ROUTE.into());
             let a = acc.entry(receiver).or_default();
             if let Some(ms) = event.latency_ms {
                 a.latencies.push(ms);

@@ -7,13 +7,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::circuits;
-use spoolpost_common::config::{self, Loaded};
-use spoolpost_common::event::{Event, rfc3339};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::paces;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, annotate};
+use spoolpost_ops::config::Loaded;
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::circuits;
+use spoolpost_protocol::event::{Event, rfc3339};
+use spoolpost_protocol::paces;
+use spoolpost_protocol::spool::{Spool, annotate};
 
 use crate::census::{self, Census};
 use crate::check::{self, Check};
@@ -36,7 +37,7 @@ pub struct Setup {
 
 pub fn setup(args: &Args) -> Result<Setup, Failure> {
     let loaded = match &args.config {
-        Some(path) => Some(config::load(path).map_err(Failure::config)?),
+        Some(path) => Some(config_load::load(path).map_err(Failure::config)?),
         None => None,
     };
     let router = loaded
@@ -58,10 +59,7 @@ pub fn setup(args: &Args) -> Result<Setup, Failure> {
 
 pub fn main_with(args: Args) -> Result<(), Failure> {
     if let Some(what) = args.generate {
-        return spoolpost_common::generate::emit_for::<Args>(
-            what,
-            &spoolpost_common::generate::REPORTER,
-        );
+        return spoolpost_ops::generate::emit_for::<Args>(what, &spoolpost_ops::generate::REPORTER);
     }
     if args.check {
         return check::preflight(&args);

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use spoolpost_common::circuits::CircuitState;
+use spoolpost_protocol::circuits::CircuitState;
 
 use crate::events::Percentiles;
 use crate::report::Report;

@@ -9,10 +9,10 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::event::{EventKind, EventSink, rfc3339};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::reload;
-use spoolpost_common::spool::Spool;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::reload;
+use spoolpost_protocol::event::{EventKind, EventSink, rfc3339};
+use spoolpost_protocol::spool::Spool;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Args, Format};
@@ -152,14 +152,14 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                     EventKind::Delivered => trends.delivered(
                         e.receiver
                             .clone()
-                            .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into()),
+                            .unwrap_or_else(|| spoolpost_protocol::event::NO_ROUTE.into()),
                         t,
                     ),
                     // Collector lines name no receiver: the routes do.
                     EventKind::Collected => trends.collected(
                         router.map(|r| {
                             r.receiver_of(OsStr::new(&e.file))
-                                .map_or(spoolpost_common::event::NO_ROUTE.into(), |i| {
+                                .map_or(spoolpost_protocol::event::NO_ROUTE.into(), |i| {
                                     r.receivers()[i].name.clone()
                                 })
                         }),

@@ -18,7 +18,7 @@ pub mod sched;
 #[cfg(test)]
 mod scheduler_tests;
 
-use spoolpost_common::exit::Failure;
+use spoolpost_ops::exit::Failure;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
@@ -26,12 +26,12 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     if args.generate.is_some() || args.check {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
-        spoolpost_common::shutdown::release();
+        spoolpost_ops::shutdown::release();
     }
     if let Some(what) = args.generate {
-        return spoolpost_common::generate::emit_for::<cli::Args>(
+        return spoolpost_ops::generate::emit_for::<cli::Args>(
             what,
-            &spoolpost_common::generate::SENDER,
+            &spoolpost_ops::generate::SENDER,
         );
     }
     if args.check {
@@ -49,8 +49,8 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         // On this (main) thread, which held the signals since main began:
         // from here a SIGTERM that came during start-up stops the run
         // cleanly, and a SIGHUP is a reload once serving.
-        let mut listeners = spoolpost_common::shutdown::Signals::listen();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+        let mut listeners = spoolpost_ops::shutdown::Signals::listen();
+        let signals = tokio::spawn(spoolpost_ops::shutdown::stop_on_signal(
             &mut listeners,
             stop.clone(),
             Some(now.clone()),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use spoolpost_common::config::SenderSection;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::progress::{self, Role};
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
+use spoolpost_ops::config::SenderSection;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::progress::{self, Role};
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ use crate::sched::circuits::Circuits;
 use crate::sched::dispatch::Dispatcher;
 use crate::sched::pace::Pace;
 use crate::sched::shared::{Config, ReceiverSlots, Shared};
-use spoolpost_common::watch::{Pacer, Watcher, next_of};
+use spoolpost_ops::watch::{Pacer, Watcher, next_of};
 
 /// How often the service manager's status line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -39,7 +39,7 @@ async fn hangup(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> 
 /// in `incoming/`, circuits not closed. Counting `incoming/` reads the
 /// folder, so it is done only when a service manager listens.
 fn send_status(shared: &Shared, concurrency: usize) {
-    let notifier = spoolpost_common::notify::global();
+    let notifier = spoolpost_ops::notify::global();
     if !notifier.is_active() {
         return;
     }
@@ -123,7 +123,7 @@ pub async fn run(
         "sender started"
     );
     shared.circuits.publish();
-    spoolpost_common::notify::global().ready("sending");
+    spoolpost_ops::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
     let publishing = tokio::spawn(crate::sched::pace::publish(
@@ -144,7 +144,7 @@ pub async fn run(
         serve(&mut dispatcher, &settings, &reloader, hup, &stop).await
     };
     if stop.is_cancelled() {
-        spoolpost_common::notify::global().stopping();
+        spoolpost_ops::notify::global().stopping();
     }
     let cut = dispatcher.drain_within(settings.grace, &cut_now).await;
     if cut > 0 {
@@ -210,7 +210,7 @@ pub(crate) fn shared_state(
     router: Router,
     http: Http,
     settings: &SenderSection,
-    events: spoolpost_common::event::EventSink,
+    events: spoolpost_protocol::event::EventSink,
     exchange: Arc<dyn crate::net::exchange::Exchange>,
 ) -> Shared {
     let slots = router
@@ -312,9 +312,9 @@ fn left_behind(stranded: usize, unclaimed: u64, disk_full: bool) -> Failure {
     };
     Failure {
         code: if disk_full {
-            spoolpost_common::exit::TEMPORARY
+            spoolpost_ops::exit::TEMPORARY
         } else {
-            spoolpost_common::exit::IO_ERROR
+            spoolpost_ops::exit::IO_ERROR
         },
         message: format!("{why}: {}", what.join("; ")),
     }
@@ -444,7 +444,7 @@ pub(crate) async fn schedule(
     let mut holds = tokio::time::interval(crate::sched::holds::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
-    let mut watchdog = spoolpost_common::notify::global().watchdog();
+    let mut watchdog = spoolpost_ops::notify::global().watchdog();
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -475,9 +475,9 @@ pub(crate) async fn schedule(
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
-            _ = watchdog.tick(spoolpost_common::notify::global()) => {}
+            _ = watchdog.tick(spoolpost_ops::notify::global()) => {}
             Some(()) = hangup(hangups.as_deref_mut()) => {
-                let notifier = spoolpost_common::notify::global();
+                let notifier = spoolpost_ops::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");
                 // A new backoff or route can make waiting files due now.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use spoolpost_common::config::{self, BodyEncoding, ReceiverConfig};
+use spoolpost_ops::config::{self, BodyEncoding, ReceiverConfig};
 
 /// The least time between two reads of a receiver's secret files.
 pub const RECHECK: Duration = Duration::from_secs(1);

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use spoolpost_common::config::{ReceiverConfig, TlsVersion};
-use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
+use spoolpost_ops::config::{ReceiverConfig, TlsVersion};
+use spoolpost_ops::proxy::{self, EnvProxies, ProxyUrl};
 
 /// What a probe of one endpoint (`url`, one of the receiver's) found: the
 /// time to a connection (and handshake).

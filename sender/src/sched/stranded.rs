@@ -16,9 +16,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::event::{Event, EventKind};
-use spoolpost_common::reason::ReasonRecord;
-use spoolpost_common::spool::Claimed;
+use spoolpost_protocol::event::{Event, EventKind};
+use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::spool::Claimed;
 
 /// The first wait before a failed move is tried again.
 pub const FIRST: Duration = Duration::from_millis(250);

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::{
     TestSpool, collector, config, eventually, path_str, run, sender, spawn,
 };

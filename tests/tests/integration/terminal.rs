@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 

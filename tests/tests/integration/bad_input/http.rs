@@ -6,10 +6,10 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::event::EventKind;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::ErrorClass;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::EventKind;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::ErrorClass;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::raw::{Act, RawServer};
 use spoolpost_tests::receiver::{Receiver, Reply};

@@ -41,7 +41,7 @@ pub const DIR_FSYNC_ENV: &str = "SPOOLPOST_DIR_FSYNC";
 
 /// Reads a switch once: `Some(true)` for `forced`, `Some(false)` for
 /// `native` or empty, a warning and `Some(false)` for anything else.
-pub(crate) fn switch(var: &str, forced: &str, native: &str) -> bool {
+pub fn switch(var: &str, forced: &str, native: &str) -> bool {
     match std::env::var_os(var) {
         None => false,
         Some(v) if v == forced => true,

@@ -173,7 +173,7 @@ impl Spool {
     }
 
     pub fn tmp(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(crate::layout::TMP_DIR)
     }
 
     fn synced(&self, dir: &Path) -> io::Result<()> {
@@ -290,11 +290,11 @@ impl ClaimFolder {
             name.key = Some(Key::random());
             // A producer's long name: its whole original must be on record
             // before the claim gives the file a name that holds only its start.
-            crate::fullname::store(&self.spool, &name).map_err(|e| {
+            crate::fullname::store(self.spool.root(), &name).map_err(|e| {
                 annotate(e, "cannot keep the full name of", Path::new(incoming_name))
             })?;
         }
-        crate::fullname::resolve(&self.spool, &mut name);
+        crate::fullname::resolve(self.spool.root(), &mut name);
         if name.first_attempt.is_none() {
             name.first_attempt = Some(unix_seconds(now));
         }
@@ -304,7 +304,7 @@ impl ClaimFolder {
             Ok(()) => Ok(Some(Claimed { name, path: to })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if SpoolName::parse(incoming_name).key.is_none() {
-                    crate::fullname::forget(&self.spool, &name);
+                    crate::fullname::forget(self.spool.root(), &name);
                 }
                 Ok(None)
             }
@@ -318,7 +318,7 @@ impl ClaimFolder {
         if delete {
             fs::remove_file(&file.path).map_err(|e| annotate(e, "cannot delete", &file.path))?;
             self.spool.synced(&self.dir)?;
-            crate::fullname::forget(&self.spool, &file.name);
+            crate::fullname::forget(self.spool.root(), &file.name);
             return Ok(None);
         }
         let done = self.spool.dir(State::Done);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::event::{Event, EventKind};
+use spoolpost_protocol::event::{Event, EventKind};
 
 /// Which program is reporting; it decides what "done" means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Tally {
 
 /// The receiver name shown for events that name none.
 /// The reporter's word for it too, so one file has one name (issue 29.6).
-const NO_RECEIVER: &str = crate::event::NO_ROUTE;
+const NO_RECEIVER: &str = spoolpost_protocol::event::NO_ROUTE;
 
 impl Tally {
     pub fn record(&mut self, event: &Event) {
@@ -254,8 +254,8 @@ mod tests {
         e.receiver = None;
         t.record(&e);
         let text = summary(Role::Sender, &t, Duration::from_secs(1), "/s");
-        assert!(text.contains(crate::event::NO_ROUTE), "{text}");
-        assert_eq!(crate::event::NO_ROUTE, "(no route)");
+        assert!(text.contains(spoolpost_protocol::event::NO_ROUTE), "{text}");
+        assert_eq!(spoolpost_protocol::event::NO_ROUTE, "(no route)");
     }
 
     #[test]
