@@ -29,7 +29,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     if args.generate.is_some() || args.check {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
-        spoolpost_ops::shutdown::release();
+        spoolpost_ops::signals::release();
     }
     if let Some(what) = args.generate {
         return spoolpost_ops::generate::emit_for::<cli::Args>(
@@ -64,8 +64,8 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         // On this (main) thread, which held the signals since main began.
-        let mut listeners = spoolpost_ops::shutdown::Signals::listen();
-        let signals = tokio::spawn(spoolpost_ops::shutdown::stop_on_signal(
+        let mut listeners = spoolpost_ops::signals::Signals::listen();
+        let signals = tokio::spawn(spoolpost_ops::signals::stop_on_signal(
             &mut listeners,
             stop.clone(),
             None,
@@ -85,7 +85,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
                 let context = run::Service {
                     notifier: &notifier,
                     on_hup: &mut on_hup,
-                    hup: listeners.hup.take(),
+                    hangups: listeners.hangups(),
                 };
                 run::serve(&mut collector, plan.section.rescan_interval, &stop, context).await
             }

@@ -9,7 +9,7 @@ use spoolpost_ops::exit;
 fn main() -> ExitCode {
     // First, before anything slow: a SIGHUP or SIGTERM while starting
     // waits for its listener instead of ending the process.
-    spoolpost_ops::shutdown::hold_from_start();
+    spoolpost_ops::signals::hold_from_start();
     let mut args = Args::parse();
     // No --config: the packaged /etc/spoolpost.toml, when there is one and
     // no --spool says otherwise (README: "reporter hold orders").

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::notify::Notifier;
+use spoolpost_ops::signals::Hangups;
 use spoolpost_ops::watch::{Pacer, Watcher, next_of};
-use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -138,10 +138,8 @@ fn stdin_outcome(collector: &Collector, refused: u64) -> Result<(), Failure> {
 pub struct Service<'a> {
     pub notifier: &'a Notifier,
     pub on_hup: &'a mut dyn FnMut(&mut Collector) -> Duration,
-    /// SIGHUP, listened for since start-up (`None`: reloading is off). A
-    /// SIGHUP that came while starting is read at the first turn: a reload
-    /// once running.
-    pub hup: Option<Signal>,
+    /// SIGHUP, listened for since start-up.
+    pub hangups: Hangups,
 }
 
 fn new_watcher() -> Option<Watcher> {
@@ -164,7 +162,7 @@ pub async fn serve(
     let Service {
         notifier,
         on_hup,
-        mut hup,
+        mut hangups,
     } = service;
     let mut watchdog = notifier.watchdog();
     let mut ready = false;
@@ -238,7 +236,7 @@ pub async fn serve(
             },
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = watchdog.tick(notifier) => {}
-            Some(()) = next_hup(hup.as_mut()) => {
+            () = hangups.next() => {
                 notifier.reloading();
                 let interval = on_hup(collector);
                 // The sources may have changed: watch afresh what the
@@ -252,13 +250,6 @@ pub async fn serve(
                 notifier.ready(&format!("collecting from {} source(s)", collector.sources.len()));
             }
         }
-    }
-}
-
-async fn next_hup(hup: Option<&mut Signal>) -> Option<()> {
-    match hup {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,9 @@ use spoolpost_ops::exit;
 use spoolpost_reporter::Args;
 
 fn main() -> ExitCode {
+    // First, before anything slow: a SIGHUP while a --watch starts waits
+    // for its listener instead of ending the process.
+    spoolpost_ops::signals::hold_from_start();
     let mut args = Args::parse();
     // No --config: the packaged /etc/spoolpost.toml, when there is one and
     // no --spool says otherwise (README: "reporter hold orders").

@@ -58,6 +58,11 @@ pub fn setup(args: &Args) -> Result<Setup, Failure> {
 }
 
 pub fn main_with(args: Args) -> Result<(), Failure> {
+    if args.watch.is_none() {
+        // One report or action: nothing to reload, nothing to finish, so
+        // the signals act as a person at a terminal expects.
+        spoolpost_ops::signals::release();
+    }
     if let Some(what) = args.generate {
         return spoolpost_ops::generate::emit_for::<Args>(what, &spoolpost_ops::generate::REPORTER);
     }

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::reload;
+use spoolpost_ops::signals::Signals;
 use spoolpost_protocol::event::{EventKind, EventSink, rfc3339};
 use spoolpost_protocol::spool::Spool;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, Format};
 use crate::follow::Follow;
@@ -99,7 +100,7 @@ fn draw(term: &console::Term, text: &str, rows: usize, cols: usize) -> std::io::
 fn other(e: std::io::Error) -> Failure {
     Failure {
         code: 1,
-        message: format!("cannot wait for signals and the timer: {e}"),
+        message: format!("cannot start the timer: {e}"),
     }
 }
 
@@ -116,12 +117,17 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         .build()
         .map_err(other)?;
     let _context = runtime.enter();
-    let listen = |kind| signal(kind).map_err(other);
-    let (mut hup, mut term, mut int) = (
-        listen(SignalKind::hangup())?,
-        listen(SignalKind::terminate())?,
-        listen(SignalKind::interrupt())?,
-    );
+    // On this (main) thread, which held the signals since main began. The
+    // stop task runs whenever the loop below waits, which is where a
+    // SIGTERM or SIGINT is acted on.
+    let mut listeners = Signals::listen();
+    let stop = CancellationToken::new();
+    let signals = runtime.spawn(spoolpost_ops::signals::stop_on_signal(
+        &mut listeners,
+        stop.clone(),
+        None,
+    ));
+    let mut hangups = listeners.hangups();
     let screen = look.redraw.then(console::Term::buffered_stdout);
     let mut notice = String::new();
     // A pipe is read as it flows, by a thread, so the first frame does not
@@ -195,15 +201,17 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         let wake = runtime.block_on(async {
             tokio::select! {
                 _ = tokio::time::sleep(every) => Wake::Refresh,
-                _ = hup.recv() => Wake::Reload,
-                _ = term.recv() => Wake::Stop,
-                _ = int.recv() => Wake::Stop,
+                () = hangups.next() => Wake::Reload,
+                _ = stop.cancelled() => Wake::Stop,
             }
         });
         match wake {
             Wake::Refresh => {}
             Wake::Reload => notice = apply_reload(args, &mut setup),
-            Wake::Stop => return Ok(()),
+            Wake::Stop => {
+                signals.abort();
+                return Ok(());
+            }
         }
     }
 }

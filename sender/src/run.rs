@@ -22,18 +22,11 @@ use crate::sched::circuits::Circuits;
 use crate::sched::dispatch::Dispatcher;
 use crate::sched::pace::Pace;
 use crate::sched::shared::{Config, ReceiverSlots, Shared};
+use spoolpost_ops::signals::Hangups;
 use spoolpost_ops::watch::{Pacer, Watcher, next_of};
 
 /// How often the service manager's status line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// The next SIGHUP, or never when there is no handler.
-async fn hangup(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// `STATUS=` for the service manager: requests in flight, files waiting
 /// in `incoming/`, circuits not closed. Counting `incoming/` reads the
@@ -72,14 +65,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
 
 /// `stop` ends the run gently (finish in-flight requests within the grace
-/// period); `cut_now`, after it, cuts them short at once. `hup` is SIGHUP,
-/// listened for since before recovery: one that came while starting is a
+/// period); `cut_now`, after it, cuts them short at once. `hangups` is
+/// SIGHUP, listened for since before recovery: one that came while starting is a
 /// reload once serving (`--once` never reads it: nothing to reload).
 pub async fn run(
     plan: Plan,
     stop: CancellationToken,
     cut_now: CancellationToken,
-    hup: Option<tokio::signal::unix::Signal>,
+    hangups: Hangups,
 ) -> Result<(), Failure> {
     let Plan {
         spool,
@@ -141,7 +134,7 @@ pub async fn run(
     let result = if once {
         drain_once(&mut dispatcher).await
     } else {
-        serve(&mut dispatcher, &settings, &reloader, hup, &stop).await
+        serve(&mut dispatcher, &settings, &reloader, hangups, &stop).await
     };
     if stop.is_cancelled() {
         spoolpost_ops::notify::global().stopping();
@@ -386,7 +379,7 @@ async fn serve(
     dispatcher: &mut Dispatcher,
     settings: &SenderSection,
     reloader: &Reloader,
-    mut hangups: Option<tokio::signal::unix::Signal>,
+    mut hangups: Hangups,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
     let spool = dispatcher.shared.spool.clone();
@@ -406,7 +399,7 @@ async fn serve(
     let events = Events {
         watcher: watcher.as_ref(),
         rescan_every,
-        hangups: hangups.as_mut(),
+        hangups: &mut hangups,
         reloader,
         concurrency: settings.concurrency,
     };
@@ -419,7 +412,7 @@ pub(crate) struct Events<'a> {
     pub watcher: Option<&'a Watcher>,
     /// The longest between two full rescans.
     pub rescan_every: Duration,
-    pub hangups: Option<&'a mut tokio::signal::unix::Signal>,
+    pub hangups: &'a mut Hangups,
     pub reloader: &'a Reloader,
     /// `[sender] concurrency`, for the status line.
     pub concurrency: usize,
@@ -437,7 +430,7 @@ pub(crate) async fn schedule(
     let Events {
         watcher,
         rescan_every,
-        mut hangups,
+        hangups,
         reloader,
         concurrency,
     } = events;
@@ -476,7 +469,7 @@ pub(crate) async fn schedule(
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
             _ = watchdog.tick(spoolpost_ops::notify::global()) => {}
-            Some(()) = hangup(hangups.as_deref_mut()) => {
+            () = hangups.next() => {
                 let notifier = spoolpost_ops::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");

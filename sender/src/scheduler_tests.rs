@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use spoolpost_ops::config_load;
 use spoolpost_ops::route::Router;
+use spoolpost_ops::signals::Hangups;
 use spoolpost_ops::watch::Watcher;
 use spoolpost_protocol::event::EventSink;
 use spoolpost_protocol::name::SpoolName;
@@ -246,7 +247,7 @@ impl Fixture {
         let events = Events {
             watcher: Some(&watcher),
             rescan_every: self.rescan_every,
-            hangups: None,
+            hangups: &mut Hangups::none(),
             reloader: &reloader,
             concurrency: self.concurrency,
         };

@@ -18,5 +18,5 @@ pub mod proxy;
 pub mod redact;
 pub mod reload;
 pub mod route;
-pub mod shutdown;
+pub mod signals;
 pub mod watch;
