@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_ops::config::{CollectorSection, ReadyRule, SourceConfig};
-use spoolpost_ops::config_load;
-use spoolpost_ops::exit::Failure;
+use spoolpost_ops::config::ReadyRule;
 use spoolpost_ops::logging::Diagnostics;
 use spoolpost_ops::progress::ProgressFlags;
 
@@ -112,67 +110,4 @@ pub struct Args {
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,
-}
-
-/// The resolved settings.
-pub struct Plan {
-    pub spool: PathBuf,
-    /// Whether a missing spool root may be created.
-    pub create_spool: bool,
-    pub section: CollectorSection,
-    pub once: bool,
-    pub stdin: Option<bool>,
-    pub events: Option<PathBuf>,
-    pub progress: ProgressFlags,
-}
-
-impl Args {
-    pub fn plan(&self) -> Result<Plan, Failure> {
-        let loaded = match &self.config {
-            Some(path) => Some(config_load::load(path).map_err(Failure::config)?),
-            None => None,
-        };
-        let spool = self
-            .spool
-            .clone()
-            .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
-            .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-        let create_spool =
-            self.create_spool || loaded.as_ref().is_some_and(|l| l.config.create_spool);
-        let mut section = loaded.map(|l| l.config.collector).unwrap_or_default();
-        for path in &self.sources {
-            let mut source = SourceConfig::for_path(path);
-            source.ready = self.ready;
-            source.settle = self.settle;
-            source.include = self.include.clone();
-            if !self.exclude.is_empty() {
-                source.exclude = self.exclude.clone();
-            }
-            source.recursive = self.recursive;
-            section.sources.push(source);
-        }
-        if let Some(n) = self.max_incoming_files {
-            section.max_incoming_files = Some(n);
-        }
-        if let Some(n) = self.max_incoming_bytes {
-            section.max_incoming_bytes = Some(n);
-        }
-        if let Some(n) = self.min_free_space {
-            section.min_free_space = Some(n);
-        }
-        if section.sources.is_empty() && !self.stdin {
-            return Err(Failure::usage(
-                "give --source DIR, --stdin, or [[collector.sources]] in the config file",
-            ));
-        }
-        Ok(Plan {
-            spool,
-            create_spool,
-            section,
-            once: self.once,
-            stdin: self.stdin.then_some(self.null),
-            events: self.events.clone(),
-            progress: self.progress.clone(),
-        })
-    }
 }

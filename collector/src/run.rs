@@ -71,7 +71,7 @@ pub fn from_stdin(
     let mut line = Vec::new();
     // Folders whose dead claim folders were already taken over this run.
     let mut swept = std::collections::HashSet::new();
-    let spool = crate::resolved(collector.spool.root());
+    let spool = crate::overlap::resolved(collector.spool.root());
     let mut refused = 0u64;
     loop {
         line.clear();
@@ -87,7 +87,7 @@ pub fn from_stdin(
         let path = Path::new(OsStr::from_bytes(&line));
         // Before anything else: not even a dead claim folder inside the
         // spool is swept.
-        if crate::inside_spool(&spool, path) {
+        if crate::overlap::inside_spool(&spool, path) {
             refused += 1;
             tracing::warn!(
                 path = %path.display(),
