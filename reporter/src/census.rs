@@ -233,7 +233,7 @@ impl Census {
                 unexpected_in(spool, &dir, Place::State(state), &mut census.unexpected)?;
                 // Each claim folder, and its `.delivered/`: files the
                 // receiver took whose move to done/ failed wait there
-                // (issue 27.2) and are counted with those being sent.
+                // and are counted with those being sent.
                 list(&dir)?
                     .into_iter()
                     .filter(|e| kind_of(e) == Kind::Dir)

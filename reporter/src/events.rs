@@ -182,8 +182,7 @@ pub fn analyse_with(
     for (name, mut a) in acc {
         // Matched only now that every input is read: a collector's lines
         // may come after the sender's (`--events sender.jsonl --events
-        // collector.jsonl`), and the figure must not depend on that order
-        // (issue 29.6).
+        // collector.jsonl`), and the figure must not depend on that order.
         for (id, time) in std::mem::take(&mut a.delivered_at) {
             if let Some(at) = collected_at.get(&id)
                 && let Ok(e2e) = time.duration_since(*at)

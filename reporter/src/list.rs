@@ -209,7 +209,7 @@ impl Place<'_> {
         };
         // A file in error/ keeps the attempts of its name from before its
         // last try; its record counts that try too, as the sender's event
-        // did (`"attempt":1` for a file refused at once, issue 29.6).
+        // did (`"attempt":1` for a file refused at once).
         let (reason, attempts) = match state {
             ListState::Error => match ReasonRecord::read(&dir.join(reason_name(name))) {
                 Some(r) => (Some(r.message), r.attempts.max(parsed.attempts)),

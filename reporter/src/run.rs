@@ -71,7 +71,7 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
     }
     let setup = setup(&args)?;
     // The reporter creates no spool: a mistyped --spool is exit 74, not a
-    // new, empty and so "healthy" spool (issue 13.11).
+    // new, empty and so "healthy" spool.
     let spool = Spool::existing(&setup.root)?;
     if let Some(action) = &args.action {
         return actions::apply(action, &spool, setup.loaded.as_ref(), setup.router.as_ref());

@@ -2,7 +2,7 @@
 //! `incoming/` (the sender skips it), a loose file in `sending/` outside a
 //! claim folder, a folder where files belong, a stray entry in the spool
 //! root, a hold on a name no receiver can have. Such entries would sit in
-//! the spool unseen, so the census counts them (issue 13.8). A pure rule;
+//! the spool unseen, so the census counts them. A pure rule;
 //! the census does the listing.
 
 use std::ffi::OsStr;

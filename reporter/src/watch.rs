@@ -131,7 +131,7 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
     let screen = look.redraw.then(console::Term::buffered_stdout);
     let mut notice = String::new();
     // A pipe is read as it flows, by a thread, so the first frame does not
-    // wait for the writer to end (issue 29.1).
+    // wait for the writer to end.
     let piped = args
         .events
         .iter()

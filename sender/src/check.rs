@@ -12,7 +12,7 @@ use crate::cli::Args;
 pub fn run(args: &Args) -> Result<(), Failure> {
     let mut report = Report::default();
     let loaded = match &args.config {
-        // Every problem the file has, not the first only (issue 29.4).
+        // Every problem the file has, not the first only.
         Some(path) => match config_load::load_all(path) {
             Ok((loaded, problems)) => {
                 problems.into_iter().for_each(|e| report.config(e));

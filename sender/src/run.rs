@@ -182,7 +182,7 @@ pub async fn run(
     if returned > 0 {
         tracing::info!(files = returned, "returned unsent claims to incoming/");
     }
-    // Named for what they count (issue 29.6): `files=` here was the claims
+    // Named for what they count: `files=` here was the claims
     // made, one per attempt and none for an unrouted file, beside a
     // summary that counts files by outcome.
     tracing::info!(

@@ -264,7 +264,7 @@ pub struct ReceiverConfig {
     #[serde(default)]
     pub http_version: HttpVersion,
 
-    // Several endpoints and the body's compression (issue 11).
+    // Several endpoints and the body's compression.
     /// Several endpoints of one receiver, instead of `url`: each with its
     /// own circuit, requests spread over the healthy ones (`sender`'s
     /// `endpoint` module). The same placeholders as `url`.

@@ -35,7 +35,7 @@ pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
 
 /// The first problem of each part (the top level, `[sender]`, each
 /// receiver, `[collector]`), in that order: what `--check` lists, where
-/// start-up stops at the first (issue 29.4).
+/// start-up stops at the first.
 pub fn check_all(loaded: &Loaded) -> Vec<ConfigError> {
     let c = Checker { loaded };
     let mut all: Vec<ConfigError> = [c.top(), c.sender()]

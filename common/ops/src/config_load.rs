@@ -11,7 +11,7 @@ use crate::config_check::check_all;
 /// The configuration file a run reads: the one given (`--config` or
 /// `SPOOLPOST_CONFIG`), else `installed` when it exists and the command
 /// line gives no spool either, so the README's `reporter hold orders` works
-/// on a packaged host as written (issue 29.5). With `--spool` and no
+/// on a packaged host as written. With `--spool` and no
 /// `--config` nothing is read: a run on plain flags stays on plain flags.
 pub fn or_installed(
     given: Option<PathBuf>,

@@ -174,7 +174,7 @@ pub fn spool(root: &Path, create: bool, report: &mut Report) {
                     }
                 });
             match parent {
-                // Start-up would refuse it (issue 29.4), so --check does.
+                // Start-up would refuse it, so --check does.
                 _ if !create => report.spool(format!(
                     "no spool at {}: it does not exist (mistyped? --create-spool or \
                      `create_spool = true` in the config makes a new one)",

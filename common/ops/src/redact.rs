@@ -8,8 +8,8 @@
 //!
 //! The user info of a malformed URL may hold any character: a quote, a
 //! bracket, `>`, white space, `/`, another `://` or `@`. No rule that ends
-//! a URL at such a character can tell where its user info ends, and issue
-//! 27.5 printed a password from its first `"`, `'`, `>`, `)` or `]` on. So
+//! a URL at such a character can tell where its user info ends, and one
+//! such rule printed a password from its first `"`, `'`, `>`, `)` or `]` on. So
 //! whatever follows a `://` up to the last `@` of the text is taken as user
 //! info, and never shown: where that span is not plain user info, the URL
 //! is shown as `<unparsable url>`. Too much is hidden at times (a later
@@ -170,7 +170,7 @@ mod tests {
             ("odd ://u:PW@h?SECRET tail", "odd <unparsable url> tail"),
             ("bad http://[::1?SECRET", "bad <unparsable url>"),
             ("", ""),
-            // Issue 27.5: characters that end a URL in text, inside a
+            // Characters that end a URL in text, inside a
             // password.
             (
                 "proxy http://u:pa\"SECRET@h:1: bad",
@@ -235,7 +235,7 @@ mod tests {
         );
     }
 
-    /// Issue 27.5 as a property: random passwords and user names in many
+    /// The same as a property: random passwords and user names in many
     /// URL shapes, alone and quoted in text, never show.
     #[test]
     fn no_part_of_random_user_info_is_ever_shown() {

@@ -210,7 +210,7 @@ impl Router {
 
     /// [`Router::from_config`] with every problem of the receivers and
     /// routes, in file order, not only the first: `--check` promises to
-    /// list them all (issue 29.4). Never an empty list.
+    /// list them all. Never an empty list.
     pub fn from_config_all(loaded: &Loaded) -> Result<Router, Vec<ConfigError>> {
         let config = &loaded.config;
         let mut problems = Vec::new();

@@ -29,7 +29,7 @@ pub const NO_ROUTE: &str = "(no route)";
 
 /// A duration in milliseconds for an event line, to the microsecond: a
 /// whole number of microseconds over 1,000 prints as `911.167`, where
-/// `as_secs_f64() * 1000.0` printed `0.9111670000000001` (issue 29.6).
+/// `as_secs_f64() * 1000.0` printed `0.9111670000000001`.
 pub fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }

@@ -180,7 +180,7 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// report `NotFound`, as if we had come second to a rename; on any other
 /// failure of `unlink` the link is withdrawn too, leaving the file where it
 /// was. Keeping both
-/// links would send one file twice under two keys (issue 16: 307 of 5,000).
+/// links would send one file twice under two keys (307 of 5,000 once were).
 /// `link` cannot make a folder; a folder is moved with a plain `rename`,
 /// which is safe only because the folders the spool moves (claim folders)
 /// have names no one else uses, and refuses a non-empty target anyway.

@@ -95,7 +95,7 @@ impl Spool {
     /// Opens a writer's spool (sender, collector): its folders are created
     /// as needed, but its root only when `create` says so, since a
     /// mistyped `--spool` that silently became a new empty spool left the
-    /// run "successful" and the real files unsent (issue 29.4). A root that
+    /// run "successful" and the real files unsent. A root that
     /// exists but is empty (made by tmpfiles.d or `mkdir`) is fine.
     pub fn open_root(root: impl Into<PathBuf>, create: bool) -> io::Result<Spool> {
         let root = root.into();
@@ -492,7 +492,7 @@ fn return_loose(spool: &Spool, path: &Path) -> io::Result<usize> {
 /// it counts as a dead process's leftover. Building one (mkdir, create
 /// `.lock`, flock) takes microseconds, but between those steps a live
 /// process's folder has no lock or an untaken one, and removing it then
-/// makes that process fail (issue 16: one of 240 senders started at once).
+/// makes that process fail (one of 240 senders started at once did).
 pub const BUILD_GRACE: Duration = Duration::from_secs(60);
 
 /// Creates `tmp/PREFIX-ID/` holding `.lock`, locked by the caller for as

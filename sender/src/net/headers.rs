@@ -144,8 +144,8 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 /// `X-Filename` for an original name: percent-encoded where a header cannot
 /// hold it as is. Besides [`FILENAME_ESCAPES`], spaces at either end are
 /// encoded (`%20`): HTTP strips white space around a header value, so
-/// `" a.json"` would arrive as `"a.json"` and collide with another file
-/// (issue 27.7). Spaces inside the name stay as they are, readable.
+/// `" a.json"` would arrive as `"a.json"` and collide with another file.
+/// Spaces inside the name stay as they are, readable.
 pub fn x_filename(original: &[u8]) -> String {
     let start = original.iter().take_while(|b| **b == b' ').count();
     let end = original.len()

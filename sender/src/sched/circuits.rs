@@ -27,7 +27,7 @@ use crate::sched::holds::HOLD_REFRESH;
 
 /// What an opened circuit means for the files. Only a receiver with
 /// several endpoints has others to send to: a single URL's files wait
-/// (issue 29.6: one URL was told its files "go to the other endpoints").
+/// (saying they "go to the other endpoints" would be wrong for one URL).
 fn opened_means(endpoints: usize) -> &'static str {
     if endpoints > 1 {
         "circuit opened: endpoint is failing; files go to the receiver's other endpoints, or wait"

@@ -250,7 +250,7 @@ fn file_name(path: &std::path::Path) -> String {
 }
 
 /// A rejected file's warning. A missing route is one mistake however many
-/// files it catches: thirty unrouted files logged sixty lines (issue 29.6).
+/// files it catches: thirty unrouted files logged sixty lines.
 /// Those warn at the 1st, 2nd, 4th, 8th, ... file, saying how many so
 /// far; each file keeps its event line and its reason record.
 fn warn_rejected(shared: &Shared, event: &Event, record: &ReasonRecord) {

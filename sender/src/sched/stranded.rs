@@ -1,4 +1,4 @@
-//! Files whose move out of `sending/` failed (issue 27.2): a full disk
+//! Files whose move out of `sending/` failed: a full disk
 //! refuses the reason record `error/` needs, a `done/` on another
 //! filesystem refuses the rename. Such a file is not left to shutdown: it
 //! is kept here with the move it still needs and tried again with backoff

@@ -363,7 +363,7 @@ fn three_senders_together_converge_on_the_capacity() {
 /// Issue 12's second receiver: one whose latency grows with the requests
 /// it holds (10 ms + 1 ms per request open) and that never says 503. Its
 /// throughput, `open / (10 ms + open × 1 ms)`, still rises past 10 open
-/// (500/s) towards 1,000/s, ever more slowly; since issue 26 the limit
+/// (500/s) towards 1,000/s, ever more slowly; the limit
 /// aims for goodput, so it settles where a step more buys little (tens),
 /// never near the bound of 1,024 where latency would be a second.
 #[test]

@@ -1,4 +1,4 @@
-//! Running as a service (issue 9): `--check` and `--probe`, sd_notify
+//! Running as a service: `--check` and `--probe`, sd_notify
 //! messages read from a real datagram socket, and the collector's SIGHUP.
 
 use std::os::unix::net::UnixDatagram;
@@ -152,7 +152,7 @@ fn check_refuses_a_source_inside_the_spool_and_a_one_shot_run_s_missing_source()
         "{err}"
     );
     // The daemon keeps looking for a missing source: its check warns, at
-    // the same line, and passes, so a unit can start (issue 29.3).
+    // the same line, and passes, so a unit can start.
     let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -933,7 +933,7 @@ fn issue_27_sigterm_while_the_sender_starts_is_a_clean_stop() {
     );
 }
 
-/// Found attacking the fix for issue 27's defect 3: one-shot runs had no
+/// Found attacking the fix for SIGHUP at start-up: one-shot runs had no
 /// SIGHUP handler at all, so a SIGHUP (a closing terminal, a careless
 /// `pkill -HUP collector`) ended a `collector --stdin` mid-input and a
 /// `sender --once` mid-drain. Now it is ignored: nothing to reload.
@@ -1039,7 +1039,7 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
         check(&mut cmd)
     };
     // A one-shot run refuses missing sources (78); the daemon keeps looking
-    // for them (issue 29.3), so its check names them as warnings and only
+    // for them, so its check names them as warnings and only
     // the mistyped spool fails it (74).
     for (once, code_wanted) in [(true, 78), (false, 74)] {
         let (code, _, err) = collector(once);

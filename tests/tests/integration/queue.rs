@@ -1,4 +1,4 @@
-//! The queue tools (issue 9): `reporter list`, `reporter flush` and
+//! The queue tools: `reporter list`, `reporter flush` and
 //! `reporter --check`, run as real binaries over real spools, with real
 //! senders and the test receiver where files must move.
 

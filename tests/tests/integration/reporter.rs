@@ -230,7 +230,7 @@ fn prometheus_output_is_well_formed_and_written_atomically() {
     put_aged(&spool, State::Incoming, "a", 10, Duration::from_secs(20));
     let spool_handle = Spool::open(&spool.root).unwrap();
     spoolpost_protocol::circuits::hold(&spool_handle, "orders.eu-1").unwrap();
-    // A hold no receiver can have (issue 13): counted as unexpected, never
+    // A hold no receiver can have: counted as unexpected, never
     // a label that could break the format.
     std::fs::write(spool.root.join("hold").join("we\"ird\\name\n"), b"").unwrap();
     let prom = spool.side("textfile").join("spoolpost.prom");

@@ -1,4 +1,4 @@
-//! A person at a terminal (issue 19): the real binaries run in a real
+//! A person at a terminal: the real binaries run in a real
 //! pseudo-terminal (a private tmux server) and the test reads the screen.
 
 use std::path::{Path, PathBuf};

@@ -49,7 +49,7 @@ pub struct Tally {
 }
 
 /// The receiver name shown for events that name none.
-/// The reporter's word for it too, so one file has one name (issue 29.6).
+/// The reporter's word for it too, so one file has one name.
 const NO_RECEIVER: &str = spoolpost_protocol::event::NO_ROUTE;
 
 impl Tally {
@@ -110,7 +110,7 @@ pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
     let mut out = String::new();
     // The sender's count is every file it is finished with (delivered,
     // rejected, expired, waiting to retry): "sent 210" beside a summary of
-    // 200 delivered read as a contradiction (issue 29.6), so it says
+    // 200 delivered read as a contradiction, so it says
     // "done", and delivered is shown as the summary counts it.
     let verb = match role {
         Role::Sender => "done",

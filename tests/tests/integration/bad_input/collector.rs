@@ -224,7 +224,7 @@ fn collect_from_stdin(
     }
 }
 
-/// Found after issue 18: a `--stdin` collector killed mid-copy left the file
+/// A regression: a `--stdin` collector killed mid-copy left the file
 /// in its claim folder beside the source, and only a collector scanning that
 /// folder would ever take it over; a host that feeds collectors from `find`
 /// alone stranded it for good.

@@ -496,7 +496,7 @@ fn issue_17_early_answers_count_against_the_receiver_s_circuit() {
     );
     out.assert_success();
     assert!(out.stderr.contains("circuit opened"), "{}", out.stderr);
-    // One URL has no other endpoints to send to (issue 29.6).
+    // One URL has no other endpoints to send to.
     assert!(!out.stderr.contains("other endpoints"), "{}", out.stderr);
     // Which of the later files still go depends on the scheduler (a file
     // that passed the circuit check may go once a slot frees); that the

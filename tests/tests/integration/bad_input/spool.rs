@@ -261,7 +261,7 @@ fn spool_folders_on_different_filesystems_lose_no_file() {
         LIMIT,
     );
     // Whatever the exit, the file is in exactly one place: delivered, it
-    // waits in its claim folder's .delivered/ for done/ (issue 27.2).
+    // waits in its claim folder's .delivered/ for done/.
     let places = spool.count(State::Incoming)
         + spool.count(State::Done)
         + spool.count(State::Error)
@@ -297,7 +297,7 @@ fn sigterm_and_sigint_stop_the_sender_cleanly_and_log_it_once() {
 
 #[test]
 fn sighup_does_not_stop_the_sender_and_the_request_in_flight_finishes() {
-    // SIGHUP reloads (issue 9): the request it interrupts ends as it began.
+    // SIGHUP reloads: the request it interrupts ends as it began.
     let rx = Receiver::start();
     rx.answer(spoolpost_tests::receiver::Reply::stall(
         Duration::from_millis(1500),

@@ -1,4 +1,4 @@
-//! Reaching receivers the way companies run them (issue 11): client
+//! Reaching receivers the way companies run them: client
 //! certificates, `server_name`, `tls_min_version`, `insecure_skip_verify`,
 //! proxies (configured and from the environment) and HTTP/2.
 
