@@ -1,7 +1,7 @@
 //! The table for people: aligned columns, one section per question
 //! (states, receivers, backlog age, errors, and rates and latencies when
 //! event lines were read), red and yellow only when the caller says the
-//! terminal wants colour ([`crate::watch::Look`] decides).
+//! terminal wants colour ([`crate::output::Look`] decides).
 
 use std::fmt::Write;
 
