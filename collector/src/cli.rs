@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_common::config::{self, CollectorSection, ReadyRule, SourceConfig};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::Diagnostics;
-use spoolpost_common::progress::ProgressFlags;
+use spoolpost_ops::config::ReadyRule;
+use spoolpost_ops::logging::Diagnostics;
+use spoolpost_ops::progress::ProgressFlags;
 
 /// Moves complete files from producers' folders into a spool's incoming/.
 ///
@@ -104,74 +103,11 @@ pub struct Args {
 
     /// Print the man page or a shell's completion script on stdout, then exit.
     #[arg(long, value_enum, value_name = "WHAT")]
-    pub generate: Option<spoolpost_common::generate::Generate>,
+    pub generate: Option<spoolpost_ops::generate::Generate>,
 
     #[command(flatten)]
     pub progress: ProgressFlags,
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,
-}
-
-/// The resolved settings.
-pub struct Plan {
-    pub spool: PathBuf,
-    /// Whether a missing spool root may be created.
-    pub create_spool: bool,
-    pub section: CollectorSection,
-    pub once: bool,
-    pub stdin: Option<bool>,
-    pub events: Option<PathBuf>,
-    pub progress: ProgressFlags,
-}
-
-impl Args {
-    pub fn plan(&self) -> Result<Plan, Failure> {
-        let loaded = match &self.config {
-            Some(path) => Some(config::load(path).map_err(Failure::config)?),
-            None => None,
-        };
-        let spool = self
-            .spool
-            .clone()
-            .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
-            .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-        let create_spool =
-            self.create_spool || loaded.as_ref().is_some_and(|l| l.config.create_spool);
-        let mut section = loaded.map(|l| l.config.collector).unwrap_or_default();
-        for path in &self.sources {
-            let mut source = SourceConfig::for_path(path);
-            source.ready = self.ready;
-            source.settle = self.settle;
-            source.include = self.include.clone();
-            if !self.exclude.is_empty() {
-                source.exclude = self.exclude.clone();
-            }
-            source.recursive = self.recursive;
-            section.sources.push(source);
-        }
-        if let Some(n) = self.max_incoming_files {
-            section.max_incoming_files = Some(n);
-        }
-        if let Some(n) = self.max_incoming_bytes {
-            section.max_incoming_bytes = Some(n);
-        }
-        if let Some(n) = self.min_free_space {
-            section.min_free_space = Some(n);
-        }
-        if section.sources.is_empty() && !self.stdin {
-            return Err(Failure::usage(
-                "give --source DIR, --stdin, or [[collector.sources]] in the config file",
-            ));
-        }
-        Ok(Plan {
-            spool,
-            create_spool,
-            section,
-            once: self.once,
-            stdin: self.stdin.then_some(self.null),
-            events: self.events.clone(),
-            progress: self.progress.clone(),
-        })
-    }
 }

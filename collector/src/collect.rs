@@ -1,6 +1,6 @@
 //! Finding complete files in the source folders and putting them into the
 //! spool: filters, the readiness rule of each source, back-pressure, and an
-//! event line per file. The move itself is `spoolpost_common::admit`.
+//! event line per file. The move itself is `spoolpost_protocol::admit`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use spoolpost_common::admit::{AdmitError, Admitted, Admitter, CLAIM_PREFIX};
-use spoolpost_common::config::{ReadyRule, SourceConfig};
-use spoolpost_common::event::{Event, EventKind, EventSink, rfc3339};
-use spoolpost_common::spool::{Spool, State};
+use spoolpost_ops::config::{ReadyRule, SourceConfig};
+use spoolpost_protocol::admit::{AdmitError, Admitted, Admitter, CLAIM_PREFIX};
+use spoolpost_protocol::event::{Event, EventKind, EventSink, rfc3339};
+use spoolpost_protocol::spool::{Spool, State};
 
 use crate::gate::{Change, Gate, Level};
 use crate::ready::{Look, Settled, marked_by, settled};
@@ -259,7 +259,7 @@ impl Collector {
         if !(rule == ReadyRule::CloseWrite && finished) {
             let look = Look {
                 mtime: meta.modified().unwrap_or(UNIX_EPOCH),
-                ctime: spoolpost_common::fsops::ctime(&meta),
+                ctime: spoolpost_protocol::fsops::ctime(&meta),
                 size: meta.len(),
             };
             let seen_since = (self.watched.get(&path))
@@ -403,7 +403,7 @@ impl Collector {
                 false
             }
             Err(AdmitError::Io(e)) => {
-                self.disk_full |= spoolpost_common::fsops::is_disk_full(&e);
+                self.disk_full |= spoolpost_protocol::fsops::is_disk_full(&e);
                 tracing::warn!(file = %path.display(), error = %e, "cannot collect; will retry");
                 false
             }

@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(verdict(t0, t0, t0, S(0)), Settled::Yes);
     }
 
-    /// Issue 27, defect 4: an mtime ahead of the clock (a producer's wrong
+    /// A regression: an mtime ahead of the clock (a producer's wrong
     /// clock, `touch -d`, a copy keeping a skewed stamp) made the file wait
     /// for it: forever, for one stamped ten years ahead, and silently.
     #[test]

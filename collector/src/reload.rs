@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use spoolpost_common::reload;
+use spoolpost_ops::reload;
 
 use crate::cli::Args;
 use crate::collect::Collector;
+use crate::plan::Plan;
 
 /// What a reload may not change, and what it hands back to the loop.
 pub struct Running {
@@ -23,12 +24,11 @@ pub fn apply(args: &Args, running: &mut Running, collector: &mut Collector) -> b
     if let Err(e) = collector.reopen_events(args.events.as_deref()) {
         tracing::error!(error = %e, "cannot reopen the events file; writing to the old one");
     }
-    let outcome = args
-        .plan()
-        .and_then(|plan| crate::settings_of(&plan).map(|s| (plan, s)))
+    let outcome = Plan::from_args(args)
+        .and_then(|plan| plan.settings().map(|settings| (plan, settings)))
         .map_err(|f| f.message);
-    let outcome = outcome.map(|(plan, (sources, gate))| {
-        collector.reconfigure(sources, gate);
+    let outcome = outcome.map(|(plan, settings)| {
+        collector.reconfigure(settings.sources, settings.gate);
         running.rescan_interval = plan.section.rescan_interval;
         reload::changed(&[("spool", plan.spool != running.spool)])
     });

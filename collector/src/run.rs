@@ -8,10 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::exit::Failure;
-use spoolpost_common::notify::Notifier;
-use spoolpost_common::watch::{Pacer, Watcher, next_of};
-use tokio::signal::unix::Signal;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::notify::Notifier;
+use spoolpost_ops::signals::Hangups;
+use spoolpost_ops::watch::{Pacer, Watcher, next_of};
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::{Collector, Scan};
@@ -43,7 +43,7 @@ pub fn once(collector: &mut Collector) -> Result<(), Failure> {
 fn left_for_disk_full(collector: &Collector) -> Result<(), Failure> {
     if collector.disk_full {
         return Err(Failure {
-            code: spoolpost_common::exit::TEMPORARY,
+            code: spoolpost_ops::exit::TEMPORARY,
             message: "the spool's disk is full: files were left at their source; rerun later"
                 .into(),
         });
@@ -71,7 +71,7 @@ pub fn from_stdin(
     let mut line = Vec::new();
     // Folders whose dead claim folders were already taken over this run.
     let mut swept = std::collections::HashSet::new();
-    let spool = crate::resolved(collector.spool.root());
+    let spool = crate::overlap::resolved(collector.spool.root());
     let mut refused = 0u64;
     loop {
         line.clear();
@@ -87,7 +87,7 @@ pub fn from_stdin(
         let path = Path::new(OsStr::from_bytes(&line));
         // Before anything else: not even a dead claim folder inside the
         // spool is swept.
-        if crate::inside_spool(&spool, path) {
+        if crate::overlap::inside_spool(&spool, path) {
             refused += 1;
             tracing::warn!(
                 path = %path.display(),
@@ -138,10 +138,8 @@ fn stdin_outcome(collector: &Collector, refused: u64) -> Result<(), Failure> {
 pub struct Service<'a> {
     pub notifier: &'a Notifier,
     pub on_hup: &'a mut dyn FnMut(&mut Collector) -> Duration,
-    /// SIGHUP, listened for since start-up (`None`: reloading is off). A
-    /// SIGHUP that came while starting is read at the first turn: a reload
-    /// once running.
-    pub hup: Option<Signal>,
+    /// SIGHUP, listened for since start-up.
+    pub hangups: Hangups,
 }
 
 fn new_watcher() -> Option<Watcher> {
@@ -164,7 +162,7 @@ pub async fn serve(
     let Service {
         notifier,
         on_hup,
-        mut hup,
+        mut hangups,
     } = service;
     let mut watchdog = notifier.watchdog();
     let mut ready = false;
@@ -192,7 +190,7 @@ pub async fn serve(
                 for (source, dir) in &scan.folders {
                     if !watched.contains(dir) {
                         let settle_rule = collector.sources[*source].config.ready
-                            != spoolpost_common::config::ReadyRule::CloseWrite;
+                            != spoolpost_ops::config::ReadyRule::CloseWrite;
                         match w.add(dir, folders.len(), settle_rule) {
                             Ok(()) => {
                                 watched.push(dir.clone());
@@ -238,7 +236,7 @@ pub async fn serve(
             },
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = watchdog.tick(notifier) => {}
-            Some(()) = next_hup(hup.as_mut()) => {
+            () = hangups.next() => {
                 notifier.reloading();
                 let interval = on_hup(collector);
                 // The sources may have changed: watch afresh what the
@@ -252,13 +250,6 @@ pub async fn serve(
                 notifier.ready(&format!("collecting from {} source(s)", collector.sources.len()));
             }
         }
-    }
-}
-
-async fn next_hup(hup: Option<&mut Signal>) -> Option<()> {
-    match hup {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,18 +1,18 @@
 //! The operator's actions, carried out through the spool protocol: hold and
 //! release a receiver's backlog, requeue files from error/, and the queue
 //! tools (`list` in [`crate::list`], `flush` in [`crate::flush`]). Each
-//! move is one of `common`'s spool operations; this module only chooses
+//! move is one of the protocol crate's spool operations; this module only chooses
 //! the files.
 
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::circuits;
-use spoolpost_common::config;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::ReasonRecord;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
+use spoolpost_ops::config;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::circuits;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
 
 use crate::cli::Action;
 use crate::{flush, list};
@@ -103,7 +103,7 @@ pub fn apply(
 /// configuration problem if the config has no such receiver (exit 78), so
 /// a typo does not hold nothing while the operator thinks it holds.
 fn check_hold_name(loaded: Option<&config::Loaded>, receiver: &str) -> Result<(), Failure> {
-    spoolpost_common::config_check::check_receiver_name(receiver).map_err(Failure::usage)?;
+    spoolpost_protocol::receiver::check_receiver_name(receiver).map_err(Failure::usage)?;
     if let Some(loaded) = loaded
         && !loaded.config.receivers.contains_key(receiver)
     {
@@ -173,7 +173,7 @@ fn requeue_selected(
             .flatten();
         if let Some(want) = &s.receiver {
             let mut parsed = SpoolName::parse(&name);
-            spoolpost_common::fullname::resolve(spool, &mut parsed);
+            spoolpost_protocol::fullname::resolve(spool.root(), &mut parsed);
             let original = parsed.original;
             let r = router.expect("checked by the caller");
             let routed = r

@@ -15,10 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::ReasonRecord;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::spool::{
     DELIVERED_DIR, Spool, State, annotate, is_data_name, is_reason_name, reason_name,
 };
 
@@ -185,7 +185,7 @@ fn unexpected_in(spool: &Spool, dir: &Path, place: Place, into: &mut Unexpected)
 
 /// Receiver label for files no rule routes, and for all files when no
 /// configuration was given.
-pub const UNROUTED: &str = spoolpost_common::event::NO_ROUTE;
+pub const UNROUTED: &str = spoolpost_protocol::event::NO_ROUTE;
 pub const UNKNOWN: &str = "(no config)";
 
 /// Directory entries a thread takes from the shared listing at a time.
@@ -233,7 +233,7 @@ impl Census {
                 unexpected_in(spool, &dir, Place::State(state), &mut census.unexpected)?;
                 // Each claim folder, and its `.delivered/`: files the
                 // receiver took whose move to done/ failed wait there
-                // (issue 27.2) and are counted with those being sent.
+                // and are counted with those being sent.
                 list(&dir)?
                     .into_iter()
                     .filter(|e| kind_of(e) == Kind::Dir)
@@ -340,7 +340,7 @@ fn tally(
             }
             let mut parsed = SpoolName::parse(&name);
             // A cut name routes by its whole original, as the sender does.
-            spoolpost_common::fullname::resolve(spool, &mut parsed);
+            spoolpost_protocol::fullname::resolve(spool.root(), &mut parsed);
             let entered = parsed
                 .first_attempt
                 .map(|t| UNIX_EPOCH + Duration::from_secs(t))
@@ -403,7 +403,7 @@ mod tests {
             fs::write(spool.dir(State::Error).join(&name), b"123").unwrap();
             if i % 2 == 0 {
                 let record = ReasonRecord {
-                    class: spoolpost_common::reason::ErrorClass::Rejected,
+                    class: spoolpost_protocol::reason::ErrorClass::Rejected,
                     message: "m".into(),
                     file: name.clone(),
                     key: None,
@@ -424,7 +424,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let loaded = spoolpost_common::config::parse(
+        let loaded = spoolpost_ops::config_load::parse(
             Path::new("test.toml"),
             r#"
 [receivers.a]

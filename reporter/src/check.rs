@@ -3,15 +3,15 @@
 //! metrics exist and what they read is [`crate::report::METRICS`].
 //!
 //! Also `reporter --check` ([`preflight`]): whether this command line would
-//! run, without reading the spool's files. Its rules are common's
+//! run, without reading the spool's files. Its rules are the ops crate's
 //! (`preflight`, `config`, `route`); this is only the reporter's selection.
 
 use std::time::Duration;
 
-use spoolpost_common::config;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::preflight;
-use spoolpost_common::route::Router;
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::preflight;
+use spoolpost_ops::route::Router;
 
 use crate::cli::Args;
 use crate::report::{METRICS, Metric, Report};
@@ -115,7 +115,7 @@ pub fn preflight(args: &Args) -> Result<(), Failure> {
     }
     let mut report = preflight::Report::default();
     let loaded = match &args.config {
-        Some(path) => match config::load(path) {
+        Some(path) => match config_load::load(path) {
             Ok(loaded) => {
                 match Router::from_config(&loaded) {
                     Ok(_) => report.passed("configuration and routes are valid"),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use spoolpost_common::logging::Diagnostics;
+use spoolpost_ops::logging::Diagnostics;
 
 /// Reports on a spool: backlog, rates, latencies, errors, circuit states.
 ///
@@ -83,7 +83,7 @@ pub struct Args {
 
     /// Print the man page or a shell's completion script on stdout, then exit.
     #[arg(long, value_enum, value_name = "WHAT")]
-    pub generate: Option<spoolpost_common::generate::Generate>,
+    pub generate: Option<spoolpost_ops::generate::Generate>,
 
     #[command(flatten)]
     pub diagnostics: Diagnostics,

@@ -8,8 +8,8 @@ use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use spoolpost_common::event::{Event, EventKind};
-use spoolpost_common::name::SpoolName;
+use spoolpost_protocol::event::{Event, EventKind};
+use spoolpost_protocol::name::SpoolName;
 
 pub const WINDOWS_MINUTES: [u64; 3] = [1, 5, 15];
 
@@ -137,7 +137,7 @@ pub fn analyse_with(
             let receiver = event
                 .receiver
                 .clone()
-                .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into());
+                .unwrap_or_else(|| spoolpost_protocol::event::NO_ROUTE.into());
             let a = acc.entry(receiver).or_default();
             if let Some(ms) = event.latency_ms {
                 a.latencies.push(ms);
@@ -182,8 +182,7 @@ pub fn analyse_with(
     for (name, mut a) in acc {
         // Matched only now that every input is read: a collector's lines
         // may come after the sender's (`--events sender.jsonl --events
-        // collector.jsonl`), and the figure must not depend on that order
-        // (issue 29.6).
+        // collector.jsonl`), and the figure must not depend on that order.
         for (id, time) in std::mem::take(&mut a.delivered_at) {
             if let Some(at) = collected_at.get(&id)
                 && let Ok(e2e) = time.duration_since(*at)

@@ -5,11 +5,11 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use spoolpost_common::exit::Failure;
-use spoolpost_common::fullname;
-use spoolpost_common::name::{SpoolName, retry_wait};
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{self, Spool, State, annotate, is_data_name};
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::fullname;
+use spoolpost_protocol::name::{SpoolName, retry_wait};
+use spoolpost_protocol::spool::{self, Spool, State, annotate, is_data_name};
 
 /// Whether a file waiting in `incoming/` should be flushed: only a retry
 /// that is not due yet. A due one is taken by the senders anyway, and one
@@ -52,7 +52,7 @@ pub fn flush_waiting(
             || !wants_flush(
                 parsed.attempts,
                 meta.modified().unwrap_or(UNIX_EPOCH),
-                spoolpost_common::fsops::ctime(&meta),
+                spoolpost_protocol::fsops::ctime(&meta),
                 now,
                 cap,
             )
@@ -60,7 +60,7 @@ pub fn flush_waiting(
             continue;
         }
         if let (Some(want), Some(r)) = (receiver, router) {
-            fullname::resolve(spool, &mut parsed);
+            fullname::resolve(spool.root(), &mut parsed);
             let routed = r
                 .receiver_of(&parsed.original)
                 .map(|i| r.receivers()[i].name.as_str());
@@ -70,7 +70,7 @@ pub fn flush_waiting(
         }
         if spool::flush(spool, &name, now)?.is_some() {
             flushed += 1;
-            fullname::resolve(spool, &mut parsed);
+            fullname::resolve(spool.root(), &mut parsed);
             // The names are for the operator; a closed pipe (| head)
             // does not stop the flush.
             let _ = writeln!(out, "{}", parsed.display_original());

@@ -2,7 +2,7 @@
 //!
 //! A pipe has no end while its writer runs (`sender | reporter --events -
 //! --watch 2`), so a watch that read it to end of input before drawing
-//! showed nothing until the sender stopped (issue 29.1). A thread reads
+//! showed nothing until the sender stopped. A thread reads
 //! the pipe as it flows and keeps what it has read; each refresh analyses
 //! the complete lines so far, just as it reads an events file afresh, so a
 //! pipe and a file give the same figures.

@@ -3,7 +3,9 @@
 //! event lines, and carries out operators' requeue and hold actions through
 //! the spool protocol.
 //!
-//! [`cli`] is the command line and [`run`] one run of it. [`census`] reads
+//! [`cli`] is the command line and [`run`] one run of it, from [`setup`]
+//! (the configuration), [`gather`] (a report) and [`output`] (writing it).
+//! [`census`] reads
 //! the spool, [`events`] the event lines; [`report`] is what they add up to,
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
 //! [`prometheus`] render it (JSON is the report's own shape). [`watch`] is
@@ -19,14 +21,18 @@ pub mod cli;
 pub mod events;
 pub mod flush;
 pub mod follow;
+pub mod gather;
 pub mod list;
+pub mod output;
 pub mod prometheus;
 pub mod report;
 pub mod run;
+pub mod setup;
 pub mod spark;
 pub mod table;
 pub mod unexpected;
 pub mod watch;
 
 pub use cli::Args;
-pub use run::{CHECK_FAILED, main_with, make_report};
+pub use gather::make_report;
+pub use run::{CHECK_FAILED, main_with};

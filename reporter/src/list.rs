@@ -15,13 +15,15 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use spoolpost_common::event::rfc3339;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::fullname;
-use spoolpost_common::name::{SpoolName, retry_wait};
-use spoolpost_common::reason::ReasonRecord;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{Spool, State, annotate, is_data_name, is_reason_name, reason_name};
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::event::rfc3339;
+use spoolpost_protocol::fullname;
+use spoolpost_protocol::name::{SpoolName, retry_wait};
+use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::spool::{
+    Spool, State, annotate, is_data_name, is_reason_name, reason_name,
+};
 
 use crate::census::{UNKNOWN, UNROUTED};
 use crate::cli::{ListFormat, ListState};
@@ -183,7 +185,7 @@ impl Place<'_> {
         if self.filter.state.is_some_and(|s| s != state) {
             return None;
         }
-        fullname::resolve(self.spool, &mut parsed);
+        fullname::resolve(self.spool.root(), &mut parsed);
         let receiver = match self.router {
             Some(r) => r
                 .receiver_of(&parsed.original)
@@ -194,7 +196,7 @@ impl Place<'_> {
             return None;
         }
         let meta = fs::symlink_metadata(dir.join(name)).ok()?;
-        let ctime = spoolpost_common::fsops::ctime(&meta);
+        let ctime = spoolpost_protocol::fsops::ctime(&meta);
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let next_attempt = match state {
             ListState::Waiting => Some(self.now),
@@ -207,7 +209,7 @@ impl Place<'_> {
         };
         // A file in error/ keeps the attempts of its name from before its
         // last try; its record counts that try too, as the sender's event
-        // did (`"attempt":1` for a file refused at once, issue 29.6).
+        // did (`"attempt":1` for a file refused at once).
         let (reason, attempts) = match state {
             ListState::Error => match ReasonRecord::read(&dir.join(reason_name(name))) {
                 Some(r) => (Some(r.message), r.attempts.max(parsed.attempts)),

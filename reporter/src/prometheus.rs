@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use spoolpost_common::circuits::CircuitState;
-use spoolpost_common::paces::ReceiverPace;
+use spoolpost_protocol::circuits::CircuitState;
+use spoolpost_protocol::paces::ReceiverPace;
 
 use crate::census::{Totals, bucket_bounds};
 use crate::events::{EventStats, Percentiles};

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use spoolpost_common::circuits::{Circuit, CircuitState};
-use spoolpost_common::paces::ReceiverPace;
+use spoolpost_protocol::circuits::{Circuit, CircuitState};
+use spoolpost_protocol::paces::ReceiverPace;
 
 use crate::census::{ReceiverBacklog, Totals, Unexpected};
 use crate::events::EventStats;
@@ -200,7 +200,7 @@ pub(crate) mod tests {
             )]
             .into(),
         };
-        let pace = |limit, in_flight| spoolpost_common::paces::Pace {
+        let pace = |limit, in_flight| spoolpost_protocol::paces::Pace {
             limit,
             in_flight,
             baseline_ms: Some(5.0),

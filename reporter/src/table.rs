@@ -1,11 +1,11 @@
 //! The table for people: aligned columns, one section per question
 //! (states, receivers, backlog age, errors, and rates and latencies when
 //! event lines were read), red and yellow only when the caller says the
-//! terminal wants colour ([`crate::watch::Look`] decides).
+//! terminal wants colour ([`crate::output::Look`] decides).
 
 use std::fmt::Write;
 
-use spoolpost_common::circuits::CircuitState;
+use spoolpost_protocol::circuits::CircuitState;
 
 use crate::events::Percentiles;
 use crate::report::Report;
@@ -44,7 +44,7 @@ fn bucket_label(bound: Option<u64>) -> String {
 }
 
 /// Lays out rows in columns; the first row is the header. Widths are what
-/// the terminal shows: colour codes take no column (issue 29.2), so a red
+/// the terminal shows: colour codes take no column, so a red
 /// `open` keeps its row in line.
 fn table(out: &mut String, rows: Vec<Vec<String>>) {
     let width = |cell: &str| console::measure_text_width(cell);
@@ -90,8 +90,8 @@ struct Section {
 /// `trends` (the live screen's sparklines) among the sections. With `rows`
 /// (a terminal that tall) the sections that fit are shown, the most useful
 /// first (receivers, trends, errors, states, outcomes, pace, backlog age,
-/// rates), in their usual order, and the last line names those left out
-/// (issue 29.2): the bottom of a screen is never cut mid-table.
+/// rates), in their usual order, and the last line names those left out:
+/// the bottom of a screen is never cut mid-table.
 pub fn to_screen(
     r: &Report,
     colour: bool,

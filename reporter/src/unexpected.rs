@@ -2,14 +2,14 @@
 //! `incoming/` (the sender skips it), a loose file in `sending/` outside a
 //! claim folder, a folder where files belong, a stray entry in the spool
 //! root, a hold on a name no receiver can have. Such entries would sit in
-//! the spool unseen, so the census counts them (issue 13.8). A pure rule;
+//! the spool unseen, so the census counts them. A pure rule;
 //! the census does the listing.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use spoolpost_common::config_check::check_receiver_name;
-use spoolpost_common::spool::{DELIVERED_DIR, State};
+use spoolpost_protocol::receiver::check_receiver_name;
+use spoolpost_protocol::spool::{DELIVERED_DIR, State};
 
 /// Where an entry was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum Kind {
 
 /// The folders of a spool root (`docs/spool.md`, "Folders").
 /// The spool's own folders; `names/` holds the full names of files whose
-/// names were cut to fit (see `spoolpost_common::fullname`).
+/// names were cut to fit (see `spoolpost_protocol::fullname`).
 const ROOT_FOLDERS: [&str; 8] = [
     "incoming",
     "sending",
@@ -42,7 +42,7 @@ const ROOT_FOLDERS: [&str; 8] = [
     "tmp",
     "hold",
     "pace",
-    spoolpost_common::fullname::NAMES_DIR,
+    spoolpost_protocol::fullname::NAMES_DIR,
 ];
 
 /// Whether an entry is one the programs handle.

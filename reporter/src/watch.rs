@@ -6,50 +6,22 @@
 //! and SIGINT end the watch with exit 0.
 
 use std::ffi::OsStr;
-use std::io::IsTerminal;
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::event::{EventKind, EventSink, rfc3339};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::reload;
-use spoolpost_common::spool::Spool;
-use tokio::signal::unix::{SignalKind, signal};
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::reload;
+use spoolpost_ops::signals::Signals;
+use spoolpost_protocol::event::{EventKind, EventSink, rfc3339};
+use spoolpost_protocol::spool::Spool;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, Format};
 use crate::follow::Follow;
-use crate::run::{self, Setup};
+use crate::gather::make_report_with;
+use crate::output::{Look, emit, render};
+use crate::setup::Setup;
 use crate::spark::Trends;
 use crate::table;
-
-/// How the output should look, decided apart from any terminal so that it
-/// can be tested.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Look {
-    pub colour: bool,
-    /// Redraw in place rather than print report after report.
-    pub redraw: bool,
-}
-
-impl Look {
-    /// `TERM=dumb` cannot move the cursor or colour; `NO_COLOR` (set and
-    /// not empty, as no-color.org has it) turns colour off only.
-    pub fn decide(terminal: bool, term: Option<&OsStr>, no_color: Option<&OsStr>) -> Look {
-        let able = terminal && term.is_none_or(|t| t != "dumb");
-        Look {
-            colour: able && no_color.is_none_or(OsStr::is_empty),
-            redraw: able,
-        }
-    }
-
-    /// For this process: a report to stdout, not to `--output FILE`.
-    pub fn here(args: &Args) -> Look {
-        Look::decide(
-            args.output.is_none() && std::io::stdout().is_terminal(),
-            std::env::var_os("TERM").as_deref(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        )
-    }
-}
 
 /// The lines that fit a `rows` x `cols` terminal: each cut to the width
 /// (colour codes kept whole) and, when the text is taller than the
@@ -99,7 +71,7 @@ fn draw(term: &console::Term, text: &str, rows: usize, cols: usize) -> std::io::
 fn other(e: std::io::Error) -> Failure {
     Failure {
         code: 1,
-        message: format!("cannot wait for signals and the timer: {e}"),
+        message: format!("cannot start the timer: {e}"),
     }
 }
 
@@ -116,16 +88,21 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         .build()
         .map_err(other)?;
     let _context = runtime.enter();
-    let listen = |kind| signal(kind).map_err(other);
-    let (mut hup, mut term, mut int) = (
-        listen(SignalKind::hangup())?,
-        listen(SignalKind::terminate())?,
-        listen(SignalKind::interrupt())?,
-    );
+    // On this (main) thread, which held the signals since main began. The
+    // stop task runs whenever the loop below waits, which is where a
+    // SIGTERM or SIGINT is acted on.
+    let mut listeners = Signals::listen();
+    let stop = CancellationToken::new();
+    let signals = runtime.spawn(spoolpost_ops::signals::stop_on_signal(
+        &mut listeners,
+        stop.clone(),
+        None,
+    ));
+    let mut hangups = listeners.hangups();
     let screen = look.redraw.then(console::Term::buffered_stdout);
     let mut notice = String::new();
     // A pipe is read as it flows, by a thread, so the first frame does not
-    // wait for the writer to end (issue 29.1).
+    // wait for the writer to end.
     let piped = args
         .events
         .iter()
@@ -141,7 +118,7 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                 .collect::<Vec<_>>()
         });
         let mut trends = Trends::new(now, known.clone().unwrap_or_default(), known.is_some());
-        let report = run::make_report_with(
+        let report = make_report_with(
             spool,
             router,
             &args.events,
@@ -152,14 +129,14 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                     EventKind::Delivered => trends.delivered(
                         e.receiver
                             .clone()
-                            .unwrap_or_else(|| spoolpost_common::event::NO_ROUTE.into()),
+                            .unwrap_or_else(|| spoolpost_protocol::event::NO_ROUTE.into()),
                         t,
                     ),
                     // Collector lines name no receiver: the routes do.
                     EventKind::Collected => trends.collected(
                         router.map(|r| {
                             r.receiver_of(OsStr::new(&e.file))
-                                .map_or(spoolpost_common::event::NO_ROUTE.into(), |i| {
+                                .map_or(spoolpost_protocol::event::NO_ROUTE.into(), |i| {
                                     r.receivers()[i].name.clone()
                                 })
                         }),
@@ -182,12 +159,12 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                         };
                         table::to_screen(&report, look.colour, &notice, &trends, Some(rows))
                     }
-                    _ => format!("{notice}{}", run::render(args.format, &report, look.colour)),
+                    _ => format!("{notice}{}", render(args.format, &report, look.colour)),
                 };
                 // A terminal that went away ends the watch, as a closed pipe does.
                 draw(term, &text, rows, cols).is_ok()
             }
-            None => run::emit(args, &report, look.colour)?,
+            None => emit(args, &report, look.colour)?,
         };
         if !shown {
             return Ok(());
@@ -195,25 +172,27 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         let wake = runtime.block_on(async {
             tokio::select! {
                 _ = tokio::time::sleep(every) => Wake::Refresh,
-                _ = hup.recv() => Wake::Reload,
-                _ = term.recv() => Wake::Stop,
-                _ = int.recv() => Wake::Stop,
+                () = hangups.next() => Wake::Reload,
+                _ = stop.cancelled() => Wake::Stop,
             }
         });
         match wake {
             Wake::Refresh => {}
             Wake::Reload => notice = apply_reload(args, &mut setup),
-            Wake::Stop => return Ok(()),
+            Wake::Stop => {
+                signals.abort();
+                return Ok(());
+            }
         }
     }
 }
 
-/// Reads the configuration again through the same [`run::setup`] as
+/// Reads the configuration again through the same [`crate::setup::setup`] as
 /// start-up, so a reload refuses what start-up would. The event files are
 /// opened afresh for every report, so a rotated log is followed anyway.
 /// Returns the line the live screen shows about it.
 fn apply_reload(args: &Args, setup: &mut Setup) -> String {
-    let outcome = run::setup(args).map_err(|f| f.message).map(|new| {
+    let outcome = crate::setup::setup(args).map_err(|f| f.message).map(|new| {
         let restart = reload::changed(&[("spool", new.root != setup.root)]);
         setup.loaded = new.loaded;
         setup.router = new.router;
@@ -233,35 +212,6 @@ fn apply_reload(args: &Args, setup: &mut Setup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn os(s: &str) -> Option<&OsStr> {
-        Some(OsStr::new(s))
-    }
-
-    #[test]
-    fn a_terminal_redraws_unless_dumb_and_colours_unless_no_color() {
-        let look = |t, term, nc| Look::decide(t, term, nc);
-        let both = Look {
-            colour: true,
-            redraw: true,
-        };
-        let plain = Look {
-            colour: false,
-            redraw: false,
-        };
-        assert_eq!(look(true, os("xterm-256color"), None), both);
-        assert_eq!(look(true, None, None), both);
-        assert_eq!(look(true, os("xterm"), os("")), both);
-        assert_eq!(
-            look(true, os("xterm"), os("1")),
-            Look {
-                colour: false,
-                redraw: true
-            }
-        );
-        assert_eq!(look(true, os("dumb"), None), plain);
-        assert_eq!(look(false, os("xterm"), None), plain);
-    }
 
     #[test]
     fn a_frame_fits_the_terminal_and_says_what_it_hides() {

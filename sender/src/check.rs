@@ -2,18 +2,18 @@
 //! URL templates, and the spool, checked without creating or sending
 //! anything; every problem reported.
 
-use spoolpost_common::config;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::preflight::{self, Report};
-use spoolpost_common::route::Router;
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::preflight::{self, Report};
+use spoolpost_ops::route::Router;
 
 use crate::cli::Args;
 
 pub fn run(args: &Args) -> Result<(), Failure> {
     let mut report = Report::default();
     let loaded = match &args.config {
-        // Every problem the file has, not the first only (issue 29.4).
-        Some(path) => match config::load_all(path) {
+        // Every problem the file has, not the first only.
+        Some(path) => match config_load::load_all(path) {
             Ok((loaded, problems)) => {
                 problems.into_iter().for_each(|e| report.config(e));
                 Some(loaded)

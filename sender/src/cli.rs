@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_common::config::{self, HeaderValue, Method, ReceiverConfig, SenderSection};
-use spoolpost_common::exit::Failure;
-use spoolpost_common::logging::Diagnostics;
-use spoolpost_common::progress::ProgressFlags;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::Spool;
+use spoolpost_ops::config::{HeaderValue, Method, ReceiverConfig, SenderSection};
+use spoolpost_ops::config_load;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::logging::Diagnostics;
+use spoolpost_ops::progress::ProgressFlags;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::spool::Spool;
 
 use crate::plan::Plan;
 
@@ -76,7 +77,7 @@ pub struct Args {
 
     /// Print the man page or a shell's completion script on stdout, then exit.
     #[arg(long, value_enum, value_name = "WHAT")]
-    pub generate: Option<spoolpost_common::generate::Generate>,
+    pub generate: Option<spoolpost_ops::generate::Generate>,
 
     #[command(flatten)]
     pub progress: ProgressFlags,
@@ -148,7 +149,7 @@ impl Args {
     pub fn plan(self) -> Result<Plan, Failure> {
         let loaded = match &self.config {
             Some(path) => {
-                let loaded = config::load(path).map_err(Failure::config)?;
+                let loaded = config_load::load(path).map_err(Failure::config)?;
                 loaded.check_secrets().map_err(Failure::config)?;
                 Some(loaded)
             }

@@ -18,7 +18,7 @@ pub mod sched;
 #[cfg(test)]
 mod scheduler_tests;
 
-use spoolpost_common::exit::Failure;
+use spoolpost_ops::exit::Failure;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
@@ -26,12 +26,12 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     if args.generate.is_some() || args.check {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
-        spoolpost_common::shutdown::release();
+        spoolpost_ops::signals::release();
     }
     if let Some(what) = args.generate {
-        return spoolpost_common::generate::emit_for::<cli::Args>(
+        return spoolpost_ops::generate::emit_for::<cli::Args>(
             what,
-            &spoolpost_common::generate::SENDER,
+            &spoolpost_ops::generate::SENDER,
         );
     }
     if args.check {
@@ -49,8 +49,8 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         // On this (main) thread, which held the signals since main began:
         // from here a SIGTERM that came during start-up stops the run
         // cleanly, and a SIGHUP is a reload once serving.
-        let mut listeners = spoolpost_common::shutdown::Signals::listen();
-        let signals = tokio::spawn(spoolpost_common::shutdown::stop_on_signal(
+        let mut listeners = spoolpost_ops::signals::Signals::listen();
+        let signals = tokio::spawn(spoolpost_ops::signals::stop_on_signal(
             &mut listeners,
             stop.clone(),
             Some(now.clone()),
@@ -59,7 +59,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         // one: a finished job frees its slot and wakes the scheduler on the
         // same worker, with no thread switch. (Run here, inside block_on,
         // every freed slot was a futex wake-up of this thread.)
-        let result = match tokio::spawn(run::run(plan, stop, now, listeners.hup.take())).await {
+        let result = match tokio::spawn(run::run(plan, stop, now, listeners.hangups())).await {
             Ok(result) => result,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };

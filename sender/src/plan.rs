@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use spoolpost_common::config::{Loaded, SenderSection};
-use spoolpost_common::progress::ProgressFlags;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::Spool;
+use spoolpost_ops::config::{Loaded, SenderSection};
+use spoolpost_ops::progress::ProgressFlags;
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::spool::Spool;
 
 use crate::rules::backoff::RetryPolicy;
 use crate::rules::breaker::BreakerConfig;

@@ -14,9 +14,10 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use spoolpost_common::config::{self, Loaded};
-use spoolpost_common::reload;
-use spoolpost_common::route::Router;
+use spoolpost_ops::config::Loaded;
+use spoolpost_ops::config_load;
+use spoolpost_ops::reload;
+use spoolpost_ops::route::Router;
 
 use crate::net::send::Http;
 use crate::plan::{breaker_config, retry_policy};
@@ -54,7 +55,7 @@ impl Reloader {
     }
 
     fn reload(&self, path: &std::path::Path, shared: &Shared) -> Result<Vec<String>, String> {
-        let loaded = config::load(path).map_err(|e| e.to_string())?;
+        let loaded = config_load::load(path).map_err(|e| e.to_string())?;
         loaded.check_secrets().map_err(|e| e.to_string())?;
         let router = Router::from_config(&loaded).map_err(|e| e.to_string())?;
         let restart: Vec<String> = self
@@ -142,7 +143,7 @@ mod tests {
     use super::*;
 
     fn loaded(text: &str) -> Loaded {
-        config::parse(std::path::Path::new("t.toml"), text.to_string()).unwrap()
+        config_load::parse(std::path::Path::new("t.toml"), text.to_string()).unwrap()
     }
 
     #[test]

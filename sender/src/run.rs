@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use spoolpost_common::config::SenderSection;
-use spoolpost_common::exit::Failure;
-use spoolpost_common::progress::{self, Role};
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{ClaimFolder, Spool, State, recover_dead_claims};
+use spoolpost_ops::config::SenderSection;
+use spoolpost_ops::exit::Failure;
+use spoolpost_ops::progress::{self, Role};
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::spool::{ClaimFolder, Spool, State, recover_dead_claims};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -22,24 +22,17 @@ use crate::sched::circuits::Circuits;
 use crate::sched::dispatch::Dispatcher;
 use crate::sched::pace::Pace;
 use crate::sched::shared::{Config, ReceiverSlots, Shared};
-use spoolpost_common::watch::{Pacer, Watcher, next_of};
+use spoolpost_ops::signals::Hangups;
+use spoolpost_ops::watch::{Pacer, Watcher, next_of};
 
 /// How often the service manager's status line is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// The next SIGHUP, or never when there is no handler.
-async fn hangup(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// `STATUS=` for the service manager: requests in flight, files waiting
 /// in `incoming/`, circuits not closed. Counting `incoming/` reads the
 /// folder, so it is done only when a service manager listens.
 fn send_status(shared: &Shared, concurrency: usize) {
-    let notifier = spoolpost_common::notify::global();
+    let notifier = spoolpost_ops::notify::global();
     if !notifier.is_active() {
         return;
     }
@@ -72,14 +65,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(100);
 
 /// `stop` ends the run gently (finish in-flight requests within the grace
-/// period); `cut_now`, after it, cuts them short at once. `hup` is SIGHUP,
-/// listened for since before recovery: one that came while starting is a
+/// period); `cut_now`, after it, cuts them short at once. `hangups` is
+/// SIGHUP, listened for since before recovery: one that came while starting is a
 /// reload once serving (`--once` never reads it: nothing to reload).
 pub async fn run(
     plan: Plan,
     stop: CancellationToken,
     cut_now: CancellationToken,
-    hup: Option<tokio::signal::unix::Signal>,
+    hangups: Hangups,
 ) -> Result<(), Failure> {
     let Plan {
         spool,
@@ -123,7 +116,7 @@ pub async fn run(
         "sender started"
     );
     shared.circuits.publish();
-    spoolpost_common::notify::global().ready("sending");
+    spoolpost_ops::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
     let publishing = tokio::spawn(crate::sched::pace::publish(
@@ -141,10 +134,10 @@ pub async fn run(
     let result = if once {
         drain_once(&mut dispatcher).await
     } else {
-        serve(&mut dispatcher, &settings, &reloader, hup, &stop).await
+        serve(&mut dispatcher, &settings, &reloader, hangups, &stop).await
     };
     if stop.is_cancelled() {
-        spoolpost_common::notify::global().stopping();
+        spoolpost_ops::notify::global().stopping();
     }
     let cut = dispatcher.drain_within(settings.grace, &cut_now).await;
     if cut > 0 {
@@ -189,7 +182,7 @@ pub async fn run(
     if returned > 0 {
         tracing::info!(files = returned, "returned unsent claims to incoming/");
     }
-    // Named for what they count (issue 29.6): `files=` here was the claims
+    // Named for what they count: `files=` here was the claims
     // made, one per attempt and none for an unrouted file, beside a
     // summary that counts files by outcome.
     tracing::info!(
@@ -210,7 +203,7 @@ pub(crate) fn shared_state(
     router: Router,
     http: Http,
     settings: &SenderSection,
-    events: spoolpost_common::event::EventSink,
+    events: spoolpost_protocol::event::EventSink,
     exchange: Arc<dyn crate::net::exchange::Exchange>,
 ) -> Shared {
     let slots = router
@@ -312,9 +305,9 @@ fn left_behind(stranded: usize, unclaimed: u64, disk_full: bool) -> Failure {
     };
     Failure {
         code: if disk_full {
-            spoolpost_common::exit::TEMPORARY
+            spoolpost_ops::exit::TEMPORARY
         } else {
-            spoolpost_common::exit::IO_ERROR
+            spoolpost_ops::exit::IO_ERROR
         },
         message: format!("{why}: {}", what.join("; ")),
     }
@@ -386,7 +379,7 @@ async fn serve(
     dispatcher: &mut Dispatcher,
     settings: &SenderSection,
     reloader: &Reloader,
-    mut hangups: Option<tokio::signal::unix::Signal>,
+    mut hangups: Hangups,
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
     let spool = dispatcher.shared.spool.clone();
@@ -406,7 +399,7 @@ async fn serve(
     let events = Events {
         watcher: watcher.as_ref(),
         rescan_every,
-        hangups: hangups.as_mut(),
+        hangups: &mut hangups,
         reloader,
         concurrency: settings.concurrency,
     };
@@ -419,7 +412,7 @@ pub(crate) struct Events<'a> {
     pub watcher: Option<&'a Watcher>,
     /// The longest between two full rescans.
     pub rescan_every: Duration,
-    pub hangups: Option<&'a mut tokio::signal::unix::Signal>,
+    pub hangups: &'a mut Hangups,
     pub reloader: &'a Reloader,
     /// `[sender] concurrency`, for the status line.
     pub concurrency: usize,
@@ -437,14 +430,14 @@ pub(crate) async fn schedule(
     let Events {
         watcher,
         rescan_every,
-        mut hangups,
+        hangups,
         reloader,
         concurrency,
     } = events;
     let mut holds = tokio::time::interval(crate::sched::holds::HOLD_REFRESH);
     let mut pacer = Pacer::new(MIN_RESCAN_GAP);
     let mut rescan = true;
-    let mut watchdog = spoolpost_common::notify::global().watchdog();
+    let mut watchdog = spoolpost_ops::notify::global().watchdog();
     let mut status = tokio::time::interval(STATUS_EVERY);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -475,9 +468,9 @@ pub(crate) async fn schedule(
             _ = shared.wake.notified() => rescan = true,
             _ = tokio::time::sleep_until(wake_at.into()) => rescan = true,
             _ = holds.tick() => dispatcher.refresh_holds(),
-            _ = watchdog.tick(spoolpost_common::notify::global()) => {}
-            Some(()) = hangup(hangups.as_deref_mut()) => {
-                let notifier = spoolpost_common::notify::global();
+            _ = watchdog.tick(spoolpost_ops::notify::global()) => {}
+            () = hangups.next() => {
+                let notifier = spoolpost_ops::notify::global();
                 notifier.reloading();
                 tracing::info!("SIGHUP: reopening the events file and reloading");
                 // A new backoff or route can make waiting files due now.

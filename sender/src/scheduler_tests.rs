@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::config;
-use spoolpost_common::event::EventSink;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{ClaimFolder, Spool, State};
-use spoolpost_common::watch::Watcher;
+use spoolpost_ops::config_load;
+use spoolpost_ops::route::Router;
+use spoolpost_ops::signals::Hangups;
+use spoolpost_ops::watch::Watcher;
+use spoolpost_protocol::event::EventSink;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::spool::{ClaimFolder, Spool, State};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -194,7 +195,7 @@ fn fixture(
     script: impl Fn(&Call, usize) -> Reply + Send + Sync + 'static,
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let loaded = config::parse(Path::new("test.toml"), config.to_string()).unwrap();
+    let loaded = config_load::parse(Path::new("test.toml"), config.to_string()).unwrap();
     let router = Router::from_config(&loaded).unwrap();
     let settings = loaded.config.sender.clone();
     let spool = Spool::open(dir.path().join("spool")).unwrap();
@@ -246,7 +247,7 @@ impl Fixture {
         let events = Events {
             watcher: Some(&watcher),
             rescan_every: self.rescan_every,
-            hangups: None,
+            hangups: &mut Hangups::none(),
             reloader: &reloader,
             concurrency: self.concurrency,
         };
@@ -383,14 +384,14 @@ async fn an_open_circuit_lets_one_probe_through_whose_success_releases_the_rest(
 async fn a_hold_keeps_files_waiting_until_it_is_released() {
     let config = format!("[sender]\nrescan_interval = \"1h\"\n{ONE_RECEIVER}");
     let f = fixture(&config, |_, _| ok());
-    spoolpost_common::circuits::hold(&f.spool, "r").unwrap();
+    spoolpost_protocol::circuits::hold(&f.spool, "r").unwrap();
     f.put("a.json");
     f.put("b.json");
     let lift_at = Duration::from_secs(10);
     let lift = async {
         tokio::time::sleep(lift_at).await;
         assert!(f.net.calls().is_empty(), "a held receiver gets no request");
-        spoolpost_common::circuits::release(&f.spool, "r").unwrap();
+        spoolpost_protocol::circuits::release(&f.spool, "r").unwrap();
     };
     let serve = f.serve_until(Duration::from_secs(60), |f| f.count(State::Done) == 2);
     tokio::join!(serve, lift);

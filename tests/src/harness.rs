@@ -10,8 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use spoolpost_common::event::Event;
-use spoolpost_common::spool::{State, is_reason_name};
+use spoolpost_protocol::event::Event;
+use spoolpost_protocol::spool::{State, is_reason_name};
 
 /// The path of a workspace binary, built (once per test process) with the
 /// same profile as the tests; or, with `SPOOLPOST_BIN_DIR` set, the one in
@@ -80,7 +80,7 @@ impl TestSpool {
     pub fn new() -> TestSpool {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("spool");
-        spoolpost_common::spool::Spool::open(&root).unwrap();
+        spoolpost_protocol::spool::Spool::open(&root).unwrap();
         TestSpool { _dir: dir, root }
     }
 

@@ -8,7 +8,7 @@
 //! certificate's) keeps the last good client, with a warning.
 //!
 //! reqwest's own reading of the proxy environment is switched off: which
-//! proxy a request takes is `spoolpost_common::proxy`'s rule, given to
+//! proxy a request takes is `spoolpost_ops::proxy`'s rule, given to
 //! reqwest as a custom proxy.
 
 use std::os::unix::fs::MetadataExt;
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use spoolpost_common::config::{HttpVersion, ReceiverConfig, TlsVersion};
-use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
+use spoolpost_ops::config::{HttpVersion, ReceiverConfig, TlsVersion};
+use spoolpost_ops::proxy::{self, EnvProxies, ProxyUrl};
 
 use crate::net::headers::RECHECK;
 use crate::net::transport::error_text;
@@ -290,7 +290,7 @@ mod tests {
     use super::*;
 
     fn settings(cert: &str, key: &str) -> ClientSettings {
-        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/testdata");
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/ops/testdata");
         let mut c = ReceiverConfig::for_url("https://h/");
         c.client_cert = Some(data.join(cert));
         c.client_key = Some(data.join(key));

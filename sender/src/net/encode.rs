@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
-use spoolpost_common::config::BodyEncoding;
+use spoolpost_ops::config::BodyEncoding;
 
 /// How a body is compressed, resolved from the receiver's settings.
 #[derive(Clone, Copy, Debug)]

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use spoolpost_common::fsops::open_nofollow;
+use spoolpost_protocol::fsops::open_nofollow;
 
 use crate::rules::change::{AfterRead, Change, Stat, compare};
 

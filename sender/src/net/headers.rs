@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use spoolpost_common::config::{self, BodyEncoding, ReceiverConfig};
+use spoolpost_ops::config::{self, BodyEncoding, ReceiverConfig};
 
 /// The least time between two reads of a receiver's secret files.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -144,8 +144,8 @@ const FILENAME_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 /// `X-Filename` for an original name: percent-encoded where a header cannot
 /// hold it as is. Besides [`FILENAME_ESCAPES`], spaces at either end are
 /// encoded (`%20`): HTTP strips white space around a header value, so
-/// `" a.json"` would arrive as `"a.json"` and collide with another file
-/// (issue 27.7). Spaces inside the name stay as they are, readable.
+/// `" a.json"` would arrive as `"a.json"` and collide with another file.
+/// Spaces inside the name stay as they are, readable.
 pub fn x_filename(original: &[u8]) -> String {
     let start = original.iter().take_while(|b| **b == b' ').count();
     let end = original.len()

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use spoolpost_common::config::{ReceiverConfig, TlsVersion};
-use spoolpost_common::proxy::{self, EnvProxies, ProxyUrl};
+use spoolpost_ops::config::{ReceiverConfig, TlsVersion};
+use spoolpost_ops::proxy::{self, EnvProxies, ProxyUrl};
 
 /// What a probe of one endpoint (`url`, one of the receiver's) found: the
 /// time to a connection (and handshake).
@@ -169,8 +169,8 @@ fn handshake(tcp: &mut TcpStream, host: &str, config: &ReceiverConfig) -> Result
 /// Waits for the receiver's verdict on the handshake. Under TLS 1.3 the
 /// client's side ends with its Finished, before the server has judged the
 /// client certificate: a refusal (`UnknownCA`, `CertificateExpired`) comes
-/// after, as an alert (issue 27.6: the probe said "ok" and the sender then
-/// parked every file). So the probe asks to close (close_notify, no
+/// after, as an alert (a probe that stopped at the handshake said "ok",
+/// and the sender then parked every file). So the probe asks to close (close_notify, no
 /// request) and reads until the receiver closes too: a refusal arrives
 /// first, as it answers the client's flight before it reads the close.
 /// A receiver that says nothing within the timeout has refused nothing.

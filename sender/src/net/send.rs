@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, HeaderValue};
-use spoolpost_common::proxy::EnvProxies;
-use spoolpost_common::route::Receiver;
+use spoolpost_ops::proxy::EnvProxies;
+use spoolpost_ops::route::Receiver;
 
 use crate::net::body::{Local, Progress, make_body};
 use crate::net::target::{Target, env_proxies};
@@ -25,7 +25,7 @@ use crate::rules::change::Stat;
 use crate::rules::outcome::{Answer, Early, Transport};
 
 /// Bytes of an error answer's body kept for the reason record.
-const KEEP_BODY: usize = spoolpost_common::reason::MAX_BODY + 1;
+const KEEP_BODY: usize = spoolpost_protocol::reason::MAX_BODY + 1;
 /// `timeout` covers a request of up to this many bytes per second beyond
 /// its fixed part, so a large file is not cut off for being large.
 const MIN_RATE: u64 = 1024 * 1024;
@@ -62,7 +62,7 @@ impl Http {
                 tracing::warn!(
                     receiver = %r.name,
                     "{}",
-                    spoolpost_common::preflight::insecure_warning(&r.name)
+                    spoolpost_ops::preflight::insecure_warning(&r.name)
                 );
             }
             targets.push(Target::new(r, receivers, &env, &mut clients)?);

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use spoolpost_common::config::Method;
-use spoolpost_common::proxy::EnvProxies;
-use spoolpost_common::route::Receiver;
+use spoolpost_ops::config::Method;
+use spoolpost_ops::proxy::EnvProxies;
+use spoolpost_ops::route::Receiver;
 
 use crate::net::client::{Client, ClientSettings};
 use crate::net::encode::Encoding;

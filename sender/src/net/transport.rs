@@ -66,7 +66,7 @@ fn next_cause<'a>(
 /// whole chain, without the URL reqwest puts in its own text, and with any
 /// URL a cause quotes redacted (user info and query may hold secrets).
 pub fn error_text(e: reqwest::Error) -> String {
-    spoolpost_common::redact::text(&error_chain(&e.without_url()))
+    spoolpost_ops::redact::text(&error_chain(&e.without_url()))
 }
 
 /// Whether a tunnel failed on the proxy's 407. hyper-util's tunnel error

@@ -1342,7 +1342,7 @@ mod tests {
     }
 
     /// A receiver that works on `capacity` requests at once and answers 503
-    /// to any beyond (issue 12's capacity mode): the limit settles near the
+    /// to any beyond: the limit settles near the
     /// capacity, using at least 80% of it, and at most 5% of requests are
     /// answered 503.
     #[test]
@@ -1379,7 +1379,7 @@ mod tests {
     }
 
     /// A receiver whose latency grows with the requests it holds beyond a
-    /// knee (issue 12's queueing mode): the limit stays near the knee
+    /// knee: the limit stays near the knee
     /// instead of filling the queue.
     #[test]
     fn against_a_queueing_receiver_it_stops_near_the_knee() {
@@ -1929,7 +1929,7 @@ mod tests {
         }
     }
 
-    /// Issue 12: several senders on one receiver, each adapting from its
+    /// Several senders on one receiver, each adapting from its
     /// own answers, together keep the receiver busy and meet few 503s.
     #[test]
     fn several_senders_together_converge_with_few_rejections() {
@@ -1984,7 +1984,7 @@ mod tests {
         (ratios, sims)
     }
 
-    /// Issue 26's scenarios on paused time: the adaptive default delivers
+    /// The benchmark's scenarios on paused time: the adaptive default delivers
     /// at least 0.9× the goodput of the best fixed limit of the same
     /// receiver, in 15 simulated seconds.
     #[test]
@@ -2058,7 +2058,7 @@ mod tests {
                 // Measured 0.70-0.92 here (median 0.88): each cut the
                 // noise provokes before it is learnt costs a window at 0.7
                 // of the limit, and at 40 ms a window is a round trip.
-                // Just short of issue 26's 0.9 in this compound case; this
+                // Just short of the 0.9 aimed for in this compound case; this
                 // bar keeps it from getting worse.
                 0.85,
             ),
@@ -2154,7 +2154,7 @@ mod tests {
         let window = Duration::from_secs(15);
         // Measured (medians of three seeds): 0.85, 0.76 and 0.85; 0.04,
         // 0.04 and 0.03 before the quiet moments, when shared senders
-        // learnt no noise at all. Short of issue 26's 0.9: senders
+        // learnt no noise at all. Short of the 0.9 asked of them: senders
         // starting together on a fresh spool stay near a limit of one
         // until their first quiet moments have measured the noise (a
         // second or two of a fifteen-second run); a restarted sender

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 // The one circuit-state type: what the breaker changes is what
 // `circuits` publishes and the reporter reads.
-use spoolpost_common::circuits::CircuitState as State;
+use spoolpost_protocol::circuits::CircuitState as State;
 
 /// The answers the failing share is taken over.
 pub const RECENT: u32 = 64;

@@ -9,7 +9,7 @@
 //! load, where every endpoint has none in flight) go round from a cursor
 //! that moves on with every pick, so light traffic is still spread.
 
-use spoolpost_common::circuits::CircuitState;
+use spoolpost_protocol::circuits::CircuitState;
 
 /// What the choice needs to know of one endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

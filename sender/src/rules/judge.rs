@@ -16,7 +16,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::reason::ErrorClass;
+use spoolpost_protocol::reason::ErrorClass;
 
 use crate::rules::adaptive::Signal;
 use crate::rules::backoff::{Limit, Next, RetryPolicy};

@@ -30,7 +30,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::reason::ErrorClass;
+use spoolpost_protocol::reason::ErrorClass;
 
 use crate::rules::change::Change;
 

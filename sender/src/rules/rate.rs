@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use spoolpost_common::config::RateLimit;
+use spoolpost_ops::config::RateLimit;
 
 #[derive(Debug)]
 pub struct Bucket {

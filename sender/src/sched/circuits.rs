@@ -9,15 +9,15 @@
 //! the probe.
 //!
 //! The breaker's rules are the pure [`crate::rules::breaker`]; the state type is
-//! `spoolpost_common::circuits::CircuitState`, the one the reporter reads.
+//! `spoolpost_protocol::circuits::CircuitState`, the one the reporter reads.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
-use spoolpost_common::circuits::{self, Circuit, CircuitState};
-use spoolpost_common::event::rfc3339;
+use spoolpost_protocol::circuits::{self, Circuit, CircuitState};
+use spoolpost_protocol::event::rfc3339;
 
 use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
 use crate::rules::endpoint::{self, View};
@@ -27,7 +27,7 @@ use crate::sched::holds::HOLD_REFRESH;
 
 /// What an opened circuit means for the files. Only a receiver with
 /// several endpoints has others to send to: a single URL's files wait
-/// (issue 29.6: one URL was told its files "go to the other endpoints").
+/// (saying they "go to the other endpoints" would be wrong for one URL).
 fn opened_means(endpoints: usize) -> &'static str {
     if endpoints > 1 {
         "circuit opened: endpoint is failing; files go to the receiver's other endpoints, or wait"
@@ -362,7 +362,7 @@ impl Circuits {
     }
 
     /// Rewrites this sender's circuit-state file (see
-    /// `spoolpost_common::circuits`); called on every state change.
+    /// `spoolpost_protocol::circuits`); called on every state change.
     pub fn publish(&self) {
         let now_sys = SystemTime::now();
         let now = now();

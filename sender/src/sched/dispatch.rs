@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use spoolpost_common::fullname;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::spool::{State, is_data_name};
+use spoolpost_protocol::fullname;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::spool::{State, is_data_name};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -225,7 +225,7 @@ impl Dispatcher {
             Err(_) => return Offer::Ignored,
         }
         // Routing needs the whole original of a long name.
-        fullname::resolve(&self.shared.spool, &mut parsed);
+        fullname::resolve(self.shared.spool.root(), &mut parsed);
         let Some(route) = config.router.route(&parsed.original) else {
             self.reject_at_once(&name, Answer::NoRoute, None);
             return Offer::Ignored;
@@ -314,7 +314,7 @@ impl Dispatcher {
             }
             Ok(None) => self.lost(),
             Err(e) => {
-                let disk_full = spoolpost_common::fsops::is_disk_full(&e);
+                let disk_full = spoolpost_protocol::fsops::is_disk_full(&e);
                 if disk_full {
                     self.shared
                         .counts

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use spoolpost_common::circuits;
-use spoolpost_common::spool::Spool;
+use spoolpost_protocol::circuits;
+use spoolpost_protocol::spool::Spool;
 
 /// How often the holds are read again.
 pub const HOLD_REFRESH: Duration = Duration::from_secs(1);

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spoolpost_common::spool::Claimed;
+use spoolpost_protocol::spool::Claimed;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::net::exchange::Request;

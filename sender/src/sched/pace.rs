@@ -14,7 +14,7 @@
 //!
 //! While the sender runs, [`publish`] shows each receiver's limit, requests
 //! in flight and baseline to the reporter in the claim folder
-//! (`spoolpost_common::paces`).
+//! (`spoolpost_protocol::paces`).
 //!
 //! A receiver's `rate_limit` ([`crate::rules::rate`]) is kept here too: it is the
 //! other half of "may one more request to this receiver start now".
@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use spoolpost_common::config::RateLimit;
-use spoolpost_common::paces;
-use spoolpost_common::spool::Spool;
+use spoolpost_ops::config::RateLimit;
+use spoolpost_protocol::paces;
+use spoolpost_protocol::spool::Spool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -1,15 +1,15 @@
 //! Acting on a judgement's fate: the one place that moves a file out of `sending/`
-//! (through `spoolpost_common::spool`), writes its reason record when it
+//! (through `spoolpost_protocol::spool`), writes its reason record when it
 //! goes to `error/`, and emits the event line saying what happened. A move
 //! that fails is tried again later ([`crate::sched::stranded`]).
 
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::event::{Event, EventKind, rfc3339};
-use spoolpost_common::fsops::is_disk_full;
-use spoolpost_common::reason::{ErrorClass, ReasonRecord, truncate_body};
-use spoolpost_common::route::redact_url;
-use spoolpost_common::spool::{Claimed, DELIVERED_DIR};
+use spoolpost_ops::redact::redact_url;
+use spoolpost_protocol::event::{Event, EventKind, rfc3339};
+use spoolpost_protocol::fsops::is_disk_full;
+use spoolpost_protocol::reason::{ErrorClass, ReasonRecord, truncate_body};
+use spoolpost_protocol::spool::{Claimed, DELIVERED_DIR};
 
 use crate::net::send::Sent;
 use crate::rules::judge::Fate;
@@ -57,7 +57,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         status: attempted.status(),
         bytes_read: sent.map_or(0, |s| s.bytes_read),
         bytes_sent: sent.map_or(0, |s| s.bytes_sent),
-        latency_ms: sent.map(|s| spoolpost_common::event::millis(s.latency)),
+        latency_ms: sent.map(|s| spoolpost_protocol::event::millis(s.latency)),
         attempt,
         error: sent.and_then(|s| s.error.clone()),
         source: None,
@@ -250,7 +250,7 @@ fn file_name(path: &std::path::Path) -> String {
 }
 
 /// A rejected file's warning. A missing route is one mistake however many
-/// files it catches: thirty unrouted files logged sixty lines (issue 29.6).
+/// files it catches: thirty unrouted files logged sixty lines.
 /// Those warn at the 1st, 2nd, 4th, 8th, ... file, saying how many so
 /// far; each file keeps its event line and its reason record.
 fn warn_rejected(shared: &Shared, event: &Event, record: &ReasonRecord) {

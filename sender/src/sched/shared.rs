@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use spoolpost_common::event::EventSink;
-use spoolpost_common::route::Router;
-use spoolpost_common::spool::{ClaimFolder, Spool};
+use spoolpost_ops::route::Router;
+use spoolpost_protocol::event::EventSink;
+use spoolpost_protocol::spool::{ClaimFolder, Spool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::net::exchange::Exchange;
@@ -41,11 +41,11 @@ impl Config {
             return max;
         };
         let path = spool
-            .dir(spoolpost_common::spool::State::Incoming)
+            .dir(spoolpost_protocol::spool::State::Incoming)
             .join(name);
         let put_back = std::fs::symlink_metadata(path)
             .ok()
-            .map(|m| spoolpost_common::fsops::ctime(&m));
+            .map(|m| spoolpost_protocol::fsops::ctime(&m));
         match put_back {
             // Its wait came from the old policy: the new one's backoff
             // for that attempt, from when it was put back, is the most.

@@ -1,4 +1,4 @@
-//! Files whose move out of `sending/` failed (issue 27.2): a full disk
+//! Files whose move out of `sending/` failed: a full disk
 //! refuses the reason record `error/` needs, a `done/` on another
 //! filesystem refuses the rename. Such a file is not left to shutdown: it
 //! is kept here with the move it still needs and tried again with backoff
@@ -16,9 +16,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use spoolpost_common::event::{Event, EventKind};
-use spoolpost_common::reason::ReasonRecord;
-use spoolpost_common::spool::Claimed;
+use spoolpost_protocol::event::{Event, EventKind};
+use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::spool::Claimed;
 
 /// The first wait before a failed move is tried again.
 pub const FIRST: Duration = Duration::from_millis(250);

@@ -9,7 +9,7 @@
 //! the median and the spread (min–max), so one noisy run cannot pass for a
 //! result.
 //!
-//! Every receiver here reads each whole body before it answers (issue 17):
+//! Every receiver here reads each whole body before it answers:
 //! the fast mode of the test receiver drains the body frame by frame and
 //! only then builds its answer, and the raw-ceiling client (`load::blast`)
 //! sends a whole `Full` body and reads the whole answer. So no figure is
@@ -76,7 +76,7 @@ enum Case {
     /// A remote-like receiver: TLS and plain HTTP, 20 ms per answer,
     /// against the design bounds and `curl -Z`.
     Remote,
-    /// Issue 26's scenario matrix: the default against fixed concurrencies
+    /// The scenario matrix: the default against fixed concurrencies
     /// on receivers that are capacity-limited, remote, flaky or shared.
     Scenarios,
     /// The small case with the limit pinned (`adaptive = false`) at several
@@ -641,7 +641,7 @@ const SMALL_DEFAULT: &str = "sender --once, 1 KiB files";
 
 /// A 1 KiB sender row's CPU per file against the floors of the same run:
 /// the bare HTTP exchange (the ceiling's client) plus the one-thread file
-/// work, and those plus gzip. Issue 14 reads the first ratio.
+/// work, and those plus gzip.
 fn against_floors(rows: &[Row], sender: &Row) -> Option<String> {
     let cpu = |is: &dyn Fn(&str) -> bool| {
         rows.iter()

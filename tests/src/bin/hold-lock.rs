@@ -12,7 +12,7 @@ fn main() {
     // meet the test's own probe: try again until the lock is ours.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let _held = loop {
-        match spoolpost_common::lock::create(path.as_ref()) {
+        match spoolpost_protocol::lock::create(path.as_ref()) {
             Ok(held) => break held,
             Err(e)
                 if e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32)

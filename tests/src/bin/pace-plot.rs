@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_common::event::{Event, EventKind};
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::{Event, EventKind};
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::{TestSpool, config, eventually, sender, spawn};
 use spoolpost_tests::receiver::Receiver;
 

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use spoolpost_common::event::EventKind;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::EventKind;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -171,7 +171,7 @@ fn issue_29_5_every_command_in_the_readme_docs_and_man_pages_parses() {
             sources.push((doc.display().to_string(), block));
         }
     }
-    use spoolpost_common::generate::{COLLECTOR, REPORTER, SENDER};
+    use spoolpost_ops::generate::{COLLECTOR, REPORTER, SENDER};
     for facts in [COLLECTOR, SENDER, REPORTER] {
         for (example, _) in facts.examples {
             sources.push(("a man page's EXAMPLES".into(), example.to_string()));

@@ -1,4 +1,4 @@
-//! Running as a service (issue 9): `--check` and `--probe`, sd_notify
+//! Running as a service: `--check` and `--probe`, sd_notify
 //! messages read from a real datagram socket, and the collector's SIGHUP.
 
 use std::os::unix::net::UnixDatagram;
@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::{
-    TestSpool, collector, config, eventually, path_str, run, sender, spawn,
+    TestSpool, collector, config, eventually, path_str, reporter, run, sender, spawn,
 };
 use spoolpost_tests::receiver::Receiver;
 use spoolpost_tests::system::{as_nobody, open_path_to_others};
@@ -152,7 +152,7 @@ fn check_refuses_a_source_inside_the_spool_and_a_one_shot_run_s_missing_source()
         "{err}"
     );
     // The daemon keeps looking for a missing source: its check warns, at
-    // the same line, and passes, so a unit can start (issue 29.3).
+    // the same line, and passes, so a unit can start.
     let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -832,6 +832,76 @@ fn issue_27_sighup_while_the_collector_starts_is_never_a_death() {
     }
 }
 
+/// The reporter's `--watch` holds SIGHUP from its first line, as the other
+/// programs do: its configuration is a named pipe, so the test knows when
+/// the reporter is inside start-up (reading it) and sends SIGHUPs then. They
+/// wait for the watch's listener and become one reload instead of ending
+/// it; SIGTERM still ends the watch with exit 0.
+#[test]
+fn sighup_while_the_reporter_watch_starts_is_never_a_death() {
+    use std::io::Write;
+    const CONFIG: &[u8] =
+        b"[receivers.orders]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n";
+    let spool = TestSpool::new();
+    let fifo = spool.side("cfg").join("spoolpost.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut proc = spawn(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&fifo)
+            .args(["--watch", "1", "--format", "json"]),
+    );
+    let mut reading =
+        open_when_read(&fifo, &mut proc).expect("the reporter reads its configuration");
+    for _ in 0..20 {
+        proc.signal(Signal::SIGHUP);
+    }
+    // A reader killed by the signals is reported below, not here.
+    let _ = reading.write_all(CONFIG);
+    drop(reading);
+    // The held SIGHUPs are one reload, which reads the file again: a
+    // plain one by then.
+    let plain = spool.side("cfg").join("plain.toml");
+    std::fs::write(&plain, CONFIG).unwrap();
+    std::fs::rename(&plain, &fifo).unwrap();
+    let mut log = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            log = proc.stderr_so_far();
+            log.contains("reloaded the configuration") || proc.child.try_wait().unwrap().is_some()
+        }),
+        "{log}"
+    );
+    let status = proc.child.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "a SIGHUP while starting ended the watch: {status:?}\n{log}"
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
+
+/// The pipe `fifo` opened for writing once `proc` has it open for reading
+/// (a pipe opened without blocking has no writer before it has a reader);
+/// `None` when `proc` ends first.
+fn open_when_read(
+    fifo: &Path,
+    proc: &mut spoolpost_tests::harness::Running,
+) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut writer = None;
+    let opened = eventually(LIMIT, || {
+        writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(fifo)
+            .ok();
+        writer.is_some() || proc.child.try_wait().unwrap().is_some()
+    });
+    assert!(opened, "{} was never opened for reading", fifo.display());
+    writer
+}
+
 /// Issue 27, defect 3, the other signal: a SIGTERM while the sender recovers
 /// a large dead claim folder is a clean stop (exit 0, every file back in
 /// `incoming/` or delivered, no claim folder left), not a death.
@@ -863,7 +933,7 @@ fn issue_27_sigterm_while_the_sender_starts_is_a_clean_stop() {
     );
 }
 
-/// Found attacking the fix for issue 27's defect 3: one-shot runs had no
+/// Found attacking the fix for SIGHUP at start-up: one-shot runs had no
 /// SIGHUP handler at all, so a SIGHUP (a closing terminal, a careless
 /// `pkill -HUP collector`) ended a `collector --stdin` mid-input and a
 /// `sender --once` mid-drain. Now it is ignored: nothing to reload.
@@ -969,7 +1039,7 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
         check(&mut cmd)
     };
     // A one-shot run refuses missing sources (78); the daemon keeps looking
-    // for them (issue 29.3), so its check names them as warnings and only
+    // for them, so its check names them as warnings and only
     // the mistyped spool fails it (74).
     for (once, code_wanted) in [(true, 78), (false, 74)] {
         let (code, _, err) = collector(once);

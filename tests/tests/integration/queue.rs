@@ -1,4 +1,4 @@
-//! The queue tools (issue 9): `reporter list`, `reporter flush` and
+//! The queue tools: `reporter list`, `reporter flush` and
 //! `reporter --check`, run as real binaries over real spools, with real
 //! senders and the test receiver where files must move.
 
@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::{
     TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
 };
@@ -178,7 +178,7 @@ fn list_shows_each_state_with_whole_names_escaped_and_as_json_lines() {
     assert_eq!(later["first_seen"], "2023-11-14T22:13:20.000Z");
     let due = later["next_attempt"].as_str().unwrap();
     assert!(
-        due > spoolpost_common::event::rfc3339(next - Duration::from_secs(2)).as_str(),
+        due > spoolpost_protocol::event::rfc3339(next - Duration::from_secs(2)).as_str(),
         "the next attempt is the file's mtime: {due}"
     );
     let whole = by(&long);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use spoolpost_common::spool::{ClaimFolder, Spool, State};
+use spoolpost_protocol::spool::{ClaimFolder, Spool, State};
 use spoolpost_tests::harness::*;
 
 use spoolpost_tests::receiver::{Receiver, Reply};

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use spoolpost_common::event::{Event, EventKind, rfc3339};
-use spoolpost_common::name::{Key, SpoolName};
-use spoolpost_common::spool::{ClaimFolder, Spool, State};
+use spoolpost_protocol::event::{Event, EventKind, rfc3339};
+use spoolpost_protocol::name::{Key, SpoolName};
+use spoolpost_protocol::spool::{ClaimFolder, Spool, State};
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
@@ -88,7 +88,7 @@ fn counts_bytes_ages_and_errors_match_the_spool() {
     // A retried file: its age counts from its first attempt, not its mtime.
     let mut retried = SpoolName::fresh("orders-3");
     retried.key = Some(Key::random());
-    retried.first_attempt = Some(spoolpost_common::spool::unix_seconds(SystemTime::now()) - 7200);
+    retried.first_attempt = Some(spoolpost_protocol::spool::unix_seconds(SystemTime::now()) - 7200);
     retried.attempts = 3;
     retried.last_reason = Some("http-503".into());
     put_aged(
@@ -100,7 +100,7 @@ fn counts_bytes_ages_and_errors_match_the_spool() {
     );
     // One file being sent by a live sender.
     let live = ClaimFolder::create(&Spool::open(&spool.root).unwrap()).unwrap();
-    let t = spoolpost_common::spool::unix_seconds(SystemTime::now()) - 10;
+    let t = spoolpost_protocol::spool::unix_seconds(SystemTime::now()) - 10;
     std::fs::write(
         live.path()
             .join(format!("audit-2~sp.kabababababababababababab.t{t}")),
@@ -229,8 +229,8 @@ fn prometheus_output_is_well_formed_and_written_atomically() {
     let spool = TestSpool::new();
     put_aged(&spool, State::Incoming, "a", 10, Duration::from_secs(20));
     let spool_handle = Spool::open(&spool.root).unwrap();
-    spoolpost_common::circuits::hold(&spool_handle, "orders.eu-1").unwrap();
-    // A hold no receiver can have (issue 13): counted as unexpected, never
+    spoolpost_protocol::circuits::hold(&spool_handle, "orders.eu-1").unwrap();
+    // A hold no receiver can have: counted as unexpected, never
     // a label that could break the format.
     std::fs::write(spool.root.join("hold").join("we\"ird\\name\n"), b"").unwrap();
     let prom = spool.side("textfile").join("spoolpost.prom");
@@ -607,7 +607,7 @@ fn holds_keep_a_receiver_s_files_waiting_and_circuits_show_through_the_spool() {
 fn a_clean_spool_with_a_live_sender_has_nothing_unexpected() {
     let spool = TestSpool::new();
     let live = ClaimFolder::create(&Spool::open(&spool.root).unwrap()).unwrap();
-    spoolpost_common::circuits::write(live.path(), &Default::default()).unwrap();
+    spoolpost_protocol::circuits::write(live.path(), &Default::default()).unwrap();
     spool.put("a", b"x");
     run(reporter(&spool).args(["hold", "orders"]), MINUTE).assert_success();
     let out = run(

@@ -6,10 +6,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use spoolpost_common::event::EventKind;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::{ErrorClass, ReasonRecord};
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::EventKind;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::{ErrorClass, ReasonRecord};
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
@@ -247,7 +247,7 @@ fn run_until_settled(
     spool: &TestSpool,
     cfg: &std::path::Path,
     runs: usize,
-) -> Vec<spoolpost_common::event::Event> {
+) -> Vec<spoolpost_protocol::event::Event> {
     let mut events = Vec::new();
     for _ in 0..runs {
         let out = run(sender(spool).arg("--once").arg("--config").arg(cfg), MINUTE);
@@ -1017,9 +1017,9 @@ fn refusing_url(path: &str) -> (std::net::SocketAddr, String) {
 }
 
 /// The circuits the live senders publish, merged as the reporter reads them.
-fn circuits_of(spool: &TestSpool) -> spoolpost_common::circuits::Circuits {
-    let s = spoolpost_common::spool::Spool::open(&spool.root).unwrap();
-    spoolpost_common::circuits::read_all(&s)
+fn circuits_of(spool: &TestSpool) -> spoolpost_protocol::circuits::Circuits {
+    let s = spoolpost_protocol::spool::Spool::open(&spool.root).unwrap();
+    spoolpost_protocol::circuits::read_all(&s)
 }
 
 /// A backoff of 60 s (and open periods as given): a file that waited for either would
@@ -1076,15 +1076,15 @@ fn two_endpoints_with_one_refusing_deliver_everything_at_once_and_its_circuit_op
     let circuits = circuits_of(&spool);
     let r = &circuits["r"];
     let label = |u: &str| u.to_string();
-    assert_eq!(r.state, spoolpost_common::circuits::CircuitState::Closed);
+    assert_eq!(r.state, spoolpost_protocol::circuits::CircuitState::Closed);
     assert_eq!(
         r.endpoints[&label(&down)].state,
-        spoolpost_common::circuits::CircuitState::Open,
+        spoolpost_protocol::circuits::CircuitState::Open,
         "{circuits:?}"
     );
     assert_eq!(
         r.endpoints[&label(&up)].state,
-        spoolpost_common::circuits::CircuitState::Closed
+        spoolpost_protocol::circuits::CircuitState::Closed
     );
     let prom = run(reporter(&spool).args(["--format", "prometheus"]), MINUTE);
     prom.assert_success();
@@ -1174,7 +1174,7 @@ fn an_endpoint_answering_503_is_failed_over_and_used_again_once_it_recovers() {
     assert!(eventually(
         Duration::from_secs(5),
         || circuits_of(&spool)["r"].endpoints[&a].state
-            == spoolpost_common::circuits::CircuitState::Open
+            == spoolpost_protocol::circuits::CircuitState::Open
     ));
     // a recovers: its probe (after the 1 s open period) closes its circuit
     // and files go to it again.
@@ -1198,7 +1198,7 @@ fn an_endpoint_answering_503_is_failed_over_and_used_again_once_it_recovers() {
     assert!(eventually(
         Duration::from_secs(5),
         || circuits_of(&spool)["r"].endpoints[&a].state
-            == spoolpost_common::circuits::CircuitState::Closed
+            == spoolpost_protocol::circuits::CircuitState::Closed
     ));
     assert!(eventually(MINUTE, || spool.count(State::Done) == 20 + i));
     daemon.signal(Signal::SIGTERM);

@@ -1,11 +1,11 @@
-//! A person at a terminal (issue 19): the real binaries run in a real
+//! A person at a terminal: the real binaries run in a real
 //! pseudo-terminal (a private tmux server) and the test reads the screen.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 

@@ -1,4 +1,4 @@
-//! The remote-like receiver case (issue 11): the sender against a receiver
+//! The remote-like receiver case: the sender against a receiver
 //! that answers 20 ms after it read each whole body, as a remote service
 //! does with its round trip and its own work, over TLS and over plain HTTP
 //! in the same run, 1 KiB files, the receiver's default concurrency.

@@ -1,4 +1,4 @@
-//! The scenario matrix (issue 26): the default sender against a sweep of
+//! The scenario matrix: the default sender against a sweep of
 //! fixed concurrencies, in the same run, against receivers as operators
 //! have them: one with a fixed capacity that answers 503 beyond it, one
 //! whose latency grows with load, remote ones (constant latency of 20, 40

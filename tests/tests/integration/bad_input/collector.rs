@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::Receiver;
 
@@ -102,7 +102,7 @@ fn collectors_share_a_foreign_source(instances: usize) {
     let with_uniq = names
         .iter()
         .filter(|n| {
-            spoolpost_common::name::SpoolName::parse(OsStr::from_bytes(n))
+            spoolpost_protocol::name::SpoolName::parse(OsStr::from_bytes(n))
                 .uniq
                 .is_some()
         })
@@ -224,7 +224,7 @@ fn collect_from_stdin(
     }
 }
 
-/// Found after issue 18: a `--stdin` collector killed mid-copy left the file
+/// A regression: a `--stdin` collector killed mid-copy left the file
 /// in its claim folder beside the source, and only a collector scanning that
 /// folder would ever take it over; a host that feeds collectors from `find`
 /// alone stranded it for good.

@@ -6,10 +6,10 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
-use spoolpost_common::event::EventKind;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::ErrorClass;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::EventKind;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::ErrorClass;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::raw::{Act, RawServer};
 use spoolpost_tests::receiver::{Receiver, Reply};
@@ -496,7 +496,7 @@ fn issue_17_early_answers_count_against_the_receiver_s_circuit() {
     );
     out.assert_success();
     assert!(out.stderr.contains("circuit opened"), "{}", out.stderr);
-    // One URL has no other endpoints to send to (issue 29.6).
+    // One URL has no other endpoints to send to.
     assert!(!out.stderr.contains("other endpoints"), "{}", out.stderr);
     // Which of the later files still go depends on the scheduler (a file
     // that passed the circuit check may go once a slot frees); that the

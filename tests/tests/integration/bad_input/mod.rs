@@ -1,4 +1,4 @@
-//! The bad-input and fault catalogue (issue 13): everything a hostile
+//! The bad-input and fault catalogue: everything a hostile
 //! producer, a broken receiver, a full disk, a signal or a second instance
 //! can do to spoolpost, one small test per case, named after what it proves.
 //!

@@ -1,7 +1,7 @@
 //! The paths other Unixes take, forced on Linux by the environment switches
 //! (docs/platforms.md): polling instead of inotify, `link` + `unlink`
 //! instead of `renameat2`, `fcntl` locks instead of `flock`, and folders
-//! that cannot be fsynced (issue 15). The whole suite runs a second time
+//! that cannot be fsynced. The whole suite runs a second time
 //! with all of them forced (`.ci/run`); the cases here are the ones that
 //! are about the switches themselves.
 
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 

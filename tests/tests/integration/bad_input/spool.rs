@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::Receiver;
 use spoolpost_tests::system::*;
@@ -24,7 +24,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A spool under `dir` (a mount point), with its folders.
 fn spool_in(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("spool");
-    spoolpost_common::spool::Spool::open(&root).unwrap();
+    spoolpost_protocol::spool::Spool::open(&root).unwrap();
     root
 }
 
@@ -261,7 +261,7 @@ fn spool_folders_on_different_filesystems_lose_no_file() {
         LIMIT,
     );
     // Whatever the exit, the file is in exactly one place: delivered, it
-    // waits in its claim folder's .delivered/ for done/ (issue 27.2).
+    // waits in its claim folder's .delivered/ for done/.
     let places = spool.count(State::Incoming)
         + spool.count(State::Done)
         + spool.count(State::Error)
@@ -297,7 +297,7 @@ fn sigterm_and_sigint_stop_the_sender_cleanly_and_log_it_once() {
 
 #[test]
 fn sighup_does_not_stop_the_sender_and_the_request_in_flight_finishes() {
-    // SIGHUP reloads (issue 9): the request it interrupts ends as it began.
+    // SIGHUP reloads: the request it interrupts ends as it began.
     let rx = Receiver::start();
     rx.answer(spoolpost_tests::receiver::Reply::stall(
         Duration::from_millis(1500),
@@ -531,7 +531,7 @@ fn issue_27_2_a_daemon_moves_files_it_could_not_move_once_space_returns() {
     let rejected = out
         .events()
         .iter()
-        .filter(|e| e.event == spoolpost_common::event::EventKind::Rejected)
+        .filter(|e| e.event == spoolpost_protocol::event::EventKind::Rejected)
         .count();
     assert_eq!(rejected, 10, "an event line for each, once moved");
 }

@@ -1,4 +1,4 @@
-//! Reaching receivers the way companies run them (issue 11): client
+//! Reaching receivers the way companies run them: client
 //! certificates, `server_name`, `tls_min_version`, `insecure_skip_verify`,
 //! proxies (configured and from the environment) and HTTP/2.
 
@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use spoolpost_common::event::EventKind;
-use spoolpost_common::name::SpoolName;
-use spoolpost_common::reason::ErrorClass;
-use spoolpost_common::spool::State;
+use spoolpost_protocol::event::EventKind;
+use spoolpost_protocol::name::SpoolName;
+use spoolpost_protocol::reason::ErrorClass;
+use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::proxy::Proxy;
 use spoolpost_tests::receiver::{Pki, Receiver, Reply, Tls};

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
-use spoolpost_common::lock::{self, Kind};
+use spoolpost_protocol::lock::{self, Kind};
 use spoolpost_tests::harness::{command, eventually};
 
 /// A key for hand-made spool names: 24 lowercase hex digits.

@@ -41,7 +41,7 @@ pub const DIR_FSYNC_ENV: &str = "SPOOLPOST_DIR_FSYNC";
 
 /// Reads a switch once: `Some(true)` for `forced`, `Some(false)` for
 /// `native` or empty, a warning and `Some(false)` for anything else.
-pub(crate) fn switch(var: &str, forced: &str, native: &str) -> bool {
+pub fn switch(var: &str, forced: &str, native: &str) -> bool {
     match std::env::var_os(var) {
         None => false,
         Some(v) if v == forced => true,
@@ -180,7 +180,7 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// report `NotFound`, as if we had come second to a rename; on any other
 /// failure of `unlink` the link is withdrawn too, leaving the file where it
 /// was. Keeping both
-/// links would send one file twice under two keys (issue 16: 307 of 5,000).
+/// links would send one file twice under two keys (307 of 5,000 once were).
 /// `link` cannot make a folder; a folder is moved with a plain `rename`,
 /// which is safe only because the folders the spool moves (claim folders)
 /// have names no one else uses, and refuses a non-empty target anyway.

@@ -95,7 +95,7 @@ impl Spool {
     /// Opens a writer's spool (sender, collector): its folders are created
     /// as needed, but its root only when `create` says so, since a
     /// mistyped `--spool` that silently became a new empty spool left the
-    /// run "successful" and the real files unsent (issue 29.4). A root that
+    /// run "successful" and the real files unsent. A root that
     /// exists but is empty (made by tmpfiles.d or `mkdir`) is fine.
     pub fn open_root(root: impl Into<PathBuf>, create: bool) -> io::Result<Spool> {
         let root = root.into();
@@ -173,7 +173,7 @@ impl Spool {
     }
 
     pub fn tmp(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(crate::layout::TMP_DIR)
     }
 
     fn synced(&self, dir: &Path) -> io::Result<()> {
@@ -290,11 +290,11 @@ impl ClaimFolder {
             name.key = Some(Key::random());
             // A producer's long name: its whole original must be on record
             // before the claim gives the file a name that holds only its start.
-            crate::fullname::store(&self.spool, &name).map_err(|e| {
+            crate::fullname::store(self.spool.root(), &name).map_err(|e| {
                 annotate(e, "cannot keep the full name of", Path::new(incoming_name))
             })?;
         }
-        crate::fullname::resolve(&self.spool, &mut name);
+        crate::fullname::resolve(self.spool.root(), &mut name);
         if name.first_attempt.is_none() {
             name.first_attempt = Some(unix_seconds(now));
         }
@@ -304,7 +304,7 @@ impl ClaimFolder {
             Ok(()) => Ok(Some(Claimed { name, path: to })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if SpoolName::parse(incoming_name).key.is_none() {
-                    crate::fullname::forget(&self.spool, &name);
+                    crate::fullname::forget(self.spool.root(), &name);
                 }
                 Ok(None)
             }
@@ -318,7 +318,7 @@ impl ClaimFolder {
         if delete {
             fs::remove_file(&file.path).map_err(|e| annotate(e, "cannot delete", &file.path))?;
             self.spool.synced(&self.dir)?;
-            crate::fullname::forget(&self.spool, &file.name);
+            crate::fullname::forget(self.spool.root(), &file.name);
             return Ok(None);
         }
         let done = self.spool.dir(State::Done);
@@ -492,7 +492,7 @@ fn return_loose(spool: &Spool, path: &Path) -> io::Result<usize> {
 /// it counts as a dead process's leftover. Building one (mkdir, create
 /// `.lock`, flock) takes microseconds, but between those steps a live
 /// process's folder has no lock or an untaken one, and removing it then
-/// makes that process fail (issue 16: one of 240 senders started at once).
+/// makes that process fail (one of 240 senders started at once did).
 pub const BUILD_GRACE: Duration = Duration::from_secs(60);
 
 /// Creates `tmp/PREFIX-ID/` holding `.lock`, locked by the caller for as

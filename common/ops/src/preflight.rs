@@ -17,7 +17,7 @@ use nix::unistd::{AccessFlags, access};
 
 use crate::config::Loaded;
 use crate::exit::{CONFIG, Failure, IO_ERROR, TEMPORARY};
-use crate::spool::State;
+use spoolpost_protocol::spool::State;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -174,7 +174,7 @@ pub fn spool(root: &Path, create: bool, report: &mut Report) {
                     }
                 });
             match parent {
-                // Start-up would refuse it (issue 29.4), so --check does.
+                // Start-up would refuse it, so --check does.
                 _ if !create => report.spool(format!(
                     "no spool at {}: it does not exist (mistyped? --create-spool or \
                      `create_spool = true` in the config makes a new one)",
@@ -239,7 +239,7 @@ pub fn spool(root: &Path, create: bool, report: &mut Report) {
 /// For readers (the reporter): the spool exists, creating nothing, and
 /// this user may list every folder it has.
 pub fn spool_readable(root: &Path, report: &mut Report) {
-    if let Err(e) = crate::spool::Spool::existing(root) {
+    if let Err(e) = spoolpost_protocol::spool::Spool::existing(root) {
         return report.spool(e);
     }
     let mut ok = true;
@@ -284,7 +284,7 @@ mod tests {
         let mut r = Report::default();
         spool(&root, true, &mut r);
         assert_eq!(r.code(), None, "{r:?}");
-        crate::spool::Spool::open(&root).unwrap();
+        spoolpost_protocol::spool::Spool::open(&root).unwrap();
         spool(&root, true, &mut r);
         assert_eq!(r.code(), None, "{r:?}");
         std::fs::remove_dir(root.join("done")).unwrap();

@@ -157,7 +157,7 @@ impl Admitter {
         }
         let mut name = SpoolName::fresh(original);
         name.key = Some(key_of(meta, original));
-        fullname::store(&self.spool, &name).map_err(AdmitError::Io)?;
+        fullname::store(self.spool.root(), &name).map_err(AdmitError::Io)?;
         let incoming = self.spool.dir(State::Incoming);
         let to = incoming.join(name.to_os_string());
         match rename_noreplace(source, &to) {
@@ -297,7 +297,7 @@ impl Admitter {
         }
         let mut name = SpoolName::fresh(original);
         name.key = Some(key_of(&before, original));
-        fullname::store(&self.spool, &name).map_err(AdmitError::Io)?;
+        fullname::store(self.spool.root(), &name).map_err(AdmitError::Io)?;
         let staged = self
             .work
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
@@ -387,7 +387,7 @@ impl Admitter {
             return Ok((taken.to_path_buf(), false));
         }
         name.key = Some(Key::random());
-        fullname::store(&self.spool, &name).map_err(AdmitError::Io)?;
+        fullname::store(self.spool.root(), &name).map_err(AdmitError::Io)?;
         let incoming = self.spool.dir(State::Incoming);
         let path = self
             .spool

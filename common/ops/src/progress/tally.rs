@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::event::{Event, EventKind};
+use spoolpost_protocol::event::{Event, EventKind};
 
 /// Which program is reporting; it decides what "done" means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,8 +49,8 @@ pub struct Tally {
 }
 
 /// The receiver name shown for events that name none.
-/// The reporter's word for it too, so one file has one name (issue 29.6).
-const NO_RECEIVER: &str = crate::event::NO_ROUTE;
+/// The reporter's word for it too, so one file has one name.
+const NO_RECEIVER: &str = spoolpost_protocol::event::NO_ROUTE;
 
 impl Tally {
     pub fn record(&mut self, event: &Event) {
@@ -110,7 +110,7 @@ pub fn line(role: Role, tally: &Tally, at: Moment) -> String {
     let mut out = String::new();
     // The sender's count is every file it is finished with (delivered,
     // rejected, expired, waiting to retry): "sent 210" beside a summary of
-    // 200 delivered read as a contradiction (issue 29.6), so it says
+    // 200 delivered read as a contradiction, so it says
     // "done", and delivered is shown as the summary counts it.
     let verb = match role {
         Role::Sender => "done",
@@ -254,8 +254,8 @@ mod tests {
         e.receiver = None;
         t.record(&e);
         let text = summary(Role::Sender, &t, Duration::from_secs(1), "/s");
-        assert!(text.contains(crate::event::NO_ROUTE), "{text}");
-        assert_eq!(crate::event::NO_ROUTE, "(no route)");
+        assert!(text.contains(spoolpost_protocol::event::NO_ROUTE), "{text}");
+        assert_eq!(spoolpost_protocol::event::NO_ROUTE, "(no route)");
     }
 
     #[test]

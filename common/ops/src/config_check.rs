@@ -14,32 +14,16 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{CompressionKind, ConfigError, HeaderValue, Loaded, ReadyRule, ReceiverConfig};
+use spoolpost_protocol::receiver::check_receiver_name;
+
+use crate::config::{
+    CompressionKind, ConfigError, HeaderValue, Loaded, ReadyRule, ReceiverConfig, is_header_value,
+};
 
 /// The longest duration any setting takes. Longer ones are typos (and
 /// would overflow clock arithmetic).
 const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
 const MAX_THREADS: usize = 1024;
-const MAX_RECEIVER_NAME: usize = 64;
-
-/// Whether a receiver name may be used: 1 to 64 of `A-Z a-z 0-9 . _ -`,
-/// not starting with `.` or `-`. Names become file names (`hold/NAME`),
-/// Prometheus label values and table cells, so nothing else is safe.
-pub fn check_receiver_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_RECEIVER_NAME
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a receiver name: use 1 to {MAX_RECEIVER_NAME} of A-Z a-z 0-9 . _ -, not starting with . or -"
-        ))
-    }
-}
 
 /// Checks a parsed file; the first problem found is the error.
 pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
@@ -51,7 +35,7 @@ pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
 
 /// The first problem of each part (the top level, `[sender]`, each
 /// receiver, `[collector]`), in that order: what `--check` lists, where
-/// start-up stops at the first (issue 29.4).
+/// start-up stops at the first.
 pub fn check_all(loaded: &Loaded) -> Vec<ConfigError> {
     let c = Checker { loaded };
     let mut all: Vec<ConfigError> = [c.top(), c.sender()]
@@ -298,7 +282,7 @@ impl Checker<'_> {
         let labels: Vec<String> = r
             .urls
             .iter()
-            .map(|u| crate::route::redact_template(u))
+            .map(|u| crate::redact::redact_template(u))
             .collect();
         if let Some(dup) = labels
             .iter()
@@ -496,38 +480,41 @@ fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Visible ASCII, spaces and tabs: what every HTTP stack accepts.
-pub(crate) fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+impl Loaded {
+    /// Resolves every header secret, so a missing variable or an unreadable
+    /// file stops the sender at start with the line that names it, not at
+    /// the first request. Only the sender calls this: the other programs
+    /// never send, and may run where the secrets are not.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (name, receiver) in &self.config.receivers {
+            let r = receiver.get_ref();
+            client_identity(r).map_err(|(key, e)| {
+                self.error_at_key(&["receivers", name, key], format!("receiver {name}: {e}"))
+            })?;
+            if let Some(setting) = &r.proxy {
+                proxy(setting).map_err(|e| {
+                    self.error_at_key(
+                        &["receivers", name, "proxy"],
+                        format!("receiver {name}: {e}"),
+                    )
+                })?;
+            }
+            for (header, value) in &r.headers {
+                value.resolve_header().map_err(|e| {
+                    self.error_at_key(
+                        &["receivers", name, "headers", header],
+                        format!("receiver {name}: header {header}: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn receiver_names_are_safe_as_file_names_and_cells() {
-        for ok in ["orders", "a", "eu-west_1.v2", "A9"] {
-            assert!(check_receiver_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x",
-            "a/b",
-            "a\nb",
-            "-x",
-            ".hidden",
-            "a b",
-            "ü",
-            &"x".repeat(65),
-        ] {
-            assert!(check_receiver_name(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn header_rules() {
@@ -602,7 +589,7 @@ mod tests {
             (format!("{r}compression = \"brotli\"\n"), 3, "unknown variant"),
         ];
         for (text, line, words) in cases {
-            let err = crate::config::parse(Path::new("t.toml"), text.clone())
+            let err = crate::config_load::parse(Path::new("t.toml"), text.clone())
                 .err()
                 .unwrap_or_else(|| panic!("accepted:\n{text}"));
             assert_eq!(err.line, Some(line), "{text}\n{err}");
@@ -639,6 +626,6 @@ mod tests {
     #[test]
     fn zero_grace_and_zero_settle_are_choices_not_mistakes() {
         let text = "[sender]\ngrace = \"0s\"\nbackoff_initial = \"1h\"\n[[collector.sources]]\npath = \"/a\"\nsettle = \"0s\"\n";
-        crate::config::parse(Path::new("t.toml"), text.into()).unwrap();
+        crate::config_load::parse(Path::new("t.toml"), text.into()).unwrap();
     }
 }

@@ -243,7 +243,7 @@ fn man(cmd: Command, facts: &Facts, out: &mut dyn Write) -> io::Result<()> {
     out.flush()
 }
 
-/// Where the package and install.sh put the documents (issue 29.5: the
+/// Where the package and install.sh put the documents (the
 /// pages named repository paths, `docs/spool.md`, that no install has).
 const SEE_ALSO: &[(&str, &str)] = &[(
     "collector(1), sender(1), reporter(1)",

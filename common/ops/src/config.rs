@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -264,7 +264,7 @@ pub struct ReceiverConfig {
     #[serde(default)]
     pub http_version: HttpVersion,
 
-    // Several endpoints and the body's compression (issue 11).
+    // Several endpoints and the body's compression.
     /// Several endpoints of one receiver, instead of `url`: each with its
     /// own circuit, requests spread over the healthy ones (`sender`'s
     /// `endpoint` module). The same placeholders as `url`.
@@ -504,7 +504,7 @@ impl std::error::Error for ConfigError {}
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
-    text: String,
+    pub(crate) text: String,
 }
 
 impl Loaded {
@@ -527,74 +527,6 @@ impl Loaded {
 
 /// The configuration the package installs.
 pub const INSTALLED: &str = "/etc/spoolpost.toml";
-
-/// The configuration file a run reads: the one given (`--config` or
-/// `SPOOLPOST_CONFIG`), else `installed` when it exists and the command
-/// line gives no spool either, so the README's `reporter hold orders` works
-/// on a packaged host as written (issue 29.5). With `--spool` and no
-/// `--config` nothing is read: a run on plain flags stays on plain flags.
-pub fn or_installed(
-    given: Option<PathBuf>,
-    spool_given: bool,
-    installed: &Path,
-) -> Option<PathBuf> {
-    match given {
-        Some(path) => Some(path),
-        None if !spool_given && installed.is_file() => Some(installed.to_path_buf()),
-        None => None,
-    }
-}
-
-/// Reads and parses a configuration file.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        path: path.to_path_buf(),
-        line: None,
-        message: format!("cannot read configuration: {e}"),
-    })?;
-    parse(path, text)
-}
-
-/// Parses configuration text; `path` is only used in messages.
-pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
-    let (loaded, problems) = parse_all(path, text)?;
-    match problems.into_iter().next() {
-        Some(first) => Err(first),
-        None => Ok(loaded),
-    }
-}
-
-/// [`load`] for `--check`: a file that parses, with every problem
-/// [`crate::config_check::check_all`] finds in it rather than the first.
-pub fn load_all(path: &Path) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        path: path.to_path_buf(),
-        line: None,
-        message: format!("cannot read configuration: {e}"),
-    })?;
-    parse_all(path, text)
-}
-
-/// [`parse`], keeping the semantic problems apart; a file that is not
-/// TOML or has unknown keys is still one error.
-pub fn parse_all(path: &Path, text: String) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
-    match toml::from_str::<Config>(&text) {
-        Ok(config) => {
-            let loaded = Loaded {
-                config,
-                path: path.to_path_buf(),
-                text,
-            };
-            let problems = crate::config_check::check_all(&loaded);
-            Ok((loaded, problems))
-        }
-        Err(e) => Err(ConfigError {
-            path: path.to_path_buf(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            message: e.message().to_string(),
-        }),
-    }
-}
 
 impl Loaded {
     /// The span of a key, by its path of table keys and array indexes
@@ -633,39 +565,9 @@ impl Loaded {
             .unwrap_or(self.text.len()..self.text.len());
         self.error_at(span, message)
     }
-
-    /// Resolves every header secret, so a missing variable or an unreadable
-    /// file stops the sender at start with the line that names it, not at
-    /// the first request. Only the sender calls this: the other programs
-    /// never send, and may run where the secrets are not.
-    pub fn check_secrets(&self) -> Result<(), ConfigError> {
-        for (name, receiver) in &self.config.receivers {
-            let r = receiver.get_ref();
-            crate::config_check::client_identity(r).map_err(|(key, e)| {
-                self.error_at_key(&["receivers", name, key], format!("receiver {name}: {e}"))
-            })?;
-            if let Some(proxy) = &r.proxy {
-                crate::config_check::proxy(proxy).map_err(|e| {
-                    self.error_at_key(
-                        &["receivers", name, "proxy"],
-                        format!("receiver {name}: {e}"),
-                    )
-                })?;
-            }
-            for (header, value) in &r.headers {
-                value.resolve_header().map_err(|e| {
-                    self.error_at_key(
-                        &["receivers", name, "headers", header],
-                        format!("receiver {name}: header {header}: {e}"),
-                    )
-                })?;
-            }
-        }
-        Ok(())
-    }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
@@ -690,7 +592,7 @@ impl HeaderValue {
     /// refuses. The error never quotes the value: it is a secret.
     pub fn resolve_header(&self) -> Result<String, String> {
         let text = self.resolve()?;
-        if !crate::config_check::is_header_value(&text) {
+        if !is_header_value(&text) {
             return Err(
                 "the value is not a valid header value (a control character such as CR or LF, \
                  or a byte that is not ASCII)"
@@ -701,166 +603,9 @@ impl HeaderValue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_installed_config_is_read_when_neither_config_nor_spool_is_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let installed = dir.path().join("spoolpost.toml");
-        let given = Some(PathBuf::from("/x.toml"));
-        assert_eq!(or_installed(None, false, &installed), None, "absent");
-        std::fs::write(&installed, "").unwrap();
-        assert_eq!(
-            or_installed(None, false, &installed),
-            Some(installed.clone())
-        );
-        assert_eq!(or_installed(None, true, &installed), None, "--spool given");
-        assert_eq!(or_installed(given.clone(), false, &installed), given);
-    }
-
-    fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
-        parse(Path::new("test.toml"), text.to_string())
-    }
-
-    #[test]
-    fn a_full_file_parses_with_defaults_filled_in() {
-        let loaded = parse_str(
-            r#"
-spool = "/var/spool/spoolpost"
-[sender]
-concurrency = 32
-max_age = "2h"
-
-[receivers.orders]
-url = "https://example.com/in/{tenant}"
-method = "PUT"
-headers = { Authorization = { env = "TOKEN" }, X-Host = "h1" }
-
-[[routes]]
-regex = '^(?<tenant>[a-z]+)-'
-receiver = "orders"
-"#,
-        )
-        .unwrap();
-        let c = loaded.config;
-        assert_eq!(c.sender.concurrency, 32);
-        assert_eq!(c.sender.max_age, Duration::from_secs(7200));
-        assert_eq!(c.sender.backoff_max, Duration::from_secs(300));
-        let orders = c.receivers["orders"].get_ref();
-        assert_eq!(orders.method, Method::Put);
-        assert!(orders.gzip);
-        assert!(matches!(
-            orders.headers["Authorization"],
-            HeaderValue::Env { .. }
-        ));
-        assert_eq!(c.routes.len(), 1);
-    }
-
-    #[test]
-    fn collector_sources_parse_with_defaults() {
-        let c = parse_str(
-            r#"
-[collector]
-max_incoming_files = 1000
-min_free_space = "2 GiB"
-[[collector.sources]]
-path = "/data/a"
-ready = "close-write"
-[[collector.sources]]
-path = "/data/b"
-include = ["*.json"]
-"#,
-        )
-        .unwrap()
-        .config
-        .collector;
-        assert_eq!(c.sources.len(), 2);
-        assert_eq!(c.sources[0].ready, ReadyRule::CloseWrite);
-        assert_eq!(c.sources[1].exclude, default_exclude());
-        assert_eq!(c.min_free_space.unwrap().as_u64(), 2 << 30);
-        let err = parse_str("[[collector.sources]]\npath = \"/x\"\nready = \"soon\"\n")
-            .err()
-            .unwrap();
-        assert_eq!(err.line, Some(3), "{err}");
-    }
-
-    #[test]
-    fn errors_name_the_line() {
-        let err = parse_str("[sender]\nconcurrency = 1\nconcurency = 2\n")
-            .err()
-            .unwrap();
-        assert_eq!(err.line, Some(3));
-        assert!(err.to_string().starts_with("test.toml:3: "), "{err}");
-        assert!(err.message.contains("concurency"), "{err}");
-
-        let err = parse_str("[sender]\nmax_age = \"soon\"\n").err().unwrap();
-        assert_eq!(err.line, Some(2), "{err}");
-    }
-
-    #[test]
-    fn rate_limits_are_n_per_second_minute_or_hour() {
-        let ok = [
-            ("200/s", 200, 1),
-            ("5/m", 5, 60),
-            (" 7 / h ", 7, 3600),
-            ("1000000/s", 1_000_000, 1),
-        ];
-        for (text, count, secs) in ok {
-            let r: RateLimit = text.parse().unwrap();
-            assert_eq!(
-                (r.count, r.per),
-                (count, Duration::from_secs(secs)),
-                "{text}"
-            );
-        }
-        assert_eq!("5/m".parse::<RateLimit>().unwrap().to_string(), "5/m");
-        for bad in [
-            "",
-            "200",
-            "0/s",
-            "-1/s",
-            "1.5/s",
-            "200/d",
-            "200/sec",
-            "/s",
-            "2000000/s",
-        ] {
-            let err = bad.parse::<RateLimit>().unwrap_err();
-            assert!(err.contains("N/s, N/m or N/h"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn secrets_come_from_env_or_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        let v = HeaderValue::File { file };
-        assert_eq!(v.resolve().unwrap(), "s3cret");
-        let v = HeaderValue::Env {
-            env: "SPOOLPOST_SURELY_UNSET_VAR".into(),
-        };
-        assert!(
-            v.resolve()
-                .unwrap_err()
-                .contains("SPOOLPOST_SURELY_UNSET_VAR")
-        );
-    }
-
-    #[test]
-    fn a_header_secret_with_a_line_break_inside_is_refused_without_being_quoted() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "abc\r\nX-Evil: 1\n").unwrap();
-        let v = HeaderValue::File { file: file.clone() };
-        assert!(v.resolve().is_ok(), "as a plain secret it resolves");
-        let e = v.resolve_header().unwrap_err();
-        assert!(e.contains("not a valid header value"), "{e}");
-        assert!(!e.contains("abc") && !e.contains("Evil"), "quoted: {e}");
-        // Trailing line ends of a file are still dropped, not refused.
-        std::fs::write(&file, "abc\r\n").unwrap();
-        assert_eq!(v.resolve_header().unwrap(), "abc");
-    }
+/// Visible ASCII, spaces and tabs: what every HTTP stack accepts.
+pub fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }

@@ -132,7 +132,7 @@ pub fn held(spool: &Spool) -> Vec<String> {
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
                 // Anything else is counted by the reporter as unexpected.
-                .filter(|n| crate::config_check::check_receiver_name(n).is_ok())
+                .filter(|n| crate::receiver::check_receiver_name(n).is_ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -141,7 +141,7 @@ pub fn held(spool: &Spool) -> Vec<String> {
 }
 
 fn hold_file_name(receiver: &str) -> io::Result<&str> {
-    crate::config_check::check_receiver_name(receiver)
+    crate::receiver::check_receiver_name(receiver)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(receiver)
 }

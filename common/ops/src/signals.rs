@@ -1,6 +1,11 @@
-//! Stopping cleanly: the first SIGTERM or SIGINT cancels a token that every
-//! long-running loop watches, so work in hand is finished, not cut. A second
-//! one means "now", as an operator pressing Ctrl-C twice expects.
+//! The one home of signals for all three programs. SIGTERM and SIGINT stop
+//! cleanly: the first cancels a token that every long-running loop watches,
+//! so work in hand is finished, not cut; a second one means "now", as an
+//! operator pressing Ctrl-C twice expects. SIGHUP is a reload, read as
+//! [`Hangups`] by the one loop of each program that applies it (the
+//! sender's scheduler, the collector's service loop, the reporter's
+//! `--watch`); a run that serves nothing lets the signals act as the
+//! kernel has them ([`release`]).
 //!
 //! Signals are held from the first line of `main` ([`hold_from_start`])
 //! until [`Signals::listen`] has a listener for each: a SIGHUP or SIGTERM
@@ -49,12 +54,35 @@ pub fn release() {
 
 /// Listeners for the signals held since [`hold_from_start`].
 pub struct Signals {
-    pub term: Option<Signal>,
-    pub int: Option<Signal>,
+    term: Option<Signal>,
+    int: Option<Signal>,
     /// SIGHUP: a reload for a program that serves, ignored by one that
     /// runs once (there is nothing to reload). Left unread, a SIGHUP does
     /// nothing.
-    pub hup: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+/// The SIGHUPs a program reloads on, taken from [`Signals::hangups`]. A
+/// SIGHUP that came while starting is read at the first wait: a reload
+/// once running.
+pub struct Hangups(Option<Signal>);
+
+impl Hangups {
+    /// No reloads: every wait waits for ever (tests, runs without a
+    /// listener).
+    pub fn none() -> Hangups {
+        Hangups(None)
+    }
+
+    /// The next SIGHUP; never, when there is no listener.
+    pub async fn next(&mut self) {
+        if let Some(signal) = &mut self.0
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
 }
 
 impl Signals {
@@ -91,6 +119,12 @@ impl Signals {
             tracing::warn!(error = %e, "cannot let signals through; stop with SIGKILL (no file is lost)");
         }
         signals
+    }
+
+    /// The SIGHUP listener, for the program's one reload loop; a second
+    /// call has none.
+    pub fn hangups(&mut self) -> Hangups {
+        Hangups(self.hup.take())
     }
 }
 

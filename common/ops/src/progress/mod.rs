@@ -1,6 +1,6 @@
 //! A person at a terminal: whether a run shows a live progress line and an
 //! end summary on stderr instead of event lines on stdout, and the drawing of
-//! both. The counts come from the event sink (`event.rs`), the one place that
+//! both. The counts come from the protocol's event sink (`event.rs`), the one place that
 //! hears about every file; with no terminal the sink has no progress attached
 //! and pays nothing per file. The wording and counting live in [`tally`].
 
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::event::Event;
-use crate::spool::Spool;
+use spoolpost_protocol::event::{Event, EventObserver};
+use spoolpost_protocol::spool::Spool;
 pub use tally::Role;
 use tally::{Moment, Tally};
 
@@ -123,6 +123,16 @@ pub struct Progress {
     ticker: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
+impl EventObserver for Progress {
+    fn record(&self, event: &Event) {
+        Progress::record(self, event);
+    }
+
+    fn finish(&self) {
+        Progress::finish(self);
+    }
+}
+
 impl Progress {
     /// `found`: how many files the run has to do, when that is known.
     pub fn start(role: Role, spool: &Spool, found: Option<u64>) -> std::sync::Arc<Progress> {
@@ -197,9 +207,9 @@ fn redraw(progress: std::sync::Weak<Progress>, stop: mpsc::Receiver<()>) {
     loop {
         let Some(p) = progress.upgrade() else { return };
         if p.role == Role::Sender && circuits_read.is_none_or(|t| t.elapsed() >= CIRCUITS_EVERY) {
-            open = crate::circuits::read_all(&p.spool)
+            open = spoolpost_protocol::circuits::read_all(&p.spool)
                 .values()
-                .filter(|c| c.state == crate::circuits::CircuitState::Open)
+                .filter(|c| c.state == spoolpost_protocol::circuits::CircuitState::Open)
                 .count();
             circuits_read = Some(Instant::now());
         }
@@ -223,7 +233,7 @@ pub fn sink(
     role: Role,
     spool: &Spool,
     found: impl FnOnce() -> Option<u64>,
-) -> std::io::Result<crate::event::EventSink> {
+) -> std::io::Result<spoolpost_protocol::event::EventSink> {
     let choice = choose(
         events,
         flags.wanted(),
@@ -231,9 +241,9 @@ pub fn sink(
         std::io::stderr().is_terminal(),
     );
     let sink = match &choice.events {
-        EventsTo::Stdout => crate::event::EventSink::open(None)?,
-        EventsTo::File(p) => crate::event::EventSink::open(Some(p))?,
-        EventsTo::Nowhere => crate::event::EventSink::discard(),
+        EventsTo::Stdout => spoolpost_protocol::event::EventSink::open(None)?,
+        EventsTo::File(p) => spoolpost_protocol::event::EventSink::open(Some(p))?,
+        EventsTo::Nowhere => spoolpost_protocol::event::EventSink::discard(),
     };
     Ok(if choice.progress {
         sink.with_progress(Progress::start(role, spool, found()))
@@ -244,7 +254,7 @@ pub fn sink(
 
 /// Files waiting in `incoming/` now: what a `--once` sender has to do.
 pub fn count_incoming(spool: &Spool) -> Option<u64> {
-    let dir = std::fs::read_dir(spool.dir(crate::spool::State::Incoming)).ok()?;
+    let dir = std::fs::read_dir(spool.dir(spoolpost_protocol::spool::State::Incoming)).ok()?;
     Some(
         dir.filter_map(Result::ok)
             .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))

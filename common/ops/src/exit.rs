@@ -13,7 +13,7 @@
 use std::io;
 use std::process::ExitCode;
 
-use crate::fsops::is_disk_full;
+use spoolpost_protocol::fsops::is_disk_full;
 
 pub const USAGE: u8 = 2;
 pub const IO_ERROR: u8 = 74;

@@ -2,8 +2,9 @@
 //! file (collected, delivered, rejected, retried, expired, vanished). They go to stdout
 //! or a file for the reporter and for whatever else reads them; diagnostics
 //! go to stderr through `tracing`, never here. When a person watches, the
-//! sink also feeds the progress line (`progress.rs`), so every "something
-//! happened to a file" passes through [`EventSink::emit`] and nowhere else.
+//! sink also feeds an [`EventObserver`] (the operations crate's progress
+//! line), so every "something happened to a file" passes through
+//! [`EventSink::emit`] and nowhere else.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -14,7 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::progress::Progress;
+/// Something that sees every event besides the lines: the progress line a
+/// person watches. A trait, so that the protocol knows nothing of terminals.
+pub trait EventObserver: Send + Sync {
+    fn record(&self, event: &Event);
+    /// The sink is finishing: no event follows.
+    fn finish(&self);
+}
 
 /// What every program calls a file no route sends anywhere (the sender's
 /// summary said `(none)` where the reporter said `(no route)`).
@@ -22,7 +29,7 @@ pub const NO_ROUTE: &str = "(no route)";
 
 /// A duration in milliseconds for an event line, to the microsecond: a
 /// whole number of microseconds over 1,000 prints as `911.167`, where
-/// `as_secs_f64() * 1000.0` printed `0.9111670000000001` (issue 29.6).
+/// `as_secs_f64() * 1000.0` printed `0.9111670000000001`.
 pub fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
@@ -101,7 +108,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub struct EventSink {
     shared: Option<Arc<Shared>>,
     writer: Option<JoinHandle<()>>,
-    progress: Option<Arc<Progress>>,
+    progress: Option<Arc<dyn EventObserver>>,
 }
 
 /// The longest an event line waits before it is written.
@@ -172,9 +179,9 @@ impl EventSink {
         }
     }
 
-    /// Also counts every event into `progress`, which prints its summary
-    /// when the sink finishes.
-    pub fn with_progress(mut self, progress: Arc<Progress>) -> EventSink {
+    /// Also passes every event to `progress`, which is told when the sink
+    /// finishes (the progress line then prints its summary).
+    pub fn with_progress(mut self, progress: Arc<dyn EventObserver>) -> EventSink {
         self.progress = Some(progress);
         self
     }

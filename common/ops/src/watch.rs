@@ -26,7 +26,7 @@ pub const WATCH_ENV: &str = "SPOOLPOST_WATCH";
 /// Whether polling is forced by [`WATCH_ENV`], read once.
 fn poll_forced() -> bool {
     static FORCED: OnceLock<bool> = OnceLock::new();
-    *FORCED.get_or_init(|| crate::fsops::switch(WATCH_ENV, "poll", "inotify"))
+    *FORCED.get_or_init(|| spoolpost_protocol::fsops::switch(WATCH_ENV, "poll", "inotify"))
 }
 
 enum Backend {
@@ -64,7 +64,7 @@ impl Watcher {
     /// processes then do too: they share its filesystem).
     pub fn new(dir: &Path) -> io::Result<Watcher> {
         let mut watcher = Watcher::empty()?;
-        watcher.watch(dir, 0, crate::fsops::moves_by_link())?;
+        watcher.watch(dir, 0, spoolpost_protocol::fsops::moves_by_link())?;
         Ok(watcher)
     }
 

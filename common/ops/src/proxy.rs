@@ -370,7 +370,7 @@ mod tests {
         }
     }
 
-    /// Issue 27.5: a malformed proxy URL from a setting or the environment
+    /// A regression: a malformed proxy URL from a setting or the environment
     /// printed its password from the first `"`, `'`, `>`, `)` or `]` on.
     /// Literal cases first, then random passwords in many shapes.
     #[test]

@@ -2,20 +2,20 @@
 //! password (user info) or a token (query string), and error texts from the
 //! HTTP stack quote URLs. Every error text bound for an event line, a log or
 //! a reason record goes through [`text`]; a URL on its own through
-//! [`crate::route::redact_url`], which [`text`] applies to each URL it finds;
+//! [`redact_url`], which [`text`] applies to each URL it finds;
 //! a value that is meant to be one URL and may be malformed (a proxy
 //! setting) through [`url_value`].
 //!
 //! The user info of a malformed URL may hold any character: a quote, a
 //! bracket, `>`, white space, `/`, another `://` or `@`. No rule that ends
-//! a URL at such a character can tell where its user info ends, and issue
-//! 27.5 printed a password from its first `"`, `'`, `>`, `)` or `]` on. So
+//! a URL at such a character can tell where its user info ends, and one
+//! such rule printed a password from its first `"`, `'`, `>`, `)` or `]` on. So
 //! whatever follows a `://` up to the last `@` of the text is taken as user
 //! info, and never shown: where that span is not plain user info, the URL
 //! is shown as `<unparsable url>`. Too much is hidden at times (a later
 //! `@` in the same text hides the text between); never too little.
 
-use crate::route::redact_url;
+use url::Url;
 
 /// What stands in for a URL that cannot be shown in part.
 const UNPARSABLE: &str = "<unparsable url>";
@@ -108,6 +108,44 @@ fn is_plain_user_info(s: &str) -> bool {
     }) && !s.chars().any(char::is_whitespace)
 }
 
+/// A URL as it may appear in logs and reason records: no user info and no
+/// query string, either of which may carry credentials.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable url>".into(),
+    }
+}
+
+/// A URL template as it may be shown: [`redact_url`] where it parses, and
+/// where placeholders keep it from parsing, the same by hand (user info
+/// and query cut out).
+pub fn redact_template(template: &str) -> String {
+    if !template.contains('{')
+        && let Ok(url) = Url::parse(template)
+        && url.host_str().is_some()
+    {
+        return redact_url(template);
+    }
+    let template = template.split(['?', '#']).next().unwrap_or_default();
+    match template.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let host = match rest[..authority_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            format!("{scheme}://{host}")
+        }
+        None => "<unparsable url>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,7 +170,7 @@ mod tests {
             ("odd ://u:PW@h?SECRET tail", "odd <unparsable url> tail"),
             ("bad http://[::1?SECRET", "bad <unparsable url>"),
             ("", ""),
-            // Issue 27.5: characters that end a URL in text, inside a
+            // Characters that end a URL in text, inside a
             // password.
             (
                 "proxy http://u:pa\"SECRET@h:1: bad",
@@ -197,7 +235,7 @@ mod tests {
         );
     }
 
-    /// Issue 27.5 as a property: random passwords and user names in many
+    /// The same as a property: random passwords and user names in many
     /// URL shapes, alone and quoted in text, never show.
     #[test]
     fn no_part_of_random_user_info_is_ever_shown() {
@@ -236,5 +274,25 @@ mod tests {
             }
             assert_hidden(&url_value(&url), &url);
         }
+    }
+
+    #[test]
+    fn templates_are_redacted_even_where_they_do_not_parse() {
+        assert_eq!(
+            redact_template("https://u:p@{tenant}.example/in/{x}?t=1"),
+            "https://{tenant}.example/in/{x}"
+        );
+        assert_eq!(
+            redact_template("http://u:p@h.example:8080/in?t=1"),
+            "http://h.example:8080/in"
+        );
+    }
+
+    #[test]
+    fn redaction_drops_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@h.example/p?token=abc"),
+            "https://h.example/p"
+        );
     }
 }

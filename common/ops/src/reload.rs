@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::event::{EventSink, rfc3339};
+use spoolpost_protocol::event::{EventSink, rfc3339};
 
 /// The event line a reload writes, accepted or refused.
 #[derive(Debug, Serialize)]
