@@ -505,8 +505,17 @@ impl Controller {
             return;
         }
         let quiet = std::mem::take(&mut self.quiet);
-        self.quiet_answers = self.quiet_answers * QUIET_MEMORY + quiet.answers as f64;
-        self.quiet_failures = self.quiet_failures * QUIET_MEMORY + quiet.failures as f64;
+        // Until the first measurement nothing is forgotten: a sender held
+        // near a limit of one gets a few answers per quiet moment, and
+        // halving them at each would never reach [`QUIET_ANSWERS`] (three
+        // senders behind a load balancer measured nothing for 5 s).
+        let keep = if self.quiet_share.is_some() {
+            QUIET_MEMORY
+        } else {
+            1.0
+        };
+        self.quiet_answers = self.quiet_answers * keep + quiet.answers as f64;
+        self.quiet_failures = self.quiet_failures * keep + quiet.failures as f64;
         if self.quiet_answers < QUIET_ANSWERS {
             return;
         }
