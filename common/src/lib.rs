@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod reason;
 pub mod redact;
 pub mod reload;
+pub mod replay;
 pub mod route;
 pub mod shutdown;
 pub mod spool;

@@ -1,5 +1,6 @@
 //! The operator's actions, carried out through the spool protocol: hold and
-//! release a receiver's backlog, requeue files from error/, and the queue
+//! release a receiver's backlog, requeue files from error/, replay files
+//! from done/ ([`crate::replay`]), and the queue
 //! tools (`list` in [`crate::list`], `flush` in [`crate::flush`]). Each
 //! move is one of `common`'s spool operations; this module only chooses
 //! the files.
@@ -11,11 +12,12 @@ use spoolpost_common::config;
 use spoolpost_common::exit::Failure;
 use spoolpost_common::name::SpoolName;
 use spoolpost_common::reason::ReasonRecord;
+use spoolpost_common::replay::Keys;
 use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
 
 use crate::cli::Action;
-use crate::{flush, list};
+use crate::{flush, list, replay, replay_rules};
 
 /// Carries out `action`; the spool and config are already checked.
 pub fn apply(
@@ -61,6 +63,64 @@ pub fn apply(
             };
             let n = requeue_selected(spool, router, &selector)?;
             eprintln!("reporter: requeued {n} files");
+        }
+        Action::Replay {
+            receiver,
+            name,
+            delivered_after,
+            delivered_before,
+            all,
+            dry_run,
+            rate,
+            new_keys,
+        } => {
+            if !all
+                && receiver.is_none()
+                && name.is_none()
+                && delivered_after.is_none()
+                && delivered_before.is_none()
+            {
+                return Err(Failure::usage(
+                    "replay: give --all or a selector (--receiver, --name, --delivered-after, --delivered-before)",
+                ));
+            }
+            needs_routes("replay", receiver.as_deref(), router)?;
+            let now = SystemTime::now();
+            let when = |flag: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(|t| replay_rules::instant(t, now))
+                    .transpose()
+                    .map_err(|e| Failure::usage(format!("replay --{flag}: {e}")))
+            };
+            let plan = replay::Plan {
+                selection: replay_rules::Selection {
+                    receiver: receiver.clone(),
+                    name: name
+                        .as_deref()
+                        .map(replay_rules::name_glob)
+                        .transpose()
+                        .map_err(Failure::usage)?,
+                    delivered_after: when("delivered-after", delivered_after)?,
+                    delivered_before: when("delivered-before", delivered_before)?.unwrap_or(now),
+                },
+                keys: if *new_keys { Keys::New } else { Keys::Keep },
+                rate: *rate,
+                dry_run: *dry_run,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let done = replay::run(spool, router, &plan, &mut out)?;
+            drop(out);
+            if *dry_run {
+                eprintln!(
+                    "reporter: would replay {} files, {} bytes (dry run: nothing moved)",
+                    done.files, done.bytes
+                );
+            } else {
+                eprintln!(
+                    "reporter: replayed {} files, {} bytes",
+                    done.files, done.bytes
+                );
+            }
         }
         Action::List {
             receiver,

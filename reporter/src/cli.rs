@@ -122,6 +122,49 @@ pub enum Action {
         #[arg(long)]
         all: bool,
     },
+    /// Send delivered files again: move them from done/ back to incoming/.
+    ///
+    /// For a receiver that lost what it had taken (a restore from backup, a
+    /// bad deploy). Each file keeps its idempotency key, so the receiver
+    /// decides whether it is a duplicate, and starts with no attempts.
+    /// Give --all or at least one selector; selectors combine (all must
+    /// match). A file's delivery time is when it was renamed into done/
+    /// (its ctime). Files go oldest delivery first, at most --rate a
+    /// second, one atomic rename each: a replay stopped at any point leaves
+    /// every file in done/ or incoming/, once, and running it again goes
+    /// on with the rest. One line per file on stdout (delivered at, bytes,
+    /// receiver, name), the count and bytes on stderr.
+    Replay {
+        /// Only files routed to this receiver (needs --config).
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Only files whose whole original name matches this glob (as in routes).
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Only files delivered at or after WHEN: a time
+        /// (2026-12-05T10:00:00Z) or a duration ago (6h, 2days).
+        #[arg(long, value_name = "WHEN")]
+        delivered_after: Option<String>,
+        /// Only files delivered before WHEN (same forms).
+        ///
+        /// Without it, files delivered before the replay started: what is
+        /// delivered meanwhile, replayed files included, is never picked.
+        #[arg(long, value_name = "WHEN")]
+        delivered_before: Option<String>,
+        /// Every file in done/ (up to the replay's start).
+        #[arg(long)]
+        all: bool,
+        /// List what would go, with its count and bytes; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move at most N files a second, so live traffic keeps its room.
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Give each file a new idempotency key: the receiver takes it as new data.
+        #[arg(long)]
+        new_keys: bool,
+    },
     /// Hold a receiver's backlog: senders leave its files waiting.
     Hold { receiver: String },
     /// Release a hold.
