@@ -33,8 +33,9 @@ pub enum Kind {
 
 /// The folders of a spool root (`docs/spool.md`, "Folders").
 /// The spool's own folders; `names/` holds the full names of files whose
-/// names were cut to fit (see `spoolpost_common::fullname`).
-const ROOT_FOLDERS: [&str; 8] = [
+/// names were cut to fit (see `spoolpost_common::fullname`); `rate/` the
+/// rate-limit buckets senders share (the sender's `sched::shared_rate`).
+const ROOT_FOLDERS: [&str; 9] = [
     "incoming",
     "sending",
     "done",
@@ -42,6 +43,7 @@ const ROOT_FOLDERS: [&str; 8] = [
     "tmp",
     "hold",
     "pace",
+    "rate",
     spoolpost_common::fullname::NAMES_DIR,
 ];
 
@@ -79,6 +81,7 @@ mod tests {
         let cases: &[(Place, &str, Kind, bool)] = &[
             (Root, "incoming", Dir, true),
             (Root, "hold", Dir, true),
+            (Root, "rate", Dir, true),
             (Root, "incoming", File, false),
             (Root, "stray.json", File, false),
             (Root, "backup", Dir, false),
