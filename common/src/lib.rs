@@ -12,6 +12,7 @@ pub mod admit;
 pub mod circuits;
 pub mod config;
 pub mod config_check;
+pub mod discard;
 pub mod event;
 pub mod exit;
 pub mod fsops;

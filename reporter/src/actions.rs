@@ -1,6 +1,7 @@
 //! The operator's actions, carried out through the spool protocol: hold and
 //! release a receiver's backlog, requeue files from error/, replay files
-//! from done/ ([`crate::replay`]), and the queue
+//! from done/ ([`crate::replay`]), show or delete one file
+//! ([`crate::one_file`]), and the queue
 //! tools (`list` in [`crate::list`], `flush` in [`crate::flush`]). Each
 //! move is one of `common`'s spool operations; this module only chooses
 //! the files.
@@ -17,7 +18,7 @@ use spoolpost_common::route::Router;
 use spoolpost_common::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
 
 use crate::cli::Action;
-use crate::{flush, list, replay, replay_rules};
+use crate::{flush, list, one_file, replay, replay_rules};
 
 /// Carries out `action`; the spool and config are already checked.
 pub fn apply(
@@ -25,8 +26,26 @@ pub fn apply(
     spool: &Spool,
     loaded: Option<&config::Loaded>,
     router: Option<&Router>,
+    events: &[std::path::PathBuf],
 ) -> Result<(), Failure> {
     match action {
+        Action::Show { which } => {
+            let word = which.to_string_lossy();
+            let found = one_file::find(spool, &one_file::Which::parse(which))?;
+            if found.is_empty() {
+                return Err(one_file::not_found(&word));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match one_file::show(&found, router, backoff_max(loaded), events, &mut out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Action::Delete { which } => {
+            let word = which.to_string_lossy();
+            let said = one_file::delete(spool, &one_file::Which::parse(which), &word)?;
+            eprintln!("reporter: {said}");
+        }
         Action::Hold { receiver } => {
             check_hold_name(loaded, receiver)?;
             circuits::hold(spool, receiver)?;

@@ -165,6 +165,28 @@ pub enum Action {
         #[arg(long)]
         new_keys: bool,
     },
+    /// One file's state, history and reason, by name or key (as `postcat -q`).
+    ///
+    /// Where the file is (waiting, retry, sending, done, error) and since
+    /// when, its key, receiver, size, first attempt, attempts and last
+    /// reason; in error/ its reason record (class, message, status, the
+    /// answer's body); with --events, its event lines. Every file with that
+    /// name is shown (two files may share one). Exit 1 if there is none.
+    Show {
+        /// The whole original name, or the 24-hex-digit idempotency key.
+        #[arg(value_name = "NAME|KEY")]
+        which: std::ffi::OsString,
+    },
+    /// Delete one file waiting, delivered or given up on, by name or key (as `postsuper -d`).
+    ///
+    /// A name that several files share is refused with their keys; a file
+    /// being sent is refused (exit 75) until its sender is done with it. In
+    /// error/ its reason record goes too.
+    Delete {
+        /// The whole original name, or the 24-hex-digit idempotency key.
+        #[arg(value_name = "NAME|KEY")]
+        which: std::ffi::OsString,
+    },
     /// Hold a receiver's backlog: senders leave its files waiting.
     Hold { receiver: String },
     /// Release a hold.

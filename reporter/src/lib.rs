@@ -11,7 +11,7 @@
 //! [`follow`] reading a pipe as it flows. [`actions`]
 //! holds, releases and requeues; [`list`] and [`flush`] are the queue
 //! tools; [`replay`] sends delivered files again, picked by
-//! [`replay_rules`]. `--check` is [`check::preflight`].
+//! [`replay_rules`]; [`one_file`] shows or deletes one file. `--check` is [`check::preflight`].
 
 pub mod actions;
 pub mod census;
@@ -21,6 +21,7 @@ pub mod events;
 pub mod flush;
 pub mod follow;
 pub mod list;
+pub mod one_file;
 pub mod prometheus;
 pub mod replay;
 pub mod replay_rules;
