@@ -104,6 +104,11 @@ pub fn apply(
                 ));
             }
             needs_routes("replay", receiver.as_deref(), router)?;
+            if let Some(receiver) = receiver {
+                // A typo would select nothing while the operator thinks
+                // the replay ran.
+                check_hold_name(loaded, receiver)?;
+            }
             let now = SystemTime::now();
             let when = |flag: &str, text: &Option<String>| {
                 text.as_deref()

@@ -310,6 +310,21 @@ fn a_replay_refuses_bad_input_with_a_clear_error_and_moves_nothing() {
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
+    let rx = Receiver::start();
+    let cfg = routes(&spool, &rx.url(""));
+    let out = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["replay", "--receiver", "ordres"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no receiver \"ordres\""),
+        "{}",
+        out.stderr
+    );
     assert_eq!(spool.count(State::Done), 1);
     assert_eq!(spool.count(State::Incoming), 0);
 }
