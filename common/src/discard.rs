@@ -1,4 +1,4 @@
-//! (incoming, done or error) → gone, for an operator removing one file
+//! (incoming, held, done or error) → gone, for an operator removing one file
 //! (`reporter delete`, as Postfix's `postsuper -d`). The state-table row is
 //! in docs/spool.md.
 //!
@@ -43,6 +43,19 @@ pub fn delete(spool: &Spool, state: State, name: &OsStr) -> io::Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(annotate(e, "cannot delete", &record)),
         }
+    }
+    fullname::forget(spool, &SpoolName::parse(name));
+    Ok(true)
+}
+
+/// Removes `name` from `held/` (see [`crate::held`]). `Ok(false)` when it
+/// is no longer there (released meanwhile).
+pub fn delete_held(spool: &Spool, name: &OsStr) -> io::Result<bool> {
+    let path = crate::held::dir(spool).join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(annotate(e, "cannot delete", &path)),
     }
     fullname::forget(spool, &SpoolName::parse(name));
     Ok(true)

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod fsops;
 pub mod fullname;
 pub mod generate;
+pub mod held;
 pub mod lock;
 pub mod logging;
 pub mod name;

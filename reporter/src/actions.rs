@@ -33,7 +33,7 @@ pub fn apply(
             let word = which.to_string_lossy();
             let found = one_file::find(spool, &one_file::Which::parse(which))?;
             if found.is_empty() {
-                return Err(one_file::not_found(&word));
+                return Err(one_file::not_found(&word, one_file::ANYWHERE));
             }
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match one_file::show(&found, router, backoff_max(loaded), events, &mut out) {
@@ -46,15 +46,44 @@ pub fn apply(
             let said = one_file::delete(spool, &one_file::Which::parse(which), &word)?;
             eprintln!("reporter: {said}");
         }
-        Action::Hold { receiver } => {
+        Action::Hold {
+            file: Some(which), ..
+        } => {
+            let said = one_file::hold(
+                spool,
+                &one_file::Which::parse(which),
+                &which.to_string_lossy(),
+            )?;
+            eprintln!("reporter: {said}");
+        }
+        Action::Release {
+            file: Some(which), ..
+        } => {
+            let said = one_file::release(
+                spool,
+                &one_file::Which::parse(which),
+                &which.to_string_lossy(),
+            )?;
+            eprintln!("reporter: {said}");
+        }
+        Action::Hold {
+            receiver: Some(receiver),
+            ..
+        } => {
             check_hold_name(loaded, receiver)?;
             circuits::hold(spool, receiver)?;
             eprintln!("reporter: {receiver} is on hold");
         }
-        Action::Release { receiver } => {
+        Action::Release {
+            receiver: Some(receiver),
+            ..
+        } => {
             check_hold_name(loaded, receiver)?;
             circuits::release(spool, receiver)?;
             eprintln!("reporter: {receiver} is released");
+        }
+        Action::Hold { .. } | Action::Release { .. } => {
+            return Err(Failure::usage("give a receiver or --file NAME|KEY"));
         }
         Action::Requeue {
             receiver,

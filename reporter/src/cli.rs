@@ -188,9 +188,24 @@ pub enum Action {
         which: std::ffi::OsString,
     },
     /// Hold a receiver's backlog: senders leave its files waiting.
-    Hold { receiver: String },
-    /// Release a hold.
-    Release { receiver: String },
+    ///
+    /// With --file instead, hold one waiting file (as `postsuper -h`): it
+    /// moves from incoming/ to held/, where no sender looks, until released.
+    Hold {
+        #[arg(required_unless_present = "file")]
+        receiver: Option<String>,
+        /// One waiting file, by whole name or 24-hex-digit key, instead of a receiver.
+        #[arg(long, value_name = "NAME|KEY", conflicts_with = "receiver")]
+        file: Option<std::ffi::OsString>,
+    },
+    /// Release a hold: a receiver's, or with --file one held file's.
+    Release {
+        #[arg(required_unless_present = "file")]
+        receiver: Option<String>,
+        /// One held file, by whole name or key: back to incoming/ as it was.
+        #[arg(long, value_name = "NAME|KEY", conflicts_with = "receiver")]
+        file: Option<std::ffi::OsString>,
+    },
     /// One line per file waiting, being sent or given up on (as `postqueue -j`).
     ///
     /// Columns: state, attempts, first seen, next attempt, receiver, last

@@ -53,18 +53,43 @@ impl Which {
 
 /// One file found in the spool.
 pub struct Found {
+    /// For a held file, `Incoming`: where release puts it back.
     pub state: State,
+    /// In `held/`, put aside by an operator.
+    pub held: bool,
     pub path: PathBuf,
     pub name: SpoolName,
 }
 
-/// Every file in `incoming/`, `sending/*/`, `done/` and `error/` that
-/// `which` names (two files may share an original name; a key is one file,
+impl Found {
+    /// The folder it is in, as docs/spool.md names it.
+    fn folder(&self) -> &'static str {
+        if self.held {
+            spoolpost_common::held::HELD_DIR
+        } else {
+            self.state.dir_name()
+        }
+    }
+}
+
+/// Every file in `incoming/`, `held/`, `sending/*/`, `done/` and `error/`
+/// that `which` names (two files may share an original name; a key is one file,
 /// unless a crash left a duplicate).
 pub fn find(spool: &Spool, which: &Which) -> Result<Vec<Found>, Failure> {
     let mut found = Vec::new();
-    for state in [State::Incoming, State::Sending, State::Done, State::Error] {
-        let dir = spool.dir(state);
+    let places = [
+        (State::Incoming, false),
+        (State::Incoming, true),
+        (State::Sending, false),
+        (State::Done, false),
+        (State::Error, false),
+    ];
+    for (state, held) in places {
+        let dir = if held {
+            spoolpost_common::held::dir(spool)
+        } else {
+            spool.dir(state)
+        };
         let folders: Vec<PathBuf> = if state == State::Sending {
             entries(&dir)?
                 .into_iter()
@@ -88,7 +113,12 @@ pub fn find(spool: &Spool, which: &Which) -> Result<Vec<Found>, Failure> {
                 let mut name = SpoolName::parse(file_name);
                 fullname::resolve(spool, &mut name);
                 if which.matches(&name) {
-                    found.push(Found { state, path, name });
+                    found.push(Found {
+                        state,
+                        held,
+                        path,
+                        name,
+                    });
                 }
             }
         }
@@ -111,6 +141,9 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>, Failure> {
 }
 
 fn state_word(found: &Found) -> &'static str {
+    if found.held {
+        return "held";
+    }
     match found.state {
         State::Incoming if found.name.attempts > 0 => "retry",
         State::Incoming => "waiting",
@@ -166,10 +199,7 @@ pub fn show(
             field("size", format!("{} bytes", m.len()))?;
         }
         if let Some(t) = since {
-            field(
-                "since",
-                format!("{} (entered {}/)", rfc3339(t), f.state.dir_name()),
-            )?;
+            field("since", format!("{} (entered {}/)", rfc3339(t), f.folder()))?;
         }
         field(
             "first attempt",
@@ -182,6 +212,7 @@ pub fn show(
             field("last reason", r.clone())?;
         }
         if f.state == State::Incoming
+            && !f.held
             && let (Some(m), Some(ctime)) = (&meta, since)
         {
             let mtime = m.modified().unwrap_or(UNIX_EPOCH);
@@ -264,15 +295,13 @@ fn history(events: &[PathBuf], key: &str) -> io::Result<Vec<Event>> {
     Ok(out)
 }
 
-/// `reporter delete`: the one file `which` names, gone. Several matches
-/// (one name, several keys) are refused with their keys, so the operator
-/// picks one; a file being sent is refused (exit 75: try again once it
-/// has an outcome).
-pub fn delete(spool: &Spool, which: &Which, word: &str) -> Result<String, Failure> {
-    let found = find(spool, which)?;
-    let one = match found.as_slice() {
-        [] => return Err(not_found(word)),
-        [one] => one,
+/// The one file of `found` (already narrowed to where the operation
+/// applies); several are refused with their keys, so the operator picks
+/// one.
+fn only_one<'a>(found: &'a [Found], word: &str, what: &str) -> Result<&'a Found, Failure> {
+    match found {
+        [] => Err(not_found(word, what)),
+        [one] => Ok(one),
         many => {
             let keys: Vec<String> = many
                 .iter()
@@ -280,30 +309,46 @@ pub fn delete(spool: &Spool, which: &Which, word: &str) -> Result<String, Failur
                     format!(
                         "{} in {}/",
                         f.name.key.map_or("(no key)".into(), |k| k.to_string()),
-                        f.state.dir_name()
+                        f.folder()
                     )
                 })
                 .collect();
-            return Err(Failure::usage(format!(
-                "{word:?} names {} files; delete one by its key: {}",
+            Err(Failure::usage(format!(
+                "{word:?} names {} files; give one's key: {}",
                 many.len(),
                 keys.join(", ")
-            )));
+            )))
         }
-    };
+    }
+}
+
+fn moved_on(word: &str, what: &str) -> Failure {
+    Failure {
+        code: spoolpost_common::exit::TEMPORARY,
+        message: format!(
+            "{word:?} moved on before it could be {what} (a sender took it); look again with reporter show"
+        ),
+    }
+}
+
+/// `reporter delete`: the one file `which` names, gone. A file being sent
+/// is refused (exit 75: try again once it has an outcome).
+pub fn delete(spool: &Spool, which: &Which, word: &str) -> Result<String, Failure> {
+    let found = find(spool, which)?;
+    let one = only_one(&found, word, ANYWHERE)?;
     let file_name = one.path.file_name().unwrap_or_default();
-    match discard::delete(spool, one.state, file_name) {
+    let deleted = if one.held {
+        discard::delete_held(spool, file_name)
+    } else {
+        discard::delete(spool, one.state, file_name)
+    };
+    match deleted {
         Ok(true) => Ok(format!(
             "deleted {} from {}/",
             escape(one.name.original.as_bytes()),
-            one.state.dir_name()
+            one.folder()
         )),
-        Ok(false) => Err(Failure {
-            code: spoolpost_common::exit::TEMPORARY,
-            message: format!(
-                "{word:?} moved on before it could be deleted (a sender took it); look again with reporter show"
-            ),
-        }),
+        Ok(false) => Err(moved_on(word, "deleted")),
         Err(e) if e.kind() == io::ErrorKind::ResourceBusy => Err(Failure {
             code: spoolpost_common::exit::TEMPORARY,
             message: format!("{word:?} is being sent: {e}"),
@@ -312,12 +357,53 @@ pub fn delete(spool: &Spool, which: &Which, word: &str) -> Result<String, Failur
     }
 }
 
-pub fn not_found(word: &str) -> Failure {
+/// `reporter hold --file`: the one waiting file `which` names, put aside.
+pub fn hold(spool: &Spool, which: &Which, word: &str) -> Result<String, Failure> {
+    let found: Vec<Found> = find(spool, which)?
+        .into_iter()
+        .filter(|f| f.state == State::Incoming && !f.held)
+        .collect();
+    let one = only_one(
+        &found,
+        word,
+        "in incoming/ (only a waiting file can be held)",
+    )?;
+    match spoolpost_common::held::hold(spool, one.path.file_name().unwrap_or_default())? {
+        Some(_) => Ok(format!(
+            "held {}; reporter release --file {} gives it back",
+            escape(one.name.original.as_bytes()),
+            one.name
+                .key
+                .map_or_else(|| word.to_string(), |k| k.to_string())
+        )),
+        None => Err(moved_on(word, "held")),
+    }
+}
+
+/// `reporter release --file`: the one held file `which` names, back in
+/// `incoming/` as it was.
+pub fn release(spool: &Spool, which: &Which, word: &str) -> Result<String, Failure> {
+    let found: Vec<Found> = find(spool, which)?.into_iter().filter(|f| f.held).collect();
+    let one = only_one(&found, word, "in held/")?;
+    match spoolpost_common::held::release(spool, one.path.file_name().unwrap_or_default())? {
+        Some(_) => Ok(format!(
+            "released {} to incoming/",
+            escape(one.name.original.as_bytes())
+        )),
+        None => Err(Failure {
+            code: 1,
+            message: format!("{word:?} is no longer held"),
+        }),
+    }
+}
+
+/// Where `show` and `delete` look.
+pub const ANYWHERE: &str = "in incoming/, held/, sending/, done/ or error/";
+
+pub fn not_found(word: &str, place: &str) -> Failure {
     Failure {
         code: 1,
-        message: format!(
-            "no file named {word:?} or with that key in incoming/, sending/, done/ or error/"
-        ),
+        message: format!("no file named {word:?} or with that key {place}"),
     }
 }
 

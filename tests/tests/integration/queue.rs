@@ -534,3 +534,54 @@ fn delete_removes_one_file_and_refuses_what_is_ambiguous_or_being_sent() {
     let (status, _, _) = code(reporter(&spool).args(["delete", "bad"]));
     assert_eq!(status, 1, "already gone");
 }
+
+/// Issue 29 (as `postsuper -h`/`-H`): `reporter hold --file` puts one
+/// waiting file aside in `held/`, where senders do not look; the report
+/// counts it; `release --file` gives it back and a sender delivers it.
+#[test]
+fn hold_file_puts_one_waiting_file_aside_until_it_is_released() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = one_receiver(&spool, &rx.url("/in"), "");
+    spool.put("keep-back", b"k");
+    spool.put("send-now", b"s");
+
+    let (status, _, err) = code(reporter(&spool).args(["hold", "--file", "keep-back"]));
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("held keep-back"), "{err}");
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    let sent: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("X-Filename").unwrap().to_string())
+        .collect();
+    assert_eq!(sent, ["send-now"], "the held file stays put");
+    assert!(spool.root.join("held").join("keep-back").exists());
+
+    let (status, out, _) = code(reporter(&spool).args(["--format", "json"]));
+    assert_eq!(status, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["states"]["held"]["files"], 1, "{out}");
+    assert_eq!(report["unexpected"]["entries"], 0, "{out}");
+    let (_, out, _) = code(reporter(&spool).args(["show", "keep-back"]));
+    assert!(out.contains("state          held"), "{out}");
+
+    let (status, _, err) = code(reporter(&spool).args(["hold", "--file", "send-now"]));
+    assert_eq!(status, 1, "only a waiting file can be held: {err}");
+    let (status, _, err) = code(reporter(&spool).args(["hold", "main", "--file", "keep-back"]));
+    assert_eq!(status, 2, "a receiver or a file, not both: {err}");
+
+    let (status, _, err) = code(reporter(&spool).args(["release", "--file", "keep-back"]));
+    assert_eq!(status, 0, "{err}");
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    assert_eq!(rx.count(), 2);
+    assert_eq!(spool.count(State::Done), 2);
+}
