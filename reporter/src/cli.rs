@@ -206,7 +206,7 @@ pub enum Action {
         #[arg(long, value_name = "NAME|KEY", conflicts_with = "receiver")]
         file: Option<std::ffi::OsString>,
     },
-    /// One line per file waiting, being sent or given up on (as `postqueue -j`).
+    /// One line per file waiting, held, being sent or given up on (as `postqueue -j`).
     ///
     /// Columns: state, attempts, first seen, next attempt, receiver, last
     /// reason, then the whole original name (last, so a name with spaces
@@ -247,6 +247,8 @@ pub enum ListState {
     Sending,
     /// In error/: given up on.
     Error,
+    /// In held/: put aside by `reporter hold --file` until released.
+    Held,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

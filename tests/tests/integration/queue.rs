@@ -569,6 +569,13 @@ fn hold_file_puts_one_waiting_file_aside_until_it_is_released() {
     assert_eq!(report["unexpected"]["entries"], 0, "{out}");
     let (_, out, _) = code(reporter(&spool).args(["show", "keep-back"]));
     assert!(out.contains("state          held"), "{out}");
+    let (_, out, _) = code(reporter(&spool).args(["list", "--state", "held"]));
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].starts_with("held ") && lines[0].ends_with(" keep-back"),
+        "{out}"
+    );
 
     let (status, _, err) = code(reporter(&spool).args(["hold", "--file", "send-now"]));
     assert_eq!(status, 1, "only a waiting file can be held: {err}");
