@@ -1,5 +1,7 @@
 //! The operator's actions, carried out through the spool protocol: hold and
-//! release a receiver's backlog, requeue files from error/, and the queue
+//! release a receiver's backlog, requeue files from error/, replay files
+//! from done/ ([`crate::replay`]), show or delete one file
+//! ([`crate::one_file`]), and the queue
 //! tools (`list` in [`crate::list`], `flush` in [`crate::flush`]). Each
 //! move is one of the protocol crate's spool operations; this module only chooses
 //! the files.
@@ -12,10 +14,11 @@ use spoolpost_ops::route::Router;
 use spoolpost_protocol::circuits;
 use spoolpost_protocol::name::SpoolName;
 use spoolpost_protocol::reason::ReasonRecord;
+use spoolpost_protocol::replay::Keys;
 use spoolpost_protocol::spool::{Spool, State, is_data_name, is_reason_name, reason_name, requeue};
 
 use crate::cli::Action;
-use crate::{flush, list};
+use crate::{flush, list, one_file, replay, replay_rules};
 
 /// Carries out `action`; the spool and config are already checked.
 pub fn apply(
@@ -23,17 +26,64 @@ pub fn apply(
     spool: &Spool,
     loaded: Option<&config::Loaded>,
     router: Option<&Router>,
+    events: &[std::path::PathBuf],
 ) -> Result<(), Failure> {
     match action {
-        Action::Hold { receiver } => {
+        Action::Show { which } => {
+            let word = which.to_string_lossy();
+            let found = one_file::find(spool, &one_file::Which::parse(which))?;
+            if found.is_empty() {
+                return Err(one_file::not_found(&word, one_file::ANYWHERE));
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match one_file::show(&found, router, backoff_max(loaded), events, &mut out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Action::Delete { which } => {
+            let word = which.to_string_lossy();
+            let said = one_file::delete(spool, &one_file::Which::parse(which), &word)?;
+            eprintln!("reporter: {said}");
+        }
+        Action::Hold {
+            file: Some(which), ..
+        } => {
+            let said = one_file::hold(
+                spool,
+                &one_file::Which::parse(which),
+                &which.to_string_lossy(),
+            )?;
+            eprintln!("reporter: {said}");
+        }
+        Action::Release {
+            file: Some(which), ..
+        } => {
+            let said = one_file::release(
+                spool,
+                &one_file::Which::parse(which),
+                &which.to_string_lossy(),
+            )?;
+            eprintln!("reporter: {said}");
+        }
+        Action::Hold {
+            receiver: Some(receiver),
+            ..
+        } => {
             check_hold_name(loaded, receiver)?;
             circuits::hold(spool, receiver)?;
             eprintln!("reporter: {receiver} is on hold");
         }
-        Action::Release { receiver } => {
+        Action::Release {
+            receiver: Some(receiver),
+            ..
+        } => {
             check_hold_name(loaded, receiver)?;
             circuits::release(spool, receiver)?;
             eprintln!("reporter: {receiver} is released");
+        }
+        Action::Hold { .. } | Action::Release { .. } => {
+            return Err(Failure::usage("give a receiver or --file NAME|KEY"));
         }
         Action::Requeue {
             receiver,
@@ -61,6 +111,69 @@ pub fn apply(
             };
             let n = requeue_selected(spool, router, &selector)?;
             eprintln!("reporter: requeued {n} files");
+        }
+        Action::Replay {
+            receiver,
+            name,
+            delivered_after,
+            delivered_before,
+            all,
+            dry_run,
+            rate,
+            new_keys,
+        } => {
+            if !all
+                && receiver.is_none()
+                && name.is_none()
+                && delivered_after.is_none()
+                && delivered_before.is_none()
+            {
+                return Err(Failure::usage(
+                    "replay: give --all or a selector (--receiver, --name, --delivered-after, --delivered-before)",
+                ));
+            }
+            needs_routes("replay", receiver.as_deref(), router)?;
+            if let Some(receiver) = receiver {
+                // A typo would select nothing while the operator thinks
+                // the replay ran.
+                check_hold_name(loaded, receiver)?;
+            }
+            let now = SystemTime::now();
+            let when = |flag: &str, text: &Option<String>| {
+                text.as_deref()
+                    .map(|t| replay_rules::instant(t, now))
+                    .transpose()
+                    .map_err(|e| Failure::usage(format!("replay --{flag}: {e}")))
+            };
+            let plan = replay::Plan {
+                selection: replay_rules::Selection {
+                    receiver: receiver.clone(),
+                    name: name
+                        .as_deref()
+                        .map(replay_rules::name_glob)
+                        .transpose()
+                        .map_err(Failure::usage)?,
+                    delivered_after: when("delivered-after", delivered_after)?,
+                    delivered_before: when("delivered-before", delivered_before)?.unwrap_or(now),
+                },
+                keys: if *new_keys { Keys::New } else { Keys::Keep },
+                rate: *rate,
+                dry_run: *dry_run,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let done = replay::run(spool, router, &plan, &mut out)?;
+            drop(out);
+            if *dry_run {
+                eprintln!(
+                    "reporter: would replay {} files, {} bytes (dry run: nothing moved)",
+                    done.files, done.bytes
+                );
+            } else {
+                eprintln!(
+                    "reporter: replayed {} files, {} bytes",
+                    done.files, done.bytes
+                );
+            }
         }
         Action::List {
             receiver,

@@ -286,6 +286,28 @@ impl Census {
             }
             census.states.insert(state.dir_name(), totals);
         }
+        // Files held one by one: counted where they are, so none sits in
+        // the spool unseen. The row appears once anything was ever held.
+        let held = spoolpost_protocol::held::dir(spool);
+        if held.is_dir() {
+            let mut totals = Totals::default();
+            for entry in list(&held)? {
+                if !expected(Place::Held, &entry.file_name(), kind_of(&entry)) {
+                    let path = entry.path();
+                    census
+                        .unexpected
+                        .add(path.strip_prefix(spool.root()).unwrap_or(&path));
+                    continue;
+                }
+                if let Ok(meta) = entry.metadata() {
+                    let since = spoolpost_protocol::fsops::ctime(&meta);
+                    totals.add(meta.len(), now.duration_since(since).unwrap_or_default());
+                }
+            }
+            census
+                .states
+                .insert(spoolpost_protocol::held::HELD_DIR, totals);
+        }
         Ok(census)
     }
 }

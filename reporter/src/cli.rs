@@ -122,11 +122,91 @@ pub enum Action {
         #[arg(long)]
         all: bool,
     },
+    /// Send delivered files again: move them from done/ back to incoming/.
+    ///
+    /// For a receiver that lost what it had taken (a restore from backup, a
+    /// bad deploy). Each file keeps its idempotency key, so the receiver
+    /// decides whether it is a duplicate, and starts with no attempts.
+    /// Give --all or at least one selector; selectors combine (all must
+    /// match). A file's delivery time is when it was renamed into done/
+    /// (its ctime). Files go oldest delivery first, at most --rate a
+    /// second, one atomic rename each: a replay stopped at any point leaves
+    /// every file in done/ or incoming/, once, and running it again goes
+    /// on with the rest. One line per file on stdout (delivered at, bytes,
+    /// receiver, name), the count and bytes on stderr.
+    Replay {
+        /// Only files routed to this receiver (needs --config).
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Only files whose whole original name matches this glob (as in routes).
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Only files delivered at or after WHEN: a time
+        /// (2026-12-05T10:00:00Z) or a duration ago (6h, 2days).
+        #[arg(long, value_name = "WHEN")]
+        delivered_after: Option<String>,
+        /// Only files delivered before WHEN (same forms).
+        ///
+        /// Without it, files delivered before the replay started: what is
+        /// delivered meanwhile, replayed files included, is never picked.
+        #[arg(long, value_name = "WHEN")]
+        delivered_before: Option<String>,
+        /// Every file in done/ (up to the replay's start).
+        #[arg(long)]
+        all: bool,
+        /// List what would go, with its count and bytes; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move at most N files a second, so live traffic keeps its room.
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Give each file a new idempotency key: the receiver takes it as new data.
+        #[arg(long)]
+        new_keys: bool,
+    },
+    /// One file's state, history and reason, by name or key (as `postcat -q`).
+    ///
+    /// Where the file is (waiting, retry, sending, done, error) and since
+    /// when, its key, receiver, size, first attempt, attempts and last
+    /// reason; in error/ its reason record (class, message, status, the
+    /// answer's body); with --events, its event lines. Every file with that
+    /// name is shown (two files may share one). Exit 1 if there is none.
+    Show {
+        /// The whole original name, or the 24-hex-digit idempotency key.
+        #[arg(value_name = "NAME|KEY")]
+        which: std::ffi::OsString,
+    },
+    /// Delete one file waiting, delivered or given up on, by name or key (as `postsuper -d`).
+    ///
+    /// A name that several files share is refused with their keys; a file
+    /// being sent is refused (exit 75) until its sender is done with it. In
+    /// error/ its reason record goes too.
+    Delete {
+        /// The whole original name, or the 24-hex-digit idempotency key.
+        #[arg(value_name = "NAME|KEY")]
+        which: std::ffi::OsString,
+    },
     /// Hold a receiver's backlog: senders leave its files waiting.
-    Hold { receiver: String },
-    /// Release a hold.
-    Release { receiver: String },
-    /// One line per file waiting, being sent or given up on (as `postqueue -j`).
+    ///
+    /// With --file instead, hold one waiting file (as `postsuper -h`): it
+    /// moves from incoming/ to held/, where no sender looks, until released.
+    Hold {
+        #[arg(required_unless_present = "file")]
+        receiver: Option<String>,
+        /// One waiting file, by whole name or 24-hex-digit key, instead of a receiver.
+        #[arg(long, value_name = "NAME|KEY", conflicts_with = "receiver")]
+        file: Option<std::ffi::OsString>,
+    },
+    /// Release a hold: a receiver's, or with --file one held file's.
+    Release {
+        #[arg(required_unless_present = "file")]
+        receiver: Option<String>,
+        /// One held file, by whole name or key: back to incoming/ as it was.
+        #[arg(long, value_name = "NAME|KEY", conflicts_with = "receiver")]
+        file: Option<std::ffi::OsString>,
+    },
+    /// One line per file waiting, held, being sent or given up on (as `postqueue -j`).
     ///
     /// Columns: state, attempts, first seen, next attempt, receiver, last
     /// reason, then the whole original name (last, so a name with spaces
@@ -167,6 +247,8 @@ pub enum ListState {
     Sending,
     /// In error/: given up on.
     Error,
+    /// In held/: put aside by `reporter hold --file` until released.
+    Held,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -12,7 +12,8 @@
 //! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends and
 //! [`follow`] reading a pipe as it flows. [`actions`]
 //! holds, releases and requeues; [`list`] and [`flush`] are the queue
-//! tools. `--check` is [`check::preflight`].
+//! tools; [`replay`] sends delivered files again, picked by
+//! [`replay_rules`]; [`one_file`] shows or deletes one file. `--check` is [`check::preflight`].
 
 pub mod actions;
 pub mod census;
@@ -23,8 +24,11 @@ pub mod flush;
 pub mod follow;
 pub mod gather;
 pub mod list;
+pub mod one_file;
 pub mod output;
 pub mod prometheus;
+pub mod replay;
+pub mod replay_rules;
 pub mod report;
 pub mod run;
 pub mod setup;

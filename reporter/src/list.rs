@@ -1,5 +1,5 @@
-//! `reporter list`: one line per file in the spool (waiting, retrying, being
-//! sent, given up on), as Postfix's `postqueue -j` lists its queue.
+//! `reporter list`: one line per file in the spool (waiting, retrying, held,
+//! being sent, given up on), as Postfix's `postqueue -j` lists its queue.
 //!
 //! Each folder is streamed as `readdir` returns it and every line written
 //! before the next entry is read: nothing is kept per file, so listing a
@@ -55,6 +55,7 @@ fn state_word(s: ListState) -> &'static str {
         ListState::Retry => "retry",
         ListState::Sending => "sending",
         ListState::Error => "error",
+        ListState::Held => "held",
     }
 }
 
@@ -173,9 +174,12 @@ struct Place<'a> {
 impl Place<'_> {
     /// The row for `name` in `dir`, if it passes the filter. `None` also
     /// for a file that went away since the listing (it moved on).
-    fn row(&self, dir: &Path, name: &OsStr, folder: State) -> Option<Row> {
+    /// `held`: `dir` is `held/` (its files are waiting ones put aside, so
+    /// `folder` is `Incoming`).
+    fn row(&self, dir: &Path, name: &OsStr, folder: State, held: bool) -> Option<Row> {
         let mut parsed = SpoolName::parse(name);
         let state = match folder {
+            _ if held => ListState::Held,
             State::Incoming if parsed.attempts > 0 => ListState::Retry,
             State::Incoming => ListState::Waiting,
             State::Sending => ListState::Sending,
@@ -205,7 +209,7 @@ impl Place<'_> {
                     + retry_wait(parsed.attempts, mtime, ctime, self.now, self.cap)
                         .unwrap_or_default(),
             ),
-            ListState::Sending | ListState::Error => None,
+            ListState::Sending | ListState::Error | ListState::Held => None,
         };
         // A file in error/ keeps the attempts of its name from before its
         // last try; its record counts that try too, as the sender's event
@@ -286,14 +290,26 @@ pub fn stream(
                         let inner_name = inner.file_name();
                         if is_data_name(&inner_name)
                             && !inner.file_type().is_ok_and(|t| t.is_dir())
-                            && let Some(row) = place.row(&folder, &inner_name, state)
+                            && let Some(row) = place.row(&folder, &inner_name, state, false)
                         {
                             emit(row)?;
                         }
                     }
-                } else if !is_dir && let Some(row) = place.row(&dir, &name, state) {
+                } else if !is_dir && let Some(row) = place.row(&dir, &name, state, false) {
                     emit(row)?;
                 }
+            }
+        }
+        // Held files: waiting ones an operator put aside (`hold --file`).
+        let held = spoolpost_protocol::held::dir(spool);
+        for entry in read_dir(&held)? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if is_data_name(&name)
+                && !entry.file_type().is_ok_and(|t| t.is_dir())
+                && let Some(row) = place.row(&held, &name, State::Incoming, true)
+            {
+                emit(row)?;
             }
         }
         Ok(())

@@ -37,7 +37,13 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
     // new, empty and so "healthy" spool.
     let spool = Spool::existing(&setup.root)?;
     if let Some(action) = &args.action {
-        return actions::apply(action, &spool, setup.loaded.as_ref(), setup.router.as_ref());
+        return actions::apply(
+            action,
+            &spool,
+            setup.loaded.as_ref(),
+            setup.router.as_ref(),
+            &args.events,
+        );
     }
     let checks: Vec<Check> = args
         .fail_if

@@ -20,6 +20,8 @@ pub enum Place {
     /// Inside a claim folder `sending/ID/`.
     Claim,
     Hold,
+    /// `held/`: files an operator put aside one by one.
+    Held,
 }
 
 /// What an entry is, from its directory entry (no stat needed).
@@ -33,8 +35,9 @@ pub enum Kind {
 
 /// The folders of a spool root (`docs/spool.md`, "Folders").
 /// The spool's own folders; `names/` holds the full names of files whose
-/// names were cut to fit (see `spoolpost_protocol::fullname`).
-const ROOT_FOLDERS: [&str; 8] = [
+/// names were cut to fit (see `spoolpost_protocol::fullname`); `rate/` the
+/// rate-limit buckets senders share (the sender's `sched::shared_rate`).
+const ROOT_FOLDERS: [&str; 10] = [
     "incoming",
     "sending",
     "done",
@@ -42,7 +45,9 @@ const ROOT_FOLDERS: [&str; 8] = [
     "tmp",
     "hold",
     "pace",
+    "rate",
     spoolpost_protocol::fullname::NAMES_DIR,
+    spoolpost_protocol::held::HELD_DIR,
 ];
 
 /// Whether an entry is one the programs handle.
@@ -53,7 +58,9 @@ pub fn expected(place: Place, name: &OsStr, kind: Kind) -> bool {
         Place::State(State::Sending) => kind == Kind::Dir,
         // Non-regular files do arrive in incoming/ (the sender moves them
         // to error/ as unsendable), but there they wait for no one.
-        Place::State(State::Incoming) | Place::State(State::Done) => !dot && kind == Kind::File,
+        Place::State(State::Incoming) | Place::State(State::Done) | Place::Held => {
+            !dot && kind == Kind::File
+        }
         // The sender puts unsendable non-regular files here itself.
         Place::State(State::Error) => !dot && kind != Kind::Dir,
         // The sender's lock, circuit file and records in progress are
@@ -79,6 +86,10 @@ mod tests {
         let cases: &[(Place, &str, Kind, bool)] = &[
             (Root, "incoming", Dir, true),
             (Root, "hold", Dir, true),
+            (Root, "rate", Dir, true),
+            (Root, "held", Dir, true),
+            (Place::Held, "a.json~sp.k0", File, true),
+            (Place::Held, ".x", File, false),
             (Root, "incoming", File, false),
             (Root, "stray.json", File, false),
             (Root, "backup", Dir, false),

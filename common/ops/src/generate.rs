@@ -150,6 +150,14 @@ pub const REPORTER: Facts = Facts {
             "Send the files rejected with 503 again.",
         ),
         (
+            "reporter replay --receiver orders --delivered-after 6h --dry-run",
+            "List the files delivered to orders in the last six hours that a replay would send again, with their count and bytes; without --dry-run, send them (keys kept, at most --rate a second).",
+        ),
+        (
+            "reporter --events /var/log/spoolpost/sender-main-events.jsonl show orders-17.json",
+            "Where one file is and why, with its event lines; a key works as well as a name.",
+        ),
+        (
             "reporter hold orders",
             "Leave receiver orders' files waiting (reporter release orders to resume).",
         ),

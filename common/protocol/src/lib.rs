@@ -12,15 +12,18 @@
 
 pub mod admit;
 pub mod circuits;
+pub mod discard;
 pub mod event;
 pub mod fsops;
 pub mod fullname;
+pub mod held;
 pub mod layout;
 pub mod lock;
 pub mod name;
 pub mod paces;
 pub mod reason;
 pub mod receiver;
+pub mod replay;
 pub mod spool;
 
 #[cfg(test)]

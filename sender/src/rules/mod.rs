@@ -12,3 +12,4 @@ pub mod judge;
 pub mod leap;
 pub mod outcome;
 pub mod rate;
+pub mod shared_rate;

@@ -3,10 +3,10 @@
 //! for receivers with a quota. A pure state machine: the caller says when,
 //! the bucket says yes or from when.
 //!
-//! The bucket is per sender process: N senders on one spool together start
-//! up to N × the rate. Sharing one bucket between processes would need a
-//! lock or a shared file on every request; a quota is rarely so exact that
-//! this is worth it, and the limit is documented as per process.
+//! This bucket is one process's: senders on one spool share a receiver's
+//! quota through [`crate::rules::shared_rate`], the same rule with its
+//! state in the spool. A sender keeps to this one alone only when the
+//! shared one cannot be used (`sched::shared_rate` says when).
 //!
 //! It is kept as GCRA (the "virtual scheduling" form of a token bucket): one
 //! theoretical arrival time instead of a token count refilled by elapsed

@@ -10,4 +10,5 @@ pub mod job;
 pub mod pace;
 pub mod settle;
 pub mod shared;
+pub mod shared_rate;
 pub mod stranded;

@@ -16,8 +16,9 @@
 //! in flight and baseline to the reporter in the claim folder
 //! (`spoolpost_protocol::paces`).
 //!
-//! A receiver's `rate_limit` ([`crate::rules::rate`]) is kept here too: it is the
-//! other half of "may one more request to this receiver start now".
+//! A receiver's `rate_limit` ([`crate::sched::shared_rate`], shared by the
+//! senders on the spool) is kept here too: it is the other half of "may one
+//! more request to this receiver start now".
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ use crate::rules::adaptive::{
     Snapshot, Ticket,
 };
 use crate::rules::outcome::Answer;
-use crate::rules::rate::Bucket;
+use crate::sched::shared_rate::SharedRate;
 
 /// The folder under the spool root holding one record per receiver.
 pub const PACE_DIR: &str = "pace";
@@ -117,8 +118,9 @@ pub struct Pace {
     /// Serialises writes of the record, whose temporary name is per process.
     saving: Mutex<()>,
     freed: Notify,
-    /// The receiver's `rate_limit`, if it has one.
-    rate: Option<Mutex<Bucket>>,
+    /// The receiver's `rate_limit`, if it has one, shared with the other
+    /// senders on the spool.
+    rate: Option<SharedRate>,
 }
 
 struct Inner {
@@ -175,7 +177,7 @@ impl Pace {
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
-            rate: rate.map(|r| Mutex::new(Bucket::new(r, crate::sched::clock::now()))),
+            rate: rate.map(|r| SharedRate::new(spool, name, r)),
         })
     }
 
@@ -256,15 +258,10 @@ impl Pace {
     /// sender claimed it first) is not given back: the error is on the
     /// side of sending less.
     pub async fn admit(&self, patience: Duration) -> Result<(), Instant> {
-        let Some(bucket) = &self.rate else {
+        let Some(rate) = &self.rate else {
             return Ok(());
         };
-        let take = || {
-            bucket
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(crate::sched::clock::now())
-        };
+        let take = || rate.take();
         match take() {
             Ok(()) => Ok(()),
             Err(at) if at <= crate::sched::clock::now() + patience => {

@@ -316,7 +316,9 @@ fn issue_29_5_man_pages_and_package_messages_refer_only_to_what_is_installed() {
     }
     // The subcommands are in reporter(1) itself, with their options.
     let page = generate("reporter", "man").replace("\\-", "-");
-    for sub in ["requeue", "hold", "release", "list", "flush"] {
+    for sub in [
+        "requeue", "replay", "show", "delete", "hold", "release", "list", "flush",
+    ] {
         assert!(page.contains(&format!("reporter {sub}")), "{sub}:\n{page}");
     }
     assert!(page.contains("--state"), "list's options are missing");

@@ -12,7 +12,8 @@
 //!   and what dist/ ships;
 //! - `bad_input`: the fault catalogue, one small case per hostile input or
 //!   fault;
-//! - `regression`: defects found outside the catalogue's families.
+//! - `regression`: defects found outside the catalogue's families;
+//! - `replay`: sending delivered files again (`reporter replay`).
 //!
 //! `cargo test -p spoolpost-tests --test integration MODULE::` runs one.
 
@@ -25,6 +26,7 @@ mod documented;
 mod lifecycle;
 mod queue;
 mod regression;
+mod replay;
 mod reporter;
 mod sender;
 mod support;

@@ -414,3 +414,181 @@ fn issue_29_6_list_counts_attempts_as_the_events_do() {
     );
     assert_eq!(listed, from_events, "{text}");
 }
+
+/// Issue 29 (per-file operations, as `postcat -q`): `reporter show` finds
+/// one file by its name or its key wherever it is, and says why it is in
+/// `error/` (the reason record) and what happened to it (its event lines).
+#[test]
+fn show_tells_where_one_file_is_and_why_by_name_or_key() {
+    let rx = Receiver::start();
+    // Every file but `good` is refused.
+    rx.require_header(
+        "X-Filename",
+        "good",
+        Reply::status(422).body("field x is missing"),
+    );
+    let spool = TestSpool::new();
+    let cfg = one_receiver(&spool, &rx.url("/in"), "max_attempts = 1");
+    spool.put("bad", b"b");
+    spool.put("good", b"g");
+    let sent = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    );
+    sent.assert_success();
+    let events = spool.side("log").join("events.jsonl");
+    std::fs::write(&events, &sent.stdout).unwrap();
+
+    let show = |which: &str| {
+        code(
+            reporter(&spool)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--events")
+                .arg(&events)
+                .args(["show", which]),
+        )
+    };
+    let (status, out, err) = show("bad");
+    assert_eq!(status, 0, "{err}");
+    for want in [
+        "state          error",
+        "receiver       main",
+        "class          rejected",
+        "status         422",
+        "answer body    field x is missing",
+        "history",
+        " rejected  attempt 1 status 422",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+
+    let good = spool.find(State::Done, "good");
+    let key = spoolpost_protocol::name::SpoolName::parse(good.file_name().unwrap())
+        .key
+        .unwrap()
+        .to_string();
+    let (status, out, _) = show(&key);
+    assert_eq!(status, 0);
+    assert!(out.contains("state          done"), "{out}");
+    assert!(out.contains("name           good"), "{out}");
+    assert!(out.contains(" delivered attempt 1 status 200"), "{out}");
+
+    let (status, _, err) = show("nosuch");
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("no file named \"nosuch\""), "{err}");
+}
+
+/// Issue 29 (as `postsuper -d`): `reporter delete` removes exactly one
+/// file, with its reason record; a name two files share is refused with
+/// their keys, and a file a live sender holds is refused (exit 75).
+#[test]
+fn delete_removes_one_file_and_refuses_what_is_ambiguous_or_being_sent() {
+    use spoolpost_protocol::name::{Key, SpoolName};
+    use spoolpost_protocol::spool::{ClaimFolder, Spool, reason_name};
+    let spool = TestSpool::new();
+    let keyed = |original: &str| {
+        let mut n = SpoolName::fresh(original);
+        let key = Key::random();
+        n.key = Some(key);
+        (n.to_os_string(), key.to_string())
+    };
+    let (bad, _) = keyed("bad");
+    std::fs::write(spool.dir(State::Error).join(&bad), b"x").unwrap();
+    std::fs::write(spool.dir(State::Error).join(reason_name(&bad)), b"{}").unwrap();
+    let (dup1, key1) = keyed("daily.json");
+    let (dup2, key2) = keyed("daily.json");
+    spool.put(&dup1, b"1");
+    spool.put(&dup2, b"2");
+    let live = ClaimFolder::create(&Spool::open(&spool.root).unwrap()).unwrap();
+    let (busy, busy_key) = keyed("busy");
+    std::fs::write(live.path().join(&busy), b"z").unwrap();
+
+    let (status, _, err) = code(reporter(&spool).args(["delete", "bad"]));
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("deleted bad from error/"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(spool.dir(State::Error)).unwrap().count(),
+        0,
+        "the reason record went with it"
+    );
+
+    let (status, _, err) = code(reporter(&spool).args(["delete", "daily.json"]));
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains(&key1) && err.contains(&key2), "{err}");
+    assert_eq!(spool.count(State::Incoming), 2, "nothing deleted");
+    let (status, _, err) = code(reporter(&spool).args(["delete", &key2]));
+    assert_eq!(status, 0, "{err}");
+    let left = spool.names(State::Incoming);
+    assert_eq!(
+        left,
+        [dup1.as_bytes().to_vec()],
+        "only the other one is left"
+    );
+
+    let (status, _, err) = code(reporter(&spool).args(["delete", &busy_key]));
+    assert_eq!(status, 75, "{err}");
+    assert!(err.contains("being sent"), "{err}");
+    assert!(live.path().join(&busy).exists());
+
+    let (status, _, _) = code(reporter(&spool).args(["delete", "bad"]));
+    assert_eq!(status, 1, "already gone");
+}
+
+/// Issue 29 (as `postsuper -h`/`-H`): `reporter hold --file` puts one
+/// waiting file aside in `held/`, where senders do not look; the report
+/// counts it; `release --file` gives it back and a sender delivers it.
+#[test]
+fn hold_file_puts_one_waiting_file_aside_until_it_is_released() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = one_receiver(&spool, &rx.url("/in"), "");
+    spool.put("keep-back", b"k");
+    spool.put("send-now", b"s");
+
+    let (status, _, err) = code(reporter(&spool).args(["hold", "--file", "keep-back"]));
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("held keep-back"), "{err}");
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    let sent: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("X-Filename").unwrap().to_string())
+        .collect();
+    assert_eq!(sent, ["send-now"], "the held file stays put");
+    assert!(spool.root.join("held").join("keep-back").exists());
+
+    let (status, out, _) = code(reporter(&spool).args(["--format", "json"]));
+    assert_eq!(status, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["states"]["held"]["files"], 1, "{out}");
+    assert_eq!(report["unexpected"]["entries"], 0, "{out}");
+    let (_, out, _) = code(reporter(&spool).args(["show", "keep-back"]));
+    assert!(out.contains("state          held"), "{out}");
+    let (_, out, _) = code(reporter(&spool).args(["list", "--state", "held"]));
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].starts_with("held ") && lines[0].ends_with(" keep-back"),
+        "{out}"
+    );
+
+    let (status, _, err) = code(reporter(&spool).args(["hold", "--file", "send-now"]));
+    assert_eq!(status, 1, "only a waiting file can be held: {err}");
+    let (status, _, err) = code(reporter(&spool).args(["hold", "main", "--file", "keep-back"]));
+    assert_eq!(status, 2, "a receiver or a file, not both: {err}");
+
+    let (status, _, err) = code(reporter(&spool).args(["release", "--file", "keep-back"]));
+    assert_eq!(status, 0, "{err}");
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        LIMIT,
+    )
+    .assert_success();
+    assert_eq!(rx.count(), 2);
+    assert_eq!(spool.count(State::Done), 2);
+}

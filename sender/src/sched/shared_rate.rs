@@ -1,0 +1,245 @@
+//! The I/O of a receiver's shared `rate_limit` ([`crate::rules::shared_rate`]
+//! is the rule): the bucket's state is one decimal number, its TAT in
+//! nanoseconds since the Unix epoch, in `SPOOL/rate/RECEIVER`. A sender
+//! takes a batch of tokens by locking that file exclusively, reading the
+//! number, applying the rule and writing the new number, then spends the
+//! batch without the lock, so a lock is taken per batch, not per file.
+//!
+//! The lock is the spool's kind (`flock`, or an `fcntl` write lock where
+//! that is native: `spoolpost_protocol::lock`), held for a read and a write
+//! of a few bytes; a waiting sender blocks for that long. The file is kept
+//! open for the sender's life and never opened twice by one process, which
+//! `fcntl` locks need (closing any descriptor of a file drops them).
+//! It is not fsynced: a power cut that loses the last write starts the
+//! bucket from an older TAT, at most one burst more.
+//!
+//! If the file cannot be opened, locked, read or written (a read-only
+//! `rate/`, a filesystem without locks), the sender warns once and goes on
+//! with a bucket of its own ([`crate::rules::rate::Bucket`]): the limit is
+//! then per process again, as it was before senders shared it, rather than
+//! no sending at all.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use spoolpost_ops::config::RateLimit;
+use spoolpost_protocol::lock::{self, Kind};
+use spoolpost_protocol::spool::Spool;
+
+use crate::rules::rate::Bucket;
+use crate::rules::shared_rate::{batch, take};
+
+/// The folder under the spool root holding one bucket per receiver.
+pub const RATE_DIR: &str = "rate";
+
+/// One receiver's rate limit as this sender takes part in it.
+pub struct SharedRate {
+    limit: RateLimit,
+    receiver: String,
+    path: PathBuf,
+    state: Mutex<Local>,
+}
+
+struct Local {
+    file: Option<File>,
+    /// Tokens taken from the shared bucket and not yet spent.
+    held: u32,
+    /// Set when the shared bucket failed: this process's own from then on.
+    own: Option<Bucket>,
+}
+
+impl SharedRate {
+    pub fn new(spool: &Spool, receiver: &str, limit: RateLimit) -> SharedRate {
+        SharedRate {
+            limit,
+            receiver: receiver.to_owned(),
+            path: spool.root().join(RATE_DIR).join(receiver),
+            state: Mutex::new(Local {
+                file: None,
+                held: 0,
+                own: None,
+            }),
+        }
+    }
+
+    /// Lets one request start now, or says when the next token comes
+    /// (on [`crate::sched::clock`]'s clock).
+    pub fn take(&self) -> Result<(), Instant> {
+        let mut local = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if local.held > 0 {
+            local.held -= 1;
+            return Ok(());
+        }
+        if let Some(own) = &mut local.own {
+            return own.take(crate::sched::clock::now());
+        }
+        match self.take_shared(&mut local) {
+            Ok(Ok(granted)) => {
+                local.held = granted - 1;
+                Ok(())
+            }
+            Ok(Err(wait)) => Err(crate::sched::clock::now() + wait),
+            Err(e) => {
+                tracing::warn!(
+                    receiver = %self.receiver,
+                    file = %self.path.display(),
+                    error = %e,
+                    "cannot share the rate limit with other senders on this spool; \
+                     this sender keeps to it on its own"
+                );
+                local.file = None;
+                let now = crate::sched::clock::now();
+                let own = local.own.insert(Bucket::new(self.limit, now));
+                own.take(now)
+            }
+        }
+    }
+
+    /// A batch from the shared bucket: the tokens granted (at least one),
+    /// or how long until the next one.
+    fn take_shared(&self, local: &mut Local) -> io::Result<Result<u32, Duration>> {
+        if local.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            local.file = Some(file);
+        }
+        let file = local.file.as_ref().expect("opened above");
+        let _locked = Locked::take(file)?;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0)?;
+        // Empty (new) or garbled: a full bucket, as after a clock jump.
+        let tat = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let now = unix_nanos(SystemTime::now());
+        let taken = take(self.limit, tat, now, batch(self.limit));
+        if taken.granted == 0 {
+            let next = taken.next.unwrap_or(now);
+            return Ok(Err(Duration::from_nanos(next.saturating_sub(now))));
+        }
+        let text = format!("{}\n", taken.tat);
+        file.write_all_at(text.as_bytes(), 0)?;
+        file.set_len(text.len() as u64)?;
+        Ok(Ok(taken.granted))
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// An exclusive lock on the bucket's file, waited for and released on drop.
+struct Locked<'a> {
+    file: &'a File,
+}
+
+impl<'a> Locked<'a> {
+    fn take(file: &'a File) -> io::Result<Locked<'a>> {
+        set(file, true)?;
+        Ok(Locked { file })
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = set(self.file, false);
+    }
+}
+
+fn set(file: &File, locked: bool) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    loop {
+        let rc = match lock::kind() {
+            Kind::Flock => {
+                let op = if locked {
+                    nix::libc::LOCK_EX
+                } else {
+                    nix::libc::LOCK_UN
+                };
+                // SAFETY: a plain system call on a descriptor `file` keeps open.
+                unsafe { nix::libc::flock(fd, op) }
+            }
+            Kind::Fcntl => {
+                // SAFETY: zeroed is a valid `struct flock`; l_len 0 is to
+                // the end of the file.
+                let mut fl: nix::libc::flock = unsafe { std::mem::zeroed() };
+                fl.l_type = if locked {
+                    nix::libc::F_WRLCK
+                } else {
+                    nix::libc::F_UNLCK
+                } as _;
+                fl.l_whence = nix::libc::SEEK_SET as _;
+                // SAFETY: `fl` is a valid struct flock that outlives the call.
+                unsafe { nix::libc::fcntl(fd, nix::libc::F_SETLKW, &fl) }
+            }
+        };
+        match Errno::result(rc) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(text: &str) -> RateLimit {
+        text.parse().unwrap()
+    }
+
+    /// Two senders' views of one bucket (as two processes would have)
+    /// share its tokens through the file: the burst is one burst between
+    /// them, not one each.
+    #[test]
+    fn two_takers_on_one_spool_share_one_burst() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let l = limit("100/h");
+        let a = SharedRate::new(&spool, "quota", l);
+        let b = SharedRate::new(&spool, "quota", l);
+        let mut granted = 0;
+        for _ in 0..50 {
+            granted += usize::from(a.take().is_ok());
+            granted += usize::from(b.take().is_ok());
+        }
+        assert_eq!(granted, 10, "a burst of a tenth of 100, between both");
+        let text = std::fs::read_to_string(root.path().join(RATE_DIR).join("quota")).unwrap();
+        assert!(text.trim().parse::<u64>().is_ok(), "{text:?}");
+    }
+
+    #[test]
+    fn a_garbled_file_is_a_full_bucket() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        std::fs::create_dir_all(root.path().join(RATE_DIR)).unwrap();
+        std::fs::write(root.path().join(RATE_DIR).join("quota"), b"not a time").unwrap();
+        let a = SharedRate::new(&spool, "quota", limit("50/h"));
+        assert_eq!((0..10).filter(|_| a.take().is_ok()).count(), 5);
+    }
+
+    #[test]
+    fn a_bucket_that_cannot_be_shared_is_kept_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        // A file where the folder should be: rate/ cannot be made.
+        std::fs::write(root.path().join(RATE_DIR), b"").unwrap();
+        let a = SharedRate::new(&spool, "quota", limit("50/h"));
+        assert_eq!((0..10).filter(|_| a.take().is_ok()).count(), 5);
+    }
+}
