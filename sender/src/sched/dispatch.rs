@@ -87,6 +87,8 @@ pub struct Dispatcher {
     leaps: bool,
     /// When another live sender was last seen on the spool.
     others_seen: Option<Instant>,
+    /// Unrouted files already told of in a warning.
+    unrouted_told: u64,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,7 @@ impl Dispatcher {
             leaping: 0,
             leaps: true,
             others_seen: None,
+            unrouted_told: 0,
         }
     }
 
@@ -172,6 +175,7 @@ impl Dispatcher {
                 Offer::Started | Offer::Ignored | Offer::NotYet | Offer::Lost => {}
             }
         }
+        self.tell_unrouted();
         Ok(pass)
     }
 
@@ -187,7 +191,23 @@ impl Dispatcher {
                 _ => {}
             }
         }
+        self.tell_unrouted();
         leapt
+    }
+
+    /// One line for the unrouted files a batch of names moved to `error/`,
+    /// however many: a missing route is one mistake.
+    fn tell_unrouted(&mut self) {
+        let so_far = self.shared.counts.no_route.load(Ordering::Relaxed);
+        let files = so_far.saturating_sub(self.unrouted_told);
+        if files > 0 {
+            tracing::warn!(
+                files,
+                so_far,
+                "moved to error/: no routing rule matches; add a [[routes]] rule, then `reporter requeue --class no_route`"
+            );
+        }
+        self.unrouted_told = so_far;
     }
 
     /// Offers one name of a run of names, unless a lost race has it leapt
