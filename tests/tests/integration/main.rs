@@ -4,8 +4,8 @@
 //!
 //! - `sender`, `collector`, `reporter`: each program on its own and with
 //!   the others;
-//! - `configuration`: the file the three share, as every `--check` checks
-//!   it;
+//! - `configuration`: the file the three share, as `--print-config` shows
+//!   it and as every `--check` checks it;
 //! - `conformance`: the rules of docs/spool.md that other implementations
 //!   must follow, checked against a spool as a second implementation would
 //!   leave it;
