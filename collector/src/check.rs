@@ -11,6 +11,12 @@ use crate::plan::Plan;
 
 pub fn run(args: &Args) -> Result<(), Failure> {
     let mut report = Report::default();
+    if let Some(path) = &args.config
+        && preflight::config(path, &mut report).is_none_or(|_| !report.problems.is_empty())
+    {
+        // The plan would stop at the first of the problems listed.
+        return report.finish("collector");
+    }
     let plan = match Plan::from_args(args) {
         Ok(plan) => plan,
         Err(f) if f.code == USAGE => return Err(f),
@@ -19,7 +25,6 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             return report.finish("collector");
         }
     };
-    report.passed("configuration parses");
     let mut sources = 0;
     for i in 0..plan.section.sources.len() {
         match plan.source(i) {

@@ -97,6 +97,16 @@ pub struct Args {
     #[arg(long)]
     pub check: bool,
 
+    /// Print the configuration in effect as TOML and exit: the file with
+    /// every default filled in and these flags applied, secrets redacted.
+    ///
+    /// The output reads back as the same settings (what was redacted is
+    /// named in a comment at the top). Nothing is checked beyond what
+    /// start-up checks of the file: no spool or source is looked at (that
+    /// is --check).
+    #[arg(long, conflicts_with = "check")]
+    pub print_config: bool,
+
     /// Write event lines (JSON, one per file) here instead of stdout ("-": stdout).
     #[arg(long, env = "SPOOLPOST_EVENTS", value_name = "FILE")]
     pub events: Option<PathBuf>,

@@ -28,7 +28,7 @@ use crate::plan::{Plan, Settings};
 
 /// Runs the collector as the command line asks.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
-    if args.generate.is_some() || args.check {
+    if args.generate.is_some() || args.check || args.print_config {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
         spoolpost_ops::signals::release();
@@ -41,6 +41,9 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     }
     if args.check {
         return check::run(&args);
+    }
+    if args.print_config {
+        return Plan::from_args(&args)?.print_config();
     }
     let plan = Plan::from_args(&args)?;
     let Settings { sources, gate } = plan.settings()?;

@@ -103,6 +103,15 @@ impl Plan {
         })
     }
 
+    /// `--print-config`: the file as this run takes it, the flags applied.
+    pub fn print_config(self) -> Result<(), Failure> {
+        let mut config = self.loaded.map(|l| l.config).unwrap_or_default();
+        config.collector = self.section;
+        config.spool = Some(self.spool);
+        config.create_spool = self.create_spool;
+        spoolpost_ops::config_dump::print("collector", &config)
+    }
+
     /// Judges the `i`th source: refused when it overlaps the spool, has a
     /// bad glob, or, for a one-shot run, is missing. A one-shot run looks
     /// once: a missing source there is a mistake to report (exit 78), not

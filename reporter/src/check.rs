@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use spoolpost_ops::config_load;
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::preflight;
 use spoolpost_ops::route::Router;
@@ -115,18 +114,21 @@ pub fn preflight(args: &Args) -> Result<(), Failure> {
     }
     let mut report = preflight::Report::default();
     let loaded = match &args.config {
-        Some(path) => match config_load::load(path) {
-            Ok(loaded) => {
+        Some(path) => match preflight::config(path, &mut report) {
+            Some(loaded) => {
                 match Router::from_config(&loaded) {
-                    Ok(_) => report.passed("configuration and routes are valid"),
-                    Err(e) => report.config(e),
+                    Ok(_) => report.passed("routes are valid"),
+                    // Unless the file's problems listed include it.
+                    Err(e) => {
+                        let e = e.to_string();
+                        if !report.problems.iter().any(|(_, p)| *p == e) {
+                            report.config(e);
+                        }
+                    }
                 }
                 Some(loaded)
             }
-            Err(e) => {
-                report.config(e);
-                return report.finish("reporter");
-            }
+            None => return report.finish("reporter"),
         },
         None => None,
     };

@@ -81,6 +81,17 @@ pub struct Args {
     #[arg(long, help_heading = "Checks")]
     pub check: bool,
 
+    /// Print the configuration in effect as TOML and exit: the file with
+    /// every default filled in, secrets redacted.
+    ///
+    /// All three programs read the one file, so this shows what the sender
+    /// and the collector take from it too (without their own flags). The
+    /// output reads back as the same settings (what was redacted is named
+    /// in a comment at the top). The spool is not looked at (that is
+    /// --check).
+    #[arg(long, conflicts_with = "check", help_heading = "Checks")]
+    pub print_config: bool,
+
     /// Print the man page or a shell's completion script on stdout, then exit.
     #[arg(long, value_enum, value_name = "WHAT")]
     pub generate: Option<spoolpost_ops::generate::Generate>,

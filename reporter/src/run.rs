@@ -33,6 +33,11 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
         return check::preflight(&args);
     }
     let setup = setup(&args)?;
+    if args.print_config {
+        let mut config = setup.loaded.map(|l| l.config).unwrap_or_default();
+        config.spool = Some(setup.root);
+        return spoolpost_ops::config_dump::print("reporter", &config);
+    }
     // The reporter creates no spool: a mistyped --spool is exit 74, not a
     // new, empty and so "healthy" spool.
     let spool = Spool::existing(&setup.root)?;

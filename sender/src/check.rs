@@ -2,7 +2,6 @@
 //! URL templates, and the spool, checked without creating or sending
 //! anything; every problem reported.
 
-use spoolpost_ops::config_load;
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::preflight::{self, Report};
 use spoolpost_ops::route::Router;
@@ -12,21 +11,13 @@ use crate::cli::Args;
 pub fn run(args: &Args) -> Result<(), Failure> {
     let mut report = Report::default();
     let loaded = match &args.config {
-        // Every problem the file has, not the first only.
-        Some(path) => match config_load::load_all(path) {
-            Ok((loaded, problems)) => {
-                problems.into_iter().for_each(|e| report.config(e));
-                Some(loaded)
-            }
-            Err(e) => {
-                report.config(e);
-                return report.finish("sender");
-            }
+        Some(path) => match preflight::config(path, &mut report) {
+            Some(loaded) => Some(loaded),
+            None => return report.finish("sender"),
         },
         None => None,
     };
     if let Some(loaded) = &loaded {
-        report.passed("configuration parses");
         preflight::secrets(loaded, &mut report);
     }
     let router = match (&args.url, &loaded) {

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use spoolpost_ops::config::{HeaderValue, Method, ReceiverConfig, SenderSection};
+use spoolpost_ops::config::{Config, HeaderValue, Method, ReceiverConfig, SenderSection};
 use spoolpost_ops::config_load;
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::logging::Diagnostics;
 use spoolpost_ops::progress::ProgressFlags;
-use spoolpost_ops::route::Router;
+use spoolpost_ops::route::{Router, SINGLE_RECEIVER};
 use spoolpost_protocol::spool::Spool;
 
 use crate::plan::Plan;
@@ -135,6 +135,16 @@ pub struct Args {
     #[arg(long)]
     pub check: bool,
 
+    /// Print the configuration in effect as TOML and exit: the file with
+    /// every default filled in and these flags applied, secrets redacted.
+    ///
+    /// The output reads back as the same settings (what was redacted is
+    /// named in a comment at the top). Nothing is checked beyond what
+    /// start-up checks of the file: no spool, secret or receiver is looked
+    /// at (that is --check).
+    #[arg(long, conflicts_with = "check")]
+    pub print_config: bool,
+
     /// With --check: also connect (and complete the TLS handshake) to each
     /// receiver and report its latency; exit 75 if one cannot be reached.
     #[arg(long, requires = "check")]
@@ -167,22 +177,13 @@ impl Args {
             .clone()
             .or_else(|| loaded.as_ref().and_then(|l| l.config.spool.clone()))
             .ok_or_else(|| Failure::usage("give --spool DIR (or `spool` in the config file)"))?;
-        let mut settings: SenderSection = loaded
-            .as_ref()
-            .map(|l| l.config.sender.clone())
-            .unwrap_or_default();
+        let settings = self.settings(
+            loaded
+                .as_ref()
+                .map(|l| l.config.sender.clone())
+                .unwrap_or_default(),
+        );
         let loaded_for_reload = loaded;
-        if let Some(n) = self.concurrency {
-            settings.concurrency = n as usize;
-        }
-        if let Some(n) = self.threads {
-            settings.threads = n as usize;
-        }
-        if let Some(grace) = self.grace {
-            settings.grace = grace;
-        }
-        settings.delete_delivered |= self.delete_delivered;
-        settings.fsync |= self.fsync;
         if settings.concurrency == 0 {
             return Err(Failure::config("[sender] concurrency must be at least 1"));
         }
@@ -204,6 +205,44 @@ impl Args {
             events: self.events,
             progress: self.progress,
         })
+    }
+
+    /// `[sender]` (the file's, or the defaults) with the flags that
+    /// override it applied.
+    fn settings(&self, mut settings: SenderSection) -> SenderSection {
+        if let Some(n) = self.concurrency {
+            settings.concurrency = n as usize;
+        }
+        if let Some(n) = self.threads {
+            settings.threads = n as usize;
+        }
+        if let Some(grace) = self.grace {
+            settings.grace = grace;
+        }
+        settings.delete_delivered |= self.delete_delivered;
+        settings.fsync |= self.fsync;
+        settings
+    }
+
+    /// `--print-config`: the file as this run would take it, the flags
+    /// applied (with `--url`, its one receiver and a route for every file).
+    pub fn print_config(&self) -> Result<(), Failure> {
+        let mut config = match &self.config {
+            Some(path) => config_load::load(path).map_err(Failure::config)?.config,
+            None if self.url.is_none() => {
+                return Err(Failure::usage("give --url URL or --config FILE"));
+            }
+            None => Config::default(),
+        };
+        config.sender = self.settings(config.sender.clone());
+        if let Some(url) = &self.url {
+            config.set_single_receiver(SINGLE_RECEIVER, self.receiver_for_url(url)?);
+        }
+        if let Some(spool) = &self.spool {
+            config.spool = Some(spool.clone());
+        }
+        config.create_spool |= self.create_spool;
+        spoolpost_ops::config_dump::print("sender", &config)
     }
 
     pub(crate) fn receiver_for_url(&self, url: &str) -> Result<ReceiverConfig, Failure> {

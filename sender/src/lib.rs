@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs the sender as the command line asks, until done or signalled.
 pub fn main_with(args: cli::Args) -> Result<(), Failure> {
-    if args.generate.is_some() || args.check {
+    if args.generate.is_some() || args.check || args.print_config {
         // Nothing to reload and nothing to finish: the signals' default
         // actions are what a person at a terminal expects.
         spoolpost_ops::signals::release();
@@ -36,6 +36,9 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     }
     if args.check {
         return check::run(&args);
+    }
+    if args.print_config {
+        return args.print_config();
     }
     let plan = args.plan()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -521,6 +521,38 @@ async fn once_comes_back_for_files_a_busy_receiver_made_it_skip() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sender_alone_loses_no_race_to_itself_and_one_beside_another_does() {
+    let f = fixture(ONE_RECEIVER, |_, _| {
+        Reply::Status(200, Duration::from_secs(1), None)
+    });
+    let stop = CancellationToken::new();
+    let mut dispatcher = f.dispatcher(&stop);
+    f.put("a.json");
+    dispatcher.pass().await.unwrap();
+    // A new file's inotify event comes after the pass that already
+    // claimed it, and a second new file follows in the same batch.
+    f.put("b.json");
+    let leapt = dispatcher
+        .offer_seen(["a.json".into(), "b.json".into()])
+        .await;
+    assert_eq!(f.shared.counts.lost.load(Ordering::Relaxed), 0);
+    assert!(!leapt, "b.json is offered, not leapt over");
+    assert_eq!(f.shared.counts.started.load(Ordering::Relaxed), 2);
+
+    // Another live sender takes c.json between its name being read and
+    // the claim: that is a race, and it is lost.
+    let other = ClaimFolder::create(&f.spool).unwrap();
+    f.put("c.json");
+    std::fs::rename(
+        f.spool.dir(State::Incoming).join("c.json"),
+        other.path().join("c.json"),
+    )
+    .unwrap();
+    dispatcher.offer_seen(["c.json".into()]).await;
+    assert_eq!(f.shared.counts.lost.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn once_ends_while_another_sender_keeps_taking_new_files() {
     // With every request this sender makes, another sender takes two
     // files it has read the names of, and a producer adds three, so the
@@ -549,8 +581,9 @@ async fn once_ends_while_another_sender_keeps_taking_new_files() {
     for i in 0..200 {
         f.put(&format!("f{i:03}.json"));
     }
-    let taken = f._dir.path().join("taken");
-    std::fs::create_dir(&taken).unwrap();
+    // The other sender is a live one, with its claim folder in sending/.
+    let other = ClaimFolder::create(&f.spool).unwrap();
+    let taken = other.path().to_path_buf();
     folders
         .set((f.spool.dir(State::Incoming), taken.clone()))
         .unwrap();
@@ -563,7 +596,10 @@ async fn once_ends_while_another_sender_keeps_taking_new_files() {
     let lost = f.shared.counts.lost.load(Ordering::Relaxed);
     assert!(lost > 0, "the other sender won some races");
     let made = 200 + 3 * f.net.calls().len();
-    let taken = std::fs::read_dir(&taken).unwrap().count();
+    let taken = std::fs::read_dir(&taken)
+        .unwrap()
+        .filter(|e| spoolpost_protocol::spool::is_data_name(&e.as_ref().unwrap().file_name()))
+        .count();
     assert_eq!(
         f.count(State::Done) + f.count(State::Incoming) + taken,
         made,

@@ -11,12 +11,12 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// The whole file. Unknown keys are errors, so a typo never silently turns
 /// into a default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Spool root, used when `--spool` is not given.
@@ -34,11 +34,30 @@ pub struct Config {
     #[serde(default)]
     pub collector: CollectorSection,
     /// Read by the reporter.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reporter: Option<toml::Table>,
 }
 
+impl Config {
+    /// Puts `receiver`, named `name`, in place of the file's receivers and
+    /// routes, with one rule that sends it every file: what `sender --url`
+    /// runs with.
+    pub fn set_single_receiver(&mut self, name: &str, receiver: ReceiverConfig) {
+        // Spans locate errors in a file; these come from flags.
+        self.receivers = BTreeMap::from([(name.to_string(), Spanned::new(0..0, receiver))]);
+        self.routes = vec![Spanned::new(
+            0..0,
+            RouteConfig {
+                glob: Some("*".into()),
+                regex: None,
+                receiver: Spanned::new(0..0, name.to_string()),
+            },
+        )];
+    }
+}
+
 /// `[sender]`: how the sender schedules, retries and stores.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SenderSection {
     /// Requests in flight at once, over all receivers.
@@ -95,19 +114,33 @@ impl Default for SenderSection {
 }
 
 /// `[collector]`: where files come from and when to stop taking them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorSection {
     pub sources: Vec<SourceConfig>,
     /// Pause while `incoming/` holds more files than this.
     pub max_incoming_files: Option<u64>,
     /// Pause while `incoming/` holds more bytes than this.
+    #[serde(serialize_with = "bytes_exactly")]
     pub max_incoming_bytes: Option<bytesize::ByteSize>,
     /// Pause while the spool's filesystem has less free space than this.
+    #[serde(serialize_with = "bytes_exactly")]
     pub min_free_space: Option<bytesize::ByteSize>,
     /// Full rescan of the sources as a safety net for missed notifications.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
+}
+
+/// A size as its number of bytes: bytesize writes `"1.4 GiB"`, which does
+/// not read back as the size it was.
+fn bytes_exactly<S: serde::Serializer>(
+    size: &Option<bytesize::ByteSize>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    match size {
+        Some(size) => out.serialize_some(&size.as_u64()),
+        None => out.serialize_none(),
+    }
 }
 
 impl Default for CollectorSection {
@@ -123,7 +156,7 @@ impl Default for CollectorSection {
 }
 
 /// When a file in a source folder is complete.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadyRule {
     /// Size and times unchanged for `settle`.
@@ -136,7 +169,7 @@ pub enum ReadyRule {
 }
 
 /// `[[collector.sources]]`: one folder producers write into.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub path: PathBuf,
@@ -183,7 +216,7 @@ impl SourceConfig {
 }
 
 /// The request method: one type for the config file and `--method`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Post,
@@ -191,7 +224,7 @@ pub enum Method {
 }
 
 /// `[receivers.NAME]`: one receiving service.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// May hold `{name}` placeholders filled from a regex route's named
@@ -278,7 +311,7 @@ pub struct ReceiverConfig {
 }
 
 /// `tls_min_version`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]
@@ -289,7 +322,7 @@ pub enum TlsVersion {
 
 /// `http_version`: `"auto"` offers h2 and http/1.1 by ALPN over TLS and
 /// speaks 1.1 on plain HTTP; `"2"` on plain HTTP is prior knowledge.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum HttpVersion {
     #[default]
     #[serde(rename = "auto")]
@@ -301,7 +334,7 @@ pub enum HttpVersion {
 }
 
 /// `compression = "gzip" | "zstd" | "none"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionKind {
     Gzip,
@@ -348,7 +381,7 @@ impl ReceiverConfig {
 }
 
 /// A header value: literal text, or a secret read at start-up.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum HeaderValue {
     Literal(String),
@@ -419,8 +452,8 @@ impl ReceiverConfig {
 }
 
 /// A receiver's `rate_limit`: `count` requests per `per`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct RateLimit {
     pub count: u32,
     pub per: Duration,
@@ -460,6 +493,12 @@ impl TryFrom<String> for RateLimit {
     }
 }
 
+impl From<RateLimit> for String {
+    fn from(rate: RateLimit) -> String {
+        rate.to_string()
+    }
+}
+
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let unit = match self.per.as_secs() {
@@ -473,7 +512,7 @@ impl fmt::Display for RateLimit {
 
 /// `[[routes]]`: files whose original name matches go to `receiver`. Rules
 /// are tried in order; the first match wins.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub glob: Option<String>,

@@ -94,6 +94,27 @@ impl Report {
     }
 }
 
+/// Reads the configuration file for any program's `--check`, reporting
+/// every problem of every section (`[sender]`, `[receivers]`, `[[routes]]`,
+/// `[collector]`, `[reporter]`), not only those of the program checking:
+/// one file serves all three, and a mistake in any part of it stops one
+/// of them. `None` when the file cannot be read or parsed at all.
+pub fn config(path: &Path, report: &mut Report) -> Option<Loaded> {
+    match crate::config_load::load_all(path) {
+        Ok((loaded, problems)) => {
+            if problems.is_empty() {
+                report.passed("configuration parses and every section checks");
+            }
+            problems.into_iter().for_each(|e| report.config(e));
+            Some(loaded)
+        }
+        Err(e) => {
+            report.config(e);
+            None
+        }
+    }
+}
+
 /// Resolves every header secret, client certificate and proxy secret,
 /// reporting each that does not resolve, and warns of every receiver whose
 /// certificate is not verified.

@@ -74,7 +74,8 @@ pub struct Event {
     /// Time from the request's start to its answer or failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
-    /// Which attempt this was, counting from 1 (0 for collector events).
+    /// Which attempt this was, counting from 1; 0 for collector events and
+    /// for a file given up on before any request was made (no route).
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

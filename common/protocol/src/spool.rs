@@ -281,6 +281,20 @@ impl ClaimFolder {
         &self.dir
     }
 
+    /// Whether another live sender has a claim folder on this spool: the
+    /// only one that can take a file from `incoming/` between this
+    /// sender's reading its name and its claim.
+    pub fn others_alive(&self) -> bool {
+        let Ok(folders) = fs::read_dir(self.spool.dir(State::Sending)) else {
+            return false;
+        };
+        folders.flatten().any(|folder| {
+            folder.file_name() != self.id.as_str()
+                && folder.file_type().is_ok_and(|t| t.is_dir())
+                && is_owned(&folder.path())
+        })
+    }
+
     /// incoming → sending. The commit point is the rename, which also gives
     /// a file on its first claim its idempotency key and first-attempt time.
     /// `Ok(None)` means the file is no longer there (another sender took it).

@@ -46,13 +46,18 @@ use crate::sched::shared::Shared;
 /// How long a pass waits for a busy receiver before skipping its files.
 pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
 
+/// How long another sender, once seen alive, is taken to be so without
+/// looking again: a lost race costs a read of `sending/` at most this often.
+const OTHERS_FRESH: Duration = Duration::from_secs(1);
+
 /// The result of offering one name.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
     Started,
     /// Not a file for sending (dot-file, gone before it was looked at).
     Ignored,
-    /// Another sender claimed it between our reading its name and our claim.
+    /// Another sender claimed it between our reading its name and our
+    /// claim (with no other sender alive, a name gone is [`Offer::Ignored`]).
     Lost,
     /// Not offered: a lost race had the dispatcher leap over it.
     LeaptOver,
@@ -80,6 +85,10 @@ pub struct Dispatcher {
     leaping: usize,
     /// Whether a lost race leaps at all (see [`Dispatcher::stop_leaping`]).
     leaps: bool,
+    /// When another live sender was last seen on the spool.
+    others_seen: Option<Instant>,
+    /// Unrouted files already told of in a warning.
+    unrouted_told: u64,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +114,8 @@ impl Dispatcher {
             leap: Leap::new(fastrand::Rng::new()),
             leaping: 0,
             leaps: true,
+            others_seen: None,
+            unrouted_told: 0,
         }
     }
 
@@ -164,6 +175,7 @@ impl Dispatcher {
                 Offer::Started | Offer::Ignored | Offer::NotYet | Offer::Lost => {}
             }
         }
+        self.tell_unrouted();
         Ok(pass)
     }
 
@@ -179,7 +191,23 @@ impl Dispatcher {
                 _ => {}
             }
         }
+        self.tell_unrouted();
         leapt
+    }
+
+    /// One line for the unrouted files a batch of names moved to `error/`,
+    /// however many: a missing route is one mistake.
+    fn tell_unrouted(&mut self) {
+        let so_far = self.shared.counts.no_route.load(Ordering::Relaxed);
+        let files = so_far.saturating_sub(self.unrouted_told);
+        if files > 0 {
+            tracing::warn!(
+                files,
+                so_far,
+                "moved to error/: no routing rule matches; add a [[routes]] rule, then `reporter requeue --class no_route`"
+            );
+        }
+        self.unrouted_told = so_far;
     }
 
     /// Offers one name of a run of names, unless a lost race has it leapt
@@ -220,8 +248,7 @@ impl Dispatcher {
                 self.wake_at(crate::sched::clock::now() + wait);
                 return Offer::NotYet;
             }
-            // Gone since its name was read: another sender's.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.lost(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.vanished(),
             Err(_) => return Offer::Ignored,
         }
         // Routing needs the whole original of a long name.
@@ -312,7 +339,7 @@ impl Dispatcher {
                 self.jobs.spawn(job::run(self.shared.clone(), job));
                 Offer::Started
             }
-            Ok(None) => self.lost(),
+            Ok(None) => self.vanished(),
             Err(e) => {
                 let disk_full = spoolpost_protocol::fsops::is_disk_full(&e);
                 if disk_full {
@@ -327,9 +354,29 @@ impl Dispatcher {
         }
     }
 
-    fn lost(&self) -> Offer {
+    /// A name gone before its claim. That is a race lost only when another
+    /// sender is alive to have won it; a sender alone reads the same name
+    /// twice (a pass and inotify both offer a new file), or an operator
+    /// moved it, and neither is worth counting as a race or leaping over.
+    fn vanished(&mut self) -> Offer {
+        if !self.others_alive() {
+            return Offer::Ignored;
+        }
         self.shared.counts.lost.fetch_add(1, Ordering::Relaxed);
         Offer::Lost
+    }
+
+    fn others_alive(&mut self) -> bool {
+        let now = crate::sched::clock::now();
+        if self
+            .others_seen
+            .is_some_and(|seen| now.duration_since(seen) < OTHERS_FRESH)
+        {
+            return true;
+        }
+        let alive = self.shared.claims.others_alive();
+        self.others_seen = alive.then_some(now);
+        alive
     }
 
     /// The rest of this pass leaves receiver `r` alone; the next slot it

@@ -42,7 +42,9 @@ impl Attempted<'_> {
 }
 
 pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate: Fate) {
-    let attempt = claimed.name.attempts + 1;
+    // A file given up on before any request (no route, no valid URL) has
+    // had no attempt: its event says what its name and `reporter list` say.
+    let attempt = claimed.name.attempts + u32::from(attempted.sent.is_some());
     let receiver = attempted
         .receiver
         .map(|r| shared.receiver_name(r).to_owned());
@@ -250,40 +252,18 @@ fn file_name(path: &std::path::Path) -> String {
 }
 
 /// A rejected file's warning. A missing route is one mistake however many
-/// files it catches: thirty unrouted files logged sixty lines.
-/// Those warn at the 1st, 2nd, 4th, 8th, ... file, saying how many so
-/// far; each file keeps its event line and its reason record.
+/// files it catches (thirty unrouted files logged sixty lines): those are
+/// only counted here, and the dispatcher says how many in one line per
+/// batch of names; each file keeps its event line
+/// and its reason record.
 fn warn_rejected(shared: &Shared, event: &Event, record: &ReasonRecord) {
     if record.class != ErrorClass::NoRoute {
         tracing::warn!(file = %event.file, class = record.class.as_str(), reason = %record.message, "moved to error/");
         return;
     }
-    let n = shared
+    shared
         .counts
         .no_route
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        + 1;
-    if worth_a_warning(n) {
-        tracing::warn!(file = %event.file, files_so_far = n, "moved to error/: no routing rule matches; add a [[routes]] rule and requeue (warned at the 1st, 2nd, 4th, 8th, ... such file)");
-    } else {
-        tracing::debug!(file = %event.file, "moved to error/: no route");
-    }
-}
-
-/// Whether the `n`th file of a repeated mistake is logged: powers of two,
-/// so a few lines tell the count without one line per file.
-pub fn worth_a_warning(n: u64) -> bool {
-    n.is_power_of_two()
-}
-
-#[cfg(test)]
-mod warn_tests {
-    use super::worth_a_warning;
-
-    #[test]
-    fn a_repeated_mistake_is_logged_at_powers_of_two() {
-        let logged: Vec<u64> = (1..=40).filter(|&n| worth_a_warning(n)).collect();
-        assert_eq!(logged, vec![1, 2, 4, 8, 16, 32]);
-        assert!(!worth_a_warning(0));
-    }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(file = %event.file, "moved to error/: no route");
 }

@@ -95,8 +95,8 @@ pub struct Counts {
     /// Claims a full disk refused (a long name's full-name record): the
     /// file stayed in `incoming/`, which a `--once` run must say (75).
     pub refused_disk_full: AtomicU64,
-    /// Files moved to error/ for want of a route, for the summarised
-    /// warning (see [`crate::sched::settle::worth_a_warning`]).
+    /// Files moved to error/ for want of a route, for the one warning
+    /// per batch of names (see `Dispatcher::tell_unrouted`).
     pub no_route: AtomicU64,
 }
 

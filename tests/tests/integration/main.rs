@@ -4,6 +4,8 @@
 //!
 //! - `sender`, `collector`, `reporter`: each program on its own and with
 //!   the others;
+//! - `configuration`: the file the three share, as `--print-config` shows
+//!   it and as every `--check` checks it;
 //! - `conformance`: the rules of docs/spool.md that other implementations
 //!   must follow, checked against a spool as a second implementation would
 //!   leave it;
@@ -20,6 +22,7 @@
 mod adaptive;
 mod bad_input;
 mod collector;
+mod configuration;
 mod conformance;
 mod dist;
 mod documented;

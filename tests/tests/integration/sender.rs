@@ -826,6 +826,7 @@ fn issue_29_6_the_last_log_line_counts_attempts_and_unrouted_files_by_name() {
     let mut attempts = 0;
     let mut no_route = 0;
     let mut events = 0;
+    let mut unrouted_events = 0;
     let done = eventually(MINUTE, || {
         let out = run(
             sender(&spool).arg("--config").arg(&cfg).arg("--once"),
@@ -835,19 +836,28 @@ fn issue_29_6_the_last_log_line_counts_attempts_and_unrouted_files_by_name() {
         attempts += stopped_field(&out.stderr, "attempts");
         no_route += stopped_field(&out.stderr, "no_route");
         // Each attempt ends in one event that numbers it; the unrouted
-        // file's event names no receiver (and says attempt 1, though no
-        // request went out).
-        events += out
-            .events()
-            .iter()
-            .filter(|e| e.attempt > 0 && e.receiver.is_some())
-            .count() as u64;
+        // file's event says attempt 0, as its name and `reporter list` do:
+        // no request went out.
+        for event in out.events() {
+            if event.receiver.is_some() {
+                assert!(event.attempt > 0, "{event:?}");
+                events += 1;
+            } else {
+                assert_eq!(event.attempt, 0, "{event:?}");
+                unrouted_events += 1;
+            }
+        }
         spool.count(State::Done) == 4
     });
     assert!(done, "{:?}", spool.census());
     // Four files, one of them tried twice; the stray one never tried.
     assert_eq!((attempts, no_route), (5, 1));
     assert_eq!(attempts, events);
+    assert_eq!(unrouted_events, 1);
+    assert_eq!(
+        reason_of(&spool.find(State::Error, "stray.txt")).attempts,
+        0
+    );
 }
 
 #[test]
