@@ -5,6 +5,8 @@
 //! them; [`sched`], the scheduling. The README's development section
 //! describes each module; each module's own doc says what it owns.
 
+#[cfg(target_os = "linux")]
+pub mod allocator;
 pub mod check;
 pub mod cli;
 #[cfg(test)]

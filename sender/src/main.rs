@@ -6,7 +6,15 @@ use clap::Parser;
 use spoolpost_ops::exit;
 use spoolpost_sender::cli::Args;
 
+// musl's malloc costs the sender CPU; glibc's does not (see
+// spoolpost_sender::allocator).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: spoolpost_sender::allocator::Allocator = spoolpost_sender::allocator::Allocator;
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    spoolpost_sender::allocator::tune();
     // First, before anything slow: a SIGHUP or SIGTERM while starting
     // (recovering a large dead claim folder, say) waits for its listener
     // instead of ending the process.
