@@ -403,6 +403,8 @@ fn the_tarball_install_script_installs_under_a_prefix() {
     for part in [
         "bin/sender",
         "man/man1/sender.1.gz",
+        "man/man5/spoolpost.toml.5.gz",
+        "doc/configuration.md",
         "completions/bash/sender",
         "dist/systemd",
         "spoolpost.toml",
@@ -424,6 +426,8 @@ fn the_tarball_install_script_installs_under_a_prefix() {
         "opt/spoolpost/bin/sender",
         "opt/spoolpost/bin/reporter",
         "opt/spoolpost/share/man/man1/sender.1.gz",
+        "opt/spoolpost/share/man/man5/spoolpost.toml.5.gz",
+        "opt/spoolpost/share/doc/spoolpost/configuration.md",
         "opt/spoolpost/share/bash-completion/completions/sender",
         "etc/systemd/system/spoolpost-sender@.service",
         "etc/tmpfiles.d/spoolpost.conf",
