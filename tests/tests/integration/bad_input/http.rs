@@ -14,8 +14,6 @@ use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::raw::{Act, RawServer};
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::bad_input::files::reason_of;
-
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// One small file sent once to `url`; returns the run.

@@ -8,22 +8,12 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 use spoolpost_protocol::event::EventKind;
 use spoolpost_protocol::name::SpoolName;
-use spoolpost_protocol::reason::{ErrorClass, ReasonRecord};
+use spoolpost_protocol::reason::ErrorClass;
 use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Client certificates, server_name, TLS versions, proxies, HTTP/2.
-mod reach;
-
-fn reason_of(data: &std::path::Path) -> ReasonRecord {
-    let mut name = data.file_name().unwrap().to_os_string();
-    name.push(".reason.json");
-    let text = std::fs::read(data.with_file_name(name)).expect("reason record beside the file");
-    serde_json::from_slice(&text).unwrap()
-}
 
 #[test]
 fn delivers_every_file_gzipped_with_its_name_and_a_key() {

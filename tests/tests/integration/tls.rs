@@ -16,8 +16,6 @@ use spoolpost_tests::harness::*;
 use spoolpost_tests::proxy::Proxy;
 use spoolpost_tests::receiver::{Pki, Receiver, Reply, Tls};
 
-use super::reason_of;
-
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// A config with one receiver `r` at `url` taking every file, with
