@@ -21,17 +21,25 @@
 
 mod adaptive;
 mod bad_input;
+mod circuits;
 mod collector;
+mod compression;
 mod configuration;
 mod conformance;
 mod delivery;
 mod dist;
 mod documented;
+mod endpoints;
+mod http_versions;
+mod proxies;
 mod queue;
 mod regression;
 mod reload;
 mod replay;
 mod reporter;
+mod retry;
+mod sd_notify;
+mod signals;
 mod support;
 mod terminal;
 mod tls;
