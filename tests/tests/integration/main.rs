@@ -22,7 +22,7 @@
 mod adaptive;
 mod bad_input;
 mod circuits;
-mod collector;
+mod collection;
 mod compression;
 mod configuration;
 mod conformance;
@@ -36,7 +36,7 @@ mod queue;
 mod regression;
 mod reload;
 mod replay;
-mod reporter;
+mod reporting;
 mod retry;
 mod sd_notify;
 mod signals;

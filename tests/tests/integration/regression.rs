@@ -10,7 +10,7 @@ use spoolpost_tests::harness::*;
 
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::reporter::{json, put_aged, routes};
+use crate::reporting::{json, put_aged, routes};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
