@@ -311,10 +311,7 @@ fn check_passes_a_readable_spool_and_names_what_is_wrong() {
 
 #[test]
 fn check_as_another_user_finds_a_spool_it_cannot_read() {
-    if !spoolpost_tests::system::is_root() {
-        eprintln!("skipped: needs root to drop to nobody");
-        return;
-    }
+    spoolpost_tests::system::require_root("drops to nobody");
     let spool = TestSpool::new();
     spoolpost_tests::system::open_path_to_others(&spool.root);
     use std::os::unix::fs::PermissionsExt;
