@@ -65,41 +65,52 @@ impl ConfigFile {
 
     /// A `[[collector.sources]]` at `path`, with `lines` besides.
     pub fn source(mut self, path: &Path, lines: &str) -> ConfigFile {
-        self.tables.push(format!(
-            "[[collector.sources]]\npath = {:?}\n{lines}",
-            path.to_str().unwrap()
-        ));
-        self
+        let head = format!("[[collector.sources]]\npath = {:?}", path.to_str().unwrap());
+        self.tables.push(head);
+        self.add_to_last(lines)
     }
 
     /// `[receivers.NAME]` at `url`, with `lines` besides (which may end
     /// with the receiver's `[receivers.NAME.headers]` table).
     pub fn receiver(mut self, name: &str, url: &str, lines: &str) -> ConfigFile {
         self.tables
-            .push(format!("[receivers.{name}]\nurl = {url:?}\n{lines}"));
-        self
+            .push(format!("[receivers.{name}]\nurl = {url:?}"));
+        self.add_to_last(lines)
     }
 
     /// `[receivers.NAME]` with several endpoints (`urls`).
     pub fn receiver_urls(mut self, name: &str, urls: &[&str], lines: &str) -> ConfigFile {
         let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-        self.tables.push(format!(
-            "[receivers.{name}]\nurls = [{}]\n{lines}",
-            urls.join(", ")
-        ));
-        self
+        self.tables
+            .push(format!("[receivers.{name}]\nurls = [{}]", urls.join(", ")));
+        self.add_to_last(lines)
     }
 
     /// Lines added to the receiver written last.
-    pub fn with(mut self, lines: &str) -> ConfigFile {
-        let last = self
-            .tables
-            .iter_mut()
-            .rev()
-            .find(|t| t.starts_with("[receivers."))
-            .expect("with() follows a receiver");
-        last.push('\n');
-        last.push_str(lines);
+    pub fn with(self, lines: &str) -> ConfigFile {
+        assert!(
+            self.tables.iter().any(|t| t.starts_with("[receivers.")),
+            "with() follows a receiver"
+        );
+        let at = (self.tables.iter())
+            .rposition(|t| t.starts_with("[receivers."))
+            .unwrap();
+        let mut this = self;
+        if !lines.is_empty() {
+            this.tables[at].push('\n');
+            this.tables[at].push_str(lines.trim_end_matches('\n'));
+        }
+        this
+    }
+
+    /// `lines` at the end of the table written last; nothing for none, so
+    /// that every key keeps the line a test may expect in a message.
+    fn add_to_last(mut self, lines: &str) -> ConfigFile {
+        let last = self.tables.last_mut().expect("a table was written");
+        if !lines.is_empty() {
+            last.push('\n');
+            last.push_str(lines.trim_end_matches('\n'));
+        }
         self
     }
 
@@ -128,7 +139,13 @@ impl ConfigFile {
                 text.push_str(&format!("[{name}]\n{}\n", lines.join("\n")));
             }
         };
-        table("sender", &self.sender);
+        let sender: Vec<String> = self
+            .sender
+            .iter()
+            .filter(|l| !l.is_empty())
+            .cloned()
+            .collect();
+        table("sender", &sender);
         table("collector", &self.collector);
         for block in self.tables.iter().chain(&self.routes) {
             text.push_str(block);
@@ -198,5 +215,22 @@ mod tests {
         assert_eq!(config.collector.sources[0].path, Path::new("/in"));
         assert_eq!(config.collector.sources[0].settle, Duration::ZERO);
         assert_eq!(config.collector.rescan_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_receiver_s_lines_follow_its_url_with_no_blank_line_between() {
+        // Tests assert the line a refusal names: the third here.
+        let text = ConfigFile::to("q", "http://127.0.0.1:9/")
+            .with("rate_limit = \"50/day\"")
+            .text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "[receivers.q]",
+                "url = \"http://127.0.0.1:9/\"",
+                "rate_limit = \"50/day\""
+            ]
+        );
     }
 }

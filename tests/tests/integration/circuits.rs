@@ -19,30 +19,13 @@ fn a_failing_receiver_does_not_slow_the_others_and_its_circuit_opens() {
     let rx = Receiver::start();
     rx.answer_path("/down", Reply::status(503));
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            r#"
-[sender]
-breaker_failures = 3
-breaker_open_initial = "1s"
-breaker_open_max = "1s"
-[receivers.down]
-url = "{down}"
-concurrency = 2
-[receivers.up]
-url = "{up}"
-[[routes]]
-glob = "down-*"
-receiver = "down"
-[[routes]]
-glob = "*"
-receiver = "up"
-"#,
-            down = rx.url("/down"),
-            up = rx.url("/up")
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("breaker_failures = 3\nbreaker_open_initial = \"1s\"\nbreaker_open_max = \"1s\"")
+        .receiver("down", &rx.url("/down"), "concurrency = 2")
+        .receiver("up", &rx.url("/up"), "")
+        .route(r#"glob = "down-*""#, "down")
+        .route_all("up")
+        .write(&spool);
     for i in 0..300 {
         spool.put(format!("down-{i}"), b"x");
         spool.put(format!("up-{i}"), b"x");
@@ -87,27 +70,13 @@ receiver = "up"
 fn a_successful_probe_releases_the_waiting_files_at_once() {
     let rx = Receiver::start();
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            r#"
-[sender]
-breaker_failures = 1
-breaker_open_initial = "1s"
-breaker_open_max = "1s"
-backoff_initial = "100ms"
-backoff_max = "100ms"
-rescan_interval = "1h"
-[receivers.r]
-url = "{}"
-concurrency = 1
-[[routes]]
-glob = "*"
-receiver = "r"
-"#,
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender(
+            "breaker_failures = 1\nbreaker_open_initial = \"1s\"\nbreaker_open_max = \"1s\"\n\
+             backoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\nrescan_interval = \"1h\"",
+        )
+        .with("concurrency = 1")
+        .write(&spool);
     // The first request fails and opens the circuit; a second later the
     // probe goes out and takes 500 ms to succeed. Another file arrives
     // while the probe is out.

@@ -15,13 +15,9 @@ fn zstd_bodies_are_decoded_by_the_receiver_and_none_sends_identity() {
         .flat_map(|i| (i % 251).to_le_bytes())
         .collect();
     let cfg = |compression: &str, path: &str| {
-        config(
-            &spool,
-            &format!(
-                "[receivers.r]\nurl = \"{}\"\n{compression}\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-                rx.url(path)
-            ),
-        )
+        ConfigFile::to("r", &rx.url(path))
+            .with(compression)
+            .write(&spool)
     };
     let zstd = cfg("compression = \"zstd\"\ncompression_level = 5", "/zstd");
     spool.put("small.json", b"{\"small\": true}");

@@ -262,14 +262,13 @@ fn check(cmd: &mut Command) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
 }
 
+/// Receiver `main` taking every file, with `receiver` lines from the
+/// fourth line of the file on.
 fn sender_config(spool: &TestSpool, receiver: &str) -> std::path::PathBuf {
-    config(
-        spool,
-        &format!(
-            "spool = {:?}\n[receivers.main]\nurl = \"http://127.0.0.1:9/\"\n{receiver}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
-            path_str(&spool.root)
-        ),
-    )
+    ConfigFile::to("main", "http://127.0.0.1:9/")
+        .spool(&spool.root)
+        .with(receiver)
+        .write(spool)
 }
 
 #[test]
@@ -425,13 +424,9 @@ fn probe_reports_a_closed_port_an_untrusted_certificate_and_a_good_receiver() {
 
     let ca_path = spool.side("etc").join("ca.pem");
     std::fs::write(&ca_path, ca).unwrap();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.main]\nurl = {url:?}\nca_file = {:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
-            path_str(&ca_path)
-        ),
-    );
+    let cfg = ConfigFile::to("main", &url)
+        .with(&format!("ca_file = {:?}", path_str(&ca_path)))
+        .write(&spool);
     let (code, out, err) = check(sender(&spool).arg("--config").arg(&cfg).arg("--probe"));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("probe main") && out.contains("ok in"), "{out}");

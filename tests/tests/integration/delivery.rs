@@ -288,13 +288,9 @@ fn delete_delivered_leaves_nothing_in_done() {
 fn a_long_running_sender_picks_up_new_files_and_stops_cleanly() {
     let rx = Receiver::start();
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nrescan_interval = \"1h\"\n[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender("rescan_interval = \"1h\"")
+        .write(&spool);
     // One file there at start: once it is delivered, the first pass has
     // read incoming/ and the watch is set, whatever the machine's speed.
     spool.put("first", b"x");

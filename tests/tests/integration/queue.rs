@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use spoolpost_protocol::spool::State;
-use spoolpost_tests::harness::{
-    TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
-};
+use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
 use crate::reporting::{json, routes};
@@ -28,13 +26,10 @@ fn code(cmd: &mut Command) -> (i32, String, String) {
 
 /// A config routing everything to `main` at `url`, with `sender` settings.
 fn one_receiver(spool: &TestSpool, url: &str, sender: &str) -> std::path::PathBuf {
-    config(
-        spool,
-        &format!(
-            "spool = {:?}\n[sender]\n{sender}\n[receivers.main]\nurl = {url:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
-            path_str(&spool.root)
-        ),
-    )
+    ConfigFile::to("main", url)
+        .spool(&spool.root)
+        .sender(sender)
+        .write(spool)
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -95,13 +90,13 @@ fn flush_wakes_a_sender_waiting_an_hour_and_the_retries_go_at_once_under_their_k
 #[test]
 fn flush_leaves_other_receivers_and_files_not_yet_tried_alone() {
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "spool = {:?}\n[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[receivers.b]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"a*\"\nreceiver = \"a\"\n[[routes]]\nglob = \"*\"\nreceiver = \"b\"\n",
-            path_str(&spool.root)
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .spool(&spool.root)
+        .receiver("a", "http://127.0.0.1:9/", "")
+        .receiver("b", "http://127.0.0.1:9/", "")
+        .route(r#"glob = "a*""#, "a")
+        .route_all("b")
+        .write(&spool);
     let later = SystemTime::now() + Duration::from_secs(3600);
     let retry = |name: &str| {
         spool.put(name, b"x");
@@ -353,17 +348,13 @@ fn issue_29_6_list_counts_attempts_as_the_events_do() {
     let receiver = Receiver::start();
     receiver.answer_path("/bad", Reply::status(422));
     receiver.script("/retry", [Reply::status(503), Reply::status(400)]);
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\n\
-             [receivers.bad]\nurl = {:?}\n[receivers.retry]\nurl = {:?}\n\
-             [[routes]]\nglob = \"a*\"\nreceiver = \"bad\"\n\
-             [[routes]]\nglob = \"*\"\nreceiver = \"retry\"\n",
-            receiver.url("/bad"),
-            receiver.url("/retry"),
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("backoff_initial = \"100ms\"\nbackoff_max = \"200ms\"")
+        .receiver("bad", &receiver.url("/bad"), "")
+        .receiver("retry", &receiver.url("/retry"), "")
+        .route(r#"glob = "a*""#, "bad")
+        .route_all("retry")
+        .write(&spool);
     spool.put("a.json", b"1");
     spool.put("b.json", b"2");
     let events = spool.side("log").join("events.jsonl");
@@ -603,13 +594,9 @@ fn requeue_moves_exactly_the_selected_files_and_the_sender_delivers_them() {
         [Reply::status(503), Reply::status(503), Reply::status(422)],
     );
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nmax_attempts = 1\n[receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
-            rx.url("/orders")
-        ),
-    );
+    let cfg = ConfigFile::to("orders", &rx.url("/orders"))
+        .sender("max_attempts = 1")
+        .write(&spool);
     for i in 0..3 {
         spool.put(format!("orders-{i}"), format!("{i}").as_bytes());
     }

@@ -268,26 +268,13 @@ fn issue_13_3_a_cut_name_is_routed_by_its_whole_name_and_names_is_expected() {
     let rx = Receiver::start();
     rx.answer(Reply::status(503));
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            r#"
-[sender]
-backoff_initial = "1h"
-[receivers.orders]
-url = "{url}/orders"
-[receivers.audit]
-url = "{url}/audit"
-[[routes]]
-glob = "*-audit"
-receiver = "audit"
-[[routes]]
-glob = "*"
-receiver = "orders"
-"#,
-            url = rx.url("")
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("backoff_initial = \"1h\"")
+        .receiver("orders", &rx.url("/orders"), "")
+        .receiver("audit", &rx.url("/audit"), "")
+        .route(r#"glob = "*-audit""#, "audit")
+        .route_all("orders")
+        .write(&spool);
     // Only the tail, which the cut removes, says "audit".
     let name = format!("{}-audit", "x".repeat(249));
     assert_eq!(name.len(), 255);

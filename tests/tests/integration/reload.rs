@@ -251,10 +251,13 @@ fn sighup_during_many_requests_in_flight_loses_and_duplicates_nothing() {
 /// A daemon sender with two receivers, `a` and `b`; `route` names the one
 /// every file goes to, `sender` goes into `[sender]`.
 fn two_receivers(spool: &TestSpool, a: &str, b: &str, route: &str, sender: &str) -> String {
-    format!(
-        "spool = {:?}\n[sender]\n{sender}\n[receivers.a]\nurl = {a:?}\n[receivers.b]\nurl = {b:?}\n[[routes]]\nglob = \"*\"\nreceiver = {route:?}\n",
-        path_str(&spool.root)
-    )
+    ConfigFile::new()
+        .spool(&spool.root)
+        .sender(sender)
+        .receiver("a", a, "")
+        .receiver("b", b, "")
+        .route_all(route)
+        .text()
 }
 
 #[test]

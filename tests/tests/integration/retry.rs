@@ -20,23 +20,12 @@ fn retry_config(spool: &TestSpool, url: &str, extra: &str) -> std::path::PathBuf
     } else {
         "backoff_max = \"400ms\""
     };
-    config(
-        spool,
-        &format!(
-            r#"
-[sender]
-backoff_initial = "200ms"
-{backoff_max}
-{extra}
-[receivers.r]
-url = "{url}"
-timeout = "500ms"
-[[routes]]
-glob = "*"
-receiver = "r"
-"#
-        ),
-    )
+    ConfigFile::to("r", url)
+        .sender("backoff_initial = \"200ms\"")
+        .sender(backoff_max)
+        .sender(extra)
+        .with("timeout = \"500ms\"")
+        .write(spool)
 }
 
 /// Runs `sender --once` until the file leaves incoming/ or `runs` are used.

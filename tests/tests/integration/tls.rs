@@ -363,13 +363,9 @@ fn tls_certificates_are_verified_by_default_and_ca_file_adds_trust() {
     let ca = spool.side("etc").join("test-ca.pem");
     std::fs::write(&ca, pem).unwrap();
     let write = |ca_line: &str| {
-        config(
-            &spool,
-            &format!(
-                "[receivers.r]\nurl = \"{}\"\n{ca_line}\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-                rx.url("/secure")
-            ),
-        )
+        ConfigFile::to("r", &rx.url("/secure"))
+            .with(ca_line)
+            .write(&spool)
     };
     spool.put("a.json", b"over tls");
 
