@@ -245,8 +245,7 @@ fn issue_27_sighup_while_the_collector_starts_is_never_a_death() {
 #[test]
 fn sighup_while_the_reporter_watch_starts_is_never_a_death() {
     use std::io::Write;
-    const CONFIG: &[u8] =
-        b"[receivers.orders]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n";
+    let config = ConfigFile::to("orders", "http://127.0.0.1:9/").text();
     let spool = TestSpool::new();
     let fifo = spool.side("cfg").join("spoolpost.toml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -262,12 +261,12 @@ fn sighup_while_the_reporter_watch_starts_is_never_a_death() {
         proc.signal(Signal::SIGHUP);
     }
     // A reader killed by the signals is reported below, not here.
-    let _ = reading.write_all(CONFIG);
+    let _ = reading.write_all(config.as_bytes());
     drop(reading);
     // The held SIGHUPs are one reload, which reads the file again: a
     // plain one by then.
     let plain = spool.side("cfg").join("plain.toml");
-    std::fs::write(&plain, CONFIG).unwrap();
+    std::fs::write(&plain, &config).unwrap();
     std::fs::rename(&plain, &fifo).unwrap();
     let mut log = String::new();
     assert!(
