@@ -1,4 +1,8 @@
-//! The collector, run as a real process over real folders.
+//! Collection: the collector takes complete files (settle, close-write,
+//! markers) from producers' folders into the spool once each, copies across
+//! filesystems without a partial file, filters by name, pauses at its
+//! limits, and finds folders created later; run as a real process over real
+//! folders.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;

@@ -1,5 +1,6 @@
-//! The reporter, run as a real process over spools and event logs built by
-//! the tests, and together with the sender for requeue, hold and circuits.
+//! Reporting: the reporter's counts, ages, rates, percentiles and
+//! Prometheus metrics, checked against spools and event logs built by the
+//! tests and against a live sender.
 
 use std::time::{Duration, SystemTime};
 
