@@ -234,12 +234,16 @@ enum Block<'a> {
     Paragraph(String),
     Bullet(String),
     Code(Vec<&'a str>),
+    /// A row of a key table (key, type, default, what it does).
     Row(Vec<&'a str>),
+    /// A row of any other table, as its cells.
+    Cells(Vec<&'a str>),
 }
 
 fn blocks(text: &str) -> Vec<Block<'_>> {
     let mut blocks = Vec::new();
     let mut lines = text.lines().peekable();
+    let mut key_table = false;
     while let Some(line) = lines.next() {
         if line.trim().is_empty() {
             continue;
@@ -260,9 +264,26 @@ fn blocks(text: &str) -> Vec<Block<'_>> {
             blocks.push(Block::Heading(level, line[level..].trim()));
         } else if line.starts_with('|') {
             let cells = cells(line);
-            if !cells.iter().all(|c| c.chars().all(|c| c == '-')) && cells[0] != "Key" {
-                blocks.push(Block::Row(cells));
+            let rule = cells
+                .iter()
+                .all(|c| !c.is_empty() && c.chars().all(|c| c == '-' || c == ':'));
+            if rule {
+                continue;
             }
+            // A head row is the one a rule follows.
+            if lines
+                .peek()
+                .is_some_and(|next| next.starts_with("|-") || next.starts_with("| -"))
+            {
+                // Its words are column names, not an entry.
+                key_table = cells[..] == ["Key", "Type", "Default", "What it does"];
+                continue;
+            }
+            blocks.push(if key_table && cells.len() == 4 {
+                Block::Row(cells)
+            } else {
+                Block::Cells(cells)
+            });
         } else {
             let bullet = line.starts_with("- ");
             let mut joined = line.trim_start_matches("- ").trim().to_string();
@@ -331,13 +352,18 @@ fn render_man(text: &str) -> String {
             }
             Block::Row(cells) => {
                 let [key, kind, default, meaning] = cells[..] else {
-                    continue;
+                    unreachable!("a key row has four cells");
                 };
                 roff.control("TP", []);
                 roff.text(inline(key));
                 let mut about = inline(&format!("{kind}; default: {default}. "));
                 about.extend(inline(meaning));
                 roff.text(about);
+            }
+            Block::Cells(cells) => {
+                roff.control("TP", []);
+                roff.text(inline(cells.first().copied().unwrap_or_default()));
+                roff.text(inline(&cells[1.min(cells.len())..].join("; ")));
             }
         }
     }
@@ -432,6 +458,27 @@ path = "/var/lib/app"
             );
         }
         for row in &rows {
+            // A key holding a table of settings has a section of its own
+            // here, so its keys are held to the reference too; [reporter]
+            // takes none, and headers are named by the operator.
+            let holds_settings = row.kind == "table"
+                || row.kind.ends_with("of tables")
+                    && !["reporter", "headers"].contains(&row.key.as_str());
+            if holds_settings && row.key != "reporter" {
+                let k = row.key.as_str();
+                let its_own = |s: &str| {
+                    s == format!("[{k}]")
+                        || s == format!("[[{k}]]")
+                        || s.starts_with(&format!("[{k}."))
+                        || s.ends_with(&format!(".{k}]]"))
+                };
+                assert!(
+                    sections.iter().any(|(s, _)| its_own(s)),
+                    "{} {} holds settings but sections() has no section for it",
+                    row.section,
+                    row.key
+                );
+            }
             assert!(
                 sections.iter().any(|(s, _)| *s == row.section),
                 "a key table under a heading that is no section: {}",
@@ -537,6 +584,16 @@ path = "/var/lib/app"
             parse(Path::new("example.toml"), example.clone())
                 .unwrap_or_else(|e| panic!("{e}\n{example}"));
         }
+    }
+
+    #[test]
+    fn a_table_that_is_not_a_key_table_keeps_every_row() {
+        let page = render_man(
+            "# t: a page\n\n## S\n\n| Code | Meaning | Fix |\n|---|---|---|\n| `74` | no spool | make it |\n",
+        );
+        assert!(page.contains("\\fB74\\fR"), "{page}");
+        assert!(page.contains("no spool; make it"), "{page}");
+        assert!(!page.contains("Code"), "the head row is no entry: {page}");
     }
 
     #[test]
