@@ -47,6 +47,7 @@ for p in collector sender reporter; do
     put 0644 "$here/completions/zsh/_$p" "$prefix/share/zsh/site-functions/_$p"
     put 0644 "$here/completions/fish/$p.fish" "$prefix/share/fish/vendor_completions.d/$p.fish"
 done
+put 0644 "$here/man/man5/spoolpost.toml.5.gz" "$prefix/share/man/man5/spoolpost.toml.5.gz"
 put 0644 "$here/dist/cron/spoolpost" "$prefix/share/doc/spoolpost/examples/cron.d-spoolpost"
 put 0644 "$here/spoolpost.toml" "$prefix/share/doc/spoolpost/examples/spoolpost.toml"
 for doc in "$here"/doc/*; do

@@ -46,8 +46,8 @@ pub struct Args {
 
     /// TOML config file with receivers and routing rules.
     ///
-    /// The sender reads [sender], [receivers.NAME] and [[routes]]; see the
-    /// configuration reference in /usr/share/doc/spoolpost/README.md.
+    /// The sender reads [sender], [receivers.NAME] and [[routes]]; every key
+    /// is in spoolpost.toml(5).
     #[arg(long, short = 'c', env = "SPOOLPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

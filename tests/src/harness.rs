@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use crate::config_file::ConfigFile;
+pub use crate::notify::{NotifySocket, spawn_ready};
 use spoolpost_protocol::event::Event;
 use spoolpost_protocol::spool::{State, is_reason_name};
 
@@ -372,6 +374,14 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// The reason record beside a file in `error/` (or waiting with a reason).
+pub fn reason_of(data: &Path) -> spoolpost_protocol::reason::ReasonRecord {
+    let mut name = data.file_name().unwrap().to_os_string();
+    name.push(".reason.json");
+    let text = std::fs::read(data.with_file_name(name)).expect("reason record beside the file");
+    serde_json::from_slice(&text).unwrap()
 }
 
 /// Writes a config file beside the spool and returns its path.

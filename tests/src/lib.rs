@@ -2,8 +2,10 @@
 //! loopback that answers as told and records what it got) and the harness
 //! the integration tests in `tests/` use to run the real binaries.
 
+pub mod config_file;
 pub mod harness;
 pub mod load;
+pub mod notify;
 pub mod proxy;
 pub mod receiver;
 pub mod system;

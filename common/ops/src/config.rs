@@ -257,7 +257,7 @@ pub struct ReceiverConfig {
     #[serde(default = "yes")]
     pub adaptive: bool,
     /// At most this many requests started per period (`"200/s"`, `"N/m"`,
-    /// `"N/h"`), per sender process, for receivers with a quota.
+    /// `"N/h"`), shared by the senders on the spool, for receivers with a quota.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
     /// Status codes retried in addition to 408, 425, 429 and every 5xx.

@@ -13,6 +13,7 @@ use clap::{Command, ValueEnum};
 use clap_complete::Shell;
 use roff::{Roff, bold, roman};
 
+use crate::config_doc;
 use crate::exit::{self, Failure};
 
 /// What `--generate` writes.
@@ -26,6 +27,11 @@ pub enum Generate {
     CompleteZsh,
     /// A fish completion script.
     CompleteFish,
+    /// The configuration file's man page, spoolpost.toml(5), for man5/
+    /// (the same from every program).
+    // Rendered from docs/configuration.md (config_doc); the comment above
+    // is the help text, which names no repository path.
+    ConfigMan,
 }
 
 /// What a program's man page says beyond its flags: pairs of term and text.
@@ -227,6 +233,7 @@ pub fn write(
     let name = cmd.get_name().to_string();
     let shell = match what {
         Generate::Man => return man(cmd, facts, out),
+        Generate::ConfigMan => return config_doc::man(out),
         Generate::CompleteBash => Shell::Bash,
         Generate::CompleteZsh => Shell::Zsh,
         Generate::CompleteFish => Shell::Fish,
@@ -254,7 +261,7 @@ fn man(cmd: Command, facts: &Facts, out: &mut dyn Write) -> io::Result<()> {
 /// Where the package and install.sh put the documents (the
 /// pages named repository paths, `docs/spool.md`, that no install has).
 const SEE_ALSO: &[(&str, &str)] = &[(
-    "collector(1), sender(1), reporter(1)",
+    "collector(1), sender(1), reporter(1), spoolpost.toml(5)",
     "The spool protocol: /usr/share/doc/spoolpost/spool.md; running it as a service: \
      /usr/share/doc/spoolpost/operations.md; everything else: \
      /usr/share/doc/spoolpost/README.md (with install.sh: PREFIX/share/doc/spoolpost/).",
@@ -441,5 +448,12 @@ mod tests {
         assert!(render(Generate::CompleteBash, &Facts::default()).contains("_sample()"));
         assert!(render(Generate::CompleteZsh, &Facts::default()).contains("#compdef sample"));
         assert!(render(Generate::CompleteFish, &Facts::default()).contains("complete -c sample"));
+    }
+
+    #[test]
+    fn the_configuration_page_is_the_same_whatever_the_program() {
+        let page = render(Generate::ConfigMan, &Facts::default());
+        assert!(page.contains(".TH SPOOLPOST.TOML 5"), "{page}");
+        assert!(!page.contains("sample"), "the program's own page leaked in");
     }
 }

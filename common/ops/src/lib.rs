@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod config_check;
+pub mod config_doc;
 pub mod config_dump;
 pub mod config_load;
 pub mod exit;

@@ -4,7 +4,7 @@
 //! every case is a row in a unit table; the sender turns the answer into
 //! its HTTP client's proxy.
 //!
-//! The rules, as the README's "Proxies" section states them:
+//! The rules, as docs/configuration.md's "Proxies" section states them:
 //! - `proxy = "none"`: never a proxy. `proxy = URL`: always that proxy,
 //!   whatever the environment says (NO_PROXY included): it is set per
 //!   receiver, so setting it is the decision.

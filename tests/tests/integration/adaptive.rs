@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Retries come back soon, so a 503 costs the run a little, not a second:
 /// the comparison is between schedulers, not backoff settings.
 const SETTINGS: &str =
-    "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n";
+    "backoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000";
 
 struct Run {
     took: Duration,
@@ -38,13 +38,10 @@ fn run_senders(senders: usize, files: usize, receiver: &str, args: &[&str]) -> R
     let rx = Receiver::start();
     rx.capacity(CAPACITY, WORK);
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "{SETTINGS}[receivers.busy]\nurl = \"{}\"\n{receiver}\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("busy", &rx.url("/in"))
+        .sender(SETTINGS)
+        .with(receiver)
+        .write(&spool);
     for i in 0..files {
         spool.put(format!("f-{i}"), b"x");
     }
@@ -153,13 +150,7 @@ fn adaptive_false_pins_the_limit_at_concurrency() {
 fn a_restarted_sender_starts_from_the_remembered_limit() {
     let rx = Receiver::start();
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in")).write(&spool);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -197,13 +188,9 @@ fn a_restarted_sender_starts_from_the_remembered_limit() {
 /// set to `rate`, and its config.
 fn quota_spool(rx: &Receiver, rate: &str, files: usize) -> (TestSpool, std::path::PathBuf) {
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.quota]\nurl = \"{}\"\nrate_limit = \"{rate}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("quota", &rx.url("/in"))
+        .with(&format!("rate_limit = \"{rate}\""))
+        .write(&spool);
     for i in 0..files {
         spool.put(format!("f-{i}"), b"x");
     }
@@ -324,10 +311,9 @@ fn three_senders_on_one_spool_share_one_rate_limit() {
 #[test]
 fn a_rate_limit_that_is_not_a_rate_is_a_config_error_naming_its_line() {
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        "[receivers.quota]\nurl = \"http://127.0.0.1:9/\"\nrate_limit = \"50/day\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
-    );
+    let cfg = ConfigFile::to("quota", "http://127.0.0.1:9/")
+        .with("rate_limit = \"50/day\"")
+        .write(&spool);
     for check in [true, false] {
         let mut cmd = sender(&spool);
         cmd.arg("--config").arg(&cfg).arg("--once");
@@ -350,13 +336,9 @@ fn the_reporter_shows_the_pace_of_live_senders_only() {
     let rx = Receiver::start();
     rx.capacity(CAPACITY, Duration::from_millis(20));
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "{SETTINGS}[receivers.busy]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("busy", &rx.url("/in"))
+        .sender(SETTINGS)
+        .write(&spool);
     for i in 0..3000 {
         spool.put(format!("f-{i}"), b"x");
     }
@@ -458,13 +440,7 @@ fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
     let rx = Receiver::start();
     rx.queueing(Duration::from_millis(10), Duration::from_millis(1));
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.shared]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"shared\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("shared", &rx.url("/in")).write(&spool);
     for i in 0..2000 {
         spool.put(format!("f-{i}"), b"x");
     }
@@ -497,13 +473,10 @@ fn a_rate_limit_still_honours_retry_after() {
     let rx = Receiver::start();
     rx.script("/in", [Reply::status(429).retry_after("3")]);
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"10s\"\n[receivers.quota]\nurl = \"{}\"\nrate_limit = \"1000/s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"quota\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("quota", &rx.url("/in"))
+        .sender("backoff_initial = \"20ms\"\nbackoff_max = \"10s\"")
+        .with("rate_limit = \"1000/s\"")
+        .write(&spool);
     spool.put("a", b"x");
     let before = std::time::SystemTime::now();
     run(

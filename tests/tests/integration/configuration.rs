@@ -7,8 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use spoolpost_tests::harness::{TestSpool, collector, config, path_str, reporter, run, sender};
+use spoolpost_protocol::spool::State;
+use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::Receiver;
+use spoolpost_tests::system::{as_nobody, open_path_to_others};
 
+const MINUTE: Duration = Duration::from_secs(60);
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A file with every section, a literal secret and one from a variable.
@@ -182,4 +186,312 @@ fn every_program_s_check_lists_the_problems_of_every_section() {
             );
         }
     }
+}
+
+#[test]
+fn bad_configuration_and_usage_give_clear_errors_and_exit_codes() {
+    let spool = TestSpool::new();
+    let cfg = config(&spool, "[sender]\nconcurrency = 4\nconcurency = 5\n");
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stderr.contains("spoolpost.toml:3:"), "{}", out.stderr);
+    assert!(out.stderr.contains("concurency"), "{}", out.stderr);
+
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"nope\"\n",
+    );
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        out.stderr.contains(":5:") && out.stderr.contains("no [receivers.nope]"),
+        "{}",
+        out.stderr
+    );
+
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://x\"\nheaders = { A = { env = \"SPOOLPOST_TEST_UNSET\" } }\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        out.stderr.contains("SPOOLPOST_TEST_UNSET"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(sender(&spool).arg("--once"), MINUTE);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--url"), "{}", out.stderr);
+
+    let out = run(sender(&spool).args(["--once", "--url", "ftp://x/"]), MINUTE);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("only http and https"), "{}", out.stderr);
+
+    let cfg = config(
+        &spool,
+        "[sender]\nthreads = 0\n[receivers.a]\nurl = \"http://x\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stderr.contains("threads"), "{}", out.stderr);
+    let out = run(
+        sender(&spool).args(["--once", "--url", "http://x/", "--threads", "0"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--threads"), "{}", out.stderr);
+}
+
+/// Runs `--check` and returns (exit code, stdout, stderr).
+fn check(cmd: &mut Command) -> (i32, String, String) {
+    let out = run(cmd.arg("--check"), LIMIT);
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+/// Receiver `main` taking every file, with `receiver` lines from the
+/// fourth line of the file on.
+fn sender_config(spool: &TestSpool, receiver: &str) -> std::path::PathBuf {
+    ConfigFile::to("main", "http://127.0.0.1:9/")
+        .spool(&spool.root)
+        .with(receiver)
+        .write(spool)
+}
+
+#[test]
+fn check_passes_a_good_setup_with_plain_flags_and_creates_nothing() {
+    let spool = TestSpool::new();
+    let (code, out, err) = check(sender(&spool).args(["--url", "http://127.0.0.1:9/"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok:"), "{out}");
+    let fresh = spool.side("not-yet").join("spool");
+    let (code, _, err) = check(
+        spoolpost_tests::harness::command("collector")
+            .arg("--spool")
+            .arg(&fresh)
+            .arg("--create-spool")
+            .arg("--source")
+            .arg(spool.side("in")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!fresh.exists(), "--check must create nothing");
+}
+
+#[test]
+fn check_names_the_line_of_bad_toml_and_unknown_keys() {
+    let spool = TestSpool::new();
+    let bad = config(&spool, "[sender]\nconcurrency = \n");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&bad));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("spoolpost.toml:2:"), "{err}");
+    let unknown = sender_config(&spool, "colour = \"red\"");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&unknown));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("spoolpost.toml:4:") && err.contains("colour"),
+        "{err}"
+    );
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&bad));
+    assert_eq!(code, 78, "{err}");
+}
+
+#[test]
+fn check_reports_every_secret_that_does_not_resolve() {
+    let spool = TestSpool::new();
+    let cfg = sender_config(
+        &spool,
+        "headers = { A = { env = \"SPOOLPOST_LIFECYCLE_UNSET\" }, B = { file = \"/nonexistent/token\" } }",
+    );
+    let (code, _, err) = check(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("SPOOLPOST_LIFECYCLE_UNSET"),
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("SPOOLPOST_LIFECYCLE_UNSET"), "{err}");
+    assert!(
+        err.contains("/nonexistent/token"),
+        "both problems, not the first only: {err}"
+    );
+    assert!(err.contains("spoolpost.toml:4:"), "{err}");
+}
+
+#[test]
+fn check_as_another_user_finds_an_unreadable_secret_and_an_unwritable_spool() {
+    let spool = TestSpool::new();
+    let token = spool.side("etc").join("token");
+    std::fs::write(&token, "s3cret").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cfg = sender_config(
+        &spool,
+        &format!("headers = {{ A = {{ file = {:?} }} }}", path_str(&token)),
+    );
+    open_path_to_others(&spool.root);
+    open_path_to_others(&cfg);
+    let (code, _, err) = check(&mut as_nobody(sender(&spool).arg("--config").arg(&cfg)));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("token"),
+        "{err}"
+    );
+    let (code, _, err) = check(&mut as_nobody(
+        sender(&spool).args(["--url", "http://127.0.0.1:9/"]),
+    ));
+    assert_eq!(code, 74, "{err}");
+    assert!(err.contains("not writable"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_missing_or_certificate_less_ca_file() {
+    let spool = TestSpool::new();
+    let cfg = sender_config(&spool, "ca_file = \"/nonexistent/ca.pem\"");
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("ca.pem"), "{err}");
+    let empty = spool.side("etc").join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let cfg = sender_config(&spool, &format!("ca_file = {:?}", path_str(&empty)));
+    let (code, _, err) = check(sender(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("empty.pem"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_source_inside_the_spool_and_a_one_shot_run_s_missing_source() {
+    let spool = TestSpool::new();
+    let (code, _, err) = check(
+        collector(&spool)
+            .arg("--source")
+            .arg(spool.dir(State::Done)),
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("inside the spool"), "{err}");
+    let cfg = config(
+        &spool,
+        "[[collector.sources]]\npath = \"/nonexistent/drop\"\n",
+    );
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg).arg("--once"));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("spoolpost.toml:2:") && err.contains("/nonexistent/drop"),
+        "{err}"
+    );
+    // The daemon keeps looking for a missing source: its check warns, at
+    // the same line, and passes, so a unit can start.
+    let (code, _, err) = check(collector(&spool).arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: ")
+            && err.contains("spoolpost.toml:2:")
+            && err.contains("/nonexistent/drop"),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_reports_a_closed_port_an_untrusted_certificate_and_a_good_receiver() {
+    let spool = TestSpool::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, _, err) = check(sender(&spool).args(["--url", &url, "--probe"]));
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("connect") && err.contains(&port.to_string()),
+        "{err}"
+    );
+
+    let (tls, ca) = Receiver::start_tls();
+    let url = tls.url("/in");
+    let (code, _, err) = check(sender(&spool).args(["--url", &url, "--probe"]));
+    assert_eq!(code, 75, "an untrusted certificate: {err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+
+    let ca_path = spool.side("etc").join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let cfg = ConfigFile::to("main", &url)
+        .with(&format!("ca_file = {:?}", path_str(&ca_path)))
+        .write(&spool);
+    let (code, out, err) = check(sender(&spool).arg("--config").arg(&cfg).arg("--probe"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("probe main") && out.contains("ok in"), "{out}");
+    assert_eq!(tls.count(), 0, "a probe sends no request");
+}
+
+#[test]
+fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = 0\n\
+         [receivers.b]\nurl = \"http://127.0.0.1:9/\"\ngzip_level = 12\n\
+         [[routes]]\nglob = \"*.x\"\nreceiver = \"nosuch\"\n\
+         [[routes]]\nglob = \"[\"\nreceiver = \"a\"\n",
+    );
+    let typo = spool.side("t").join("spooool");
+    let (code, _, err) = check(
+        spoolpost_tests::harness::command("sender")
+            .arg("--spool")
+            .arg(&typo)
+            .arg("--config")
+            .arg(&cfg),
+    );
+    assert_eq!(code, 78, "{err}");
+    for what in [
+        "receiver a: concurrency",
+        "receiver b: gzip_level",
+        "\"nosuch\"",
+        "bad glob",
+        path_str(&typo),
+    ] {
+        assert!(err.contains(what), "{what:?} is not among:\n{err}");
+    }
+    let (one, two) = (
+        spool.side("t").join("nosuch1"),
+        spool.side("t").join("nosuch2"),
+    );
+    let collector = |once: bool| {
+        let mut cmd = spoolpost_tests::harness::command("collector");
+        cmd.arg("--spool")
+            .arg(&typo)
+            .arg("--source")
+            .arg(&one)
+            .arg("--source")
+            .arg(&two);
+        if once {
+            cmd.arg("--once");
+        }
+        check(&mut cmd)
+    };
+    // A one-shot run refuses missing sources (78); the daemon keeps looking
+    // for them, so its check names them as warnings and only
+    // the mistyped spool fails it (74).
+    for (once, code_wanted) in [(true, 78), (false, 74)] {
+        let (code, _, err) = collector(once);
+        assert_eq!(code, code_wanted, "--once {once}: {err}");
+        for what in [path_str(&one), path_str(&two), path_str(&typo)] {
+            assert!(err.contains(what), "{what:?} is not among:\n{err}");
+        }
+        assert_eq!(
+            err.matches("warning: source").count(),
+            if once { 0 } else { 2 },
+            "{err}"
+        );
+    }
+    assert!(!typo.exists(), "--check must create nothing");
 }

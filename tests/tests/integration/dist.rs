@@ -62,6 +62,41 @@ fn each_man_page_has_the_sections_beyond_help_and_renders() {
     }
 }
 
+/// docs/configuration.md as a man page renders without a warning, is the
+/// same from every program, and keeps its key tables as tagged paragraphs.
+#[test]
+fn the_configuration_man_page_renders_the_reference() {
+    let page = generate("sender", "config-man");
+    for program in ["collector", "reporter"] {
+        assert_eq!(generate(program, "config-man"), page, "{program}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spoolpost.toml.5");
+    std::fs::write(&file, &page).unwrap();
+    let shown = run(
+        Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&file)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80"),
+        LIMIT,
+    );
+    shown.assert_success();
+    assert!(shown.stderr.is_empty(), "{}", shown.stderr);
+    for text in [
+        "SPOOLPOST.TOML(5)",
+        "[RECEIVERS.NAME]",
+        "breaker_open_max",
+        "Proxies",
+    ] {
+        assert!(
+            shown.stdout.contains(text),
+            "{text} missing from:\n{}",
+            shown.stdout
+        );
+    }
+}
+
 #[test]
 fn each_bash_completion_is_valid_bash() {
     for program in PROGRAMS {
@@ -85,7 +120,7 @@ fn an_unknown_generate_value_is_exit_2_with_the_list() {
         assert_eq!(done.status.code(), Some(2), "{program}");
         assert!(
             done.stderr
-                .contains("man, complete-bash, complete-zsh, complete-fish"),
+                .contains("man, complete-bash, complete-zsh, complete-fish, config-man"),
             "{program}: {}",
             done.stderr
         );
@@ -250,7 +285,13 @@ fn tmpfiles_logrotate_and_cron_files_are_well_formed() {
 }
 
 /// The documents the package installs, as install.sh puts them.
-const INSTALLED_DOCS: [&str; 4] = ["README.md", "operations.md", "spool.md", "platforms.md"];
+const INSTALLED_DOCS: [&str; 5] = [
+    "README.md",
+    "configuration.md",
+    "operations.md",
+    "spool.md",
+    "platforms.md",
+];
 
 /// What a text refers a reader to that the package does not install: man
 /// pages other than the three, and repository paths (`docs/…`, "the
@@ -303,6 +344,9 @@ fn issue_29_5_man_pages_and_package_messages_refer_only_to_what_is_installed() {
         let bad = dangling_references(&page);
         assert!(bad.is_empty(), "{program}(1) refers to {bad:?}");
     }
+    let page = generate("sender", "config-man");
+    let bad = dangling_references(&page);
+    assert!(bad.is_empty(), "spoolpost.toml(5) refers to {bad:?}");
     for script in ["postinst", "postrm", "prerm"] {
         let text = std::fs::read_to_string(dist().join("maintainer").join(script)).unwrap();
         // The messages the operator sees: echo lines.

@@ -1,36 +1,54 @@
 //! spoolpost's integration tests: the real binaries, run as processes over
 //! real files against the real test receiver on 127.0.0.1. One test binary
-//! (one link, one harness), one module per subject:
+//! (one link, one harness), one file per behaviour it specifies:
 //!
-//! - `sender`, `collector`, `reporter`: each program on its own and with
-//!   the others;
-//! - `configuration`: the file the three share, as `--print-config` shows
-//!   it and as every `--check` checks it;
+//! - sending: `delivery`, `retry`, `circuits`, `endpoints` (several URLs,
+//!   failover), `adaptive` (each receiver's pace and rate limit),
+//!   `compression`, `tls`, `proxies`, `http_versions`;
+//! - collecting: `collection`;
+//! - running as a service: `signals`, `reload` (SIGHUP), `sd_notify`,
+//!   `configuration` (`--print-config`, every `--check` and refusal);
+//! - the operator's tools: `reporting`, `queue` (list, flush, requeue,
+//!   hold), `replay`, `terminal` (a person at a terminal);
+//! - what ships: `dist` (units, man pages, packages), `documented` (every
+//!   command the docs show parses);
 //! - `conformance`: the rules of docs/spool.md that other implementations
 //!   must follow, checked against a spool as a second implementation would
 //!   leave it;
-//! - `lifecycle`, `queue`, `terminal`, `adaptive`, `dist`: running as a
-//!   service, the queue tools, a person at a terminal, each receiver's pace,
-//!   and what dist/ ships;
 //! - `bad_input`: the fault catalogue, one small case per hostile input or
 //!   fault;
-//! - `regression`: defects found outside the catalogue's families;
-//! - `replay`: sending delivered files again (`reporter replay`).
+//! - `regression`: defects found outside the catalogue's families, and the
+//!   naming rule for every regression test (`issue_N_ITEM_...`).
+//!
+//! The harness is `spoolpost_tests::harness` (a temporary spool, the
+//! binaries, `ConfigFile` for the configuration, `spawn_ready` to start a
+//! daemon and wait for its READY=1); `support` holds set-ups several files
+//! share. A test that cannot run here fails, or is `#[ignore]`d with the
+//! reason (the package tests, which need dist/package's output).
 //!
 //! `cargo test -p spoolpost-tests --test integration MODULE::` runs one.
 
 mod adaptive;
 mod bad_input;
-mod collector;
+mod circuits;
+mod collection;
+mod compression;
 mod configuration;
 mod conformance;
+mod delivery;
 mod dist;
 mod documented;
-mod lifecycle;
+mod endpoints;
+mod http_versions;
+mod proxies;
 mod queue;
 mod regression;
+mod reload;
 mod replay;
-mod reporter;
-mod sender;
+mod reporting;
+mod retry;
+mod sd_notify;
+mod signals;
 mod support;
 mod terminal;
+mod tls;

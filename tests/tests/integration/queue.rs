@@ -1,5 +1,5 @@
-//! The queue tools: `reporter list`, `reporter flush` and
-//! `reporter --check`, run as real binaries over real spools, with real
+//! The queue tools: `reporter list`, `flush`, `requeue`, `hold`/`release`
+//! and `reporter --check`, run as real binaries over real spools, with real
 //! senders and the test receiver where files must move.
 
 use std::ffi::OsStr;
@@ -9,11 +9,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use spoolpost_protocol::spool::State;
-use spoolpost_tests::harness::{
-    TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
-};
+use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
+use crate::reporting::{json, routes};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use spoolpost_protocol::name::SpoolName;
+const MINUTE: Duration = Duration::from_secs(60);
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn code(cmd: &mut Command) -> (i32, String, String) {
@@ -23,13 +26,10 @@ fn code(cmd: &mut Command) -> (i32, String, String) {
 
 /// A config routing everything to `main` at `url`, with `sender` settings.
 fn one_receiver(spool: &TestSpool, url: &str, sender: &str) -> std::path::PathBuf {
-    config(
-        spool,
-        &format!(
-            "spool = {:?}\n[sender]\n{sender}\n[receivers.main]\nurl = {url:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"main\"\n",
-            path_str(&spool.root)
-        ),
-    )
+    ConfigFile::to("main", url)
+        .spool(&spool.root)
+        .sender(sender)
+        .write(spool)
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -90,13 +90,13 @@ fn flush_wakes_a_sender_waiting_an_hour_and_the_retries_go_at_once_under_their_k
 #[test]
 fn flush_leaves_other_receivers_and_files_not_yet_tried_alone() {
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "spool = {:?}\n[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[receivers.b]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"a*\"\nreceiver = \"a\"\n[[routes]]\nglob = \"*\"\nreceiver = \"b\"\n",
-            path_str(&spool.root)
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .spool(&spool.root)
+        .receiver("a", "http://127.0.0.1:9/", "")
+        .receiver("b", "http://127.0.0.1:9/", "")
+        .route(r#"glob = "a*""#, "a")
+        .route_all("b")
+        .write(&spool);
     let later = SystemTime::now() + Duration::from_secs(3600);
     let retry = |name: &str| {
         spool.put(name, b"x");
@@ -306,10 +306,7 @@ fn check_passes_a_readable_spool_and_names_what_is_wrong() {
 
 #[test]
 fn check_as_another_user_finds_a_spool_it_cannot_read() {
-    if !spoolpost_tests::system::is_root() {
-        eprintln!("skipped: needs root to drop to nobody");
-        return;
-    }
+    spoolpost_tests::system::require_root("drops to nobody");
     let spool = TestSpool::new();
     spoolpost_tests::system::open_path_to_others(&spool.root);
     use std::os::unix::fs::PermissionsExt;
@@ -351,17 +348,13 @@ fn issue_29_6_list_counts_attempts_as_the_events_do() {
     let receiver = Receiver::start();
     receiver.answer_path("/bad", Reply::status(422));
     receiver.script("/retry", [Reply::status(503), Reply::status(400)]);
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"200ms\"\n\
-             [receivers.bad]\nurl = {:?}\n[receivers.retry]\nurl = {:?}\n\
-             [[routes]]\nglob = \"a*\"\nreceiver = \"bad\"\n\
-             [[routes]]\nglob = \"*\"\nreceiver = \"retry\"\n",
-            receiver.url("/bad"),
-            receiver.url("/retry"),
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("backoff_initial = \"100ms\"\nbackoff_max = \"200ms\"")
+        .receiver("bad", &receiver.url("/bad"), "")
+        .receiver("retry", &receiver.url("/retry"), "")
+        .route(r#"glob = "a*""#, "bad")
+        .route_all("retry")
+        .write(&spool);
     spool.put("a.json", b"1");
     spool.put("b.json", b"2");
     let events = spool.side("log").join("events.jsonl");
@@ -591,4 +584,115 @@ fn hold_file_puts_one_waiting_file_aside_until_it_is_released() {
     .assert_success();
     assert_eq!(rx.count(), 2);
     assert_eq!(spool.count(State::Done), 2);
+}
+
+#[test]
+fn requeue_moves_exactly_the_selected_files_and_the_sender_delivers_them() {
+    let rx = Receiver::start();
+    rx.script(
+        "/orders",
+        [Reply::status(503), Reply::status(503), Reply::status(422)],
+    );
+    let spool = TestSpool::new();
+    let cfg = ConfigFile::to("orders", &rx.url("/orders"))
+        .sender("max_attempts = 1")
+        .write(&spool);
+    for i in 0..3 {
+        spool.put(format!("orders-{i}"), format!("{i}").as_bytes());
+    }
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    )
+    .assert_success();
+    assert_eq!(spool.count(State::Error), 3, "{:?}", spool.census());
+
+    let out = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["requeue", "--status", "503"]),
+        MINUTE,
+    );
+    out.assert_success();
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+    assert!(out.stderr.contains("requeued 2 files"));
+    assert_eq!(spool.count(State::Error), 1, "the 422 stays");
+    assert_eq!(spool.count(State::Incoming), 2);
+    let reasons = std::fs::read_dir(spool.dir(State::Error)).unwrap().count();
+    assert_eq!(reasons, 2, "the remaining file and its reason record only");
+    for name in spool.names(State::Incoming) {
+        let n = SpoolName::parse(OsStr::new(std::str::from_utf8(&name).unwrap()));
+        assert_eq!((n.attempts, n.first_attempt), (0, None), "a fresh start");
+        assert!(n.key.is_some(), "the key stays");
+    }
+
+    let out = run(reporter(&spool).args(["requeue"]), MINUTE);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "requeue without a selector is refused"
+    );
+
+    run(
+        sender(&spool).arg("--once").arg("--config").arg(&cfg),
+        MINUTE,
+    )
+    .assert_success();
+    assert_eq!(spool.count(State::Done), 2);
+}
+
+#[test]
+fn holds_keep_a_receiver_s_files_waiting_and_circuits_show_through_the_spool() {
+    let rx = Receiver::start();
+    rx.answer_path("/audit", Reply::status(503));
+    let spool = TestSpool::new();
+    let cfg = routes(&spool, &rx.url(""));
+    run(reporter(&spool).args(["hold", "orders"]), MINUTE).assert_success();
+    for i in 0..5 {
+        spool.put(format!("orders-{i}"), b"o");
+        spool.put(format!("audit-{i}"), b"a");
+    }
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+    assert!(eventually(MINUTE, || rx.count_path("/audit") >= 2));
+    let report = || {
+        let out = run(
+            reporter(&spool)
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--format", "json"]),
+            MINUTE,
+        );
+        out.assert_success();
+        json(&out)
+    };
+    assert!(eventually(
+        Duration::from_secs(10),
+        || report()["receivers"]["audit"]["circuit"]["state"] == "open"
+    ));
+    let r = report();
+    assert_eq!(r["receivers"]["orders"]["held"], true);
+    assert_eq!(r["receivers"]["orders"]["circuit"]["state"], "closed");
+    assert_eq!(rx.count_path("/orders"), 0, "held");
+    let out = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--fail-if", "open_circuits > 0"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(3));
+
+    run(reporter(&spool).args(["release", "orders"]), MINUTE).assert_success();
+    assert!(
+        eventually(Duration::from_secs(10), || rx.count_path("/orders") == 5),
+        "released"
+    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait(MINUTE).assert_success();
+    assert_eq!(
+        report()["receivers"]["audit"].get("circuit"),
+        Some(&Value::Null),
+        "gone with its sender"
+    );
 }

@@ -1,7 +1,13 @@
 //! Defects found in earlier rounds outside the fault catalogue's families
 //! (the catalogue, `bad_input`, keeps its own defect cases beside the faults
-//! they belong to). Each test is named after the issue and item that found
-//! it and fails on the code as it was before the fix.
+//! they belong to), each failing on the code as it was before the fix.
+//!
+//! One naming convention for every regression test, here and in the
+//! behaviour files: `issue_N_ITEM_` (or `issue_N_` for a whole report), the
+//! report and item that found the defect, then the behaviour the test
+//! holds, as any test is named: `issue_13_10_a_zero_timeout_is_refused`. A
+//! defect found without a report is named by its behaviour alone; its
+//! commit says what it was.
 
 use std::time::Duration;
 
@@ -10,12 +16,12 @@ use spoolpost_tests::harness::*;
 
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::reporter::{json, put_aged, routes};
+use crate::reporting::{json, put_aged, routes};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 #[test]
-fn reporter_13_11_a_mistyped_spool_is_exit_74_and_is_not_created() {
+fn issue_13_11_a_mistyped_spool_is_exit_74_for_the_reporter_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo");
     let commands: [&[&str]; 5] = [
@@ -44,7 +50,7 @@ fn reporter_13_11_a_mistyped_spool_is_exit_74_and_is_not_created() {
 }
 
 #[test]
-fn reporter_13_11_a_read_only_spool_works_for_every_read_only_command() {
+fn issue_13_11_a_read_only_spool_works_for_every_read_only_reporter_command() {
     use spoolpost_tests::system::*;
     let spool = TestSpool::new();
     let cfg = routes(&spool, "http://127.0.0.1:9");
@@ -103,7 +109,7 @@ fn reporter_13_11_a_read_only_spool_works_for_every_read_only_command() {
 }
 
 #[test]
-fn reporter_13_8_entries_no_program_handles_are_counted_and_shown() {
+fn issue_13_8_entries_no_program_handles_are_counted_and_shown() {
     let spool = TestSpool::new();
     let live = ClaimFolder::create(&Spool::open(&spool.root).unwrap()).unwrap();
     std::fs::write(
@@ -181,7 +187,7 @@ fn reporter_13_8_entries_no_program_handles_are_counted_and_shown() {
 }
 
 #[test]
-fn reporter_13_hold_of_a_name_that_cannot_be_a_receiver_is_bad_input() {
+fn issue_13_hold_of_a_name_that_cannot_be_a_receiver_is_bad_input() {
     let spool = TestSpool::new();
     for name in ["../x", "a\nb", ".x", "a/b", ""] {
         let out = run(reporter(&spool).args(["hold", name]), MINUTE);
@@ -202,7 +208,7 @@ fn reporter_13_hold_of_a_name_that_cannot_be_a_receiver_is_bad_input() {
 }
 
 #[test]
-fn reporter_13_10_hold_of_a_receiver_the_config_lacks_is_a_config_error() {
+fn issue_13_10_hold_of_a_receiver_the_config_lacks_is_a_config_error() {
     let spool = TestSpool::new();
     let cfg = routes(&spool, "http://127.0.0.1:9");
     let out = run(
@@ -236,7 +242,7 @@ fn reporter_13_10_hold_of_a_receiver_the_config_lacks_is_a_config_error() {
 }
 
 #[test]
-fn reporter_13_output_errors_name_the_path() {
+fn issue_13_the_reporter_s_output_errors_name_the_path() {
     let spool = TestSpool::new();
     let target = spool
         .root
@@ -258,30 +264,17 @@ fn reporter_13_output_errors_name_the_path() {
 /// under the receiver its whole name routes to, and `names/` is one of the
 /// spool's own folders, not an unexpected entry.
 #[test]
-fn reporter_13_3_a_cut_name_is_routed_by_its_whole_name_and_names_is_expected() {
+fn issue_13_3_a_cut_name_is_routed_by_its_whole_name_and_names_is_expected() {
     let rx = Receiver::start();
     rx.answer(Reply::status(503));
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            r#"
-[sender]
-backoff_initial = "1h"
-[receivers.orders]
-url = "{url}/orders"
-[receivers.audit]
-url = "{url}/audit"
-[[routes]]
-glob = "*-audit"
-receiver = "audit"
-[[routes]]
-glob = "*"
-receiver = "orders"
-"#,
-            url = rx.url("")
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("backoff_initial = \"1h\"")
+        .receiver("orders", &rx.url("/orders"), "")
+        .receiver("audit", &rx.url("/audit"), "")
+        .route(r#"glob = "*-audit""#, "audit")
+        .route_all("orders")
+        .write(&spool);
     // Only the tail, which the cut removes, says "audit".
     let name = format!("{}-audit", "x".repeat(249));
     assert_eq!(name.len(), 255);
@@ -323,7 +316,7 @@ receiver = "orders"
 /// them too, not only `list` (which was fixed first). One reader in common,
 /// `ReasonRecord::read`, now serves all three.
 #[test]
-fn reporter_a_fifo_named_like_a_reason_record_hangs_no_reporter_command() {
+fn a_fifo_named_like_a_reason_record_hangs_no_reporter_command() {
     let spool = TestSpool::new();
     std::fs::write(spool.dir(State::Error).join("stuck.json"), b"x").unwrap();
     nix::unistd::mkfifo(

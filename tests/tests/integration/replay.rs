@@ -16,7 +16,7 @@ use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::Receiver;
 
-use crate::reporter::routes;
+use crate::reporting::routes;
 
 const MINUTE: Duration = Duration::from_secs(60);
 

@@ -255,14 +255,13 @@ fn the_reporter_table_fits_80_columns() {
     assert!(wide.is_empty(), "lines wider than 80 columns: {wide:#?}");
 }
 
-/// A config routing everything to `orders` (and `extra` receivers before it).
-fn watched_config(spool: &TestSpool, url: &str, extra: &str) -> PathBuf {
-    config(
-        spool,
-        &format!(
-            "{extra}[receivers.orders]\nurl = {url:?}\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n"
-        ),
-    )
+/// `extra` with a receiver `orders` at `url` that takes every file its
+/// routes leave.
+fn watched_config(spool: &TestSpool, url: &str, extra: ConfigFile) -> PathBuf {
+    extra
+        .receiver("orders", url, "")
+        .route_all("orders")
+        .write(spool)
 }
 
 /// The last screen's TRENDS row for `name`.
@@ -281,7 +280,7 @@ fn reporter_watch_redraws_one_report_in_place_with_trends_that_follow_deliveries
     let spool = spool_with(0);
     let receiver = Receiver::start();
     receiver.answer(Reply::ok());
-    let cfg = watched_config(&spool, &receiver.url("/in"), "");
+    let cfg = watched_config(&spool, &receiver.url("/in"), ConfigFile::new());
     let events = spool.side("log").join("events.jsonl");
     std::fs::write(&events, "").unwrap();
     let mut watch = reporter(&spool);
@@ -346,7 +345,7 @@ fn reporter_watch_rereads_its_config_on_sighup_and_a_broken_one_keeps_it_running
     use nix::unistd::Pid;
 
     let spool = spool_with(0);
-    let cfg = watched_config(&spool, "http://127.0.0.1:9/", "");
+    let cfg = watched_config(&spool, "http://127.0.0.1:9/", ConfigFile::new());
     let side = spool.side("watch");
     let (pid_file, err_file) = (side.join("pid"), side.join("stderr"));
     let mut watch = reporter(&spool);
@@ -366,7 +365,9 @@ fn reporter_watch_rereads_its_config_on_sighup_and_a_broken_one_keeps_it_running
         .unwrap();
     let hup = || kill(Pid::from_raw(pid), Signal::SIGHUP).unwrap();
 
-    let audit = "[receivers.audit]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.audit\"\nreceiver = \"audit\"\n";
+    let audit = ConfigFile::new()
+        .receiver("audit", "http://127.0.0.1:9/", "")
+        .route(r#"glob = "*.audit""#, "audit");
     watched_config(&spool, "http://127.0.0.1:9/", audit);
     hup();
     screen.wait_for("  audit ");
@@ -421,7 +422,7 @@ fn reporter_watch_draws_from_a_pipe_while_the_sender_still_runs() {
     let cfg = watched_config(
         &spool,
         &receiver.url("/in"),
-        "[sender]\nrescan_interval = \"1s\"\n",
+        ConfigFile::new().sender("rescan_interval = \"1s\""),
     );
     for i in 0..5 {
         spool.put(format!("a{i}.log"), b"x\n");
@@ -501,16 +502,12 @@ fn busy_spool() -> (TestSpool, Receiver, PathBuf, PathBuf) {
     let receiver = Receiver::start();
     receiver.answer(Reply::ok());
     receiver.answer_path("/audit", Reply::status(422));
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.orders]\nurl = {:?}\n[receivers.audit]\nurl = {:?}\n\
-             [[routes]]\nglob = \"audit-*\"\nreceiver = \"audit\"\n\
-             [[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
-            receiver.url("/in"),
-            receiver.url("/audit"),
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .receiver("orders", &receiver.url("/in"), "")
+        .receiver("audit", &receiver.url("/audit"), "")
+        .route(r#"glob = "audit-*""#, "audit")
+        .route_all("orders")
+        .write(&spool);
     for i in 0..4 {
         spool.put(format!("o{i}.log"), b"x\n");
         spool.put(format!("audit-{i}.log"), b"x\n");

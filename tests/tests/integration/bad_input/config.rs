@@ -125,13 +125,13 @@ fn a_missing_ca_file_is_refused() {
 }
 
 #[test]
-fn regression_13_10_an_empty_ca_file_is_refused() {
+fn issue_13_10_an_empty_ca_file_is_refused() {
     let (_dir, text) = with_ca(b"");
     refused_at(&text, 3, "holds no certificate");
 }
 
 #[test]
-fn regression_13_10_a_ca_file_with_no_certificate_is_refused() {
+fn issue_13_10_a_ca_file_with_no_certificate_is_refused() {
     let (_dir, text) = with_ca(b"just some text, no PEM at all\n");
     refused_at(&text, 3, "holds no certificate");
     let (_dir, text) = with_ca(
@@ -147,7 +147,7 @@ fn a_malformed_ca_file_is_refused() {
 }
 
 #[test]
-fn regression_13_10_a_zero_timeout_is_refused() {
+fn issue_13_10_a_zero_timeout_is_refused() {
     refused_at(
         &format!("{OK}[receivers.r2]\nurl = \"http://h/\"\ntimeout = \"0s\"\n"),
         8,
@@ -166,7 +166,7 @@ fn regression_13_10_a_zero_timeout_is_refused() {
 }
 
 #[test]
-fn regression_13_4_a_receiver_name_with_a_newline_is_refused() {
+fn issue_13_4_a_receiver_name_with_a_newline_is_refused() {
     refused_at(
         "[receivers.\"a\\nb\"]\nurl = \"http://h/\"\n[[routes]]\nglob = \"*\"\nreceiver = \"a\\nb\"\n",
         1,

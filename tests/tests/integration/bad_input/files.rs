@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spoolpost_protocol::event::EventKind;
-use spoolpost_protocol::reason::{ErrorClass, ReasonRecord};
+use spoolpost_protocol::reason::ErrorClass;
 use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
@@ -17,13 +17,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 const BIG: usize = 20 << 20;
 /// Where the receiver stops reading until the test made its change.
 const HOLD_AT: u64 = 1 << 20;
-
-pub fn reason_of(data: &Path) -> ReasonRecord {
-    let mut name = data.file_name().unwrap().to_os_string();
-    name.push(".reason.json");
-    let text = std::fs::read(data.with_file_name(name)).expect("reason record beside the file");
-    serde_json::from_slice(&text).unwrap()
-}
 
 /// The path of the one claimed file whose original name is `original`.
 fn claimed(spool: &TestSpool, original: &str) -> Option<PathBuf> {

@@ -14,8 +14,6 @@ use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::raw::{Act, RawServer};
 use spoolpost_tests::receiver::{Receiver, Reply};
 
-use crate::bad_input::files::reason_of;
-
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// One small file sent once to `url`; returns the run.
@@ -218,13 +216,9 @@ fn tls_config(spool: &TestSpool, url: &str, ca: Option<&str>) -> std::path::Path
         std::fs::write(&path, pem).unwrap();
         format!("ca_file = \"{}\"", path_str(&path))
     });
-    config(
-        spool,
-        &format!(
-            "[receivers.r]\nurl = \"{url}\"\n{}\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            ca_line.unwrap_or_default()
-        ),
-    )
+    ConfigFile::to("r", url)
+        .with(&ca_line.unwrap_or_default())
+        .write(spool)
 }
 
 /// One small file sent once with the config at `cfg`.
@@ -432,13 +426,9 @@ fn issue_17_accept_early_answer_restores_delivery_on_an_early_2xx() {
     let rx = Receiver::start();
     rx.answer(Reply::early());
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[receivers.stub]\nurl = \"{}\"\naccept_early_answer = true\n[[routes]]\nglob = \"*\"\nreceiver = \"stub\"\n",
-            rx.url("/stub")
-        ),
-    );
+    let cfg = ConfigFile::to("stub", &rx.url("/stub"))
+        .with("accept_early_answer = true")
+        .write(&spool);
     large_file(&spool, "big.bin");
     let out = run(
         sender(&spool).arg("--once").arg("--config").arg(&cfg),
@@ -480,13 +470,10 @@ fn issue_17_early_answers_count_against_the_receiver_s_circuit() {
     let rx = Receiver::start();
     rx.answer(Reply::early());
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbreaker_failures = 2\n[receivers.stub]\nurl = \"{}\"\nconcurrency = 1\n[[routes]]\nglob = \"*\"\nreceiver = \"stub\"\n",
-            rx.url("/stub")
-        ),
-    );
+    let cfg = ConfigFile::to("stub", &rx.url("/stub"))
+        .sender("breaker_failures = 2")
+        .with("concurrency = 1")
+        .write(&spool);
     for name in ["a.bin", "b.bin", "c.bin"] {
         large_file(&spool, name);
     }

@@ -197,28 +197,13 @@ fn issue_13_3_a_long_name_is_routed_on_its_full_name_and_survives_retries() {
     let rx = Receiver::start();
     rx.script("/tail", [spoolpost_tests::receiver::Reply::status(503)]);
     let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            r#"
-[sender]
-backoff_initial = "100ms"
-backoff_max = "200ms"
-[receivers.tail]
-url = "{tail}"
-[receivers.other]
-url = "{other}"
-[[routes]]
-glob = "*-the-tail-decides.json"
-receiver = "tail"
-[[routes]]
-glob = "*"
-receiver = "other"
-"#,
-            tail = rx.url("/tail"),
-            other = rx.url("/other"),
-        ),
-    );
+    let cfg = ConfigFile::new()
+        .sender("backoff_initial = \"100ms\"\nbackoff_max = \"200ms\"")
+        .receiver("tail", &rx.url("/tail"), "")
+        .receiver("other", &rx.url("/other"), "")
+        .route(r#"glob = "*-the-tail-decides.json""#, "tail")
+        .route_all("other")
+        .write(&spool);
     let mut name = "r".repeat(230);
     name.push_str("-the-tail-decides.json");
     assert_eq!(name.len(), 252);
@@ -278,14 +263,9 @@ fn issue_13_5_a_name_with_retry_state_does_not_expire_a_collected_file() {
     let name = "exp.json~sp.k0123456789abcdef01234567.t1000000000";
     std::fs::write(src.join(name), "x").unwrap();
     collect_once(&spool, &src);
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbackoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\nmax_age = \"1h\"\n\
-             [receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender("backoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\nmax_age = \"1h\"")
+        .write(&spool);
     for _ in 0..50 {
         run(
             sender(&spool).arg("--once").arg("--config").arg(&cfg),
@@ -315,14 +295,9 @@ fn issue_13_5_a_future_mtime_does_not_park_a_waiting_file_past_backoff_max() {
         .unwrap()
         .set_modified(far)
         .unwrap();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nbackoff_max = \"1s\"\nmax_age = \"3650d\"\n\
-             [receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender("backoff_max = \"1s\"\nmax_age = \"3650d\"")
+        .write(&spool);
     let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
     let delivered = eventually(Duration::from_secs(10), || spool.count(State::Done) == 1);
     daemon.signal(nix::sys::signal::Signal::SIGTERM);

@@ -92,13 +92,9 @@ fn with_every_portable_path_forced_no_linux_only_call_is_made() {
     let spool = TestSpool::new();
     let source = spool.side("source");
     let logs = spool.side("strace");
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nrescan_interval = \"1h\"\n[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender("rescan_interval = \"1h\"")
+        .write(&spool);
     let mut send = sender(&spool);
     forced(send.arg("--config").arg(&cfg));
     let mut collect = collector(&spool);
@@ -288,13 +284,9 @@ fn files_moved_by_link_are_seen_by_a_watching_sender() {
     let rx = Receiver::start();
     let spool = TestSpool::new();
     let source = spool.side("source");
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nrescan_interval = \"1h\"\n[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/in")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/in"))
+        .sender("rescan_interval = \"1h\"")
+        .write(&spool);
     let sending = spawn(
         sender(&spool)
             .env("SPOOLPOST_RENAME", "link")

@@ -125,7 +125,7 @@ fn a_full_disk_does_not_stop_the_sender_which_only_renames() {
 }
 
 #[test]
-fn regression_13_a_full_disk_is_exit_75_for_a_one_shot_collector_and_loses_nothing() {
+fn issue_13_a_full_disk_is_exit_75_for_a_one_shot_collector_and_loses_nothing() {
     let fs = tmpfs("1m", 1000);
     let root = spool_in(&fs.path);
     // The source is on another filesystem, so the collector must copy.
@@ -197,7 +197,7 @@ fn a_full_disk_pauses_a_long_running_collector_which_resumes_when_there_is_room(
 }
 
 #[test]
-fn regression_13_no_inodes_left_is_exit_75_and_loses_nothing() {
+fn issue_13_no_inodes_left_is_exit_75_and_loses_nothing() {
     let fs = tmpfs("4m", 64);
     let root = spool_in(&fs.path);
     put(&root, "a.json");

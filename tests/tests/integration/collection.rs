@@ -1,4 +1,8 @@
-//! The collector, run as a real process over real folders.
+//! Collection: the collector takes complete files (settle, close-write,
+//! markers) from producers' folders into the spool once each, copies across
+//! filesystems without a partial file, filters by name, pauses at its
+//! limits, and finds folders created later; run as a real process over real
+//! folders.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -326,13 +330,16 @@ fn close_write_takes_a_file_as_soon_as_its_writer_closes_it() {
     // there close-write falls back to settle, which this then proves.
     let polling = std::env::var_os("SPOOLPOST_WATCH").is_some_and(|v| v == "poll");
     let settle = if polling { "1s" } else { "1h" };
-    let daemon = spawn(collector(&spool).arg("--source").arg(&src).args([
-        "--ready",
-        "close-write",
-        "--settle",
-        settle,
-    ]));
-    std::thread::sleep(Duration::from_millis(300));
+    // READY=1: the source is watched, so the writer's close is seen.
+    let daemon = spawn_ready(
+        &spool,
+        collector(&spool).arg("--source").arg(&src).args([
+            "--ready",
+            "close-write",
+            "--settle",
+            settle,
+        ]),
+    );
     let mut file = std::fs::File::create(src.join("e.json")).unwrap();
     file.write_all(b"partial").unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -394,8 +401,8 @@ fn a_source_folder_created_later_is_picked_up() {
             src.display()
         ),
     );
-    let daemon = spawn(collector(&spool).arg("--config").arg(&cfg));
-    std::thread::sleep(Duration::from_millis(300));
+    // READY=1 comes after the first scan, which found no folder.
+    let daemon = spawn_ready(&spool, collector(&spool).arg("--config").arg(&cfg));
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("x.json"), "x").unwrap();
     assert!(eventually(Duration::from_secs(10), || spool

@@ -1,16 +1,14 @@
-//! The reporter, run as a real process over spools and event logs built by
-//! the tests, and together with the sender for requeue, hold and circuits.
+//! Reporting: the reporter's counts, ages, rates, percentiles and
+//! Prometheus metrics, checked against spools and event logs built by the
+//! tests and against a live sender.
 
-use std::ffi::OsStr;
 use std::time::{Duration, SystemTime};
 
-use nix::sys::signal::Signal;
 use serde_json::Value;
 use spoolpost_protocol::event::{Event, EventKind, rfc3339};
 use spoolpost_protocol::name::{Key, SpoolName};
 use spoolpost_protocol::spool::{ClaimFolder, Spool, State};
 use spoolpost_tests::harness::*;
-use spoolpost_tests::receiver::{Receiver, Reply};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -486,121 +484,6 @@ fn rates_and_percentiles_from_an_event_log_with_known_answers() {
     let piped = child.wait_with_output().unwrap();
     let piped: Value = serde_json::from_slice(&piped.stdout).unwrap();
     assert_eq!(piped["events"]["receivers"]["r"]["delivered"], 161);
-}
-
-#[test]
-fn requeue_moves_exactly_the_selected_files_and_the_sender_delivers_them() {
-    let rx = Receiver::start();
-    rx.script(
-        "/orders",
-        [Reply::status(503), Reply::status(503), Reply::status(422)],
-    );
-    let spool = TestSpool::new();
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\nmax_attempts = 1\n[receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
-            rx.url("/orders")
-        ),
-    );
-    for i in 0..3 {
-        spool.put(format!("orders-{i}"), format!("{i}").as_bytes());
-    }
-    run(
-        sender(&spool).arg("--once").arg("--config").arg(&cfg),
-        MINUTE,
-    )
-    .assert_success();
-    assert_eq!(spool.count(State::Error), 3, "{:?}", spool.census());
-
-    let out = run(
-        reporter(&spool)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["requeue", "--status", "503"]),
-        MINUTE,
-    );
-    out.assert_success();
-    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
-    assert!(out.stderr.contains("requeued 2 files"));
-    assert_eq!(spool.count(State::Error), 1, "the 422 stays");
-    assert_eq!(spool.count(State::Incoming), 2);
-    let reasons = std::fs::read_dir(spool.dir(State::Error)).unwrap().count();
-    assert_eq!(reasons, 2, "the remaining file and its reason record only");
-    for name in spool.names(State::Incoming) {
-        let n = SpoolName::parse(OsStr::new(std::str::from_utf8(&name).unwrap()));
-        assert_eq!((n.attempts, n.first_attempt), (0, None), "a fresh start");
-        assert!(n.key.is_some(), "the key stays");
-    }
-
-    let out = run(reporter(&spool).args(["requeue"]), MINUTE);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "requeue without a selector is refused"
-    );
-
-    run(
-        sender(&spool).arg("--once").arg("--config").arg(&cfg),
-        MINUTE,
-    )
-    .assert_success();
-    assert_eq!(spool.count(State::Done), 2);
-}
-
-#[test]
-fn holds_keep_a_receiver_s_files_waiting_and_circuits_show_through_the_spool() {
-    let rx = Receiver::start();
-    rx.answer_path("/audit", Reply::status(503));
-    let spool = TestSpool::new();
-    let cfg = routes(&spool, &rx.url(""));
-    run(reporter(&spool).args(["hold", "orders"]), MINUTE).assert_success();
-    for i in 0..5 {
-        spool.put(format!("orders-{i}"), b"o");
-        spool.put(format!("audit-{i}"), b"a");
-    }
-    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
-    assert!(eventually(MINUTE, || rx.count_path("/audit") >= 2));
-    let report = || {
-        let out = run(
-            reporter(&spool)
-                .arg("--config")
-                .arg(&cfg)
-                .args(["--format", "json"]),
-            MINUTE,
-        );
-        out.assert_success();
-        json(&out)
-    };
-    assert!(eventually(
-        Duration::from_secs(10),
-        || report()["receivers"]["audit"]["circuit"]["state"] == "open"
-    ));
-    let r = report();
-    assert_eq!(r["receivers"]["orders"]["held"], true);
-    assert_eq!(r["receivers"]["orders"]["circuit"]["state"], "closed");
-    assert_eq!(rx.count_path("/orders"), 0, "held");
-    let out = run(
-        reporter(&spool)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--fail-if", "open_circuits > 0"]),
-        MINUTE,
-    );
-    assert_eq!(out.status.code(), Some(3));
-
-    run(reporter(&spool).args(["release", "orders"]), MINUTE).assert_success();
-    assert!(
-        eventually(Duration::from_secs(10), || rx.count_path("/orders") == 5),
-        "released"
-    );
-    daemon.signal(Signal::SIGTERM);
-    daemon.wait(MINUTE).assert_success();
-    assert_eq!(
-        report()["receivers"]["audit"].get("circuit"),
-        Some(&Value::Null),
-        "gone with its sender"
-    );
 }
 
 #[test]
