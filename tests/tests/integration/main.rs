@@ -27,6 +27,7 @@ mod conformance;
 mod dist;
 mod documented;
 mod lifecycle;
+mod metrics_endpoint;
 mod queue;
 mod regression;
 mod replay;
