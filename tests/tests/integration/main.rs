@@ -26,6 +26,7 @@ mod configuration;
 mod conformance;
 mod dist;
 mod documented;
+mod first_hour;
 mod lifecycle;
 mod metrics_endpoint;
 mod queue;

@@ -1,0 +1,119 @@
+//! An operator's first hour, as found by running the programs the way the
+//! README shows: numbers one program prints that another contradicts.
+//! Each test is a defect found that way, on real processes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use spoolpost_protocol::spool::State;
+use spoolpost_tests::harness::*;
+use spoolpost_tests::receiver::{Receiver, Reply};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` on a pseudo-terminal (util-linux `script`), as a person
+/// would, and returns what the terminal showed, escape codes removed.
+fn on_a_terminal(cmd: &Command) -> String {
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let line = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR");
+    let finished = run(&mut script, LIMIT);
+    finished.assert_success();
+    strip_escapes(&finished.stdout)
+}
+
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters, then one final letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The summary's numbers for `receiver`: delivered, rejected, waiting, expired.
+fn summary_row(text: &str, receiver: &str) -> Vec<u64> {
+    let header = text
+        .rfind("  receiver ")
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    text[header..]
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(receiver)).then(|| words.map(|n| n.parse().unwrap()).collect())
+        })
+        .unwrap_or_else(|| panic!("no row for {receiver}:\n{text}"))
+}
+
+/// A run's summary said "1 files wait" while 10 did: the files a previous
+/// run had retried were delivered by this one, and each of their later
+/// attempts was taken to end a wait this run had counted.
+#[test]
+fn issue_29_6_the_summary_counts_the_files_that_wait_whatever_an_earlier_run_did() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    let cfg = config(
+        &spool,
+        &format!(
+            r#"
+[sender]
+backoff_initial = "1ms"
+backoff_max = "1ms"
+[receivers.web]
+url = "{}"
+[[routes]]
+glob = "*"
+receiver = "web"
+"#,
+            receiver.url("/in/{filename}")
+        ),
+    );
+    let once = || {
+        let mut cmd = sender(&spool);
+        cmd.arg("--config").arg(&cfg).arg("--once");
+        cmd
+    };
+    for i in 0..5 {
+        spool.put(format!("old-{i}.log"), b"x\n");
+    }
+    receiver.answer(Reply::status(503));
+    let first = on_a_terminal(&once());
+    assert_eq!(summary_row(&first, "web"), vec![0, 0, 5, 0], "{first}");
+
+    // The next run delivers those five and has three new ones retried.
+    receiver.answer(Reply::ok());
+    receiver.answer_path("/in/new-", Reply::status(503));
+    for i in 0..3 {
+        spool.put(format!("new-{i}.log"), b"x\n");
+    }
+    let second = on_a_terminal(&once());
+    assert_eq!(summary_row(&second, "web"), vec![5, 0, 3, 0], "{second}");
+    assert!(second.contains("sender: 8 files"), "{second}");
+    assert!(
+        second.contains("3 files wait in"),
+        "the summary says how many wait:\n{second}"
+    );
+    assert_eq!(spool.count(State::Incoming), 3);
+    assert_eq!(spool.count(State::Done), 5);
+}
