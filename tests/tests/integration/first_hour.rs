@@ -117,3 +117,28 @@ receiver = "web"
     assert_eq!(spool.count(State::Incoming), 3);
     assert_eq!(spool.count(State::Done), 5);
 }
+
+/// `collector --once` right after files were written said `files=0` and
+/// nothing else: to someone trying the README it read as a fault.
+#[test]
+fn a_one_shot_collector_says_how_many_files_it_left_for_a_later_run() {
+    let spool = TestSpool::new();
+    let source = spool.side("src");
+    std::fs::write(source.join("young.json"), b"{}").unwrap();
+    let out = run(
+        collector(&spool)
+            .arg("--source")
+            .arg(&source)
+            .args(["--settle", "1h", "--once"]),
+        LIMIT,
+    );
+    out.assert_success();
+    assert!(out.stderr.contains("files=0 not_ready=1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not complete yet by its ready rule"),
+        "{}",
+        out.stderr
+    );
+    assert!(source.join("young.json").exists());
+    assert_eq!(spool.count(State::Incoming), 0);
+}
