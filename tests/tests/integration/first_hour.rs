@@ -142,3 +142,35 @@ fn a_one_shot_collector_says_how_many_files_it_left_for_a_later_run() {
     assert!(source.join("young.json").exists());
     assert_eq!(spool.count(State::Incoming), 0);
 }
+
+/// `--check` promises every problem, but an unknown key stopped it: the
+/// semantic problems after it, and any other unknown key, went unsaid.
+#[test]
+fn issue_29_4_check_goes_on_past_unknown_keys_in_every_program() {
+    let spool = TestSpool::new();
+    let cfg = config(
+        &spool,
+        &format!(
+            "spool = \"{}\"\n[sender]\nconcurrency = 0\nbogus = 1\n[collector]\nmax_incoming_filez = 3\n",
+            spool.root.display()
+        ),
+    );
+    for program in ["sender", "collector", "reporter"] {
+        let mut cmd = spoolpost_tests::harness::command(program);
+        let out = run(cmd.arg("--config").arg(&cfg).arg("--check"), LIMIT);
+        assert_eq!(out.status.code(), Some(78), "{program}: {}", out.stderr);
+        for (line, what) in [
+            (":3:", "concurrency must be at least 1"),
+            (":4:", "unknown field `bogus`"),
+            (":6:", "unknown field `max_incoming_filez`"),
+        ] {
+            assert!(
+                out.stderr
+                    .lines()
+                    .any(|l| l.contains(line) && l.contains(what)),
+                "{program} did not say {what:?} at {line}:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
