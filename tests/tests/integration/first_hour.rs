@@ -174,3 +174,57 @@ fn issue_29_4_check_goes_on_past_unknown_keys_in_every_program() {
         }
     }
 }
+
+/// The unrouted-files warning said `reporter requeue --class no_route`,
+/// which fails (no spool named) wherever the configuration is not the
+/// packaged one, as in the README's quick start.
+#[test]
+fn issue_29_5_the_unrouted_warnings_command_runs_as_written() {
+    let spool = TestSpool::new();
+    for i in 0..3 {
+        spool.put(format!("f{i}.unrouted"), b"x\n");
+    }
+    let cfg = config(
+        &spool,
+        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.json\"\nreceiver = \"a\"\n",
+    );
+    let out = run(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--once", "--events", "-"]),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(spool.count(State::Error), 3);
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("no routing rule matches"))
+        .unwrap_or_else(|| panic!("no warning:\n{}", out.stderr));
+    let command = warning
+        .split("then=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no command in {warning}"));
+    assert!(command.starts_with("reporter "), "{command}");
+    // As a person would paste it: through a shell, from a folder of its own.
+    let bin = bin("reporter");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = run(
+        Command::new("sh")
+            .args(["-c", command])
+            .current_dir(spool.side("elsewhere"))
+            .env("PATH", path)
+            .env_remove("SPOOLPOST_CONFIG")
+            .env_remove("SPOOLPOST_SPOOL"),
+        LIMIT,
+    );
+    ran.assert_success();
+    assert_eq!(spool.count(State::Incoming), 3, "{}", ran.stderr);
+    assert_eq!(spool.count(State::Error), 0);
+}

@@ -206,7 +206,8 @@ pub fn summary(role: Role, tally: &Tally, elapsed: Duration, spool: &str) -> Str
         let _ = writeln!(
             out,
             "{failed} rejected or expired files are in {spool}/error/ (each with a .reason.json); \
-             list them with: reporter --spool {spool} list --state error"
+             list them with: {}",
+            crate::hint::reporter_on(std::path::Path::new(spool), "list --state error")
         );
     }
     let waiting = tally.sum(PerReceiver::waiting);
