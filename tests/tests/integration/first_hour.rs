@@ -52,6 +52,34 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// Runs a command a program printed as a person would paste it: through a
+/// shell, from a folder of its own, with the programs on the PATH and no
+/// SPOOLPOST_* variables to help it.
+fn paste(command: &str, spool: &TestSpool) -> Finished {
+    let programs = bin("reporter");
+    let path = format!(
+        "{}:{}",
+        programs.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = run(
+        Command::new("sh")
+            .args(["-c", command])
+            .current_dir(spool.side("elsewhere"))
+            .env("PATH", path)
+            .env_remove("SPOOLPOST_CONFIG")
+            .env_remove("SPOOLPOST_SPOOL"),
+        LIMIT,
+    );
+    assert!(
+        ran.status.success(),
+        "{command}: exit {:?}\n{}",
+        ran.status,
+        ran.stderr
+    );
+    ran
+}
+
 /// The summary's numbers for `receiver`: delivered, rejected, waiting, expired.
 fn summary_row(text: &str, receiver: &str) -> Vec<u64> {
     let header = text
@@ -208,23 +236,29 @@ fn issue_29_5_the_unrouted_warnings_command_runs_as_written() {
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no command in {warning}"));
     assert!(command.starts_with("reporter "), "{command}");
-    // As a person would paste it: through a shell, from a folder of its own.
-    let bin = bin("reporter");
-    let path = format!(
-        "{}:{}",
-        bin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let ran = run(
-        Command::new("sh")
-            .args(["-c", command])
-            .current_dir(spool.side("elsewhere"))
-            .env("PATH", path)
-            .env_remove("SPOOLPOST_CONFIG")
-            .env_remove("SPOOLPOST_SPOOL"),
-        LIMIT,
-    );
-    ran.assert_success();
+    let ran = paste(command, &spool);
     assert_eq!(spool.count(State::Incoming), 3, "{}", ran.stderr);
     assert_eq!(spool.count(State::Error), 0);
+}
+
+/// `reporter hold --file` said `reporter release --file KEY gives it back`,
+/// which fails (no spool named) unless the configuration is the packaged one.
+#[test]
+fn issue_29_5_the_command_hold_file_prints_gives_the_file_back_as_written() {
+    let spool = TestSpool::new();
+    spool.put("one file.json", b"{}");
+    let held = run(
+        reporter(&spool).args(["hold", "--file", "one file.json"]),
+        LIMIT,
+    );
+    held.assert_success();
+    let said = format!("{}{}", held.stdout, held.stderr);
+    let command = said
+        .split("; ")
+        .nth(1)
+        .and_then(|rest| rest.split(" gives it back").next())
+        .unwrap_or_else(|| panic!("no command in {said:?}"));
+    assert_eq!(spool.count(State::Incoming), 0);
+    let ran = paste(command, &spool);
+    assert_eq!(spool.count(State::Incoming), 1, "{command}: {}", ran.stderr);
 }
