@@ -262,3 +262,99 @@ fn issue_29_5_the_command_hold_file_prints_gives_the_file_back_as_written() {
     let ran = paste(command, &spool);
     assert_eq!(spool.count(State::Incoming), 1, "{command}: {}", ran.stderr);
 }
+
+/// The reporter's man page EXAMPLES, run as written on a host set up as the
+/// package sets it up: the configuration where the examples expect it
+/// (here through SPOOLPOST_CONFIG, what the packaged /etc/spoolpost.toml
+/// gives a run without --config), and only the host's paths and the fixed
+/// port swapped for the test's. The parse of every documented command is
+/// documented.rs; this runs them.
+#[test]
+fn issue_29_5_the_reporters_man_page_examples_run_as_written() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    let cfg = config(
+        &spool,
+        &format!(
+            "spool = \"{}\"\n[receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
+            spool.root.display(),
+            receiver.url("/orders")
+        ),
+    );
+    let out = spool.side("out");
+    let events = out.join("sender-main-events.jsonl");
+    spool.put("orders-17.json", b"{}");
+    spool.put("orders-18.json", b"{}");
+    run(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--once")
+            .arg("--events")
+            .arg(&events),
+        LIMIT,
+    )
+    .assert_success();
+    spool.put("orders-19.json", b"{}");
+    let programs = bin("reporter");
+    let path = format!(
+        "{}:{}",
+        programs.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let examples = spoolpost_ops::generate::REPORTER.examples;
+    assert!(examples.len() >= 8, "{examples:?}");
+    for (example, _) in examples {
+        let line = example
+            .replace("/etc/spoolpost.toml", path_str(&cfg))
+            .replace(
+                "/var/lib/node_exporter/textfile/spoolpost.prom",
+                path_str(&out.join("spoolpost.prom")),
+            )
+            .replace(
+                "/var/log/spoolpost/sender-main-events.jsonl",
+                path_str(&events),
+            )
+            .replace("127.0.0.1:9464", "127.0.0.1:0");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("exec {line}")])
+            .current_dir(spool.side("elsewhere"))
+            .env("PATH", &path)
+            .env("SPOOLPOST_CONFIG", &cfg)
+            .env_remove("SPOOLPOST_SPOOL");
+        if line.contains("--metrics-listen") {
+            let serving = spawn(&mut cmd);
+            assert!(
+                eventually(LIMIT, || serving
+                    .stderr_so_far()
+                    .contains("serving metrics")),
+                "{example}: {}",
+                serving.stderr_so_far()
+            );
+            serving.signal(nix::sys::signal::Signal::SIGTERM);
+            serving.wait(LIMIT).assert_success();
+            continue;
+        }
+        let ran = run(&mut cmd, LIMIT);
+        let fine = match ran.status.code() {
+            Some(0) => true,
+            // A health check that holds says so with 3, as documented.
+            Some(3) => line.contains("--fail-if"),
+            _ => false,
+        };
+        assert!(
+            fine,
+            "{example}\nran as: {line}\nexit {:?}\n{}",
+            ran.status, ran.stderr
+        );
+    }
+    // What they did, where it shows.
+    assert!(out.join("spoolpost.prom").is_file());
+    assert!(
+        spool
+            .root
+            .join("hold")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    );
+}
