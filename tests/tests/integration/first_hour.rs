@@ -263,21 +263,27 @@ fn issue_29_5_the_command_hold_file_prints_gives_the_file_back_as_written() {
     assert_eq!(spool.count(State::Incoming), 1, "{command}: {}", ran.stderr);
 }
 
-/// The reporter's man page EXAMPLES, run as written on a host set up as the
+/// The man pages' EXAMPLES, run as written on a host set up as the
 /// package sets it up: the configuration where the examples expect it
-/// (here through SPOOLPOST_CONFIG, what the packaged /etc/spoolpost.toml
-/// gives a run without --config), and only the host's paths and the fixed
+/// (through SPOOLPOST_CONFIG for a line with neither --config nor --spool,
+/// which is when the packaged /etc/spoolpost.toml is read), and only the host's paths, URL and fixed
 /// port swapped for the test's. The parse of every documented command is
-/// documented.rs; this runs them.
+/// documented.rs; this runs them. A service is stopped with SIGTERM and
+/// must end with 0 (a configuration it refused would have ended it first).
 #[test]
-fn issue_29_5_the_reporters_man_page_examples_run_as_written() {
+fn issue_29_5_the_man_pages_examples_run_as_written() {
     let spool = TestSpool::new();
     let receiver = Receiver::start();
+    let sources = spool.side("app-events");
+    let data = spool.side("data");
+    std::fs::write(data.join("a.json"), b"{}").unwrap();
     let cfg = config(
         &spool,
         &format!(
-            "spool = \"{}\"\n[receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
+            "spool = \"{}\"\n[[collector.sources]]\npath = \"{}\"\n\
+             [receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
             spool.root.display(),
+            sources.display(),
             receiver.url("/orders")
         ),
     );
@@ -302,11 +308,19 @@ fn issue_29_5_the_reporters_man_page_examples_run_as_written() {
         programs.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let examples = spoolpost_ops::generate::REPORTER.examples;
-    assert!(examples.len() >= 8, "{examples:?}");
-    for (example, _) in examples {
+    use spoolpost_ops::generate::{COLLECTOR, REPORTER, SENDER};
+    let examples: Vec<&str> = [COLLECTOR, SENDER, REPORTER]
+        .iter()
+        .flat_map(|facts| facts.examples.iter().map(|(line, _)| *line))
+        .collect();
+    assert!(examples.len() >= 14, "{examples:?}");
+    for example in examples {
         let line = example
             .replace("/etc/spoolpost.toml", path_str(&cfg))
+            .replace("/var/spool/spoolpost", path_str(&spool.root))
+            .replace("/var/lib/app/events", path_str(&sources))
+            .replace("find /data ", &format!("find {} ", data.display()))
+            .replace("https://example.com/in", &receiver.url("/in"))
             .replace(
                 "/var/lib/node_exporter/textfile/spoolpost.prom",
                 path_str(&out.join("spoolpost.prom")),
@@ -316,26 +330,60 @@ fn issue_29_5_the_reporters_man_page_examples_run_as_written() {
                 path_str(&events),
             )
             .replace("127.0.0.1:9464", "127.0.0.1:0");
+        // The last command of a pipe runs in the shell's place, so a
+        // signal reaches it.
+        let script = if line.contains('|') {
+            line.clone()
+        } else {
+            format!("exec {line}")
+        };
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("exec {line}")])
+        cmd.args(["-c", &script])
             .current_dir(spool.side("elsewhere"))
             .env("PATH", &path)
-            .env("SPOOLPOST_CONFIG", &cfg)
+            .env_remove("SPOOLPOST_CONFIG")
             .env_remove("SPOOLPOST_SPOOL");
-        if line.contains("--metrics-listen") {
-            let serving = spawn(&mut cmd);
-            assert!(
-                eventually(LIMIT, || serving
-                    .stderr_so_far()
-                    .contains("serving metrics")),
-                "{example}: {}",
-                serving.stderr_so_far()
-            );
-            serving.signal(nix::sys::signal::Signal::SIGTERM);
-            serving.wait(LIMIT).assert_success();
-            continue;
+        // The packaged file is read when neither --config nor --spool is
+        // given (config_load::or_installed): the same rule, pointed here.
+        if !line.contains("--config") && !line.contains("--spool") {
+            cmd.env("SPOOLPOST_CONFIG", &cfg);
         }
-        let ran = run(&mut cmd, LIMIT);
+        let service = !["--once", "--check", "--stdin", "reporter "]
+            .iter()
+            .any(|w| line.contains(w))
+            || line.contains("--metrics-listen");
+        let ran = if service {
+            // Stopped once it says it is up: READY=1, as systemd hears it
+            // (the reporter's endpoint: its log line).
+            let notify_path = spool
+                .side("notify")
+                .join(format!("{}.sock", fastrand::u64(..)));
+            let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+            notify.set_read_timeout(Some(LIMIT)).unwrap();
+            cmd.env("NOTIFY_SOCKET", &notify_path);
+            let running = spawn(&mut cmd);
+            if line.contains("--metrics-listen") {
+                assert!(
+                    eventually(LIMIT, || running
+                        .stderr_so_far()
+                        .contains("serving metrics")),
+                    "{example}: {}",
+                    running.stderr_so_far()
+                );
+            } else {
+                let ready = std::iter::from_fn(|| {
+                    let mut buf = [0u8; 512];
+                    let n = notify.recv(&mut buf).ok()?;
+                    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+                })
+                .any(|message| message.contains("READY=1"));
+                assert!(ready, "{example}: no READY=1; {}", running.stderr_so_far());
+            }
+            running.signal(nix::sys::signal::Signal::SIGTERM);
+            running.wait(LIMIT)
+        } else {
+            run(&mut cmd, LIMIT)
+        };
         let fine = match ran.status.code() {
             Some(0) => true,
             // A health check that holds says so with 3, as documented.
@@ -356,5 +404,9 @@ fn issue_29_5_the_reporters_man_page_examples_run_as_written() {
             .join("hold")
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some())
+    );
+    assert!(
+        !data.join("a.json").exists(),
+        "the find | collector example took it"
     );
 }
