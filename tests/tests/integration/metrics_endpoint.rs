@@ -337,3 +337,26 @@ fn without_the_flag_a_watch_serves_nothing() {
     watch.wait(LIMIT).assert_success();
     assert!(!stderr.contains("serving metrics"), "{stderr}");
 }
+
+/// A spool removed under a running endpoint was reported as an empty,
+/// healthy one (a missing folder counts as empty) for as long as it ran:
+/// the endpoint goes away with exit 74 instead, which a scrape sees.
+#[test]
+fn a_spool_gone_ends_the_endpoint_instead_of_reporting_it_empty() {
+    let spool = TestSpool::new();
+    spool.put("a.json", b"{}");
+    let (serving, addr) =
+        Serving::start(reporter(&spool).args(["--watch", "1", "--metrics-listen", "127.0.0.1:0"]));
+    assert!(scrape(addr).contains("spoolpost_files{state=\"incoming\"} 1\n"));
+    let away = spool.root.with_file_name("spool-moved-away");
+    std::fs::rename(&spool.root, &away).unwrap();
+    let mut running = serving;
+    let finished = running.0.take().unwrap().wait(LIMIT);
+    assert_eq!(finished.status.code(), Some(74), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("not a spool"),
+        "{}",
+        finished.stderr
+    );
+    assert!(TcpStream::connect(addr).is_err(), "still served");
+}
