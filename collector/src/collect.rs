@@ -67,6 +67,8 @@ pub struct Scan {
     /// Every folder scanned (source index, path), for watching.
     pub folders: Vec<(usize, PathBuf)>,
     pub taken: u64,
+    /// Files a source wants that are not complete yet by its ready rule.
+    pub not_ready: u64,
     /// When a file whose times are ahead of the clock, being watched for
     /// a quiet period, may be complete: a `--once` run looks once more
     /// then, as it has no later scan.
@@ -274,6 +276,7 @@ impl Collector {
                 Settled::NotBefore(at) => {
                     self.watched.remove(&path);
                     scan.check_at(at);
+                    scan.not_ready += 1;
                     return false;
                 }
                 Settled::Watch(at) => {
@@ -284,6 +287,7 @@ impl Collector {
                     }
                     scan.check_at(at);
                     scan.watch_until = Some(scan.watch_until.map_or(at, |t| t.max(at)));
+                    scan.not_ready += 1;
                     return false;
                 }
             }

@@ -22,7 +22,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
 
 pub fn once(collector: &mut Collector) -> Result<(), Failure> {
-    let scan = collector.scan(SystemTime::now());
+    let mut scan = collector.scan(SystemTime::now());
     let mut taken = scan.taken;
     // Files whose times are ahead of the clock are complete only once seen
     // unchanged for their settle time: one more look then, or they would
@@ -31,9 +31,18 @@ pub fn once(collector: &mut Collector) -> Result<(), Failure> {
         if let Ok(wait) = at.duration_since(SystemTime::now()) {
             std::thread::sleep(wait);
         }
-        taken += collector.scan(SystemTime::now()).taken;
+        scan = collector.scan(SystemTime::now());
+        taken += scan.taken;
     }
-    tracing::info!(files = taken, "collected");
+    tracing::info!(files = taken, not_ready = scan.not_ready, "collected");
+    // A file written a moment ago is left for a later run: said, so that
+    // `files=0` beside files in the folder does not read as a fault.
+    if scan.not_ready > 0 {
+        tracing::info!(
+            files = scan.not_ready,
+            "left at the source, not complete yet by its ready rule (settle, marker); a later run takes them"
+        );
+    }
     left_for_disk_full(collector)
 }
 

@@ -108,9 +108,15 @@ pub fn first_failure(report: &Report, checks: &[Check]) -> Option<String> {
 /// `reporter --check`: the --fail-if checks parse (else exit 2, as a run
 /// would), the configuration loads and its routes build, and the spool is
 /// there and readable. The reporter only reads, so it needs no more.
+/// A `--metrics-listen` address is held to loopback as a run would hold
+/// it, but not bound: the service being checked may hold it already.
 pub fn preflight(args: &Args) -> Result<(), Failure> {
     for c in &args.fail_if {
         parse(c).map_err(Failure::usage)?;
+    }
+    if let Some(addr) = args.metrics_listen {
+        crate::endpoint_rules::check_scope(addr, args.metrics_allow_remote)
+            .map_err(Failure::usage)?;
     }
     let mut report = preflight::Report::default();
     let loaded = match &args.config {

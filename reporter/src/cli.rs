@@ -13,7 +13,8 @@ use spoolpost_ops::logging::Diagnostics;
 /// Reports on a spool: backlog, rates, latencies, errors, circuit states.
 ///
 /// Exit codes: 0 fine; 3 a --fail-if threshold was crossed (the reason is on
-/// stderr, one line); 2 bad command line; 74/75 spool I/O; 78 bad config.
+/// stderr, one line); 2 bad command line; 74/75 spool I/O (75 also: the
+/// --metrics-listen port is in use); 78 bad config.
 #[derive(Debug, Parser)]
 #[command(name = "reporter", version, about, long_about, max_term_width = 100)]
 pub struct Args {
@@ -72,6 +73,33 @@ pub struct Args {
     /// Refresh the table every SECS seconds, in place on a terminal.
     #[arg(long, value_name = "SECS", help_heading = "Report")]
     pub watch: Option<u64>,
+
+    /// Serve the report's Prometheus text at http://IP:PORT/metrics, e.g. 127.0.0.1:9464.
+    ///
+    /// For scraping over HTTP rather than through node_exporter's textfile:
+    /// the same families as --format prometheus. The reporter then runs
+    /// until SIGTERM or SIGINT, making a report every --watch SECS (15
+    /// without --watch) and answering each scrape with the latest, so a
+    /// scrape reads nothing and never delays a report. Without --watch
+    /// nothing is written to stdout (--output FILE still is). Only GET and
+    /// HEAD /metrics are answered (404 elsewhere, 405 for other methods).
+    /// A loopback address only, unless --metrics-allow-remote. Exit 75 if
+    /// the port is in use. Not in the config file: every reporter run reads
+    /// that, and only one process can hold a port.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        value_parser = crate::endpoint_rules::parse_listen,
+        help_heading = "Metrics endpoint"
+    )]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Let --metrics-listen take an address other than loopback.
+    ///
+    /// The endpoint has no authentication or TLS: a firewall or a proxy in
+    /// front is then yours to provide.
+    #[arg(long, requires = "metrics_listen", help_heading = "Metrics endpoint")]
+    pub metrics_allow_remote: bool,
 
     /// Check the configuration and that the spool is there and readable, then exit.
     ///

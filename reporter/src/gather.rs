@@ -44,6 +44,10 @@ pub fn make_report_with(
     now: SystemTime,
     observe: &mut dyn FnMut(&Event, SystemTime),
 ) -> Result<Report, Failure> {
+    // Checked at every report, not only at start: a folder missing is
+    // counted as empty, so a spool removed under a --watch or the metrics
+    // endpoint would otherwise go on being reported as empty and healthy.
+    Spool::existing(spool.root())?;
     // A few threads: the census is mostly statx, which scales with cores.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let census = Census::take(spool, router, now, threads)?;

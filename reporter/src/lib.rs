@@ -10,7 +10,8 @@
 //! with the metrics [`check`]'s `--fail-if` rules compare; [`table`] and
 //! [`prometheus`] render it (JSON is the report's own shape). [`watch`] is
 //! `--watch` (the live screen, SIGHUP), with [`spark`]'s trends and
-//! [`follow`] reading a pipe as it flows. [`actions`]
+//! [`follow`] reading a pipe as it flows, and [`endpoint`] serving its
+//! Prometheus text over HTTP ([`endpoint_rules`] says what it may bind and answer). [`actions`]
 //! holds, releases and requeues; [`list`] and [`flush`] are the queue
 //! tools; [`replay`] sends delivered files again, picked by
 //! [`replay_rules`]; [`one_file`] shows or deletes one file. `--check` is [`check::preflight`].
@@ -19,6 +20,8 @@ pub mod actions;
 pub mod census;
 pub mod check;
 pub mod cli;
+pub mod endpoint;
+pub mod endpoint_rules;
 pub mod events;
 pub mod flush;
 pub mod follow;

@@ -371,13 +371,20 @@ pub fn hold(spool: &Spool, which: &Which, word: &str) -> Result<String, Failure>
         "in incoming/ (only a waiting file can be held)",
     )?;
     match spoolpost_protocol::held::hold(spool, one.path.file_name().unwrap_or_default())? {
-        Some(_) => Ok(format!(
-            "held {}; reporter release --file {} gives it back",
-            escape(one.name.original.as_bytes()),
-            one.name
+        Some(_) => {
+            let key = one
+                .name
                 .key
-                .map_or_else(|| word.to_string(), |k| k.to_string())
-        )),
+                .map_or_else(|| word.to_string(), |k| k.to_string());
+            Ok(format!(
+                "held {}; {} gives it back",
+                escape(one.name.original.as_bytes()),
+                spoolpost_ops::hint::reporter_on(
+                    spool.root(),
+                    &format!("release --file {}", spoolpost_ops::hint::shell_word(&key))
+                )
+            ))
+        }
         None => Err(moved_on(word, "held")),
     }
 }

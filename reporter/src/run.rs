@@ -20,8 +20,17 @@ use crate::{actions, watch};
 /// Exit code when a --fail-if threshold is crossed.
 pub const CHECK_FAILED: u8 = 3;
 
+/// How often the metrics endpoint's report is made without `--watch`: a
+/// scrape interval Prometheus is often given.
+pub const ENDPOINT_REFRESH_SECS: u64 = 15;
+
+/// `--watch` and `--metrics-listen` run until stopped; anything else is one run.
+fn long_running(args: &Args) -> bool {
+    args.watch.is_some() || args.metrics_listen.is_some()
+}
+
 pub fn main_with(args: Args) -> Result<(), Failure> {
-    if args.watch.is_none() {
+    if !long_running(&args) {
         // One report or action: nothing to reload, nothing to finish, so
         // the signals act as a person at a terminal expects.
         spoolpost_ops::signals::release();
@@ -42,6 +51,11 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
     // new, empty and so "healthy" spool.
     let spool = Spool::existing(&setup.root)?;
     if let Some(action) = &args.action {
+        if args.metrics_listen.is_some() {
+            return Err(Failure::usage(
+                "--metrics-listen serves reports, not an action: leave it out of this command",
+            ));
+        }
         return actions::apply(
             action,
             &spool,
@@ -56,7 +70,8 @@ pub fn main_with(args: Args) -> Result<(), Failure> {
         .map(|c| check::parse(c))
         .collect::<Result<_, _>>()
         .map_err(Failure::usage)?;
-    if let Some(secs) = args.watch {
+    if long_running(&args) {
+        let secs = args.watch.unwrap_or(ENDPOINT_REFRESH_SECS);
         return watch::run(&args, setup, &spool, Duration::from_secs(secs.max(1)));
     }
     let report = make_report(&spool, setup.router.as_ref(), &args.events)?;

@@ -4,8 +4,13 @@
 //! one another, as a pipe or a file expects. SIGHUP reads the configuration
 //! again (a broken one is refused and the old one keeps running); SIGTERM
 //! and SIGINT end the watch with exit 0.
+//!
+//! With `--metrics-listen` each report's Prometheus text is also left for
+//! [`crate::endpoint`] to serve; without `--watch` that is all a report is
+//! made for, and stdout stays quiet.
 
 use std::ffi::OsStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use spoolpost_ops::exit::Failure;
@@ -16,12 +21,13 @@ use spoolpost_protocol::spool::Spool;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, Format};
+use crate::endpoint::{self, Latest};
 use crate::follow::Follow;
 use crate::gather::make_report_with;
 use crate::output::{Look, emit, render};
 use crate::setup::Setup;
 use crate::spark::Trends;
-use crate::table;
+use crate::{prometheus, table};
 
 /// The lines that fit a `rows` x `cols` terminal: each cut to the width
 /// (colour codes kept whole) and, when the text is taller than the
@@ -82,6 +88,14 @@ enum Wake {
 }
 
 pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Result<(), Failure> {
+    // Bound before anything else, so a port in use is the first thing said.
+    let mut endpoint = args
+        .metrics_listen
+        .map(|addr| endpoint::bind(addr, args.metrics_allow_remote))
+        .transpose()?;
+    let latest = Arc::new(Latest::default());
+    // `--metrics-listen` alone: the reports are for the endpoint only.
+    let serving_only = args.watch.is_none();
     let look = Look::here(args);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,7 +113,7 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
         None,
     ));
     let mut hangups = listeners.hangups();
-    let screen = look.redraw.then(console::Term::buffered_stdout);
+    let screen = (look.redraw && !serving_only).then(console::Term::buffered_stdout);
     let mut notice = String::new();
     // A pipe is read as it flows, by a thread, so the first frame does not
     // wait for the writer to end.
@@ -146,6 +160,13 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                 }
             },
         )?;
+        if args.metrics_listen.is_some() {
+            latest.set(prometheus::to_prometheus(&report));
+            // Served from the first report on, never an empty page.
+            if let Some(e) = endpoint.take() {
+                e.start(latest.clone())?;
+            }
+        }
         let shown = match &screen {
             Some(term) => {
                 let (rows, cols) = term.size();
@@ -164,6 +185,7 @@ pub fn run(args: &Args, mut setup: Setup, spool: &Spool, every: Duration) -> Res
                 // A terminal that went away ends the watch, as a closed pipe does.
                 draw(term, &text, rows, cols).is_ok()
             }
+            None if serving_only && args.output.is_none() => true,
             None => emit(args, &report, look.colour)?,
         };
         if !shown {

@@ -40,9 +40,60 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
 }
 
 /// [`load`] for `--check`: a file that parses, with every problem
-/// [`check_all`] finds in it rather than the first.
-pub fn load_all(path: &Path) -> Result<(Loaded, Vec<ConfigError>), ConfigError> {
-    parse_all(path, read(path)?)
+/// [`check_all`] finds in it rather than the first; `Err` with every
+/// problem found when it cannot be read as a configuration at all.
+///
+/// An unknown key stops serde at the first; `--check` promises every
+/// problem, so each unknown key that has a line of its own is reported,
+/// blanked out (line numbers stay) and the file read again, as a compiler
+/// goes on past an error. A key whose removal would leave the file broken
+/// (a value over several lines, a key inside an inline table) ends the
+/// search there rather than report what its removal caused.
+pub fn load_all(path: &Path) -> Result<(Loaded, Vec<ConfigError>), Vec<ConfigError>> {
+    let mut text = read(path).map_err(|e| vec![e])?;
+    let mut unknown = Vec::new();
+    // Each round blanks one line: no more rounds than lines.
+    for _ in 0..=text.lines().count() {
+        let e = match parse_all(path, text.clone()) {
+            Ok((loaded, problems)) => {
+                // Serde meets the sections in its own order: list top to bottom.
+                unknown.sort_by_key(|e: &ConfigError| e.line);
+                unknown.extend(problems);
+                return Ok((loaded, unknown));
+            }
+            Err(e) => e,
+        };
+        let blank = toml::from_str::<Config>(&text)
+            .err()
+            .and_then(|raw| unknown_key_line(&text, &raw));
+        unknown.push(e);
+        match blank {
+            Some(line) => text.replace_range(line, ""),
+            None => break,
+        }
+    }
+    unknown.sort_by_key(|e| e.line);
+    Err(unknown)
+}
+
+/// The line to blank out for an "unknown field" error: the key's own
+/// line, when blanking it leaves valid TOML.
+fn unknown_key_line(text: &str, e: &toml::de::Error) -> Option<std::ops::Range<usize>> {
+    let key = e
+        .message()
+        .strip_prefix("unknown field `")?
+        .split('`')
+        .next()?;
+    let at = e.span()?.start.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let own_line = text[start..end]
+        .trim_start()
+        .strip_prefix(key)
+        .is_some_and(|rest| rest.trim_start().starts_with('='));
+    let mut rest = text.to_string();
+    rest.replace_range(start..end, "");
+    (own_line && rest.parse::<toml::Table>().is_ok()).then_some(start..end)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -93,6 +144,71 @@ mod tests {
         );
         assert_eq!(or_installed(None, true, &installed), None, "--spool given");
         assert_eq!(or_installed(given.clone(), false, &installed), given);
+    }
+
+    fn load_all_str(text: &str) -> Result<(Loaded, Vec<ConfigError>), Vec<ConfigError>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        load_all(&path)
+    }
+
+    /// The problems of a file that cannot be read as a configuration.
+    fn unreadable(text: &str) -> Vec<ConfigError> {
+        match load_all_str(text) {
+            Ok(_) => panic!("read as a configuration: {text}"),
+            Err(problems) => problems,
+        }
+    }
+
+    fn lines(problems: &[ConfigError]) -> Vec<(Option<usize>, &str)> {
+        problems
+            .iter()
+            .map(|e| (e.line, e.message.split(',').next().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn check_reports_every_unknown_key_and_the_problems_past_them() {
+        let (_, problems) = load_all_str(
+            "spool = \"/x\"\n[sender]\nconcurrency = 0\nbogus = 1\n[receivers.a]\nurl = \"ftp://x\"\nalso_bogus = \"y\"\n",
+        )
+        .unwrap();
+        let found = lines(&problems);
+        assert_eq!(found[0], (Some(4), "unknown field `bogus`"), "{found:?}");
+        assert_eq!(found[1].0, Some(7), "{found:?}");
+        assert!(
+            found[1].1.starts_with("unknown field `also_bogus`"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|(l, m)| *l == Some(3) && m.contains("concurrency")),
+            "{found:?}"
+        );
+        // A run (not --check) still stops at the first.
+        assert!(parse_str("[sender]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn an_unknown_key_that_cannot_be_blanked_alone_ends_the_search() {
+        // Over several lines: blanking its first would break the file.
+        let problems = unreadable("[sender]\nbogus = [\n  1,\n]\nconcurrency = 0\n");
+        assert_eq!(lines(&problems), vec![(Some(2), "unknown field `bogus`")]);
+        // Inside an inline table: blanking the line would take the receiver's url too.
+        let problems = unreadable("[receivers]\na = { url = \"http://x\", bogus = 1 }\n");
+        assert_eq!(problems.len(), 1, "{:?}", lines(&problems));
+        // A value of the wrong type ends the search (nothing is guessed past
+        // it); the unknown keys around it are each still reported.
+        let problems = unreadable("[sender]\nmax_age = \"soon\"\nbogus = 1\nalso = 2\n");
+        let at: Vec<_> = problems.iter().map(|e| e.line).collect();
+        assert_eq!(at, [Some(2), Some(3), Some(4)], "{:?}", lines(&problems));
+        assert!(
+            problems[0].message.contains("duration"),
+            "{:?}",
+            lines(&problems)
+        );
     }
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {

@@ -128,12 +128,18 @@ pub const REPORTER: Facts = Facts {
     environment: &[],
     signals: &[(
         "SIGHUP",
-        "With --watch: read the receivers and routes again.",
+        "With --watch or --metrics-listen: read the receivers and routes again.",
     )],
-    exit_status: &[(
-        "3",
-        "A --fail-if check held; the reason is on stderr, one line.",
-    )],
+    exit_status: &[
+        (
+            "3",
+            "A --fail-if check held; the reason is on stderr, one line.",
+        ),
+        (
+            "75",
+            "Also: the --metrics-listen port is in use (by another reporter or program).",
+        ),
+    ],
     examples: &[
         (
             "reporter --config /etc/spoolpost.toml",
@@ -142,6 +148,10 @@ pub const REPORTER: Facts = Facts {
         (
             "reporter --format prometheus --output /var/lib/node_exporter/textfile/spoolpost.prom",
             "Write the metrics for node_exporter's textfile collector, atomically.",
+        ),
+        (
+            "reporter --metrics-listen 127.0.0.1:9464",
+            "Serve the same metrics at http://127.0.0.1:9464/metrics for Prometheus to scrape, a fresh report every 15 s, until SIGTERM.",
         ),
         (
             "reporter --fail-if 'backlog_age > 10m' --fail-if 'errors > 0'",

@@ -12,6 +12,7 @@ pub mod config_dump;
 pub mod config_load;
 pub mod exit;
 pub mod generate;
+pub mod hint;
 pub mod logging;
 pub mod notify;
 pub mod preflight;

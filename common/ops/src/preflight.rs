@@ -108,8 +108,8 @@ pub fn config(path: &Path, report: &mut Report) -> Option<Loaded> {
             problems.into_iter().for_each(|e| report.config(e));
             Some(loaded)
         }
-        Err(e) => {
-            report.config(e);
+        Err(problems) => {
+            problems.into_iter().for_each(|e| report.config(e));
             None
         }
     }

@@ -201,10 +201,17 @@ impl Dispatcher {
         let so_far = self.shared.counts.no_route.load(Ordering::Relaxed);
         let files = so_far.saturating_sub(self.unrouted_told);
         if files > 0 {
+            // The spool named, so the command runs as written wherever the
+            // configuration is (not only at the packaged path).
+            let then = spoolpost_ops::hint::reporter_on(
+                self.shared.spool.root(),
+                "requeue --class no_route",
+            );
             tracing::warn!(
                 files,
                 so_far,
-                "moved to error/: no routing rule matches; add a [[routes]] rule, then `reporter requeue --class no_route`"
+                then,
+                "moved to error/: no routing rule matches; add a [[routes]] rule, then requeue them"
             );
         }
         self.unrouted_told = so_far;

@@ -2,7 +2,7 @@
 //! event stream, and the progress line and end summary drawn from them. Pure:
 //! no clock, no terminal, so the wording and the arithmetic are tested here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub enum Role {
 }
 
 /// Outcomes for one receiver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerReceiver {
     pub delivered: u64,
     pub rejected: u64,
@@ -24,15 +24,18 @@ pub struct PerReceiver {
     pub vanished: u64,
     /// Retry events: attempts that ended in "try again later".
     pub retries: u64,
-    /// Attempts after the first: each one ends the wait of one earlier retry.
-    pub later_attempts: u64,
+    /// The files (by key, else name) whose last attempt in this run asked
+    /// for another. Counting retries against later attempts instead went
+    /// wrong for a file a previous run had retried: its later attempt
+    /// ended a wait this run never saw, and the summary said 1 file waits
+    /// where 10 did.
+    waiting_files: BTreeSet<String>,
 }
 
 impl PerReceiver {
-    /// Files whose last attempt in this run asked for another: a retry is
-    /// answered by exactly one later attempt, so the difference is what waits.
+    /// Files whose last attempt in this run asked for another.
     pub fn waiting(&self) -> u64 {
-        self.retries.saturating_sub(self.later_attempts)
+        self.waiting_files.len() as u64
     }
 
     /// Files this run is finished with, for now or for good.
@@ -64,9 +67,10 @@ impl Tally {
             Some(c) => c,
             None => self.receivers.entry(name.to_string()).or_default(),
         };
-        if event.attempt > 1 {
-            counts.later_attempts += 1;
-        }
+        let file = event.key.as_ref().unwrap_or(&event.file);
+        // A file's later attempt ends its wait, whatever it ends in; a
+        // retry (again) starts one.
+        counts.waiting_files.remove(file);
         match event.event {
             EventKind::Delivered => {
                 counts.delivered += 1;
@@ -75,7 +79,10 @@ impl Tally {
             EventKind::Rejected => counts.rejected += 1,
             EventKind::Expired => counts.expired += 1,
             EventKind::Vanished => counts.vanished += 1,
-            EventKind::Retry => counts.retries += 1,
+            EventKind::Retry => {
+                counts.retries += 1;
+                counts.waiting_files.insert(file.clone());
+            }
             EventKind::Collected => {}
         }
     }
@@ -199,7 +206,8 @@ pub fn summary(role: Role, tally: &Tally, elapsed: Duration, spool: &str) -> Str
         let _ = writeln!(
             out,
             "{failed} rejected or expired files are in {spool}/error/ (each with a .reason.json); \
-             list them with: reporter --spool {spool} list --state error"
+             list them with: {}",
+            crate::hint::reporter_on(std::path::Path::new(spool), "list --state error")
         );
     }
     let waiting = tally.sum(PerReceiver::waiting);
@@ -226,12 +234,18 @@ pub fn clock(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// An event of a file of its own (a new name each time).
     fn ev(kind: EventKind, receiver: &str, attempt: u32) -> Event {
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "f{}",
+            FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         Event {
             time: String::new(),
             event: kind,
-            file: "f".into(),
-            spool_name: "f".into(),
+            file: name.clone(),
+            spool_name: name,
             key: None,
             receiver: Some(receiver.into()),
             status: None,
@@ -261,13 +275,38 @@ mod tests {
     #[test]
     fn a_retry_waits_until_a_later_attempt_ends_it() {
         let mut t = Tally::default();
-        t.record(&ev(EventKind::Retry, "a", 1));
+        let same = |kind, attempt| {
+            let mut e = ev(kind, "a", attempt);
+            e.key = Some("k".into());
+            e
+        };
+        t.record(&same(EventKind::Retry, 1));
         assert_eq!(t.receivers["a"].waiting(), 1);
-        t.record(&ev(EventKind::Retry, "a", 2));
+        t.record(&same(EventKind::Retry, 2));
         assert_eq!(t.receivers["a"].waiting(), 1);
-        t.record(&ev(EventKind::Delivered, "a", 3));
+        t.record(&same(EventKind::Delivered, 3));
         assert_eq!(t.receivers["a"].waiting(), 0);
         assert_eq!(t.done(Role::Sender), 1);
+    }
+
+    #[test]
+    fn a_file_a_previous_run_retried_does_not_end_another_files_wait() {
+        let mut t = Tally::default();
+        let named = |kind, attempt, key: &str| {
+            let mut e = ev(kind, "a", attempt);
+            e.key = Some(key.into());
+            e
+        };
+        // Retried by the run before, delivered by this one.
+        t.record(&named(EventKind::Delivered, 2, "old"));
+        t.record(&named(EventKind::Retry, 1, "new"));
+        assert_eq!(t.receivers["a"].waiting(), 1);
+        assert_eq!(t.done(Role::Sender), 2);
+        // A retry of an old one waits too, once however often it is retried.
+        t.record(&named(EventKind::Retry, 3, "older"));
+        t.record(&named(EventKind::Retry, 4, "older"));
+        assert_eq!(t.receivers["a"].waiting(), 2);
+        assert_eq!(t.done(Role::Sender), 3);
     }
 
     #[test]
