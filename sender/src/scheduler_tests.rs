@@ -241,7 +241,7 @@ impl Fixture {
     async fn serve_until(&self, limit: Duration, until: impl Fn(&Fixture) -> bool) {
         let stop = CancellationToken::new();
         let mut dispatcher = self.dispatcher(&stop);
-        let reloader = Reloader::new(None, None, None);
+        let reloader = Reloader::new(None, None, None, 1);
         // Put-back retries are found by their inotify event, as in production.
         let watcher = Watcher::new(&self.spool.dir(State::Incoming)).unwrap();
         let events = Events {

@@ -54,6 +54,8 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         config: snapshot,
     } = job;
     let config = &snapshot.router.receivers()[receiver].config;
+    let slots = snapshot.receivers[receiver].clone();
+    let name = slots.name.as_str();
     let labels = snapshot.router.receivers()[receiver].endpoint_labels();
     let rules = Rules {
         extra_retry: &config.retry_statuses,
@@ -87,7 +89,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         // A failover goes only to a closed endpoint: never a probe.
         let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
-            receiver,
+            name,
             &labels[endpoint],
             judgement.circuit,
             carried_probe,
@@ -96,14 +98,14 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             shared.wake.notify_one();
         }
         let next = if judgement.failover {
-            shared.circuits.failover(receiver, labels, &tried)
+            shared.circuits.failover(name, labels, &tried)
         } else {
             None
         };
         match next {
             Some(next) => {
                 let what = failover_note(&labels[endpoint], &sent);
-                tracing::info!(receiver = %shared.receiver_name(receiver), endpoint = %labels[endpoint], answered = %what, next = %labels[next], "trying the receiver's next endpoint");
+                tracing::info!(receiver = %name, endpoint = %labels[endpoint], answered = %what, next = %labels[next], "trying the receiver's next endpoint");
                 failed_over.push(what);
                 tried.push(next);
             }
@@ -113,7 +115,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let limit = pace.answered(judgement.load);
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
-        receiver: Some(receiver),
+        receiver: Some(name),
         url: Some(&urls[endpoint]),
         endpoint: Some(&labels[endpoint]),
         failed_over: &failed_over,
@@ -125,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;
-    shared.release_slot(receiver, permits);
+    shared.release_slot(&slots, permits);
 }
 
 /// What an endpoint that was failed over answered, for the event line:
