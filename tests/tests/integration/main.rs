@@ -29,6 +29,7 @@ mod documented;
 mod lifecycle;
 mod queue;
 mod regression;
+mod reload_receivers;
 mod replay;
 mod reporter;
 mod sender;
