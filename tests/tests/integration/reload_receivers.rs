@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use spoolpost_protocol::spool::State;
-use spoolpost_tests::harness::{Running, TestSpool, config, eventually, path_str, sender, spawn};
+use spoolpost_tests::harness::{
+    Running, TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
+};
 use spoolpost_tests::receiver::{Receiver, Reply};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -107,6 +109,16 @@ fn a_receiver_added_by_a_reload_takes_its_files_at_once_and_the_line_names_it() 
     let mut got = paths(&rx);
     got.sort();
     assert_eq!(got, ["/a", "/a", "/b"]);
+    // The reporter shows who came, from the event lines.
+    let out = run(reporter(&spool).arg("--events").arg(&events), LIMIT);
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("LAST RELOAD THAT CHANGED RECEIVERS (sender at ")
+            && out.stdout.contains("added b; removed none"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
