@@ -87,13 +87,18 @@ pub struct LastReload {
     pub receivers_removed: Vec<String>,
 }
 
-/// The line if it is an accepted reload that changed the receivers.
-fn reload_line(line: &[u8]) -> Option<(LastReload, SystemTime)> {
+/// `None` when the line is not a reload line; otherwise the reload if it
+/// was accepted and changed the receivers.
+fn reload_line(line: &[u8]) -> Option<Option<(LastReload, SystemTime)>> {
     // Most lines are deliveries: look before parsing.
     const RELOAD: &[u8] = b"\"event\":\"reload\"";
     if !line.windows(RELOAD.len()).any(|w| w == RELOAD) {
         return None;
     }
+    Some(changed_receivers(line))
+}
+
+fn changed_receivers(line: &[u8]) -> Option<(LastReload, SystemTime)> {
     #[derive(serde::Deserialize)]
     struct Line {
         event: String,
@@ -154,8 +159,10 @@ pub fn analyse_with(
                 continue;
             }
             out.lines += 1;
-            if let Some((reload, time)) = reload_line(&line) {
-                if last_reload.as_ref().is_none_or(|(_, t)| *t <= time) {
+            if let Some(reload) = reload_line(&line) {
+                if let Some((reload, time)) = reload
+                    && last_reload.as_ref().is_none_or(|(_, t)| *t <= time)
+                {
                     last_reload = Some((reload, time));
                 }
                 continue;
