@@ -64,6 +64,9 @@ struct Endpoint {
     reason: Option<&'static str>,
     /// Requests granted to it that have not been answered yet.
     in_flight: usize,
+    /// Of those, the ones unanswered past the receiver's lapse time
+    /// ([`HungMark`]).
+    hung: usize,
 }
 
 impl Endpoints {
@@ -89,6 +92,7 @@ impl Endpoints {
                     breaker: Breaker::new(config, now),
                     reason: None,
                     in_flight: 0,
+                    hung: 0,
                 },
             })
             .collect();
@@ -108,10 +112,12 @@ impl Endpoints {
                 Some(e) => View {
                     state: e.breaker.state(),
                     in_flight: e.in_flight,
+                    hung: e.hung,
                 },
                 None => View {
                     state: CircuitState::Open,
                     in_flight: 0,
+                    hung: 0,
                 },
             })
             .collect()
@@ -356,6 +362,48 @@ impl Circuits {
         self.publish();
     }
 
+    /// Marks a request to `label` of `receiver` as hung until the mark is
+    /// dropped: while it is, new files go to the receiver's other
+    /// endpoints if one is closed and has none hung.
+    pub fn mark_hung<'a>(&'a self, receiver: &'a str, label: &'a str) -> HungMark<'a> {
+        let first = self.with_endpoint(receiver, label, |e| {
+            e.hung += 1;
+            e.hung == 1
+        });
+        if first == Some(true) {
+            tracing::info!(receiver = %receiver, endpoint = %label, "endpoint hangs: a request is unanswered past the lapse time; new files go to the other endpoints");
+        }
+        HungMark {
+            circuits: self,
+            receiver,
+            label,
+        }
+    }
+
+    /// Whether an endpoint of `receiver` not in `tried` could take a file
+    /// now ([`endpoint::another_ready`]).
+    pub fn another_ready(&self, receiver: &str, labels: &[String], tried: &[usize]) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .receivers
+            .get(receiver)
+            .is_some_and(|r| endpoint::another_ready(&r.views(labels), tried))
+    }
+
+    fn with_endpoint<T>(
+        &self,
+        receiver: &str,
+        label: &str,
+        f: impl FnOnce(&mut Endpoint) -> T,
+    ) -> Option<T> {
+        let mut state = self.state.lock().unwrap();
+        state
+            .receivers
+            .get_mut(receiver)
+            .and_then(|r| r.find(label))
+            .map(f)
+    }
+
     /// How many endpoints' circuits are not closed, for the service status
     /// line.
     pub fn not_closed(&self) -> usize {
@@ -399,6 +447,22 @@ impl Circuits {
         if let Err(e) = circuits::write(&self.folder, &circuits) {
             tracing::warn!(error = %e, "cannot publish circuit states");
         }
+    }
+}
+
+/// A request unanswered past its receiver's lapse time, counted as hung on
+/// its endpoint until dropped (answered, cut, or its job ended).
+pub struct HungMark<'a> {
+    circuits: &'a Circuits,
+    receiver: &'a str,
+    label: &'a str,
+}
+
+impl Drop for HungMark<'_> {
+    fn drop(&mut self) {
+        self.circuits.with_endpoint(self.receiver, self.label, |e| {
+            e.hung = e.hung.saturating_sub(1)
+        });
     }
 }
 

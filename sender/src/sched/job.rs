@@ -20,8 +20,9 @@ use crate::net::exchange::Request;
 use crate::net::file::{self, OpenError};
 use crate::net::send::Sent;
 use crate::rules::change::Change;
+use crate::rules::endpoint::answer_deadline;
 use crate::rules::judge::{Attempt, judge};
-use crate::rules::outcome::{Answer, Rules};
+use crate::rules::outcome::{Answer, Rules, Transport};
 use crate::sched::settle::{Attempted, settle};
 use crate::sched::shared::{Config, Shared};
 
@@ -68,15 +69,17 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let mut failed_over = Vec::new();
     let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
-        let sent = pace
-            .unless_hung(attempt(
-                &shared,
-                &snapshot,
-                &claimed,
-                receiver,
-                &urls[endpoint],
-            ))
-            .await;
+        let request = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]);
+        let watch = Watch {
+            shared: &shared,
+            receiver: name,
+            labels,
+            tried: &tried,
+            pace: &slots.pace,
+            timeout: config.timeout,
+            path: &claimed.path,
+        };
+        let sent = pace.unless_hung(watch.run(request)).await;
         let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,
@@ -128,6 +131,64 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;
     shared.release_slot(&slots, permits);
+}
+
+/// What watches a request for a hang: its endpoint is marked hung once it
+/// is unanswered past the receiver's lapse time, and it is cut at its
+/// answer deadline if another endpoint can take the file
+/// ([`crate::rules::endpoint`] has the rules).
+struct Watch<'a> {
+    shared: &'a Shared,
+    receiver: &'a str,
+    labels: &'a [String],
+    /// This attempt's endpoints, the watched one last.
+    tried: &'a [usize],
+    pace: &'a crate::sched::pace::Pace,
+    /// The receiver's request timeout.
+    timeout: Duration,
+    path: &'a std::path::Path,
+}
+
+impl Watch<'_> {
+    async fn run(self, request: impl std::future::Future<Output = Sent>) -> Sent {
+        tokio::pin!(request);
+        let started = crate::sched::clock::now();
+        tokio::select! {
+            biased;
+            sent = &mut request => return sent,
+            _ = tokio::time::sleep(self.pace.hung_after()) => {}
+        }
+        let endpoint = *self.tried.last().expect("one endpoint at least");
+        let label = &self.labels[endpoint];
+        let _hung = self.shared.circuits.mark_hung(self.receiver, label);
+        // Only a slow request comes here: its size is looked up now.
+        let size = std::fs::metadata(self.path).map_or(0, |m| m.len());
+        // The lapse time as it is now: a request sent before any answer
+        // was timed waited the initial one, and those since tell better.
+        let lapse = self.pace.hung_after();
+        let Some(deadline) = answer_deadline(lapse, size, self.timeout) else {
+            return request.await;
+        };
+        tokio::select! {
+            biased;
+            sent = &mut request => return sent,
+            _ = tokio::time::sleep_until((started + deadline).into()) => {}
+        }
+        if !(self.shared.circuits).another_ready(self.receiver, self.labels, self.tried) {
+            return request.await;
+        }
+        tracing::info!(receiver = %self.receiver, endpoint = %label, deadline = ?deadline, "no answer by the answer deadline; the request is cut and the file goes to another endpoint");
+        Sent {
+            answer: Answer::Failed(Transport::Timeout),
+            body: Vec::new(),
+            error: Some(format!(
+                "no answer within {deadline:?}, the answer deadline; cut for another endpoint"
+            )),
+            bytes_read: 0,
+            bytes_sent: 0,
+            latency: crate::sched::clock::now() - started,
+        }
+    }
 }
 
 /// What an endpoint that was failed over answered, for the event line:

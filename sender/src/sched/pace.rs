@@ -300,6 +300,13 @@ impl Pace {
         self.lock().controller.hold(signal)
     }
 
+    /// How long a request may go unanswered before it counts as hung on
+    /// its endpoint, pinned limit or not (a pinned one learns no latency,
+    /// so it is [`crate::rules::adaptive::LAPSE_INITIAL`]).
+    pub fn hung_after(&self) -> Duration {
+        self.lock().controller.lapse_after()
+    }
+
     /// How long a request may go unanswered before its room is freed.
     fn lapse_after(&self) -> Duration {
         if !self.adaptive {
