@@ -26,6 +26,7 @@ mod configuration;
 mod conformance;
 mod dist;
 mod documented;
+mod hanging_endpoint;
 mod lifecycle;
 mod queue;
 mod regression;
