@@ -9,14 +9,18 @@
 //! load, where every endpoint has none in flight) go round from a cursor
 //! that moves on with every pick, so light traffic is still spread.
 //!
-//! A hung endpoint (one with a request that has gone unanswered past the
-//! receiver's lapse time, [`crate::rules::adaptive::Controller::lapse_after`])
+//! A hung endpoint (one with a request that has gone unanswered past its
+//! lapse time: the receiver's, [`crate::rules::adaptive::Controller::lapse_after`],
+//! or the endpoint's own [`Latency::lapse`] if it answers more slowly)
 //! gets no new file while another closed endpoint has none hung: an
 //! endpoint that accepts connections and never answers would otherwise
 //! keep taking files until its circuit opens, each of them waiting out the
 //! whole request timeout. And a request to it that is still unanswered at
 //! its [`answer_deadline`] is cut and fails over, when another endpoint
-//! can take the file, instead of waiting for the timeout.
+//! can take the file, instead of waiting for the timeout. A half-open
+//! circuit's probe is never cut: its answer, however slow, is how an
+//! endpoint that is slow but alive gets its own latency known, and with it
+//! a deadline of its own.
 
 use std::time::Duration;
 
@@ -50,6 +54,29 @@ pub fn another_ready(views: &[View], tried: &[usize]) -> bool {
         .iter()
         .enumerate()
         .any(|(i, v)| !tried.contains(&i) && v.state == CircuitState::Closed && v.hung == 0)
+}
+
+/// An endpoint's own smoothed answer time and its deviation, as TCP keeps
+/// for its retransmission timeout (RFC 6298), from the answers it gave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency(Option<(Duration, Duration)>);
+
+impl Latency {
+    pub fn sample(&mut self, took: Duration) {
+        self.0 = Some(match self.0 {
+            None => (took, took / 2),
+            Some((srtt, var)) => {
+                let dev = srtt.abs_diff(took);
+                (srtt * 7 / 8 + took / 8, var * 3 / 4 + dev / 4)
+            }
+        });
+    }
+
+    /// Twice the smoothed time plus four deviations, as the receiver's
+    /// lapse time is reckoned; `None` before any answer.
+    pub fn lapse(&self) -> Option<Duration> {
+        self.0.map(|(srtt, var)| srtt * 2 + var * 4)
+    }
 }
 
 /// How many lapse times a request may go unanswered before it is cut for
@@ -119,6 +146,20 @@ mod tests {
         for (what, views, tried, cursor, want) in table {
             assert_eq!(pick(views, tried, *cursor), *want, "{what}");
         }
+    }
+
+    #[test]
+    fn an_endpoints_latency_is_smoothed_and_its_lapse_follows_it() {
+        const MS: fn(u64) -> Duration = Duration::from_millis;
+        let mut l = Latency::default();
+        assert_eq!(l.lapse(), None);
+        l.sample(MS(1000));
+        assert_eq!(l.lapse(), Some(MS(4000)), "2 x 1 s + 4 x 0.5 s");
+        for _ in 0..50 {
+            l.sample(MS(1000));
+        }
+        assert!(l.lapse().unwrap() < MS(2100), "{:?}", l.lapse());
+        assert!(l.lapse().unwrap() >= MS(2000));
     }
 
     #[test]

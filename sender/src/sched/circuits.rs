@@ -20,7 +20,7 @@ use spoolpost_protocol::circuits::{self, Circuit, CircuitState};
 use spoolpost_protocol::event::rfc3339;
 
 use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
-use crate::rules::endpoint::{self, View};
+use crate::rules::endpoint::{self, Latency, View};
 use crate::rules::judge::CircuitSignal;
 use crate::sched::clock::now;
 use crate::sched::holds::HOLD_REFRESH;
@@ -67,6 +67,8 @@ struct Endpoint {
     /// Of those, the ones unanswered past the receiver's lapse time
     /// ([`HungMark`]).
     hung: usize,
+    /// How long its answers take.
+    latency: Latency,
 }
 
 impl Endpoints {
@@ -93,6 +95,7 @@ impl Endpoints {
                     reason: None,
                     in_flight: 0,
                     hung: 0,
+                    latency: Latency::default(),
                 },
             })
             .collect();
@@ -378,6 +381,17 @@ impl Circuits {
             receiver,
             label,
         }
+    }
+
+    /// Tells an endpoint's latency an answer's time.
+    pub fn answered_in(&self, receiver: &str, label: &str, took: std::time::Duration) {
+        self.with_endpoint(receiver, label, |e| e.latency.sample(took));
+    }
+
+    /// The endpoint's own lapse time, once it has answered.
+    pub fn lapse(&self, receiver: &str, label: &str) -> Option<std::time::Duration> {
+        self.with_endpoint(receiver, label, |e| e.latency.lapse())
+            .flatten()
     }
 
     /// Whether an endpoint of `receiver` not in `tried` could take a file

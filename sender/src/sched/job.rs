@@ -76,6 +76,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             labels,
             tried: &tried,
             pace: &slots.pace,
+            probe: probe && tried.len() == 1,
             timeout: config.timeout,
             path: &claimed.path,
         };
@@ -144,6 +145,8 @@ struct Watch<'a> {
     /// This attempt's endpoints, the watched one last.
     tried: &'a [usize],
     pace: &'a crate::sched::pace::Pace,
+    /// The request is a half-open circuit's probe: never cut.
+    probe: bool,
     /// The receiver's request timeout.
     timeout: Duration,
     path: &'a std::path::Path,
@@ -153,20 +156,47 @@ impl Watch<'_> {
     async fn run(self, request: impl std::future::Future<Output = Sent>) -> Sent {
         tokio::pin!(request);
         let started = crate::sched::clock::now();
-        tokio::select! {
-            biased;
-            sent = &mut request => return sent,
-            _ = tokio::time::sleep(self.pace.hung_after()) => {}
-        }
         let endpoint = *self.tried.last().expect("one endpoint at least");
         let label = &self.labels[endpoint];
+        let sent = tokio::select! {
+            biased;
+            sent = &mut request => Some(sent),
+            _ = tokio::time::sleep(self.lapse(label)) => None,
+        };
+        let sent = match sent {
+            Some(sent) => sent,
+            None => self.late(request, started, label).await,
+        };
+        if matches!(sent.answer, Answer::Status { .. }) {
+            (self.shared.circuits).answered_in(self.receiver, label, sent.latency);
+        }
+        sent
+    }
+
+    /// The endpoint's lapse time as it is now: the receiver's, or the
+    /// endpoint's own if it answers more slowly.
+    fn lapse(&self, label: &str) -> Duration {
+        let own = self.shared.circuits.lapse(self.receiver, label);
+        self.pace.hung_after().max(own.unwrap_or_default())
+    }
+
+    /// A request unanswered past its lapse time.
+    async fn late(
+        &self,
+        request: std::pin::Pin<&mut impl std::future::Future<Output = Sent>>,
+        started: std::time::Instant,
+        label: &str,
+    ) -> Sent {
+        let mut request = request;
         let _hung = self.shared.circuits.mark_hung(self.receiver, label);
+        if self.probe {
+            return request.await;
+        }
         // Only a slow request comes here: its size is looked up now.
         let size = std::fs::metadata(self.path).map_or(0, |m| m.len());
         // The lapse time as it is now: a request sent before any answer
         // was timed waited the initial one, and those since tell better.
-        let lapse = self.pace.hung_after();
-        let Some(deadline) = answer_deadline(lapse, size, self.timeout) else {
+        let Some(deadline) = answer_deadline(self.lapse(label), size, self.timeout) else {
             return request.await;
         };
         tokio::select! {

@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use spoolpost_protocol::spool::State;
-use spoolpost_tests::harness::{TestSpool, config, path_str, run, sender};
+use spoolpost_tests::harness::{TestSpool, config, eventually, path_str, run, sender, spawn};
 use spoolpost_tests::receiver::{Receiver, Reply};
 
 /// Far above what any of these runs takes when the rules work.
@@ -120,4 +121,67 @@ fn with_no_other_endpoint_a_hanging_request_runs_to_its_timeout() {
     let error = events[0].error.as_deref().unwrap_or("");
     assert!(!error.contains("answer deadline"), "{error}");
     assert_eq!(spool.count(State::Incoming), 1, "waits for its retry");
+}
+
+#[test]
+fn an_endpoint_slower_than_the_deadline_is_known_by_its_probe_and_then_not_cut() {
+    let (slow, fast) = (Receiver::start(), Receiver::start());
+    // Past the 1 s deadline a fast sibling gives the receiver: taken for
+    // hung at first, until its probe, which is never cut, is answered.
+    slow.answer(Reply::stall(Duration::from_millis(1500)));
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let cfg = config(
+        &spool,
+        &format!(
+            "spool = {:?}\n[sender]\nbreaker_failures = 2\nbreaker_open_initial = \"1s\"\nbreaker_open_max = \"1s\"\n[receivers.r]\nurls = [{:?}, {:?}]\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+            path_str(&spool.root),
+            slow.url("/in"),
+            fast.url("/in")
+        ),
+    );
+    let proc = spawn(
+        sender(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--events")
+            .arg(&events),
+    );
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let slow_url = slow.url("/in");
+    let by_slow = |v: &serde_json::Value| v["endpoint"] == slow_url.as_str();
+    let mut put = 0;
+    assert!(
+        eventually(LIMIT, || {
+            spool.put(format!("early-{put}"), b"event");
+            put += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            lines().iter().any(by_slow)
+        }),
+        "the slow endpoint never delivered"
+    );
+    // Known now: its answers are not cut, it takes its share again.
+    let before = lines().len();
+    for i in 0..40 {
+        spool.put(format!("late-{i}"), b"event");
+    }
+    assert!(eventually(LIMIT, || spool.count(State::Done) == put + 40));
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    let late = &lines()[before..];
+    assert!(
+        late.iter().any(by_slow),
+        "the slow endpoint got no late file"
+    );
+    assert!(
+        late.iter().all(|v| v.get("failed_over").is_none()),
+        "{:?}",
+        late.iter().find(|v| v.get("failed_over").is_some())
+    );
 }
