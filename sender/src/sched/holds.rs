@@ -17,6 +17,8 @@ pub const HOLD_REFRESH: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Holds {
     held: BTreeSet<String>,
+    /// The receivers the last read looked at.
+    known: BTreeSet<String>,
     read: Option<Instant>,
 }
 
@@ -24,12 +26,17 @@ impl Holds {
     /// Rereads the holds if they are older than [`HOLD_REFRESH`]. Returns
     /// true when a hold was lifted: its files are waiting in `incoming/`.
     pub fn refresh(&mut self, spool: &Spool, names: &[&str], now: Instant) -> bool {
-        if self
-            .read
-            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_REFRESH)
+        // A receiver a reload just added is read at once: its hold, made
+        // before it came, must keep its first file.
+        let new_name = names.iter().any(|n| !self.known.contains(*n));
+        if !new_name
+            && self
+                .read
+                .is_some_and(|t| now.saturating_duration_since(t) < HOLD_REFRESH)
         {
             return false;
         }
+        self.known = names.iter().map(|n| n.to_string()).collect();
         self.read = Some(now);
         let on_hold = circuits::held(spool);
         let mut lifted = false;

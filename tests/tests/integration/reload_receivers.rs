@@ -366,3 +366,33 @@ fn an_open_circuit_stays_with_its_receiver_when_a_reload_puts_another_before_it(
         "a's open circuit kept its files"
     );
 }
+
+#[test]
+fn a_receiver_added_on_hold_gets_none_of_its_files() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let (a, c) = (rx.url("/a"), rx.url("/c"));
+    std::fs::create_dir_all(spool.root.join("hold")).unwrap();
+    std::fs::write(spool.root.join("hold").join("c"), b"").unwrap();
+    let cfg = config(&spool, &text(&spool, "", &[("a", &a)], &[("*", "a")]));
+    let proc = daemon(&spool, &cfg, &events);
+    // The holds were read for a moment ago, when this file went.
+    spool.put("first", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 1));
+    let both = text(
+        &spool,
+        "",
+        &[("a", &a), ("c", &c)],
+        &[("c-*", "c"), ("*", "a")],
+    );
+    reload(&proc, &cfg, &events, &both, 1);
+    spool.put("c-held", b"x");
+    spool.put("marker", b"x");
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 2));
+    assert_eq!(rx.count_path("/c"), 0, "a held receiver got a file");
+    std::fs::remove_file(spool.root.join("hold").join("c")).unwrap();
+    assert!(eventually(LIMIT, || spool.count(State::Done) == 3));
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
