@@ -154,6 +154,10 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     async fn run(self, request: impl std::future::Future<Output = Sent>) -> Sent {
+        // With one endpoint there is nowhere else to send: no timer.
+        if self.labels.len() < 2 {
+            return request.await;
+        }
         tokio::pin!(request);
         let started = crate::sched::clock::now();
         let endpoint = *self.tried.last().expect("one endpoint at least");
