@@ -238,11 +238,9 @@ impl Dispatcher {
         }
         let mut parsed = SpoolName::parse(&name);
         let config = self.shared.config();
-        let cap = config.retry_cap(&self.shared.spool, &name, &parsed);
-        let due =
-            self.shared
-                .spool
-                .retry_wait(&name, parsed.attempts, cap, self.shared.wall_clock());
+        let now = self.shared.wall_clock();
+        let cap = config.retry_cap(&self.shared.spool, &name, &parsed, now);
+        let due = (self.shared.spool).retry_wait(&name, parsed.attempts, cap, now);
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {

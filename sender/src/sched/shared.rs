@@ -60,9 +60,20 @@ pub const LEFT_KEPT: usize = 4;
 impl Config {
     /// The longest a waiting retry of `name` (`parsed`) may still wait
     /// under this snapshot's policy and receivers.
-    pub fn retry_cap(&self, spool: &Spool, name: &OsStr, parsed: &SpoolName) -> Duration {
+    pub fn retry_cap(
+        &self,
+        spool: &Spool,
+        name: &OsStr,
+        parsed: &SpoolName,
+        now: SystemTime,
+    ) -> Duration {
         let max = self.policy.max;
-        if self.rejudge_before.is_none() && self.left.is_empty() {
+        // No file put back before a reload can still be waiting once the
+        // longest wait of any policy since has passed: the look at the
+        // file is then spared.
+        let longest = max.max(self.superseded.map_or(max, |(_, m)| m));
+        let lately = |at: SystemTime| at + longest > now;
+        if !self.rejudge_before.is_some_and(lately) && !self.left.iter().any(|l| lately(l.at)) {
             return max;
         }
         let path = spool
