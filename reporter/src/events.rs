@@ -70,6 +70,47 @@ pub struct EventStats {
     pub unreadable_lines: u64,
     pub rates: Vec<Rates>,
     pub receivers: BTreeMap<String, ReceiverEvents>,
+    /// The latest accepted reload that brought or let go receivers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<LastReload>,
+}
+
+/// An accepted reload's `"event":"reload"` line, as far as the report
+/// shows it: which receivers came and went.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct LastReload {
+    pub time: String,
+    pub program: String,
+    #[serde(default)]
+    pub receivers_added: Vec<String>,
+    #[serde(default)]
+    pub receivers_removed: Vec<String>,
+}
+
+/// `None` when the line is not a reload line; otherwise the reload if it
+/// was accepted and changed the receivers.
+fn reload_line(line: &[u8]) -> Option<Option<(LastReload, SystemTime)>> {
+    // Most lines are deliveries: look before parsing.
+    const RELOAD: &[u8] = b"\"event\":\"reload\"";
+    if !line.windows(RELOAD.len()).any(|w| w == RELOAD) {
+        return None;
+    }
+    Some(changed_receivers(line))
+}
+
+fn changed_receivers(line: &[u8]) -> Option<(LastReload, SystemTime)> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        event: String,
+        ok: bool,
+        #[serde(flatten)]
+        reload: LastReload,
+    }
+    let l: Line = serde_json::from_slice(line).ok()?;
+    let r = l.reload;
+    let changed = !r.receivers_added.is_empty() || !r.receivers_removed.is_empty();
+    let time = humantime::parse_rfc3339_weak(&r.time).ok()?;
+    (l.event == "reload" && l.ok && changed).then_some((r, time))
 }
 
 /// A file's identity across collector and sender lines: its name without
@@ -110,6 +151,7 @@ pub fn analyse_with(
     let mut delivered_times = Vec::new();
     let mut delivered_keys = HashSet::new();
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut last_reload: Option<(LastReload, SystemTime)> = None;
     for input in inputs {
         for line in input.split(b'\n') {
             let Ok(line) = line else { break };
@@ -117,6 +159,14 @@ pub fn analyse_with(
                 continue;
             }
             out.lines += 1;
+            if let Some(reload) = reload_line(&line) {
+                if let Some((reload, time)) = reload
+                    && last_reload.as_ref().is_none_or(|(_, t)| *t <= time)
+                {
+                    last_reload = Some((reload, time));
+                }
+                continue;
+            }
             let Ok(event) = serde_json::from_slice::<Event>(&line) else {
                 out.unreadable_lines += 1;
                 continue;
@@ -195,12 +245,35 @@ pub fn analyse_with(
         stats.end_to_end_ms = Percentiles::of(a.e2e);
         out.receivers.insert(name, stats);
     }
+    out.last_reload = last_reload.map(|(r, _)| r);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_reload_that_changed_the_receivers_is_shown() {
+        let lines = concat!(
+            r#"{"time":"2026-01-01T00:00:02Z","event":"reload","program":"sender","ok":true,"receivers_added":["c"],"receivers_removed":["b"]}"#,
+            "\n",
+            r#"{"time":"2026-01-01T00:00:01Z","event":"reload","program":"sender","ok":true,"receivers_added":["b"]}"#,
+            "\n",
+            r#"{"time":"2026-01-01T00:00:03Z","event":"reload","program":"sender","ok":true}"#,
+            "\n",
+            r#"{"time":"2026-01-01T00:00:04Z","event":"reload","program":"sender","ok":false,"error":"x"}"#,
+            "\n",
+        );
+        let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(lines.as_bytes().to_vec()));
+        let stats = analyse(vec![input], SystemTime::now());
+        let last = stats.last_reload.unwrap();
+        assert_eq!(
+            (last.receivers_added, last.receivers_removed),
+            (vec!["c".to_string()], vec!["b".to_string()])
+        );
+        assert_eq!(stats.unreadable_lines, 0, "a reload line is not unreadable");
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

@@ -291,6 +291,23 @@ fn sections(r: &Report, colour: bool, trends: &str) -> Vec<Section> {
     close(&mut sections, &mut out, "ERRORS", 2);
 
     if let Some(ev) = &r.events {
+        if let Some(reload) = &ev.last_reload {
+            let names = |n: &[String]| {
+                if n.is_empty() {
+                    "none".to_string()
+                } else {
+                    n.join(", ")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "\nLAST RELOAD THAT CHANGED RECEIVERS ({} at {}): added {}; removed {}",
+                reload.program,
+                reload.time,
+                names(&reload.receivers_added),
+                names(&reload.receivers_removed)
+            );
+        }
         let _ = writeln!(out, "\nRATES (from {} event lines)", ev.lines);
         let mut rows = vec![
             [

@@ -37,8 +37,8 @@ fn send_status(shared: &Shared, concurrency: usize) {
         return;
     }
     let config = shared.config();
-    let in_flight: usize = shared
-        .slots
+    let in_flight: usize = config
+        .receivers
         .iter()
         .zip(config.router.receivers())
         .map(|(s, r)| {
@@ -84,7 +84,12 @@ pub async fn run(
         config,
         loaded,
     } = plan;
-    let reloader = Reloader::new(config, events.clone(), loaded.as_ref());
+    let reloader = Reloader::new(
+        config,
+        events.clone(),
+        loaded.as_ref(),
+        settings.concurrency,
+    );
     raise_open_file_limit(settings.concurrency);
     let recovered = recover_dead_claims(&spool)?;
     if recovered > 0 {
@@ -111,7 +116,7 @@ pub async fn run(
     tracing::info!(
         spool = %spool.root().display(),
         claim = shared.claims.id(),
-        receivers = shared.names.len(),
+        receivers = shared.config().receivers.len(),
         mode = if once { "once" } else { "daemon" },
         "sender started"
     );
@@ -119,17 +124,21 @@ pub async fn run(
     spoolpost_ops::notify::global().ready("sending");
     let recovery = tokio::spawn(recover_periodically(shared.clone(), stop.clone()));
     let stranded = tokio::spawn(retry_stranded(shared.clone(), stop.clone()));
+    // The receivers a reload leaves in place, each time they are wanted.
+    let paces = {
+        let shared = shared.clone();
+        move || -> Vec<Arc<Pace>> {
+            (shared.config().receivers.iter())
+                .map(|s| s.pace.clone())
+                .collect()
+        }
+    };
     let publishing = tokio::spawn(crate::sched::pace::publish(
         shared.claims.path().to_path_buf(),
-        (shared.names.iter().cloned())
-            .zip(shared.slots.iter().map(|s| s.pace.clone()))
-            .collect(),
+        paces.clone(),
         stop.clone(),
     ));
-    let quieting = tokio::spawn(crate::sched::pace::quiet_moments(
-        shared.slots.iter().map(|s| s.pace.clone()).collect(),
-        stop.clone(),
-    ));
+    let quieting = tokio::spawn(crate::sched::pace::quiet_moments(paces, stop.clone()));
     let mut dispatcher = Dispatcher::new(shared.clone(), settings.concurrency.max(1), stop.clone());
     let result = if once {
         drain_once(&mut dispatcher).await
@@ -206,23 +215,10 @@ pub(crate) fn shared_state(
     events: spoolpost_protocol::event::EventSink,
     exchange: Arc<dyn crate::net::exchange::Exchange>,
 ) -> Shared {
-    let slots = router
+    let receivers = router
         .receivers()
         .iter()
-        .map(|r| {
-            let bound = r.config.concurrency.min(settings.concurrency);
-            ReceiverSlots {
-                permits: Arc::new(Semaphore::new(bound)),
-                pace: Pace::load(
-                    &spool,
-                    &r.name,
-                    bound,
-                    r.config.adaptive,
-                    r.config.rate_limit,
-                ),
-                skipped: Default::default(),
-            }
-        })
+        .map(|r| receiver_slots(&spool, r, settings.concurrency))
         .collect();
     let circuits = Circuits::new(
         router
@@ -237,8 +233,11 @@ pub(crate) fn shared_state(
     let snapshot = Config {
         router: Arc::new(router),
         http: Arc::new(http),
+        receivers,
         policy: retry_policy(settings),
         rejudge_before: None,
+        superseded: None,
+        left: Vec::new(),
     };
     Shared::new(
         spool,
@@ -247,9 +246,38 @@ pub(crate) fn shared_state(
         settings.delete_delivered,
         events,
         circuits,
-        slots,
         exchange,
     )
+}
+
+/// A receiver's slots and pace, as its name first comes to the sender
+/// (at start, or added by a reload): bounded by its `concurrency` and
+/// `[sender] concurrency` (`global`), its pace read from the spool's record.
+pub(crate) fn receiver_slots(
+    spool: &Spool,
+    r: &spoolpost_ops::route::Receiver,
+    global: usize,
+) -> Arc<ReceiverSlots> {
+    let bound = r.config.concurrency.min(global);
+    Arc::new(ReceiverSlots {
+        name: r.name.clone(),
+        made_with: made_with(&r.config),
+        permits: Arc::new(Semaphore::new(bound)),
+        pace: Pace::load(
+            spool,
+            &r.name,
+            bound,
+            r.config.adaptive,
+            r.config.rate_limit,
+        ),
+        skipped: Default::default(),
+    })
+}
+
+/// What a receiver's slots and pace are built from, rendered to compare:
+/// a reload that changes them for a receiver it keeps needs a restart.
+pub(crate) fn made_with(r: &spoolpost_ops::config::ReceiverConfig) -> String {
+    format!("{} {} {:?}", r.concurrency, r.adaptive, r.rate_limit)
 }
 
 /// Looks for dead instances' claim folders every [`RECOVERY_INTERVAL`], on

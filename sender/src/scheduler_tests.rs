@@ -47,6 +47,8 @@ struct Call {
     at: Duration,
     file: String,
     attempt: u32,
+    /// The endpoint it went to.
+    url: String,
 }
 
 type Script = dyn Fn(&Call, usize) -> Reply + Send + Sync;
@@ -124,6 +126,7 @@ impl Exchange for Scripted {
             at: self.elapsed(),
             file: claimed.original.to_string_lossy().into_owned(),
             attempt: claimed.attempts + 1,
+            url: request.url.to_string(),
         };
         let reply = {
             let mut calls = self.calls.lock().unwrap();
@@ -241,7 +244,7 @@ impl Fixture {
     async fn serve_until(&self, limit: Duration, until: impl Fn(&Fixture) -> bool) {
         let stop = CancellationToken::new();
         let mut dispatcher = self.dispatcher(&stop);
-        let reloader = Reloader::new(None, None, None);
+        let reloader = Reloader::new(None, None, None, 1);
         // Put-back retries are found by their inotify event, as in production.
         let watcher = Watcher::new(&self.spool.dir(State::Incoming)).unwrap();
         let events = Events {
@@ -494,6 +497,50 @@ receiver = \"b\"
     assert_eq!(most[&0], 2, "receiver a's own limit");
     assert!(most[&1] <= 3, "{most:?}");
     assert_eq!(f.net.calls().len(), 16);
+}
+
+/// Once a request to an endpoint is late past the lapse time, no new file
+/// goes there, and the late ones fail over at the answer deadline: a
+/// second, not the hour the hanging endpoint would keep them.
+#[tokio::test(start_paused = true)]
+async fn files_leave_a_hanging_endpoint_for_the_other_at_its_first_late_request() {
+    let config = "\
+[receivers.r]
+urls = [\"http://127.0.0.1:9/hangs\", \"http://127.0.0.1:9/works\"]
+timeout = \"2h\"
+[[routes]]
+glob = \"*\"
+receiver = \"r\"
+";
+    let f = fixture(config, |call, _| {
+        if call.url.ends_with("/hangs") {
+            Reply::Status(200, Duration::from_secs(3600), None)
+        } else {
+            Reply::Status(200, Duration::from_millis(50), None)
+        }
+    });
+    for i in 0..400 {
+        f.put(&format!("f{i:03}.json"));
+    }
+    let stop = CancellationToken::new();
+    let mut dispatcher = f.dispatcher(&stop);
+    let started = Instant::now();
+    drain_once(&mut dispatcher).await.unwrap();
+    let took = Instant::now() - started;
+    assert_eq!(f.count(State::Done), 400);
+    let to_hang: Vec<Duration> = (f.net.calls().iter())
+        .filter(|c| c.url.ends_with("/hangs"))
+        .map(|c| c.at)
+        .collect();
+    assert!(!to_hang.is_empty(), "a took its first files");
+    // The first requests are late after the initial lapse time (1 s) at
+    // the latest; nothing new went to a after that, though b was busy
+    // with the rest for a while longer.
+    let last = *to_hang.iter().max().unwrap();
+    assert!(last <= crate::rules::adaptive::LAPSE_INITIAL, "{to_hang:?}");
+    // Each was cut at its deadline: four lapse times, the lapse time
+    // being what b's answers taught by then (the floor, 250 ms), so 1 s.
+    assert!(took <= Duration::from_secs(2), "{took:?}");
 }
 
 #[tokio::test(start_paused = true)]

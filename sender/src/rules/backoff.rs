@@ -64,6 +64,27 @@ impl RetryPolicy {
     }
 }
 
+/// The longest a file may still wait, counted from when it was put back
+/// after `attempts` attempts to wait `waits`, once a reload replaced the
+/// `old` policy (the largest of those it may have waited under) with
+/// `new`. A wait no longer than the old backoff for that attempt came from
+/// the backoff, and the new backoff for it is the most; a longer one was
+/// the receiver's `Retry-After`, which a change of backoff does not
+/// shorten (beyond the new `backoff_max`, which caps every
+/// `Retry-After`).
+pub fn rejudged_cap(
+    new: &RetryPolicy,
+    old: &RetryPolicy,
+    attempts: u32,
+    waits: Duration,
+) -> Duration {
+    if waits > old.backoff(attempts) {
+        new.max
+    } else {
+        new.backoff(attempts).min(new.max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +98,27 @@ mod tests {
             max_attempts: 0,
             max_age: S(3600),
         }
+    }
+
+    #[test]
+    fn a_new_backoff_shortens_backoff_waits_but_not_a_receivers_retry_after() {
+        let old = policy();
+        let new = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: S(30),
+            ..policy()
+        };
+        // Attempt 3 waited (up to) 4 s of backoff: the new one's 400 ms.
+        assert_eq!(
+            rejudged_cap(&new, &old, 3, S(3)),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            rejudged_cap(&new, &old, 3, S(4)),
+            Duration::from_millis(400)
+        );
+        // A 20 s wait after attempt 3 was a Retry-After: it stands.
+        assert_eq!(rejudged_cap(&new, &old, 3, S(20)), S(30));
     }
 
     #[test]

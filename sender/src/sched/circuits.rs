@@ -20,7 +20,7 @@ use spoolpost_protocol::circuits::{self, Circuit, CircuitState};
 use spoolpost_protocol::event::rfc3339;
 
 use crate::rules::breaker::{Breaker, BreakerConfig, Decision};
-use crate::rules::endpoint::{self, View};
+use crate::rules::endpoint::{self, Latency, View};
 use crate::rules::judge::CircuitSignal;
 use crate::sched::clock::now;
 use crate::sched::holds::HOLD_REFRESH;
@@ -37,7 +37,6 @@ fn opened_means(endpoints: usize) -> &'static str {
 }
 
 pub struct Circuits {
-    names: Vec<String>,
     state: Mutex<State>,
     /// The claim folder, where this sender's circuit file lives.
     folder: PathBuf,
@@ -45,7 +44,9 @@ pub struct Circuits {
 
 struct State {
     config: BreakerConfig,
-    receivers: Vec<Endpoints>,
+    /// By receiver name: a reload that adds, removes or reorders
+    /// receivers keeps each one's circuits with its name.
+    receivers: BTreeMap<String, Endpoints>,
 }
 
 /// One receiver's endpoints, each with its circuit.
@@ -63,6 +64,11 @@ struct Endpoint {
     reason: Option<&'static str>,
     /// Requests granted to it that have not been answered yet.
     in_flight: usize,
+    /// Of those, the ones unanswered past the receiver's lapse time
+    /// ([`HungMark`]).
+    hung: usize,
+    /// How long its answers take.
+    latency: Latency,
 }
 
 impl Endpoints {
@@ -88,6 +94,8 @@ impl Endpoints {
                     breaker: Breaker::new(config, now),
                     reason: None,
                     in_flight: 0,
+                    hung: 0,
+                    latency: Latency::default(),
                 },
             })
             .collect();
@@ -107,10 +115,12 @@ impl Endpoints {
                 Some(e) => View {
                     state: e.breaker.state(),
                     in_flight: e.in_flight,
+                    hung: e.hung,
                 },
                 None => View {
                     state: CircuitState::Open,
                     in_flight: 0,
+                    hung: 0,
                 },
             })
             .collect()
@@ -182,16 +192,12 @@ impl Circuits {
         folder: PathBuf,
         now: Instant,
     ) -> Self {
-        let (names, endpoints) = receivers
+        let receivers = receivers
             .into_iter()
             .map(|(name, labels)| (name, Endpoints::new(&labels, config, now)))
-            .unzip();
+            .collect();
         Circuits {
-            names,
-            state: Mutex::new(State {
-                config,
-                receivers: endpoints,
-            }),
+            state: Mutex::new(State { config, receivers }),
             folder,
         }
     }
@@ -202,9 +208,12 @@ impl Circuits {
     /// otherwise a closed endpoint is chosen by [`endpoint::pick`]; with
     /// none closed, the file waits for the earliest open period to end. Counts the request in
     /// flight on the endpoint; [`Grant`] takes it back if it does not go.
-    pub fn admit(&self, receiver: usize, labels: &[String], now: Instant) -> Admit {
+    pub fn admit(&self, receiver: &str, labels: &[String], now: Instant) -> Admit {
         let mut state = self.state.lock().unwrap();
-        let r = &mut state.receivers[receiver];
+        // Not known yet (a reload is adding it): it waits for the reload.
+        let Some(r) = state.receivers.get_mut(receiver) else {
+            return Admit::WaitUntil(now + HOLD_REFRESH);
+        };
         // An endpoint whose open period is over takes its probe first,
         // even while others are closed: otherwise a receiver with one
         // healthy endpoint would never look at the others again. A failed
@@ -240,9 +249,9 @@ impl Circuits {
 
     /// Another closed endpoint for an attempt whose endpoints in `tried`
     /// failed, counted in flight; `None` when there is none left.
-    pub fn failover(&self, receiver: usize, labels: &[String], tried: &[usize]) -> Option<usize> {
+    pub fn failover(&self, receiver: &str, labels: &[String], tried: &[usize]) -> Option<usize> {
         let mut state = self.state.lock().unwrap();
-        let r = &mut state.receivers[receiver];
+        let r = state.receivers.get_mut(receiver)?;
         let at = endpoint::pick(&r.views(labels), tried, r.cursor)?;
         r.find(&labels[at])?.in_flight += 1;
         Some(at)
@@ -255,7 +264,7 @@ impl Circuits {
     /// timer.
     pub fn record(
         &self,
-        receiver: usize,
+        receiver: &str,
         label: &str,
         signal: CircuitSignal,
         probe: bool,
@@ -265,8 +274,11 @@ impl Circuits {
         let transition = {
             let mut state = self.state.lock().unwrap();
             // Gone in a reload while the request was out: nothing to tell.
-            endpoints = state.receivers[receiver].endpoints.len();
-            let Some(e) = state.receivers[receiver].find(label) else {
+            let Some(r) = state.receivers.get_mut(receiver) else {
+                return false;
+            };
+            endpoints = r.endpoints.len();
+            let Some(e) = r.find(label) else {
                 return false;
             };
             e.in_flight = e.in_flight.saturating_sub(1);
@@ -300,7 +312,7 @@ impl Circuits {
             return false;
         };
         self.publish();
-        let name = &self.names[receiver];
+        let name = receiver;
         match state {
             CircuitState::Open if signal == CircuitSignal::Refuses => {
                 tracing::warn!(receiver = %name, endpoint = %label, reason = "auth", "circuit opened: the receiver refuses our credentials (401/407); its files wait for a new secret")
@@ -320,22 +332,90 @@ impl Circuits {
     pub fn reconfigure(&self, config: BreakerConfig) {
         let mut state = self.state.lock().unwrap();
         state.config = config;
-        for r in state.receivers.iter_mut() {
+        for r in state.receivers.values_mut() {
             for e in r.endpoints.iter_mut() {
                 e.breaker.reconfigure(config);
             }
         }
     }
 
-    /// Takes a reload's endpoints of `receiver`: those it keeps keep their
-    /// circuits, new ones start closed, and dropped ones are forgotten.
-    pub fn set_endpoints(&self, receiver: usize, labels: &[String], now: Instant) {
+    /// Takes a reload's receivers, each with its endpoints: a receiver
+    /// kept by name keeps the circuits of the endpoints it keeps, a new
+    /// receiver or endpoint starts closed, and what is dropped is
+    /// forgotten (a job still answering it tells nobody).
+    pub fn set_receivers(&self, receivers: &[(String, Vec<String>)], now: Instant) {
         {
             let mut state = self.state.lock().unwrap();
             let config = state.config;
-            state.receivers[receiver].set(labels, config, now);
+            let mut old = std::mem::take(&mut state.receivers);
+            state.receivers = receivers
+                .iter()
+                .map(|(name, labels)| {
+                    let endpoints = match old.remove(name) {
+                        Some(mut e) => {
+                            e.set(labels, config, now);
+                            e
+                        }
+                        None => Endpoints::new(labels, config, now),
+                    };
+                    (name.clone(), endpoints)
+                })
+                .collect();
         }
         self.publish();
+    }
+
+    /// Marks a request to `label` of `receiver` as hung until the mark is
+    /// dropped: while it is, new files go to the receiver's other
+    /// endpoints if one is closed and has none hung.
+    pub fn mark_hung<'a>(&'a self, receiver: &'a str, label: &'a str) -> HungMark<'a> {
+        let first = self.with_endpoint(receiver, label, |e| {
+            e.hung += 1;
+            e.hung == 1
+        });
+        if first == Some(true) {
+            tracing::info!(receiver = %receiver, endpoint = %label, "endpoint hangs: a request is unanswered past the lapse time; new files go to the other endpoints");
+        }
+        HungMark {
+            circuits: self,
+            receiver,
+            label,
+        }
+    }
+
+    /// Tells an endpoint's latency an answer's time.
+    pub fn answered_in(&self, receiver: &str, label: &str, took: std::time::Duration) {
+        self.with_endpoint(receiver, label, |e| e.latency.sample(took));
+    }
+
+    /// The endpoint's own lapse time, once it has answered.
+    pub fn lapse(&self, receiver: &str, label: &str) -> Option<std::time::Duration> {
+        self.with_endpoint(receiver, label, |e| e.latency.lapse())
+            .flatten()
+    }
+
+    /// Whether an endpoint of `receiver` not in `tried` could take a file
+    /// now ([`endpoint::another_ready`]).
+    pub fn another_ready(&self, receiver: &str, labels: &[String], tried: &[usize]) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .receivers
+            .get(receiver)
+            .is_some_and(|r| endpoint::another_ready(&r.views(labels), tried))
+    }
+
+    fn with_endpoint<T>(
+        &self,
+        receiver: &str,
+        label: &str,
+        f: impl FnOnce(&mut Endpoint) -> T,
+    ) -> Option<T> {
+        let mut state = self.state.lock().unwrap();
+        state
+            .receivers
+            .get_mut(receiver)
+            .and_then(|r| r.find(label))
+            .map(f)
     }
 
     /// How many endpoints' circuits are not closed, for the service status
@@ -344,16 +424,20 @@ impl Circuits {
         let state = self.state.lock().unwrap();
         state
             .receivers
-            .iter()
+            .values()
             .flat_map(|r| &r.endpoints)
             .filter(|e| e.breaker.state() != CircuitState::Closed)
             .count()
     }
 
     /// Gives back a grant that was not used.
-    fn ungrant(&self, receiver: usize, label: &str, probe: bool) {
+    fn ungrant(&self, receiver: &str, label: &str, probe: bool) {
         let mut state = self.state.lock().unwrap();
-        if let Some(e) = state.receivers[receiver].find(label) {
+        if let Some(e) = state
+            .receivers
+            .get_mut(receiver)
+            .and_then(|r| r.find(label))
+        {
             e.in_flight = e.in_flight.saturating_sub(1);
             if probe {
                 e.breaker.cancel_probe();
@@ -368,15 +452,31 @@ impl Circuits {
         let now = now();
         let circuits: circuits::Circuits = {
             let state = self.state.lock().unwrap();
-            self.names
+            state
+                .receivers
                 .iter()
-                .zip(state.receivers.iter())
                 .map(|(name, r)| (name.clone(), r.aggregate(now_sys, now)))
                 .collect()
         };
         if let Err(e) = circuits::write(&self.folder, &circuits) {
             tracing::warn!(error = %e, "cannot publish circuit states");
         }
+    }
+}
+
+/// A request unanswered past its receiver's lapse time, counted as hung on
+/// its endpoint until dropped (answered, cut, or its job ended).
+pub struct HungMark<'a> {
+    circuits: &'a Circuits,
+    receiver: &'a str,
+    label: &'a str,
+}
+
+impl Drop for HungMark<'_> {
+    fn drop(&mut self) {
+        self.circuits.with_endpoint(self.receiver, self.label, |e| {
+            e.hung = e.hung.saturating_sub(1)
+        });
     }
 }
 
@@ -387,14 +487,14 @@ impl Circuits {
 /// an answer that will not come, nor an endpoint counted busy.
 pub struct Grant<'a> {
     circuits: &'a Circuits,
-    receiver: usize,
+    receiver: &'a str,
     label: &'a str,
     probe: bool,
     armed: bool,
 }
 
 impl<'a> Grant<'a> {
-    pub fn new(circuits: &'a Circuits, receiver: usize, label: &'a str, probe: bool) -> Self {
+    pub fn new(circuits: &'a Circuits, receiver: &'a str, label: &'a str, probe: bool) -> Self {
         Grant {
             circuits,
             receiver,
@@ -447,7 +547,7 @@ mod tests {
 
     fn fail(c: &Circuits, retry_after: Option<Duration>) {
         c.record(
-            0,
+            "r",
             "http://h/",
             CircuitSignal::Fails { retry_after },
             false,
@@ -456,7 +556,7 @@ mod tests {
     }
 
     async fn wait_out(c: &Circuits) {
-        let Admit::WaitUntil(at) = c.admit(0, &l(), now()) else {
+        let Admit::WaitUntil(at) = c.admit("r", &l(), now()) else {
             panic!("not waiting")
         };
         tokio::time::sleep_until(at.into()).await;
@@ -469,23 +569,23 @@ mod tests {
         let t0 = now();
         fail(&c, None);
         fail(&c, None);
-        assert_eq!(c.admit(0, &l(), now()), Admit::WaitUntil(t0 + S(5)));
+        assert_eq!(c.admit("r", &l(), now()), Admit::WaitUntil(t0 + S(5)));
         tokio::time::sleep(S(4)).await;
-        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        assert!(matches!(c.admit("r", &l(), now()), Admit::WaitUntil(_)));
         wait_out(&c).await;
         assert_eq!(now() - t0, S(5));
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
         // One probe at a time.
-        let guard = Grant::new(&c, 0, "http://h/", true);
-        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        let guard = Grant::new(&c, "r", "http://h/", true);
+        assert!(matches!(c.admit("r", &l(), now()), Admit::WaitUntil(_)));
         // Not sent after all (no room, stopping, claimed elsewhere): released.
         drop(guard);
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
-        Grant::new(&c, 0, "http://h/", true).sent();
-        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
+        Grant::new(&c, "r", "http://h/", true).sent();
+        assert!(matches!(c.admit("r", &l(), now()), Admit::WaitUntil(_)));
         // Its answer closes the circuit and asks for a pass at once.
-        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
-        assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
+        assert!(c.record("r", "http://h/", CircuitSignal::Works, true, now()));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Send(0));
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(published.contains("closed"), "{published}");
     }
@@ -499,10 +599,10 @@ mod tests {
         fail(&c, Some(S(20)));
         wait_out(&c).await;
         assert_eq!(now() - t0, S(20));
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
         // The probe's file was a local problem: nothing learnt, probe free.
-        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, true, now()));
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        assert!(!c.record("r", "http://h/", CircuitSignal::Silent, true, now()));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
         // A failed probe reopens for the doubled period.
         let t1 = now();
         fail(&c, None);
@@ -517,34 +617,34 @@ mod tests {
         // Three requests out; two fail and open the circuit, one is still
         // in flight.
         for _ in 0..3 {
-            assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
+            assert_eq!(c.admit("r", &l(), now()), Admit::Send(0));
         }
         fail(&c, None);
         fail(&c, None);
         wait_out(&c).await;
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
         // The old request ends on a local problem (its file changed): the
         // probe is still out, and no second one may go beside it.
-        assert!(!c.record(0, "http://h/", CircuitSignal::Silent, false, now()));
-        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        assert!(!c.record("r", "http://h/", CircuitSignal::Silent, false, now()));
+        assert!(matches!(c.admit("r", &l(), now()), Admit::WaitUntil(_)));
         // The probe's own answer decides.
-        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
-        assert_eq!(c.admit(0, &l(), now()), Admit::Send(0));
+        assert!(c.record("r", "http://h/", CircuitSignal::Works, true, now()));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Send(0));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_credential_opens_the_circuit_at_once_with_reason_auth() {
         let dir = tempfile::tempdir().unwrap();
         let c = circuits(dir.path());
-        c.record(0, "http://h/", CircuitSignal::Refuses, false, now());
-        assert!(matches!(c.admit(0, &l(), now()), Admit::WaitUntil(_)));
+        c.record("r", "http://h/", CircuitSignal::Refuses, false, now());
+        assert!(matches!(c.admit("r", &l(), now()), Admit::WaitUntil(_)));
         assert_eq!(c.not_closed(), 1);
         let read = || std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
         assert!(read().contains(r#""reason": "auth""#), "{}", read());
         wait_out(&c).await;
-        assert_eq!(c.admit(0, &l(), now()), Admit::Probe(0));
+        assert_eq!(c.admit("r", &l(), now()), Admit::Probe(0));
         // A rotated secret lets the probe through: closed, reason gone.
-        assert!(c.record(0, "http://h/", CircuitSignal::Works, true, now()));
+        assert!(c.record("r", "http://h/", CircuitSignal::Works, true, now()));
         assert!(!read().contains("auth"), "{}", read());
         assert_eq!(c.not_closed(), 0);
     }
@@ -566,19 +666,19 @@ mod tests {
         );
         let fails = CircuitSignal::Fails { retry_after: None };
         // Ties are spread: a then b.
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        assert_eq!(c.admit("r", &two, now()), Admit::Send(0));
+        assert_eq!(c.admit("r", &two, now()), Admit::Send(1));
         // b has one in flight now: a (none) is picked, twice over.
-        c.record(0, "http://a/", CircuitSignal::Works, false, now());
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(0));
-        c.record(0, "http://a/", fails, false, now());
+        c.record("r", "http://a/", CircuitSignal::Works, false, now());
+        assert_eq!(c.admit("r", &two, now()), Admit::Send(0));
+        c.record("r", "http://a/", fails, false, now());
         // a is open: everything goes to b, and a failover finds no other.
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
-        assert_eq!(c.failover(0, &two, &[1]), None);
+        assert_eq!(c.admit("r", &two, now()), Admit::Send(1));
+        assert_eq!(c.failover("r", &two, &[1]), None);
         assert_eq!(c.not_closed(), 1);
         // Once a's open period is over, a takes the next file as its probe
         // although b is closed: a healthy b must not hide a's recovery.
-        let Admit::WaitUntil(_) = c.admit(0, &["http://a/".to_string()], now()) else {
+        let Admit::WaitUntil(_) = c.admit("r", &["http://a/".to_string()], now()) else {
             panic!("a alone is open")
         };
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
@@ -593,11 +693,11 @@ mod tests {
             CircuitState::Closed
         );
         tokio::time::sleep(S(5)).await;
-        assert_eq!(c.admit(0, &two, now()), Admit::Probe(0));
-        c.record(0, "http://a/", fails, true, now());
+        assert_eq!(c.admit("r", &two, now()), Admit::Probe(0));
+        c.record("r", "http://a/", fails, true, now());
         // b fails too: the receiver waits as one open circuit would ...
-        c.record(0, "http://b/", fails, false, now());
-        let Admit::WaitUntil(at) = c.admit(0, &two, now()) else {
+        c.record("r", "http://b/", fails, false, now());
+        let Admit::WaitUntil(at) = c.admit("r", &two, now()) else {
             panic!("not waiting")
         };
         let published = std::fs::read_to_string(dir.path().join(circuits::CIRCUITS_FILE)).unwrap();
@@ -608,13 +708,13 @@ mod tests {
         // ... and the first endpoint out of its open period takes the probe:
         // b, open for 5 s, before a, reopened for twice that.
         tokio::time::sleep_until(at.into()).await;
-        assert_eq!(c.admit(0, &two, now()), Admit::Probe(1));
-        assert!(c.record(0, "http://b/", CircuitSignal::Works, true, now()));
-        assert_eq!(c.admit(0, &two, now()), Admit::Send(1));
+        assert_eq!(c.admit("r", &two, now()), Admit::Probe(1));
+        assert!(c.record("r", "http://b/", CircuitSignal::Works, true, now()));
+        assert_eq!(c.admit("r", &two, now()), Admit::Send(1));
         // A reload that drops b and adds d: a keeps its open circuit.
         let next: Vec<String> = vec!["http://a/".into(), "http://d/".into()];
-        c.set_endpoints(0, &next, now());
-        assert_eq!(c.admit(0, &next, now()), Admit::Send(1));
+        c.set_receivers(&[("r".to_string(), next.clone())], now());
+        assert_eq!(c.admit("r", &next, now()), Admit::Send(1));
         assert_eq!(c.not_closed(), 1);
     }
 }

@@ -21,6 +21,7 @@
 //! claim lost to another sender, the names that follow are skipped by a
 //! random [`Leap`], and a later pass comes back for what is left of them.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::sched::circuits::{Admit, Grant};
 use crate::sched::holds::Holds;
 use crate::sched::job::{self, Job};
 use crate::sched::settle::{Attempted, settle};
-use crate::sched::shared::Shared;
+use crate::sched::shared::{ReceiverSlots, Shared};
 
 /// How long a pass waits for a busy receiver before skipping its files.
 pub const RECEIVER_PATIENCE: Duration = Duration::from_millis(50);
@@ -73,8 +74,8 @@ pub struct Dispatcher {
     global: Arc<Semaphore>,
     jobs: JoinSet<()>,
     stop: CancellationToken,
-    /// Receivers skipped in the current pass.
-    skipped: Vec<bool>,
+    /// Receivers skipped in the current pass, by name.
+    skipped: BTreeSet<String>,
     /// The earliest moment a waiting file may become ready.
     next_wake: Option<Instant>,
     /// Receivers an operator put on hold.
@@ -102,15 +103,14 @@ pub struct Pass {
 
 impl Dispatcher {
     pub fn new(shared: Arc<Shared>, concurrency: usize, stop: CancellationToken) -> Dispatcher {
-        let receivers = shared.names.len();
         Dispatcher {
             shared,
             global: Arc::new(Semaphore::new(concurrency)),
             jobs: JoinSet::new(),
             stop,
-            skipped: vec![false; receivers],
+            skipped: BTreeSet::new(),
             next_wake: None,
-            holds: Holds::new(receivers),
+            holds: Holds::default(),
             leap: Leap::new(fastrand::Rng::new()),
             leaping: 0,
             leaps: true,
@@ -131,7 +131,8 @@ impl Dispatcher {
     /// its files are waiting in `incoming/`, so the dispatcher is woken for
     /// a pass, whichever caller noticed the lift.
     pub fn refresh_holds(&mut self) {
-        let names: Vec<&str> = self.shared.names.iter().map(String::as_str).collect();
+        let config = self.shared.config();
+        let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
         if self
             .holds
             .refresh(&self.shared.spool, &names, crate::sched::clock::now())
@@ -151,7 +152,7 @@ impl Dispatcher {
     /// Reads `incoming/` once from start to end, offering every name.
     pub async fn pass(&mut self) -> io::Result<Pass> {
         let incoming = self.shared.spool.dir(State::Incoming);
-        self.skipped.iter_mut().for_each(|s| *s = false);
+        self.skipped.clear();
         self.next_wake = None;
         self.leaping = 0;
         let mut pass = Pass::default();
@@ -244,11 +245,9 @@ impl Dispatcher {
         }
         let mut parsed = SpoolName::parse(&name);
         let config = self.shared.config();
-        let cap = config.retry_cap(&self.shared.spool, &name, parsed.attempts);
-        let due =
-            self.shared
-                .spool
-                .retry_wait(&name, parsed.attempts, cap, self.shared.wall_clock());
+        let now = self.shared.wall_clock();
+        let cap = config.retry_cap(&self.shared.spool, &name, &parsed, now);
+        let due = (self.shared.spool).retry_wait(&name, parsed.attempts, cap, now);
         match due {
             Ok(None) => {}
             Ok(Some(wait)) => {
@@ -268,32 +267,39 @@ impl Dispatcher {
         let urls = match route.urls {
             Ok(urls) => urls,
             Err(why) => {
-                self.reject_at_once(&name, Answer::Unsendable(why), Some(r));
+                let receiver = config.receivers[r].name.clone();
+                self.reject_at_once(&name, Answer::Unsendable(why), Some(&receiver));
                 return Offer::Ignored;
             }
         };
-        if self.skipped[r] {
+        let slots = config.receivers[r].clone();
+        let receiver = slots.name.as_str();
+        if self.skipped.contains(receiver) {
             return Offer::Skipped;
         }
         self.refresh_holds();
-        if self.holds.is_held(r) {
+        if self.holds.is_held(receiver) {
             return Offer::NotYet;
         }
         let shared = self.shared.clone();
         let snapshot = config.clone();
         let labels = snapshot.router.receivers()[r].endpoint_labels();
-        let (endpoint, probe) = match shared.circuits.admit(r, labels, crate::sched::clock::now()) {
-            Admit::WaitUntil(at) => {
-                self.wake_at(at);
-                return Offer::NotYet;
-            }
-            Admit::Probe(endpoint) => (endpoint, true),
-            Admit::Send(endpoint) => (endpoint, false),
-        };
+        let (endpoint, probe) =
+            match shared
+                .circuits
+                .admit(receiver, labels, crate::sched::clock::now())
+            {
+                Admit::WaitUntil(at) => {
+                    self.wake_at(at);
+                    return Offer::NotYet;
+                }
+                Admit::Probe(endpoint) => (endpoint, true),
+                Admit::Send(endpoint) => (endpoint, false),
+            };
         // Gives the endpoint's grant (and probe) back on every way out
         // below but the one that starts the job.
-        let grant = Grant::new(&shared.circuits, r, &labels[endpoint], probe);
-        let pace = self.shared.slots[r].pace.clone();
+        let grant = Grant::new(&shared.circuits, receiver, &labels[endpoint], probe);
+        let pace = slots.pace.clone();
         let pace = match pace.try_take() {
             Some(slot) => slot,
             None => {
@@ -303,21 +309,21 @@ impl Dispatcher {
                 };
                 match wait {
                     Some(slot) => slot,
-                    None => return self.skip(r),
+                    None => return self.skip(&slots),
                 }
             }
         };
-        let slots = self.shared.slots[r].permits.clone();
-        let receiver_permit = match slots.clone().try_acquire_owned() {
+        let permits = slots.permits.clone();
+        let receiver_permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 let wait = tokio::select! {
-                    p = tokio::time::timeout(RECEIVER_PATIENCE, slots.acquire_owned()) => p.ok().and_then(Result::ok),
+                    p = tokio::time::timeout(RECEIVER_PATIENCE, permits.acquire_owned()) => p.ok().and_then(Result::ok),
                     _ = self.stop.cancelled() => None,
                 };
                 match wait {
                     Some(p) => p,
-                    None => return self.skip(r),
+                    None => return self.skip(&slots),
                 }
             }
         };
@@ -325,9 +331,9 @@ impl Dispatcher {
             p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = self.stop.cancelled() => return Offer::Stopped,
         };
-        if let Err(at) = self.shared.slots[r].pace.admit(RECEIVER_PATIENCE).await {
+        if let Err(at) = slots.pace.admit(RECEIVER_PATIENCE).await {
             self.wake_at(at);
-            return self.skip(r);
+            return self.skip(&slots);
         }
         match self.shared.claims.claim(&name, self.shared.wall_clock()) {
             Ok(Some(claimed)) => {
@@ -388,16 +394,16 @@ impl Dispatcher {
 
     /// The rest of this pass leaves receiver `r` alone; the next slot it
     /// frees wakes the dispatcher for another.
-    fn skip(&mut self, r: usize) -> Offer {
-        self.skipped[r] = true;
-        self.shared.slots[r].skipped.store(true, Ordering::Release);
+    fn skip(&mut self, slots: &ReceiverSlots) -> Offer {
+        self.skipped.insert(slots.name.clone());
+        slots.skipped.store(true, Ordering::Release);
         Offer::Skipped
     }
 
     /// A file that cannot be sent whatever the receiver says (no rule
     /// routes it, or its URL is not valid): claimed, judged and settled
     /// like any attempt, without a request or a word to its circuit.
-    fn reject_at_once(&self, name: &OsString, answer: Answer, receiver: Option<usize>) {
+    fn reject_at_once(&self, name: &OsString, answer: Answer, receiver: Option<&str>) {
         let now = self.shared.wall_clock();
         match self.shared.claims.claim(name, now) {
             Ok(Some(claimed)) => {
@@ -453,7 +459,7 @@ impl Dispatcher {
             cut
         };
         // What each receiver's pace came to, for the next start.
-        for slots in &self.shared.slots {
+        for slots in &self.shared.config().receivers {
             slots.pace.save();
         }
         cut

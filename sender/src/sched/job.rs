@@ -20,8 +20,9 @@ use crate::net::exchange::Request;
 use crate::net::file::{self, OpenError};
 use crate::net::send::Sent;
 use crate::rules::change::Change;
+use crate::rules::endpoint::answer_deadline;
 use crate::rules::judge::{Attempt, judge};
-use crate::rules::outcome::{Answer, Rules};
+use crate::rules::outcome::{Answer, Rules, Transport};
 use crate::sched::settle::{Attempted, settle};
 use crate::sched::shared::{Config, Shared};
 
@@ -54,6 +55,8 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         config: snapshot,
     } = job;
     let config = &snapshot.router.receivers()[receiver].config;
+    let slots = snapshot.receivers[receiver].clone();
+    let name = slots.name.as_str();
     let labels = snapshot.router.receivers()[receiver].endpoint_labels();
     let rules = Rules {
         extra_retry: &config.retry_statuses,
@@ -66,15 +69,18 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let mut failed_over = Vec::new();
     let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
-        let sent = pace
-            .unless_hung(attempt(
-                &shared,
-                &snapshot,
-                &claimed,
-                receiver,
-                &urls[endpoint],
-            ))
-            .await;
+        let request = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]);
+        let watch = Watch {
+            shared: &shared,
+            receiver: name,
+            labels,
+            tried: &tried,
+            pace: &slots.pace,
+            probe: probe && tried.len() == 1,
+            timeout: config.timeout,
+            path: &claimed.path,
+        };
+        let sent = pace.unless_hung(watch.run(request)).await;
         let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,
@@ -87,7 +93,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         // A failover goes only to a closed endpoint: never a probe.
         let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
-            receiver,
+            name,
             &labels[endpoint],
             judgement.circuit,
             carried_probe,
@@ -96,14 +102,14 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             shared.wake.notify_one();
         }
         let next = if judgement.failover {
-            shared.circuits.failover(receiver, labels, &tried)
+            shared.circuits.failover(name, labels, &tried)
         } else {
             None
         };
         match next {
             Some(next) => {
                 let what = failover_note(&labels[endpoint], &sent);
-                tracing::info!(receiver = %shared.receiver_name(receiver), endpoint = %labels[endpoint], answered = %what, next = %labels[next], "trying the receiver's next endpoint");
+                tracing::info!(receiver = %name, endpoint = %labels[endpoint], answered = %what, next = %labels[next], "trying the receiver's next endpoint");
                 failed_over.push(what);
                 tried.push(next);
             }
@@ -113,7 +119,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let limit = pace.answered(judgement.load);
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
-        receiver: Some(receiver),
+        receiver: Some(name),
         url: Some(&urls[endpoint]),
         endpoint: Some(&labels[endpoint]),
         failed_over: &failed_over,
@@ -125,7 +131,98 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;
-    shared.release_slot(receiver, permits);
+    shared.release_slot(&slots, permits);
+}
+
+/// What watches a request for a hang: its endpoint is marked hung once it
+/// is unanswered past the receiver's lapse time, and it is cut at its
+/// answer deadline if another endpoint can take the file
+/// ([`crate::rules::endpoint`] has the rules).
+struct Watch<'a> {
+    shared: &'a Shared,
+    receiver: &'a str,
+    labels: &'a [String],
+    /// This attempt's endpoints, the watched one last.
+    tried: &'a [usize],
+    pace: &'a crate::sched::pace::Pace,
+    /// The request is a half-open circuit's probe: never cut.
+    probe: bool,
+    /// The receiver's request timeout.
+    timeout: Duration,
+    path: &'a std::path::Path,
+}
+
+impl Watch<'_> {
+    async fn run(self, request: impl std::future::Future<Output = Sent>) -> Sent {
+        // With one endpoint there is nowhere else to send: no timer.
+        if self.labels.len() < 2 {
+            return request.await;
+        }
+        tokio::pin!(request);
+        let started = crate::sched::clock::now();
+        let endpoint = *self.tried.last().expect("one endpoint at least");
+        let label = &self.labels[endpoint];
+        let sent = tokio::select! {
+            biased;
+            sent = &mut request => Some(sent),
+            _ = tokio::time::sleep(self.lapse(label)) => None,
+        };
+        let sent = match sent {
+            Some(sent) => sent,
+            None => self.late(request, started, label).await,
+        };
+        if matches!(sent.answer, Answer::Status { .. }) {
+            (self.shared.circuits).answered_in(self.receiver, label, sent.latency);
+        }
+        sent
+    }
+
+    /// The endpoint's lapse time as it is now: the receiver's, or the
+    /// endpoint's own if it answers more slowly.
+    fn lapse(&self, label: &str) -> Duration {
+        let own = self.shared.circuits.lapse(self.receiver, label);
+        self.pace.hung_after().max(own.unwrap_or_default())
+    }
+
+    /// A request unanswered past its lapse time.
+    async fn late(
+        &self,
+        request: std::pin::Pin<&mut impl std::future::Future<Output = Sent>>,
+        started: std::time::Instant,
+        label: &str,
+    ) -> Sent {
+        let mut request = request;
+        let _hung = self.shared.circuits.mark_hung(self.receiver, label);
+        if self.probe {
+            return request.await;
+        }
+        // Only a slow request comes here: its size is looked up now.
+        let size = std::fs::metadata(self.path).map_or(0, |m| m.len());
+        // The lapse time as it is now: a request sent before any answer
+        // was timed waited the initial one, and those since tell better.
+        let Some(deadline) = answer_deadline(self.lapse(label), size, self.timeout) else {
+            return request.await;
+        };
+        tokio::select! {
+            biased;
+            sent = &mut request => return sent,
+            _ = tokio::time::sleep_until((started + deadline).into()) => {}
+        }
+        if !(self.shared.circuits).another_ready(self.receiver, self.labels, self.tried) {
+            return request.await;
+        }
+        tracing::info!(receiver = %self.receiver, endpoint = %label, deadline = ?deadline, "no answer by the answer deadline; the request is cut and the file goes to another endpoint");
+        Sent {
+            answer: Answer::Failed(Transport::Timeout),
+            body: Vec::new(),
+            error: Some(format!(
+                "no answer within {deadline:?}, the answer deadline; cut for another endpoint"
+            )),
+            bytes_read: 0,
+            bytes_sent: 0,
+            latency: crate::sched::clock::now() - started,
+        }
+    }
 }
 
 /// What an endpoint that was failed over answered, for the event line:

@@ -300,6 +300,13 @@ impl Pace {
         self.lock().controller.hold(signal)
     }
 
+    /// How long a request may go unanswered before it counts as hung on
+    /// its endpoint, pinned limit or not (a pinned one learns no latency,
+    /// so it is [`crate::rules::adaptive::LAPSE_INITIAL`]).
+    pub fn hung_after(&self) -> Duration {
+        self.lock().controller.lapse_after()
+    }
+
     /// How long a request may go unanswered before its room is freed.
     fn lapse_after(&self) -> Duration {
         if !self.adaptive {
@@ -356,7 +363,7 @@ impl Pace {
 /// changes, until stopped; the claim folder's end removes it.
 pub async fn publish(
     folder: PathBuf,
-    receivers: Vec<(String, Arc<Pace>)>,
+    receivers: impl Fn() -> Vec<Arc<Pace>>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(PUBLISH_EVERY);
@@ -369,12 +376,14 @@ pub async fn publish(
             _ = every.tick() => {}
         }
         let others = other_senders(&folder);
-        for (_, pace) in &receivers {
+        // Read each time: a reload adds and removes receivers.
+        let receivers = receivers();
+        for pace in &receivers {
             pace.lock().controller.set_shared(others);
         }
         let now: paces::Paces = receivers
             .iter()
-            .map(|(name, pace)| (name.clone(), pace.shown()))
+            .map(|pace| (pace.name.clone(), pace.shown()))
             .collect();
         if shown.as_ref() == Some(&now) {
             continue;
@@ -394,7 +403,7 @@ pub async fn publish(
 /// sender on the host takes them: each multiple of [`QUIET_EVERY`] of the
 /// wall clock, for [`QUIET_FOR`]. (A controller takes one only while
 /// other senders share the receiver and it excuses failures as noise.)
-pub async fn quiet_moments(receivers: Vec<Arc<Pace>>, stop: CancellationToken) {
+pub async fn quiet_moments(receivers: impl Fn() -> Vec<Arc<Pace>>, stop: CancellationToken) {
     loop {
         let now = SystemTime::now();
         let wait = until_next(now, QUIET_FIRST_EVERY);
@@ -407,6 +416,9 @@ pub async fn quiet_moments(receivers: Vec<Arc<Pace>>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        // The same paces end the moment they started: one a reload
+        // adds meanwhile waits for the next.
+        let receivers = receivers();
         receivers.iter().for_each(|pace| pace.quiet(phase));
         tokio::select! {
             _ = stop.cancelled() => {}

@@ -18,7 +18,7 @@ use crate::sched::stranded::{self, Entry, Move};
 
 /// What is known of the attempt a fate is settled for.
 pub struct Attempted<'a> {
-    pub receiver: Option<usize>,
+    pub receiver: Option<&'a str>,
     pub url: Option<&'a reqwest::Url>,
     /// The endpoint that answered last, by its redacted URL.
     pub endpoint: Option<&'a str>,
@@ -45,9 +45,7 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
     // A file given up on before any request (no route, no valid URL) has
     // had no attempt: its event says what its name and `reporter list` say.
     let attempt = claimed.name.attempts + u32::from(attempted.sent.is_some());
-    let receiver = attempted
-        .receiver
-        .map(|r| shared.receiver_name(r).to_owned());
+    let receiver = attempted.receiver.map(str::to_owned);
     let sent = attempted.sent;
     let mut event = Event {
         time: rfc3339(attempted.now),

@@ -8,10 +8,11 @@
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use spoolpost_ops::route::Router;
 use spoolpost_protocol::event::EventSink;
+use spoolpost_protocol::name::SpoolName;
 use spoolpost_protocol::spool::{ClaimFolder, Spool};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -26,46 +27,112 @@ use crate::sched::circuits::Circuits;
 pub struct Config {
     pub router: Arc<Router>,
     pub http: Arc<Http>,
+    /// Each receiver's slots and pace, in the order of `router`'s
+    /// receivers. They belong to the receiver's name: a reload hands a
+    /// kept name the same ones and a new name fresh ones, so a job's index
+    /// into its own snapshot always finds its receiver's state.
+    pub receivers: Vec<Arc<ReceiverSlots>>,
     pub policy: RetryPolicy,
     /// Set by a reload that changed the backoff: files put back before it
     /// waited under the old policy and are judged again under this one.
     pub rejudge_before: Option<SystemTime>,
+    /// The largest `(backoff_initial, backoff_max)` of the policies files
+    /// put back before `rejudge_before` may have waited under: a wait
+    /// longer than their backoff was a receiver's `Retry-After`.
+    pub superseded: Option<(Duration, Duration)>,
+    /// What the last few reloads let go, newest last (see [`LEFT_KEPT`]).
+    pub left: Vec<Arc<Left>>,
 }
 
+/// Receivers a reload let go, and the routes that sent files to them.
+pub struct Left {
+    /// When the reload took effect: a file put back before it may be
+    /// waiting on one of these receivers' backoff.
+    pub at: SystemTime,
+    pub router: Arc<Router>,
+    pub names: Vec<String>,
+}
+
+/// How many reloads' [`Left`] a snapshot remembers: a file still waiting
+/// on a receiver let go more reloads ago waits out its own time.
+pub const LEFT_KEPT: usize = 4;
+
 impl Config {
-    /// The longest a waiting retry of `name`, put back after `attempts`
-    /// attempts, may still wait under this snapshot's policy.
-    pub fn retry_cap(&self, spool: &Spool, name: &OsStr, attempts: u32) -> std::time::Duration {
+    /// The longest a waiting retry of `name` (`parsed`) may still wait
+    /// under this snapshot's policy and receivers.
+    pub fn retry_cap(
+        &self,
+        spool: &Spool,
+        name: &OsStr,
+        parsed: &SpoolName,
+        now: SystemTime,
+    ) -> Duration {
         let max = self.policy.max;
-        let Some(before) = self.rejudge_before else {
+        // No file put back before a reload can still be waiting once the
+        // longest wait of any policy since has passed: the look at the
+        // file is then spared.
+        let longest = max.max(self.superseded.map_or(max, |(_, m)| m));
+        let lately = |at: SystemTime| at + longest > now;
+        if !self.rejudge_before.is_some_and(lately) && !self.left.iter().any(|l| lately(l.at)) {
             return max;
-        };
+        }
         let path = spool
             .dir(spoolpost_protocol::spool::State::Incoming)
             .join(name);
-        let put_back = std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| spoolpost_protocol::fsops::ctime(&m));
-        match put_back {
-            // Its wait came from the old policy: the new one's backoff
-            // for that attempt, from when it was put back, is the most.
-            Some(at) if at < before => self.policy.backoff(attempts).min(max),
-            _ => max,
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return max;
+        };
+        let put_back = spoolpost_protocol::fsops::ctime(&meta);
+        // A wait earned at a receiver a reload let go is that receiver's:
+        // the file goes to its new route at once.
+        if self.waited_on_one_left(spool, parsed, put_back) {
+            return Duration::ZERO;
         }
+        match self.rejudge_before {
+            Some(before) if put_back < before => {}
+            _ => return max,
+        }
+        // Its wait came from an old policy, or from a receiver.
+        let due = meta.modified().unwrap_or(put_back);
+        let waits = due.duration_since(put_back).unwrap_or_default();
+        let (initial, old_max) = self.superseded.unwrap_or_default();
+        let old = crate::rules::backoff::RetryPolicy {
+            initial,
+            max: old_max,
+            ..self.policy
+        };
+        crate::rules::backoff::rejudged_cap(&self.policy, &old, parsed.attempts, waits)
+    }
+
+    /// Whether the file, put back at `put_back`, was routed then to a
+    /// receiver a reload since let go.
+    fn waited_on_one_left(&self, spool: &Spool, parsed: &SpoolName, put_back: SystemTime) -> bool {
+        let mut resolved = None;
+        self.left.iter().any(|left| {
+            if put_back >= left.at {
+                return false;
+            }
+            // Routing needs the whole original of a long name.
+            let name = resolved.get_or_insert_with(|| {
+                let mut name = parsed.clone();
+                spoolpost_protocol::fullname::resolve(spool.root(), &mut name);
+                name
+            });
+            left.router.route(&name.original).is_some_and(|route| {
+                let receiver = &left.router.receivers()[route.receiver].name;
+                left.names.contains(receiver)
+            })
+        })
     }
 }
 
 pub struct Shared {
     pub spool: Spool,
     pub claims: ClaimFolder,
-    /// Receiver names, fixed for the process: the per-receiver state
-    /// (circuits, slots, pace, holds) is indexed by them.
-    pub names: Vec<String>,
     config: RwLock<Arc<Config>>,
     pub delete_delivered: bool,
     pub events: EventSink,
     pub circuits: Circuits,
-    pub slots: Vec<ReceiverSlots>,
     /// Woken when a receiver that a pass had to skip frees a slot, when a
     /// circuit closes, or when a hold is lifted.
     pub wake: Notify,
@@ -80,6 +147,11 @@ pub struct Shared {
 }
 
 pub struct ReceiverSlots {
+    /// The receiver's configured name, for logs, events and reasons.
+    pub name: String,
+    /// Its `concurrency`, `adaptive` and `rate_limit` as they were when
+    /// these were made, which only a restart changes.
+    pub made_with: String,
     pub permits: Arc<Semaphore>,
     /// The receiver's adaptive limit, within `permits`.
     pub pace: Arc<crate::sched::pace::Pace>,
@@ -109,23 +181,15 @@ impl Shared {
         delete_delivered: bool,
         events: EventSink,
         circuits: Circuits,
-        slots: Vec<ReceiverSlots>,
         exchange: Arc<dyn Exchange>,
     ) -> Shared {
         Shared {
             spool,
             claims,
-            names: snapshot
-                .router
-                .receivers()
-                .iter()
-                .map(|r| r.name.clone())
-                .collect(),
             config: RwLock::new(Arc::new(snapshot)),
             delete_delivered,
             events,
             circuits,
-            slots,
             wake: Notify::new(),
             recovered: Default::default(),
             counts: Counts::default(),
@@ -143,7 +207,7 @@ impl Shared {
     }
 
     /// Puts `snapshot` in place for work that starts from now on; jobs in
-    /// flight keep the one they hold. Its receivers must be `names`.
+    /// flight keep the one they hold.
     pub fn swap(&self, snapshot: Config) {
         debug_assert!(
             snapshot
@@ -151,7 +215,7 @@ impl Shared {
                 .receivers()
                 .iter()
                 .map(|r| &r.name)
-                .eq(&self.names)
+                .eq(snapshot.receivers.iter().map(|s| &s.name))
         );
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
@@ -161,19 +225,14 @@ impl Shared {
         self.exchange.wall_clock()
     }
 
-    /// The receiver's configured name, for logs, events and reasons.
-    pub fn receiver_name(&self, receiver: usize) -> &str {
-        &self.names[receiver]
-    }
-
     /// Called when a job ends: its slots are free again.
     pub fn release_slot(
         &self,
-        receiver: usize,
+        slots: &ReceiverSlots,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
         drop(permits);
-        if self.slots[receiver].skipped.swap(false, Ordering::AcqRel) {
+        if slots.skipped.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }
     }

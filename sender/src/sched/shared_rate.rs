@@ -8,8 +8,12 @@
 //! The lock is the spool's kind (`flock`, or an `fcntl` write lock where
 //! that is native: `spoolpost_protocol::lock`), held for a read and a write
 //! of a few bytes; a waiting sender blocks for that long. The file is kept
-//! open for the sender's life and never opened twice by one process, which
-//! `fcntl` locks need (closing any descriptor of a file drops them).
+//! open while its receiver is, and never opened twice by one process, which
+//! `fcntl` locks need (closing any descriptor of a file drops them, and
+//! they do not keep out the process's own other descriptors): a receiver a
+//! reload removes and adds back while files are still in flight to it has
+//! two [`SharedRate`]s for a moment, and they share one open file
+//! ([`open_once`]) and take turns at its lock.
 //! It is not fsynced: a power cut that loses the last write starts the
 //! bucket from an older TAT, at most one burst more.
 //!
@@ -23,8 +27,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -47,7 +51,7 @@ pub struct SharedRate {
 }
 
 struct Local {
-    file: Option<File>,
+    file: Option<Arc<BucketFile>>,
     /// Tokens taken from the shared bucket and not yet spent.
     held: u32,
     /// Set when the shared bucket failed: this process's own from then on.
@@ -108,15 +112,11 @@ impl SharedRate {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)?;
-            local.file = Some(file);
+            local.file = Some(open_once(&self.path)?);
         }
-        let file = local.file.as_ref().expect("opened above");
+        let bucket = local.file.as_ref().expect("opened above");
+        let _ours = bucket.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let file = &bucket.file;
         let _locked = Locked::take(file)?;
         let mut buf = [0u8; 32];
         let n = file.read_at(&mut buf, 0)?;
@@ -140,6 +140,41 @@ impl SharedRate {
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A bucket's file, open once in the process, and the turn its users in
+/// the process take at its lock.
+struct BucketFile {
+    file: File,
+    turn: Mutex<()>,
+}
+
+/// The bucket files open in this process, by path.
+static OPEN: Mutex<Vec<(PathBuf, Weak<BucketFile>)>> = Mutex::new(Vec::new());
+
+/// The bucket file at `path`, opened unless this process has it open.
+fn open_once(path: &Path) -> io::Result<Arc<BucketFile>> {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    open.retain(|(_, f)| f.strong_count() > 0);
+    if let Some(file) = open
+        .iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, f)| f.upgrade())
+    {
+        return Ok(file);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let file = Arc::new(BucketFile {
+        file,
+        turn: Mutex::new(()),
+    });
+    open.push((path.to_path_buf(), Arc::downgrade(&file)));
+    Ok(file)
 }
 
 /// An exclusive lock on the bucket's file, waited for and released on drop.
@@ -221,6 +256,26 @@ mod tests {
         assert_eq!(granted, 10, "a burst of a tenth of 100, between both");
         let text = std::fs::read_to_string(root.path().join(RATE_DIR).join("quota")).unwrap();
         assert!(text.trim().parse::<u64>().is_ok(), "{text:?}");
+    }
+
+    /// A receiver removed and added back by reloads while files are still
+    /// in flight to it: its two rates are one open file, so the old one's
+    /// closing cannot drop a lock the new one holds.
+    #[test]
+    fn one_process_opens_a_bucket_file_once() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let l = limit("100/s");
+        let old = SharedRate::new(&spool, "quota", l);
+        let new = SharedRate::new(&spool, "quota", l);
+        assert!(old.take().is_ok() && new.take().is_ok());
+        let file = |r: &SharedRate| r.state.lock().unwrap().file.clone().unwrap();
+        assert!(Arc::ptr_eq(&file(&old), &file(&new)));
+        let other = SharedRate::new(&spool, "another", l);
+        assert!(other.take().is_ok());
+        assert!(!Arc::ptr_eq(&file(&old), &file(&other)));
+        drop(old);
+        assert!(new.take().is_ok());
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! (one link, one harness), one file per behaviour it specifies:
 //!
 //! - sending: `delivery`, `retry`, `circuits`, `endpoints` (several URLs,
-//!   failover), `adaptive` (each receiver's pace and rate limit),
+//!   failover), `hanging_endpoint` (an endpoint that never answers),
+//!   `adaptive` (each receiver's pace and rate limit),
 //!   `compression`, `tls`, `proxies`, `http_versions`;
 //! - collecting: `collection`;
-//! - running as a service: `signals`, `reload` (SIGHUP), `sd_notify`,
+//! - running as a service: `signals`, `reload` (SIGHUP),
+//!   `reload_receivers` (receivers added, removed, renamed), `sd_notify`,
 //!   `configuration` (`--print-config`, every `--check` and refusal);
-//! - the operator's tools: `reporting`, `queue` (list, flush, requeue,
-//!   hold), `replay`, `terminal` (a person at a terminal);
+//! - the operator's tools: `reporting`, `metrics_endpoint`, `queue` (list,
+//!   flush, requeue, hold), `replay`, `terminal` (a person at a terminal),
+//!   `first_hour` (what trying the README as a newcomer found);
 //! - what ships: `dist` (units, man pages, packages), `documented` (every
 //!   command the docs show parses);
 //! - `conformance`: the rules of docs/spool.md that other implementations
@@ -40,12 +43,14 @@ mod dist;
 mod documented;
 mod endpoints;
 mod first_hour;
+mod hanging_endpoint;
 mod http_versions;
 mod metrics_endpoint;
 mod proxies;
 mod queue;
 mod regression;
 mod reload;
+mod reload_receivers;
 mod replay;
 mod reporting;
 mod retry;
