@@ -49,6 +49,13 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the sender shows its paces to the reporter.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often, in its first [`LOOK_EARLY_FOR`], a sender looks for others on
+/// the spool: senders started together must know it before their
+/// controllers learn anything as a sender alone (the first of three
+/// started together took the others' 503s for noise in the second before
+/// its next look).
+pub const LOOK_EARLY_EVERY: Duration = Duration::from_millis(50);
+pub const LOOK_EARLY_FOR: Duration = Duration::from_secs(3);
 
 /// What one answer says about the receiver's capacity.
 pub fn signal(answer: &Answer, latency: Duration) -> Signal {
@@ -366,8 +373,10 @@ pub async fn publish(
     receivers: impl Fn() -> Vec<Arc<Pace>>,
     stop: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(PUBLISH_EVERY);
+    let mut every = tokio::time::interval(LOOK_EARLY_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = tokio::time::Instant::now();
+    let mut published = None::<tokio::time::Instant>;
     let mut shown = None;
     let mut warned = false;
     loop {
@@ -381,6 +390,17 @@ pub async fn publish(
         for pace in &receivers {
             pace.lock().controller.set_shared(others);
         }
+        let at = tokio::time::Instant::now();
+        if at.duration_since(started) >= LOOK_EARLY_FOR {
+            if every.period() != PUBLISH_EVERY {
+                every = tokio::time::interval_at(at + PUBLISH_EVERY, PUBLISH_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+        } else if published.is_some_and(|last| at.duration_since(last) < PUBLISH_EVERY) {
+            // Early looks only look; the record is written as often as ever.
+            continue;
+        }
+        published = Some(at);
         let now: paces::Paces = receivers
             .iter()
             .map(|pace| (pace.name.clone(), pace.shown()))
