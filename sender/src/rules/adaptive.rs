@@ -1702,7 +1702,7 @@ mod tests {
             for _ in 0..4 {
                 window_of(&mut c, &mut clock, 5 * MS, |_, _| {
                     count.set(count.get() + 1);
-                    if count.get() % every == 0 {
+                    if count.get().is_multiple_of(every) {
                         Signal::Overload
                     } else {
                         Signal::Good(5 * MS)
