@@ -578,6 +578,7 @@ impl Controller {
             self.stalls = 0;
             self.edge = None;
             self.overloaded_at = None;
+            self.pending = None;
         }
         self.noise = share.min(MAX_NOISE);
         self.quiet_share = Some(self.noise);
@@ -710,10 +711,14 @@ impl Controller {
             if self.noise == 0.0 {
                 // Every cut so far was the noise's: the limit they left
                 // and the edge they marked say nothing of the receiver's
-                // capacity. Start again, doubling until goodput stalls.
+                // capacity. Start again, doubling until goodput stalls;
+                // a cut made before is not to be undone back to it either
+                // (an undo restored congestion avoidance at a limit of 3,
+                // and the climb to 1,024 against 40 ms took 2 s).
                 self.slow_start = true;
                 self.best = None;
                 self.stalls = 0;
+                self.pending = None;
             }
             self.edge = None;
             self.overloaded_at = None;
