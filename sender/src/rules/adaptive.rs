@@ -693,7 +693,9 @@ impl Controller {
         // There every failure is noise by itself, so one is evidence
         // enough; waiting for a second cost a sender 40 ms away with a
         // noise of 10% twenty answers, most of a second.
-        let (enough, failures) = if self.limit() <= 1 {
+        // Once: after the first, each failure would raise the estimate of
+        // so few answers (a noise of 10% was learnt as 22%).
+        let (enough, failures) = if self.limit() <= 1 && self.noise == 0.0 {
             ((MIN_WINDOW / 2) as f64, 1.0)
         } else {
             (BELOW_ANSWERS, 2.0)
