@@ -31,7 +31,7 @@ use spoolpost_ops::route::Router;
 
 use crate::net::send::Http;
 use crate::plan::{breaker_config, retry_policy};
-use crate::sched::shared::{Config, LEFT_KEPT, Left, Shared};
+use crate::sched::shared::{Config, LEFT_KEPT, Left, ReceiverSlots, Shared};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -100,7 +100,7 @@ impl Reloader {
             .map(|s| (s.name.as_str(), s.made_with.as_str()))
             .collect();
         let made: Vec<String> = (router.receivers().iter())
-            .map(|r| crate::run::made_with(&r.config))
+            .map(|r| ReceiverSlots::made_with(&r.config))
             .collect();
         let after: Vec<(&str, &str)> = (router.receivers().iter())
             .zip(&made)
@@ -112,7 +112,7 @@ impl Reloader {
         let receivers = (router.receivers().iter())
             .map(|r| match old.receivers.iter().find(|s| s.name == r.name) {
                 Some(kept) => kept.clone(),
-                None => crate::run::receiver_slots(&shared.spool, r, self.concurrency),
+                None => ReceiverSlots::new(&shared.spool, r, self.concurrency),
             })
             .collect();
         // What a receiver let go learnt of its pace is kept for its return.
@@ -170,7 +170,7 @@ struct CameAndWent {
 }
 
 /// Compares receivers by name, each given with what its slots and pace
-/// are made with ([`crate::run::made_with`]).
+/// are made with ([`ReceiverSlots::made_with`]).
 fn compare(before: &[(&str, &str)], after: &[(&str, &str)]) -> CameAndWent {
     let mut out = CameAndWent::default();
     for (name, made) in after {

@@ -12,7 +12,6 @@ use spoolpost_ops::exit::Failure;
 use spoolpost_ops::progress::{self, Role};
 use spoolpost_ops::route::Router;
 use spoolpost_protocol::spool::{ClaimFolder, Spool, State, recover_dead_claims};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::send::Http;
@@ -218,7 +217,7 @@ pub(crate) fn shared_state(
     let receivers = router
         .receivers()
         .iter()
-        .map(|r| receiver_slots(&spool, r, settings.concurrency))
+        .map(|r| ReceiverSlots::new(&spool, r, settings.concurrency))
         .collect();
     let circuits = Circuits::new(
         router
@@ -248,36 +247,6 @@ pub(crate) fn shared_state(
         circuits,
         exchange,
     )
-}
-
-/// A receiver's slots and pace, as its name first comes to the sender
-/// (at start, or added by a reload): bounded by its `concurrency` and
-/// `[sender] concurrency` (`global`), its pace read from the spool's record.
-pub(crate) fn receiver_slots(
-    spool: &Spool,
-    r: &spoolpost_ops::route::Receiver,
-    global: usize,
-) -> Arc<ReceiverSlots> {
-    let bound = r.config.concurrency.min(global);
-    Arc::new(ReceiverSlots {
-        name: r.name.clone(),
-        made_with: made_with(&r.config),
-        permits: Arc::new(Semaphore::new(bound)),
-        pace: Pace::load(
-            spool,
-            &r.name,
-            bound,
-            r.config.adaptive,
-            r.config.rate_limit,
-        ),
-        skipped: Default::default(),
-    })
-}
-
-/// What a receiver's slots and pace are built from, rendered to compare:
-/// a reload that changes them for a receiver it keeps needs a restart.
-pub(crate) fn made_with(r: &spoolpost_ops::config::ReceiverConfig) -> String {
-    format!("{} {} {:?}", r.concurrency, r.adaptive, r.rate_limit)
 }
 
 /// Looks for dead instances' claim folders every [`RECOVERY_INTERVAL`], on

@@ -159,6 +159,36 @@ pub struct ReceiverSlots {
     pub skipped: AtomicBool,
 }
 
+impl ReceiverSlots {
+    /// A receiver's slots and pace, as its name first comes to the sender
+    /// (at start, or added by a reload): bounded by its `concurrency` and
+    /// `[sender] concurrency` (`global`), its pace read from the spool's
+    /// record.
+    pub fn new(spool: &Spool, r: &spoolpost_ops::route::Receiver, global: usize) -> Arc<Self> {
+        let bound = r.config.concurrency.min(global);
+        Arc::new(ReceiverSlots {
+            name: r.name.clone(),
+            made_with: Self::made_with(&r.config),
+            permits: Arc::new(Semaphore::new(bound)),
+            pace: crate::sched::pace::Pace::load(
+                spool,
+                &r.name,
+                bound,
+                r.config.adaptive,
+                r.config.rate_limit,
+            ),
+            skipped: Default::default(),
+        })
+    }
+
+    /// What a receiver's slots and pace are built from, rendered to
+    /// compare: a reload that changes them for a receiver it keeps needs a
+    /// restart.
+    pub fn made_with(r: &spoolpost_ops::config::ReceiverConfig) -> String {
+        format!("{} {} {:?}", r.concurrency, r.adaptive, r.rate_limit)
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Counts {
     pub started: AtomicU64,
