@@ -285,10 +285,11 @@ fn tmpfiles_logrotate_and_cron_files_are_well_formed() {
 }
 
 /// The documents the package installs, as install.sh puts them.
-const INSTALLED_DOCS: [&str; 5] = [
+const INSTALLED_DOCS: [&str; 6] = [
     "README.md",
     "configuration.md",
     "operations.md",
+    "reporter.md",
     "spool.md",
     "platforms.md",
 ];
