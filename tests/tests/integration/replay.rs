@@ -1,4 +1,4 @@
-//! `reporter replay` (issue 31.3): files delivered to a receiver that lost
+//! `reporter replay`: files delivered to a receiver that lost
 //! them go from `done/` back to `incoming/`, picked by receiver, name and
 //! delivery time, under the same idempotency key, and a real sender
 //! delivers them again to the test receiver.
