@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use spoolpost_protocol::spool::State;
 use spoolpost_tests::harness::{
-    Running, TestSpool, config, eventually, path_str, reporter, run, sender, spawn,
+    ConfigFile, Running, TestSpool, config, eventually, reporter, run, sender, spawn,
 };
 use spoolpost_tests::receiver::{Receiver, Reply};
 
@@ -25,14 +25,14 @@ fn text(
     receivers: &[(&str, &str)],
     routes: &[(&str, &str)],
 ) -> String {
-    let mut t = format!("spool = {:?}\n[sender]\n{sender}\n", path_str(&spool.root));
+    let mut file = ConfigFile::new().spool(&spool.root).sender(sender);
     for (name, url) in receivers {
-        t += &format!("[receivers.{name}]\nurl = {url:?}\n");
+        file = file.receiver(name, url, "");
     }
     for (glob, receiver) in routes {
-        t += &format!("[[routes]]\nglob = {glob:?}\nreceiver = {receiver:?}\n");
+        file = file.route(&format!("glob = {glob:?}"), receiver);
     }
-    t
+    file.text()
 }
 
 /// The reload event lines written so far.
