@@ -255,15 +255,28 @@ impl Running {
 
     /// What the process has written to stderr so far.
     pub fn stderr_so_far(&self) -> String {
+        self.output_so_far(|(_, err)| err)
+    }
+
+    /// What the process has written to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        self.output_so_far(|(out, _)| out)
+    }
+
+    fn output_so_far(
+        &self,
+        which: impl Fn(&(std::fs::File, std::fs::File)) -> &std::fs::File,
+    ) -> String {
         use std::os::unix::fs::FileExt;
         OUTPUTS.with(|o| {
             let outputs = o.borrow();
-            let Some((_, err)) = outputs.get(&self.child.id()) else {
+            let Some(files) = outputs.get(&self.child.id()) else {
                 return String::new();
             };
+            let file = which(files);
             let mut text = Vec::new();
             let mut buf = [0u8; 8192];
-            while let Ok(n @ 1..) = err.read_at(&mut buf, text.len() as u64) {
+            while let Ok(n @ 1..) = file.read_at(&mut buf, text.len() as u64) {
                 text.extend_from_slice(&buf[..n]);
             }
             String::from_utf8_lossy(&text).into_owned()

@@ -3,7 +3,8 @@
 //! renamed flag or subcommand cannot leave a stale example behind (issue
 //! 29.5: `reporter ... list error` was shown where `list --state error` is
 //! right). The hints the programs print are run for real where they are
-//! printed (terminal.rs).
+//! printed (terminal.rs); the commands of the README, docs/operations.md,
+//! docs/reporter.md and the man pages are run as written in first_hour.rs.
 
 use std::path::Path;
 
@@ -61,7 +62,7 @@ fn words(line: &str) -> Vec<String> {
 /// The spoolpost commands in a shell snippet: lines joined at a trailing
 /// `\`, split at `|`, `&&`, `||`, `;` and `&`, leading `VAR=value` words and
 /// `sudo` dropped, a path before the program's name ignored.
-fn commands(snippet: &str) -> Vec<Vec<String>> {
+pub(crate) fn commands(snippet: &str) -> Vec<Vec<String>> {
     let joined = snippet.replace("\\\n", " ");
     let mut out = Vec::new();
     for line in joined.lines() {
@@ -94,7 +95,7 @@ fn commands(snippet: &str) -> Vec<Vec<String>> {
 }
 
 /// The ```sh (or ```console, ```bash) blocks of a Markdown text.
-fn shell_blocks(markdown: &str) -> Vec<String> {
+pub(crate) fn shell_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {

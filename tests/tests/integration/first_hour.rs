@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use spoolpost_protocol::spool::State;
+use spoolpost_tests::config_file::ConfigFile;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::{Receiver, Reply};
 
@@ -263,111 +264,222 @@ fn issue_29_5_the_command_hold_file_prints_gives_the_file_back_as_written() {
     assert_eq!(spool.count(State::Incoming), 1, "{command}: {}", ran.stderr);
 }
 
-/// The man pages' EXAMPLES, run as written on a host set up as the
-/// package sets it up: the configuration where the examples expect it
-/// (through SPOOLPOST_CONFIG for a line with neither --config nor --spool,
-/// which is when the packaged /etc/spoolpost.toml is read), and only the host's paths, URL and fixed
-/// port swapped for the test's. The parse of every documented command is
-/// documented.rs; this runs them. A service is stopped with SIGTERM and
-/// must end with 0 (a configuration it refused would have ended it first).
-#[test]
-fn issue_29_5_the_man_pages_examples_run_as_written() {
-    let spool = TestSpool::new();
-    let receiver = Receiver::start();
-    let sources = spool.side("app-events");
-    let data = spool.side("data");
-    std::fs::write(data.join("a.json"), b"{}").unwrap();
-    let cfg = config(
-        &spool,
-        &format!(
-            "spool = \"{}\"\n[[collector.sources]]\npath = \"{}\"\n\
-             [receivers.orders]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"orders\"\n",
-            spool.root.display(),
-            sources.display(),
-            receiver.url("/orders")
-        ),
-    );
-    let out = spool.side("out");
-    let events = out.join("sender-main-events.jsonl");
-    spool.put("orders-17.json", b"{}");
-    spool.put("orders-18.json", b"{}");
-    run(
-        sender(&spool)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--once")
-            .arg("--events")
-            .arg(&events),
-        LIMIT,
-    )
-    .assert_success();
-    spool.put("orders-19.json", b"{}");
-    let programs = bin("reporter");
-    let path = format!(
-        "{}:{}",
-        programs.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    use spoolpost_ops::generate::{COLLECTOR, REPORTER, SENDER};
-    let examples: Vec<&str> = [COLLECTOR, SENDER, REPORTER]
-        .iter()
-        .flat_map(|facts| facts.examples.iter().map(|(line, _)| *line))
-        .collect();
-    assert!(examples.len() >= 14, "{examples:?}");
-    for example in examples {
-        let line = example
-            .replace("/etc/spoolpost.toml", path_str(&cfg))
-            .replace("/var/spool/spoolpost", path_str(&spool.root))
-            .replace("/var/lib/app/events", path_str(&sources))
-            .replace("find /data ", &format!("find {} ", data.display()))
-            .replace("https://example.com/in", &receiver.url("/in"))
+/// A host set up as the package sets one up, for running documented
+/// commands as written: a configuration (one receiver, `orders`, taking
+/// every file) where the commands expect it, a spool with files in it, a
+/// source folder, and only the host's paths, URLs and fixed port swapped
+/// for the test's by [`Host::place`]. A line with neither --config nor
+/// --spool gets the configuration through SPOOLPOST_CONFIG, which is when
+/// the packaged /etc/spoolpost.toml is read (config_load::or_installed).
+struct Host {
+    spool: TestSpool,
+    receiver: Receiver,
+    cfg: std::path::PathBuf,
+    sources: std::path::PathBuf,
+    data: std::path::PathBuf,
+    out: std::path::PathBuf,
+    events: std::path::PathBuf,
+    /// The folder commands run from; `spoolpost.toml` there is `cfg`.
+    here: std::path::PathBuf,
+    path: String,
+}
+
+impl Host {
+    fn new() -> Host {
+        let spool = TestSpool::new();
+        let receiver = Receiver::start();
+        let sources = spool.side("app-events");
+        let data = spool.side("data");
+        std::fs::write(data.join("a.json"), b"{}").unwrap();
+        let cfg = ConfigFile::to("orders", &receiver.url("/orders"))
+            .spool(&spool.root)
+            .source(&sources, "")
+            .write(&spool);
+        let here = spool.side("elsewhere");
+        std::fs::copy(&cfg, here.join("spoolpost.toml")).unwrap();
+        let out = spool.side("out");
+        let events = out.join("sender-main-events.jsonl");
+        let programs = bin("reporter");
+        let path = format!(
+            "{}:{}",
+            programs.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Host {
+            spool,
+            receiver,
+            cfg,
+            sources,
+            data,
+            out,
+            events,
+            here,
+            path,
+        }
+    }
+
+    /// A delivered history for the commands that read one (`show`, the
+    /// event log), and files waiting for those that act on one.
+    fn with_history(self) -> Host {
+        self.spool.put("orders-17.json", b"{}");
+        self.spool.put("orders-18.json", b"{}");
+        run(
+            sender(&self.spool)
+                .arg("--config")
+                .arg(&self.cfg)
+                .arg("--once")
+                .arg("--events")
+                .arg(&self.events),
+            LIMIT,
+        )
+        .assert_success();
+        self.spool.put("orders-17.json", b"{}");
+        self.spool.put("orders-19.json", b"{}");
+        self
+    }
+
+    /// Puts `name` in the spool and gives it a key: one attempt at a
+    /// receiver that is not there leaves it waiting for a retry, its key
+    /// in its name, as `reporter list` shows it to an operator.
+    fn waiting_with_a_key(&self, name: &str) -> String {
+        self.spool.put(name, b"{}");
+        run(
+            sender(&self.spool).args(["--url", "http://127.0.0.1:9/", "--once"]),
+            LIMIT,
+        );
+        let listed = run(
+            reporter(&self.spool).args(["list", "--state", "retry", "--format", "json"]),
+            LIMIT,
+        );
+        listed.assert_success();
+        listed
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["key"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("{name} waits with no key:\n{}", listed.stdout))
+    }
+
+    /// The documented line with this host's paths, URLs and port.
+    fn place(&self, line: &str) -> String {
+        let cfg = path_str(&self.cfg);
+        let mut line = line
+            .replace("/etc/spoolpost.toml", cfg)
+            .replace("/etc/default/spoolpost", path_str(&self.out.join("env")))
+            .replace("/var/spool/spoolpost", path_str(&self.spool.root))
+            .replace("/var/lib/app/events", path_str(&self.sources))
+            .replace("find /data ", &format!("find {} ", self.data.display()))
+            .replace("https://example.com/in", &self.receiver.url("/in"))
+            .replace(
+                "https://ingest.example.com/events",
+                &self.receiver.url("/events"),
+            )
             .replace(
                 "/var/lib/node_exporter/textfile/spoolpost.prom",
-                path_str(&out.join("spoolpost.prom")),
+                path_str(&self.out.join("spoolpost.prom")),
             )
             .replace(
                 "/var/log/spoolpost/sender-main-events.jsonl",
-                path_str(&events),
+                path_str(&self.events),
+            )
+            .replace(
+                " sender-events.jsonl ",
+                &format!(" {} ", self.events.display()),
             )
             .replace("127.0.0.1:9464", "127.0.0.1:0");
-        // The last command of a pipe runs in the shell's place, so a
-        // signal reaches it.
-        let script = if line.contains('|') {
+        // docs/reporter.md writes F for the configuration file.
+        line = line.replace("--config F ", &format!("--config {cfg} "));
+        line
+    }
+
+    /// Each command of `line` with neither --config nor --spool reads the
+    /// packaged configuration: pointed at this host's by SPOOLPOST_CONFIG
+    /// for that command alone (another in the same pipe may name its own).
+    fn installed_config(&self, line: &str) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while !rest.is_empty() {
+            let (segment, sep, after) = match [" | ", " && ", "; "]
+                .iter()
+                .filter_map(|sep| rest.find(sep).map(|at| (at, *sep)))
+                .min()
+            {
+                Some((at, sep)) => (&rest[..at], sep, &rest[at + sep.len()..]),
+                None => (rest, "", ""),
+            };
+            let runs_ours = !crate::documented::commands(segment).is_empty();
+            if runs_ours && !segment.contains("--config") && !segment.contains("--spool") {
+                let program_at = segment.len() - segment.trim_start().len();
+                out.push_str(&segment[..program_at]);
+                out.push_str(&format!("env SPOOLPOST_CONFIG={} ", self.cfg.display()));
+                out.push_str(&segment[program_at..]);
+            } else {
+                out.push_str(segment);
+            }
+            out.push_str(sep);
+            rest = after;
+        }
+        out
+    }
+
+    /// Runs one documented line through a shell, from `here`, with the
+    /// programs on the PATH; panics unless it does what it says. A line
+    /// that runs a service (no --once, --check or --stdin; a `&` at its
+    /// end is the shell's, and dropped) must come up, then is stopped with
+    /// SIGTERM and must end with 0: a configuration it refused would have
+    /// ended it first.
+    fn run_as_written(&self, documented: &str) {
+        let without_comment = match documented.find(" #") {
+            Some(at) => &documented[..at],
+            None => documented,
+        };
+        let written = without_comment.trim().trim_end_matches('&').trim_end();
+        let line = self.installed_config(&self.place(written));
+        let piped = line.contains('|') || line.contains('(');
+        // The last command of a plain line runs in the shell's place, so a
+        // signal reaches it; in a pipe, each command is signalled.
+        let script = if piped {
             line.clone()
         } else {
             format!("exec {line}")
         };
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &script])
-            .current_dir(spool.side("elsewhere"))
-            .env("PATH", &path)
+            .current_dir(&self.here)
+            .env("PATH", &self.path)
             .env_remove("SPOOLPOST_CONFIG")
             .env_remove("SPOOLPOST_SPOOL");
-        // The packaged file is read when neither --config nor --spool is
-        // given (config_load::or_installed): the same rule, pointed here.
-        if !line.contains("--config") && !line.contains("--spool") {
-            cmd.env("SPOOLPOST_CONFIG", &cfg);
-        }
-        let service = !["--once", "--check", "--stdin", "reporter "]
-            .iter()
-            .any(|w| line.contains(w))
-            || line.contains("--metrics-listen");
+        let watch = line.contains("--watch");
+        let service = watch
+            || line.contains("--metrics-listen")
+            || !["--once", "--check", "--stdin", "reporter "]
+                .iter()
+                .any(|w| line.contains(w));
         let ran = if service {
-            // Stopped once it says it is up: READY=1, as systemd hears it
-            // (the reporter's endpoint: its log line).
-            let notify_path = spool
+            let notify_path = self
+                .spool
                 .side("notify")
                 .join(format!("{}.sock", fastrand::u64(..)));
             let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
             notify.set_read_timeout(Some(LIMIT)).unwrap();
             cmd.env("NOTIFY_SOCKET", &notify_path);
             let running = spawn(&mut cmd);
-            if line.contains("--metrics-listen") {
+            // Up when it says so: a live view has drawn, an endpoint has
+            // logged its address, a daemon has sent READY=1 as systemd
+            // hears it.
+            if watch {
+                assert!(
+                    eventually(LIMIT, || !running.stdout_so_far().trim().is_empty()),
+                    "{documented}: the live view drew nothing; {}",
+                    running.stderr_so_far()
+                );
+            } else if line.contains("--metrics-listen") {
                 assert!(
                     eventually(LIMIT, || running
                         .stderr_so_far()
                         .contains("serving metrics")),
-                    "{example}: {}",
+                    "{documented}: {}",
                     running.stderr_so_far()
                 );
             } else {
@@ -377,9 +489,20 @@ fn issue_29_5_the_man_pages_examples_run_as_written() {
                     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
                 })
                 .any(|message| message.contains("READY=1"));
-                assert!(ready, "{example}: no READY=1; {}", running.stderr_so_far());
+                assert!(
+                    ready,
+                    "{documented}: no READY=1; {}",
+                    running.stderr_so_far()
+                );
             }
-            running.signal(nix::sys::signal::Signal::SIGTERM);
+            let stop = nix::sys::signal::Signal::SIGTERM;
+            if piped {
+                for child in children_of(running.pid().as_raw()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), stop);
+                }
+            } else {
+                running.signal(stop);
+            }
             running.wait(LIMIT)
         } else {
             run(&mut cmd, LIMIT)
@@ -392,21 +515,119 @@ fn issue_29_5_the_man_pages_examples_run_as_written() {
         };
         assert!(
             fine,
-            "{example}\nran as: {line}\nexit {:?}\n{}",
+            "{documented}\nran as: {line}\nexit {:?}\n{}",
             ran.status, ran.stderr
         );
     }
+}
+
+/// The processes whose parent is `pid` (the commands of a shell's pipe).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        if after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+            && let Ok(child) = entry.file_name().to_string_lossy().parse()
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// The man pages' EXAMPLES, run as written on a [`Host`]. The parse of
+/// every documented command is documented.rs; this runs them.
+#[test]
+fn issue_29_5_the_man_pages_examples_run_as_written() {
+    let host = Host::new().with_history();
+    use spoolpost_ops::generate::{COLLECTOR, REPORTER, SENDER};
+    let examples: Vec<&str> = [COLLECTOR, SENDER, REPORTER]
+        .iter()
+        .flat_map(|facts| facts.examples.iter().map(|(line, _)| *line))
+        .collect();
+    assert!(examples.len() >= 14, "{examples:?}");
+    for example in examples {
+        host.run_as_written(example);
+    }
     // What they did, where it shows.
-    assert!(out.join("spoolpost.prom").is_file());
+    assert!(host.out.join("spoolpost.prom").is_file());
     assert!(
-        spool
+        host.spool
             .root
             .join("hold")
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some())
     );
     assert!(
-        !data.join("a.json").exists(),
+        !host.data.join("a.json").exists(),
         "the find | collector example took it"
     );
 }
+
+/// Every line of the README's and the operator's documents' shell blocks
+/// that runs a spoolpost program, run as written on a [`Host`], in the
+/// order a reader meets them. docs/performance.md is left out: its lines
+/// run the programs under perf, valgrind and strace from a profiling
+/// build (S and URL are placeholders there), which is not an operator's
+/// command.
+#[test]
+fn issue_29_5_every_command_in_the_readme_and_the_operators_docs_runs_as_written() {
+    let host = Host::new().with_history();
+    std::fs::write(host.out.join("env"), "SPOOLPOST_EXAMPLE=1\n").unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut ran = 0;
+    for doc in ["README.md", "docs/operations.md", "docs/reporter.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in crate::documented::shell_blocks(&text) {
+            let joined = block.replace("\\\n", " ");
+            for line in joined.lines() {
+                if crate::documented::commands(line).is_empty() {
+                    continue;
+                }
+                // The file the docs act on by name waits, as it would on
+                // the reader's host, whatever the lines before did with it.
+                if !host
+                    .spool
+                    .names(State::Incoming)
+                    .iter()
+                    .any(|n| n.starts_with(b"orders-17.json"))
+                {
+                    host.spool.put("orders-17.json", b"{}");
+                }
+                // A key written in the docs stands for a file's key: the
+                // one of a file this spool has waiting.
+                let line = if line.contains(DOCUMENTED_KEY) {
+                    line.replace(DOCUMENTED_KEY, &host.waiting_with_a_key("orders-gone.json"))
+                } else {
+                    line.to_string()
+                };
+                host.run_as_written(&line);
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 25, "only {ran} documented commands found");
+    // What they did, where it shows: the README's one-shot sender
+    // delivered to the URL it names, the prometheus line wrote its file,
+    // `delete` removed the file by its key.
+    assert!(host.receiver.count_path("/events") > 0);
+    assert!(host.out.join("spoolpost.prom").is_file());
+    assert!(
+        !host
+            .spool
+            .names(State::Incoming)
+            .iter()
+            .any(|n| n.starts_with(b"orders-gone"))
+    );
+}
+
+/// The key docs/reporter.md writes in its `delete` example.
+const DOCUMENTED_KEY: &str = "3f9c0a1e55d2b7c4e8a09f1d";
