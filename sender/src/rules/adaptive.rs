@@ -31,6 +31,13 @@
 //!   least [`STARTUP_GROWTH`] a window. Three windows in a row without that
 //!   rise end it, back at the limit that gave the best goodput. A receiver
 //!   40 ms away that takes 200 at once is reached in about six round trips.
+//!   Alone and before any noise is known, slow start judges each window's
+//!   failures at its end against the windows before it, at half the load
+//!   and less: a significant rise (or most of a window failing) is
+//!   overload, and the limit goes to about what was served; failures
+//!   that keep their share as the load doubles are noise, learnt once two
+//!   windows met them. A fresh sender 40 ms from a load balancer with a
+//!   sick backend used to be cut to a limit of two by the first 503s.
 //! - **Overload told from noise.** Overload is when failures (429, 503, a
 //!   timeout, a reset, a refused connect) come *more often as the load
 //!   rises*. A load balancer with one sick backend answers 503 to one
@@ -126,6 +133,10 @@ pub const LATENCY_CUT: f64 = 0.9;
 pub const LATENCY_RISE: f64 = 1.5;
 /// In slow start, the goodput rise per window that keeps it doubling.
 pub const STARTUP_GROWTH: f64 = 1.25;
+/// Standard errors by which a slow-start window's share of failures must
+/// exceed its earlier windows' to count as overload
+/// ([`Controller::startup_failures_rise`]).
+pub const STARTUP_RISE: f64 = 2.0;
 /// Windows in a row without [`STARTUP_GROWTH`] that end slow start.
 pub const STARTUP_STALLS: u32 = 3;
 /// Requests queued at the receiver, as a share of the limit, below which
@@ -326,6 +337,11 @@ pub struct Controller {
     below_failures: f64,
     /// Goodput of the latest window that closed with the pipe full.
     goodput: Option<f64>,
+    /// Answers and failures of slow start's windows so far, while no
+    /// noise is known: each doubling is judged against them
+    /// ([`Controller::startup_failures_rise`]).
+    startup_answers: f64,
+    startup_failures: f64,
     window: Window,
 }
 
@@ -410,6 +426,8 @@ impl Controller {
             below_answers: 0.0,
             below_failures: 0.0,
             goodput: None,
+            startup_answers: 0.0,
+            startup_failures: 0.0,
             window: Window::default(),
         }
     }
@@ -644,9 +662,10 @@ impl Controller {
             Signal::Overload => {
                 self.window.failures += 1;
                 // At one request in flight there is nothing left to cut:
-                // the window's end judges the failures instead.
-                if self.limit() > 1 && self.failures_exceed_noise() {
-                    self.cut_for_failures(now);
+                // the window's end judges the failures instead; so it
+                // does in slow start before any noise is known.
+                if self.limit() > 1 && !self.doubling_judged() && self.failures_exceed_noise() {
+                    self.cut_for_failures(OVERLOAD_CUT, now);
                     return;
                 }
             }
@@ -787,7 +806,62 @@ impl Controller {
         self.window.failures as f64 > allowed
     }
 
-    fn cut_for_failures(&mut self, now: Instant) {
+    /// Whether this window's failures are judged at its end against slow
+    /// start's earlier windows rather than one by one: in slow start, alone,
+    /// before any noise is known. Each window doubles the load of the one
+    /// before, so the two tell overload from noise directly: failures of
+    /// the load's making rise with it (past a capacity of K, a window at
+    /// 2K fails half its requests where the one at K failed none), noise
+    /// comes at the same share at both. One failure used to cut at once,
+    /// so a load balancer with a sick backend 40 ms away cut a fresh
+    /// sender to a limit of two for most of a second before anything was
+    /// learnt (0.70-0.82x the best fixed limit over 4 s, simulated).
+    fn doubling_judged(&self) -> bool {
+        self.slow_start && self.noise == 0.0 && !self.shared
+    }
+
+    /// At the end of a window judged by [`Self::doubling_judged`]: whether
+    /// its failures say overload. They do if most of it failed, or if its
+    /// share of failures is significantly above that of slow start's
+    /// earlier windows together, at half its load and less (a
+    /// two-proportion test, [`STARTUP_RISE`] standard errors). If not, the
+    /// window joins the earlier ones and slow start goes on; and once two
+    /// windows, a load twice apart, both met failures without a
+    /// rise, and [`MIN_WINDOW`] answers at least say so, their share is
+    /// learnt as noise. One failing window is not enough: at a capacity's
+    /// edge failures first appear without a significant rise (a capacity
+    /// of 30 at a limit of 32: 2 failures after 28 clean answers), and
+    /// noise learnt there would excuse the capacity's 503s; the window
+    /// after, at twice the load, shows the rise. A window in which
+    /// the limit was not reached raised no load: its failures cut as
+    /// before.
+    fn startup_failures_rise(&mut self, window: &Window) -> bool {
+        let (n2, f2) = (window.answers as f64, window.failures as f64);
+        if !window.saturated {
+            return f2 > 0.0;
+        }
+        let (n1, f1) = (self.startup_answers, self.startup_failures);
+        let significant = n1 > 0.0 && {
+            let pooled = (f1 + f2) / (n1 + n2);
+            let error = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+            error > 0.0 && (f2 / n2 - f1 / n1) / error > STARTUP_RISE
+        };
+        if significant || f2 > n2 * MAX_NOISE {
+            return true;
+        }
+        if f2 > 0.0 && f1 > 0.0 && n1 + n2 >= MIN_WINDOW as f64 {
+            self.noise = ((f1 + f2) / (n1 + n2)).min(MAX_NOISE);
+            tracing::debug!(
+                noise = self.noise,
+                "failures come at the same share as slow start raises the load: learnt as noise"
+            );
+        }
+        self.startup_answers += n2;
+        self.startup_failures += f2;
+        false
+    }
+
+    fn cut_for_failures(&mut self, by: f64, now: Instant) {
         // A cut while the last one is still judged keeps the first one's
         // starting point: the judgement undoes both, or neither.
         let earlier = self.pending.take();
@@ -812,7 +886,7 @@ impl Controller {
         });
         self.edge = Some(self.limit);
         self.overloaded_at = Some(self.limit);
-        self.cut(OVERLOAD_CUT);
+        self.cut(by);
     }
 
     fn cut(&mut self, by: f64) {
@@ -827,6 +901,8 @@ impl Controller {
     /// quarter of one near the limit that last met overload.
     fn grow(&mut self) {
         if self.slow_start {
+            // Shared, each sender's growth adds to the others': several
+            // tripling together overshot a capacity of 8 into 10% 503s.
             self.limit = (self.limit.floor() * 2.0).min(self.max as f64);
             return;
         }
@@ -860,6 +936,7 @@ impl Controller {
     }
 
     fn close_window(&mut self, now: Instant) {
+        let doubling_judged = self.doubling_judged();
         let window = std::mem::take(&mut self.window);
         let failed = window.failures as f64 / window.answers.max(1) as f64;
         // Good answers per second over the window, if it lasted half a
@@ -889,6 +966,16 @@ impl Controller {
         // The window opens where the last one closed, so the time between
         // them counts.
         self.window.opened = Some(now);
+        if doubling_judged && window.answers > 0 && self.startup_failures_rise(&window) {
+            // Past a capacity of K, a window at a limit L serves about K
+            // of every L: the limit goes to what was served, as BBR's
+            // window follows the delivery rate, rather than by the usual
+            // cut, which from twice the capacity takes two cuts and their
+            // 503s to get under it. The window is gone: the cut judges its
+            // goodput by the last whole one.
+            self.cut_for_failures((1.0 - failed).min(OVERLOAD_CUT), now);
+            return;
+        }
 
         let failing_before = self.failing;
         self.failing = match self.windows {
@@ -1224,6 +1311,9 @@ mod tests {
     fn after_the_first_cut_it_grows_by_one_per_good_full_window() {
         let mut clock = Clock::new();
         let mut c = Controller::new(64, None);
+        // Shared, failures cut as they come (alone in slow start they are
+        // judged at the window's end: the test below).
+        c.set_shared(true);
         assert_eq!(steps(&mut c, &mut clock, 11, Signal::Good(5 * MS)), [4, 8]);
         two_failures(&mut c, &mut clock);
         assert_eq!(c.limit(), 5, "8 × 0.7");
@@ -1231,6 +1321,53 @@ mod tests {
         // within one of the limit that met overload (8).
         let seen = steps(&mut c, &mut clock, 80, Signal::Good(5 * MS));
         assert_eq!(seen, [5, 6, 7]);
+    }
+
+    /// Alone in slow start, each doubling is judged by its window's
+    /// failures against the windows before it. One in ten failing at every
+    /// load is noise: slow start goes on doubling and learns it. A capacity
+    /// of 12 fails none below it and a third of a window at 16, then half
+    /// at 24: overload, and the limit goes to about what was served,
+    /// without learning noise.
+    #[test]
+    fn alone_in_slow_start_failures_that_keep_their_share_as_the_load_doubles_are_noise() {
+        let mut clock = Clock::new();
+        let mut c = Controller::new(1024, None);
+        let mut seen = vec![];
+        for _ in 0..12 {
+            window_of(&mut c, &mut clock, 40 * MS, |i, _| {
+                if i % 10 == 9 {
+                    Signal::Overload
+                } else {
+                    Signal::Good(40 * MS)
+                }
+            });
+            seen.push(c.limit());
+        }
+        assert!(
+            (0.05..0.2).contains(&c.noise()),
+            "noise {} learnt; limits {seen:?}",
+            c.noise()
+        );
+        assert!(c.limit() >= 512, "limits {seen:?}");
+
+        let mut c = Controller::new(1024, None);
+        let mut seen = vec![];
+        for _ in 0..12 {
+            window_of(&mut c, &mut clock, 5 * MS, |i, _| {
+                if i < 12 {
+                    Signal::Good(5 * MS)
+                } else {
+                    Signal::Overload
+                }
+            });
+            seen.push(c.limit());
+        }
+        assert_eq!(c.noise(), 0.0, "limits {seen:?}");
+        assert!(
+            seen.iter().skip(4).all(|&l| (8..=16).contains(&l)),
+            "limits {seen:?}"
+        );
     }
 
     /// A receiver that serves at most 800 files/s (20 ms each, 16 at
@@ -2367,6 +2504,88 @@ mod tests {
                 against_best_fixed(senders, receiver, &[4, 16, 64, 256], files, window);
             eprintln!("{name}: {ratios:.2?}");
             if ratios[1] < least {
+                short.push(format!("{name}: {ratios:.2?} of the best fixed"));
+            }
+        }
+        assert!(short.is_empty(), "{short:#?}");
+    }
+
+    /// A fresh sender's start, over a short run (20,000 files, 4 s at the
+    /// simulated sender's pace): the bench's `--quick` runs are this short,
+    /// and a restarted sender starts from its record, so the start is what
+    /// a fresh spool costs. Medians of three seeds against the best fixed
+    /// limit. Measured: 0.94, 1.00, 0.99, 0.94, 1.00 and 0.94 (before slow
+    /// start judged its failures window against window: 0.77, 0.97, 0.97,
+    /// 0.94, 1.00, 0.94). 100 ms away is 0.85 over 4 s, the climb from 4 to
+    /// 512 in doublings per round trip: 0.9 and above from 15 s
+    /// ([`against_each_scenario_it_keeps_up_with_the_best_fixed_limit`]).
+    #[test]
+    fn a_fresh_start_keeps_up_over_a_short_run() {
+        let scenarios = [
+            (
+                "all at once, 40 ms away",
+                Receiver {
+                    work: 40 * MS,
+                    noise: 0.1,
+                    hang: 0.01,
+                    ..Receiver::FAST
+                },
+            ),
+            (
+                "a load balancer with a bad backend",
+                Receiver {
+                    noise: 0.1,
+                    hang: 0.01,
+                    ..Receiver::FAST
+                },
+            ),
+            (
+                "10% 503 at random",
+                Receiver {
+                    noise: 0.1,
+                    ..Receiver::FAST
+                },
+            ),
+            (
+                "40 ms away",
+                Receiver {
+                    work: 40 * MS,
+                    ..Receiver::FAST
+                },
+            ),
+            (
+                "capacity 32",
+                Receiver {
+                    capacity: 32,
+                    ..Receiver::FAST
+                },
+            ),
+            (
+                "capacity 8",
+                Receiver {
+                    capacity: 8,
+                    ..Receiver::FAST
+                },
+            ),
+        ];
+        let mut short = vec![];
+        for (name, receiver) in scenarios {
+            let (ratios, sims) = against_best_fixed(
+                1,
+                receiver,
+                &[4, 16, 64, 256, 1024],
+                20_000,
+                Duration::from_secs(15),
+            );
+            eprintln!("{name}: {ratios:.2?}");
+            for sim in &sims {
+                assert!(
+                    sim.rejected() <= 0.05,
+                    "{name}: {:.1}% 503s",
+                    100.0 * sim.rejected()
+                );
+            }
+            if ratios[1] < 0.9 {
                 short.push(format!("{name}: {ratios:.2?} of the best fixed"));
             }
         }
