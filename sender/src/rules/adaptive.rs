@@ -218,7 +218,7 @@ pub const QUIET_EVERY: Duration = Duration::from_secs(3);
 /// of senders that take them.
 pub const QUIET_FOR: Duration = Duration::from_millis(150);
 /// How often a sender that has measured nothing yet takes a quiet moment.
-pub const QUIET_FIRST_EVERY: Duration = Duration::from_millis(500);
+pub const QUIET_FIRST_EVERY: Duration = Duration::from_millis(250);
 /// The start of a quiet moment whose requests are not measured: the
 /// receiver still works on the ones sent before it.
 pub const QUIET_SETTLE: Duration = Duration::from_millis(50);
@@ -499,6 +499,12 @@ impl Controller {
             if !self.shared || self.quiet.on || (phase == Quieting::Early && measured) {
                 return;
             }
+            if self.quiet.ended.is_some() {
+                // The last moment's answers have not all come (a request
+                // slow to answer, at a limit near one): what came counts,
+                // rather than be lost to the new moment.
+                self.judge_quiet();
+            }
             self.quiet = Quiet {
                 on: true,
                 ..Quiet::default()
@@ -534,6 +540,12 @@ impl Controller {
         if now.saturating_duration_since(ended) < self.lapse_after() {
             return;
         }
+        self.judge_quiet();
+    }
+
+    /// Adds the quiet moment just over to the earlier ones, and learns
+    /// the noise from them once they are enough.
+    fn judge_quiet(&mut self) {
         let quiet = std::mem::take(&mut self.quiet);
         // Until the first measurement nothing is forgotten: a sender held
         // near a limit of one gets a few answers per quiet moment, and
@@ -2047,7 +2059,8 @@ mod tests {
             Served(Ticket, usize, u64),
             TurnedAway(Ticket, usize, bool),
             TimedOut(Ticket, usize),
-            Lapse(usize),
+            /// (request id, sent at µs): a look at whether it lapsed.
+            Lapse(usize, u64),
             Freed(usize),
             /// A failure's hold ended: the controller hears of it.
             Told(Ticket, usize),
@@ -2114,8 +2127,8 @@ mod tests {
                     let id = live.len();
                     live.push(true);
                     let generation = cs[s].sent(counted[s]);
-                    let lapse = cs[s].lapse_after().as_micros() as u64;
-                    events.push(Reverse((now + lapse, s, Event::Lapse(id))));
+                    let look = cs[s].lapse_after().min(LAPSE_FLOOR).as_micros() as u64;
+                    events.push(Reverse((now + look, s, Event::Lapse(id, now))));
                     let event = if rng.f64() < receiver.hang {
                         (
                             now + TIMEOUT.as_micros() as u64,
@@ -2161,9 +2174,18 @@ mod tests {
                     failed += 1;
                     (g, id, Signal::Overload)
                 }
-                Event::Lapse(id) => {
-                    if std::mem::replace(&mut live[id], false) {
-                        counted[s] -= 1;
+                Event::Lapse(id, sent) => {
+                    // As `pace` looks: against the lapse time as it is
+                    // now, which the first answers shorten.
+                    if live[id] {
+                        let lapse = cs[s].lapse_after().as_micros() as u64;
+                        if now - sent >= lapse {
+                            live[id] = false;
+                            counted[s] -= 1;
+                        } else {
+                            let look = (sent + lapse).min(now + LAPSE_FLOOR.as_micros() as u64);
+                            events.push(Reverse((look, s, Event::Lapse(id, sent))));
+                        }
                     }
                     continue;
                 }
@@ -2450,7 +2472,11 @@ mod tests {
     #[test]
     fn shared_senders_keep_up_with_noise() {
         let window = Duration::from_secs(15);
-        // Measured (medians of three seeds): 0.90, 0.81 and 0.89; 0.85,
+        // Measured (medians of three seeds): 0.92, 0.87 and 0.93, with the
+        // first quiet moments every 250 ms, a moment cut short by the next
+        // counted, and a hung request's lapse looked at again as the
+        // first answers shorten it; before those, 0.90, 0.83 and 0.90;
+        // earlier 0.90, 0.81 and 0.89; 0.85,
         // 0.76 and 0.85 with the first quiet moments a second apart and
         // no fresh slow start after the first measurement; 0.04, 0.04 and
         // 0.03 before the quiet moments, when shared senders learnt no
@@ -2470,7 +2496,7 @@ mod tests {
                     hang: 0.0,
                     ..Receiver::FAST
                 },
-                0.8,
+                0.85,
             ),
             (
                 "4 senders, a load balancer with a bad backend",
@@ -2482,7 +2508,7 @@ mod tests {
                     hang: 0.01,
                     ..Receiver::FAST
                 },
-                0.7,
+                0.8,
             ),
             (
                 "3 senders, capacity 64 with 10% noise",
@@ -2494,7 +2520,7 @@ mod tests {
                     hang: 0.0,
                     ..Receiver::FAST
                 },
-                0.8,
+                0.85,
             ),
         ];
         let files = 200_000;
