@@ -36,12 +36,7 @@ pub struct Args {
     pub create_spool: bool,
 
     /// Send every file to this one URL (no config file needed).
-    #[arg(
-        long,
-        env = "SPOOLPOST_URL",
-        conflicts_with = "config",
-        help_heading = "Receiver"
-    )]
+    #[arg(long, env = "SPOOLPOST_URL", help_heading = "Receiver")]
     pub url: Option<String>,
 
     /// TOML config file with receivers and routing rules.
@@ -155,6 +150,47 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses the command line, or exits as clap does with its message.
+    /// `--url` and `--config` exclude each other (one receiver without a
+    /// file, or the file's receivers), but a value the environment gives
+    /// yields to one the command line gives: a SPOOLPOST_CONFIG exported
+    /// in an operator's profile made `sender --spool S --url U --once`
+    /// fail with a conflict nobody typed.
+    pub fn parse_command_line() -> Args {
+        Args::parse_from_iter(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Args::parse_command_line`] over given words (the first is the
+    /// program's name).
+    pub fn parse_from_iter<I, T>(words: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Args::command().try_get_matches_from(words)?;
+        let mut args = Args::from_arg_matches(&matches)?;
+        if args.url.is_some() && args.config.is_some() {
+            let from_env =
+                |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+            match (from_env("url"), from_env("config")) {
+                (false, true) => args.config = None,
+                (true, false) => args.url = None,
+                (both_from_env, _) => {
+                    let message = if both_from_env {
+                        "SPOOLPOST_URL and SPOOLPOST_CONFIG are both set: give --url URL or --config FILE"
+                    } else {
+                        "--url and --config cannot be used together: --url sends to one receiver without a config file"
+                    };
+                    return Err(
+                        Args::command().error(clap::error::ErrorKind::ArgumentConflict, message)
+                    );
+                }
+            }
+        }
+        Ok(args)
+    }
+
     /// Resolves the flags and the config file into what `run` needs.
     pub fn plan(self) -> Result<Plan, Failure> {
         let loaded = match &self.config {

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use spoolpost_ops::exit;
 use spoolpost_sender::cli::Args;
 
@@ -19,7 +18,7 @@ fn main() -> ExitCode {
     // (recovering a large dead claim folder, say) waits for its listener
     // instead of ending the process.
     spoolpost_ops::signals::hold_from_start();
-    let mut args = Args::parse();
+    let mut args = Args::parse_command_line();
     // No --config: the packaged /etc/spoolpost.toml, when there is one and
     // no --spool says otherwise (README: "reporter hold orders").
     args.config = spoolpost_ops::config_load::or_installed(

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use spoolpost_protocol::spool::State;
+use spoolpost_tests::config_file::ConfigFile;
 use spoolpost_tests::harness::*;
 use spoolpost_tests::receiver::Receiver;
 use spoolpost_tests::system::{as_nobody, open_path_to_others};
@@ -494,4 +495,53 @@ fn issue_29_4_check_lists_every_problem_it_finds_not_just_the_first() {
         );
     }
     assert!(!typo.exists(), "--check must create nothing");
+}
+
+/// A SPOOLPOST_CONFIG exported in an operator's profile made `sender
+/// --spool S --url U --once` fail with a conflict between --url and
+/// --config that nobody typed. What the command line says wins over what
+/// the environment says; the two typed together are still refused.
+#[test]
+fn a_url_on_the_command_line_wins_over_an_exported_config() {
+    let spool = TestSpool::new();
+    let receiver = Receiver::start();
+    let elsewhere = Receiver::start();
+    let exported = ConfigFile::to("orders", &elsewhere.url("/orders")).write(&spool);
+    spool.put("a.json", b"{}");
+    let out = run(
+        sender(&spool).env("SPOOLPOST_CONFIG", &exported).args([
+            "--url",
+            &receiver.url("/in"),
+            "--once",
+        ]),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(receiver.count_path("/in"), 1, "{}", out.stderr);
+    assert_eq!(elsewhere.count(), 0);
+
+    // An exported URL yields to a config file on the command line.
+    spool.put("b.json", b"{}");
+    let out = run(
+        sender(&spool)
+            .env("SPOOLPOST_URL", receiver.url("/in"))
+            .arg("--config")
+            .arg(&exported)
+            .arg("--once"),
+        LIMIT,
+    );
+    out.assert_success();
+    assert_eq!(elsewhere.count_path("/orders"), 1, "{}", out.stderr);
+
+    // Both typed: refused, as before.
+    let out = run(
+        sender(&spool).arg("--config").arg(&exported).args([
+            "--url",
+            &receiver.url("/in"),
+            "--once",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--url and --config"), "{}", out.stderr);
 }

@@ -122,7 +122,7 @@ pub(crate) fn shell_blocks(markdown: &str) -> Vec<String> {
 fn parse(cmd: &[String]) -> Result<(), String> {
     let result = match cmd[0].as_str() {
         "collector" => spoolpost_collector::cli::Args::try_parse_from(cmd).map(drop),
-        "sender" => spoolpost_sender::cli::Args::try_parse_from(cmd).map(drop),
+        "sender" => spoolpost_sender::cli::Args::parse_from_iter(cmd).map(drop),
         "reporter" => spoolpost_reporter::Args::try_parse_from(cmd).map(drop),
         _ => unreachable!(),
     };
