@@ -1613,20 +1613,16 @@ mod tests {
         }
     }
 
-    /// A receiver whose latency grows with the requests it holds beyond a
-    /// knee: the limit stays near the knee
-    /// instead of filling the queue.
-    #[test]
-    fn against_a_queueing_receiver_it_stops_near_the_knee() {
-        let knee = 10;
-        let mut c = Controller::new(256, None);
+    /// Rounds of the pipe full at the limit of each round's start, every
+    /// answer after `latency(limit)`, for 3,000 rounds from a fresh start:
+    /// the least and most limit of the last thousand.
+    fn held_to(max: usize, latency: impl Fn(usize) -> Duration) -> (usize, usize) {
+        let mut c = Controller::new(max, None);
         let mut clock = Clock::new();
         let mut tail = vec![];
         for round in 0..3000 {
-            // Each round the pipe full at the limit of its start.
             let limit = c.limit();
-            let queued = limit.saturating_sub(knee) as u32;
-            let latency = 10 * MS + 2 * MS * queued;
+            let latency = latency(limit);
             let tickets: Vec<Ticket> = (1..=limit).map(|n| c.sent(n)).collect();
             for t in tickets {
                 let now = clock.tick(latency / limit as u32);
@@ -1636,7 +1632,18 @@ mod tests {
                 tail.push(c.limit());
             }
         }
-        let (min, max) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+        (*tail.iter().min().unwrap(), *tail.iter().max().unwrap())
+    }
+
+    /// A receiver whose latency grows with the requests it holds beyond a
+    /// knee: the limit stays near the knee
+    /// instead of filling the queue.
+    #[test]
+    fn against_a_queueing_receiver_it_stops_near_the_knee() {
+        let knee = 10;
+        let (min, max) = held_to(256, |limit| {
+            10 * MS + 2 * MS * limit.saturating_sub(knee) as u32
+        });
         assert!(
             min >= knee - 2 && max <= knee + 3,
             "held to {min}..{max}, knee {knee}"
@@ -1649,22 +1656,9 @@ mod tests {
     /// more in flight buys less than 2.5% more goodput (about 90).
     #[test]
     fn queueing_that_still_buys_goodput_is_not_cut() {
-        let mut c = Controller::new(1024, None);
-        let mut clock = Clock::new();
-        let mut tail = vec![];
-        for round in 0..3000 {
-            let limit = c.limit();
-            let latency = 2 * MS + Duration::from_micros(200) * limit as u32;
-            let tickets: Vec<Ticket> = (1..=limit).map(|n| c.sent(n)).collect();
-            for t in tickets {
-                let now = clock.tick(latency / limit as u32);
-                c.answered(t, Signal::Good(latency), now);
-            }
-            if round >= 2000 {
-                tail.push(c.limit());
-            }
-        }
-        let (min, max) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+        let (min, max) = held_to(1024, |limit| {
+            2 * MS + Duration::from_micros(200) * limit as u32
+        });
         assert!(min >= 50 && max <= 200, "held to {min}..{max}");
     }
 
