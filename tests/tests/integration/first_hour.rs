@@ -210,22 +210,7 @@ fn issue_29_4_check_goes_on_past_unknown_keys_in_every_program() {
 #[test]
 fn issue_29_5_the_unrouted_warnings_command_runs_as_written() {
     let spool = TestSpool::new();
-    for i in 0..3 {
-        spool.put(format!("f{i}.unrouted"), b"x\n");
-    }
-    let cfg = config(
-        &spool,
-        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.json\"\nreceiver = \"a\"\n",
-    );
-    let out = run(
-        sender(&spool)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--once", "--events", "-"]),
-        LIMIT,
-    );
-    out.assert_success();
-    assert_eq!(spool.count(State::Error), 3);
+    let out = crate::support::setups::unrouted_run(&spool, 3);
     let warning = out
         .stderr
         .lines()

@@ -448,22 +448,7 @@ fn issue_29_6_latency_ms_in_event_lines_is_whole_microseconds() {
 #[test]
 fn issue_29_6_unrouted_files_get_one_warning_per_batch_not_one_each() {
     let spool = TestSpool::new();
-    for i in 0..30 {
-        spool.put(format!("f{i}.unrouted"), b"x\n");
-    }
-    let cfg = config(
-        &spool,
-        "[receivers.a]\nurl = \"http://127.0.0.1:9/\"\n[[routes]]\nglob = \"*.json\"\nreceiver = \"a\"\n",
-    );
-    let out = run(
-        sender(&spool)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--once", "--events", "-"]),
-        MINUTE,
-    );
-    out.assert_success();
-    assert_eq!(spool.count(State::Error), 30);
+    let out = crate::support::setups::unrouted_run(&spool, 30);
     let warnings: Vec<&str> = out
         .stderr
         .lines()

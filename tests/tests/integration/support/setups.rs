@@ -81,3 +81,26 @@ pub fn waiting_reason(spool: &TestSpool) -> Option<String> {
     assert_eq!(names.len(), 1, "{:?}", spool.census());
     SpoolName::parse(OsStr::from_bytes(&names[0])).last_reason
 }
+
+/// `n` files no route takes (`f0.unrouted` …), beside a receiver `a` that
+/// takes only `*.json`, and one `sender --once --events -` over them,
+/// which must succeed: each file goes to error/ as `no_route`.
+pub fn unrouted_run(spool: &TestSpool, n: usize) -> Finished {
+    for i in 0..n {
+        spool.put(format!("f{i}.unrouted"), b"x\n");
+    }
+    let cfg = spoolpost_tests::config_file::ConfigFile::new()
+        .receiver("a", "http://127.0.0.1:9/", "")
+        .route("glob = \"*.json\"", "a")
+        .write(spool);
+    let out = run(
+        sender(spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--once", "--events", "-"]),
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    assert_eq!(spool.count(State::Error), n, "{}", out.stderr);
+    out
+}
