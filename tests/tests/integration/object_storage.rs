@@ -300,3 +300,80 @@ fn files_left_by_a_sigkilled_sender_end_as_one_object_each() {
         "exactly the delivered files, each once"
     );
 }
+
+/// The credentials are secrets like a header's: a secret file rewritten
+/// while the sender runs is read again after the store's 403, so files
+/// sent after the fix are stored without a restart. (A file refused with
+/// the old secret is in `error/` with the store's reason, as the answer
+/// table says for a 403.)
+#[test]
+fn a_rewritten_secret_file_is_used_without_a_restart() {
+    let store = S3Server::start(&["landing"]);
+    let spool = TestSpool::new();
+    let secret = spool.side("etc").join("s3-secret");
+    std::fs::write(&secret, "wrong\n").unwrap();
+    let s3 = format!(
+        "[receivers.s3.s3]\nbucket = \"landing\"\naccess_key_id = {:?}\nsecret_access_key = {{ file = {:?} }}",
+        spoolpost_tests::s3::ACCESS_KEY_ID,
+        path_str(&secret)
+    );
+    let config = s3_config(&store, &spool, "", &s3);
+    let daemon = spawn(sender(&spool).arg("--config").arg(&config));
+    spool.put("first.json", b"1");
+    assert!(
+        eventually(MINUTE, || spool.count(State::Error) == 1),
+        "{:?}",
+        spool.census()
+    );
+    std::fs::write(
+        &secret,
+        format!("{}\n", spoolpost_tests::s3::SECRET_ACCESS_KEY),
+    )
+    .unwrap();
+    spool.put("second.json", b"2");
+    assert!(
+        eventually(MINUTE, || spool.count(State::Done) == 1),
+        "{:?}",
+        spool.census()
+    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait(MINUTE);
+    let objects = store.objects("landing");
+    assert_eq!(objects.len(), 1, "{:?}", objects.keys());
+    assert!(objects.keys().all(|k| k.ends_with("-second.json.gz")));
+}
+
+/// What the store cannot take is refused before a request, with a reason:
+/// an unreadable secret at start (`--check` says so, exit 78), and a file
+/// whose name makes a key that is not UTF-8, which S3 keys must be.
+#[test]
+fn a_missing_secret_file_or_a_non_utf8_key_is_refused_with_a_reason() {
+    let store = S3Server::start(&["landing"]);
+    let spool = TestSpool::new();
+    let s3 = "[receivers.s3.s3]\nbucket = \"landing\"\naccess_key_id = \"id\"\nsecret_access_key = { file = \"/nonexistent/s3-secret\" }";
+    let config = s3_config(&store, &spool, "", s3);
+    let out = run(
+        sender(&spool).args(["--check", "--config"]).arg(&config),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("receiver s3: s3.secret_access_key")
+            && out.stderr.contains("/nonexistent/s3-secret"),
+        "{}",
+        out.stderr
+    );
+
+    spool.put(OsStr::from_bytes(b"caf\xe9.json"), b"{}");
+    let config = s3_config(&store, &spool, "", &store.receiver_lines("landing", ""));
+    run(
+        sender(&spool).args(["--once", "--config"]).arg(&config),
+        MINUTE,
+    )
+    .assert_success();
+    let [name] = spool.names(State::Error).try_into().unwrap();
+    let reason = reason_of(&spool.dir(State::Error).join(OsStr::from_bytes(&name)));
+    assert_eq!(reason.class, ErrorClass::Unsendable, "{reason:?}");
+    assert!(reason.message.contains("not UTF-8"), "{reason:?}");
+    assert!(store.objects("landing").is_empty());
+}
