@@ -74,10 +74,16 @@ impl S3Target {
                     .into(),
             ));
         }
-        let endpoint: reqwest::Url = c
+        let mut endpoint: reqwest::Url = c
             .url
             .parse()
             .map_err(|e| at(format!("url {:?}: {e}", c.url)))?;
+        // Keys are joined to the endpoint as relative URLs: without the
+        // final `/` its last path segment would be replaced.
+        if !endpoint.path().ends_with('/') {
+            let path = format!("{}/", endpoint.path());
+            endpoint.set_path(&path);
+        }
         let style = match s3.addressing {
             S3Addressing::Path => UrlStyle::Path,
             S3Addressing::VirtualHost => UrlStyle::VirtualHost,
@@ -114,7 +120,7 @@ impl S3Target {
             .unwrap_or_default();
         Ok(S3Target {
             bucket,
-            prefix: format!("{}/", endpoint.path().trim_end_matches('/')),
+            prefix: endpoint.path().to_string(),
             suffix,
             storage_class: s3.storage_class.clone(),
             host,
@@ -177,6 +183,13 @@ impl S3Target {
             add("x-amz-storage-class", class);
         }
         let url = action.sign(VALID_FOR);
+        // However the key was made, the request goes to this bucket and
+        // nowhere else.
+        if !url.as_str().starts_with(self.bucket.base_url().as_str()) {
+            return Err(format!(
+                "the object key made from this file's name, {object:?}, would leave the bucket's URL; rename the file or change s3.key"
+            ));
+        }
         Ok(Signed { url, headers })
     }
 
@@ -252,6 +265,14 @@ pub fn object_key(prefix: &str, path: &str, key: &str, suffix: &str) -> Result<S
         .decode_utf8()
         .map_err(|_| "this file's name makes an object key that is not UTF-8; S3 keys must be; rename the file or change s3.key".to_string())?;
     let object = format!("{}{suffix}", decoded.replace(S3_KEY_MARKER, key));
+    // Joined to the bucket's URL, a key starting with `/` would name
+    // another bucket (or, with `//`, another host), and `.` or `..`
+    // segments would be resolved away: a capture must not do either.
+    if object.starts_with('/') || object.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!(
+            "the object key made from this file's name, {object:?}, starts with / or has a . or .. segment, which would send it elsewhere than its key; rename the file or change s3.key"
+        ));
+    }
     if object.len() > 1024 {
         return Err(format!(
             "the object key made from this file's name is {} bytes; S3 takes at most 1024; shorten s3.key or the name",
@@ -280,12 +301,76 @@ mod tests {
     }
 
     #[test]
+    fn a_capture_cannot_make_a_key_that_leaves_the_bucket() {
+        // An empty capture first, a capture of "//host/…", "..": each
+        // would have the request go to another bucket, host or key.
+        for path in [
+            "/%2F@key@",
+            "/%2F%2Fevil.example%2Fx-@key@",
+            "/a%2F..%2F@key@",
+        ] {
+            let e = object_key("/", path, "k", "").unwrap_err();
+            assert!(e.contains("elsewhere"), "{path}: {e}");
+        }
+        let t = target("https://s3.example", S3Addressing::Path, "none");
+        let routed: reqwest::Url = "https://s3.example/%2F%2Fevil.example%2F@key@"
+            .parse()
+            .unwrap();
+        assert!(t.sign(&routed, "k", "x", Instant::now()).is_err());
+    }
+
+    #[test]
     fn a_key_that_is_not_utf8_or_too_long_is_refused_with_a_reason() {
         let e = object_key("/", "/%FF@key@", "k", "").unwrap_err();
         assert!(e.contains("UTF-8"), "{e}");
         let long = format!("/{}@key@", "a".repeat(1100));
         let e = object_key("/", &long, "k", "").unwrap_err();
         assert!(e.contains("1024"), "{e}");
+    }
+
+    fn target(url: &str, addressing: S3Addressing, compression: &str) -> S3Target {
+        let mut c = ReceiverConfig::for_url(url);
+        c.compression = Some(match compression {
+            "gzip" => config::CompressionKind::Gzip,
+            _ => config::CompressionKind::None,
+        });
+        let s3 = S3Config {
+            bucket: "landing".into(),
+            region: "eu-west-1".into(),
+            addressing,
+            key: "{key}-{filename}".into(),
+            access_key_id: config::HeaderValue::Literal("AKID".into()),
+            secret_access_key: config::HeaderValue::Literal("SECRET".into()),
+            session_token: None,
+            compressed_as: S3Compressed::Suffix,
+            storage_class: None,
+        };
+        S3Target::new("r", &c, &s3).unwrap()
+    }
+
+    #[test]
+    fn the_signed_put_names_bucket_and_key_in_either_addressing_and_signs_the_condition() {
+        let routed: reqwest::Url = "https://s3.example/base/@key@-a.json".parse().unwrap();
+        let now = Instant::now();
+        let path = target("https://s3.example/base", S3Addressing::Path, "none")
+            .sign(&routed, "k1", "a.json", now)
+            .unwrap();
+        assert_eq!(path.url.host_str(), Some("s3.example"));
+        assert_eq!(path.url.path(), "/base/landing/k1-a.json");
+        let virtual_host = target("https://s3.example/base", S3Addressing::VirtualHost, "gzip")
+            .sign(&routed, "k1", "a.json", now)
+            .unwrap();
+        assert_eq!(virtual_host.url.host_str(), Some("landing.s3.example"));
+        assert_eq!(virtual_host.url.path(), "/base/k1-a.json.gz");
+        let query = virtual_host.url.query().unwrap();
+        assert!(query.contains("X-Amz-Credential=AKID%2F"), "{query}");
+        assert!(query.contains("eu-west-1"), "{query}");
+        assert!(
+            query.contains("if-none-match"),
+            "the condition is signed: {query}"
+        );
+        assert_eq!(virtual_host.headers["if-none-match"], "*");
+        assert_eq!(virtual_host.headers[META_KEY], "k1");
     }
 
     #[test]

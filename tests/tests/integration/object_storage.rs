@@ -377,3 +377,34 @@ fn a_missing_secret_file_or_a_non_utf8_key_is_refused_with_a_reason() {
     assert!(reason.message.contains("not UTF-8"), "{reason:?}");
     assert!(store.objects("landing").is_empty());
 }
+
+/// A capture that is empty at the start of the key would make a key
+/// starting with `/`, which, joined to the bucket's URL, names another
+/// bucket: the file goes to `error/` with a reason, and nothing is
+/// written anywhere in the store.
+#[test]
+fn an_empty_capture_cannot_send_a_file_to_another_bucket() {
+    let store = S3Server::start(&["landing"]);
+    let spool = TestSpool::new();
+    spool.put("-a.json", b"{}");
+    let config = ConfigFile::new()
+        .receiver("s3", &store.endpoint, "")
+        .with(&store.receiver_lines("landing", "key = \"{tenant}/{key}-{filename}\""))
+        .route("regex = '^(?<tenant>[a-z]*)-'", "s3")
+        .write(&spool);
+    run(
+        sender(&spool).args(["--once", "--config"]).arg(&config),
+        MINUTE,
+    )
+    .assert_success();
+    let reason = reason_of(&spool.find(State::Error, "-a.json"));
+    assert_eq!(reason.class, ErrorClass::Unsendable, "{reason:?}");
+    assert!(reason.message.contains("starts with /"), "{reason:?}");
+    let buckets: Vec<_> = std::fs::read_dir(&store.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.as_bytes().starts_with(b"."))
+        .collect();
+    assert_eq!(buckets, vec![OsStr::new("landing")]);
+    assert!(store.objects("landing").is_empty());
+}
