@@ -72,6 +72,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                         }
                     }
                 }
+                probe_buckets(router.receivers(), &mut report);
             }
         }
         // The file's checks above may have said the same already.
@@ -91,4 +92,28 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     let create = args.create_spool || loaded.as_ref().is_some_and(|l| l.config.create_spool);
     preflight::spool(&root, create, &mut report);
     report.finish("sender")
+}
+
+/// `--probe` of the S3 receivers: a signed HEAD of each one's bucket, by
+/// the clients start-up makes (their refusals are reported above).
+fn probe_buckets(receivers: &[spoolpost_ops::route::Receiver], report: &mut preflight::Report) {
+    if receivers.iter().all(|r| r.config.s3.is_none()) {
+        return;
+    }
+    let Ok(http) = crate::net::send::Http::new(receivers) else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    for (i, r) in receivers.iter().enumerate() {
+        match runtime.block_on(http.probe_bucket(i)) {
+            None => {}
+            Some(Ok(said)) => println!("sender: probe {}: {said}", r.name),
+            Some(Err(e)) => report.receiver(format!("probe {}: {e}", r.name)),
+        }
+    }
 }

@@ -21,12 +21,35 @@ use spoolpost_protocol::spool::{State, is_reason_name};
 /// another build, such as the static one: docs/platforms.md).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    // The S3 server is left out: the cross-built runs (.ci/platforms) build
+    // the binaries for another system, and never start it.
     let dir = BUILT.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("SPOOLPOST_BIN_DIR") {
+        build(
+            &["--workspace", "--exclude", "spoolpost-test-s3"],
+            "SPOOLPOST_BIN_DIR",
+        )
+    });
+    dir.join(name)
+}
+
+/// `test-s3`, the S3-compatible server (tests/s3-server), built for this
+/// machine when a test first asks for it; or the one in
+/// `SPOOLPOST_S3_BIN_DIR`, not built.
+pub fn s3_server_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| build(&["-p", "spoolpost-test-s3"], "SPOOLPOST_S3_BIN_DIR"));
+    dir.join("test-s3")
+}
+
+/// Builds `packages`' binaries with the tests' profile and returns their
+/// folder, or the folder `env` names without building.
+fn build(packages: &[&str], env: &str) -> PathBuf {
+    {
+        if let Some(dir) = std::env::var_os(env) {
             return PathBuf::from(dir);
         }
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        cmd.arg("build").args(packages).args(["--bins", "--quiet"]);
         // cargo sets these for the test process. Build scripts that watch
         // them (ring's watches CARGO_MANIFEST_DIR) would see a change and
         // rebuild half the tree here, and again in the next plain build.
@@ -62,8 +85,7 @@ pub fn bin(name: &str) -> PathBuf {
             dir
         }
         .to_path_buf()
-    });
-    dir.join(name)
+    }
 }
 
 /// A spool in a temporary folder, removed when dropped.

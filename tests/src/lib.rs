@@ -8,4 +8,5 @@ pub mod load;
 pub mod notify;
 pub mod proxy;
 pub mod receiver;
+pub mod s3;
 pub mod system;

@@ -308,6 +308,63 @@ pub struct ReceiverConfig {
     /// Level for `compression`: gzip 0 to 9 (default 6), zstd 1 to 22
     /// (default 3).
     pub compression_level: Option<i32>,
+    /// `[receivers.NAME.s3]`: the receiver is an S3-compatible bucket and
+    /// `url` its endpoint; each file is one object, created once.
+    pub s3: Option<S3Config>,
+}
+
+/// `[receivers.NAME.s3]`: where and how objects are created.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// `"path"` (`ENDPOINT/BUCKET/KEY`) or `"virtual-host"`
+    /// (`BUCKET.ENDPOINT/KEY`).
+    #[serde(default)]
+    pub addressing: S3Addressing,
+    /// The object key: routing captures, `{filename}`, and `{key}` (the
+    /// file's idempotency key, required so that two files of one name are
+    /// two objects).
+    #[serde(default = "default_object_key")]
+    pub key: String,
+    pub access_key_id: HeaderValue,
+    pub secret_access_key: HeaderValue,
+    pub session_token: Option<HeaderValue>,
+    /// How a compressed body is stored: under the key with `.gz`/`.zst`
+    /// added (`"suffix"`), or as `Content-Encoding` (`"content-encoding"`).
+    #[serde(default)]
+    pub compressed_as: S3Compressed,
+    pub storage_class: Option<String>,
+}
+
+/// `addressing`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum S3Addressing {
+    #[default]
+    Path,
+    VirtualHost,
+}
+
+/// `compressed_as`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum S3Compressed {
+    #[default]
+    Suffix,
+    ContentEncoding,
+}
+
+/// The placeholder in an object key that the file's idempotency key fills.
+pub const S3_KEY_PLACEHOLDER: &str = "{key}";
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_object_key() -> String {
+    "{key}-{filename}".into()
 }
 
 /// `tls_min_version`.
@@ -447,6 +504,7 @@ impl ReceiverConfig {
             urls: Vec::new(),
             compression: None,
             compression_level: None,
+            s3: None,
         }
     }
 }

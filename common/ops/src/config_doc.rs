@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 
 use crate::config::{
-    CollectorSection, Config, ReceiverConfig, RouteConfig, SenderSection, SourceConfig,
+    CollectorSection, Config, ReceiverConfig, RouteConfig, S3Config, SenderSection, SourceConfig,
 };
 
 /// `docs/configuration.md`, built in so that every binary can write the
@@ -38,6 +38,7 @@ pub fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("[collector]", fields_of::<CollectorSection>()),
         ("[[collector.sources]]", fields_of::<SourceConfig>()),
         ("[receivers.NAME]", fields_of::<ReceiverConfig>()),
+        ("[receivers.NAME.s3]", fields_of::<S3Config>()),
         ("[[routes]]", fields_of::<RouteConfig>()),
     ]
 }
@@ -391,6 +392,19 @@ receiver = "r"
 path = "/var/lib/app"
 "#;
 
+    /// [`LEAST`] with its receiver an S3 bucket, for the defaults of
+    /// `[receivers.NAME.s3]`, whose table needs its required keys.
+    const LEAST_S3: &str = r#"
+[receivers.r]
+url = "http://127.0.0.1:9"
+s3 = { bucket = "b", access_key_id = "id", secret_access_key = { env = "S" } }
+[[routes]]
+glob = "*"
+receiver = "r"
+[[collector.sources]]
+path = "/var/lib/app"
+"#;
+
     /// Where a section's keys are in a file parsed as a TOML table.
     fn path_of(section: &str) -> Vec<&'static str> {
         match section {
@@ -399,6 +413,7 @@ path = "/var/lib/app"
             "[collector]" => vec!["collector"],
             "[[collector.sources]]" => vec!["collector", "sources", "0"],
             "[receivers.NAME]" => vec!["receivers", "r"],
+            "[receivers.NAME.s3]" => vec!["receivers", "r", "s3"],
             "[[routes]]" => vec!["routes", "0"],
             other => panic!("no such section {other}"),
         }
@@ -471,6 +486,7 @@ path = "/var/lib/app"
                         || s == format!("[[{k}]]")
                         || s.starts_with(&format!("[{k}."))
                         || s.ends_with(&format!(".{k}]]"))
+                        || s.ends_with(&format!(".{k}]"))
                 };
                 assert!(
                     sections.iter().any(|(s, _)| its_own(s)),
@@ -494,10 +510,16 @@ path = "/var/lib/app"
     /// key at its default".
     #[test]
     fn every_default_in_the_reference_is_the_one_print_config_shows() {
-        let least = toml::Value::Table(toml::from_str(LEAST).unwrap());
+        let least_http = toml::Value::Table(toml::from_str(LEAST).unwrap());
+        let least_s3 = toml::Value::Table(toml::from_str(LEAST_S3).unwrap());
         for row in rows(REFERENCE).unwrap() {
             let (section, key) = (row.section.as_str(), row.key.as_str());
-            let baseline = shown(&least, section, key);
+            let least = if section == "[receivers.NAME.s3]" {
+                &least_s3
+            } else {
+                &least_http
+            };
+            let baseline = shown(least, section, key);
             let container =
                 row.kind.starts_with("table") || row.kind.starts_with("array of tables");
             let said = &row.default;

@@ -119,6 +119,21 @@ fn redact_secrets(config: &mut Config) -> Vec<String> {
             *proxy = redact::url_value(proxy);
             redacted.push(format!("receivers.{name}.proxy"));
         }
+        if let Some(s3) = &mut receiver.s3 {
+            // The key id names the key; the secret and the token are it.
+            let secrets = [
+                ("secret_access_key", Some(&mut s3.secret_access_key)),
+                ("session_token", s3.session_token.as_mut()),
+            ];
+            for (key, value) in secrets {
+                if let Some(HeaderValue::Literal(text)) = value
+                    && text != REDACTED
+                {
+                    *text = REDACTED.into();
+                    redacted.push(format!("receivers.{name}.s3.{key}"));
+                }
+            }
+        }
     }
     redacted
 }
@@ -240,6 +255,30 @@ receiver = "r"
             ),
             "{once}"
         );
+        parse(Path::new("dump.toml"), once).expect("a redacted dump still parses");
+    }
+
+    #[test]
+    fn an_s3_receiver_s_secret_key_and_token_are_redacted_its_key_id_kept() {
+        let text = r#"
+[receivers.lake]
+url = "http://127.0.0.1:9000"
+s3 = { bucket = "b", access_key_id = "AKIDKEPT", secret_access_key = "S3SECRET", session_token = "TOKENSECRET" }
+[[routes]]
+glob = "*"
+receiver = "lake"
+"#;
+        let once = dumped(text);
+        assert!(
+            !once.contains("S3SECRET") && !once.contains("TOKENSECRET"),
+            "{once}"
+        );
+        assert!(once.contains("AKIDKEPT"), "{once}");
+        assert!(
+            once.contains("receivers.lake.s3.secret_access_key, receivers.lake.s3.session_token"),
+            "{once}"
+        );
+        assert!(once.contains("key = \"{key}-{filename}\""), "{once}");
         parse(Path::new("dump.toml"), once).expect("a redacted dump still parses");
     }
 

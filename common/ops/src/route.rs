@@ -12,7 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use regex::bytes::Regex;
 use url::Url;
 
-use crate::config::{ConfigError, Loaded, ReceiverConfig, RouteConfig};
+use crate::config::{ConfigError, Loaded, ReceiverConfig, RouteConfig, S3Config};
 use crate::redact::{redact_template, redact_url};
 use toml::Spanned;
 
@@ -111,11 +111,14 @@ impl Endpoint {
 
 impl Receiver {
     fn new(name: String, config: ReceiverConfig) -> Result<Receiver, String> {
-        let endpoints = config
-            .endpoints()
-            .into_iter()
-            .map(|url| parse_template(url).and_then(Endpoint::new))
-            .collect::<Result<_, _>>()?;
+        let endpoints = match &config.s3 {
+            Some(s3) => vec![Endpoint::new(s3_template(&config.url, &config.urls, s3)?)?],
+            None => config
+                .endpoints()
+                .into_iter()
+                .map(|url| parse_template(url).and_then(Endpoint::new))
+                .collect::<Result<_, _>>()?,
+        };
         let labels = config
             .endpoints()
             .into_iter()
@@ -140,6 +143,46 @@ impl Receiver {
     fn captures(&self) -> impl Iterator<Item = &str> {
         self.endpoints.iter().flat_map(|e| captures_of(&e.template))
     }
+}
+
+/// Stands for `{key}` in an S3 receiver's routed URL, for the sender to
+/// replace with the file's idempotency key: text that a capture (always
+/// percent-encoded, `@` included) can never produce.
+pub const S3_KEY_MARKER: &str = "@key@";
+
+/// An S3 receiver's URL template: the endpoint, then the object key's
+/// template, so that routing fills and checks its captures as it does a
+/// URL's. The sender takes the key back out of the path and signs it.
+fn s3_template(url: &str, urls: &[String], s3: &S3Config) -> Result<Vec<Piece>, String> {
+    use crate::config::S3_KEY_PLACEHOLDER;
+    if !urls.is_empty() || url.is_empty() {
+        return Err("an s3 receiver takes its endpoint in url (not urls)".into());
+    }
+    if url.contains('{') {
+        return Err(format!(
+            "an s3 receiver's url {url:?} is its endpoint and takes no placeholders; put them in s3.key"
+        ));
+    }
+    if !s3.key.contains(S3_KEY_PLACEHOLDER) {
+        return Err(format!(
+            "s3.key {:?} has no {S3_KEY_PLACEHOLDER}: without the file's idempotency key two files of one name would be one object, and the second would count as delivered",
+            s3.key
+        ));
+    }
+    if s3.key.starts_with('/') || s3.key.contains(S3_KEY_MARKER) {
+        return Err(format!(
+            "s3.key {:?} may not start with / or hold {S3_KEY_MARKER:?}",
+            s3.key
+        ));
+    }
+    let endpoint = check_url(url)?;
+    if endpoint.query().is_some() {
+        return Err(format!("an s3 receiver's url {url:?} may not have a query"));
+    }
+    let key = s3.key.replace(S3_KEY_PLACEHOLDER, S3_KEY_MARKER);
+    let mut pieces = parse_template(&key)?;
+    pieces.insert(0, Piece::Text(format!("{}/", url.trim_end_matches('/'))));
+    Ok(pieces)
 }
 
 fn slashes(path: &str) -> usize {
@@ -397,6 +440,27 @@ receiver = "orders"
 glob = "*.json"
 receiver = "rest"
 "#;
+
+    #[test]
+    fn an_s3_receiver_routes_to_its_key_with_the_idempotency_key_marked() {
+        let s3 = |key: &str, url: &str| {
+            format!(
+                "[receivers.lake]\nurl = {url:?}\n[receivers.lake.s3]\nbucket = \"b\"\nkey = {key:?}\n\
+                 access_key_id = \"id\"\nsecret_access_key = \"s\"\n\
+                 [[routes]]\nregex = '^(?<tenant>[^-]+)-'\nreceiver = \"lake\"\n"
+            )
+        };
+        let r = router(&s3("{tenant}/{key}-{filename}", "http://s3.example:9000/")).unwrap();
+        let route = r.route(OsStr::new("acme x-1.json")).unwrap();
+        assert_eq!(
+            route.urls.unwrap()[0].as_str(),
+            "http://s3.example:9000/acme%20x/@key@-acme%20x-1.json"
+        );
+        let refused = |text: String| router(&text).unwrap_err().to_string();
+        assert!(refused(s3("{filename}", "http://h/")).contains("has no {key}"));
+        assert!(refused(s3("{key}", "http://h/{tenant}")).contains("takes no placeholders"));
+        assert!(refused(s3("/{key}", "http://h/")).contains("may not start with /"));
+    }
 
     #[test]
     fn every_problem_of_receivers_and_routes_is_listed_in_file_order() {

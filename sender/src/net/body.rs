@@ -99,14 +99,23 @@ pub(super) fn make_body(
         }
     });
     let consumer = progress.clone();
+    let unencoded = matches!(encoding, Encoding::Identity);
     let stream = futures_util::stream::unfold(rx, move |mut rx| {
         let progress = consumer.clone();
         async move {
             match rx.recv().await {
                 Some(Ok(chunk)) => {
-                    progress
+                    let sent = progress
                         .sent
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed)
+                        + chunk.len() as u64;
+                    // The claimed size, unencoded, comes only after the
+                    // file was verified (stream_file): the body is whole
+                    // even if its reader, knowing the length, never asks
+                    // for the end.
+                    if unencoded && sent == size {
+                        progress.whole.store(true, Ordering::Release);
+                    }
                     Some((Ok(chunk), rx))
                 }
                 Some(Err(e)) => Some((Err(e), rx)),
@@ -154,6 +163,11 @@ fn stream_file(
         .map_err(|e| Local::Read(format!("cannot set up compression: {e}")))?;
     let hand_over = |chunk: Vec<u8>| tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
     let mut total = 0u64;
+    // Unencoded, the last bytes are held until the file is verified: a
+    // body sent with its length (an S3 PUT) is read only up to that
+    // length, so the end of the stream, where a failed check would show,
+    // is never reached, and the last byte out must mean a checked file.
+    let mut held: Option<Vec<u8>> = None;
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -169,7 +183,10 @@ fn stream_file(
             }));
         }
         let chunk = match encoder.as_mut() {
-            None => buf[..n].to_vec(),
+            None => match held.replace(buf[..n].to_vec()) {
+                Some(earlier) => earlier,
+                None => continue,
+            },
             Some(enc) => {
                 enc.write_all(&buf[..n]).map_err(read_error)?;
                 if enc.out().len() < CHUNK {
@@ -185,6 +202,8 @@ fn stream_file(
     verify(file, path, claimed, total).map_err(Local::Changed)?;
     if let Some(enc) = encoder {
         hand_over(enc.finish().map_err(read_error)?);
+    } else if let Some(last) = held {
+        hand_over(last);
     }
     Ok(())
 }

@@ -101,7 +101,28 @@ impl State {
                 )
             })?,
         );
+        if let Some(s3) = &c.s3
+            && s3.compressed_as == config::S3Compressed::Suffix
+        {
+            match c.encoding() {
+                BodyEncoding::Gzip(_) => fixed.insert(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/gzip"),
+                ),
+                BodyEncoding::Zstd(_) => fixed.insert(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/zstd"),
+                ),
+                BodyEncoding::Identity => None,
+            };
+        }
+        // An S3 receiver storing a compressed body under a suffix stores
+        // the compressed file as what it is, not as an encoding of it.
+        let stored_as_file =
+            c.s3.as_ref()
+                .is_some_and(|s3| s3.compressed_as == config::S3Compressed::Suffix);
         let encoding = match c.encoding() {
+            _ if stored_as_file => None,
             BodyEncoding::Identity => None,
             BodyEncoding::Gzip(_) => Some("gzip"),
             BodyEncoding::Zstd(_) => Some("zstd"),

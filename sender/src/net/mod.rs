@@ -9,6 +9,7 @@ pub mod exchange;
 pub mod file;
 pub mod headers;
 pub mod probe;
+pub mod s3;
 pub mod send;
 pub mod target;
 pub mod transport;

@@ -19,6 +19,7 @@ use spoolpost_ops::proxy::EnvProxies;
 use spoolpost_ops::route::Receiver;
 
 use crate::net::body::{Local, Progress, make_body};
+use crate::net::s3::MAX_SINGLE_PUT;
 use crate::net::target::{Target, env_proxies};
 use crate::net::transport::{classify_error, error_text, proxy_refused_credentials};
 use crate::rules::change::Stat;
@@ -90,6 +91,35 @@ impl Http {
         refused
     }
 
+    /// `--probe` of an S3 receiver (`receiver`, an index): a signed HEAD of
+    /// its bucket through the receiver's own client. `None` for a receiver
+    /// that is not a bucket. Whether the credentials may write is not
+    /// proven: only a write would, and a probe writes nothing.
+    pub async fn probe_bucket(&self, receiver: usize) -> Option<Result<String, String>> {
+        let target = &self.targets[receiver];
+        let s3 = target.s3.as_ref()?;
+        let now = Instant::now();
+        let bucket = s3.bucket_name();
+        let request = target
+            .client
+            .current(now)
+            .head(s3.head_bucket(now))
+            .timeout(target.timeout);
+        Some(match request.send().await {
+            Ok(answer) => match answer.status().as_u16() {
+                code @ 200..=299 => Ok(format!(
+                    "bucket {bucket} exists and the store takes our signature (HEAD {code})"
+                )),
+                404 => Err(format!("bucket {bucket}: no such bucket (HEAD 404)")),
+                403 => Err(format!(
+                    "bucket {bucket}: the store refused our signature or its policy refuses us (HEAD 403); check the keys and the region"
+                )),
+                code => Err(format!("bucket {bucket}: HEAD answered {code}")),
+            },
+            Err(e) => Err(format!("bucket {bucket}: {}", error_text(e))),
+        })
+    }
+
     /// Sends one file, open as `file` and claimed as `claimed` at `path`,
     /// to receiver `receiver` at `url`.
     #[allow(clippy::too_many_arguments)]
@@ -106,6 +136,22 @@ impl Http {
         let target = &self.targets[receiver];
         let started = Instant::now();
         let size = claimed.len;
+        let filename = crate::net::headers::x_filename(original);
+        let signed = match &target.s3 {
+            None => None,
+            Some(_) if size > MAX_SINGLE_PUT => {
+                return unsendable(
+                    started,
+                    format!(
+                        "the file is {size} bytes; an S3 store takes at most {MAX_SINGLE_PUT} in one PUT, and this sender does not yet upload in parts"
+                    ),
+                );
+            }
+            Some(s3) => match s3.sign(url, key, &filename, started) {
+                Ok(signed) => Some(signed),
+                Err(why) => return unsendable(started, why),
+            },
+        };
         let progress = Arc::new(Progress::default());
         let body = match make_body(file, claimed, path, target.encoding, &progress) {
             Ok(body) => body,
@@ -124,8 +170,10 @@ impl Http {
                 };
             }
         };
-        let filename = crate::net::headers::x_filename(original);
-        let mut url = url.clone();
+        let mut url = match &signed {
+            Some(signed) => signed.url.clone(),
+            None => url.clone(),
+        };
         if let Some(name) = &target.server_name {
             // Checked at start: a DNS name, so the URL takes it.
             let _ = url.set_host(Some(name));
@@ -161,6 +209,17 @@ impl Http {
                     X_FILENAME,
                     HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
                 );
+                if let Some(signed) = &signed {
+                    for (name, value) in &signed.headers {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                    // A store needs the length of a PUT up front; an
+                    // unencoded body has the file's, which the body's
+                    // checks hold it to.
+                    if matches!(target.encoding, crate::net::encode::Encoding::Identity) {
+                        headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(size));
+                    }
+                }
                 *request.timeout_mut() =
                     Some(target.timeout + Duration::from_secs(size / MIN_RATE));
                 *request.body_mut() = Some(body);
@@ -181,6 +240,11 @@ impl Http {
                 let code = response.status().as_u16();
                 if matches!(code, 401 | 407) {
                     target.headers.mark_stale();
+                }
+                if code == 403
+                    && let Some(s3) = &target.s3
+                {
+                    s3.mark_stale();
                 }
                 let retry_after = response
                     .headers()
@@ -231,6 +295,18 @@ impl Http {
             bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
         }
+    }
+}
+
+/// A file this receiver cannot take, found before anything was sent.
+fn unsendable(started: Instant, why: String) -> Sent {
+    Sent {
+        answer: Answer::Unsendable(why.clone()),
+        body: Vec::new(),
+        error: Some(why),
+        bytes_read: 0,
+        bytes_sent: 0,
+        latency: started.elapsed(),
     }
 }
 

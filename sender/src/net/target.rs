@@ -14,6 +14,7 @@ use spoolpost_ops::route::Receiver;
 use crate::net::client::{Client, ClientSettings};
 use crate::net::encode::Encoding;
 use crate::net::headers::Headers;
+use crate::net::s3::S3Target;
 
 /// Per-receiver request settings, resolved once at start-up.
 pub struct Target {
@@ -25,6 +26,8 @@ pub struct Target {
     pub(super) headers: Headers,
     pub(super) encoding: Encoding,
     pub(super) timeout: Duration,
+    /// An S3-compatible receiver's bucket, credentials and object rules.
+    pub(super) s3: Option<S3Target>,
 }
 
 /// The proxy environment as start-up reads it; installs the process-wide
@@ -53,16 +56,22 @@ impl Target {
             .entry(key)
             .or_insert_with(|| client.current(Instant::now()));
         let headers = Headers::new(&r.name, c, Instant::now())?;
+        let s3 =
+            c.s3.as_ref()
+                .map(|s3| S3Target::new(&r.name, c, s3))
+                .transpose()?;
         Ok(Target {
             client,
             server_name: c.server_name.clone(),
             method: match c.method {
+                _ if s3.is_some() => reqwest::Method::PUT,
                 Method::Post => reqwest::Method::POST,
                 Method::Put => reqwest::Method::PUT,
             },
             headers,
             encoding: c.encoding().into(),
             timeout: c.timeout,
+            s3,
         })
     }
 }

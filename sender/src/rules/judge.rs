@@ -389,6 +389,40 @@ mod tests {
     }
 
     #[test]
+    fn an_s3_store_s_answers_412_is_there_403_404_rejected_503_overload() {
+        let s3 = Rules {
+            create_only: true,
+            ..Rules::default()
+        };
+        let there = judge(&status(412, None), s3, &policy(), attempt(2, 5));
+        assert_eq!(there.fate, Fate::Deliver, "the conditional PUT found it");
+        let early_412 = Answer::Status {
+            code: 412,
+            retry_after: None,
+            early: Some(Early { read: 1, size: 2 }),
+        };
+        assert_eq!(
+            judge(&early_412, s3, &policy(), attempt(1, 0)).fate,
+            Fate::Deliver
+        );
+        // Without a conditional create, a 412 is the receiver's refusal.
+        let http = judge(
+            &status(412, None),
+            Rules::default(),
+            &policy(),
+            attempt(1, 0),
+        );
+        assert!(reject(ErrorClass::Rejected)(&http.fate), "{http:?}");
+        for code in [403, 404] {
+            let v = judge(&status(code, None), s3, &policy(), attempt(1, 0));
+            assert!(reject(ErrorClass::Rejected)(&v.fate), "{code}: {v:?}");
+        }
+        let slow = judge(&status(503, None), s3, &policy(), attempt(1, 0));
+        assert!(matches!(slow.fate, Fate::Retry { .. }), "{slow:?}");
+        assert_eq!(slow.load, Signal::Overload);
+    }
+
+    #[test]
     fn reject_statuses_move_a_default_retry_or_auth_to_error() {
         for code in [401, 503] {
             let rules = Rules {

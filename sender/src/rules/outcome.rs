@@ -139,6 +139,11 @@ pub struct Rules<'a> {
     /// `reject_statuses`: codes sent to `error/` whatever the table says.
     pub extra_reject: &'a [u16],
     pub accept_early_answer: bool,
+    /// Requests are conditional creations (an S3 receiver's PUT with
+    /// `If-None-Match: *`): a 412 says the object is already there, put
+    /// by an earlier attempt whose answer was lost, so the file is
+    /// delivered, never stored twice.
+    pub create_only: bool,
 }
 
 /// Classifies one attempt. `now` anchors `Retry-After` dates.
@@ -150,6 +155,8 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
         receiver: CircuitSignal::Works,
     };
     match answer {
+        // Whenever it came: a store checks the condition before the body.
+        Answer::Status { code: 412, .. } if rules.create_only => Outcome::Delivered,
         Answer::Failed(transport) => Outcome::Retry {
             reason: transport.token().to_string(),
             retry_after: None,
@@ -330,6 +337,7 @@ mod tests {
             extra_retry: retry,
             extra_reject: reject,
             accept_early_answer: false,
+            create_only: false,
         };
         assert_eq!(
             kind(&classify(&status(503), both(&[], &[503]), now)),

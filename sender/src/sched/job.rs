@@ -62,6 +62,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         extra_retry: &config.retry_statuses,
         extra_reject: &config.reject_statuses,
         accept_early_answer: config.accept_early_answer,
+        create_only: config.s3.is_some(),
     };
     let first =
         std::time::UNIX_EPOCH + Duration::from_secs(claimed.name.first_attempt.unwrap_or(0));

@@ -5,7 +5,8 @@
 //! - sending: `delivery`, `retry`, `circuits`, `endpoints` (several URLs,
 //!   failover), `hanging_endpoint` (an endpoint that never answers),
 //!   `adaptive` (each receiver's pace and rate limit),
-//!   `compression`, `tls`, `proxies`, `http_versions`;
+//!   `compression`, `tls`, `proxies`, `http_versions`, `object_storage`
+//!   (S3-compatible receivers, against a real S3 server);
 //! - collecting: `collection`;
 //! - running as a service: `signals`, `reload` (SIGHUP),
 //!   `reload_receivers` (receivers added, removed, renamed), `sd_notify`,
@@ -46,6 +47,7 @@ mod first_hour;
 mod hanging_endpoint;
 mod http_versions;
 mod metrics_endpoint;
+mod object_storage;
 mod proxies;
 mod queue;
 mod regression;
