@@ -72,6 +72,11 @@ impl SharedRate {
         }
     }
 
+    /// The limit this bucket keeps to.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     /// Lets one request start now, or says when the next token comes
     /// (on [`crate::sched::clock`]'s clock).
     pub fn take(&self) -> Result<(), Instant> {
