@@ -112,5 +112,6 @@ pub fn make_report_with(
             .collect(),
         events,
         unexpected: census.unexpected,
+        replays: spoolpost_protocol::replay_progress::read_all(spool),
     })
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use spoolpost_protocol::circuits::{Circuit, CircuitState};
 use spoolpost_protocol::paces::ReceiverPace;
+use spoolpost_protocol::replay_progress::Seen;
 
 use crate::census::{ReceiverBacklog, Totals, Unexpected};
 use crate::events::EventStats;
@@ -28,6 +29,9 @@ pub struct Report {
     pub events: Option<EventStats>,
     /// Entries no program handles, which would otherwise sit unseen.
     pub unexpected: Unexpected,
+    /// `reporter replay`s in progress, and dead ones' last progress until
+    /// the next replay clears them away.
+    pub replays: Vec<Seen>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -232,6 +236,21 @@ pub(crate) mod tests {
                 entries: 1,
                 examples: vec!["incoming/.x".into()],
             },
+            replays: vec![Seen {
+                id: "4242-0000abcd".into(),
+                running: true,
+                progress: spoolpost_protocol::replay_progress::Progress {
+                    pid: 4242,
+                    host: "h1".into(),
+                    selection: "receiver orders, delivered before 2024-01-01T00:00:00.000Z".into(),
+                    rate: 5,
+                    started: "2024-01-01T00:00:01.000Z".into(),
+                    total_files: 100,
+                    total_bytes: 102400,
+                    files: 40,
+                    bytes: 40960,
+                },
+            }],
         }
     }
 

@@ -268,6 +268,9 @@ fn sections(r: &Report, colour: bool, trends: &str) -> Vec<Section> {
     pace(&mut out, r);
     close(&mut sections, &mut out, "PACE", 5);
 
+    replays(&mut out, r);
+    close(&mut sections, &mut out, "REPLAYS", 1);
+
     backlog_age(&mut out, r);
     close(&mut sections, &mut out, "BACKLOG AGE", 6);
 
@@ -462,9 +465,50 @@ fn pace(out: &mut String, r: &Report) {
     table(out, rows);
 }
 
+/// Each `reporter replay` seen in the spool: who runs it, what it picked,
+/// how far it got and how fast it goes; a dead one (its process gone, its
+/// lock free) is marked so, with how far it got.
+fn replays(out: &mut String, r: &Report) {
+    if r.replays.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nREPLAYS");
+    for s in &r.replays {
+        let p = &s.progress;
+        let state = if s.running { "running" } else { "DEAD" };
+        let _ = writeln!(
+            out,
+            "  {state}  pid {} on {}  since {}  {}/s  {} of {} files, {} of {}",
+            p.pid,
+            p.host,
+            p.started,
+            p.rate,
+            p.files,
+            p.total_files,
+            bytes(p.bytes),
+            bytes(p.total_bytes),
+        );
+        let _ = writeln!(out, "    selection: {}", p.selection);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_shows_who_what_and_how_far() {
+        let mut r = crate::report::tests::sample();
+        let text = to_table(&r, false);
+        assert!(
+            text.contains("REPLAYS\n  running  pid 4242 on h1  since 2024-01-01T00:00:01.000Z  5/s  40 of 100 files, 40.0 KiB of 100.0 KiB\n    selection: receiver orders,"),
+            "{text}"
+        );
+        r.replays[0].running = false;
+        assert!(to_table(&r, false).contains("  DEAD  pid 4242"));
+        r.replays.clear();
+        assert!(!to_table(&r, false).contains("REPLAYS"));
+    }
 
     #[test]
     fn sizes_and_ages_read_well() {
@@ -485,6 +529,7 @@ mod tests {
             errors: vec![],
             events: None,
             unexpected: Default::default(),
+            replays: vec![],
         };
         r.receivers.entry("orders".into()).or_default().held = true;
         assert!(!to_table(&r, false).contains('\x1b'));

@@ -24,6 +24,7 @@ pub mod paces;
 pub mod reason;
 pub mod receiver;
 pub mod replay;
+pub mod replay_progress;
 pub mod spool;
 
 #[cfg(test)]
