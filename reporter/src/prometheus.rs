@@ -120,6 +120,21 @@ const FAMILIES: &[Family] = &[
         samples: Samples::Report(|r| paced(r, |p| p.senders.len() as f64)),
     },
     Family {
+        name: "receiver_rate_limit_per_second",
+        help: "The receiver's rate_limit, in requests a second, shared by the senders on the spool.",
+        samples: Samples::Report(|r| rated(r, |p| p.per_second)),
+    },
+    Family {
+        name: "receiver_rate_tokens",
+        help: "Requests that could start back to back now under the receiver's shared rate limit (its bucket's tokens).",
+        samples: Samples::Report(|r| rated(r, |p| p.tokens.map(f64::from))),
+    },
+    Family {
+        name: "receiver_rate_takers",
+        help: "Senders that took from the receiver's shared rate limit in the last ten minutes.",
+        samples: Samples::Report(|r| rated(r, |p| Some(p.takers.len() as f64))),
+    },
+    Family {
         name: "replay_files",
         help: "Files a reporter replay has moved back to incoming/ so far (of=moved) and the total it picked (of=total).",
         samples: Samples::Report(|r| replay_samples(r, |p| (p.files, p.total_files))),
@@ -224,6 +239,17 @@ fn age_buckets(r: &Report) -> Vec<Sample> {
         }
     }
     out
+}
+
+/// One sample per receiver with a shared rate and the value known.
+fn rated(r: &Report, value: fn(&crate::report::RateReport) -> Option<f64>) -> Vec<Sample> {
+    r.receivers
+        .iter()
+        .filter_map(|(name, rec)| {
+            let v = value(rec.rate.as_ref()?)?;
+            Some((vec![("receiver", name.clone())], v))
+        })
+        .collect()
 }
 
 /// Each replay's moved and total numbers, labelled with its ID.
@@ -349,6 +375,18 @@ pub fn to_prometheus(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receivers_shared_rate_is_its_limit_tokens_and_takers() {
+        let text = to_prometheus(&crate::report::tests::sample());
+        for line in [
+            "spoolpost_receiver_rate_limit_per_second{receiver=\"orders\"} 200\n",
+            "spoolpost_receiver_rate_tokens{receiver=\"orders\"} 7\n",
+            "spoolpost_receiver_rate_takers{receiver=\"orders\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn a_replay_shows_how_far_it_got_and_whether_it_runs() {

@@ -21,6 +21,7 @@ pub mod layout;
 pub mod lock;
 pub mod name;
 pub mod paces;
+pub mod rates;
 pub mod reason;
 pub mod receiver;
 pub mod replay;
