@@ -445,3 +445,36 @@ fn a_kept_receivers_concurrency_applies_on_reload() {
         rx.peak_open()
     );
 }
+
+/// A kept receiver's `rate_limit` applies on reload: files held back at
+/// two a second all go once the reload raises it, without a restart.
+#[test]
+fn a_kept_receivers_rate_limit_applies_on_reload() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let limited = |rate: &str| {
+        ConfigFile::new()
+            .spool(&spool.root)
+            .receiver("r", &rx.url("/"), &format!("rate_limit = {rate:?}"))
+            .route_all("r")
+            .text()
+    };
+    let cfg = config(&spool, &limited("2/s"));
+    for i in 0..100 {
+        spool.put(format!("f{i:03}"), b"x");
+    }
+    let proc = daemon(&spool, &cfg, &events);
+    assert!(rx.wait_for(2, LIMIT), "nothing delivered");
+    let line = reload(&proc, &cfg, &events, &limited("1000/s"), 1);
+    assert_eq!(line["ok"], true, "{line}");
+    assert!(line.get("restart_needed").is_none(), "{line}");
+    // At two a second the rest would take 49 s.
+    assert!(
+        eventually(Duration::from_secs(15), || spool.count(State::Done) == 100),
+        "{:?}",
+        spool.census()
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}
