@@ -16,7 +16,7 @@ use spoolpost_protocol::spool::Spool;
 use crate::census::{self, Census};
 use crate::events;
 use crate::follow::Follow;
-use crate::report::{ErrorCount, ReceiverReport, Report};
+use crate::report::{ErrorCount, RateReport, ReceiverReport, Report};
 
 pub fn make_report(
     spool: &Spool,
@@ -72,6 +72,28 @@ pub fn make_report_with(
     for (name, pace) in paces::read_all(spool) {
         receivers.entry(name).or_default().pace = Some(pace);
     }
+    let buckets = spoolpost_protocol::rates::read_all(spool);
+    let configured = |name: &str| {
+        router.and_then(|r| {
+            (r.receivers().iter())
+                .find(|rec| rec.name == name)
+                .and_then(|rec| rec.config.rate_limit)
+        })
+    };
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let names: std::collections::BTreeSet<String> = (buckets.keys().cloned())
+        .chain(router.into_iter().flat_map(|r| {
+            (r.receivers().iter())
+                .filter(|rec| rec.config.rate_limit.is_some())
+                .map(|rec| rec.name.clone())
+        }))
+        .collect();
+    for name in names {
+        let rate = RateReport::of(configured(&name), buckets.get(&name), nanos);
+        receivers.entry(name).or_default().rate = rate;
+    }
     let events = if events.is_empty() {
         None
     } else {
@@ -112,5 +134,6 @@ pub fn make_report_with(
             .collect(),
         events,
         unexpected: census.unexpected,
+        replays: spoolpost_protocol::replay_progress::read_all(spool),
     })
 }

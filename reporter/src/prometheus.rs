@@ -120,6 +120,45 @@ const FAMILIES: &[Family] = &[
         samples: Samples::Report(|r| paced(r, |p| p.senders.len() as f64)),
     },
     Family {
+        name: "receiver_rate_limit_per_second",
+        help: "The receiver's rate_limit, in requests a second, shared by the senders on the spool.",
+        samples: Samples::Report(|r| rated(r, |p| p.per_second)),
+    },
+    Family {
+        name: "receiver_rate_tokens",
+        help: "Requests that could start back to back now under the receiver's shared rate limit (its bucket's tokens).",
+        samples: Samples::Report(|r| rated(r, |p| p.tokens.map(f64::from))),
+    },
+    Family {
+        name: "receiver_rate_takers",
+        help: "Senders that took from the receiver's shared rate limit in the last ten minutes.",
+        samples: Samples::Report(|r| rated(r, |p| Some(p.takers.len() as f64))),
+    },
+    Family {
+        name: "replay_files",
+        help: "Files a reporter replay has moved back to incoming/ so far (of=moved) and the total it picked (of=total).",
+        samples: Samples::Report(|r| replay_samples(r, |p| (p.files, p.total_files))),
+    },
+    Family {
+        name: "replay_running",
+        help: "1 while a reporter replay's process runs, 0 for a dead one's last progress.",
+        samples: Samples::Report(|r| {
+            (r.replays.iter())
+                .map(|s| {
+                    (
+                        vec![("replay", s.id.clone())],
+                        if s.running { 1.0 } else { 0.0 },
+                    )
+                })
+                .collect()
+        }),
+    },
+    Family {
+        name: "replay_bytes",
+        help: "Bytes a reporter replay has moved back to incoming/ so far, and the total it picked.",
+        samples: Samples::Report(|r| replay_samples(r, |p| (p.bytes, p.total_bytes))),
+    },
+    Family {
         name: "endpoint_circuit_state",
         help: "1 for the current circuit state of each endpoint of a receiver with several (urls).",
         samples: Samples::Report(endpoint_circuit_states),
@@ -197,6 +236,33 @@ fn age_buckets(r: &Report) -> Vec<Sample> {
                 vec![("receiver", name.clone()), ("le", le)],
                 cumulative as f64,
             ));
+        }
+    }
+    out
+}
+
+/// One sample per receiver with a shared rate and the value known.
+fn rated(r: &Report, value: fn(&crate::report::RateReport) -> Option<f64>) -> Vec<Sample> {
+    r.receivers
+        .iter()
+        .filter_map(|(name, rec)| {
+            let v = value(rec.rate.as_ref()?)?;
+            Some((vec![("receiver", name.clone())], v))
+        })
+        .collect()
+}
+
+/// Each replay's moved and total numbers, labelled with its ID.
+fn replay_samples(
+    r: &Report,
+    value: fn(&spoolpost_protocol::replay_progress::Progress) -> (u64, u64),
+) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for s in &r.replays {
+        let (moved, total) = value(&s.progress);
+        for (of, v) in [("moved", moved), ("total", total)] {
+            let labels = vec![("replay", s.id.clone()), ("of", of.into())];
+            out.push((labels, v as f64));
         }
     }
     out
@@ -309,6 +375,36 @@ pub fn to_prometheus(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receivers_shared_rate_is_its_limit_tokens_and_takers() {
+        let text = to_prometheus(&crate::report::tests::sample());
+        for line in [
+            "spoolpost_receiver_rate_limit_per_second{receiver=\"orders\"} 200\n",
+            "spoolpost_receiver_rate_tokens{receiver=\"orders\"} 7\n",
+            "spoolpost_receiver_rate_takers{receiver=\"orders\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_replay_shows_how_far_it_got_and_whether_it_runs() {
+        let mut r = crate::report::tests::sample();
+        let text = to_prometheus(&r);
+        for line in [
+            "spoolpost_replay_files{replay=\"4242-0000abcd\",of=\"moved\"} 40\n",
+            "spoolpost_replay_files{replay=\"4242-0000abcd\",of=\"total\"} 100\n",
+            "spoolpost_replay_bytes{replay=\"4242-0000abcd\",of=\"moved\"} 40960\n",
+            "spoolpost_replay_running{replay=\"4242-0000abcd\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        r.replays[0].running = false;
+        assert!(
+            to_prometheus(&r).contains("spoolpost_replay_running{replay=\"4242-0000abcd\"} 0\n")
+        );
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -10,10 +10,15 @@
 //!
 //! The files are read into memory before the first move (name, receiver,
 //! time, size: a few hundred bytes each), so they can go in delivery order.
+//!
+//! While it moves files, a replay shows itself to other reporters through
+//! the spool ([`spoolpost_protocol::replay_progress`]): who runs it, the
+//! selection, the rate, and how many of how many files and bytes went so
+//! far, rewritten at most every [`SHOW_EVERY`].
 
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use spoolpost_ops::exit::Failure;
 use spoolpost_ops::route::Router;
@@ -21,6 +26,7 @@ use spoolpost_protocol::event::rfc3339;
 use spoolpost_protocol::fsops;
 use spoolpost_protocol::name::SpoolName;
 use spoolpost_protocol::replay::{Keys, replay};
+use spoolpost_protocol::replay_progress::{self, Progress, Shown};
 use spoolpost_protocol::spool::{Spool, State, annotate, is_data_name};
 
 use crate::census::{UNKNOWN, UNROUTED};
@@ -35,6 +41,9 @@ pub struct Plan {
     pub rate: u32,
     pub dry_run: bool,
 }
+
+/// How often a replay rewrites the progress it shows.
+pub const SHOW_EVERY: Duration = Duration::from_millis(250);
 
 /// A delivered file the selection picked.
 struct Picked {
@@ -86,6 +95,19 @@ pub fn run(
         let _ = out.flush();
         return Ok(done);
     }
+    let mut progress = Progress {
+        pid: std::process::id(),
+        host: replay_progress::host(),
+        selection: plan.selection.describe(),
+        rate: plan.rate,
+        started: rfc3339(SystemTime::now()),
+        total_files: picked.len() as u64,
+        total_bytes: picked.iter().map(|f| f.bytes).sum(),
+        files: 0,
+        bytes: 0,
+    };
+    let shown = show(spool, &progress);
+    let mut shown_at = Instant::now();
     let start = Instant::now();
     for (index, file) in picked.iter().enumerate() {
         let at = start + due(index as u64, plan.rate);
@@ -103,9 +125,31 @@ pub fn run(
                 "left done/ before it could be replayed; skipped"
             ),
         }
+        if let Some(shown) = &shown
+            && shown_at.elapsed() >= SHOW_EVERY
+        {
+            (progress.files, progress.bytes) = (done.files, done.bytes);
+            // Only the showing fails: the replay goes on.
+            let _ = shown.update(&progress);
+            shown_at = Instant::now();
+        }
     }
     let _ = out.flush();
     Ok(done)
+}
+
+/// Shows the replay to other reporters, after clearing away dead
+/// replays' leftovers; a spool where that fails is warned of, and the
+/// replay goes on unseen.
+fn show(spool: &Spool, progress: &Progress) -> Option<Shown> {
+    if let Err(e) = replay_progress::remove_dead(spool) {
+        tracing::warn!(error = %e, "cannot clear dead replays' folders from tmp/");
+    }
+    Shown::start(spool, progress)
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot show this replay to other reporters; replaying unseen")
+        })
+        .ok()
 }
 
 /// The picked files of `done/`, oldest delivery first.

@@ -43,6 +43,27 @@ impl Selection {
         }
         delivered < self.delivered_before
     }
+
+    /// The selection as a replay in progress shows it to other
+    /// reporters: its selectors, the times resolved.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.receiver {
+            parts.push(format!("receiver {r}"));
+        }
+        if let Some(g) = &self.name {
+            parts.push(format!("name {}", g.glob().glob()));
+        }
+        let before = spoolpost_protocol::event::rfc3339(self.delivered_before);
+        match self.delivered_after {
+            Some(after) => parts.push(format!(
+                "delivered {} to {before}",
+                spoolpost_protocol::event::rfc3339(after)
+            )),
+            None => parts.push(format!("delivered before {before}")),
+        }
+        parts.join(", ")
+    }
 }
 
 /// A name glob as routes read theirs (`*` does not cross `/`, which a
@@ -152,6 +173,24 @@ mod tests {
         assert!(!s.picks(OsStr::new("orders-2.json"), None, at(1)));
         assert!(!s.picks(OsStr::new("xorders-1.json"), None, at(1)));
         assert!(name_glob("orders-[").is_err());
+    }
+
+    #[test]
+    fn a_selection_is_described_by_its_selectors() {
+        assert_eq!(
+            all().describe(),
+            "delivered before 2027-01-15T08:01:40.000Z"
+        );
+        let s = Selection {
+            receiver: Some("orders".into()),
+            name: Some(name_glob("*.json").unwrap()),
+            delivered_after: Some(at(0)),
+            ..all()
+        };
+        assert_eq!(
+            s.describe(),
+            "receiver orders, name *.json, delivered 2027-01-15T08:00:00.000Z to 2027-01-15T08:01:40.000Z"
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use spoolpost_ops::config::RateLimit;
 use spoolpost_protocol::circuits::{Circuit, CircuitState};
 use spoolpost_protocol::paces::ReceiverPace;
+use spoolpost_protocol::replay_progress::Seen;
 
 use crate::census::{ReceiverBacklog, Totals, Unexpected};
 use crate::events::EventStats;
@@ -28,6 +30,9 @@ pub struct Report {
     pub events: Option<EventStats>,
     /// Entries no program handles, which would otherwise sit unseen.
     pub unexpected: Unexpected,
+    /// `reporter replay`s in progress, and dead ones' last progress until
+    /// the next replay clears them away.
+    pub replays: Vec<Seen>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -43,6 +48,69 @@ pub struct ReceiverReport {
     pub pace: Option<ReceiverPace>,
     /// `insecure_skip_verify = true`: its certificate is not verified.
     pub insecure: bool,
+    /// Its `rate_limit`'s bucket shared by the senders on the spool;
+    /// absent without a rate limit configured or a bucket in `rate/`.
+    pub rate: Option<RateReport>,
+}
+
+/// A receiver's shared rate: its limit, the bucket's tokens now and who
+/// took from it lately.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RateReport {
+    /// The configured `rate_limit` (with --config), else the one the
+    /// latest taker keeps to; absent when neither is known.
+    pub limit: Option<String>,
+    /// Requests per second the limit allows.
+    pub per_second: Option<f64>,
+    /// Requests that could start back to back now, and at most.
+    pub tokens: Option<u32>,
+    pub burst: Option<u32>,
+    /// Senders that took from it in the last ten minutes, the latest first.
+    pub takers: Vec<RateTaker>,
+}
+
+impl RateReport {
+    /// What to show of a receiver's rate, from its configured limit and
+    /// its bucket as found in `rate/`, at `now` (nanoseconds since the
+    /// Unix epoch); `None` when there is neither.
+    pub fn of(
+        configured: Option<RateLimit>,
+        found: Option<&spoolpost_protocol::rates::Found>,
+        now: u64,
+    ) -> Option<RateReport> {
+        if configured.is_none() && found.is_none() {
+            return None;
+        }
+        let takers = found.map(|f| f.takers.as_slice()).unwrap_or_default();
+        let limit = configured.or_else(|| takers.first().and_then(|t| t.limit.parse().ok()));
+        let tat = found.and_then(|f| f.tat);
+        let now_secs = now / 1_000_000_000;
+        Some(RateReport {
+            limit: limit.map(|l| l.to_string()),
+            per_second: limit.map(|l| f64::from(l.count) / l.per.as_secs_f64()),
+            tokens: limit.map(|l| spoolpost_protocol::rates::tokens(l.count, l.per, tat, now)),
+            burst: limit.map(|l| spoolpost_protocol::rates::burst(l.count)),
+            takers: takers
+                .iter()
+                .map(|t| RateTaker {
+                    pid: t.pid,
+                    host: t.host.clone(),
+                    limit: t.limit.clone(),
+                    last_take_seconds_ago: now_secs.saturating_sub(t.last),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RateTaker {
+    pub pid: u32,
+    pub host: String,
+    /// The rate limit it keeps to (all takers should agree).
+    pub limit: String,
+    /// Seconds since its latest take (rounded to the second it noted).
+    pub last_take_seconds_ago: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -205,7 +273,20 @@ pub(crate) mod tests {
             in_flight,
             baseline_ms: Some(5.0),
         };
+        let taker = |pid, host: &str, limit: &str, ago| RateTaker {
+            pid,
+            host: host.into(),
+            limit: limit.into(),
+            last_take_seconds_ago: ago,
+        };
         let receiver = ReceiverReport {
+            rate: Some(RateReport {
+                limit: Some("200/s".into()),
+                per_second: Some(200.0),
+                tokens: Some(7),
+                burst: Some(20),
+                takers: vec![taker(7, "h1", "200/s", 2), taker(8, "h2", "100/s", 9)],
+            }),
             circuit: Some(circuit),
             held: true,
             pace: Some(ReceiverPace {
@@ -232,7 +313,61 @@ pub(crate) mod tests {
                 entries: 1,
                 examples: vec!["incoming/.x".into()],
             },
+            replays: vec![Seen {
+                id: "4242-0000abcd".into(),
+                running: true,
+                progress: spoolpost_protocol::replay_progress::Progress {
+                    pid: 4242,
+                    host: "h1".into(),
+                    selection: "receiver orders, delivered before 2024-01-01T00:00:00.000Z".into(),
+                    rate: 5,
+                    started: "2024-01-01T00:00:01.000Z".into(),
+                    total_files: 100,
+                    total_bytes: 102400,
+                    files: 40,
+                    bytes: 40960,
+                },
+            }],
         }
+    }
+
+    #[test]
+    fn a_rate_shows_its_limit_tokens_and_takers() {
+        use spoolpost_protocol::rates::{Found, Taker};
+        const SEC: u64 = 1_000_000_000;
+        let now = 1_800_000_000 * SEC;
+        let limit: RateLimit = "200/s".parse().unwrap();
+        assert_eq!(RateReport::of(None, None, now), None);
+        let fresh = RateReport::of(Some(limit), None, now).unwrap();
+        assert_eq!(
+            (
+                fresh.limit.as_deref(),
+                fresh.tokens,
+                fresh.burst,
+                fresh.per_second
+            ),
+            (Some("200/s"), Some(20), Some(20), Some(200.0)),
+            "configured, never taken from: full"
+        );
+        let found = Found {
+            tat: Some(now + 50_000_000),
+            takers: vec![Taker {
+                pid: 7,
+                host: "h".into(),
+                limit: "50/s".into(),
+                last: 1_800_000_000 - 3,
+            }],
+        };
+        let busy = RateReport::of(Some(limit), Some(&found), now).unwrap();
+        assert_eq!(busy.tokens, Some(10), "ten 5 ms steps taken");
+        assert_eq!(busy.takers[0].last_take_seconds_ago, 3);
+        assert_eq!(busy.takers[0].limit, "50/s");
+        let unconfigured = RateReport::of(None, Some(&found), now).unwrap();
+        assert_eq!(
+            unconfigured.limit.as_deref(),
+            Some("50/s"),
+            "without --config, the latest taker's limit"
+        );
     }
 
     #[test]

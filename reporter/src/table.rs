@@ -268,6 +268,12 @@ fn sections(r: &Report, colour: bool, trends: &str) -> Vec<Section> {
     pace(&mut out, r);
     close(&mut sections, &mut out, "PACE", 5);
 
+    rate(&mut out, r);
+    close(&mut sections, &mut out, "RATE", 5);
+
+    replays(&mut out, r);
+    close(&mut sections, &mut out, "REPLAYS", 1);
+
     backlog_age(&mut out, r);
     close(&mut sections, &mut out, "BACKLOG AGE", 6);
 
@@ -462,9 +468,111 @@ fn pace(out: &mut String, r: &Report) {
     table(out, rows);
 }
 
+/// Each receiver's shared rate limit: the limit, the bucket's tokens now
+/// (of its burst) and the senders that took from it lately, with how long
+/// ago and, when they disagree, the limit each keeps to.
+fn rate(out: &mut String, r: &Report) {
+    if r.receivers.values().all(|rec| rec.rate.is_none()) {
+        return;
+    }
+    let _ = writeln!(out, "\nRATE (shared by the senders on the spool)");
+    let mut rows = vec![
+        ["receiver", "limit", "tokens", "taken lately by"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (name, rec) in &r.receivers {
+        let Some(rate) = &rec.rate else { continue };
+        let takers: Vec<String> = (rate.takers.iter())
+            .map(|t| {
+                let own = if rate.limit.as_deref() == Some(t.limit.as_str()) {
+                    String::new()
+                } else {
+                    format!(" at {}", t.limit)
+                };
+                format!("{}@{} {}s ago{own}", t.pid, t.host, t.last_take_seconds_ago)
+            })
+            .collect();
+        rows.push(vec![
+            name.clone(),
+            rate.limit.clone().unwrap_or_else(|| "-".into()),
+            match (rate.tokens, rate.burst) {
+                (Some(t), Some(b)) => format!("{t}/{b}"),
+                _ => "-".into(),
+            },
+            if takers.is_empty() {
+                "nobody".into()
+            } else {
+                takers.join(", ")
+            },
+        ]);
+    }
+    table(out, rows);
+}
+
+/// Each `reporter replay` seen in the spool: who runs it, what it picked,
+/// how far it got and how fast it goes; a dead one (its process gone, its
+/// lock free) is marked so, with how far it got.
+fn replays(out: &mut String, r: &Report) {
+    if r.replays.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nREPLAYS");
+    for s in &r.replays {
+        let p = &s.progress;
+        let state = if s.running { "running" } else { "DEAD" };
+        let _ = writeln!(
+            out,
+            "  {state}  pid {} on {}  since {}  {}/s  {} of {} files, {} of {}",
+            p.pid,
+            p.host,
+            p.started,
+            p.rate,
+            p.files,
+            p.total_files,
+            bytes(p.bytes),
+            bytes(p.total_bytes),
+        );
+        let _ = writeln!(out, "    selection: {}", p.selection);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_shows_its_limit_tokens_and_who_took_from_it() {
+        let mut r = crate::report::tests::sample();
+        let text = to_table(&r, false);
+        let row = text
+            .lines()
+            .skip_while(|l| !l.starts_with("RATE"))
+            .find(|l| l.trim_start().starts_with("orders"))
+            .unwrap_or_else(|| panic!("no rate row:\n{text}"));
+        assert!(
+            row.contains("200/s")
+                && row.contains("7/20")
+                && row.contains("7@h1 2s ago, 8@h2 9s ago at 100/s"),
+            "{row}"
+        );
+        r.receivers.values_mut().for_each(|rec| rec.rate = None);
+        assert!(!to_table(&r, false).contains("RATE"));
+    }
+
+    #[test]
+    fn a_replay_shows_who_what_and_how_far() {
+        let mut r = crate::report::tests::sample();
+        let text = to_table(&r, false);
+        assert!(
+            text.contains("REPLAYS\n  running  pid 4242 on h1  since 2024-01-01T00:00:01.000Z  5/s  40 of 100 files, 40.0 KiB of 100.0 KiB\n    selection: receiver orders,"),
+            "{text}"
+        );
+        r.replays[0].running = false;
+        assert!(to_table(&r, false).contains("  DEAD  pid 4242"));
+        r.replays.clear();
+        assert!(!to_table(&r, false).contains("REPLAYS"));
+    }
 
     #[test]
     fn sizes_and_ages_read_well() {
@@ -485,6 +593,7 @@ mod tests {
             errors: vec![],
             events: None,
             unexpected: Default::default(),
+            replays: vec![],
         };
         r.receivers.entry("orders".into()).or_default().held = true;
         assert!(!to_table(&r, false).contains('\x1b'));

@@ -13,12 +13,13 @@
 //! endpoint's circuit belongs to its URL, so a new URL's starts closed); a
 //! new name starts fresh, as at a start; a name gone is let go, and its
 //! waiting files follow the new routes (or go to `error/` as `no_route`).
-//! A renamed receiver is one of each. A configuration that does not
-//! validate, whose secrets do not resolve or whose clients cannot be built
-//! is refused and the old one keeps running. What the process is built on
-//! (spool, the rest of `[sender]`) and what a kept receiver's slots and
-//! pace are sized from (its `concurrency`, `adaptive`, `rate_limit`) keep
-//! their value until a restart, and the report names them.
+//! A renamed receiver is one of each. A kept receiver's `concurrency`,
+//! `adaptive` and `rate_limit` resize its slots, pace and rate bucket in
+//! place ([`ReceiverSlots::resize`]): what its pace learnt is kept. A
+//! configuration that does not validate, whose secrets do not resolve or
+//! whose clients cannot be built is refused and the old one keeps running.
+//! What the process is built on (spool, the rest of `[sender]`) keeps its
+//! value until a restart, and the report names it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use spoolpost_ops::route::Router;
 
 use crate::net::send::Http;
 use crate::plan::{breaker_config, retry_policy};
-use crate::sched::shared::{Config, LEFT_KEPT, Left, ReceiverSlots, Shared};
+use crate::sched::shared::{Config, LEFT_KEPT, Left, ReceiverSlots, Shared, Sizing};
 
 /// What a running sender was started with, to reload from.
 pub struct Reloader {
@@ -39,7 +40,7 @@ pub struct Reloader {
     events: Option<PathBuf>,
     /// What only a restart changes, as the running configuration has it.
     running: Vec<(&'static str, String)>,
-    /// `[sender] concurrency`, which bounds a new receiver's slots.
+    /// `[sender] concurrency`, which bounds every receiver's slots.
     concurrency: usize,
 }
 
@@ -78,7 +79,7 @@ impl Reloader {
         let router = Router::from_config(&loaded).map_err(|e| e.to_string())?;
         // Builds the clients anew, so `ca_file` is read again.
         let http = Http::new(router.receivers())?;
-        let mut restart: Vec<String> = self
+        let restart: Vec<String> = self
             .running
             .iter()
             .zip(needs_restart(&loaded))
@@ -96,22 +97,28 @@ impl Reloader {
             } else {
                 (old.rejudge_before, old.superseded)
             };
-        let before: Vec<(&str, &str)> = (old.receivers.iter())
-            .map(|s| (s.name.as_str(), s.made_with.as_str()))
-            .collect();
-        let made: Vec<String> = (router.receivers().iter())
-            .map(|r| ReceiverSlots::made_with(&r.config))
-            .collect();
-        let after: Vec<(&str, &str)> = (router.receivers().iter())
-            .zip(&made)
-            .map(|(r, m)| (r.name.as_str(), m.as_str()))
+        let before: Vec<&str> = old.receivers.iter().map(|s| s.name.as_str()).collect();
+        let after: Vec<&str> = (router.receivers().iter())
+            .map(|r| r.name.as_str())
             .collect();
         let came_and_went = compare(&before, &after);
-        restart.extend(came_and_went.restart_needed);
-        // A kept name keeps its slots and pace; a new one gets fresh ones.
+        // A kept name keeps its slots and pace, resized to its settings
+        // now; a new one gets fresh ones.
         let receivers = (router.receivers().iter())
             .map(|r| match old.receivers.iter().find(|s| s.name == r.name) {
-                Some(kept) => kept.clone(),
+                Some(kept) => {
+                    let to = Sizing::of(&r.config, self.concurrency);
+                    if kept.resize(&shared.spool, to) {
+                        tracing::info!(
+                            receiver = %r.name,
+                            concurrency = to.bound,
+                            adaptive = to.adaptive,
+                            rate_limit = ?to.rate_limit.map(|l| l.to_string()),
+                            "receiver resized"
+                        );
+                    }
+                    kept.clone()
+                }
                 None => ReceiverSlots::new(&shared.spool, r, self.concurrency),
             })
             .collect();
@@ -164,24 +171,18 @@ impl Reloader {
 struct CameAndWent {
     added: Vec<String>,
     removed: Vec<String>,
-    /// `receivers.NAME` for each kept receiver whose slots or pace would
-    /// be sized otherwise.
-    restart_needed: Vec<String>,
 }
 
-/// Compares receivers by name, each given with what its slots and pace
-/// are made with ([`ReceiverSlots::made_with`]).
-fn compare(before: &[(&str, &str)], after: &[(&str, &str)]) -> CameAndWent {
+/// Compares receivers by name.
+fn compare(before: &[&str], after: &[&str]) -> CameAndWent {
     let mut out = CameAndWent::default();
-    for (name, made) in after {
-        match before.iter().find(|(n, _)| n == name) {
-            None => out.added.push(name.to_string()),
-            Some((_, was)) if was != made => out.restart_needed.push(format!("receivers.{name}")),
-            Some(_) => {}
+    for name in after {
+        if !before.contains(name) {
+            out.added.push(name.to_string());
         }
     }
-    for (name, _) in before {
-        if !after.iter().any(|(n, _)| n == name) {
+    for name in before {
+        if !after.contains(name) {
             out.removed.push(name.to_string());
         }
     }
@@ -251,16 +252,10 @@ mod tests {
 
     #[test]
     fn receivers_compare_by_name_whatever_their_order() {
-        let same = compare(&[("a", "1"), ("b", "1")], &[("b", "1"), ("a", "1")]);
+        let same = compare(&["a", "b"], &["b", "a"]);
         assert_eq!(same, CameAndWent::default());
-        let renamed = compare(&[("a", "1"), ("b", "1")], &[("a", "1"), ("c", "1")]);
+        let renamed = compare(&["a", "b"], &["a", "c"]);
         assert_eq!(renamed.added, ["c"]);
         assert_eq!(renamed.removed, ["b"]);
-        assert!(renamed.restart_needed.is_empty());
-        // The rate limit's bucket and the slots are made when the name
-        // comes: changing them for a kept name needs a restart.
-        let resized = compare(&[("a", "1")], &[("a", "2"), ("b", "3")]);
-        assert_eq!(resized.restart_needed, ["receivers.a"]);
-        assert_eq!(resized.added, ["b"]);
     }
 }

@@ -21,9 +21,11 @@ pub mod layout;
 pub mod lock;
 pub mod name;
 pub mod paces;
+pub mod rates;
 pub mod reason;
 pub mod receiver;
 pub mod replay;
+pub mod replay_progress;
 pub mod spool;
 
 #[cfg(test)]

@@ -432,6 +432,15 @@ impl Controller {
         }
     }
 
+    /// A new bound (a reload changed the receiver's `concurrency`): what
+    /// was learnt is kept, the limit clamped into the new bound. A limit
+    /// that sat at a lower old bound grows from there as the answers let
+    /// it, not at once.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
+        self.limit = self.limit.min(self.max as f64);
+    }
+
     /// Requests this receiver may have in flight now.
     pub fn limit(&self) -> usize {
         let limit = if self.quiet.on {
@@ -1545,6 +1554,24 @@ mod tests {
         window(&mut c, |_, _| Signal::Good(30 * MS));
         assert_eq!(c.baseline(), Some(30 * MS));
         assert!(c.limit() >= 36, "{}", c.limit());
+    }
+
+    #[test]
+    fn a_new_bound_keeps_what_was_learnt_and_clamps_the_limit_into_it() {
+        let start = Snapshot {
+            limit: 12,
+            baseline: Some(7 * MS),
+            noise: 0.1,
+        };
+        let mut c = Controller::new(16, Some(start));
+        c.set_max(4);
+        assert_eq!(c.limit(), 4, "clamped into the lower bound");
+        assert_eq!(c.baseline(), Some(7 * MS), "the baseline is kept");
+        assert_eq!(c.noise(), 0.1, "the noise is kept");
+        c.set_max(64);
+        assert_eq!(c.limit(), 4, "a higher bound is room to grow, not a jump");
+        c.set_max(0);
+        assert_eq!(c.limit(), 1, "a bound of 0 still lets one through");
     }
 
     #[test]

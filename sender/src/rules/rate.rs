@@ -37,7 +37,8 @@ pub struct Bucket {
 
 /// Requests that may start back to back after a quiet spell.
 pub fn burst(limit: RateLimit) -> u32 {
-    limit.count.div_ceil(10).max(1)
+    // The protocol's, so a reader of the shared bucket sizes it alike.
+    spoolpost_protocol::rates::burst(limit.count)
 }
 
 impl Bucket {

@@ -118,7 +118,6 @@ fn unix(t: SystemTime) -> u64 {
 /// One receiver's limit and the requests it has in flight.
 pub struct Pace {
     name: String,
-    adaptive: bool,
     record: PathBuf,
     tmp: PathBuf,
     inner: Mutex<Inner>,
@@ -126,12 +125,14 @@ pub struct Pace {
     saving: Mutex<()>,
     freed: Notify,
     /// The receiver's `rate_limit`, if it has one, shared with the other
-    /// senders on the spool.
-    rate: Option<SharedRate>,
+    /// senders on the spool; a reload that changes it puts another here.
+    rate: Mutex<Option<Arc<SharedRate>>>,
 }
 
 struct Inner {
     controller: Controller,
+    /// The receiver's `adaptive`; a reload may change it.
+    adaptive: bool,
     in_flight: usize,
     saved: Option<Snapshot>,
     saved_at: Option<Instant>,
@@ -169,7 +170,6 @@ impl Pace {
         );
         Arc::new(Pace {
             name: name.to_owned(),
-            adaptive,
             tmp: spool.tmp().join(format!(
                 ".pace-{name}-{}-{}",
                 std::process::id(),
@@ -180,11 +180,12 @@ impl Pace {
                 saved: start,
                 saved_at: None,
                 controller,
+                adaptive,
                 in_flight: 0,
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
-            rate: rate.map(|r| SharedRate::new(spool, name, r)),
+            rate: Mutex::new(rate.map(|r| Arc::new(SharedRate::new(spool, name, r)))),
         })
     }
 
@@ -192,15 +193,45 @@ impl Pace {
         self.lock().controller.limit()
     }
 
+    /// Applies a reload's new `concurrency` (as `bound`), `adaptive` and
+    /// `rate_limit` to this receiver while it runs. An adaptive pace that
+    /// stays adaptive keeps what it learnt, its limit clamped into the new
+    /// bound; a pinned one is pinned at the new bound; one made adaptive
+    /// starts from the limit it had. A changed rate limit gets a bucket
+    /// of the new size on the same shared state (`SPOOL/rate/RECEIVER`):
+    /// tokens this sender held of the old one are dropped, erring low.
+    pub fn resize(&self, spool: &Spool, bound: usize, adaptive: bool, rate: Option<RateLimit>) {
+        {
+            let mut inner = self.lock();
+            if inner.adaptive && adaptive {
+                inner.controller.set_max(bound);
+            } else {
+                let learnt = inner.controller.snapshot();
+                let limit = if adaptive { learnt.limit } else { bound };
+                inner.controller = Controller::new(bound, Some(Snapshot { limit, ..learnt }));
+            }
+            inner.adaptive = adaptive;
+        }
+        {
+            let mut shared = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+            if shared.as_ref().map(|r| r.limit()) != rate {
+                *shared = rate.map(|r| Arc::new(SharedRate::new(spool, &self.name, r)));
+            }
+        }
+        // More room wakes whoever waits for it.
+        self.freed.notify_waiters();
+    }
+
     /// Starts or ends a quiet moment ([`Controller::quiet`]); at its end
     /// the room it gave back wakes whoever waits for a slot.
     fn quiet(&self, phase: Quieting) {
-        if !self.adaptive {
-            return;
+        {
+            let mut inner = self.lock();
+            if !inner.adaptive {
+                return;
+            }
+            inner.controller.quiet(phase, crate::sched::clock::now());
         }
-        self.lock()
-            .controller
-            .quiet(phase, crate::sched::clock::now());
         if phase == Quieting::End {
             self.freed.notify_waiters();
         }
@@ -265,7 +296,8 @@ impl Pace {
     /// sender claimed it first) is not given back: the error is on the
     /// side of sending less.
     pub async fn admit(&self, patience: Duration) -> Result<(), Instant> {
-        let Some(rate) = &self.rate else {
+        let rate = self.rate.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(rate) = rate else {
             return Ok(());
         };
         let take = || rate.take();
@@ -284,7 +316,7 @@ impl Pace {
     fn hear(&self, ticket: Ticket, signal: Signal) -> usize {
         let (limit, save) = {
             let mut inner = self.lock();
-            if !self.adaptive {
+            if !inner.adaptive {
                 return inner.controller.limit();
             }
             inner
@@ -301,10 +333,11 @@ impl Pace {
 
     /// How long a request that got `signal` keeps its room after its answer.
     fn hold(&self, signal: Signal) -> Duration {
-        if !self.adaptive {
+        let inner = self.lock();
+        if !inner.adaptive {
             return Duration::ZERO;
         }
-        self.lock().controller.hold(signal)
+        inner.controller.hold(signal)
     }
 
     /// How long a request may go unanswered before it counts as hung on
@@ -316,11 +349,12 @@ impl Pace {
 
     /// How long a request may go unanswered before its room is freed.
     fn lapse_after(&self) -> Duration {
-        if !self.adaptive {
+        let inner = self.lock();
+        if !inner.adaptive {
             // A pinned limit is the operator's word: every request counts.
             return Duration::MAX;
         }
-        self.lock().controller.lapse_after()
+        inner.controller.lapse_after()
     }
 
     fn free(&self) {
@@ -332,7 +366,7 @@ impl Pace {
     }
 
     fn changed(&self, inner: &Inner) -> bool {
-        self.adaptive && inner.saved != Some(inner.controller.snapshot())
+        inner.adaptive && inner.saved != Some(inner.controller.snapshot())
     }
 
     /// Writes the record if it changed since last written.
@@ -616,6 +650,36 @@ mod tests {
             retry_after: None,
             early: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_reload_resizes_the_pace_and_keeps_what_it_learnt() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let one_an_hour: RateLimit = "1/h".parse().unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, Some(one_an_hour));
+        let learnt = pace.lock().controller.snapshot();
+        assert!(pace.admit(Duration::ZERO).await.is_ok());
+        assert!(
+            pace.admit(Duration::ZERO).await.is_err(),
+            "the hour's one taken"
+        );
+        pace.resize(&spool, 2, true, Some("1000/s".parse().unwrap()));
+        assert!(
+            pace.admit(Duration::ZERO).await.is_ok(),
+            "a bucket of the new size"
+        );
+        assert_eq!(
+            pace.limit(),
+            learnt.limit.min(2),
+            "clamped into the new bound"
+        );
+        assert_eq!(pace.lock().controller.baseline(), learnt.baseline);
+        pace.resize(&spool, 7, false, None);
+        assert_eq!(pace.limit(), 7, "pinned at the new bound");
+        assert!(pace.admit(Duration::ZERO).await.is_ok(), "no rate limit");
+        pace.resize(&spool, 16, true, None);
+        assert_eq!(pace.limit(), 7, "made adaptive, it starts where it was");
     }
 
     #[test]

@@ -7,9 +7,10 @@
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use spoolpost_ops::config::RateLimit;
 use spoolpost_ops::route::Router;
 use spoolpost_protocol::event::EventSink;
 use spoolpost_protocol::name::SpoolName;
@@ -149,9 +150,9 @@ pub struct Shared {
 pub struct ReceiverSlots {
     /// The receiver's configured name, for logs, events and reasons.
     pub name: String,
-    /// Its `concurrency`, `adaptive` and `rate_limit` as they were when
-    /// these were made, which only a restart changes.
-    pub made_with: String,
+    /// What the slots and pace are sized from now; a reload that changes
+    /// it resizes them in place ([`ReceiverSlots::resize`]).
+    sizing: Mutex<Sizing>,
     pub permits: Arc<Semaphore>,
     /// The receiver's adaptive limit, within `permits`.
     pub pace: Arc<crate::sched::pace::Pace>,
@@ -165,27 +166,80 @@ impl ReceiverSlots {
     /// `[sender] concurrency` (`global`), its pace read from the spool's
     /// record.
     pub fn new(spool: &Spool, r: &spoolpost_ops::route::Receiver, global: usize) -> Arc<Self> {
-        let bound = r.config.concurrency.min(global);
+        let sizing = Sizing::of(&r.config, global);
         Arc::new(ReceiverSlots {
             name: r.name.clone(),
-            made_with: Self::made_with(&r.config),
-            permits: Arc::new(Semaphore::new(bound)),
+            sizing: Mutex::new(sizing),
+            permits: Arc::new(Semaphore::new(sizing.bound)),
             pace: crate::sched::pace::Pace::load(
                 spool,
                 &r.name,
-                bound,
-                r.config.adaptive,
-                r.config.rate_limit,
+                sizing.bound,
+                sizing.adaptive,
+                sizing.rate_limit,
             ),
             skipped: Default::default(),
         })
     }
 
-    /// What a receiver's slots and pace are built from, rendered to
-    /// compare: a reload that changes them for a receiver it keeps needs a
-    /// restart.
-    pub fn made_with(r: &spoolpost_ops::config::ReceiverConfig) -> String {
-        format!("{} {} {:?}", r.concurrency, r.adaptive, r.rate_limit)
+    /// Applies a reload's sizing to a receiver it keeps, while files are
+    /// in flight to it: the slots grow at once; they shrink at once by
+    /// those free and by the others as the requests holding them end (a
+    /// request in flight is never cut short). The pace keeps what it
+    /// learnt ([`crate::sched::pace::Pace::resize`]). Returns whether
+    /// anything changed.
+    pub fn resize(&self, spool: &Spool, to: Sizing) -> bool {
+        let from = {
+            let mut sizing = self.sizing.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *sizing, to)
+        };
+        if from == to {
+            return false;
+        }
+        resize_permits(&self.permits, from.bound, to.bound);
+        self.pace
+            .resize(spool, to.bound, to.adaptive, to.rate_limit);
+        true
+    }
+}
+
+/// Makes a semaphore of `from` permits, some perhaps held, one of `to`:
+/// more at once, or fewer by those free now and the rest as they are
+/// released (taken before any new holder: the semaphore is fair, and never
+/// given back).
+fn resize_permits(permits: &Arc<Semaphore>, from: usize, to: usize) {
+    if to > from {
+        permits.add_permits(to - from);
+    } else if to < from {
+        let shrink = from - to;
+        let owed = shrink - permits.forget_permits(shrink);
+        if owed > 0 {
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(owed as u32).await {
+                    taken.forget();
+                }
+            });
+        }
+    }
+}
+
+/// What a receiver's slots and pace are sized from: its `concurrency`
+/// (within `[sender] concurrency`), `adaptive` and `rate_limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    pub bound: usize,
+    pub adaptive: bool,
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Sizing {
+    pub fn of(r: &spoolpost_ops::config::ReceiverConfig, global: usize) -> Sizing {
+        Sizing {
+            bound: r.concurrency.min(global),
+            adaptive: r.adaptive,
+            rate_limit: r.rate_limit,
+        }
     }
 }
 
@@ -265,5 +319,29 @@ impl Shared {
         if slots.skipped.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slots_shrink_by_the_free_ones_at_once_and_the_held_ones_as_they_end() {
+        let permits = Arc::new(Semaphore::new(8));
+        let held: Vec<_> = (0..6)
+            .map(|_| permits.clone().try_acquire_owned().unwrap())
+            .collect();
+        resize_permits(&permits, 8, 2);
+        assert_eq!(permits.available_permits(), 0, "the two free ones went");
+        drop(held);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            permits.available_permits(),
+            2,
+            "four more went as they ended"
+        );
+        resize_permits(&permits, 2, 5);
+        assert_eq!(permits.available_permits(), 5);
     }
 }

@@ -17,6 +17,11 @@
 //! It is not fsynced: a power cut that loses the last write starts the
 //! bucket from an older TAT, at most one burst more.
 //!
+//! Under the same lock, at most once a second, the sender notes itself
+//! (pid, host, its limit, the time) in the takers' record beside the
+//! bucket (`spoolpost_protocol::rates`), for the reporter to show who
+//! shares the rate. Between notes a take costs one comparison more.
+//!
 //! If the file cannot be opened, locked, read or written (a read-only
 //! `rate/`, a filesystem without locks), the sender warns once and goes on
 //! with a bucket of its own ([`crate::rules::rate::Bucket`]): the limit is
@@ -39,8 +44,8 @@ use spoolpost_protocol::spool::Spool;
 use crate::rules::rate::Bucket;
 use crate::rules::shared_rate::{batch, take};
 
-/// The folder under the spool root holding one bucket per receiver.
-pub const RATE_DIR: &str = "rate";
+pub use spoolpost_protocol::rates::RATE_DIR;
+use spoolpost_protocol::rates::{self, NOTE_EVERY, Taker};
 
 /// One receiver's rate limit as this sender takes part in it.
 pub struct SharedRate {
@@ -56,6 +61,8 @@ struct Local {
     held: u32,
     /// Set when the shared bucket failed: this process's own from then on.
     own: Option<Bucket>,
+    /// When this sender last noted itself among the bucket's takers.
+    noted: Option<Instant>,
 }
 
 impl SharedRate {
@@ -68,8 +75,14 @@ impl SharedRate {
                 file: None,
                 held: 0,
                 own: None,
+                noted: None,
             }),
         }
+    }
+
+    /// The limit this bucket keeps to.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 
     /// Lets one request start now, or says when the next token comes
@@ -121,10 +134,13 @@ impl SharedRate {
         let mut buf = [0u8; 32];
         let n = file.read_at(&mut buf, 0)?;
         // Empty (new) or garbled: a full bucket, as after a clock jump.
-        let tat = std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        let now = unix_nanos(SystemTime::now());
+        let tat = rates::parse_tat(&buf[..n]);
+        let wall = SystemTime::now();
+        let now = unix_nanos(wall);
+        if local.noted.is_none_or(|at| at.elapsed() >= NOTE_EVERY) {
+            local.noted = Some(Instant::now());
+            self.note_taker(wall);
+        }
         let taken = take(self.limit, tat, now, batch(self.limit));
         if taken.granted == 0 {
             let next = taken.next.unwrap_or(now);
@@ -135,6 +151,36 @@ impl SharedRate {
         file.set_len(text.len() as u64)?;
         Ok(Ok(taken.granted))
     }
+}
+
+impl SharedRate {
+    /// Notes this sender among the bucket's takers; called under the
+    /// bucket's lock, so two senders' rewrites never cross. Failing only
+    /// hides the sender from the reporter, so it is logged and let be.
+    fn note_taker(&self, now: SystemTime) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let path = rates::takers_path(dir, &self.receiver);
+        let secs = unix_nanos(now) / 1_000_000_000;
+        let me = Taker {
+            pid: std::process::id(),
+            host: host(),
+            limit: self.limit.to_string(),
+            last: secs,
+        };
+        let takers = rates::note(rates::read_takers(&path), me, secs);
+        if let Err(e) = rates::write_takers(&path, &takers) {
+            tracing::debug!(file = %path.display(), error = %e, "cannot note this sender among the rate's takers");
+        }
+    }
+}
+
+/// This host's name, looked up once.
+fn host() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(spoolpost_protocol::replay_progress::host)
+        .clone()
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -276,6 +322,29 @@ mod tests {
         assert!(!Arc::ptr_eq(&file(&old), &file(&other)));
         drop(old);
         assert!(new.take().is_ok());
+    }
+
+    /// The reporter's view of who takes: this sender, once, with its limit,
+    /// however often it takes.
+    #[test]
+    fn a_taker_notes_itself_beside_the_bucket_once() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let a = SharedRate::new(&spool, "quota", limit("100/h"));
+        for _ in 0..5 {
+            let _ = a.take();
+        }
+        let dir = root.path().join(RATE_DIR);
+        let takers = rates::read_takers(&rates::takers_path(&dir, "quota"));
+        assert_eq!(takers.len(), 1, "{takers:?}");
+        assert_eq!(takers[0].pid, std::process::id());
+        assert_eq!(takers[0].limit, "100/h");
+        let found = rates::read_all(&spool);
+        assert_eq!(
+            found.keys().collect::<Vec<_>>(),
+            ["quota"],
+            "the record is no bucket"
+        );
     }
 
     #[test]

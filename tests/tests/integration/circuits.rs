@@ -133,12 +133,20 @@ fn a_401_keeps_files_waiting_and_a_rewritten_token_file_releases_them() {
     // Refused again and again, past max_attempts = 2: still waiting.
     assert!(eventually(LIMIT, || rx.count() >= 4));
     assert_eq!(spool.count(State::Error), 0, "{:?}", spool.census());
-    // The circuit says why, for the reporter.
-    let report = run(
-        spoolpost_tests::harness::reporter(&spool).args(["--format", "json"]),
-        LIMIT,
+    // The circuit says why, for the reporter, once the sender publishes
+    // it (about once a second: the refusals can come sooner).
+    let mut report = String::new();
+    assert!(
+        eventually(LIMIT, || {
+            report = run(
+                spoolpost_tests::harness::reporter(&spool).args(["--format", "json"]),
+                LIMIT,
+            )
+            .stdout;
+            report.contains("auth")
+        }),
+        "{report}"
     );
-    assert!(report.stdout.contains("auth"), "{}", report.stdout);
     std::fs::write(&token, "Bearer new\n").unwrap();
     assert!(
         eventually(LIMIT, || spool.count(State::Done) == 5),

@@ -396,3 +396,85 @@ fn a_receiver_added_on_hold_gets_none_of_its_files() {
     proc.signal(Signal::SIGTERM);
     proc.wait(LIMIT).assert_success();
 }
+
+/// A kept receiver's `concurrency` applies on reload, without a restart:
+/// a sender pinned at one request in flight goes to eight on SIGHUP.
+#[test]
+fn a_kept_receivers_concurrency_applies_on_reload() {
+    let rx = Receiver::start();
+    // Each request takes 50 ms however many are open, so a sender allowed
+    // eight keeps eight open.
+    rx.queueing(Duration::from_millis(50), Duration::ZERO);
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let sized = |concurrency: usize| {
+        ConfigFile::new()
+            .spool(&spool.root)
+            .receiver(
+                "r",
+                &rx.url("/"),
+                &format!("concurrency = {concurrency}\nadaptive = false"),
+            )
+            .route_all("r")
+            .text()
+    };
+    let cfg = config(&spool, &sized(1));
+    for i in 0..400 {
+        spool.put(format!("f{i:03}"), b"x");
+    }
+    let proc = daemon(&spool, &cfg, &events);
+    assert!(rx.wait_for(10, LIMIT), "nothing delivered");
+    assert_eq!(rx.peak_open(), 1, "pinned at one");
+    let line = reload(&proc, &cfg, &events, &sized(8), 1);
+    assert_eq!(line["ok"], true, "{line}");
+    assert!(line.get("restart_needed").is_none(), "{line}");
+    assert!(
+        eventually(LIMIT, || rx.peak_open() == 8),
+        "in flight at most {} after the reload",
+        rx.peak_open()
+    );
+    assert!(
+        spool.count(State::Incoming) + spool.count(State::Sending) > 0,
+        "the reload came after the files were all sent"
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+    assert!(
+        rx.peak_open() <= 8,
+        "above the new bound: {}",
+        rx.peak_open()
+    );
+}
+
+/// A kept receiver's `rate_limit` applies on reload: files held back at
+/// two a second all go once the reload raises it, without a restart.
+#[test]
+fn a_kept_receivers_rate_limit_applies_on_reload() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let events = spool.side("log").join("events.jsonl");
+    let limited = |rate: &str| {
+        ConfigFile::new()
+            .spool(&spool.root)
+            .receiver("r", &rx.url("/"), &format!("rate_limit = {rate:?}"))
+            .route_all("r")
+            .text()
+    };
+    let cfg = config(&spool, &limited("2/s"));
+    for i in 0..100 {
+        spool.put(format!("f{i:03}"), b"x");
+    }
+    let proc = daemon(&spool, &cfg, &events);
+    assert!(rx.wait_for(2, LIMIT), "nothing delivered");
+    let line = reload(&proc, &cfg, &events, &limited("1000/s"), 1);
+    assert_eq!(line["ok"], true, "{line}");
+    assert!(line.get("restart_needed").is_none(), "{line}");
+    // At two a second the rest would take 49 s.
+    assert!(
+        eventually(Duration::from_secs(15), || spool.count(State::Done) == 100),
+        "{:?}",
+        spool.census()
+    );
+    proc.signal(Signal::SIGTERM);
+    proc.wait(LIMIT).assert_success();
+}

@@ -328,3 +328,98 @@ fn a_replay_refuses_bad_input_with_a_clear_error_and_moves_nothing() {
     assert_eq!(spool.count(State::Done), 1);
     assert_eq!(spool.count(State::Incoming), 0);
 }
+
+/// The replays another `reporter --json` sees in the spool.
+fn replays_seen(spool: &TestSpool) -> Vec<serde_json::Value> {
+    let out = run(reporter(spool).args(["--format", "json"]), MINUTE);
+    out.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    report["replays"].as_array().cloned().unwrap_or_default()
+}
+
+/// A replay under its rate cap runs a long time: another reporter shows it
+/// (who, what, how far, how fast), marks it dead once it is SIGKILLed
+/// (not running forever), and the next replay clears the dead one away.
+#[test]
+fn a_replay_in_progress_is_seen_by_another_reporter_and_a_killed_one_is_marked_dead() {
+    let spool = TestSpool::new();
+    for i in 0..40 {
+        let name = SpoolName::fresh(format!("m-{i:02}"));
+        std::fs::write(
+            spool.dir(State::Done).join(name.to_os_string()),
+            b"0123456789",
+        )
+        .unwrap();
+    }
+    assert!(replays_seen(&spool).is_empty(), "no replay yet");
+    let replay = spawn(reporter(&spool).args(["replay", "--name", "m-*", "--rate", "4"]));
+    let pid = replay.pid().as_raw();
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        eventually(MINUTE, || {
+            seen = replays_seen(&spool).pop().unwrap_or_default();
+            seen["files"].as_u64().is_some_and(|n| n >= 2)
+        }),
+        "{seen}"
+    );
+    assert_eq!(seen["running"], true, "{seen}");
+    assert_eq!(seen["pid"], pid, "{seen}");
+    assert_eq!(seen["rate"], 4, "{seen}");
+    assert_eq!(seen["total_files"], 40, "{seen}");
+    assert_eq!(seen["total_bytes"], 400, "{seen}");
+    assert!(
+        seen["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{seen}"
+    );
+    assert!(
+        seen["selection"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("name m-*, delivered before ")),
+        "{seen}"
+    );
+    assert!(seen["started"].as_str().is_some(), "{seen}");
+    let table = run(&mut reporter(&spool), MINUTE);
+    assert!(
+        table
+            .stdout
+            .contains(&format!("REPLAYS\n  running  pid {pid} on ")),
+        "{}",
+        table.stdout
+    );
+
+    replay.signal(Signal::SIGKILL);
+    assert_eq!(replay.wait(MINUTE).status.signal(), Some(9));
+    let dead = replays_seen(&spool);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["running"], false, "a killed replay is not running");
+    assert!(
+        dead[0]["files"].as_u64().is_some_and(|n| n >= 2),
+        "{dead:?}"
+    );
+    let table = run(&mut reporter(&spool), MINUTE);
+    assert!(
+        table.stdout.contains(&format!("  DEAD  pid {pid} on ")),
+        "{}",
+        table.stdout
+    );
+
+    // The next replay clears the dead one's leftovers, and leaves nothing
+    // behind when it ends.
+    run(
+        reporter(&spool).args(["replay", "--all", "--rate", "1000"]),
+        MINUTE,
+    )
+    .assert_success();
+    assert!(
+        replays_seen(&spool).is_empty(),
+        "{:?}",
+        replays_seen(&spool)
+    );
+    assert!(
+        std::fs::read_dir(spool.root.join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "tmp/ is empty"
+    );
+}

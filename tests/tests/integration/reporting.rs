@@ -500,3 +500,79 @@ fn a_clean_spool_with_a_live_sender_has_nothing_unexpected() {
     out.assert_success();
     drop(live);
 }
+
+/// A receiver's shared rate limit as the reporter shows it while two
+/// senders share it: the configured limit, the bucket's tokens (within its
+/// burst) and both senders among those who took from it.
+#[test]
+fn the_reporter_shows_a_shared_rate_its_tokens_and_who_takes_from_it() {
+    let rx = spoolpost_tests::receiver::Receiver::start();
+    let spool = TestSpool::new();
+    let cfg = ConfigFile::to("quota", &rx.url("/in"))
+        .with("rate_limit = \"20/s\"")
+        .write(&spool);
+    // Ten seconds of work at 20/s for two senders together.
+    for i in 0..200 {
+        spool.put(format!("f-{i:03}"), b"x");
+    }
+    let senders: Vec<Running> = (0..2)
+        .map(|_| spawn(sender(&spool).arg("--config").arg(&cfg)))
+        .collect();
+    let pids: Vec<i64> = senders.iter().map(|s| s.pid().as_raw().into()).collect();
+    let mut rate = Value::Null;
+    let both_seen = eventually(MINUTE, || {
+        let out = run(
+            reporter(&spool)
+                .arg("--config")
+                .arg(&cfg)
+                .args(["--format", "json"]),
+            MINUTE,
+        );
+        let report: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        rate = report["receivers"]["quota"]["rate"].clone();
+        let takers: Vec<i64> = (rate["takers"].as_array().into_iter().flatten())
+            .filter_map(|t| t["pid"].as_i64())
+            .collect();
+        pids.iter().all(|p| takers.contains(p))
+    });
+    assert!(both_seen, "{rate}");
+    assert_eq!(rate["limit"], "20/s", "{rate}");
+    assert_eq!(rate["burst"], 2, "{rate}");
+    assert!(rate["tokens"].as_u64().is_some_and(|t| t <= 2), "{rate}");
+    for t in rate["takers"].as_array().unwrap() {
+        assert_eq!(t["limit"], "20/s", "{rate}");
+        assert!(
+            t["last_take_seconds_ago"].as_u64().is_some_and(|s| s < 60),
+            "{rate}"
+        );
+    }
+    let table = run(reporter(&spool).arg("--config").arg(&cfg), MINUTE);
+    let row = table
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("RATE"))
+        .find(|l| l.trim_start().starts_with("quota"))
+        .unwrap_or_else(|| panic!("no rate row:\n{}", table.stdout))
+        .to_string();
+    assert!(row.contains("20/s"), "{row}");
+    for p in &pids {
+        assert!(row.contains(&format!("{p}@")), "{row}");
+    }
+    let prom = run(
+        reporter(&spool)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--format", "prometheus"]),
+        MINUTE,
+    );
+    assert!(
+        prom.stdout
+            .contains("spoolpost_receiver_rate_limit_per_second{receiver=\"quota\"} 20\n"),
+        "{}",
+        prom.stdout
+    );
+    for s in senders {
+        s.signal(nix::sys::signal::Signal::SIGTERM);
+        s.wait(MINUTE).assert_success();
+    }
+}
