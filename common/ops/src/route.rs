@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
@@ -33,6 +34,10 @@ pub struct Receiver {
     /// One per URL (`url`, or each of `urls`), in the configured order.
     endpoints: Vec<Endpoint>,
     labels: Vec<String>,
+    /// Every endpoint's URL when none has a placeholder (the common case),
+    /// made once and shared by every file's route instead of copied for
+    /// each: two allocations per file fewer.
+    fixed_urls: Option<Arc<[Url]>>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +116,7 @@ impl Endpoint {
 
 impl Receiver {
     fn new(name: String, config: ReceiverConfig) -> Result<Receiver, String> {
-        let endpoints = config
+        let endpoints: Vec<Endpoint> = config
             .endpoints()
             .into_iter()
             .map(|url| parse_template(url).and_then(Endpoint::new))
@@ -121,11 +126,15 @@ impl Receiver {
             .into_iter()
             .map(redact_template)
             .collect();
+        let fixed_urls = (endpoints.iter())
+            .map(|e| e.fixed_url.clone())
+            .collect::<Option<Arc<[Url]>>>();
         Ok(Receiver {
             name,
             config,
             endpoints,
             labels,
+            fixed_urls,
         })
     }
 
@@ -178,7 +187,7 @@ pub struct Route {
     /// The URL of each of the receiver's endpoints, in its configured
     /// order, or why one made from this file's name is not valid (a
     /// capture can make a bad host, for example).
-    pub urls: Result<Vec<Url>, String>,
+    pub urls: Result<Arc<[Url]>, String>,
 }
 
 pub const SINGLE_RECEIVER: &str = "default";
@@ -264,11 +273,14 @@ impl Router {
     pub fn route(&self, original: &OsStr) -> Option<Route> {
         let rule = self.rules.iter().find(|r| r.matches(original))?;
         let receiver = &self.receivers[rule.receiver];
-        let urls = receiver
-            .endpoints
-            .iter()
-            .map(|endpoint| endpoint.url_for(&rule.matcher, original.as_bytes()))
-            .collect();
+        let urls = match &receiver.fixed_urls {
+            Some(urls) => Ok(urls.clone()),
+            None => receiver
+                .endpoints
+                .iter()
+                .map(|endpoint| endpoint.url_for(&rule.matcher, original.as_bytes()))
+                .collect(),
+        };
         Some(Route {
             receiver: rule.receiver,
             urls,

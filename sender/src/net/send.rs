@@ -157,10 +157,7 @@ impl Http {
                     IDEMPOTENCY_KEY,
                     HeaderValue::from_str(key).expect("a key is hex digits"),
                 );
-                headers.insert(
-                    X_FILENAME,
-                    HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
-                );
+                headers.insert(X_FILENAME, filename);
                 *request.timeout_mut() =
                     Some(target.timeout + Duration::from_secs(size / MIN_RATE));
                 *request.body_mut() = Some(body);
