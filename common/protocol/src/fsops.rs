@@ -10,25 +10,16 @@
 //! A crash in that instant means a duplicate delivery, never a lost file.
 //! The rules of the fallback are docs/spool.md's rules 5 and 6.
 //!
-//! A folder the same process renames in and out of all day, and that nobody
-//! else renames (a sender's claim folder), can be held open as a
-//! [`Folder`]: renames into and out of it then name it by descriptor, so
-//! the kernel walks one name there instead of a whole absolute path. Where
-//! the descriptor cannot do it (no native no-replace rename, the fallback
-//! forced or learnt) the same rename is made by path.
-//!
 //! Also here: a directory fsync that some systems cannot do (AIX answers
 //! `EBADF`), and telling a symlink from other refusals of `O_NOFOLLOW`
 //! (Linux answers `ELOOP`, FreeBSD `EMLINK`, NetBSD `EFTYPE`).
 //! docs/platforms.md lists the environment switches that force each
 //! portable path on Linux, so it is tested there.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -87,88 +78,6 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     link_unlink(from, to)
 }
 
-/// A folder held open, for renames relative to it: a sender's own claim
-/// folder, which nobody else renames or replaces while its lock is held.
-/// Its path is kept for the portable way and for messages.
-#[derive(Debug)]
-pub struct Folder {
-    path: PathBuf,
-    fd: File,
-}
-
-impl Folder {
-    pub fn open(path: &Path) -> io::Result<Folder> {
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).bits())
-            .open(path)?;
-        Ok(Folder {
-            path: path.to_path_buf(),
-            fd,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// One end of a rename: a path, or a name in an open [`Folder`].
-#[derive(Clone, Copy)]
-pub enum At<'a> {
-    Path(&'a Path),
-    In(&'a Folder, &'a OsStr),
-}
-
-impl At<'_> {
-    fn path(self) -> PathBuf {
-        match self {
-            At::Path(path) => path.to_path_buf(),
-            At::In(folder, name) => folder.path.join(name),
-        }
-    }
-}
-
-/// [`rename_noreplace`] with either end named in an open folder: by
-/// descriptor where the system can (Linux's `renameat2`), so the kernel
-/// walks one name there instead of a whole absolute path; by path where it
-/// cannot, or where renames go by `link` + `unlink`. Fails as
-/// [`rename_noreplace`] does.
-pub fn rename_noreplace_at(from: At, to: At) -> io::Result<()> {
-    if !moves_by_link()
-        && let Some(result) = by_descriptor(from, to)
-    {
-        match result {
-            Err(e) if is_unsupported(&e) => {}
-            done => return done,
-        }
-    }
-    // The path way also learns, and says, that the filesystem lacks a
-    // no-replace rename.
-    rename_noreplace(&from.path(), &to.path())
-}
-
-/// The no-replace rename by folder descriptor, where the system has one.
-#[cfg(target_os = "linux")]
-fn by_descriptor(from: At, to: At) -> Option<io::Result<()>> {
-    let end = |at: At| -> io::Result<(nix::libc::c_int, std::ffi::CString)> {
-        Ok(match at {
-            At::Path(path) => (nix::libc::AT_FDCWD, c_path(path)?),
-            At::In(folder, name) => (folder.fd.as_raw_fd(), c_path(Path::new(name))?),
-        })
-    };
-    Some((|| {
-        let ((from_dir, from), (to_dir, to)) = (end(from)?, end(to)?);
-        let rc = renameat2_noreplace(from_dir, &from, to_dir, &to);
-        Errno::result(rc).map(drop).map_err(io::Error::from)
-    })())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn by_descriptor(_: At, _: At) -> Option<io::Result<()>> {
-    None
-}
-
 /// Whether files move by `link` + `unlink` here, as far as this process
 /// knows: on a system without a no-replace rename, when forced, or once a
 /// rename found the filesystem lacking. A link into a folder is not a
@@ -189,28 +98,20 @@ fn is_unsupported(e: &io::Error) -> bool {
 #[cfg(target_os = "linux")]
 fn native_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (from, to) = (c_path(from)?, c_path(to)?);
-    let at = nix::libc::AT_FDCWD;
-    Errno::result(renameat2_noreplace(at, &from, at, &to))
+    Errno::result(renameat2_noreplace(&from, &to))
         .map(drop)
         .map_err(io::Error::from)
 }
 
-/// glibc (2.28+) wraps `renameat2`. `from` and `to` are relative to the
-/// folders `from_dir` and `to_dir` (`AT_FDCWD` for paths).
+/// glibc (2.28+) wraps `renameat2`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn renameat2_noreplace(
-    from_dir: nix::libc::c_int,
-    from: &std::ffi::CStr,
-    to_dir: nix::libc::c_int,
-    to: &std::ffi::CStr,
-) -> nix::libc::c_int {
-    // SAFETY: both paths are NUL-terminated and live across the call; the
-    // folders are open descriptors or AT_FDCWD.
+fn renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
+    // SAFETY: both paths are NUL-terminated and live across the call.
     unsafe {
         nix::libc::renameat2(
-            from_dir,
+            nix::libc::AT_FDCWD,
             from.as_ptr(),
-            to_dir,
+            nix::libc::AT_FDCWD,
             to.as_ptr(),
             nix::libc::RENAME_NOREPLACE,
         )
@@ -220,33 +121,23 @@ fn renameat2_noreplace(
 /// musl's `libc.a` (the static builds) has no `renameat2`: the same call
 /// made as a system call, with the same result and errno.
 #[cfg(all(target_os = "linux", not(target_env = "gnu")))]
-fn renameat2_noreplace(
-    from_dir: nix::libc::c_int,
-    from: &std::ffi::CStr,
-    to_dir: nix::libc::c_int,
-    to: &std::ffi::CStr,
-) -> nix::libc::c_int {
-    raw_renameat2_noreplace(from_dir, from, to_dir, to)
+fn renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
+    raw_renameat2_noreplace(from, to)
 }
 
-/// `renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE)` as a raw
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE)` as a raw
 /// system call. Built for glibc's tests too, so that every build runs it.
 #[cfg(all(target_os = "linux", any(test, not(target_env = "gnu"))))]
-fn raw_renameat2_noreplace(
-    from_dir: nix::libc::c_int,
-    from: &std::ffi::CStr,
-    to_dir: nix::libc::c_int,
-    to: &std::ffi::CStr,
-) -> nix::libc::c_int {
+fn raw_renameat2_noreplace(from: &std::ffi::CStr, to: &std::ffi::CStr) -> nix::libc::c_int {
     use nix::libc::c_long;
     // SAFETY: both paths are NUL-terminated and live across the call; every
     // argument is passed at the width of a register, as the kernel reads it.
     let rc = unsafe {
         nix::libc::syscall(
             nix::libc::SYS_renameat2,
-            from_dir as c_long,
+            nix::libc::AT_FDCWD as c_long,
             from.as_ptr(),
-            to_dir as c_long,
+            nix::libc::AT_FDCWD as c_long,
             to.as_ptr(),
             nix::libc::RENAME_NOREPLACE as c_long,
         )
@@ -419,15 +310,14 @@ mod tests {
     fn the_raw_renameat2_behaves_as_the_wrapper() {
         let dir = tempfile::tempdir().unwrap();
         let c = |name: &str| c_path(&dir.path().join(name)).unwrap();
-        let at = nix::libc::AT_FDCWD;
         std::fs::write(dir.path().join("a"), "A").unwrap();
         std::fs::write(dir.path().join("b"), "B").unwrap();
-        let refused = raw_renameat2_noreplace(at, &c("a"), at, &c("b"));
+        let refused = raw_renameat2_noreplace(&c("a"), &c("b"));
         assert_eq!((refused, Errno::last()), (-1, Errno::EEXIST));
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"B");
-        assert_eq!(raw_renameat2_noreplace(at, &c("a"), at, &c("c")), 0);
+        assert_eq!(raw_renameat2_noreplace(&c("a"), &c("c")), 0);
         assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), b"A");
-        let gone = raw_renameat2_noreplace(at, &c("a"), at, &c("d"));
+        let gone = raw_renameat2_noreplace(&c("a"), &c("d"));
         assert_eq!((gone, Errno::last()), (-1, Errno::ENOENT));
     }
 

@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::fsops::{At, Folder, fsync_dir, rename_noreplace, rename_noreplace_at};
+use crate::fsops::{fsync_dir, rename_noreplace};
 use crate::lock::{self, Held};
 use crate::name::{Key, SpoolName};
 use crate::reason::ReasonRecord;
@@ -189,38 +189,9 @@ impl Spool {
         dir: &Path,
         name: &mut SpoolName,
     ) -> io::Result<PathBuf> {
-        let to = self.free_name(from, dir, name, |to| rename_noreplace(from, &dir.join(to)))?;
-        Ok(dir.join(to))
-    }
-
-    /// [`Spool::move_into`] of `from_name` in the open folder `from`,
-    /// renaming relative to it.
-    pub(crate) fn move_out_of(
-        &self,
-        from: &Folder,
-        from_name: &OsStr,
-        dir: &Path,
-        name: &mut SpoolName,
-    ) -> io::Result<PathBuf> {
-        let path = from.path().join(from_name);
-        let to = self.free_name(&path, dir, name, |to| {
-            rename_noreplace_at(At::In(from, from_name), At::Path(&dir.join(to)))
-        })?;
-        Ok(dir.join(to))
-    }
-
-    /// Tries `rename` with `name`, and with a fresh `uniq` field while the
-    /// name is taken in `dir`; syncs `dir` after the rename that made it.
-    fn free_name(
-        &self,
-        from: &Path,
-        dir: &Path,
-        name: &mut SpoolName,
-        mut rename: impl FnMut(&OsStr) -> io::Result<()>,
-    ) -> io::Result<OsString> {
         for _ in 0..16 {
-            let to = name.to_os_string();
-            match rename(&to) {
+            let to = dir.join(name.to_os_string());
+            match rename_noreplace(from, &to) {
                 Ok(()) => {
                     self.synced(dir)?;
                     return Ok(to);
@@ -278,11 +249,6 @@ pub struct ClaimFolder {
     spool: Spool,
     id: String,
     dir: PathBuf,
-    /// This folder held open: a claim renames into it, a delivery out of
-    /// it, by descriptor rather than by its absolute path. `incoming/` and
-    /// `done/` stay named by path, so a folder an operator moves away or
-    /// replaces is never written to after.
-    folder: Folder,
     _lock: Held,
 }
 
@@ -299,12 +265,10 @@ impl ClaimFolder {
         let dir = spool.dir(State::Sending).join(&id);
         rename_noreplace(&staging, &dir)
             .map_err(|e| annotate(e, "cannot move claim folder to", &dir))?;
-        let folder = Folder::open(&dir).map_err(|e| annotate(e, "cannot open", &dir))?;
         Ok(ClaimFolder {
             spool: spool.clone(),
             id,
             dir,
-            folder,
             _lock: lock,
         })
     }
@@ -349,12 +313,9 @@ impl ClaimFolder {
             name.first_attempt = Some(unix_seconds(now));
         }
         let from = self.spool.dir(State::Incoming).join(incoming_name);
-        let to_name = name.to_os_string();
-        match rename_noreplace_at(At::Path(&from), At::In(&self.folder, &to_name)) {
-            Ok(()) => Ok(Some(Claimed {
-                path: self.dir.join(to_name),
-                name,
-            })),
+        let to = self.dir.join(name.to_os_string());
+        match rename_noreplace(&from, &to) {
+            Ok(()) => Ok(Some(Claimed { name, path: to })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if SpoolName::parse(incoming_name).key.is_none() {
                     crate::fullname::forget(self.spool.root(), &name);
@@ -375,14 +336,8 @@ impl ClaimFolder {
             return Ok(None);
         }
         let done = self.spool.dir(State::Done);
-        let moved = match file.path.file_name() {
-            // Straight from this folder, not from its `.delivered/`.
-            Some(from) if file.path.parent() == Some(self.dir.as_path()) => {
-                (self.spool).move_out_of(&self.folder, from, &done, &mut file.name)
-            }
-            _ => (self.spool).move_into(&file.path, &done, &mut file.name),
-        };
-        moved
+        self.spool
+            .move_into(&file.path, &done, &mut file.name)
             .map(Some)
             .map_err(|e| annotate(e, "cannot move to done/", &file.path))
     }
