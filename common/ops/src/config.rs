@@ -401,7 +401,7 @@ fn yes() -> bool {
 /// 4, not gzip's customary 6: the same bytes on small event files, and
 /// about half the CPU of 6 on large ones for 3% more bytes
 /// (docs/configuration.md, "Compression").
-pub fn default_gzip_level() -> u32 {
+pub const fn default_gzip_level() -> u32 {
     4
 }
 fn default_timeout() -> Duration {
