@@ -114,7 +114,7 @@ pub struct Args {
     pub content_type: String,
 
     /// gzip level for --url (0-9).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9), help_heading = "Receiver")]
+    #[arg(long, default_value_t = spoolpost_ops::config::default_gzip_level(), value_parser = clap::value_parser!(u32).range(0..=9), help_heading = "Receiver")]
     pub gzip_level: u32,
 
     /// Send bodies uncompressed (--url).

@@ -455,8 +455,11 @@ fn default_content_type() -> String {
 fn yes() -> bool {
     true
 }
-fn default_gzip_level() -> u32 {
-    6
+/// 4, not gzip's customary 6: the same bytes on small event files, and
+/// about half the CPU of 6 on large ones for 3% more bytes
+/// (docs/configuration.md, "Compression").
+pub const fn default_gzip_level() -> u32 {
+    4
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)

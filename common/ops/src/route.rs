@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
@@ -33,6 +34,10 @@ pub struct Receiver {
     /// One per URL (`url`, or each of `urls`), in the configured order.
     endpoints: Vec<Endpoint>,
     labels: Vec<String>,
+    /// Every endpoint's URL when none has a placeholder (the common case),
+    /// made once and shared by every file's route instead of copied for
+    /// each: two allocations per file fewer.
+    fixed_urls: Option<Arc<[Url]>>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +116,7 @@ impl Endpoint {
 
 impl Receiver {
     fn new(name: String, config: ReceiverConfig) -> Result<Receiver, String> {
-        let endpoints = match &config.s3 {
+        let endpoints: Vec<Endpoint> = match &config.s3 {
             Some(s3) => vec![Endpoint::new(s3_template(&config.url, &config.urls, s3)?)?],
             None => config
                 .endpoints()
@@ -124,11 +129,15 @@ impl Receiver {
             .into_iter()
             .map(redact_template)
             .collect();
+        let fixed_urls = (endpoints.iter())
+            .map(|e| e.fixed_url.clone())
+            .collect::<Option<Arc<[Url]>>>();
         Ok(Receiver {
             name,
             config,
             endpoints,
             labels,
+            fixed_urls,
         })
     }
 
@@ -221,7 +230,7 @@ pub struct Route {
     /// The URL of each of the receiver's endpoints, in its configured
     /// order, or why one made from this file's name is not valid (a
     /// capture can make a bad host, for example).
-    pub urls: Result<Vec<Url>, String>,
+    pub urls: Result<Arc<[Url]>, String>,
 }
 
 pub const SINGLE_RECEIVER: &str = "default";
@@ -307,11 +316,14 @@ impl Router {
     pub fn route(&self, original: &OsStr) -> Option<Route> {
         let rule = self.rules.iter().find(|r| r.matches(original))?;
         let receiver = &self.receivers[rule.receiver];
-        let urls = receiver
-            .endpoints
-            .iter()
-            .map(|endpoint| endpoint.url_for(&rule.matcher, original.as_bytes()))
-            .collect();
+        let urls = match &receiver.fixed_urls {
+            Some(urls) => Ok(urls.clone()),
+            None => receiver
+                .endpoints
+                .iter()
+                .map(|endpoint| endpoint.url_for(&rule.matcher, original.as_bytes()))
+                .collect(),
+        };
         Some(Route {
             receiver: rule.receiver,
             urls,

@@ -147,7 +147,8 @@ impl Http {
                     ),
                 );
             }
-            Some(s3) => match s3.sign(url, key, &filename, started) {
+            // The header's text: visible ASCII, escaped where it was not.
+            Some(s3) => match s3.sign(url, key, filename.to_str().unwrap_or("unnamed"), started) {
                 Ok(signed) => Some(signed),
                 Err(why) => return unsendable(started, why),
             },
@@ -205,10 +206,7 @@ impl Http {
                     IDEMPOTENCY_KEY,
                     HeaderValue::from_str(key).expect("a key is hex digits"),
                 );
-                headers.insert(
-                    X_FILENAME,
-                    HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("unnamed")),
-                );
+                headers.insert(X_FILENAME, filename);
                 if let Some(signed) = &signed {
                     for (name, value) in &signed.headers {
                         headers.insert(name.clone(), value.clone());

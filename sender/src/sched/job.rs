@@ -31,7 +31,7 @@ pub struct Job {
     pub claimed: Claimed,
     pub receiver: usize,
     /// The URL of each of the receiver's endpoints, and the one granted.
-    pub urls: Vec<reqwest::Url>,
+    pub urls: Arc<[reqwest::Url]>,
     pub endpoint: usize,
     /// Its request to `endpoint` is that endpoint's half-open probe.
     pub probe: bool,
