@@ -218,7 +218,7 @@ pub const QUIET_EVERY: Duration = Duration::from_secs(3);
 /// of senders that take them.
 pub const QUIET_FOR: Duration = Duration::from_millis(150);
 /// How often a sender that has measured nothing yet takes a quiet moment.
-pub const QUIET_FIRST_EVERY: Duration = Duration::from_millis(250);
+pub const QUIET_FIRST_EVERY: Duration = Duration::from_millis(500);
 /// The start of a quiet moment whose requests are not measured: the
 /// receiver still works on the ones sent before it.
 pub const QUIET_SETTLE: Duration = Duration::from_millis(50);
@@ -342,6 +342,9 @@ pub struct Controller {
     /// ([`Controller::startup_failures_rise`]).
     startup_answers: f64,
     startup_failures: f64,
+    /// The noise was learnt by slow start's windows, alone
+    /// ([`Controller::set_shared`] forgets it).
+    noise_from_startup: bool,
     window: Window,
 }
 
@@ -428,6 +431,7 @@ impl Controller {
             goodput: None,
             startup_answers: 0.0,
             startup_failures: 0.0,
+            noise_from_startup: false,
             window: Window::default(),
         }
     }
@@ -462,6 +466,16 @@ impl Controller {
     /// room it gave up, and senders that each excused a little of the
     /// overload they make together met 15-50% 503s under a busy host.
     pub fn set_shared(&mut self, shared: bool) {
+        if shared && !self.shared && self.noise_from_startup {
+            // Slow start learnt it as a sender alone, comparing its own
+            // windows: with others starting beside it, their load rose
+            // with its own and their overload kept its share. Three
+            // senders started together on a capacity of 8 learnt a third
+            // of 503s as noise in their first 50 ms and met 13-41% 503s.
+            // The quiet moments measure the noise of a shared receiver.
+            self.noise = 0.0;
+            self.noise_from_startup = false;
+        }
         self.shared = shared;
     }
 
@@ -872,6 +886,7 @@ impl Controller {
         }
         if f2 > 0.0 && f1 > 0.0 && n1 + n2 >= MIN_WINDOW as f64 {
             self.noise = ((f1 + f2) / (n1 + n2)).min(MAX_NOISE);
+            self.noise_from_startup = true;
             tracing::debug!(
                 noise = self.noise,
                 "failures come at the same share as slow start raises the load: learnt as noise"
@@ -1371,6 +1386,10 @@ mod tests {
             c.noise()
         );
         assert!(c.limit() >= 512, "limits {seen:?}");
+        // Found sharing the receiver: what it learnt alone is forgotten,
+        // for the quiet moments to measure.
+        c.set_shared(true);
+        assert_eq!(c.noise(), 0.0);
 
         let mut c = Controller::new(1024, None);
         let mut seen = vec![];
@@ -2493,11 +2512,14 @@ mod tests {
     #[test]
     fn shared_senders_keep_up_with_noise() {
         let window = Duration::from_secs(15);
-        // Measured (medians of three seeds): 0.92, 0.87 and 0.93, with the
-        // first quiet moments every 250 ms, a moment cut short by the next
-        // counted, and a hung request's lapse looked at again as the
-        // first answers shorten it; before those, 0.90, 0.83 and 0.90;
-        // earlier 0.90, 0.81 and 0.89; 0.85,
+        // Measured (medians of three seeds, which spread by up to 0.15):
+        // 0.84, 0.83 and 0.86 with a hung request's lapse looked at again
+        // as the first answers shorten it, and a quiet moment cut short by
+        // the next counted; 0.92, 0.87 and 0.93 with the first quiet
+        // moments every 250 ms as well, which three real senders on a
+        // capacity of 8 paid with 12-41% of 503s in one run of two (the
+        // adaptive integration test), so they stay 500 ms apart; 0.90,
+        // 0.83 and 0.90 before; earlier 0.90, 0.81 and 0.89; 0.85,
         // 0.76 and 0.85 with the first quiet moments a second apart and
         // no fresh slow start after the first measurement; 0.04, 0.04 and
         // 0.03 before the quiet moments, when shared senders learnt no
@@ -2517,7 +2539,7 @@ mod tests {
                     hang: 0.0,
                     ..Receiver::FAST
                 },
-                0.85,
+                0.8,
             ),
             (
                 "4 senders, a load balancer with a bad backend",
@@ -2529,7 +2551,7 @@ mod tests {
                     hang: 0.01,
                     ..Receiver::FAST
                 },
-                0.8,
+                0.7,
             ),
             (
                 "3 senders, capacity 64 with 10% noise",
@@ -2541,7 +2563,7 @@ mod tests {
                     hang: 0.0,
                     ..Receiver::FAST
                 },
-                0.85,
+                0.8,
             ),
         ];
         let files = 200_000;
