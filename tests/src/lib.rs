@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod harness;
 pub mod load;
 pub mod notify;
+pub mod payload;
 pub mod proxy;
 pub mod receiver;
 pub mod s3;

@@ -201,42 +201,6 @@ fn one_kib_json(i: u64) -> Vec<u8> {
     line.into_bytes()
 }
 
-/// An event line that compresses about as well as real event data (about
-/// 3:1 at gzip 6), not 10:1 like [`one_kib_json`]'s repeated text: random
-/// identifiers, amounts and timestamps, and a few words from a small set.
-fn varied_json(i: u64, rng: &mut fastrand::Rng) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "order",
-        "created",
-        "paid",
-        "shipped",
-        "refund",
-        "cart",
-        "user",
-        "item",
-        "price",
-        "stock",
-        "warehouse",
-        "berlin",
-        "lisbon",
-        "express",
-        "standard",
-        "gift",
-    ];
-    let words: Vec<&str> = (0..8).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
-    format!(
-        "{{\"seq\":{i},\"ts\":{},\"id\":\"{:016x}{:016x}\",\"user\":{},\"amount\":{}.{:02},\"note\":\"{}\"}}\n",
-        1_790_000_000_000u64 + rng.u64(..1_000_000_000),
-        rng.u64(..),
-        rng.u64(..),
-        rng.u32(..10_000_000),
-        rng.u32(..100_000),
-        rng.u32(..100),
-        words.join(" "),
-    )
-    .into_bytes()
-}
-
 fn fill(dir: &Path, n: u64, size: usize) -> u64 {
     std::fs::create_dir_all(dir).unwrap();
     let mut bytes = 0;
@@ -510,7 +474,7 @@ fn run_once(args: &Args, bins: &Bins, work: &Path, rx: &Receiver) -> Vec<Row> {
         let mut i = 0;
         let mut rng = fastrand::Rng::with_seed(5);
         while written < big_size {
-            let line = varied_json(i, &mut rng);
+            let line = spoolpost_tests::payload::varied_json(i, &mut rng);
             f.write_all(&line).unwrap();
             written += line.len() as u64;
             i += 1;

@@ -2,7 +2,7 @@
 //! event data of 1 KiB, 64 KiB and 1 MiB, the figures behind the default
 //! `gzip_level` (docs/configuration.md, "Compression").
 //!
-//! The data is JSON event lines as the benchmark's `varied_json` makes them
+//! The data is JSON event lines as `spoolpost_tests::payload::varied_json` makes them
 //! (random identifiers, amounts and timestamps, a few words from a small
 //! set), which compress about 3:1 as event data does; repeated text would
 //! compress 10:1 and flatter every level. Each body is compressed as the
@@ -27,43 +27,13 @@ struct Args {
     repeat: usize,
 }
 
-/// JSON event lines as the benchmark's `varied_json`, `size` bytes in all.
+/// JSON event lines as the benchmark makes them
+/// ([`spoolpost_tests::payload::varied_json`]), `size` bytes in all.
 fn events(size: usize, rng: &mut fastrand::Rng) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "order",
-        "created",
-        "paid",
-        "shipped",
-        "refund",
-        "cart",
-        "user",
-        "item",
-        "price",
-        "stock",
-        "warehouse",
-        "berlin",
-        "lisbon",
-        "express",
-        "standard",
-        "gift",
-    ];
     let mut out = Vec::with_capacity(size + 256);
     let mut i = 0u64;
     while out.len() < size {
-        let words: Vec<&str> = (0..8).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
-        out.extend_from_slice(
-            format!(
-                "{{\"seq\":{i},\"ts\":{},\"id\":\"{:016x}{:016x}\",\"user\":{},\"amount\":{}.{:02},\"note\":\"{}\"}}\n",
-                1_790_000_000_000u64 + rng.u64(..1_000_000_000),
-                rng.u64(..),
-                rng.u64(..),
-                rng.u32(..10_000_000),
-                rng.u32(..100_000),
-                rng.u32(..100),
-                words.join(" "),
-            )
-            .as_bytes(),
-        );
+        out.extend_from_slice(&spoolpost_tests::payload::varied_json(i, rng));
         i += 1;
     }
     out.truncate(size);
