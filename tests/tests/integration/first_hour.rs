@@ -53,21 +53,24 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// PATH with the workspace's programs first, as an installed host has them.
+fn programs_on_path() -> String {
+    format!(
+        "{}:{}",
+        bin("reporter").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Runs a command a program printed as a person would paste it: through a
 /// shell, from a folder of its own, with the programs on the PATH and no
 /// SPOOLPOST_* variables to help it.
 fn paste(command: &str, spool: &TestSpool) -> Finished {
-    let programs = bin("reporter");
-    let path = format!(
-        "{}:{}",
-        programs.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let ran = run(
         Command::new("sh")
             .args(["-c", command])
             .current_dir(spool.side("elsewhere"))
-            .env("PATH", path)
+            .env("PATH", programs_on_path())
             .env_remove("SPOOLPOST_CONFIG")
             .env_remove("SPOOLPOST_SPOOL"),
         LIMIT,
@@ -284,12 +287,7 @@ impl Host {
         std::fs::copy(&cfg, here.join("spoolpost.toml")).unwrap();
         let out = spool.side("out");
         let events = out.join("sender-main-events.jsonl");
-        let programs = bin("reporter");
-        let path = format!(
-            "{}:{}",
-            programs.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = programs_on_path();
         Host {
             spool,
             receiver,
