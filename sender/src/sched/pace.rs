@@ -33,8 +33,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::adaptive::{
-    Controller, LAPSE_FLOOR, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting,
-    Signal, Snapshot, Ticket,
+    Controller, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
+    Snapshot, Ticket,
 };
 use crate::rules::outcome::Answer;
 use crate::sched::shared_rate::SharedRate;
@@ -556,24 +556,13 @@ impl Slot {
     /// still counts it.
     pub async fn unless_hung<F: std::future::Future>(&mut self, request: F) -> F::Output {
         tokio::pin!(request);
-        let sent = tokio::time::Instant::now();
-        while !self.lapsed {
-            // The lapse time as it is now, looked at again at least every
-            // LAPSE_FLOOR: a request sent before any answer was timed
-            // starts with a second's lapse, and one that hung then held a
-            // sender near a limit of one for that second after the first
-            // answers had shortened it to a quarter (simulated).
+        if !self.lapsed {
             let lapse = self.pace.lapse_after();
-            if lapse == Duration::MAX {
-                break;
-            }
-            let due = sent + lapse;
-            let look = due.min(tokio::time::Instant::now() + LAPSE_FLOOR);
-            tokio::select! {
-                biased;
-                out = &mut request => return out,
-                _ = tokio::time::sleep_until(look) => {
-                    if look >= due {
+            if lapse != Duration::MAX {
+                tokio::select! {
+                    biased;
+                    out = &mut request => return out,
+                    _ = tokio::time::sleep(lapse) => {
                         self.lapsed = true;
                         self.pace.free();
                         tracing::debug!(receiver = %self.pace.name, after = ?lapse, "a request is slow to answer; its room is freed for another");
