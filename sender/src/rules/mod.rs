@@ -10,6 +10,7 @@ pub mod change;
 pub mod endpoint;
 pub mod judge;
 pub mod leap;
+pub mod multipart;
 pub mod outcome;
 pub mod rate;
 pub mod shared_rate;
