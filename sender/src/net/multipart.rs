@@ -36,6 +36,7 @@ use crate::net::send::{KEEP_BODY, MIN_RATE, Sent};
 use crate::net::target::Target;
 use crate::net::transport::{classify_error, error_text};
 use crate::rules::outcome::Answer;
+use crate::rules::s3_error;
 
 /// What went wrong in one step, as the answer to judge.
 struct Failed {
@@ -58,12 +59,19 @@ impl Failed {
     }
 
     fn status(code: u16, retry_after: Option<String>, body: Vec<u8>, doing: &str) -> Failed {
-        Failed {
-            answer: Answer::Status {
+        let answer = match s3_error::credentials_refused(code, &body) {
+            Some(store_code) => Answer::CredentialsRefused {
+                code,
+                store_code: store_code.to_string(),
+            },
+            None => Answer::Status {
                 code,
                 retry_after,
                 early: None,
             },
+        };
+        Failed {
+            answer,
             body,
             error: Some(format!("{doing}: HTTP {code}")),
         }
@@ -245,7 +253,10 @@ impl Job<'_> {
         match head.code {
             // There already: as a conditional PUT's 412.
             200..=299 => return Ok(412),
-            404 => {}
+            // Not there; or a write-only policy that may not read: the
+            // upload's start will say whether we may write, with an XML
+            // error a HEAD's answer has no body for.
+            404 | 403 => {}
             code => return Err(Failed::status(code, None, head.body, "HEAD of the object")),
         }
         let signed = self

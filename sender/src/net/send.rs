@@ -23,8 +23,8 @@ use crate::net::parts::Parts;
 use crate::net::target::{Target, env_proxies};
 use crate::net::transport::{classify_error, error_text, proxy_refused_credentials};
 use crate::rules::change::Stat;
-use crate::rules::multipart;
 use crate::rules::outcome::{Answer, Early, Transport};
+use crate::rules::{multipart, s3_error};
 
 /// Bytes of an error answer's body kept for the reason record.
 pub(super) const KEEP_BODY: usize = spoolpost_protocol::reason::MAX_BODY + 1;
@@ -315,10 +315,20 @@ impl Http {
                 });
                 let delivered = (200..300).contains(&code) && early.is_none();
                 let body = read_answer_body(response, delivered).await;
-                let answer = Answer::Status {
-                    code,
-                    retry_after,
-                    early,
+                let answer = match target
+                    .s3
+                    .as_ref()
+                    .and(s3_error::credentials_refused(code, &body))
+                {
+                    Some(store_code) => Answer::CredentialsRefused {
+                        code,
+                        store_code: store_code.to_string(),
+                    },
+                    None => Answer::Status {
+                        code,
+                        retry_after,
+                        early,
+                    },
                 };
                 (answer, body, None)
             }

@@ -13,4 +13,5 @@ pub mod leap;
 pub mod multipart;
 pub mod outcome;
 pub mod rate;
+pub mod s3_error;
 pub mod shared_rate;

@@ -231,6 +231,9 @@ impl Watch<'_> {
 fn failover_note(label: &str, sent: &Sent) -> String {
     match (&sent.answer, &sent.error) {
         (Answer::Status { code, .. }, _) => format!("{label}: status {code}"),
+        (Answer::CredentialsRefused { code, store_code }, _) => {
+            format!("{label}: status {code} {store_code}")
+        }
         (_, Some(error)) => format!("{label}: {error}"),
         (answer, None) => format!("{label}: {answer:?}"),
     }
