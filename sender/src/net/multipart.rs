@@ -230,6 +230,7 @@ impl Job<'_> {
             bytes_read: progress.read.load(Ordering::Relaxed),
             bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
+            location: None,
         }
     }
 

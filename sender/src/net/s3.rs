@@ -233,6 +233,11 @@ impl S3Target {
         }
     }
 
+    /// `object`'s URL in this bucket, unsigned: where an operator finds it.
+    pub fn object_url(&self, object: &str) -> Option<reqwest::Url> {
+        self.bucket.object_url(object).ok()
+    }
+
     /// The start of a multipart upload of `object`.
     pub fn sign_create(&self, object: &str, key: &str, filename: &str, now: Instant) -> Signed {
         let credentials = self.credentials(now);

@@ -52,6 +52,10 @@ pub struct Sent {
     pub bytes_read: u64,
     pub bytes_sent: u64,
     pub latency: Duration,
+    /// Where the file went when that is not the routed URL: an S3
+    /// object's own URL (bucket, key with the file's idempotency key in
+    /// it, suffix), unsigned, for the reason record and event line.
+    pub location: Option<reqwest::Url>,
 }
 
 impl Http {
@@ -137,6 +141,26 @@ impl Http {
     /// to receiver `receiver` at `url`.
     #[allow(clippy::too_many_arguments)]
     pub async fn send(
+        &self,
+        receiver: usize,
+        url: &reqwest::Url,
+        file: File,
+        claimed: Stat,
+        path: &Path,
+        key: &str,
+        original: &[u8],
+    ) -> Sent {
+        let mut sent = self
+            .send_to(receiver, url, file, claimed, path, key, original)
+            .await;
+        if let Some(s3) = &self.targets[receiver].s3 {
+            sent.location = s3.object(url, key).ok().and_then(|o| s3.object_url(&o));
+        }
+        sent
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to(
         &self,
         receiver: usize,
         url: &reqwest::Url,
@@ -362,6 +386,7 @@ impl Http {
             bytes_read: progress.read.load(Ordering::Relaxed),
             bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
+            location: None,
         }
     }
 }
@@ -397,6 +422,7 @@ fn local_failure(started: Instant, local: Local, progress: &Progress) -> Sent {
         bytes_read: progress.read.load(Ordering::Relaxed),
         bytes_sent: 0,
         latency: started.elapsed(),
+        location: None,
     }
 }
 
@@ -409,6 +435,7 @@ fn unsendable(started: Instant, why: String) -> Sent {
         bytes_read: 0,
         bytes_sent: 0,
         latency: started.elapsed(),
+        location: None,
     }
 }
 

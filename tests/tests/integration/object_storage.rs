@@ -145,7 +145,7 @@ fn captures_fill_the_key_and_an_unencoded_body_is_stored_as_it_is() {
 }
 
 /// The store's refusals of a file reach the reason file as the store
-/// wrote them. A missing bucket's 404 is not among them: s3s-fs makes a
+/// wrote them, with the object's URL. A missing bucket's 404 is not among them: s3s-fs makes a
 /// bucket's folder on a PUT, so the 404 is held to the answer table by the
 /// sender's unit tests and to a real store here only by `--probe` (below).
 #[test]
@@ -166,6 +166,20 @@ fn a_refused_storage_class_is_rejected_with_the_store_s_error() {
     let body = reason.body.unwrap_or_default();
     assert!(body.contains("<Code>InvalidStorageClass</Code>"), "{body}");
     assert!(store.objects("landing").is_empty());
+    // Where the object would be, as an operator would look for it: the
+    // bucket, the file's own key and the suffix, not the routed URL with
+    // a marker where the key goes.
+    assert_eq!(
+        reason.url.as_deref(),
+        Some(
+            format!(
+                "{}/landing/{}-a.json.gz",
+                store.endpoint,
+                reason.key.unwrap()
+            )
+            .as_str()
+        )
+    );
 }
 
 /// A signature the store refuses (403 `SignatureDoesNotMatch`: a secret
