@@ -147,28 +147,52 @@ impl Job<'_> {
         })
     }
 
-    /// Aborts upload `id`; true when it is gone (aborted, or unknown to
-    /// the store), and then its record is removed.
-    async fn abort(&self, id: &str) -> bool {
-        let url = self.s3.sign_abort(&self.object, id, Instant::now());
-        let gone = match self
+    /// Aborts upload `id` of `object`. Its record is removed when the
+    /// upload is gone (aborted, or unknown to the store: 404
+    /// `NoSuchUpload`, as for an upload completed just before a crash) or
+    /// when the store refuses for any other reason than our credentials or
+    /// its own trouble (s3s-fs answers 403 `AccessDenied` for an id it does
+    /// not know): kept, the record would stop the file for good. It is
+    /// kept after a 5xx, a broken connection or a refusal of our
+    /// credentials, which the next attempt gets past.
+    async fn abort(&self, object: &str, id: &str) -> Result<(), Failed> {
+        let url = self.s3.sign_abort(object, id, Instant::now());
+        let reply = self
             .request(reqwest::Method::DELETE, url, &HeaderMap::new(), None, false)
-            .await
-        {
-            Ok(r) => (200..300).contains(&r.code) || r.code == 404,
-            Err(_) => false,
-        };
-        if gone {
-            if let Err(e) = uploads::remove(self.spool, self.key, self.s3.receiver()) {
-                tracing::warn!(object = %self.object, error = %e, "cannot remove the record of an aborted upload");
+            .await;
+        let kept = match reply {
+            Ok(r) if (200..300).contains(&r.code) || r.code == 404 => None,
+            Ok(r)
+                if (400..500).contains(&r.code)
+                    && s3_error::credentials_refused(r.code, &r.body).is_none() =>
+            {
+                tracing::warn!(%object, upload = id, status = r.code, code = s3_error::error_code(&r.body).unwrap_or(""), "the store would not abort an upload; it is left to the bucket's lifecycle rule");
+                None
             }
-        } else {
-            tracing::warn!(object = %self.object, upload = id, "cannot abort a multipart upload; the next attempt of this file tries again");
+            Ok(r) => Some(Failed::status(
+                r.code,
+                retry_after(&r.headers),
+                r.body,
+                "aborting an upload",
+            )),
+            Err(f) => Some(f),
+        };
+        match kept {
+            None => {
+                if let Err(e) = uploads::remove(self.spool, self.key, self.s3.receiver()) {
+                    tracing::warn!(%object, error = %e, "cannot remove the record of an aborted upload");
+                }
+                Ok(())
+            }
+            Some(f) => {
+                tracing::warn!(%object, upload = id, "cannot abort a multipart upload; the next attempt of this file tries again");
+                Err(f)
+            }
         }
-        gone
     }
 
-    /// Step 1: an upload an earlier attempt left is aborted.
+    /// Step 1: an upload an earlier attempt left is aborted, under the
+    /// key it was started with (the key template may have changed since).
     async fn abort_left_over(&self) -> Result<(), Failed> {
         let earlier =
             uploads::read(self.spool, self.key, self.s3.receiver()).map_err(|e| Failed {
@@ -179,26 +203,16 @@ impl Job<'_> {
         let Some(earlier) = earlier else {
             return Ok(());
         };
-        if earlier.object != self.object || self.abort(&earlier.upload_id).await {
-            if earlier.object != self.object {
-                // Made for another key (the configuration changed): the
-                // store would not know it under ours; it is left to the
-                // bucket's lifecycle rule.
-                tracing::warn!(object = %earlier.object, upload = %earlier.upload_id, "an earlier upload of this file was for another key; not aborted");
-                let _ = uploads::remove(self.spool, self.key, self.s3.receiver());
-            } else {
-                tracing::info!(object = %self.object, upload = %earlier.upload_id, "aborted the multipart upload an earlier attempt left");
-            }
+        if earlier.bucket != self.s3.bucket_name() {
+            // The receiver now names another bucket, whose store may not
+            // be the same: left to that bucket's lifecycle rule.
+            tracing::warn!(bucket = %earlier.bucket, object = %earlier.object, upload = %earlier.upload_id, "an earlier upload of this file was into another bucket; not aborted");
+            let _ = uploads::remove(self.spool, self.key, self.s3.receiver());
             return Ok(());
         }
-        Err(Failed {
-            answer: Answer::Failed(crate::rules::outcome::Transport::Other),
-            body: Vec::new(),
-            error: Some(format!(
-                "cannot abort upload {} an earlier attempt left",
-                earlier.upload_id
-            )),
-        })
+        self.abort(&earlier.object, &earlier.upload_id).await?;
+        tracing::info!(object = %earlier.object, upload = %earlier.upload_id, "ended the multipart upload an earlier attempt left");
+        Ok(())
     }
 
     /// Sends the parts that `parts` gives, `first` already read, as one
@@ -295,7 +309,7 @@ impl Job<'_> {
             upload_id: id.clone(),
         };
         if let Err(e) = uploads::write(self.spool, self.key, self.s3.receiver(), &record) {
-            self.abort(&id).await;
+            let _ = self.abort(&self.object, &id).await;
             return Err(Failed {
                 answer: Answer::LocalRead,
                 body: Vec::new(),
@@ -310,7 +324,7 @@ impl Job<'_> {
                 Ok(code)
             }
             Err(failed) => {
-                self.abort(&id).await;
+                let _ = self.abort(&self.object, &id).await;
                 Err(failed)
             }
         }

@@ -263,3 +263,83 @@ fn a_compressed_body_goes_in_one_put_with_its_content_length() {
         "{puts:?}"
     );
 }
+
+/// A record in `uploads/` whose upload the store does not know (one
+/// completed just before a crash, or already aborted) must not stop the
+/// file: s3s-fs refuses to abort an unknown id (403 `AccessDenied`), AWS
+/// answers 404 `NoSuchUpload`; either way the record is dropped and the
+/// file sent.
+#[test]
+fn a_recorded_upload_the_store_does_not_know_does_not_stop_the_file() {
+    let store = S3Server::start_with(&["landing"], &["--fail-part", "2"]);
+    let spool = TestSpool::new();
+    let body = noise(11 * MIB, 9);
+    spool.put("big.bin", &body);
+    let config = parts_config(&store, &spool, "none");
+    run(
+        sender(&spool).args(["--once", "--config"]).arg(&config),
+        MINUTE,
+    )
+    .assert_success();
+    let [waiting] = spool.names(State::Incoming).try_into().unwrap();
+    let name = spoolpost_protocol::name::SpoolName::parse(std::ffi::OsStr::new(
+        std::str::from_utf8(&waiting).unwrap(),
+    ));
+    let key = name.key.unwrap().to_string();
+    spoolpost_protocol::uploads::write(
+        &spool.root,
+        &key,
+        "s3",
+        &spoolpost_protocol::uploads::Upload {
+            bucket: "landing".into(),
+            object: format!("{key}-big.bin"),
+            upload_id: "0b9a6c3e-0000-4000-8000-000000000000".into(),
+        },
+    )
+    .unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            run(
+                sender(&spool).args(["--once", "--config"]).arg(&config),
+                MINUTE,
+            )
+            .assert_success();
+            spool.count(State::Done) == 1
+        }),
+        "{:?}",
+        spool.census()
+    );
+    assert_eq!(uploads_recorded(&spool), 0);
+    assert!(*store.objects("landing").values().next().unwrap() == body);
+}
+
+#[test]
+fn a_part_size_s3_cannot_take_is_refused_by_check() {
+    let store = S3Server::start(&["landing"]);
+    let spool = TestSpool::new();
+    for (lines, said) in [
+        ("part_size = \"1 MiB\"", "s3.part_size"),
+        ("multipart_above = \"6 GiB\"", "s3.multipart_above"),
+        // The size parser's error names the line, not the key.
+        ("part_size = \"lots\"", "\"lots\""),
+    ] {
+        let config = ConfigFile::new()
+            .receiver("s3", &store.endpoint, "")
+            .with(&store.receiver_lines("landing", lines))
+            .route_all("s3")
+            .write(&spool);
+        let out = run(
+            sender(&spool).args(["--check", "--config"]).arg(&config),
+            MINUTE,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{lines}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out.stderr.contains(said), "{lines}: {}", out.stderr);
+    }
+}
