@@ -69,8 +69,20 @@ impl Parts {
         let mut buf = vec![0u8; READ];
         loop {
             if self.pending.len() > self.part_size {
-                let rest = self.pending.split_off(self.part_size);
+                // Only the small rest is kept: the next part's buffer is
+                // made when it is filled, after this part was sent and
+                // freed, so one part's memory serves them all.
+                let rest = self.pending[self.part_size..].to_vec();
+                self.pending.truncate(self.part_size);
                 return Ok(Some(std::mem::replace(&mut self.pending, rest)));
+            }
+            // Made once at its full size: grown by doubling, a part would
+            // leave a buffer of up to twice its size in the allocator.
+            // A small file's body needs no part-sized buffer.
+            let body = self.claimed.len + self.claimed.len / 1000 + 64 * 1024;
+            let full = (self.part_size as u64).min(body) as usize + 2 * READ;
+            if !self.ended && self.pending.capacity() < full {
+                self.pending.reserve_exact(full - self.pending.len());
             }
             if self.ended {
                 return Ok((!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending)));
