@@ -54,8 +54,8 @@ pub fn write(root: &Path, key: &str, receiver: &str, upload: &Upload) -> io::Res
 }
 
 /// The upload recorded for `key` and `receiver`, if any. A record that
-/// cannot be parsed is an error, not "none": the upload it named would be
-/// forgotten.
+/// cannot be parsed is an error of kind `InvalidData`, not "none", so the
+/// caller can say that an upload may be forgotten.
 pub fn read(root: &Path, key: &str, receiver: &str) -> io::Result<Option<Upload>> {
     let at = path(root, key, receiver);
     match fs::read(&at) {

@@ -194,12 +194,23 @@ impl Job<'_> {
     /// Step 1: an upload an earlier attempt left is aborted, under the
     /// key it was started with (the key template may have changed since).
     async fn abort_left_over(&self) -> Result<(), Failed> {
-        let earlier =
-            uploads::read(self.spool, self.key, self.s3.receiver()).map_err(|e| Failed {
-                answer: Answer::LocalRead,
-                body: Vec::new(),
-                error: Some(format!("cannot read the record of an earlier upload: {e}")),
-            })?;
+        let earlier = match uploads::read(self.spool, self.key, self.s3.receiver()) {
+            Ok(earlier) => earlier,
+            // Garbled, it names no upload that could be aborted; kept, it
+            // would stop the file for good.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!(error = %e, "an upload record that cannot be read is removed; its upload, if any, is left to the bucket's lifecycle rule");
+                let _ = uploads::remove(self.spool, self.key, self.s3.receiver());
+                None
+            }
+            Err(e) => {
+                return Err(Failed {
+                    answer: Answer::LocalRead,
+                    body: Vec::new(),
+                    error: Some(format!("cannot read the record of an earlier upload: {e}")),
+                });
+            }
+        };
         let Some(earlier) = earlier else {
             return Ok(());
         };

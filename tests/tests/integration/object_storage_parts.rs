@@ -268,50 +268,56 @@ fn a_compressed_body_goes_in_one_put_with_its_content_length() {
 /// completed just before a crash, or already aborted) must not stop the
 /// file: s3s-fs refuses to abort an unknown id (403 `AccessDenied`), AWS
 /// answers 404 `NoSuchUpload`; either way the record is dropped and the
-/// file sent.
+/// file sent. Nor must a garbled record, which names no upload at all.
 #[test]
-fn a_recorded_upload_the_store_does_not_know_does_not_stop_the_file() {
-    let store = S3Server::start_with(&["landing"], &["--fail-part", "2"]);
-    let spool = TestSpool::new();
-    let body = noise(11 * MIB, 9);
-    spool.put("big.bin", &body);
-    let config = parts_config(&store, &spool, "none");
-    run(
-        sender(&spool).args(["--once", "--config"]).arg(&config),
-        MINUTE,
-    )
-    .assert_success();
-    let [waiting] = spool.names(State::Incoming).try_into().unwrap();
-    let name = spoolpost_protocol::name::SpoolName::parse(std::ffi::OsStr::new(
-        std::str::from_utf8(&waiting).unwrap(),
-    ));
-    let key = name.key.unwrap().to_string();
-    spoolpost_protocol::uploads::write(
-        &spool.root,
-        &key,
-        "s3",
-        &spoolpost_protocol::uploads::Upload {
-            bucket: "landing".into(),
-            object: format!("{key}-big.bin"),
-            upload_id: "0b9a6c3e-0000-4000-8000-000000000000".into(),
-        },
-    )
-    .unwrap();
+fn a_recorded_upload_the_store_does_not_know_or_a_garbled_record_does_not_stop_the_file() {
+    for garbled in [false, true] {
+        let store = S3Server::start_with(&["landing"], &["--fail-part", "2"]);
+        let spool = TestSpool::new();
+        let body = noise(11 * MIB, 9);
+        spool.put("big.bin", &body);
+        let config = parts_config(&store, &spool, "none");
+        run(
+            sender(&spool).args(["--once", "--config"]).arg(&config),
+            MINUTE,
+        )
+        .assert_success();
+        let [waiting] = spool.names(State::Incoming).try_into().unwrap();
+        let name = spoolpost_protocol::name::SpoolName::parse(std::ffi::OsStr::new(
+            std::str::from_utf8(&waiting).unwrap(),
+        ));
+        let key = name.key.unwrap().to_string();
+        spoolpost_protocol::uploads::write(
+            &spool.root,
+            &key,
+            "s3",
+            &spoolpost_protocol::uploads::Upload {
+                bucket: "landing".into(),
+                object: format!("{key}-big.bin"),
+                upload_id: "0b9a6c3e-0000-4000-8000-000000000000".into(),
+            },
+        )
+        .unwrap();
+        if garbled {
+            let record = spoolpost_protocol::uploads::path(&spool.root, &key, "s3");
+            std::fs::write(record, b"{\"bucket\": \"landing\", \"obj").unwrap();
+        }
 
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            run(
-                sender(&spool).args(["--once", "--config"]).arg(&config),
-                MINUTE,
-            )
-            .assert_success();
-            spool.count(State::Done) == 1
-        }),
-        "{:?}",
-        spool.census()
-    );
-    assert_eq!(uploads_recorded(&spool), 0);
-    assert!(*store.objects("landing").values().next().unwrap() == body);
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                run(
+                    sender(&spool).args(["--once", "--config"]).arg(&config),
+                    MINUTE,
+                )
+                .assert_success();
+                spool.count(State::Done) == 1
+            }),
+            "garbled {garbled}: {:?}",
+            spool.census()
+        );
+        assert_eq!(uploads_recorded(&spool), 0);
+        assert!(*store.objects("landing").values().next().unwrap() == body);
+    }
 }
 
 #[test]
