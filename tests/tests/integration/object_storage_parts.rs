@@ -125,6 +125,12 @@ fn a_file_above_multipart_above_is_uploaded_in_parts_and_stored_byte_for_byte() 
         );
         assert_eq!(uploads_recorded(&spool), 0, "the spool's record is removed");
         let meta = store.metadata("landing", key);
+        if !suffix.is_empty() {
+            assert!(
+                meta.contains("application/gzip"),
+                "the content type too: {meta}"
+            );
+        }
         assert!(
             meta.contains("big.bin"),
             "the metadata goes with the upload: {meta}"
