@@ -9,7 +9,8 @@
 //!    not abort) is aborted, and its record removed.
 //! 2. `HEAD` of the object: there already (an earlier attempt completed
 //!    it, its answer lost) is answered as the conditional PUT's 412 would
-//!    be, delivered, without sending the file again.
+//!    be, delivered, without sending the file again. A 403 goes on (a
+//!    write-only policy may not read): the start's answer says more.
 //! 3. The upload is started, and recorded in the spool before any part is
 //!    sent, so a crash from here on leaves a record for step 1.
 //! 4. Each part is a signed PUT with its length.
@@ -226,8 +227,9 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Sends the parts that `parts` gives, `first` already read, as one
-    /// upload; `Ok` with the completion's answer code.
+    /// Sends `first` and the parts that `parts` gives after it as one
+    /// upload: the answer that ended it (the completion's, 412 for an
+    /// object found there already, or the failure that aborted it).
     pub(super) async fn upload(
         &self,
         first: Vec<u8>,
