@@ -7,6 +7,11 @@
 #
 #   tests/s3-bench.sh [FILES [SIZE]]       (default 5000 files of 1024 bytes)
 #
+# COMPRESSION=none|gzip|zstd sets both receivers' compression (unset: the
+# default). Files above the s3 receiver's multipart_above (64 MiB) go in
+# parts, so `COMPRESSION=none tests/s3-bench.sh 4 $((100 << 20))` measures
+# multipart uploads; the sender's peak RSS is printed with each run.
+#
 # Uses target/debug's binaries (built first), or those in SPOOLPOST_BIN_DIR.
 # Figures are ratios within one run; docs/performance.md has the method.
 set -euo pipefail
@@ -51,9 +56,12 @@ fill() {
         mv "$1/tmp/.fill" "$1/incoming/f$i.json"
     done
 }
+compression=""
+if [ -n "${COMPRESSION:-}" ]; then compression="compression = \"$COMPRESSION\""; fi
 cat >"$work/http.toml" <<TOML
 [receivers.http]
 url = "$rx/in"
+$compression
 [[routes]]
 glob = "*"
 receiver = "http"
@@ -61,6 +69,7 @@ TOML
 cat >"$work/s3.toml" <<TOML
 [receivers.s3]
 url = "$s3"
+$compression
 [receivers.s3.s3]
 bucket = "bench"
 access_key_id = "bench"
@@ -73,27 +82,30 @@ TOML
 measure() {
     local name=$1 spool=$work/spool-$1
     fill "$spool"
-    local t0 t1 cpu
+    local t0 t1 usage
     t0=$(date +%s.%N)
-    # The sender's own CPU: `times` in a shell whose only child it is.
-    cpu=$(bash -c '"$0" --spool "$1" --config "$2" --once >/dev/null 2>&1; times' \
-        "$bin/sender" "$spool" "$work/$name.toml" | tail -1)
+    # The sender's own CPU and peak RSS, as its parent sees them.
+    usage=$(python3 -c '
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime, r.ru_stime, r.ru_maxrss)
+' "$bin/sender" --spool "$spool" --config "$work/$name.toml" --once)
     t1=$(date +%s.%N)
     local done_count
     done_count=$(find "$spool/done" -type f | wc -l)
-    python3 - "$name" "$files" "$done_count" "$t0" "$t1" "$cpu" <<'PY'
-import re, sys
-name, files, done, t0, t1, cpu = sys.argv[1:]
-files, done = int(files), int(done)
+    python3 - "$name" "$files" "$size" "$done_count" "$t0" "$t1" $usage <<'PY'
+import sys
+name, files, size, done, t0, t1, user, system, rss = sys.argv[1:]
+files, size, done = int(files), int(size), int(done)
+user, system = float(user), float(system)
 secs = float(t1) - float(t0)
-def seconds(text):
-    m = re.match(r"(\d+)m([\d.]+)s", text)
-    return int(m.group(1)) * 60 + float(m.group(2))
-user, system = [seconds(t) for t in cpu.split()]
-print(f"{name:5} {done:6}/{files} delivered  {done / secs:8.0f} files/s  "
-      f"{(user + system) / done * 1e6:7.1f} µs CPU per file (user {user:.2f} s, sys {system:.2f} s)")
+per = (user + system) / max(done, 1)
+print(f"{name:5} {done:6}/{files} delivered  {done / secs:8.1f} files/s  "
+      f"{done * size / secs / 2**20:7.1f} MiB/s  {per * 1e6:9.1f} µs CPU per file "
+      f"(user {user:.2f} s, sys {system:.2f} s)  peak RSS {int(rss) / 1024:.0f} MiB")
 PY
 }
-echo "sender --once, $files files of $size bytes, $(basename "$bin") binaries"
+echo "sender --once, $files files of $size bytes, compression ${COMPRESSION:-default}, $(basename "$bin") binaries"
 measure http
 measure s3

@@ -36,8 +36,9 @@ pub enum Kind {
 /// The folders of a spool root (`docs/spool.md`, "Folders").
 /// The spool's own folders; `names/` holds the full names of files whose
 /// names were cut to fit (see `spoolpost_protocol::fullname`); `rate/` the
-/// rate-limit buckets senders share (the sender's `sched::shared_rate`).
-const ROOT_FOLDERS: [&str; 10] = [
+/// rate-limit buckets senders share (the sender's `sched::shared_rate`);
+/// `uploads/` the multipart uploads into S3 stores not yet ended.
+const ROOT_FOLDERS: [&str; 11] = [
     "incoming",
     "sending",
     "done",
@@ -48,6 +49,7 @@ const ROOT_FOLDERS: [&str; 10] = [
     "rate",
     spoolpost_protocol::fullname::NAMES_DIR,
     spoolpost_protocol::held::HELD_DIR,
+    spoolpost_protocol::uploads::UPLOADS_DIR,
 ];
 
 /// Whether an entry is one the programs handle.
@@ -88,6 +90,7 @@ mod tests {
             (Root, "hold", Dir, true),
             (Root, "rate", Dir, true),
             (Root, "held", Dir, true),
+            (Root, "uploads", Dir, true),
             (Place::Held, "a.json~sp.k0", File, true),
             (Place::Held, ".x", File, false),
             (Root, "incoming", File, false),

@@ -78,7 +78,7 @@ impl Reloader {
         loaded.check_secrets().map_err(|e| e.to_string())?;
         let router = Router::from_config(&loaded).map_err(|e| e.to_string())?;
         // Builds the clients anew, so `ca_file` is read again.
-        let http = Http::new(router.receivers())?;
+        let http = Http::new(router.receivers())?.with_spool(shared.spool.root());
         let restart: Vec<String> = self
             .running
             .iter()

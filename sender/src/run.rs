@@ -97,7 +97,9 @@ pub async fn run(
             "returned files of dead senders to incoming/"
         );
     }
-    let http = Http::new(router.receivers()).map_err(Failure::config)?;
+    let http = Http::new(router.receivers())
+        .map_err(Failure::config)?
+        .with_spool(spool.root());
     // Only a --once run knows how many files it has to do.
     let events = progress::sink(events.as_deref(), &progress, Role::Sender, &spool, || {
         once.then(|| progress::count_incoming(&spool)).flatten()

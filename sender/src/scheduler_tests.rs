@@ -157,6 +157,7 @@ impl Exchange for Scripted {
                 bytes_read: 1,
                 bytes_sent: 1,
                 latency: after,
+                location: None,
             }
         })
     }

@@ -21,11 +21,19 @@ pub struct S3Server {
     pub root: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    log: PathBuf,
 }
 
 impl S3Server {
     /// Starts the server with `buckets` made, once it accepts connections.
     pub fn start(buckets: &[&str]) -> S3Server {
+        S3Server::start_with(buckets, &[])
+    }
+
+    /// Starts the server with `buckets` made and test-s3's further `args`
+    /// (`--fail-part N`, `--stall-part N`; every request is logged, see
+    /// [`S3Server::requests`]).
+    pub fn start_with(buckets: &[&str], args: &[&str]) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let mut cmd = Command::new(s3_server_bin());
@@ -38,6 +46,9 @@ impl S3Server {
         for bucket in buckets {
             cmd.args(["--bucket", bucket]);
         }
+        // The log lives beside the root, not in it, where it would be a bucket.
+        let log = dir.path().with_extension("requests");
+        cmd.arg("--log").arg(&log).args(args);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -58,7 +69,34 @@ impl S3Server {
             _dir: dir,
             root,
             endpoint,
+            log,
         }
+    }
+
+    /// Every request the server had so far, one line each:
+    /// `METHOD PATH?QUERY content-length=LEN` (`-` without one).
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The multipart uploads the store holds (started and neither
+    /// completed nor aborted): s3s-fs keeps one record per upload,
+    /// `.upload-ID.json`, and its parts as `.upload_id-ID.part-N`, at its
+    /// root. s3s-fs does not answer ListMultipartUploads, so this is how a
+    /// test sees them.
+    pub fn uploads_left(&self) -> Vec<String> {
+        let mut left: Vec<String> = std::fs::read_dir(&self.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload-") || n.starts_with(".upload_id-"))
+            .collect();
+        left.sort();
+        left
     }
 
     /// The `[receivers.NAME.s3]` lines for `bucket` with this server's
@@ -129,6 +167,7 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -337,6 +337,47 @@ pub struct S3Config {
     #[serde(default)]
     pub compressed_as: S3Compressed,
     pub storage_class: Option<String>,
+    /// Bodies larger than this go as a multipart upload (S3 takes at most
+    /// 5 GiB in one PUT); default [`S3_MULTIPART_ABOVE`].
+    #[serde(default = "default_multipart_above", serialize_with = "byte_count")]
+    pub multipart_above: bytesize::ByteSize,
+    /// The size of each part of a multipart upload, and what one upload
+    /// holds in memory; default [`S3_PART_SIZE`], at least 5 MiB.
+    #[serde(default = "default_part_size", serialize_with = "byte_count")]
+    pub part_size: bytesize::ByteSize,
+}
+
+/// `multipart_above`'s default: a body up to 64 MiB goes in one PUT, one
+/// request whose failure costs a minute at most on a slow link; above it,
+/// parts, so a failure costs one part and not the whole file.
+pub const S3_MULTIPART_ABOVE: u64 = 64 * 1024 * 1024;
+/// `part_size`'s default: 16 MiB parts, held in memory one at a time per
+/// upload, make 10,000 parts (S3's most) reach 156 GiB; a larger file's
+/// parts grow to fit.
+pub const S3_PART_SIZE: u64 = 16 * 1024 * 1024;
+/// S3's smallest part (all but the last), and its largest.
+pub const S3_MIN_PART: u64 = 5 * 1024 * 1024;
+pub const S3_MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+
+pub fn default_multipart_above() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(S3_MULTIPART_ABOVE)
+}
+pub fn default_part_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(S3_PART_SIZE)
+}
+
+/// A size as its number of bytes (see [`bytes_exactly`]).
+fn byte_count<S: serde::Serializer>(size: &bytesize::ByteSize, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_u64(size.as_u64())
+}
+
+impl S3Config {
+    pub fn multipart_above(&self) -> u64 {
+        self.multipart_above.as_u64()
+    }
+    pub fn part_size(&self) -> u64 {
+        self.part_size.as_u64()
+    }
 }
 
 /// `addressing`.

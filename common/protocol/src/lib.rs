@@ -27,6 +27,7 @@ pub mod receiver;
 pub mod replay;
 pub mod replay_progress;
 pub mod spool;
+pub mod uploads;
 
 #[cfg(test)]
 mod layout_tests;

@@ -8,6 +8,8 @@ pub mod encode;
 pub mod exchange;
 pub mod file;
 pub mod headers;
+pub mod multipart;
+pub mod parts;
 pub mod probe;
 pub mod s3;
 pub mod send;

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use rusty_s3::actions::{
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, HeadObject, UploadPart,
+};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use spoolpost_ops::config::{
     self, BodyEncoding, ReceiverConfig, S3Addressing, S3Compressed, S3Config,
@@ -31,8 +34,8 @@ use crate::net::headers::RECHECK;
 /// long its body takes, with room for a clock a little behind.
 const VALID_FOR: Duration = Duration::from_secs(3600);
 
-/// What a single PUT may carry: S3 refuses larger ones (multipart is
-/// needed beyond it), so a larger file is rejected before anything is sent.
+/// What a single PUT may carry: S3 refuses larger ones, so
+/// `multipart_above` may not be more.
 pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// The user metadata every object carries, as `x-amz-meta-*`.
@@ -41,7 +44,10 @@ pub const META_NAME: &str = "x-amz-meta-original-name";
 pub const META_HOST: &str = "x-amz-meta-source-host";
 
 pub struct S3Target {
+    receiver: String,
     bucket: Bucket,
+    multipart_above: u64,
+    part_size: u64,
     /// The routed URL's path up to the object key: the endpoint's path
     /// and `/`.
     prefix: String,
@@ -118,8 +124,22 @@ impl S3Target {
             .and_then(|h| h.into_string().ok())
             .filter(|h| config::is_header_value(h))
             .unwrap_or_default();
+        let (multipart_above, part_size) = (s3.multipart_above(), s3.part_size());
+        if !(config::S3_MIN_PART..=config::S3_MAX_PART).contains(&part_size) {
+            return Err(at(format!(
+                "s3.part_size {part_size} is not between 5 MiB and 5 GiB, the part sizes S3 takes"
+            )));
+        }
+        if multipart_above > MAX_SINGLE_PUT {
+            return Err(at(format!(
+                "s3.multipart_above {multipart_above} is over 5 GiB, the most S3 takes in one PUT"
+            )));
+        }
         Ok(S3Target {
+            receiver: receiver.to_string(),
             bucket,
+            multipart_above,
+            part_size,
             prefix: endpoint.path().to_string(),
             suffix,
             storage_class: s3.storage_class.clone(),
@@ -163,34 +183,122 @@ impl S3Target {
         filename: &str,
         now: Instant,
     ) -> Result<Signed, String> {
-        let object = object_key(&self.prefix, url.path(), key, self.suffix)?;
+        let object = self.object(url, key)?;
         let credentials = self.credentials(now);
         let mut action = self.bucket.put_object(Some(&credentials), &object);
         let mut headers = HeaderMap::new();
-        let mut add = |name: &'static str, value: &str| {
-            action.headers_mut().insert(name, value.to_string());
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        };
-        add("if-none-match", "*");
-        add(META_KEY, key);
-        add(META_NAME, filename);
-        if !self.host.is_empty() {
-            add(META_HOST, &self.host);
-        }
-        if let Some(class) = &self.storage_class {
-            add("x-amz-storage-class", class);
-        }
+        self.add_create_headers(action.headers_mut(), &mut headers, key, filename);
+        add(action.headers_mut(), &mut headers, "if-none-match", "*");
         let url = action.sign(VALID_FOR);
-        // However the key was made, the request goes to this bucket and
-        // nowhere else.
+        self.within_bucket(&object, url)
+            .map(|url| Signed { url, headers })
+    }
+
+    /// The object key file `key` routed to `url` is stored under, checked
+    /// to stay in this bucket.
+    pub fn object(&self, url: &reqwest::Url, key: &str) -> Result<String, String> {
+        let object = object_key(&self.prefix, url.path(), key, self.suffix)?;
+        let probe = self.bucket.object_url(&object).map_err(|e| e.to_string())?;
+        self.within_bucket(&object, probe)?;
+        Ok(object)
+    }
+
+    /// However the key was made, the request goes to this bucket and
+    /// nowhere else.
+    fn within_bucket(&self, object: &str, url: reqwest::Url) -> Result<reqwest::Url, String> {
         if !url.as_str().starts_with(self.bucket.base_url().as_str()) {
             return Err(format!(
                 "the object key made from this file's name, {object:?}, would leave the bucket's URL; rename the file or change s3.key"
             ));
         }
-        Ok(Signed { url, headers })
+        Ok(url)
+    }
+
+    /// The headers that go with creating an object (a PUT or a multipart
+    /// upload's start): its metadata and storage class, signed.
+    fn add_create_headers<'a>(
+        &'a self,
+        signed: &mut rusty_s3::Map<'a>,
+        headers: &mut HeaderMap,
+        key: &str,
+        filename: &str,
+    ) {
+        add(signed, headers, META_KEY, key);
+        add(signed, headers, META_NAME, filename);
+        if !self.host.is_empty() {
+            add(signed, headers, META_HOST, &self.host);
+        }
+        if let Some(class) = &self.storage_class {
+            add(signed, headers, "x-amz-storage-class", class);
+        }
+    }
+
+    /// `object`'s URL in this bucket, unsigned: where an operator finds it.
+    pub fn object_url(&self, object: &str) -> Option<reqwest::Url> {
+        self.bucket.object_url(object).ok()
+    }
+
+    /// The start of a multipart upload of `object`.
+    pub fn sign_create(&self, object: &str, key: &str, filename: &str, now: Instant) -> Signed {
+        let credentials = self.credentials(now);
+        let mut action = CreateMultipartUpload::new(&self.bucket, Some(&credentials), object);
+        let mut headers = HeaderMap::new();
+        self.add_create_headers(action.headers_mut(), &mut headers, key, filename);
+        Signed {
+            url: action.sign(VALID_FOR),
+            headers,
+        }
+    }
+
+    /// Part `number` (from 1) of upload `id`.
+    pub fn sign_part(&self, object: &str, number: u16, id: &str, now: Instant) -> reqwest::Url {
+        let credentials = self.credentials(now);
+        UploadPart::new(&self.bucket, Some(&credentials), object, number, id).sign(VALID_FOR)
+    }
+
+    /// The completion of upload `id` from the parts' `etags`, conditional
+    /// like a PUT: the XML body and the signed request.
+    pub fn sign_complete(
+        &self,
+        object: &str,
+        id: &str,
+        etags: &[String],
+        now: Instant,
+    ) -> (String, Signed) {
+        let credentials = self.credentials(now);
+        let mut action = CompleteMultipartUpload::new(
+            &self.bucket,
+            Some(&credentials),
+            object,
+            id,
+            etags.iter().map(String::as_str),
+        );
+        let mut headers = HeaderMap::new();
+        add(action.headers_mut(), &mut headers, "if-none-match", "*");
+        let url = action.sign(VALID_FOR);
+        (action.body(), Signed { url, headers })
+    }
+
+    /// The abort of upload `id`, which frees its parts.
+    pub fn sign_abort(&self, object: &str, id: &str, now: Instant) -> reqwest::Url {
+        let credentials = self.credentials(now);
+        AbortMultipartUpload::new(&self.bucket, Some(&credentials), object, id).sign(VALID_FOR)
+    }
+
+    /// A `HEAD` of `object`: whether it is there already.
+    pub fn sign_head(&self, object: &str, now: Instant) -> reqwest::Url {
+        let credentials = self.credentials(now);
+        HeadObject::new(&self.bucket, Some(&credentials), object).sign(VALID_FOR)
+    }
+
+    /// The receiver's name, for the spool's record of its uploads.
+    pub fn receiver(&self) -> &str {
+        &self.receiver
+    }
+
+    /// The parts' settings: above how many body bytes, and how large.
+    pub fn multipart(&self) -> (u64, u64) {
+        (self.multipart_above, self.part_size)
     }
 
     /// A signed `HEAD` of the bucket, for `--probe`: it answers 200 when
@@ -228,6 +336,19 @@ impl S3Target {
             }
         }
         s.current.clone()
+    }
+}
+
+/// Adds a header to be signed (`signed`) and sent (`headers`).
+fn add<'a>(
+    signed: &mut rusty_s3::Map<'a>,
+    headers: &mut HeaderMap,
+    name: &'static str,
+    value: &str,
+) {
+    signed.insert(name, value.to_string());
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
     }
 }
 
@@ -344,6 +465,8 @@ mod tests {
             session_token: None,
             compressed_as: S3Compressed::Suffix,
             storage_class: None,
+            multipart_above: config::default_multipart_above(),
+            part_size: config::default_part_size(),
         };
         S3Target::new("r", &c, &s3).unwrap()
     }

@@ -18,18 +18,19 @@ use reqwest::header::{HeaderName, HeaderValue};
 use spoolpost_ops::proxy::EnvProxies;
 use spoolpost_ops::route::Receiver;
 
-use crate::net::body::{Local, Progress, make_body};
-use crate::net::s3::MAX_SINGLE_PUT;
+use crate::net::body::{INLINE_MAX, Local, Progress, make_body};
+use crate::net::parts::Parts;
 use crate::net::target::{Target, env_proxies};
 use crate::net::transport::{classify_error, error_text, proxy_refused_credentials};
 use crate::rules::change::Stat;
 use crate::rules::outcome::{Answer, Early, Transport};
+use crate::rules::{multipart, s3_error};
 
 /// Bytes of an error answer's body kept for the reason record.
-const KEEP_BODY: usize = spoolpost_protocol::reason::MAX_BODY + 1;
+pub(super) const KEEP_BODY: usize = spoolpost_protocol::reason::MAX_BODY + 1;
 /// `timeout` covers a request of up to this many bytes per second beyond
 /// its fixed part, so a large file is not cut off for being large.
-const MIN_RATE: u64 = 1024 * 1024;
+pub(super) const MIN_RATE: u64 = 1024 * 1024;
 
 /// The headers every request carries besides the receiver's own.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -37,6 +38,8 @@ const X_FILENAME: HeaderName = HeaderName::from_static("x-filename");
 
 pub struct Http {
     targets: Vec<Target>,
+    /// The spool root, where S3 receivers record their multipart uploads.
+    spool: Option<std::path::PathBuf>,
 }
 
 /// The result of sending one file.
@@ -49,6 +52,10 @@ pub struct Sent {
     pub bytes_read: u64,
     pub bytes_sent: u64,
     pub latency: Duration,
+    /// Where the file went when that is not the routed URL: an S3
+    /// object's own URL (bucket, key with the file's idempotency key in
+    /// it, suffix), unsigned, for the reason record and event line.
+    pub location: Option<reqwest::Url>,
 }
 
 impl Http {
@@ -68,7 +75,17 @@ impl Http {
             }
             targets.push(Target::new(r, receivers, &env, &mut clients)?);
         }
-        Ok(Http { targets })
+        Ok(Http {
+            targets,
+            spool: None,
+        })
+    }
+
+    /// Where multipart uploads are recorded: the spool at `root`. Without
+    /// it (`--check`), a file that needs one is not sent.
+    pub fn with_spool(mut self, root: &Path) -> Http {
+        self.spool = Some(root.to_path_buf());
+        self
     }
 
     /// Every refusal [`Http::new`] would make, not only the first, for
@@ -133,20 +150,32 @@ impl Http {
         key: &str,
         original: &[u8],
     ) -> Sent {
+        let mut sent = self
+            .send_to(receiver, url, file, claimed, path, key, original)
+            .await;
+        if let Some(s3) = &self.targets[receiver].s3 {
+            sent.location = s3.object(url, key).ok().and_then(|o| s3.object_url(&o));
+        }
+        sent
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to(
+        &self,
+        receiver: usize,
+        url: &reqwest::Url,
+        file: File,
+        claimed: Stat,
+        path: &Path,
+        key: &str,
+        original: &[u8],
+    ) -> Sent {
         let target = &self.targets[receiver];
         let started = Instant::now();
         let size = claimed.len;
         let filename = crate::net::headers::x_filename(original);
         let signed = match &target.s3 {
             None => None,
-            Some(_) if size > MAX_SINGLE_PUT => {
-                return unsendable(
-                    started,
-                    format!(
-                        "the file is {size} bytes; an S3 store takes at most {MAX_SINGLE_PUT} in one PUT, and this sender does not yet upload in parts"
-                    ),
-                );
-            }
             // The header's text: visible ASCII, escaped where it was not.
             Some(s3) => match s3.sign(url, key, filename.to_str().unwrap_or("unnamed"), started) {
                 Ok(signed) => Some(signed),
@@ -154,22 +183,75 @@ impl Http {
             },
         };
         let progress = Arc::new(Progress::default());
-        let body = match make_body(file, claimed, path, target.encoding, &progress) {
-            Ok(body) => body,
-            Err(local) => {
-                let (answer, error) = match local {
-                    Local::Read(text) => (Answer::LocalRead, text),
-                    Local::Changed(change) => (Answer::Changed(change), change.to_string()),
+        // An S3 store wants a body's length first: a compressed body is
+        // compressed a part at a time, and goes in one PUT with its length
+        // if it fits, in parts otherwise; so does an unencoded one above
+        // `multipart_above`.
+        let mut prepared = None;
+        let mut file = Some(file);
+        if let Some(s3) = &target.s3 {
+            let (above, part_size) = s3.multipart();
+            let unencoded = matches!(target.encoding, crate::net::encode::Encoding::Identity);
+            if (unencoded && size > above) || (!unencoded && size > INLINE_MAX) {
+                let part_size = match multipart::part_size(size, !unencoded, part_size) {
+                    Ok(p) => p,
+                    Err(why) => return unsendable(started, why),
                 };
-                return Sent {
-                    answer,
-                    body: Vec::new(),
-                    error: Some(error),
-                    bytes_read: progress.read.load(Ordering::Relaxed),
-                    bytes_sent: 0,
-                    latency: started.elapsed(),
+                let (parts, first) = match first_part(
+                    file.take().expect("the file is read once"),
+                    claimed,
+                    path,
+                    target.encoding,
+                    part_size,
+                )
+                .await
+                {
+                    Ok(read) => read,
+                    Err(local) => return local_failure(started, local, &progress),
                 };
+                progress.read.store(parts.read, Ordering::Relaxed);
+                if parts.done() && first.len() as u64 <= above {
+                    prepared = Some(first);
+                } else {
+                    let Some(spool) = &self.spool else {
+                        return unsendable(
+                            started,
+                            "no spool to record a multipart upload in".into(),
+                        );
+                    };
+                    let object = match s3.object(url, key) {
+                        Ok(o) => o,
+                        Err(why) => return unsendable(started, why),
+                    };
+                    let job = crate::net::multipart::Job {
+                        target,
+                        s3,
+                        object,
+                        key,
+                        filename: filename.to_str().unwrap_or("unnamed"),
+                        spool,
+                    };
+                    return job.upload(first, parts, &progress).await;
+                }
             }
+        }
+        let prepared_len = prepared.as_ref().map(|p| p.len() as u64);
+        let body = match prepared {
+            Some(data) => {
+                progress.sent.store(data.len() as u64, Ordering::Relaxed);
+                progress.whole.store(true, Ordering::Release);
+                reqwest::Body::from(data)
+            }
+            None => match make_body(
+                file.take().expect("the file is read once"),
+                claimed,
+                path,
+                target.encoding,
+                &progress,
+            ) {
+                Ok(body) => body,
+                Err(local) => return local_failure(started, local, &progress),
+            },
         };
         let mut url = match &signed {
             Some(signed) => signed.url.clone(),
@@ -213,8 +295,10 @@ impl Http {
                     }
                     // A store needs the length of a PUT up front; an
                     // unencoded body has the file's, which the body's
-                    // checks hold it to.
-                    if matches!(target.encoding, crate::net::encode::Encoding::Identity) {
+                    // checks hold it to; a compressed one was made first.
+                    if let Some(len) = prepared_len {
+                        headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len));
+                    } else if matches!(target.encoding, crate::net::encode::Encoding::Identity) {
                         headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(size));
                     }
                 }
@@ -255,10 +339,20 @@ impl Http {
                 });
                 let delivered = (200..300).contains(&code) && early.is_none();
                 let body = read_answer_body(response, delivered).await;
-                let answer = Answer::Status {
-                    code,
-                    retry_after,
-                    early,
+                let answer = match target
+                    .s3
+                    .as_ref()
+                    .and(s3_error::credentials_refused(code, &body))
+                {
+                    Some(store_code) => Answer::CredentialsRefused {
+                        code,
+                        store_code: store_code.to_string(),
+                    },
+                    None => Answer::Status {
+                        code,
+                        retry_after,
+                        early,
+                    },
                 };
                 (answer, body, None)
             }
@@ -292,7 +386,43 @@ impl Http {
             bytes_read: progress.read.load(Ordering::Relaxed),
             bytes_sent: progress.sent.load(Ordering::Relaxed),
             latency: started.elapsed(),
+            location: None,
         }
+    }
+}
+
+/// The body's first part, read off the runtime, and the reader for the rest.
+async fn first_part(
+    file: File,
+    claimed: Stat,
+    path: &Path,
+    encoding: crate::net::encode::Encoding,
+    part_size: u64,
+) -> Result<(Parts, Vec<u8>), Local> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut parts = Parts::new(file, claimed, &path, encoding, part_size)?;
+        let first = parts.next_part()?.unwrap_or_default();
+        Ok((parts, first))
+    })
+    .await
+    .map_err(|e| Local::Read(format!("reading the file failed: {e}")))?
+}
+
+/// A failure on the local side before anything was sent.
+fn local_failure(started: Instant, local: Local, progress: &Progress) -> Sent {
+    let (answer, error) = match local {
+        Local::Read(text) => (Answer::LocalRead, text),
+        Local::Changed(change) => (Answer::Changed(change), change.to_string()),
+    };
+    Sent {
+        answer,
+        body: Vec::new(),
+        error: Some(error),
+        bytes_read: progress.read.load(Ordering::Relaxed),
+        bytes_sent: 0,
+        latency: started.elapsed(),
+        location: None,
     }
 }
 
@@ -305,6 +435,7 @@ fn unsendable(started: Instant, why: String) -> Sent {
         bytes_read: 0,
         bytes_sent: 0,
         latency: started.elapsed(),
+        location: None,
     }
 }
 

@@ -420,6 +420,19 @@ mod tests {
         let slow = judge(&status(503, None), s3, &policy(), attempt(1, 0));
         assert!(matches!(slow.fate, Fate::Retry { .. }), "{slow:?}");
         assert_eq!(slow.load, Signal::Overload);
+        // A refusal of our credentials waits as a 401 does, past every
+        // limit, and opens the circuit at once.
+        let refused = Answer::CredentialsRefused {
+            code: 403,
+            store_code: "InvalidAccessKeyId".into(),
+        };
+        let v = judge(&refused, s3, &policy(), attempt(1000, 1_000_000));
+        assert!(
+            matches!(&v.fate, Fate::Retry { reason, .. } if reason == "http-403"),
+            "{v:?}"
+        );
+        assert_eq!(v.circuit, CircuitSignal::Refuses);
+        assert_eq!(v.load, Signal::Neutral);
     }
 
     #[test]

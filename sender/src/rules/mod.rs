@@ -10,6 +10,8 @@ pub mod change;
 pub mod endpoint;
 pub mod judge;
 pub mod leap;
+pub mod multipart;
 pub mod outcome;
 pub mod rate;
+pub mod s3_error;
 pub mod shared_rate;

@@ -16,7 +16,11 @@
 //!   is left to move. Neither says anything about the receiver.
 //! - 401, 407: our credentials are refused, which is no fault of the file:
 //!   it waits (never to `error/`), and the receiver's circuit opens at once
-//!   with reason `auth` until a probe gets through (a rotated secret).
+//!   with reason `auth` until a probe gets through (a rotated secret). So
+//!   does an S3 store's 400 or 403 whose error code is about credentials
+//!   (`InvalidAccessKeyId`, `SignatureDoesNotMatch`, `ExpiredToken`, …:
+//!   [`crate::rules::s3_error`]), which reaches here as
+//!   [`Answer::CredentialsRefused`].
 //! - 408, 425, 429: retried, honouring `Retry-After` (seconds or HTTP date).
 //! - any other 4xx: rejected, the file itself is the problem.
 //! - a receiver's `retry_statuses` and `reject_statuses` move any code
@@ -68,6 +72,13 @@ pub enum Answer {
         early: Option<Early>,
     },
     Failed(Transport),
+    /// An S3-compatible store refused our credentials with answer `code`
+    /// and error `store_code` (the table in [`crate::rules::s3_error`]):
+    /// judged as a 401 is.
+    CredentialsRefused {
+        code: u16,
+        store_code: String,
+    },
     /// The file changed while it was being sent; the request was aborted.
     Changed(Change),
     /// The file cannot be sent at all (not a regular file, unreadable, its
@@ -157,6 +168,9 @@ pub fn classify(answer: &Answer, rules: Rules<'_>, now: SystemTime) -> Outcome {
     match answer {
         // Whenever it came: a store checks the condition before the body.
         Answer::Status { code: 412, .. } if rules.create_only => Outcome::Delivered,
+        Answer::CredentialsRefused { code, .. } => Outcome::Refused {
+            reason: format!("http-{code}"),
+        },
         Answer::Failed(transport) => Outcome::Retry {
             reason: transport.token().to_string(),
             retry_after: None,

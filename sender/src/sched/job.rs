@@ -121,7 +121,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(name),
-        url: Some(&urls[endpoint]),
+        // An S3 object's own URL, which has the bucket, the suffix and
+        // the file's key where the routed one has a marker.
+        url: Some(sent.location.as_ref().unwrap_or(&urls[endpoint])),
         endpoint: Some(&labels[endpoint]),
         failed_over: &failed_over,
         sent: Some(&sent),
@@ -222,6 +224,7 @@ impl Watch<'_> {
             bytes_read: 0,
             bytes_sent: 0,
             latency: crate::sched::clock::now() - started,
+            location: None,
         }
     }
 }
@@ -231,6 +234,9 @@ impl Watch<'_> {
 fn failover_note(label: &str, sent: &Sent) -> String {
     match (&sent.answer, &sent.error) {
         (Answer::Status { code, .. }, _) => format!("{label}: status {code}"),
+        (Answer::CredentialsRefused { code, store_code }, _) => {
+            format!("{label}: status {code} {store_code}")
+        }
         (_, Some(error)) => format!("{label}: {error}"),
         (answer, None) => format!("{label}: {answer:?}"),
     }
@@ -276,6 +282,7 @@ async fn attempt(
                 bytes_read: 0,
                 bytes_sent: 0,
                 latency: Duration::ZERO,
+                location: None,
             }
         }
     }

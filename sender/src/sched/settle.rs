@@ -35,7 +35,8 @@ pub struct Attempted<'a> {
 impl Attempted<'_> {
     fn status(&self) -> Option<u16> {
         match self.sent.map(|s| &s.answer) {
-            Some(crate::rules::outcome::Answer::Status { code, .. }) => Some(*code),
+            Some(crate::rules::outcome::Answer::Status { code, .. })
+            | Some(crate::rules::outcome::Answer::CredentialsRefused { code, .. }) => Some(*code),
             _ => None,
         }
     }

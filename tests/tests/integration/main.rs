@@ -6,7 +6,8 @@
 //!   failover), `hanging_endpoint` (an endpoint that never answers),
 //!   `adaptive` (each receiver's pace and rate limit),
 //!   `compression`, `tls`, `proxies`, `http_versions`, `object_storage`
-//!   (S3-compatible receivers, against a real S3 server);
+//!   (S3-compatible receivers, against a real S3 server) and
+//!   `object_storage_parts` (their multipart uploads and sized bodies);
 //! - collecting: `collection`;
 //! - running as a service: `signals`, `reload` (SIGHUP),
 //!   `reload_receivers` (receivers added, removed, renamed), `sd_notify`,
@@ -48,6 +49,7 @@ mod hanging_endpoint;
 mod http_versions;
 mod metrics_endpoint;
 mod object_storage;
+mod object_storage_parts;
 mod proxies;
 mod queue;
 mod regression;

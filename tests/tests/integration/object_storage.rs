@@ -144,42 +144,83 @@ fn captures_fill_the_key_and_an_unencoded_body_is_stored_as_it_is() {
     // (the refusal test): a delivery here means the class was sent, signed.
 }
 
-/// The store's refusals reach the reason file as the store wrote them. A
-/// missing bucket's 404 is not among them: s3s-fs makes a bucket's folder
-/// on a PUT, so the 404 is held to the answer table by the sender's unit
-/// tests and to a real store here only by `--probe` (below).
+/// The store's refusals of a file reach the reason file as the store
+/// wrote them, with the object's URL. A missing bucket's 404 is not among them: s3s-fs makes a
+/// bucket's folder on a PUT, so the 404 is held to the answer table by the
+/// sender's unit tests and to a real store here only by `--probe` (below).
 #[test]
-fn a_refused_signature_or_storage_class_is_rejected_with_the_store_s_error() {
+fn a_refused_storage_class_is_rejected_with_the_store_s_error() {
     let store = S3Server::start(&["landing"]);
-    let wrong_secret = "[receivers.s3.s3]\nbucket = \"landing\"\naccess_key_id = \"spoolpost-test\"\nsecret_access_key = \"wrong\"";
-    for (s3, code, error) in [
-        (wrong_secret.to_string(), 403, "SignatureDoesNotMatch"),
-        (
-            store.receiver_lines("landing", "storage_class = \"DEEP_NOWHERE\""),
-            400,
-            "InvalidStorageClass",
-        ),
-    ] {
+    let spool = TestSpool::new();
+    spool.put("a.json", b"{}");
+    let s3 = store.receiver_lines("landing", "storage_class = \"DEEP_NOWHERE\"");
+    let config = s3_config(&store, &spool, "", &s3);
+    run(
+        sender(&spool).args(["--once", "--config"]).arg(&config),
+        MINUTE,
+    );
+    assert_eq!(spool.count(State::Error), 1, "{:?}", spool.census());
+    let reason = reason_of(&spool.find(State::Error, "a.json"));
+    assert_eq!(reason.class, ErrorClass::Rejected, "{reason:?}");
+    assert_eq!(reason.status, Some(400), "{reason:?}");
+    let body = reason.body.unwrap_or_default();
+    assert!(body.contains("<Code>InvalidStorageClass</Code>"), "{body}");
+    assert!(store.objects("landing").is_empty());
+    // Where the object would be, as an operator would look for it: the
+    // bucket, the file's own key and the suffix, not the routed URL with
+    // a marker where the key goes.
+    assert_eq!(
+        reason.url.as_deref(),
+        Some(
+            format!(
+                "{}/landing/{}-a.json.gz",
+                store.endpoint,
+                reason.key.unwrap()
+            )
+            .as_str()
+        )
+    );
+}
+
+/// A signature the store refuses (403 `SignatureDoesNotMatch`: a secret
+/// that is not the key id's, as in a rotation done in the wrong order) is
+/// a refusal of our credentials, as a 401 is: the file waits in
+/// `incoming/`, never to `error/`, and the circuit opens with reason
+/// `auth`; unit-sized and multipart bodies alike.
+#[test]
+fn a_refused_signature_makes_the_file_wait_not_fail() {
+    let store = S3Server::start(&["landing"]);
+    for size in [2usize, 6 << 20] {
         let spool = TestSpool::new();
-        spool.put("a.json", b"{}");
-        let config = s3_config(&store, &spool, "", &s3);
-        run(
+        spool.put("a.json", &vec![b'x'; size]);
+        let wrong_secret = "[receivers.s3.s3]\nbucket = \"landing\"\naccess_key_id = \"spoolpost-test\"\nsecret_access_key = \"wrong\"\nmultipart_above = \"5 MiB\"\npart_size = \"5 MiB\"";
+        let config = s3_config(&store, &spool, "compression = \"none\"", wrong_secret);
+        let out = run(
             sender(&spool).args(["--once", "--config"]).arg(&config),
             MINUTE,
         );
         assert_eq!(
             spool.count(State::Error),
-            1,
-            "{error}: {:?}",
-            spool.census()
+            0,
+            "{size}: {:?} {}",
+            spool.census(),
+            out.stderr
         );
-        let reason = reason_of(&spool.find(State::Error, "a.json"));
-        assert_eq!(reason.class, ErrorClass::Rejected, "{reason:?}");
-        assert_eq!(reason.status, Some(code), "{reason:?}");
-        let body = reason.body.unwrap_or_default();
-        assert!(body.contains(&format!("<Code>{error}</Code>")), "{body}");
+        let [waiting] = spool.names(State::Incoming).try_into().unwrap();
+        let name = SpoolName::parse(OsStr::from_bytes(&waiting));
+        assert_eq!(name.attempts, 1, "{size}: {name:?}");
+        assert_eq!(
+            name.last_reason.as_deref(),
+            Some("http-403"),
+            "{size}: {name:?}"
+        );
     }
     assert!(store.objects("landing").is_empty());
+    assert!(
+        store.uploads_left().is_empty(),
+        "{:?}",
+        store.uploads_left()
+    );
 }
 
 #[test]
@@ -302,10 +343,9 @@ fn files_left_by_a_sigkilled_sender_end_as_one_object_each() {
 }
 
 /// The credentials are secrets like a header's: a secret file rewritten
-/// while the sender runs is read again after the store's 403, so files
-/// sent after the fix are stored without a restart. (A file refused with
-/// the old secret is in `error/` with the store's reason, as the answer
-/// table says for a 403.)
+/// while the sender runs is read again after the store's 403, so files are
+/// stored without a restart once the secret is right, the file refused
+/// with the old secret among them (it waited, as for a 401).
 #[test]
 fn a_rewritten_secret_file_is_used_without_a_restart() {
     let store = S3Server::start(&["landing"]);
@@ -321,7 +361,12 @@ fn a_rewritten_secret_file_is_used_without_a_restart() {
     let daemon = spawn(sender(&spool).arg("--config").arg(&config));
     spool.put("first.json", b"1");
     assert!(
-        eventually(MINUTE, || spool.count(State::Error) == 1),
+        eventually(MINUTE, || spool.names(State::Incoming).iter().any(|n| {
+            SpoolName::parse(OsStr::from_bytes(n))
+                .last_reason
+                .as_deref()
+                == Some("http-403")
+        })),
         "{:?}",
         spool.census()
     );
@@ -332,15 +377,15 @@ fn a_rewritten_secret_file_is_used_without_a_restart() {
     .unwrap();
     spool.put("second.json", b"2");
     assert!(
-        eventually(MINUTE, || spool.count(State::Done) == 1),
+        eventually(MINUTE, || spool.count(State::Done) == 2),
         "{:?}",
         spool.census()
     );
     daemon.signal(Signal::SIGTERM);
     daemon.wait(MINUTE);
+    assert_eq!(spool.count(State::Error), 0, "{:?}", spool.census());
     let objects = store.objects("landing");
-    assert_eq!(objects.len(), 1, "{:?}", objects.keys());
-    assert!(objects.keys().all(|k| k.ends_with("-second.json.gz")));
+    assert_eq!(objects.len(), 2, "{:?}", objects.keys());
 }
 
 /// What the store cannot take is refused before a request, with a reason:
