@@ -59,8 +59,8 @@ pub struct Args {
 
     /// Threads that read, compress and send [default: 2].
     ///
-    /// 1 uses the least memory; more raise throughput on hosts with cores
-    /// to spare.
+    /// 1 runs it all on one thread, for the least CPU per file and memory;
+    /// more raise throughput on hosts with cores to spare.
     #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 

@@ -43,11 +43,7 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         return args.print_config();
     }
     let plan = args.plan()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.settings.threads)
-        .enable_all()
-        .thread_name("sender")
-        .build()?;
+    let runtime = runtime(plan.settings.threads)?;
     runtime.block_on(async {
         let stop = CancellationToken::new();
         let now = CancellationToken::new();
@@ -60,8 +56,8 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
             stop.clone(),
             Some(now.clone()),
         ));
-        // The scheduler runs as a task on the worker threads, not on this
-        // one: a finished job frees its slot and wakes the scheduler on the
+        // With worker threads, the scheduler runs as a task on them, not on
+        // this one: a finished job frees its slot and wakes the scheduler on the
         // same worker, with no thread switch. (Run here, inside block_on,
         // every freed slot was a futex wake-up of this thread.)
         let result = match tokio::spawn(run::run(plan, stop, now, listeners.hangups())).await {
@@ -71,4 +67,21 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
         signals.abort();
         result
     })
+}
+
+/// The runtime for `threads` threads. One thread is a current-thread
+/// runtime, everything on this (main) thread: measured, it costs a fifth
+/// to a quarter less CPU per file than a multi-thread runtime of one worker
+/// (the main thread beside it) or of two, at the same files per second
+/// (docs/performance.md, "CPU per file, lever by lever"). Large files are
+/// still read and compressed on the blocking pool's threads.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().thread_name("sender").build()
 }

@@ -251,6 +251,17 @@ impl Receiver {
         Receiver::start_inner(addr, fast, threads, None, false)
     }
 
+    /// As [`Receiver::start_on`], speaking HTTP/2 (prior knowledge) as
+    /// well as HTTP/1.1 when `http2`.
+    pub fn start_serving(
+        addr: SocketAddr,
+        fast: bool,
+        threads: usize,
+        http2: bool,
+    ) -> io::Result<Receiver> {
+        Receiver::start_inner(addr, fast, threads, None, http2)
+    }
+
     /// A plain-HTTP receiver that speaks HTTP/2 (prior knowledge) as well
     /// as HTTP/1.1.
     pub fn start_h2() -> Receiver {

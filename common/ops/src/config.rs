@@ -62,9 +62,10 @@ impl Config {
 pub struct SenderSection {
     /// Requests in flight at once, over all receivers.
     pub concurrency: usize,
-    /// Threads that read, compress and send. Two nearly double the
-    /// throughput of one; one uses about 3 MiB less memory. CPU per file
-    /// was within the noise between them (README, Performance).
+    /// Threads that read, compress and send. One runs it all on the
+    /// program's one thread, for the least CPU per file and memory; two
+    /// deliver more files per second where there are cores to spare
+    /// (docs/performance.md, "CPU per file, lever by lever").
     pub threads: usize,
     /// Give up on a file after this many attempts (0: no limit).
     pub max_attempts: u32,

@@ -86,14 +86,22 @@ fn not_regular(t: FileType) -> Option<String> {
 }
 
 /// Checks an open file once its reading reached the end (`read` bytes).
+///
+/// One `lstat` of the name does when the name still holds the file opened:
+/// it then shows that file's length and links, as an `fstat` would. Only
+/// when the name holds another file, or none, is the open file asked.
 pub fn verify(file: &File, path: &Path, claimed: Stat, read: u64) -> Result<(), Change> {
-    let open = match file.metadata() {
-        Ok(meta) => meta,
-        // An fstat of an open descriptor does not fail; if it ever does,
-        // nothing vouches for the file.
-        Err(_) => return Err(Change::Removed),
+    let named = std::fs::symlink_metadata(path).ok();
+    let at_path = named.as_ref().map(stat);
+    let open = match named {
+        Some(meta) if (meta.dev(), meta.ino()) == (claimed.dev, claimed.ino) => meta,
+        _ => match file.metadata() {
+            Ok(meta) => meta,
+            // An fstat of an open descriptor does not fail; if it ever
+            // does, nothing vouches for the file.
+            Err(_) => return Err(Change::Removed),
+        },
     };
-    let at_path = std::fs::symlink_metadata(path).ok().map(|m| stat(&m));
     let after = AfterRead {
         read,
         open: stat(&open),
@@ -114,6 +122,59 @@ pub fn change_error(change: Change) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `verify` on real files: the one `lstat` of an unchanged name must
+    /// still see a file that grew or was truncated, and another file or
+    /// none at the name.
+    #[test]
+    fn verify_sees_each_change_through_the_name() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let claim = |body: &[u8]| {
+            std::fs::write(&path, body).unwrap();
+            open(&path).unwrap()
+        };
+        let (file, claimed) = claim(b"abcd");
+        assert_eq!(verify(&file, &path, claimed, 4), Ok(()));
+
+        let (file, claimed) = claim(b"abcd");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"e")
+            .unwrap();
+        assert_eq!(
+            verify(&file, &path, claimed, 4),
+            Err(Change::Grew { claimed: 4 })
+        );
+
+        let (file, claimed) = claim(b"abcd");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(2)
+            .unwrap();
+        assert_eq!(
+            verify(&file, &path, claimed, 4),
+            Err(Change::Truncated {
+                claimed: 4,
+                read: 2
+            })
+        );
+
+        let (file, claimed) = claim(b"abcd");
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"abcd").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(verify(&file, &path, claimed, 4), Err(Change::Replaced));
+
+        let (file, claimed) = claim(b"abcd");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(verify(&file, &path, claimed, 4), Err(Change::Removed));
+    }
 
     #[test]
     fn special_files_are_named_by_type() {

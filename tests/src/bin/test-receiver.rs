@@ -25,6 +25,10 @@ struct Args {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Speak HTTP/2 (prior knowledge, h2c) as well as HTTP/1.1, for a
+    /// sender with `http_version = "2"`.
+    #[arg(long)]
+    http2: bool,
     /// Add this long to every answer, as a receiver that far away would.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     answer_after: Option<std::time::Duration>,
@@ -54,10 +58,11 @@ fn pair<T: std::str::FromStr>(flag: &str, value: &str) -> (T, String) {
 
 fn main() {
     let args = Args::parse();
-    let receiver = Receiver::start_on(args.listen, args.fast, args.threads).unwrap_or_else(|e| {
-        eprintln!("test-receiver: cannot listen on {}: {e}", args.listen);
-        std::process::exit(1);
-    });
+    let receiver = Receiver::start_serving(args.listen, args.fast, args.threads, args.http2)
+        .unwrap_or_else(|e| {
+            eprintln!("test-receiver: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        });
     receiver.answer(Reply::status(args.status).body("answered by test-receiver"));
     for rule in &args.paths {
         let Some((prefix, status)) = rule.split_once('=') else {

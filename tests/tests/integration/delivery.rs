@@ -539,3 +539,30 @@ fn a_file_over_1_gib_is_streamed_with_bounded_memory() {
     );
     spool.find(State::Done, "big.bin");
 }
+
+/// `threads = 1` runs the whole sender on its main thread (a current-thread
+/// runtime), so no answer wakes another thread to be handled; `threads = N`
+/// adds N worker threads beside it. Counted as threads of the running
+/// process, between two senders that differ only in `--threads`.
+#[test]
+fn one_thread_is_the_main_thread_and_more_are_workers_beside_it() {
+    let rx = Receiver::start();
+    let mut counts = Vec::new();
+    for threads in ["1", "2"] {
+        let spool = TestSpool::new();
+        spool.put("a.json", b"x");
+        let daemon = spawn(sender(&spool).args(["--threads", threads, "--url", &rx.url("/")]));
+        assert!(eventually(MINUTE, || spool.count(State::Done) == 1));
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+            .unwrap()
+            .count();
+        counts.push(tasks);
+        daemon.signal(Signal::SIGTERM);
+        daemon.wait(MINUTE).assert_success();
+    }
+    assert_eq!(
+        counts[1],
+        counts[0] + 2,
+        "threads of --threads 1 and 2: {counts:?}"
+    );
+}

@@ -74,3 +74,35 @@ fn issue_17_an_early_2xx_over_http_2_is_not_a_delivery() {
     assert_eq!(reason.class, ErrorClass::EarlyAnswer, "{reason:?}");
     assert_eq!(rx.received()[0].version, "HTTP/2.0");
 }
+
+/// The benchmarks measure HTTP/2 against the `test-receiver` program, so
+/// the program must speak it when asked, as the library's receiver does.
+#[test]
+fn the_test_receiver_program_speaks_prior_knowledge_http_2_when_asked() {
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+    let rx = spawn(command("test-receiver").arg("--http2"));
+    let mut url = String::new();
+    assert!(
+        eventually(MINUTE, || {
+            let out = rx.stdout_so_far();
+            url = out
+                .lines()
+                .find_map(|l| l.strip_prefix("listening on "))
+                .unwrap_or_default()
+                .to_string();
+            !url.is_empty()
+        }),
+        "{}",
+        rx.stderr_so_far()
+    );
+    let spool = TestSpool::new();
+    spool.put("a.json", b"two");
+    let out = once(
+        &spool,
+        &one_receiver(&spool, &format!("{url}/in"), "http_version = \"2\""),
+    );
+    assert_eq!(spool.count(State::Done), 1, "{}", out.stderr);
+    rx.signal(nix::sys::signal::Signal::SIGTERM);
+    let summary = rx.wait(MINUTE).stderr;
+    assert!(summary.contains("test-receiver: 1 requests"), "{summary}");
+}
