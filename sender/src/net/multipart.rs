@@ -37,7 +37,7 @@ use crate::net::send::{KEEP_BODY, MIN_RATE, Sent};
 use crate::net::target::Target;
 use crate::net::transport::{classify_error, error_text};
 use crate::rules::outcome::Answer;
-use crate::rules::s3_error;
+use crate::rules::s3_error::{self, Completion};
 
 /// What went wrong in one step, as the answer to judge.
 struct Failed {
@@ -137,7 +137,19 @@ impl Job<'_> {
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
+        // An answer cut short is a broken exchange, not an answer: a
+        // completion's result comes last. Leading whitespace is not kept
+        // (AWS sends it while it assembles the parts, before the result).
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport(e, self.target))?
+        {
+            let chunk = if body.is_empty() {
+                chunk.trim_ascii_start()
+            } else {
+                &chunk[..]
+            };
             let room = KEEP_BODY.saturating_sub(body.len());
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
@@ -163,10 +175,7 @@ impl Job<'_> {
             .await;
         let kept = match reply {
             Ok(r) if (200..300).contains(&r.code) || r.code == 404 => None,
-            Ok(r)
-                if (400..500).contains(&r.code)
-                    && s3_error::credentials_refused(r.code, &r.body).is_none() =>
-            {
+            Ok(r) if s3_error::abort_refused_for_good(r.code, &r.body) => {
                 tracing::warn!(%object, upload = id, status = r.code, code = s3_error::error_code(&r.body).unwrap_or(""), "the store would not abort an upload; it is left to the bucket's lifecycle rule");
                 None
             }
@@ -413,14 +422,17 @@ impl Job<'_> {
                 false,
             )
             .await?;
-        // A store may answer 200 and then report a failure in the body
-        // (AWS does, for a completion that failed after it began).
-        let failed_in_body = String::from_utf8_lossy(&done.body).contains("<Error>");
-        match done.code {
-            200..=299 if !failed_in_body => Ok(done.code),
-            412 => Ok(412),
-            code => Err(Failed::status(
-                if failed_in_body { 500 } else { code },
+        match s3_error::completion(done.code, &done.body) {
+            Completion::Done => Ok(done.code),
+            Completion::AlreadyThere => {
+                // The object was there before (a completion whose answer
+                // was lost, a second copy of the file): this upload's
+                // parts are nobody's. Its record goes with the success.
+                let _ = self.abort(&self.object, id).await;
+                Ok(412)
+            }
+            Completion::Failed(code) => Err(Failed::status(
+                code,
                 retry_after(&done.headers),
                 done.body,
                 "completing the upload",

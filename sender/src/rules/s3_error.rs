@@ -51,9 +51,97 @@ pub fn credentials_refused(status: u16, body: &[u8]) -> Option<&str> {
     .then_some(code)
 }
 
+/// What a store's answer to completing a multipart upload says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The object exists: the answer is 2xx and holds
+    /// `<CompleteMultipartUploadResult>`.
+    Done,
+    /// The object was there before (412 to `If-None-Match: *`).
+    AlreadyThere,
+    /// Not done, or not known to be: the status to judge it by (a 2xx
+    /// without the result counts as the store's own trouble, 500, so the
+    /// file is tried again, never moved to `done/` on a guess).
+    Failed(u16),
+}
+
+/// Judges the answer to a completion. AWS answers 200 at once, then sends
+/// whitespace while it assembles the parts, then the result or an
+/// `<Error>`: the status alone says nothing, and an answer cut short (its
+/// connection lost, its timeout reached) may hold neither. Only the
+/// result element proves the object exists.
+pub fn completion(status: u16, body: &[u8]) -> Completion {
+    let text = String::from_utf8_lossy(body);
+    match status {
+        200..=299
+            if text.contains("<CompleteMultipartUploadResult") && !text.contains("<Error>") =>
+        {
+            Completion::Done
+        }
+        200..=299 => Completion::Failed(500),
+        412 => Completion::AlreadyThere,
+        code => Completion::Failed(code),
+    }
+}
+
+/// Whether a refusal to abort an upload (4xx) is for good: the store will
+/// not abort it whatever we do, so its record goes and the bucket's
+/// lifecycle rule is left to clean its parts. A refusal of our
+/// credentials, a request timeout (408), too early (425), a throttle (429)
+/// or a conflict (409) is not: the next attempt may get through.
+pub fn abort_refused_for_good(status: u16, body: &[u8]) -> bool {
+    (400..500).contains(&status)
+        && !matches!(status, 408 | 409 | 425 | 429)
+        && credentials_refused(status, body).is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_is_done_only_when_its_answer_holds_the_result() {
+        let result = b"<?xml version=\"1.0\"?>\n<CompleteMultipartUploadResult><Location>l</Location><Bucket>b</Bucket><Key>k</Key><ETag>\"e-3\"</ETag></CompleteMultipartUploadResult>";
+        assert_eq!(completion(200, result), Completion::Done);
+        // AWS's keep-alive whitespace, then the result or an error.
+        let mut late = b"          ".to_vec();
+        late.extend_from_slice(result);
+        assert_eq!(completion(200, &late), Completion::Done);
+        assert_eq!(
+            completion(200, &error("InternalError")),
+            Completion::Failed(500)
+        );
+        // Cut short after the status: nothing proves the object exists.
+        assert_eq!(completion(200, b"      "), Completion::Failed(500));
+        assert_eq!(completion(200, b""), Completion::Failed(500));
+        assert_eq!(
+            completion(412, &error("PreconditionFailed")),
+            Completion::AlreadyThere
+        );
+        assert_eq!(completion(503, &error("SlowDown")), Completion::Failed(503));
+        assert_eq!(
+            completion(409, &error("ConditionalRequestConflict")),
+            Completion::Failed(409)
+        );
+    }
+
+    #[test]
+    fn an_abort_refused_for_a_passing_reason_is_tried_again() {
+        assert!(abort_refused_for_good(403, &error("AccessDenied")));
+        assert!(abort_refused_for_good(400, &error("InvalidRequest")));
+        for passing in [408, 409, 425, 429] {
+            assert!(
+                !abort_refused_for_good(passing, &error("Whatever")),
+                "{passing}"
+            );
+        }
+        assert!(!abort_refused_for_good(
+            403,
+            &error("SignatureDoesNotMatch")
+        ));
+        assert!(!abort_refused_for_good(503, &error("SlowDown")));
+        assert!(!abort_refused_for_good(500, b""));
+    }
 
     fn error(code: &str) -> Vec<u8> {
         format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message><RequestId>r</RequestId></Error>").into_bytes()
