@@ -80,6 +80,10 @@ pub fn completion(status: u16, body: &[u8]) -> Completion {
         }
         200..=299 => Completion::Failed(500),
         412 => Completion::AlreadyThere,
+        // ConditionalRequestConflict: another write to the key was under
+        // way; AWS says to start the upload again. A 409 elsewhere is a
+        // rejection, so it is judged here as the store's passing trouble.
+        409 if error_code(body) == Some("ConditionalRequestConflict") => Completion::Failed(500),
         code => Completion::Failed(code),
     }
 }
@@ -119,8 +123,13 @@ mod tests {
             Completion::AlreadyThere
         );
         assert_eq!(completion(503, &error("SlowDown")), Completion::Failed(503));
+        // A write to the same key under way: tried again, not rejected.
         assert_eq!(
             completion(409, &error("ConditionalRequestConflict")),
+            Completion::Failed(500)
+        );
+        assert_eq!(
+            completion(409, &error("InvalidRequest")),
             Completion::Failed(409)
         );
     }
