@@ -42,11 +42,15 @@ fn a_receiver_that_demands_a_client_certificate_gets_ours_and_nothing_without_it
     let events = out.events();
     assert_eq!(events[0].event, EventKind::Retry, "{}", out.stdout);
     let error = events[0].error.clone().unwrap_or_default();
-    assert!(
-        error.contains("CertificateRequired") || error.contains("certificate"),
-        "{error}"
-    );
-    assert_eq!(waiting_reason(&spool).as_deref(), Some("tls"));
+    let reason = waiting_reason(&spool);
+    // In TLS 1.3 the server refuses after the client's side of the
+    // handshake has ended: whether the client reads the alert or finds
+    // the connection closed under its first request is a race (CI met
+    // "connection was not ready", reason "network", once in a full run).
+    let told_tls = (error.contains("CertificateRequired") || error.contains("certificate"))
+        && reason.as_deref() == Some("tls");
+    let closed = matches!(reason.as_deref(), Some("network" | "reset"));
+    assert!(told_tls || closed, "{error}; reason {reason:?}");
     assert!(rx.received().is_empty());
     assert!(rx.tls_refused() >= 1);
 
