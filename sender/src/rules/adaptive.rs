@@ -47,12 +47,19 @@
 //!   kept coming, they were not ours; the cut is undone and their share is
 //!   learnt as noise. Noise drifts back down slowly ([`NOISE_DECAY`]) when
 //!   windows show fewer failures, so a backend that recovers stops being
-//!   excused. A receiver that mostly fails is the circuit breaker's
+//!   excused; windows never raise it (those at the top of the saw-tooth
+//!   past a capacity fail more than the noise, within what it excuses,
+//!   and followed upward the noise climbed with them). A receiver that mostly fails is the circuit breaker's
 //!   business, not this limit's: the noise is at most [`MAX_NOISE`].
 //!   A cut's judgement needs two failures in the window after it, which
 //!   a noise of 1% seldom gives: so a sender alone also counts the
 //!   failures of requests sent well below a load the receiver lately took
-//!   without any ([`WELL_BELOW`] of the highest limit of a clean window).
+//!   without any ([`WELL_BELOW`] of the highest load a clean window met,
+//!   and [`BELOW_MARGIN`] requests under it). A window's load is what its
+//!   answers found open at the receiver by Little's law (goodput × mean
+//!   latency), not its limit: a slot is taken before its file is read and
+//!   compressed, and on a loaded host a window at 16 met no 503 from a
+//!   receiver with room for 8.
 //!   A receiver at its capacity does not fail there; once
 //!   [`BELOW_ANSWERS`] such answers hold two failures or more, their share
 //!   is learnt as noise (1% of 503s at random: 0.22× the best fixed limit
@@ -78,6 +85,11 @@
 //!   learnt for the first time, by a quiet moment or alone by failures
 //!   well below a clean load, starts slow start again: the cuts before it
 //!   were the noise's, and the limit they left says nothing.
+//! - **Slow start's overload** goes back at once to the load the window
+//!   before met, as BBR drains after start-up, rather than by 0.7 a round
+//!   trip from four times too many; and while no noise is learnt, a window
+//!   in slow start waits for a failure still held ([`Controller::hold`])
+//!   before it grows.
 //! - **One cut per round trip.** Requests already in flight when the limit
 //!   was cut answer with the same news; signals from requests sent before
 //!   the last cut do not cut again (TCP cuts once per round trip for the
@@ -189,6 +201,13 @@ pub const MAX_NOISE: f64 = 0.5;
 /// ([`Controller::answered`]): overload of one's own making does not come
 /// there, noise does.
 pub const WELL_BELOW: f64 = 0.85;
+/// ... and at least this many requests below it: on a loaded host the
+/// sender's count of requests in flight and the receiver's disagree by a
+/// request or two (an answer not yet read, a room not yet freed), so a
+/// window past a capacity of 8 can meet no 503 and one at 7 can meet a
+/// few. Within that margin, 1.5% of 503s at a receiver's capacity were
+/// learnt as noise and the limit then sat past it.
+pub const BELOW_MARGIN: f64 = 2.0;
 /// Answers to requests sent well below a load taken cleanly that say what
 /// share of failures comes there.
 pub const BELOW_ANSWERS: f64 = 200.0;
@@ -301,6 +320,9 @@ pub struct Controller {
     /// Slow start's best goodput and the limit that gave it, and the
     /// windows since without a rise.
     best: Option<(f64, f64)>,
+    /// The requests the best window's answers found open at the receiver
+    /// ([`Seen::load`]), where slow start's overload goes back to.
+    best_load: Option<f64>,
     stalls: u32,
     /// The share of answers that fail whatever the load.
     noise: f64,
@@ -317,9 +339,9 @@ pub struct Controller {
     recent_answers: u64,
     /// Windows closed so far (the first sets `failing`).
     windows: u64,
-    /// The limit and failure share of the latest full windows, for
-    /// [`failures_rise_with_load`].
-    history: std::collections::VecDeque<(f64, f64)>,
+    /// The latest full windows, for [`failures_rise_with_load`] and
+    /// [`Controller::clean_max`].
+    history: std::collections::VecDeque<Seen>,
     /// The log of the limit and of the goodput of the latest full windows
     /// in congestion avoidance, for [`Controller::elasticity`].
     gradient: std::collections::VecDeque<(f64, f64)>,
@@ -339,9 +361,28 @@ pub struct Controller {
     /// quiet moments').
     below_answers: f64,
     below_failures: f64,
+    /// Failures answered but not yet heard: each is told when its hold
+    /// ([`Controller::hold`]) ends.
+    held: usize,
     /// Goodput of the latest window that closed with the pipe full.
     goodput: Option<f64>,
     window: Window,
+}
+
+/// What one full window met.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    limit: f64,
+    /// The share of its answers that failed.
+    failed: f64,
+    /// The requests its answers found open at the receiver, by Little's
+    /// law (goodput times mean latency), at most the limit; none if the
+    /// window was too short to say. The limit bounds the slots taken, and
+    /// a slot is taken before its file is claimed, read and compressed:
+    /// on a loaded host a window at a limit of 16 met no 503 from a
+    /// receiver with room for 8, and its limit then made 503s at 9 look
+    /// "well below" a load taken cleanly.
+    load: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -408,6 +449,7 @@ impl Controller {
             srtt: None,
             slow_start: start.is_none(),
             best: None,
+            best_load: None,
             stalls: 0,
             noise: start.map_or(0.0, |s| s.noise).clamp(0.0, MAX_NOISE),
             shared: false,
@@ -426,6 +468,7 @@ impl Controller {
             below_answers: 0.0,
             below_failures: 0.0,
             goodput: None,
+            held: 0,
             window: Window::default(),
         }
     }
@@ -638,13 +681,16 @@ impl Controller {
 
     /// Called with each answer to a request sent with `ticket`, at `now`.
     pub fn answered(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
+        if signal == Signal::Overload {
+            self.held = self.held.saturating_sub(1);
+        }
         // At a limit of one a sender alone cannot be overloading the
         // receiver: whatever fails there fails at every load it can make.
         let below = !ticket.quiet
             && (ticket.limit <= 1
-                || self
-                    .clean_max()
-                    .is_some_and(|clean| ticket.limit as f64 <= clean * WELL_BELOW));
+                || self.clean_max().is_some_and(|clean| {
+                    ticket.limit as f64 <= (clean * WELL_BELOW).min(clean - BELOW_MARGIN)
+                }));
         if !ticket.quiet {
             let failed = match signal {
                 Signal::Overload => Some(1.0),
@@ -666,13 +712,13 @@ impl Controller {
         }
     }
 
-    /// The highest limit of the remembered full windows that met no
+    /// The highest load of the remembered full windows that met no
     /// failure: a load the receiver took cleanly not long ago.
     fn clean_max(&self) -> Option<f64> {
         self.history
             .iter()
-            .filter(|(_, failed)| *failed == 0.0)
-            .map(|(limit, _)| *limit)
+            .filter(|seen| seen.failed == 0.0)
+            .filter_map(|seen| seen.load)
             .reduce(f64::max)
     }
 
@@ -716,7 +762,12 @@ impl Controller {
             }
             Signal::Neutral => {}
         }
-        if self.window.answers >= self.window_size() {
+        // In slow start with no noise learnt, a failure still held would
+        // cut: the window waits for it rather than grow past it (a window
+        // of 16 good answers closed and quadrupled while the 503s of the
+        // requests sent at 16 were held, and the 64 then met 40 more).
+        let failure_due = self.slow_start && self.noise == 0.0 && self.held > 0;
+        if self.window.answers >= self.window_size() && !failure_due {
             self.close_window(now);
         }
     }
@@ -782,14 +833,18 @@ impl Controller {
     /// How long a request that got `signal` keeps its room after its
     /// answer: a request turned away holds it for the time a served one
     /// takes (the baseline), so a sender does not answer a full receiver's
-    /// 503 by sending again at once; others free nothing before then.
-    pub fn hold(&self, signal: Signal) -> Duration {
+    /// 503 by sending again at once; others free nothing before then. The
+    /// caller tells its answer ([`Controller::answered`]) when the hold
+    /// ends; until then it is counted as held.
+    pub fn hold(&mut self, signal: Signal) -> Duration {
         match signal {
-            Signal::Overload => self
-                .baseline
-                .or(self.last_good)
-                .unwrap_or(LATENCY_FLOOR)
-                .clamp(LATENCY_FLOOR, MAX_HOLD),
+            Signal::Overload => {
+                self.held += 1;
+                self.baseline
+                    .or(self.last_good)
+                    .unwrap_or(LATENCY_FLOOR)
+                    .clamp(LATENCY_FLOOR, MAX_HOLD)
+            }
             Signal::Good(_) | Signal::Neutral => Duration::ZERO,
         }
     }
@@ -859,7 +914,25 @@ impl Controller {
         });
         self.edge = Some(self.limit);
         self.overloaded_at = Some(self.limit);
-        self.cut(OVERLOAD_CUT);
+        // Overload in slow start: the growth since the last window that
+        // raised goodput overshot, by up to four times against a receiver
+        // that turns away what it has no room for and shows no queue
+        // first. Back at once to the requests that window found open at
+        // the receiver (its limit, if that is not known), as BBR drains to
+        // its estimate after start-up; cuts by 0.7 took four round trips
+        // from 32 to a capacity of 8, and met 45 503s on the way. (Its
+        // limit alone is not enough: a 503 is heard after its hold, so a
+        // window of 16 good answers can close, and quadruple, before the
+        // 503s of the requests sent at 16.)
+        let last_good = self
+            .best
+            .filter(|_| self.slow_start)
+            .map(|(_, at)| self.best_load.map_or(at, |load| load.clamp(1.0, at)))
+            .filter(|at| *at < self.limit * OVERLOAD_CUT);
+        match last_good {
+            Some(at) => self.cut(at / self.limit),
+            None => self.cut(OVERLOAD_CUT),
+        }
     }
 
     fn cut(&mut self, by: f64) {
@@ -943,11 +1016,23 @@ impl Controller {
             _ => self.failing + (failed - self.failing) * FAILING_WEIGHT,
         };
         self.windows += 1;
+        let load = goodput
+            .zip(
+                window
+                    .latency_sum
+                    .checked_div(window.good as u32)
+                    .filter(|_| window.good > 0),
+            )
+            .map(|(goodput, mean)| (goodput * mean.as_secs_f64()).min(self.limit));
         if window.saturated {
             if self.history.len() == HISTORY {
                 self.history.pop_front();
             }
-            self.history.push_back((self.limit, failed));
+            self.history.push_back(Seen {
+                limit: self.limit,
+                failed,
+                load,
+            });
         }
         // Failures that follow the limit bar an undo. (They no longer
         // halve the noise: over a few dozen small windows a sick
@@ -1002,11 +1087,11 @@ impl Controller {
             );
             return;
         }
-        // Alone, the noise follows the windows both ways. Shared, a window
-        // cannot tell noise from the overload the senders make together:
-        // the quiet moments measure it.
-        if self.noise > 0.0 && !self.shared {
-            self.noise = (self.noise + (failed - self.noise) * NOISE_DECAY).min(MAX_NOISE);
+        // Alone, the windows lower the noise, never raise it (see the
+        // module doc). Shared, a window cannot tell noise from the
+        // overload the senders make together: the quiet moments measure it.
+        if self.noise > 0.0 && !self.shared && failed < self.noise {
+            self.noise += (failed - self.noise) * NOISE_DECAY;
         }
         if window.saturated && goodput.is_some() {
             self.goodput = goodput;
@@ -1074,7 +1159,7 @@ impl Controller {
             } else {
                 2.0
             };
-            self.startup_window(goodput, gain);
+            self.startup_window(goodput, load, gain);
             return;
         }
         let queued = self.limit * (1.0 - 1.0 / ratio);
@@ -1112,7 +1197,7 @@ impl Controller {
     /// Slow start: doubles while goodput rises by [`STARTUP_GROWTH`] per
     /// window; after [`STARTUP_STALLS`] windows without, the pipe is full
     /// and the limit goes back to the one that gave the best goodput.
-    fn startup_window(&mut self, goodput: Option<f64>, gain: f64) {
+    fn startup_window(&mut self, goodput: Option<f64>, load: Option<f64>, gain: f64) {
         let Some(goodput) = goodput else {
             // No time passed (answers all at one instant): nothing to
             // compare, keep doubling.
@@ -1136,6 +1221,7 @@ impl Controller {
             }
             _ => {
                 self.best = Some((goodput, self.limit));
+                self.best_load = load;
                 self.stalls = 0;
                 self.limit = (self.limit.floor() * gain).min(self.max as f64);
             }
@@ -1151,7 +1237,7 @@ impl Controller {
 /// follow the limit even when one sender's single cut cannot show it
 /// (the others fill the room it gave up, and its goodput falls as noise
 /// would make it fall).
-fn failures_rise_with_load(history: &std::collections::VecDeque<(f64, f64)>) -> bool {
+fn failures_rise_with_load(history: &std::collections::VecDeque<Seen>) -> bool {
     // Two standard errors of a correlation of unrelated figures (1/√n):
     // over a few windows chance alone correlates noise with the limit.
     let significant = (RISE_SIGNIFICANCE / (history.len() as f64).sqrt()).max(RISE_CORRELATION);
@@ -1160,17 +1246,16 @@ fn failures_rise_with_load(history: &std::collections::VecDeque<(f64, f64)>) -> 
 
 /// Pearson's correlation between the remembered windows' limits and their
 /// failure shares; none over fewer than eight windows or without spread.
-fn failure_correlation(history: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
+fn failure_correlation(history: &std::collections::VecDeque<Seen>) -> Option<f64> {
     let n = history.len() as f64;
     if history.len() < 8 {
         return None;
     }
-    let (sx, sy) = history
-        .iter()
-        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let points = || history.iter().map(|seen| (seen.limit, seen.failed));
+    let (sx, sy) = points().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
     let (mx, my) = (sx / n, sy / n);
     let (mut cov, mut vx, mut vy) = (0.0, 0.0, 0.0);
-    for (x, y) in history {
+    for (x, y) in points() {
         cov += (x - mx) * (y - my);
         vx += (x - mx) * (x - mx);
         vy += (y - my) * (y - my);
@@ -1313,11 +1398,15 @@ mod tests {
         let mut c = Controller::new(64, None);
         assert_eq!(steps(&mut c, &mut clock, 11, Signal::Good(5 * MS)), [4, 8]);
         two_failures(&mut c, &mut clock);
-        assert_eq!(c.limit(), 5, "8 × 0.7");
+        assert_eq!(
+            c.limit(),
+            4,
+            "slow start's overload goes back to 4, which raised goodput"
+        );
         // A step per window, never doubling again; a quarter step once
         // within one of the limit that met overload (8).
-        let seen = steps(&mut c, &mut clock, 80, Signal::Good(5 * MS));
-        assert_eq!(seen, [5, 6, 7]);
+        let seen = steps(&mut c, &mut clock, 100, Signal::Good(5 * MS));
+        assert_eq!(seen, [4, 5, 6, 7]);
     }
 
     /// A receiver that serves at most 800 files/s (20 ms each, 16 at
@@ -1644,6 +1733,42 @@ mod tests {
         assert!(least >= 100, "the limit fell to {least}");
     }
 
+    /// Alone, the windows lower a learnt noise but never raise it: the
+    /// windows at the top of the saw-tooth past a receiver's capacity
+    /// fail more than the noise, within what it excuses, and followed
+    /// both ways the noise climbed with them (1.5% of 503s learnt on a
+    /// loaded host became 36%, simulated). A noise that really rose is
+    /// learnt by the cut that did not help, or well below the load.
+    #[test]
+    fn windows_alone_lower_the_noise_but_do_not_raise_it() {
+        let learnt = 0.05;
+        let mut c = Controller::new(
+            64,
+            Some(Snapshot {
+                limit: 20,
+                baseline: Some(5 * MS),
+                noise: learnt,
+            }),
+        );
+        c.set_shared(false);
+        let mut clock = Clock::new();
+        // Two failures in twenty: within what a noise of 5% excuses.
+        for _ in 0..50 {
+            window_of(&mut c, &mut clock, 5 * MS, |i, _| {
+                if i % 10 == 0 {
+                    Signal::Overload
+                } else {
+                    Signal::Good(5 * MS)
+                }
+            });
+        }
+        assert!(c.noise() <= learnt, "noise {}", c.noise());
+        for _ in 0..50 {
+            window_of(&mut c, &mut clock, 5 * MS, |_, _| Signal::Good(5 * MS));
+        }
+        assert!(c.noise() < learnt / 2.0, "noise {}", c.noise());
+    }
+
     /// A sender alone held at a limit of one by a sick backend's 503s
     /// (each cut before any noise was learnt) cannot be overloading the
     /// receiver: one window's failures there are learnt as noise, and it
@@ -1719,8 +1844,35 @@ mod tests {
         let t = c.sent(1);
         c.answered(t, Signal::Good(50 * MS), now);
         assert_eq!(c.hold(Signal::Overload), 5 * MS, "the baseline wins");
-        let c = at(8, Some(Duration::from_secs(20)));
+        let mut c = at(8, Some(Duration::from_secs(20)));
         assert_eq!(c.hold(Signal::Overload), MAX_HOLD, "a slow receiver's");
+    }
+
+    /// A failure told only when its hold ends still stops slow start's
+    /// growth: the window it belongs to waits for it, and its overload
+    /// takes the limit back to the load that window's predecessor met.
+    #[test]
+    fn slow_start_waits_for_a_held_failure_and_goes_back_to_the_load_last_taken() {
+        let mut clock = Clock::new();
+        let mut c = Controller::new(1024, None);
+        c.set_shared(false);
+        c.set_shared(false);
+        // Two windows at 4 and 16 in flight, each answered in 5 ms:
+        // nothing queues, so the limit quadruples.
+        assert_eq!(steps(&mut c, &mut clock, 12, Signal::Good(5 * MS)), [4, 16]);
+        // At 16, one request is turned away and held; the window's good
+        // answers come first.
+        let turned_away = c.sent(16);
+        assert!(c.hold(Signal::Overload) > Duration::ZERO);
+        let seen = steps(&mut c, &mut clock, 20, Signal::Good(5 * MS));
+        assert_eq!(seen, [16], "no growth while a failure is held");
+        c.answered(turned_away, Signal::Overload, clock.tick(MS));
+        assert_eq!(
+            c.limit(),
+            4,
+            "back to what the window at 4 found open: 4 answers of 5 ms \
+             each 1.25 ms apart"
+        );
     }
 
     #[test]
@@ -1993,6 +2145,10 @@ mod tests {
         /// From, until and how much slower: a receiver that turns slow for
         /// a while and recovers.
         slow: Option<(Duration, Duration, Duration)>,
+        /// Up to how long after an answer the receiver frees its room,
+        /// and, apart, the sender hears of it: a loaded host, where the
+        /// two counts of requests open disagree by a request or two.
+        lag: Duration,
     }
 
     impl Receiver {
@@ -2003,6 +2159,7 @@ mod tests {
             hang: 0.0,
             per_open: Duration::ZERO,
             slow: None,
+            lag: Duration::ZERO,
         };
     }
 
@@ -2071,6 +2228,8 @@ mod tests {
             TimedOut(Ticket, usize),
             Lapse(usize),
             Freed(usize),
+            /// The receiver frees the room of a request it answered.
+            Released,
             /// A failure's hold ended: the controller hears of it.
             Told(Ticket, usize),
             /// A step of a quiet moment, as `pace` times them.
@@ -2161,6 +2320,13 @@ mod tests {
                         {
                             took += extra.as_micros() as u64;
                         }
+                        let lag = receiver.lag.as_micros() as u64;
+                        if lag > 0 {
+                            // Freed by the receiver and heard of by the
+                            // sender, each a moment after the answer.
+                            events.push(Reverse((now + took + rng.u64(..lag), s, Event::Released)));
+                            took += rng.u64(..lag);
+                        }
                         (now + took, s, Event::Served(generation, id, now))
                     };
                     events.push(Reverse(event));
@@ -2173,7 +2339,9 @@ mod tests {
             let clock = start + Duration::from_micros(now);
             let (ticket, id, signal) = match event {
                 Event::Served(g, id, sent) => {
-                    busy -= 1;
+                    if receiver.lag.is_zero() {
+                        busy -= 1;
+                    }
                     served += 1;
                     (g, id, Signal::Good(Duration::from_micros(now - sent)))
                 }
@@ -2201,6 +2369,10 @@ mod tests {
                 }
                 Event::Ready => {
                     waking[s] = false;
+                    continue;
+                }
+                Event::Released => {
+                    busy -= 1;
                     continue;
                 }
                 Event::Quiet(phase) => {
@@ -2297,9 +2469,53 @@ mod tests {
         }
     }
 
-    /// The adaptive default's goodput on seeds 1-3 as shares of the best of
-    /// the `fixed` limits' (seed 1), sorted, with the default's runs; each
-    /// sender bounded at 1,024 in flight.
+    /// On a loaded host the receiver frees its room and the sender hears
+    /// of an answer each a moment late, so a window at a limit past the
+    /// capacity can meet no 503 and one below it can meet a few: neither
+    /// makes overload into noise.
+    #[test]
+    fn counts_that_lag_on_a_loaded_host_do_not_teach_overload_as_noise() {
+        for lag in [1, 2, 3] {
+            let receiver = Receiver {
+                capacity: 8,
+                work: 5 * MS,
+                lag: lag * MS,
+                ..Receiver::FAST
+            };
+            for seed in 0..5 {
+                let sim = simulate(
+                    Senders {
+                        count: 1,
+                        start_every_us: REAL_PACE_US,
+                    },
+                    receiver,
+                    None,
+                    64,
+                    3000,
+                    TIMEOUT,
+                    seed,
+                );
+                eprintln!(
+                    "lag {lag} ms, seed {seed}: {:.1}% 503s, {:.0}/s",
+                    100.0 * sim.rejected(),
+                    sim.goodput()
+                );
+                assert!(
+                    sim.rejected() <= 0.05,
+                    "lag {lag} ms, seed {seed}: {:.1}% answered 503",
+                    100.0 * sim.rejected()
+                );
+            }
+        }
+    }
+
+    /// Seeds each adaptive scenario runs with: the median of five, since
+    /// one seed of three could move a median by a few hundredths.
+    const SEEDS: u64 = 5;
+
+    /// The adaptive default's goodput on seeds 1-[`SEEDS`] as shares of
+    /// the best of the `fixed` limits' (seed 1), sorted, with the
+    /// default's runs; each sender bounded at 1,024 in flight.
     fn against_best_fixed(
         senders: Senders,
         receiver: Receiver,
@@ -2312,12 +2528,16 @@ mod tests {
             .iter()
             .map(|&n| simulate(senders, receiver, Some(n), bound, files, window, 1).goodput())
             .fold(0.0, f64::max);
-        let sims: Vec<Sim> = (1..=3)
+        let sims: Vec<Sim> = (1..=SEEDS)
             .map(|seed| simulate(senders, receiver, None, bound, files, window, seed))
             .collect();
         let mut ratios: Vec<f64> = sims.iter().map(|sim| sim.goodput() / best).collect();
         ratios.sort_by(f64::total_cmp);
         (ratios, sims)
+    }
+
+    fn median(sorted: &[f64]) -> f64 {
+        sorted[sorted.len() / 2]
     }
 
     /// The benchmark's scenarios on paused time: the adaptive default delivers
@@ -2481,7 +2701,7 @@ mod tests {
                 }
             }
             eprintln!("{name}: {ratios:.2?}");
-            if ratios[1] < least {
+            if median(&ratios) < least {
                 short.push(format!("{name}: {ratios:.2?} of the best fixed"));
             }
         }
@@ -2525,7 +2745,7 @@ mod tests {
                 window,
             );
             eprintln!("{name}: {ratios:.2?}");
-            if ratios[1] < least {
+            if median(&ratios) < least {
                 short.push(format!("{name}: {ratios:.2?} of the best fixed"));
             }
         }
@@ -2558,7 +2778,7 @@ mod tests {
             Duration::from_secs(4),
         );
         eprintln!("{ratios:.2?}");
-        assert!(ratios[1] >= 0.5, "{ratios:.2?} of the best fixed");
+        assert!(median(&ratios) >= 0.5, "{ratios:.2?} of the best fixed");
     }
 
     /// Several senders on one spool against receivers whose failures are
@@ -2628,7 +2848,7 @@ mod tests {
                 window,
             );
             eprintln!("{name}: {ratios:.2?}");
-            if ratios[1] < least {
+            if median(&ratios) < least {
                 short.push(format!("{name}: {ratios:.2?} of the best fixed"));
             }
         }

@@ -333,7 +333,7 @@ impl Pace {
 
     /// How long a request that got `signal` keeps its room after its answer.
     fn hold(&self, signal: Signal) -> Duration {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if !inner.adaptive {
             return Duration::ZERO;
         }
