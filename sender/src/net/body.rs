@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crate::net::encode::{Encoder, Encoding, gzip_small, zstd_small};
 use crate::net::file::{change_error, verify};
 use crate::rules::change::{Change, Stat};
+use crate::rules::outcome::Answer;
 
 /// Files up to this size are compressed in memory in one step.
 pub const INLINE_MAX: u64 = 64 * 1024;
@@ -46,6 +47,16 @@ pub(super) struct Progress {
 pub(super) enum Local {
     Read(String),
     Changed(Change),
+}
+
+impl Local {
+    /// What the answer table makes of it, and the text for the reason.
+    pub(super) fn answer(self) -> (Answer, String) {
+        match self {
+            Local::Read(text) => (Answer::LocalRead, text),
+            Local::Changed(change) => (Answer::Changed(change), change.to_string()),
+        }
+    }
 }
 
 impl Progress {

@@ -48,10 +48,7 @@ struct Failed {
 
 impl Failed {
     fn local(local: Local) -> Failed {
-        let (answer, error) = match local {
-            Local::Read(text) => (Answer::LocalRead, text),
-            Local::Changed(change) => (Answer::Changed(change), change.to_string()),
-        };
+        let (answer, error) = local.answer();
         Failed {
             answer,
             body: Vec::new(),

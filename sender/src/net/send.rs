@@ -411,10 +411,7 @@ async fn first_part(
 
 /// A failure on the local side before anything was sent.
 fn local_failure(started: Instant, local: Local, progress: &Progress) -> Sent {
-    let (answer, error) = match local {
-        Local::Read(text) => (Answer::LocalRead, text),
-        Local::Changed(change) => (Answer::Changed(change), change.to_string()),
-    };
+    let (answer, error) = local.answer();
     Sent {
         answer,
         body: Vec::new(),
