@@ -2198,6 +2198,24 @@ mod tests {
         start_every_us: u64,
     }
 
+    impl Senders {
+        /// `count` senders at [`SENDER_PACE_US`], for fifteen-second runs.
+        fn at_sim_pace(count: usize) -> Senders {
+            Senders {
+                count,
+                start_every_us: SENDER_PACE_US,
+            }
+        }
+
+        /// `count` senders at the real one's pace, [`REAL_PACE_US`].
+        fn at_real_pace(count: usize) -> Senders {
+            Senders {
+                count,
+                start_every_us: REAL_PACE_US,
+            }
+        }
+    }
+
     /// A discrete-event run of `senders` senders, each with its own
     /// controller (adaptive, or pinned at `fixed`) and an endless backlog,
     /// against `receiver`, until `files` were served or `limit_time`
@@ -2441,10 +2459,7 @@ mod tests {
         for senders in [1, 2, 3, 4, 6] {
             for seed in 0..5 {
                 let sim = simulate(
-                    Senders {
-                        count: senders,
-                        start_every_us: SENDER_PACE_US,
-                    },
+                    Senders::at_sim_pace(senders),
                     receiver,
                     None,
                     256,
@@ -2484,10 +2499,7 @@ mod tests {
             };
             for seed in 0..5 {
                 let sim = simulate(
-                    Senders {
-                        count: 1,
-                        start_every_us: REAL_PACE_US,
-                    },
+                    Senders::at_real_pace(1),
                     receiver,
                     None,
                     64,
@@ -2682,10 +2694,7 @@ mod tests {
         let mut short = vec![];
         for (name, receiver, least) in scenarios {
             let (ratios, sims) = against_best_fixed(
-                Senders {
-                    count: 1,
-                    start_every_us: SENDER_PACE_US,
-                },
+                Senders::at_sim_pace(1),
                 receiver,
                 &[4, 16, 64, 256, 1024],
                 files,
@@ -2735,10 +2744,7 @@ mod tests {
                 ..Receiver::FAST
             };
             let (ratios, _) = against_best_fixed(
-                Senders {
-                    count: 1,
-                    start_every_us: REAL_PACE_US,
-                },
+                Senders::at_real_pace(1),
                 receiver,
                 &[4, 16, 64, 256, 1024],
                 40_000,
@@ -2838,10 +2844,7 @@ mod tests {
         let mut short = vec![];
         for (name, senders, receiver, least) in scenarios {
             let (ratios, _) = against_best_fixed(
-                Senders {
-                    count: senders,
-                    start_every_us: SENDER_PACE_US,
-                },
+                Senders::at_sim_pace(senders),
                 receiver,
                 &[4, 16, 64, 256],
                 files,
