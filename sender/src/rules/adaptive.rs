@@ -49,8 +49,9 @@
 //!   windows show fewer failures, so a backend that recovers stops being
 //!   excused; windows never raise it (those at the top of the saw-tooth
 //!   past a capacity fail more than the noise, within what it excuses,
-//!   and followed upward the noise climbed with them). A receiver that mostly fails is the circuit breaker's
-//!   business, not this limit's: the noise is at most [`MAX_NOISE`].
+//!   and followed upward the noise climbed with them). A receiver that
+//!   mostly fails is the circuit breaker's business, not this limit's:
+//!   the noise is at most [`MAX_NOISE`].
 //!   A cut's judgement needs two failures in the window after it, which
 //!   a noise of 1% seldom gives: so a sender alone also counts the
 //!   failures of requests sent well below a load the receiver lately took
@@ -317,12 +318,8 @@ pub struct Controller {
     srtt: Option<(Duration, Duration)>,
     /// Doubling per good window, until goodput stops rising or a cut.
     slow_start: bool,
-    /// Slow start's best goodput and the limit that gave it, and the
-    /// windows since without a rise.
-    best: Option<(f64, f64)>,
-    /// The requests the best window's answers found open at the receiver
-    /// ([`Seen::load`]), where slow start's overload goes back to.
-    best_load: Option<f64>,
+    /// Slow start's best window, and the windows since without a rise.
+    best: Option<Best>,
     stalls: u32,
     /// The share of answers that fail whatever the load.
     noise: f64,
@@ -382,6 +379,17 @@ struct Seen {
     /// on a loaded host a window at a limit of 16 met no 503 from a
     /// receiver with room for 8, and its limit then made 503s at 9 look
     /// "well below" a load taken cleanly.
+    load: Option<f64>,
+}
+
+/// Slow start's best window.
+#[derive(Clone, Copy, Debug)]
+struct Best {
+    goodput: f64,
+    /// The limit that gave it.
+    at: f64,
+    /// The requests its answers found open at the receiver
+    /// ([`Seen::load`]), where slow start's overload goes back to.
     load: Option<f64>,
 }
 
@@ -449,7 +457,6 @@ impl Controller {
             srtt: None,
             slow_start: start.is_none(),
             best: None,
-            best_load: None,
             stalls: 0,
             noise: start.map_or(0.0, |s| s.noise).clamp(0.0, MAX_NOISE),
             shared: false,
@@ -927,7 +934,7 @@ impl Controller {
         let last_good = self
             .best
             .filter(|_| self.slow_start)
-            .map(|(_, at)| self.best_load.map_or(at, |load| load.clamp(1.0, at)))
+            .map(|best| best.load.map_or(best.at, |load| load.clamp(1.0, best.at)))
             .filter(|at| *at < self.limit * OVERLOAD_CUT);
         match last_good {
             Some(at) => self.cut(at / self.limit),
@@ -1016,13 +1023,12 @@ impl Controller {
             _ => self.failing + (failed - self.failing) * FAILING_WEIGHT,
         };
         self.windows += 1;
+        let mean = window
+            .latency_sum
+            .checked_div(window.good as u32)
+            .filter(|_| window.good > 0);
         let load = goodput
-            .zip(
-                window
-                    .latency_sum
-                    .checked_div(window.good as u32)
-                    .filter(|_| window.good > 0),
-            )
+            .zip(mean)
             .map(|(goodput, mean)| (goodput * mean.as_secs_f64()).min(self.limit));
         if window.saturated {
             if self.history.len() == HISTORY {
@@ -1107,11 +1113,7 @@ impl Controller {
             self.gradient.push_back((self.limit.ln(), goodput.ln()));
         }
 
-        let Some(mean) = window
-            .latency_sum
-            .checked_div(window.good as u32)
-            .filter(|_| window.good > 0)
-        else {
+        let Some(mean) = mean else {
             return;
         };
         let mean = mean.max(LATENCY_FLOOR);
@@ -1206,7 +1208,9 @@ impl Controller {
         };
         match self.best {
             _ if self.limit() >= self.max => self.slow_start = false,
-            Some((best, at)) if goodput < best * STARTUP_GROWTH => {
+            Some(Best {
+                goodput: best, at, ..
+            }) if goodput < best * STARTUP_GROWTH => {
                 self.stalls += 1;
                 if self.stalls >= STARTUP_STALLS {
                     self.slow_start = false;
@@ -1220,8 +1224,11 @@ impl Controller {
                 }
             }
             _ => {
-                self.best = Some((goodput, self.limit));
-                self.best_load = load;
+                self.best = Some(Best {
+                    goodput,
+                    at: self.limit,
+                    load,
+                });
                 self.stalls = 0;
                 self.limit = (self.limit.floor() * gain).min(self.max as f64);
             }
