@@ -147,6 +147,11 @@ impl Spool {
         &self.root
     }
 
+    /// Whether transitions fsync the folders they move files into.
+    pub fn fsyncs(&self) -> bool {
+        self.fsync
+    }
+
     pub fn dir(&self, state: State) -> PathBuf {
         self.root.join(state.dir_name())
     }
@@ -275,6 +280,11 @@ impl ClaimFolder {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether this folder's moves fsync the folders they move files into.
+    pub fn fsyncs(&self) -> bool {
+        self.spool.fsyncs()
     }
 
     pub fn path(&self) -> &Path {

@@ -23,7 +23,7 @@ use crate::rules::change::Change;
 use crate::rules::endpoint::answer_deadline;
 use crate::rules::judge::{Attempt, judge};
 use crate::rules::outcome::{Answer, Rules, Transport};
-use crate::sched::settle::{Attempted, settle};
+use crate::sched::settle::{Attempted, settle_answered};
 use crate::sched::shared::{Config, Shared};
 
 /// A file on its way, with the permits that count it as in flight.
@@ -130,7 +130,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         now,
         limit: Some(limit),
     };
-    settle(&shared, claimed, attempted, judgement.fate);
+    settle_answered(&shared, claimed, attempted, judgement.fate).await;
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
     pace.free_after_hold().await;

@@ -3,6 +3,7 @@
 //! goes to `error/`, and emits the event line saying what happened. A move
 //! that fails is tried again later ([`crate::sched::stranded`]).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use spoolpost_ops::redact::redact_url;
@@ -42,7 +43,62 @@ impl Attempted<'_> {
     }
 }
 
+/// Settles a fate on this thread: for files judged without a request
+/// (no route, no valid URL), which are few.
 pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate: Fate) {
+    if let Some(settling) = prepare(shared, claimed, attempted, fate) {
+        settling.make(shared);
+    }
+}
+
+/// Settles an answered request's fate. With `fsync` on, the move waits on
+/// the disk for a folder's fsync, so it is made on the blocking pool: on
+/// the runtime's thread it would hold every other answer meanwhile (with
+/// one thread, the whole sender), and the pool lets the fsyncs of many
+/// answers run at once, which a journal commits together. Without fsync a
+/// rename costs less than the hand-over to another thread would.
+pub async fn settle_answered(
+    shared: &Arc<Shared>,
+    claimed: Claimed,
+    attempted: Attempted<'_>,
+    fate: Fate,
+) {
+    let Some(settling) = prepare(shared, claimed, attempted, fate) else {
+        return;
+    };
+    if !shared.claims.fsyncs() {
+        settling.make(shared);
+        return;
+    }
+    let on_pool = shared.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || settling.make(&on_pool)).await {
+        // The move itself never panics; a panic there is a bug, and is
+        // the caller's as it would have been inline.
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A fate's move, ready to be made.
+struct Settling {
+    claimed: Claimed,
+    to: Move,
+    event: Event,
+}
+
+impl Settling {
+    fn make(self, shared: &Shared) {
+        settle_move(shared, self.claimed, self.to, self.event, 0);
+    }
+}
+
+/// The move a fate asks for and its event line; `None` when there is
+/// nothing to move (the file vanished, and its event is written here).
+fn prepare(
+    shared: &Shared,
+    claimed: Claimed,
+    attempted: Attempted<'_>,
+    fate: Fate,
+) -> Option<Settling> {
     // A file given up on before any request (no route, no valid URL) has
     // had no attempt: its event says what its name and `reporter list` say.
     let attempt = claimed.name.attempts + u32::from(attempted.sent.is_some());
@@ -66,30 +122,32 @@ pub fn settle(shared: &Shared, claimed: Claimed, attempted: Attempted<'_>, fate:
         endpoint: attempted.endpoint.map(str::to_owned),
         failed_over: attempted.failed_over.to_vec(),
     };
-    match fate {
-        Fate::Deliver => settle_move(shared, claimed, Move::Deliver, event, 0),
+    let to = match fate {
+        Fate::Deliver => Move::Deliver,
         Fate::Vanished { why } => {
             tracing::warn!(file = %event.file, reason = %why, "claimed file vanished");
             event.event = EventKind::Vanished;
             event.error = Some(why);
             shared.events.emit(&event);
+            return None;
         }
         Fate::Retry { at, wait, reason } => {
             tracing::debug!(file = %event.file, receiver = receiver.as_deref().unwrap_or(""), reason = %reason, wait = ?wait, "will retry");
             event.event = EventKind::Retry;
-            settle_move(shared, claimed, Move::Retry { at, reason }, event, 0)
+            Move::Retry { at, reason }
         }
         Fate::Reject { class, why } => {
             // The reason says why; a transport error text would only blur it.
             event.error = None;
             let record = reason(&claimed, class, why, &attempted, receiver);
-            reject(shared, claimed, record, EventKind::Rejected, event);
+            reject(record, EventKind::Rejected, &mut event)
         }
         Fate::Expire { why } => {
             let record = reason(&claimed, ErrorClass::Expired, why, &attempted, receiver);
-            reject(shared, claimed, record, EventKind::Expired, event);
+            reject(record, EventKind::Expired, &mut event)
         }
-    }
+    };
+    Some(Settling { claimed, to, event })
 }
 
 /// Makes the move a fate asks for, after `tries` failed tries. Once it
@@ -225,23 +283,16 @@ fn reason(
     record
 }
 
-/// Moves a claimed file to `error/` and says so in an event line.
-fn reject(
-    shared: &Shared,
-    claimed: Claimed,
-    record: ReasonRecord,
-    kind: EventKind,
-    mut event: Event,
-) {
+/// The move of a claimed file to `error/`, and its event line's words.
+fn reject(record: ReasonRecord, kind: EventKind, event: &mut Event) -> Move {
     event.event = kind;
     if event.error.is_none() {
         event.error = Some(record.message.clone());
     }
-    let to = Move::Reject {
+    Move::Reject {
         record: Box::new(record),
         kind,
-    };
-    settle_move(shared, claimed, to, event, 0);
+    }
 }
 
 fn file_name(path: &std::path::Path) -> String {

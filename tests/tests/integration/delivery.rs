@@ -566,3 +566,79 @@ fn one_thread_is_the_main_thread_and_more_are_workers_beside_it() {
         "threads of --threads 1 and 2: {counts:?}"
     );
 }
+
+/// With `--fsync`, answered files are moved on the blocking pool (a
+/// folder's fsync must not hold the runtime's thread). Every fate still
+/// ends in its one place, on one thread and on two: delivered to done/,
+/// rejected to error/ beside its reason, turned away back to incoming/.
+#[test]
+fn with_fsync_every_fate_is_moved_to_its_one_place() {
+    let rx = Receiver::start();
+    rx.answer_path("/bad", Reply::status(422).body("no"));
+    rx.answer_path("/busy", Reply::status(503));
+    let mut busy_before = 0;
+    for threads in ["1", "2"] {
+        let spool = TestSpool::new();
+        let cfg = config(
+            &spool,
+            &format!(
+                r#"
+[receivers.good]
+url = "{good}"
+[receivers.bad]
+url = "{bad}"
+[receivers.busy]
+url = "{busy}"
+[[routes]]
+glob = "good-*"
+receiver = "good"
+[[routes]]
+glob = "bad-*"
+receiver = "bad"
+[[routes]]
+glob = "busy-*"
+receiver = "busy"
+"#,
+                good = rx.url("/good"),
+                bad = rx.url("/bad"),
+                busy = rx.url("/busy"),
+            ),
+        );
+        for i in 0..200 {
+            spool.put(format!("good-{i}.json"), b"{}");
+        }
+        for i in 0..20 {
+            spool.put(format!("bad-{i}.json"), b"{}");
+            spool.put(format!("busy-{i}.json"), b"{}");
+        }
+        let out = run(
+            sender(&spool)
+                .args(["--once", "--fsync", "--threads", threads, "--config"])
+                .arg(&cfg),
+            MINUTE,
+        );
+        out.assert_success();
+        let census = spool.census();
+        assert_eq!(census["done"], 200, "--threads {threads}: {census:?}");
+        assert_eq!(census["error"], 20, "--threads {threads}: {census:?}");
+        // Each rejected file has its reason record beside it.
+        let reason = reason_of(&spool.find(State::Error, "bad-7.json"));
+        assert_eq!(reason.status, Some(422));
+        assert_eq!(
+            std::fs::read_dir(spool.dir(State::Error)).unwrap().count(),
+            40
+        );
+        assert_eq!(census["incoming"], 20, "--threads {threads}: {census:?}");
+        assert_eq!(census["sending"], 0, "--threads {threads}: {census:?}");
+        assert_eq!(spool.claim_folders(), 0);
+        let events = out.events();
+        let count = |kind| events.iter().filter(|e| e.event == kind).count();
+        assert_eq!(count(EventKind::Delivered), 200);
+        assert_eq!(count(EventKind::Rejected), 20);
+        // Its circuit opens after a few 503s; the rest wait unsent.
+        let busy = rx.received().iter().filter(|r| r.path == "/busy").count();
+        assert!(count(EventKind::Retry) >= 1);
+        assert_eq!(count(EventKind::Retry), busy - busy_before);
+        busy_before = busy;
+    }
+}
