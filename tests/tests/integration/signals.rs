@@ -260,14 +260,16 @@ fn sighup_while_the_reporter_watch_starts_is_never_a_death() {
     for _ in 0..20 {
         proc.signal(Signal::SIGHUP);
     }
-    // A reader killed by the signals is reported below, not here.
-    let _ = reading.write_all(config.as_bytes());
-    drop(reading);
     // The held SIGHUPs are one reload, which reads the file again: a
-    // plain one by then.
+    // plain one, put in the pipe's place before the reporter can finish
+    // start-up (it holds the pipe open; a reload that opened the pipe
+    // again would wait for a writer for ever).
     let plain = spool.side("cfg").join("plain.toml");
     std::fs::write(&plain, &config).unwrap();
     std::fs::rename(&plain, &fifo).unwrap();
+    // A reader killed by the signals is reported below, not here.
+    let _ = reading.write_all(config.as_bytes());
+    drop(reading);
     let mut log = String::new();
     assert!(
         eventually(LIMIT, || {
