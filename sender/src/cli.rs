@@ -57,10 +57,10 @@ pub struct Args {
     #[arg(long, env = "SPOOLPOST_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: Option<u32>,
 
-    /// Threads that read, compress and send [default: 2].
+    /// Threads that read, compress and send [default: 1].
     ///
     /// 1 runs it all on one thread, for the least CPU per file and memory;
-    /// more raise throughput on hosts with cores to spare.
+    /// more raise throughput a little on hosts with cores to spare.
     #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 

@@ -69,12 +69,12 @@ pub fn main_with(args: cli::Args) -> Result<(), Failure> {
     })
 }
 
-/// The runtime for `threads` threads. One thread is a current-thread
-/// runtime, everything on this (main) thread: measured, it costs a fifth
-/// to a quarter less CPU per file than a multi-thread runtime of one worker
-/// (the main thread beside it) or of two, at the same files per second
-/// (docs/performance.md, "CPU per file, lever by lever"). Large files are
-/// still read and compressed on the blocking pool's threads.
+/// The runtime for `threads` threads. One thread (the default) is a
+/// current-thread runtime, everything on this (main) thread: measured, it
+/// costs about a third less CPU per file than a multi-thread runtime of
+/// two, at much the same files per second (docs/performance.md, "One
+/// thread by default"). Large files are still read and compressed, and
+/// with `fsync` files moved, on the blocking pool's threads.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

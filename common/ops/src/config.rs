@@ -62,10 +62,10 @@ impl Config {
 pub struct SenderSection {
     /// Requests in flight at once, over all receivers.
     pub concurrency: usize,
-    /// Threads that read, compress and send. One runs it all on the
-    /// program's one thread, for the least CPU per file and memory; two
-    /// deliver more files per second where there are cores to spare
-    /// (docs/performance.md, "CPU per file, lever by lever").
+    /// Threads that read, compress and send. One (the default) runs it all
+    /// on the program's one thread, for the least CPU per file and memory;
+    /// two deliver a little more where there are cores to spare
+    /// (docs/performance.md, "One thread by default").
     pub threads: usize,
     /// Give up on a file after this many attempts (0: no limit).
     pub max_attempts: u32,
@@ -98,7 +98,7 @@ impl Default for SenderSection {
     fn default() -> Self {
         SenderSection {
             concurrency: 1024,
-            threads: 2,
+            threads: 1,
             max_attempts: 0,
             max_age: Duration::from_secs(24 * 3600),
             backoff_initial: Duration::from_secs(1),

@@ -208,7 +208,7 @@ min_free_space = 123456789
         for line in [
             "concurrency = 64",
             "max_age = \"1day 12h\"",
-            "threads = 2",
+            "threads = 1",
             "backoff_max = \"5m\"",
             "rate_limit = \"200/s\"",
             "tls_min_version = \"1.3\"",
