@@ -81,7 +81,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             timeout: config.timeout,
             path: &claimed.path,
         };
-        let sent = pace.unless_hung(watch.run(request)).await;
+        let sent = pace
+            .unless_hung(watch.run(request), || shared.room_freed(&slots))
+            .await;
         let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,

@@ -553,8 +553,15 @@ impl Slot {
     /// One request that never answers then holds no more than its own
     /// connection: at a small limit it would otherwise stop the receiver
     /// for a whole timeout. The receiver's `concurrency` (its permits)
-    /// still counts it.
-    pub async fn unless_hung<F: std::future::Future>(&mut self, request: F) -> F::Output {
+    /// still counts it. `freed` is called once the room is freed: a
+    /// dispatcher that passed this receiver over for want of room waits
+    /// for word of it, and without that word it waited for a job to end,
+    /// which at a small limit with every request hung was their timeout.
+    pub async fn unless_hung<F: std::future::Future>(
+        &mut self,
+        request: F,
+        freed: impl FnOnce(),
+    ) -> F::Output {
         tokio::pin!(request);
         if !self.lapsed {
             let lapse = self.pace.lapse_after();
@@ -565,6 +572,7 @@ impl Slot {
                     _ = tokio::time::sleep(lapse) => {
                         self.lapsed = true;
                         self.pace.free();
+                        freed();
                         tracing::debug!(receiver = %self.pace.name, after = ?lapse, "a request is slow to answer; its room is freed for another");
                     }
                 }

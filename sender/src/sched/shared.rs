@@ -316,6 +316,13 @@ impl Shared {
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) {
         drop(permits);
+        self.room_freed(slots);
+    }
+
+    /// Room under a receiver's limit was freed (a job ended, or a hung
+    /// request stopped counting): a dispatcher that passed the receiver
+    /// over for want of room looks again.
+    pub fn room_freed(&self, slots: &ReceiverSlots) {
         if slots.skipped.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }

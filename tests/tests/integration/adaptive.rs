@@ -493,3 +493,44 @@ fn a_rate_limit_still_honours_retry_after() {
     assert!(wait >= Duration::from_millis(2900), "{wait:?}");
     assert_eq!(rx.count(), 1);
 }
+
+/// A request that never answers stops counting against the limit after its
+/// lapse (1 s while no latency is known yet), and the files waiting for
+/// its room go then. Before, a dispatcher that had passed the receiver
+/// over for want of room waited for a job to end: with every request in
+/// flight hung, that was their timeout (or the next rescan), and three
+/// senders behind a load balancer that never answers 1% of requests sat
+/// idle for seconds at a time.
+#[test]
+fn files_behind_requests_that_hang_go_once_the_hung_ones_stop_counting() {
+    let rx = Receiver::start();
+    // The first four requests (the starting limit) never answer.
+    rx.script(
+        "/hang",
+        (0..4).map(|_| Reply::stall(Duration::from_secs(600))),
+    );
+    let spool = TestSpool::new();
+    for i in 0..20 {
+        spool.put(format!("f{i:02}.json"), b"{}");
+    }
+    let cfg = config(
+        &spool,
+        &format!(
+            "[sender]\ngrace = \"1s\"\n[receivers.r]\nurl = \"{}\"\ntimeout = \"90s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+            rx.url("/hang")
+        ),
+    );
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+    // Well before the hung requests' timeout and the sender's rescan (30 s).
+    let delivered = eventually(Duration::from_secs(15), || spool.count(State::Done) == 16);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = daemon.wait(LIMIT);
+    assert!(delivered, "{:?}\n{}", spool.census(), out.stderr);
+    out.assert_success();
+    assert_eq!(spool.count(State::Done), 16);
+    assert_eq!(
+        spool.count(State::Incoming),
+        4,
+        "the hung four wait to go again"
+    );
+}
