@@ -156,6 +156,10 @@ pub async fn run(
             "grace period over; cut in-flight requests short"
         );
     }
+    // A cut job's move may still be under way on the blocking pool; it
+    // must end before unsent claims go back to incoming/.
+    shared.moves.close();
+    shared.moves.wait().await;
     drop(dispatcher);
     recovery.abort();
     let _ = recovery.await;

@@ -71,7 +71,11 @@ pub async fn settle_answered(
         return;
     }
     let on_pool = shared.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || settling.make(&on_pool)).await {
+    if let Err(e) = shared
+        .moves
+        .spawn_blocking(move || settling.make(&on_pool))
+        .await
+    {
         // The move itself never panics; a panic there is a bug, and is
         // the caller's as it would have been inline.
         std::panic::resume_unwind(e.into_panic());

@@ -142,6 +142,11 @@ pub struct Shared {
     pub counts: Counts,
     /// Files whose move out of `sending/` failed, to be tried again.
     pub stranded: crate::sched::stranded::Stranded,
+    /// Moves made on the blocking pool (with `fsync`). A job cut short at
+    /// the end of the grace period stops waiting for its move, but the
+    /// move goes on: the run waits for these before it returns unsent
+    /// claims to `incoming/` and ends.
+    pub moves: tokio_util::task::TaskTracker,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -278,6 +283,7 @@ impl Shared {
             recovered: Default::default(),
             counts: Counts::default(),
             stranded: Default::default(),
+            moves: tokio_util::task::TaskTracker::new(),
             exchange,
         }
     }

@@ -642,3 +642,39 @@ receiver = "busy"
         busy_before = busy;
     }
 }
+
+/// Moves made on the blocking pool (with `--fsync`) are waited for when
+/// the grace period cuts the requests short: a job cut while its move was
+/// queued or running must not leave the move racing the return of unsent
+/// claims to incoming/, nor the sender's end.
+#[test]
+fn with_fsync_a_cut_short_stop_waits_for_the_moves_under_way() {
+    let rx = Receiver::start_on("127.0.0.1:0".parse().unwrap(), true, 2).unwrap();
+    for round in 0..3 {
+        let spool = TestSpool::new();
+        let files = 3000;
+        for i in 0..files {
+            spool.put(format!("f{i:05}.json"), b"{}");
+        }
+        let cfg = config(
+            &spool,
+            &format!(
+                "[sender]\ngrace = \"0s\"\nfsync = true\n[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
+                rx.url("/in")
+            ),
+        );
+        let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+        assert!(eventually(MINUTE, || spool.count(State::Done) >= 300));
+        daemon.signal(Signal::SIGTERM);
+        let out = daemon.wait(MINUTE);
+        out.assert_success();
+        let census = spool.census();
+        assert_eq!(
+            census["done"] + census["incoming"],
+            files,
+            "round {round}: {census:?}\n{}",
+            out.stderr
+        );
+        assert_eq!(census["sending"], 0, "round {round}");
+    }
+}
