@@ -83,13 +83,5 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         builder.worker_threads(threads);
         builder
     };
-    builder
-        // The blocking pool reads large files, resolves names and, with
-        // `fsync`, makes the moves that wait on the disk. 64 lets a journal
-        // commit many moves' fsyncs together (tokio's 512 measured no faster
-        // on 30,000 files) and bounds the threads a stalled disk can pile up.
-        .max_blocking_threads(64)
-        .enable_all()
-        .thread_name("sender")
-        .build()
+    builder.enable_all().thread_name("sender").build()
 }

@@ -82,7 +82,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             path: &claimed.path,
         };
         let sent = pace
-            .unless_hung(watch.run(request), || shared.room_freed(&slots))
+            .unless_hung(watch.run(request), || shared.room_lapsed(&slots))
             .await;
         let now = shared.wall_clock();
         let at = Attempt {

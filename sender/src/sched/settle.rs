@@ -70,15 +70,33 @@ pub async fn settle_answered(
         settling.make(shared);
         return;
     }
-    let on_pool = shared.clone();
-    if let Err(e) = shared
-        .moves
-        .spawn_blocking(move || settling.make(&on_pool))
+    // A task of its own, tracked by the run: a job cut short at the end of
+    // the grace period stops waiting here, but an answered file's move
+    // must still be made (waiting for room included), or a delivered file
+    // would go back to incoming/ to be sent again.
+    let mover = shared.clone();
+    let moving = shared.moves.spawn(async move {
+        let room = mover
+            .move_room
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            settling.make(&mover);
+            drop(room);
+        })
         .await
-    {
-        // The move itself never panics; a panic there is a bug, and is
-        // the caller's as it would have been inline.
-        std::panic::resume_unwind(e.into_panic());
+    });
+    if let Err(e) = moving.await.and_then(|moved| moved) {
+        match e.try_into_panic() {
+            // The move itself never panics; a panic there is a bug, and is
+            // the caller's as it would have been inline.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => {
+                tracing::error!(error = %e, "a file's move on the blocking pool did not run")
+            }
+        }
     }
 }
 

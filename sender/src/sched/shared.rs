@@ -127,6 +127,12 @@ impl Config {
     }
 }
 
+/// Moves on the blocking pool at once. The pool also reads large files
+/// and resolves names, and a file's reader holds its thread for the whole
+/// upload: moves waiting on a stalled disk must not take every thread.
+/// 64 still lets a journal commit many moves' fsyncs together.
+pub const MOVES_AT_ONCE: usize = 64;
+
 pub struct Shared {
     pub spool: Spool,
     pub claims: ClaimFolder,
@@ -147,6 +153,8 @@ pub struct Shared {
     /// move goes on: the run waits for these before it returns unsent
     /// claims to `incoming/` and ends.
     pub moves: tokio_util::task::TaskTracker,
+    /// Room for [`MOVES_AT_ONCE`] of those at a time.
+    pub move_room: Arc<tokio::sync::Semaphore>,
     /// The network and the wall clock; fixed for the process (a reload
     /// swaps the HTTP clients inside the snapshot, not this).
     pub exchange: Arc<dyn Exchange>,
@@ -284,6 +292,7 @@ impl Shared {
             counts: Counts::default(),
             stranded: Default::default(),
             moves: tokio_util::task::TaskTracker::new(),
+            move_room: Arc::new(tokio::sync::Semaphore::new(MOVES_AT_ONCE)),
             exchange,
         }
     }
@@ -325,13 +334,24 @@ impl Shared {
         self.room_freed(slots);
     }
 
-    /// Room under a receiver's limit was freed (a job ended, or a hung
-    /// request stopped counting): a dispatcher that passed the receiver
-    /// over for want of room looks again.
+    /// Room under a receiver's limit was freed by a job's end: a
+    /// dispatcher that passed the receiver over for want of room looks
+    /// again.
     pub fn room_freed(&self, slots: &ReceiverSlots) {
         if slots.skipped.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }
+    }
+
+    /// A hung request stopped counting against its receiver's limit. The
+    /// dispatcher is woken whether or not it has marked the receiver
+    /// skipped yet: with worker threads, a lapse between its wait for room
+    /// running out and its mark would otherwise wake no one, and the
+    /// files would wait for a job's end, the very wait this ends. Lapses
+    /// are rare; a needless pass costs little.
+    pub fn room_lapsed(&self, slots: &ReceiverSlots) {
+        slots.skipped.store(false, Ordering::Release);
+        self.wake.notify_one();
     }
 }
 

@@ -343,6 +343,8 @@ fn contend(
         ),
     )
     .unwrap();
+    // Before any sender starts: its first answers must not be missed.
+    let requests0 = rx.count();
     let started = Instant::now();
     let start = || {
         spawn(
@@ -367,7 +369,6 @@ fn contend(
     // one of the two cores from the contenders, the more as it filled: the
     // receiver's count of requests, a counter, says when the files
     // delivered may have reached the target, and only then is done/ read.
-    let requests0 = rx.count();
     let mut delivered = 0;
     let mut slow = scenario.slow;
     while delivered < target && started.elapsed() < window {
