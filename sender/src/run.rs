@@ -12,6 +12,7 @@ use spoolpost_ops::exit::Failure;
 use spoolpost_ops::progress::{self, Role};
 use spoolpost_ops::route::Router;
 use spoolpost_protocol::spool::{ClaimFolder, Spool, State, recover_dead_claims};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::send::Http;
@@ -29,10 +30,13 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// `STATUS=` for the service manager: requests in flight, files waiting
 /// in `incoming/`, circuits not closed. Counting `incoming/` reads the
-/// folder, so it is done only when a service manager listens.
-fn send_status(shared: &Shared, concurrency: usize) {
+/// folder, so it is done only when a service manager listens, and on the
+/// blocking pool: a backlog of a million names takes most of a second to
+/// read, which on the runtime's one thread would hold every answer. A
+/// count still under way when the next is due is not doubled (`counting`).
+fn send_status(shared: &Shared, concurrency: usize, counting: &mut Option<JoinHandle<()>>) {
     let notifier = spoolpost_ops::notify::global();
-    if !notifier.is_active() {
+    if !notifier.is_active() || counting.as_ref().is_some_and(|c| !c.is_finished()) {
         return;
     }
     let config = shared.config();
@@ -48,11 +52,14 @@ fn send_status(shared: &Shared, concurrency: usize) {
                 .saturating_sub(s.permits.available_permits())
         })
         .sum();
-    let waiting = progress::count_incoming(&shared.spool).unwrap_or(0);
-    notifier.status(&format!(
-        "{in_flight} in flight, {waiting} waiting, {} circuits open",
-        shared.circuits.not_closed()
-    ));
+    let open = shared.circuits.not_closed();
+    let spool = shared.spool.clone();
+    *counting = Some(tokio::task::spawn_blocking(move || {
+        let waiting = progress::count_incoming(&spool).unwrap_or(0);
+        notifier.status(&format!(
+            "{in_flight} in flight, {waiting} waiting, {open} circuits open"
+        ));
+    }));
 }
 
 /// How often dead senders' claim folders are looked for while running.
@@ -442,6 +449,7 @@ pub(crate) async fn schedule(
     let mut rescan = true;
     let mut watchdog = spoolpost_ops::notify::global().watchdog();
     let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut counting = None;
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if stop.is_cancelled() {
@@ -480,7 +488,7 @@ pub(crate) async fn schedule(
                 rescan = reloader.apply(&shared);
                 notifier.ready("sending");
             }
-            _ = status.tick() => send_status(&shared, concurrency),
+            _ = status.tick() => send_status(&shared, concurrency, &mut counting),
         }
     }
 }
