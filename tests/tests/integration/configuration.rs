@@ -255,6 +255,18 @@ fn bad_configuration_and_usage_give_clear_errors_and_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr.contains("--threads"), "{}", out.stderr);
+    // The command line takes what the configuration takes: up to 1,024.
+    let out = run(
+        sender(&spool).args(["--check", "--url", "http://x/", "--threads", "1024"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let out = run(
+        sender(&spool).args(["--check", "--url", "http://x/", "--threads", "1025"]),
+        MINUTE,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--threads"), "{}", out.stderr);
 }
 
 /// Runs `--check` and returns (exit code, stdout, stderr).
