@@ -282,11 +282,6 @@ impl ClaimFolder {
         &self.id
     }
 
-    /// Whether this folder's moves fsync the folders they move files into.
-    pub fn fsyncs(&self) -> bool {
-        self.spool.fsyncs()
-    }
-
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -66,7 +66,7 @@ pub async fn settle_answered(
     let Some(settling) = prepare(shared, claimed, attempted, fate) else {
         return;
     };
-    if !shared.claims.fsyncs() {
+    if !shared.spool.fsyncs() {
         settling.make(shared);
         return;
     }

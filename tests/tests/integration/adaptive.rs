@@ -513,13 +513,10 @@ fn files_behind_requests_that_hang_go_once_the_hung_ones_stop_counting() {
     for i in 0..20 {
         spool.put(format!("f{i:02}.json"), b"{}");
     }
-    let cfg = config(
-        &spool,
-        &format!(
-            "[sender]\ngrace = \"1s\"\n[receivers.r]\nurl = \"{}\"\ntimeout = \"90s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-            rx.url("/hang")
-        ),
-    );
+    let cfg = ConfigFile::to("r", &rx.url("/hang"))
+        .sender(r#"grace = "1s""#)
+        .with(r#"timeout = "90s""#)
+        .write(&spool);
     let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
     // Well before the hung requests' timeout and the sender's rescan (30 s).
     let delivered = eventually(Duration::from_secs(15), || spool.count(State::Done) == 16);

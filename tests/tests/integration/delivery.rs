@@ -579,31 +579,14 @@ fn with_fsync_every_fate_is_moved_to_its_one_place() {
     let mut busy_before = 0;
     for threads in ["1", "2"] {
         let spool = TestSpool::new();
-        let cfg = config(
-            &spool,
-            &format!(
-                r#"
-[receivers.good]
-url = "{good}"
-[receivers.bad]
-url = "{bad}"
-[receivers.busy]
-url = "{busy}"
-[[routes]]
-glob = "good-*"
-receiver = "good"
-[[routes]]
-glob = "bad-*"
-receiver = "bad"
-[[routes]]
-glob = "busy-*"
-receiver = "busy"
-"#,
-                good = rx.url("/good"),
-                bad = rx.url("/bad"),
-                busy = rx.url("/busy"),
-            ),
-        );
+        let cfg = ConfigFile::new()
+            .receiver("good", &rx.url("/good"), "")
+            .receiver("bad", &rx.url("/bad"), "")
+            .receiver("busy", &rx.url("/busy"), "")
+            .route(r#"glob = "good-*""#, "good")
+            .route(r#"glob = "bad-*""#, "bad")
+            .route(r#"glob = "busy-*""#, "busy")
+            .write(&spool);
         for i in 0..200 {
             spool.put(format!("good-{i}.json"), b"{}");
         }
@@ -656,13 +639,9 @@ fn with_fsync_a_cut_short_stop_waits_for_the_moves_under_way() {
         for i in 0..files {
             spool.put(format!("f{i:05}.json"), b"{}");
         }
-        let cfg = config(
-            &spool,
-            &format!(
-                "[sender]\ngrace = \"0s\"\nfsync = true\n[receivers.r]\nurl = \"{}\"\n[[routes]]\nglob = \"*\"\nreceiver = \"r\"\n",
-                rx.url("/in")
-            ),
-        );
+        let cfg = ConfigFile::to("r", &rx.url("/in"))
+            .sender("grace = \"0s\"\nfsync = true")
+            .write(&spool);
         let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
         assert!(eventually(MINUTE, || spool.count(State::Done) >= 300));
         daemon.signal(Signal::SIGTERM);
