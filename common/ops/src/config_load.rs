@@ -120,9 +120,54 @@ pub fn parse_all(path: &Path, text: String) -> Result<(Loaded, Vec<ConfigError>)
         Err(e) => Err(ConfigError {
             path: path.to_path_buf(),
             line: e.span().map(|s| line_of(&text, s.start)),
-            message: e.message().to_string(),
+            message: match e.span().and_then(|span| key_at(&text, span)) {
+                // serde names the type it wanted, not the key: with several
+                // sections on screen, `receivers.s3.s3.part_size` says
+                // which value to fix.
+                Some(key) => format!("{key}: {}", e.message()),
+                None => e.message().to_string(),
+            },
         }),
     }
+}
+
+/// The dotted path of the key whose value is exactly `span` in `text`
+/// (`receivers.s3.s3.part_size`, `routes[2].glob`), as toml's own spanned
+/// reading of the document places it; none for a span that is not one
+/// value's (an unknown key, a whole table, text that is not TOML).
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+    fn find(value: &DeValue<'_>, span: &std::ops::Range<usize>, path: &mut String) -> bool {
+        let mark = path.len();
+        match value {
+            DeValue::Table(table) => {
+                for (key, value) in table {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key.get_ref());
+                    if value.span() == *span || find(value.get_ref(), span, path) {
+                        return true;
+                    }
+                    path.truncate(mark);
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    if item.span() == *span || find(item.get_ref(), span, path) {
+                        return true;
+                    }
+                    path.truncate(mark);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+    let document = DeTable::parse(text).ok()?;
+    let mut path = String::new();
+    find(&DeValue::Table(document.into_inner()), &span, &mut path).then_some(path)
 }
 
 #[cfg(test)]
@@ -288,6 +333,43 @@ include = ["*.json"]
 
         let err = parse_str("[sender]\nmax_age = \"soon\"\n").err().unwrap();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    /// A value of the wrong kind is named by its key, not only its line:
+    /// serde's own words name the type it wanted ("expected parsable
+    /// string" for a size).
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = parse_str(
+            "[receivers.r]\nurl = \"http://127.0.0.1:9/in\"\ntimeout = \"soon\"\n\
+             [receivers.s3]\nurl = \"http://127.0.0.1:9/b\"\n\
+             [receivers.s3.s3]\nregion = \"x\"\npart_size = \"lots\"\n",
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.message.starts_with("receivers.r.timeout: ") || err.message.starts_with("receivers.s3.s3.part_size: "),
+            "{err}"
+        );
+        let err = parse_str(
+            "[receivers.s3]\nurl = \"http://127.0.0.1:9/b\"\n\
+             [receivers.s3.s3]\nregion = \"x\"\npart_size = \"lots\"\n",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert!(err.message.starts_with("receivers.s3.s3.part_size: "), "{err}");
+        let err = parse_str(
+            "[receivers.r]\nurl = \"http://127.0.0.1:9/in\"\n\
+             [[routes]]\nglob = \"*\"\nreceiver = \"r\"\n\
+             [[routes]]\nglob = 7\nreceiver = \"r\"\n",
+        )
+        .err()
+        .unwrap();
+        assert!(err.message.starts_with("routes[1].glob: "), "{err}");
+        // An unknown key is named by serde already, and not a value.
+        let err = parse_str("[sender]\nconcurency = 2\n").err().unwrap();
+        assert!(err.message.starts_with("unknown field"), "{err}");
     }
 
     #[test]
