@@ -348,7 +348,8 @@ include = ["*.json"]
         .err()
         .unwrap();
         assert!(
-            err.message.starts_with("receivers.r.timeout: ") || err.message.starts_with("receivers.s3.s3.part_size: "),
+            err.message.starts_with("receivers.r.timeout: ")
+                || err.message.starts_with("receivers.s3.s3.part_size: "),
             "{err}"
         );
         let err = parse_str(
@@ -358,7 +359,10 @@ include = ["*.json"]
         .err()
         .unwrap();
         assert_eq!(err.line, Some(5), "{err}");
-        assert!(err.message.starts_with("receivers.s3.s3.part_size: "), "{err}");
+        assert!(
+            err.message.starts_with("receivers.s3.s3.part_size: "),
+            "{err}"
+        );
         let err = parse_str(
             "[receivers.r]\nurl = \"http://127.0.0.1:9/in\"\n\
              [[routes]]\nglob = \"*\"\nreceiver = \"r\"\n\
