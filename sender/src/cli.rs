@@ -61,7 +61,7 @@ pub struct Args {
     ///
     /// 1 runs it all on one thread, for the least CPU per file and memory;
     /// more raise throughput a little on hosts with cores to spare.
-    #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "SPOOLPOST_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=spoolpost_ops::config_check::MAX_THREADS as i64))]
     pub threads: Option<u32>,
 
     /// Write event lines (JSON, one per outcome) here instead of stdout.

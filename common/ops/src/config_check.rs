@@ -23,7 +23,9 @@ use crate::config::{
 /// The longest duration any setting takes. Longer ones are typos (and
 /// would overflow clock arithmetic).
 const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
-const MAX_THREADS: usize = 1024;
+/// The most runtime threads a sender takes, from its configuration or
+/// its command line (`--threads`).
+pub const MAX_THREADS: usize = 1024;
 
 /// Checks a parsed file; the first problem found is the error.
 pub fn check(loaded: &Loaded) -> Result<(), ConfigError> {
