@@ -2143,10 +2143,10 @@ mod tests {
         assert!((c.noise() - 0.1).abs() < 0.02, "noise {}", c.noise());
     }
 
-    /// One failure in a quiet moment is no share: a sender whose timer
-    /// fired late still had its whole limit open as the moment began. It
-    /// neither excuses anything nor counts as measured (the early moments
-    /// go on) until a second failure comes.
+    /// One failure in a quiet moment is no share: one request at the
+    /// moment's edge can meet the receiver full. It neither excuses
+    /// anything nor counts as measured (the early moments go on) until a
+    /// second failure comes.
     #[test]
     fn a_single_failure_in_quiet_moments_is_no_share() {
         // One answer in thirty failed before the moment, one in it.
