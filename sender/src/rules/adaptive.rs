@@ -1050,11 +1050,18 @@ impl Controller {
             .map(|opened| now.saturating_duration_since(opened).as_secs_f64())
             .filter(|s| *s > 0.0 && *s >= shortest)
             .map(|s| window.good as f64 / s);
+        let mean = window
+            .latency_sum
+            .checked_div(window.good as u32)
+            .filter(|_| window.good > 0);
         tracing::trace!(
             limit = self.limit,
             answers = window.answers,
             failed,
             goodput,
+            mean_ms = mean.map(|mean| mean.as_secs_f64() * 1e3),
+            baseline_ms = self.baseline.map(|b| b.as_secs_f64() * 1e3),
+            elasticity = self.elasticity(),
             saturated = window.saturated,
             slow_start = self.slow_start,
             noise = self.noise,
@@ -1070,10 +1077,6 @@ impl Controller {
             _ => self.failing + (failed - self.failing) * FAILING_WEIGHT,
         };
         self.windows += 1;
-        let mean = window
-            .latency_sum
-            .checked_div(window.good as u32)
-            .filter(|_| window.good > 0);
         let load = goodput
             .zip(mean)
             .map(|(goodput, mean)| (goodput * mean.as_secs_f64()).min(self.limit));
