@@ -78,7 +78,8 @@
 //!   moments still take the early ones together): each halves its limit for
 //!   [`QUIET_FOR`], and the failures its requests still meet, once the
 //!   receiver had [`QUIET_SETTLE`] to finish the earlier ones, are the
-//!   noise. Between quiet moments a shared sender's noise does not follow
+//!   noise, judged as soon as those requests have all answered (or, one
+//!   hung, [`Controller::lapse_after`] after the moment). Between quiet moments a shared sender's noise does not follow
 //!   its windows, and an undone cut learns no more than the quiet moments
 //!   measured (nothing before the first). The cost is 2.5% of goodput;
 //!   the 503s of three senders against a capacity stay at AIMD's 1-3%,
@@ -289,6 +290,8 @@ pub struct Ticket {
     generation: u64,
     /// Sent in a quiet moment.
     quiet: bool,
+    /// Which quiet moment was the latest when it was sent.
+    moment: u64,
     /// The limit when it was sent.
     limit: usize,
 }
@@ -434,13 +437,19 @@ pub enum Quieting {
 
 /// A quiet moment ([`Controller::quiet`]): while `on`, the limit is cut by
 /// [`QUIET_CUT`]; the answers to requests sent in it are counted apart
-/// until `ended` plus [`Controller::lapse_after`], then judged.
+/// until every one has come back after `ended` (or, some hung,
+/// [`Controller::lapse_after`] after it), then judged.
 #[derive(Debug, Default)]
 struct Quiet {
     on: bool,
     /// Past [`QUIET_SETTLE`]: requests sent now are measured.
     measuring: bool,
     ended: Option<Instant>,
+    /// Counts the moments, so that a late answer to an earlier one is not
+    /// taken for one of this one's.
+    number: u64,
+    /// Requests sent while measuring whose answers have not come yet.
+    out: usize,
     answers: usize,
     failures: usize,
 }
@@ -556,9 +565,13 @@ impl Controller {
         if in_flight >= self.limit() {
             self.window.saturated = true;
         }
+        if self.quiet.measuring {
+            self.quiet.out += 1;
+        }
         Ticket {
             generation: self.generation,
             quiet: self.quiet.measuring,
+            moment: self.quiet.number,
             limit: self.limit(),
         }
     }
@@ -595,6 +608,7 @@ impl Controller {
             }
             self.quiet = Quiet {
                 on: true,
+                number: self.quiet.number + 1,
                 ..Quiet::default()
             };
             // Windows and the judgement of a cut measure the load
@@ -612,6 +626,9 @@ impl Controller {
     /// Counts an answer to a request sent in a quiet moment, and judges
     /// the moment once its requests had time to answer.
     fn quiet_answer(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
+        if ticket.quiet && ticket.moment == self.quiet.number {
+            self.quiet.out = self.quiet.out.saturating_sub(1);
+        }
         if ticket.quiet {
             match signal {
                 Signal::Overload => {
@@ -625,7 +642,11 @@ impl Controller {
         let Some(ended) = self.quiet.ended else {
             return;
         };
-        if now.saturating_duration_since(ended) < self.lapse_after() {
+        // Judged as soon as the moment's requests have all answered: the
+        // lapse time (at least 250 ms) after its end kept a sender that
+        // started among others, and met their noise as overload, near a
+        // limit of one for that long.
+        if self.quiet.out > 0 && now.saturating_duration_since(ended) < self.lapse_after() {
             return;
         }
         self.judge_quiet(now);
@@ -633,7 +654,14 @@ impl Controller {
 
     /// Learns from the latest quiet moment what share of failures is noise.
     fn judge_quiet(&mut self, now: Instant) {
-        let quiet = std::mem::take(&mut self.quiet);
+        let number = self.quiet.number;
+        let quiet = std::mem::replace(
+            &mut self.quiet,
+            Quiet {
+                number,
+                ..Quiet::default()
+            },
+        );
         // Until the first measurement nothing is forgotten: a sender held
         // near a limit of one gets a few answers per quiet moment, and
         // halving them at each would never reach [`QUIET_ANSWERS`] (three
@@ -2057,10 +2085,8 @@ mod tests {
             };
             c.answered(t, signal, clock.tick(MS));
         }
-        // The judgement comes with the first answer after the moment's
-        // requests had time to answer.
-        let t = c.sent(1);
-        c.answered(t, Signal::Good(5 * MS), clock.tick(LAPSE_INITIAL));
+        // Its requests all answered: judged with the last of them, as a
+        // sender whose next early moment starts 500 ms after this one did.
     }
 
     #[test]
@@ -2075,6 +2101,52 @@ mod tests {
             let noise = after_quiet_failing(Some(10), earlier, 40, 4).noise();
             assert!((noise - 0.1).abs() < 0.02, "noise {noise}");
         }
+    }
+
+    /// A quiet moment is judged as soon as the requests sent in it have
+    /// all answered, not a lapse time (at least [`LAPSE_FLOOR`]) after its
+    /// end: four senders started together behind a load balancer sat near
+    /// a limit of one for that long, their noise met as overload.
+    #[test]
+    fn a_quiet_moment_is_judged_once_its_requests_have_answered() {
+        let mut clock = Clock::new();
+        let mut c = at(40, Some(5 * MS));
+        c.set_shared(true);
+        let count = std::cell::Cell::new(0usize);
+        let one_in_ten = |_: usize, _: usize| {
+            count.set(count.get() + 1);
+            if count.get().is_multiple_of(10) {
+                Signal::Overload
+            } else {
+                Signal::Good(5 * MS)
+            }
+        };
+        for _ in 0..4 {
+            window_of(&mut c, &mut clock, 5 * MS, one_in_ten);
+        }
+        assert_eq!(c.noise(), 0.0, "shared: nothing excused before measuring");
+        c.quiet(Quieting::Start, clock.tick(MS));
+        c.quiet(Quieting::Measure, clock.tick(QUIET_SETTLE));
+        let mut tickets: Vec<Ticket> = (1..=40).map(|n| c.sent(n)).collect();
+        let last = tickets.pop().unwrap();
+        let ended = clock.tick(QUIET_FOR);
+        c.quiet(Quieting::End, ended);
+        for (i, t) in tickets.into_iter().enumerate() {
+            let signal = if i % 10 == 0 {
+                Signal::Overload
+            } else {
+                Signal::Good(5 * MS)
+            };
+            c.answered(t, signal, clock.tick(MS));
+        }
+        assert_eq!(c.noise(), 0.0, "one of the moment's requests is still out");
+        c.answered(last, Signal::Good(5 * MS), clock.tick(MS));
+        let noise = c.noise();
+        assert!(
+            (noise - 0.1).abs() < 0.03,
+            "judged at its last answer: {noise}"
+        );
+        assert!(clock.tick(Duration::ZERO) - ended < LAPSE_FLOOR);
     }
 
     /// A moment whose judgement still waits for a hung request's lapse
@@ -2211,9 +2283,8 @@ mod tests {
         // Measured just now: the next is taken (the helper checks that
         // the limit halved) ...
         quiet_moment(&mut c, &mut clock, Quieting::Early, 40, 0);
-        // ... and none after [`QUIET_EARLY_AFTER`].
-        assert!(QUIET_FOR + LAPSE_INITIAL > QUIET_EARLY_AFTER);
-        c.quiet(Quieting::Early, clock.tick(MS));
+        // ... and none [`QUIET_EARLY_AFTER`] after it.
+        c.quiet(Quieting::Early, clock.tick(QUIET_EARLY_AFTER));
         assert_eq!(c.limit(), 40, "measured: only the every-3 s ones");
         c.quiet(Quieting::Start, clock.tick(MS));
         assert_eq!(c.limit(), 20);
@@ -2884,8 +2955,10 @@ mod tests {
     /// until quiet moments have measured the noise: 0.51-0.65 of the best
     /// fixed limit (medians of three seeds), short of 0.9 by the second
     /// or so of early quiet moments that a limit of one needs to gather
-    /// twenty answers. A guard for that start, which the bench's shared
-    /// rows show too, while it is worked on.
+    /// twenty answers. (Five seeds: 0.44-0.64, median 0.57, when a moment
+    /// was judged a lapse time after its end; 0.51-0.76, median 0.61, since
+    /// it is judged at its last answer.) A guard for that start, which the
+    /// bench's shared rows show too, while it is worked on.
     #[test]
     fn shared_senders_started_together_measure_the_noise_in_their_first_seconds() {
         let receiver = Receiver {
@@ -2913,6 +2986,10 @@ mod tests {
     #[test]
     fn shared_senders_keep_up_with_noise() {
         let window = Duration::from_secs(15);
+        // Five seeds since a quiet moment is judged at its last answer,
+        // medians 0.90, 0.86 and 0.91 (0.89, 0.83 and 0.91 the commit
+        // before; the lowest seeds 0.73, 0.65 and 0.77 against 0.88, 0.63
+        // and 0.89: one seed of two rows learnt less well).
         // Measured (medians of three seeds): 0.90, 0.81 and 0.89; 0.85,
         // 0.76 and 0.85 with the first quiet moments a second apart and
         // no fresh slow start after the first measurement; 0.04, 0.04 and
