@@ -2,18 +2,22 @@
 //! default senders on one spool against the test receiver: in capacity
 //! mode (`--capacity` requests at once, `--work` ms each, 503 beyond), and
 //! or instead (`--capacity 0`) `--answer-after` ms away with `--faults`
-//! (a share answered 503 and a share never answered, whatever the load).
-//! Reads their event lines and writes the limit, goodput and attempt
+//! (a share answered 503 and a share never answered, whatever the load)
+//! and `--resets` (a share of connections reset). With `--kill-every`,
+//! one sender in turn is SIGKILLed and started again that often, as the
+//! benchmark's chaos row does. Reads their event lines and writes the limit, goodput and attempt
 //! latency over time as CSV and as an SVG (hand-written: three panels, a
 //! few polylines and ticks, no plotting crate).
 //!
 //! Run: `cargo run -p spoolpost-tests --bin pace-plot -- --svg docs/pace.svg --csv pace.csv`
 //! or, a load balancer with a sick backend 40 ms away:
 //! `pace-plot --senders 1 --files 20000 --capacity 0 --answer-after 40 --faults 0.1,0.01 --svg docs/pace-remote.svg`
+//! or the chaos row:
+//! `pace-plot --senders 4 --files 100000 --capacity 0 --faults 0.1,0 --resets 0.01 --kill-every 700 --csv chaos.csv`
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use spoolpost_protocol::event::{Event, EventKind};
@@ -41,6 +45,12 @@ struct Args {
     /// 'P503,PHANG': that share answered 503, that share never answered.
     #[arg(long, value_name = "P503,PHANG")]
     faults: Option<String>,
+    /// Reset the connection of this share of requests instead of answering.
+    #[arg(long, default_value_t = 0.0)]
+    resets: f64,
+    /// SIGKILL one sender in turn and start it again every this many ms.
+    #[arg(long, value_name = "MS")]
+    kill_every: Option<u64>,
     #[arg(long)]
     csv: Option<PathBuf>,
     #[arg(long)]
@@ -88,6 +98,10 @@ fn main() {
             hang * 100.0
         ));
     }
+    if args.resets > 0.0 {
+        rx.resets(args.resets);
+        receiver.push(format!("{:.0}% of connections reset", args.resets * 100.0));
+    }
     let spool = TestSpool::new();
     // Hung requests end at a 2 s timeout, so the run's tail is not the
     // default's minutes.
@@ -101,22 +115,57 @@ fn main() {
     for i in 0..args.files {
         spool.put(format!("f-{i}"), b"x");
     }
-    let daemons: Vec<_> = (0..args.senders)
-        .map(|_| spawn(sender(&spool).arg("--config").arg(&cfg)))
-        .collect();
-    let all = eventually(Duration::from_secs(600), || {
-        spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64
-    });
-    let events: Vec<Vec<Event>> = daemons
-        .into_iter()
-        .map(|d| {
-            d.signal(nix::sys::signal::Signal::SIGTERM);
-            d.wait(Duration::from_secs(60)).events()
-        })
-        .collect();
-    assert!(all, "only {} of {} delivered", rx.count(), args.files);
+    let start = || spawn(sender(&spool).arg("--config").arg(&cfg));
+    let mut daemons: Vec<_> = (0..args.senders).map(|_| start()).collect();
+    let mut events: Vec<Vec<Event>> = vec![vec![]; args.senders];
+    let all = match args.kill_every {
+        None => eventually(Duration::from_secs(600), || {
+            spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64
+        }),
+        Some(ms) => {
+            // A killed sender's requests are answered but its files not
+            // moved, so the receiver's count says nothing: done/ does.
+            let every = Duration::from_millis(ms);
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut next = Instant::now() + every;
+            let mut victim = 0;
+            loop {
+                if spool.count(State::Done) >= args.files {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                if Instant::now() >= next {
+                    let killed = std::mem::replace(&mut daemons[victim], start());
+                    killed.signal(nix::sys::signal::Signal::SIGKILL);
+                    // Its last line may be cut short by the kill.
+                    let finished = killed.wait(Duration::from_secs(10));
+                    events[victim].extend(
+                        finished
+                            .stdout
+                            .lines()
+                            .filter_map(|l| serde_json::from_str::<Event>(l).ok()),
+                    );
+                    victim = (victim + 1) % args.senders;
+                    next += every;
+                }
+            }
+        }
+    };
+    for (n, d) in daemons.into_iter().enumerate() {
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        events[n].extend(d.wait(Duration::from_secs(60)).events());
+    }
+    assert!(
+        all,
+        "only {} of {} delivered",
+        spool.count(State::Done),
+        args.files
+    );
     let points = points(&events);
-    let requests = rx.count() + rx.overloaded() + rx.faulted().0;
+    let requests = rx.count() + rx.overloaded() + rx.faulted().0 + rx.reset_count();
     let title = format!(
         "{} senders, {} files, receiver {}: {} of {} requests answered 503",
         args.senders,
