@@ -79,9 +79,10 @@
 //!   [`QUIET_FOR`], and the failures its requests still meet, once the
 //!   receiver had [`QUIET_SETTLE`] to finish the earlier ones, are the
 //!   noise, judged as soon as those requests have all answered (or, one
-//!   hung, [`Controller::lapse_after`] after the moment). Between quiet moments a shared sender's noise does not follow
-//!   its windows, and an undone cut learns no more than the quiet moments
-//!   measured (nothing before the first). The cost is 2.5% of goodput;
+//!   hung, [`Controller::lapse_after`] after the moment). Between quiet
+//!   moments a shared sender's noise does not follow its windows, and an
+//!   undone cut learns no more than the quiet moments measured (nothing
+//!   before the first). The cost is 2.5% of goodput;
 //!   the 503s of three senders against a capacity stay at AIMD's 1-3%,
 //!   and four senders behind a load balancer with a sick backend keep
 //!   their limits instead of sitting at one (the bench's chaos row). A
@@ -624,7 +625,7 @@ impl Controller {
     }
 
     /// Counts an answer to a request sent in a quiet moment, and judges
-    /// the moment once its requests had time to answer.
+    /// the moment once its requests have answered (or had time to).
     fn quiet_answer(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
         if ticket.quiet && ticket.moment == self.quiet.number {
             self.quiet.out = self.quiet.out.saturating_sub(1);
@@ -1316,12 +1317,12 @@ impl Controller {
 
 /// Whether, over the remembered windows, the share of failures rose with
 /// the limit (Pearson's correlation above [`RISE_CORRELATION`] and two
-/// standard errors of a chance one, with at least eight windows). A sick backend's 503s come at every limit, so the
-/// correlation is near zero; several senders sharing a receiver at its
-/// capacity meet 503s at the tops of their saw-tooth, so the failures
-/// follow the limit even when one sender's single cut cannot show it
-/// (the others fill the room it gave up, and its goodput falls as noise
-/// would make it fall).
+/// standard errors of a chance one, with at least eight windows). A sick
+/// backend's 503s come at every limit, so the correlation is near zero;
+/// several senders sharing a receiver at its capacity meet 503s at the
+/// tops of their saw-tooth, so the failures follow the limit even when
+/// one sender's single cut cannot show it (the others fill the room it
+/// gave up, and its goodput falls as noise would make it fall).
 fn failures_rise_with_load(history: &std::collections::VecDeque<Seen>) -> bool {
     // Two standard errors of a correlation of unrelated figures (1/√n):
     // over a few windows chance alone correlates noise with the limit.
