@@ -2104,6 +2104,26 @@ mod tests {
         }
     }
 
+    /// A sender sharing its receiver after four windows in which one
+    /// answer in ten failed: before any quiet moment, nothing excused.
+    fn shared_failing_one_in_ten(clock: &mut Clock) -> Controller {
+        let mut c = at(40, Some(5 * MS));
+        c.set_shared(true);
+        let count = std::cell::Cell::new(0usize);
+        for _ in 0..4 {
+            window_of(&mut c, clock, 5 * MS, |_, _| {
+                count.set(count.get() + 1);
+                if count.get().is_multiple_of(10) {
+                    Signal::Overload
+                } else {
+                    Signal::Good(5 * MS)
+                }
+            });
+        }
+        assert_eq!(c.noise(), 0.0, "shared: nothing excused before measuring");
+        c
+    }
+
     /// A quiet moment is judged as soon as the requests sent in it have
     /// all answered, not a lapse time (at least [`LAPSE_FLOOR`]) after its
     /// end: four senders started together behind a load balancer sat near
@@ -2111,21 +2131,7 @@ mod tests {
     #[test]
     fn a_quiet_moment_is_judged_once_its_requests_have_answered() {
         let mut clock = Clock::new();
-        let mut c = at(40, Some(5 * MS));
-        c.set_shared(true);
-        let count = std::cell::Cell::new(0usize);
-        let one_in_ten = |_: usize, _: usize| {
-            count.set(count.get() + 1);
-            if count.get().is_multiple_of(10) {
-                Signal::Overload
-            } else {
-                Signal::Good(5 * MS)
-            }
-        };
-        for _ in 0..4 {
-            window_of(&mut c, &mut clock, 5 * MS, one_in_ten);
-        }
-        assert_eq!(c.noise(), 0.0, "shared: nothing excused before measuring");
+        let mut c = shared_failing_one_in_ten(&mut clock);
         c.quiet(Quieting::Start, clock.tick(MS));
         c.quiet(Quieting::Measure, clock.tick(QUIET_SETTLE));
         let mut tickets: Vec<Ticket> = (1..=40).map(|n| c.sent(n)).collect();
@@ -2161,20 +2167,7 @@ mod tests {
     #[test]
     fn a_moment_not_yet_judged_is_judged_when_the_next_starts() {
         let mut clock = Clock::new();
-        let mut c = at(40, Some(5 * MS));
-        c.set_shared(true);
-        let count = std::cell::Cell::new(0usize);
-        for _ in 0..4 {
-            window_of(&mut c, &mut clock, 5 * MS, |_, _| {
-                count.set(count.get() + 1);
-                if count.get().is_multiple_of(10) {
-                    Signal::Overload
-                } else {
-                    Signal::Good(5 * MS)
-                }
-            });
-        }
-        assert_eq!(c.noise(), 0.0, "shared: nothing excused before measuring");
+        let mut c = shared_failing_one_in_ten(&mut clock);
         c.quiet(Quieting::Start, clock.tick(MS));
         c.quiet(Quieting::Measure, clock.tick(QUIET_SETTLE));
         let tickets: Vec<Ticket> = (1..=40).map(|n| c.sent(n)).collect();
