@@ -5,9 +5,10 @@
 //! (a share answered 503 and a share never answered, whatever the load)
 //! and `--resets` (a share of connections reset). With `--kill-every`,
 //! one sender in turn is SIGKILLed and started again that often, as the
-//! benchmark's chaos row does. Reads their event lines and writes the limit, goodput and attempt
-//! latency over time as CSV and as an SVG (hand-written: three panels, a
-//! few polylines and ticks, no plotting crate).
+//! benchmark's chaos row does. Reads their event lines and writes the
+//! limit, goodput and attempt latency over time as CSV and as an SVG
+//! (hand-written: three panels, a few polylines and ticks, no plotting
+//! crate).
 //!
 //! Run: `cargo run -p spoolpost-tests --bin pace-plot -- --svg docs/pace.svg --csv pace.csv`
 //! or, a load balancer with a sick backend 40 ms away:
@@ -126,17 +127,9 @@ fn main() {
             // A killed sender's requests are answered but its files not
             // moved, so the receiver's count says nothing: done/ does.
             let every = Duration::from_millis(ms);
-            let deadline = Instant::now() + Duration::from_secs(600);
             let mut next = Instant::now() + every;
             let mut victim = 0;
-            loop {
-                if spool.count(State::Done) >= args.files {
-                    break true;
-                }
-                if Instant::now() > deadline {
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            eventually(Duration::from_secs(600), || {
                 if Instant::now() >= next {
                     let killed = std::mem::replace(&mut daemons[victim], start());
                     killed.signal(nix::sys::signal::Signal::SIGKILL);
@@ -151,7 +144,8 @@ fn main() {
                     victim = (victim + 1) % args.senders;
                     next += every;
                 }
-            }
+                spool.count(State::Done) >= args.files
+            })
         }
     };
     for (n, d) in daemons.into_iter().enumerate() {
