@@ -627,10 +627,10 @@ impl Controller {
     /// Counts an answer to a request sent in a quiet moment, and judges
     /// the moment once its requests have answered (or had time to).
     fn quiet_answer(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
-        if ticket.quiet && ticket.moment == self.quiet.number {
-            self.quiet.out = self.quiet.out.saturating_sub(1);
-        }
         if ticket.quiet {
+            if ticket.moment == self.quiet.number {
+                self.quiet.out = self.quiet.out.saturating_sub(1);
+            }
             match signal {
                 Signal::Overload => {
                     self.quiet.answers += 1;
