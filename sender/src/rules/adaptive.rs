@@ -45,11 +45,15 @@
 //!   [`OVERLOAD_CUT`] at once. The next window says whether that helped:
 //!   if goodput fell by more than [`GOODPUT_KEPT`] allows while failures
 //!   kept coming, they were not ours; the cut is undone and their share is
-//!   learnt as noise. Noise drifts back down slowly ([`NOISE_DECAY`]) when
-//!   windows show fewer failures, so a backend that recovers stops being
-//!   excused; windows never raise it (those at the top of the saw-tooth
+//!   learnt as noise. The windows then move the noise slowly
+//!   ([`NOISE_DECAY`]) both ways, but never above what evidence last said
+//!   (an undone cut, failures well below a clean load, the record): so a
+//!   backend that recovers stops being excused, and a sick backend's
+//!   share is not lost to windows that by chance failed less. Past that
+//!   ceiling windows do not raise it: those at the top of the saw-tooth
 //!   past a capacity fail more than the noise, within what it excuses,
-//!   and followed upward the noise climbed with them). A receiver that
+//!   and followed upward the noise climbed with them. The ceiling itself
+//!   follows a lower noise eight times as slowly. A receiver that
 //!   mostly fails is the circuit breaker's business, not this limit's:
 //!   the noise is at most [`MAX_NOISE`].
 //!   A cut's judgement needs two failures in the window after it, which
@@ -229,6 +233,9 @@ pub const GRADIENT_WINDOWS: usize = 16;
 /// baseline is seconds long must not hold a sender's slots (and its
 /// shutdown) that long for an answer that came at once.
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
+/// A hold shorter than this is none: the runtime's timer ticks by the
+/// millisecond, so a shorter sleep would last a tick anyway.
+pub const HOLD_TICK: Duration = Duration::from_millis(1);
 /// Latencies below this are all alike: loopback and LAN jitter would
 /// otherwise read as a rise of several times.
 pub const LATENCY_FLOOR: Duration = Duration::from_millis(2);
@@ -271,6 +278,24 @@ pub const RECENT_WEIGHT: f64 = 1.0 / 50.0;
 /// small limit against a remote receiver gets a few answers a moment, and
 /// their sum over several moments measures what one cannot.
 pub const QUIET_MEMORY: f64 = 0.5;
+
+/// What a request keeps after its answer ([`Controller::hold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// How long it keeps its room under the limit.
+    pub room: Duration,
+    /// How long until the controller hears its answer
+    /// ([`Controller::answered`]); never before its room is freed.
+    pub tell: Duration,
+}
+
+impl Hold {
+    /// Freed and heard at once.
+    pub const NONE: Hold = Hold {
+        room: Duration::ZERO,
+        tell: Duration::ZERO,
+    };
+}
 
 /// What one answer says about the receiver's capacity.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -340,6 +365,10 @@ pub struct Controller {
     stalls: u32,
     /// The share of answers that fail whatever the load.
     noise: f64,
+    /// The noise the latest evidence (an undone cut, failures well below
+    /// a clean load, a quiet moment, the record) said: a sender alone's
+    /// windows move the noise both ways, but never above this.
+    noise_ceiling: f64,
     /// Other senders share the receiver ([`Controller::set_shared`]).
     shared: bool,
     /// Looks in a row that found no other sender.
@@ -486,6 +515,7 @@ impl Controller {
             best: None,
             stalls: 0,
             noise: start.map_or(0.0, |s| s.noise).clamp(0.0, MAX_NOISE),
+            noise_ceiling: start.map_or(0.0, |s| s.noise).clamp(0.0, MAX_NOISE),
             shared: false,
             alone_looks: 0,
             failing: 0.0,
@@ -624,13 +654,29 @@ impl Controller {
         }
     }
 
+    /// Called instead of [`Controller::answered`] for a ticket whose
+    /// request was never sent: its file was claimed by another sender
+    /// first, or its job was cut short. It says nothing of the receiver,
+    /// but a quiet moment no longer waits for its answer: among senders
+    /// that share a spool a lost claim is common, and each one in a
+    /// moment kept its judgement waiting for the lapse time.
+    pub fn withdrawn(&mut self, ticket: Ticket, now: Instant) {
+        self.quiet_out(ticket);
+        self.judge_quiet_if_done(now);
+    }
+
+    /// A request sent in the current quiet moment is out no more.
+    fn quiet_out(&mut self, ticket: Ticket) {
+        if ticket.quiet && ticket.moment == self.quiet.number {
+            self.quiet.out = self.quiet.out.saturating_sub(1);
+        }
+    }
+
     /// Counts an answer to a request sent in a quiet moment, and judges
     /// the moment once its requests have answered (or had time to).
     fn quiet_answer(&mut self, ticket: Ticket, signal: Signal, now: Instant) {
         if ticket.quiet {
-            if ticket.moment == self.quiet.number {
-                self.quiet.out = self.quiet.out.saturating_sub(1);
-            }
+            self.quiet_out(ticket);
             match signal {
                 Signal::Overload => {
                     self.quiet.answers += 1;
@@ -640,6 +686,12 @@ impl Controller {
                 Signal::Neutral => {}
             }
         }
+        self.judge_quiet_if_done(now);
+    }
+
+    /// Judges the ended quiet moment once its requests have all answered
+    /// (or had time to).
+    fn judge_quiet_if_done(&mut self, now: Instant) {
         let Some(ended) = self.quiet.ended else {
             return;
         };
@@ -699,7 +751,7 @@ impl Controller {
                 failing = self.recent_failing,
                 "failures in quiet moments fell with the load: overload, not noise"
             );
-            self.noise = self.noise.min(share);
+            self.learn_noise(self.noise.min(share));
             self.measured(now);
             return;
         }
@@ -736,8 +788,14 @@ impl Controller {
             // the noise's (shared senders excuse none until measured).
             self.start_again();
         }
-        self.noise = share.min(MAX_NOISE);
+        self.learn_noise(share);
         self.measured(now);
+    }
+
+    /// The noise as evidence said it.
+    fn learn_noise(&mut self, share: f64) {
+        self.noise = share.clamp(0.0, MAX_NOISE);
+        self.noise_ceiling = self.noise;
     }
 
     /// The quiet moments measured the noise.
@@ -905,7 +963,7 @@ impl Controller {
             }
             self.edge = None;
             self.overloaded_at = None;
-            self.noise = share.min(MAX_NOISE);
+            self.learn_noise(share);
         }
         if self.below_answers >= BELOW_ANSWERS {
             self.below_answers *= QUIET_MEMORY;
@@ -913,22 +971,50 @@ impl Controller {
         }
     }
 
-    /// How long a request that got `signal` keeps its room after its
-    /// answer: a request turned away holds it for the time a served one
-    /// takes (the baseline), so a sender does not answer a full receiver's
-    /// 503 by sending again at once; others free nothing before then. The
-    /// caller tells its answer ([`Controller::answered`]) when the hold
-    /// ends; until then it is counted as held.
-    pub fn hold(&mut self, signal: Signal) -> Duration {
+    /// What a request that got `signal` keeps after its answer
+    /// ([`Hold`]). A request turned away is heard a served one's time
+    /// (the baseline, at least [`LATENCY_FLOOR`]) after its answer: a 503
+    /// comes back in a fraction of that time, and heard at once, the
+    /// failures of the requests sent after a change of limit would reach
+    /// the controller before their successes, and every window after a
+    /// change would seem to fail more often than the receiver does. Until
+    /// then it is counted as held.
+    ///
+    /// It keeps its room as long, so that a sender does not answer a full
+    /// receiver's 503 by sending again at once; but against a receiver
+    /// faster than the floor, only for what a served request took (the
+    /// smoothed latency), and not at all if that is less than
+    /// [`HOLD_TICK`]. Kept for the 2 ms floor against a receiver that
+    /// answered in half a millisecond, the rooms of a sick backend's 503s
+    /// took a tenth of a sender's (one sender at 16 behind 10% of 503s:
+    /// 0.92x the same sender pinned at 16, 1.0x without).
+    pub fn hold(&mut self, signal: Signal) -> Hold {
         match signal {
             Signal::Overload => {
                 self.held += 1;
-                self.baseline
+                let tell = self
+                    .baseline
                     .or(self.last_good)
                     .unwrap_or(LATENCY_FLOOR)
-                    .clamp(LATENCY_FLOOR, MAX_HOLD)
+                    .clamp(LATENCY_FLOOR, MAX_HOLD);
+                // Under the floor, what a served request took; over it,
+                // the baseline, as it is heard.
+                let room = self
+                    .srtt
+                    .map(|(srtt, _)| srtt)
+                    .or(self.last_good)
+                    .filter(|served| *served < LATENCY_FLOOR)
+                    .map_or(tell, |served| served.min(tell));
+                Hold {
+                    room: if room < HOLD_TICK {
+                        Duration::ZERO
+                    } else {
+                        room
+                    },
+                    tell,
+                }
             }
-            Signal::Good(_) | Signal::Neutral => Duration::ZERO,
+            Signal::Good(_) | Signal::Neutral => Hold::NONE,
         }
     }
 
@@ -1158,7 +1244,7 @@ impl Controller {
                 Some(share) if self.shared => share,
                 _ => MAX_NOISE,
             };
-            self.noise = self.noise.max(failed.min(self.failing)).min(most);
+            self.learn_noise(self.noise.max(failed.min(self.failing)).min(most));
             self.limit = pending.limit_before;
             self.slow_start = pending.slow_start;
             self.edge = None;
@@ -1172,11 +1258,19 @@ impl Controller {
             );
             return;
         }
-        // Alone, the windows lower the noise, never raise it (see the
-        // module doc). Shared, a window cannot tell noise from the
-        // overload the senders make together: the quiet moments measure it.
-        if self.noise > 0.0 && !self.shared && failed < self.noise {
-            self.noise += (failed - self.noise) * NOISE_DECAY;
+        // Alone, the windows move the noise both ways, but never above
+        // what evidence last said (see the module doc). Lowered only, it
+        // sank below a sick backend's share by chance, a window within
+        // that share then met it as overload and cut, and the limit spent
+        // most windows below 16 against a receiver where 16 was best.
+        // Shared, a window cannot tell noise from the overload the senders
+        // make together: the quiet moments measure it.
+        if self.noise_ceiling > 0.0 && !self.shared {
+            self.noise = (self.noise + (failed - self.noise) * NOISE_DECAY).min(self.noise_ceiling);
+            if self.noise < self.noise_ceiling {
+                // A backend that recovered is excused ever less.
+                self.noise_ceiling += (self.noise - self.noise_ceiling) * NOISE_DECAY / 8.0;
+            }
         }
         if window.saturated && goodput.is_some() {
             self.goodput = goodput;
@@ -1919,19 +2013,60 @@ mod tests {
     fn a_turned_away_request_holds_its_room_for_a_served_ones_time() {
         let mut c = Controller::new(8, None);
         let now = Instant::now();
-        assert_eq!(c.hold(Signal::Overload), LATENCY_FLOOR, "nothing known yet");
+        let whole = |d| Hold { room: d, tell: d };
+        assert_eq!(
+            c.hold(Signal::Overload),
+            whole(LATENCY_FLOOR),
+            "nothing known yet"
+        );
         let t = c.sent(1);
         c.answered(t, Signal::Good(7 * MS), now);
-        assert_eq!(c.hold(Signal::Overload), 7 * MS, "the latest served one");
+        assert_eq!(
+            c.hold(Signal::Overload),
+            whole(7 * MS),
+            "the latest served one"
+        );
         let mut c = at(8, Some(5 * MS));
-        assert_eq!(c.hold(Signal::Overload), 5 * MS, "the baseline");
-        assert_eq!(c.hold(Signal::Good(5 * MS)), Duration::ZERO);
-        assert_eq!(c.hold(Signal::Neutral), Duration::ZERO);
+        assert_eq!(c.hold(Signal::Overload), whole(5 * MS), "the baseline");
+        assert_eq!(c.hold(Signal::Good(5 * MS)), Hold::NONE);
+        assert_eq!(c.hold(Signal::Neutral), Hold::NONE);
         let t = c.sent(1);
         c.answered(t, Signal::Good(50 * MS), now);
-        assert_eq!(c.hold(Signal::Overload), 5 * MS, "the baseline wins");
+        assert_eq!(c.hold(Signal::Overload), whole(5 * MS), "the baseline wins");
         let mut c = at(8, Some(Duration::from_secs(20)));
-        assert_eq!(c.hold(Signal::Overload), MAX_HOLD, "a slow receiver's");
+        assert_eq!(
+            c.hold(Signal::Overload),
+            whole(MAX_HOLD),
+            "a slow receiver's"
+        );
+    }
+
+    /// A turned-away request keeps its room for a served one's smoothed
+    /// latency, not for the 2 ms floor of the baseline, and none at all
+    /// if that is under a timer's tick; it is heard at the baseline, in
+    /// step with the successes sent with it.
+    #[test]
+    fn a_turned_away_request_keeps_its_room_for_the_time_a_served_one_took() {
+        let now = Instant::now();
+        let served = |latency| {
+            let mut c = Controller::new(8, None);
+            for _ in 0..3 {
+                let t = c.sent(1);
+                c.answered(t, Signal::Good(latency), now);
+            }
+            c.hold(Signal::Overload)
+        };
+        let fast = served(Duration::from_micros(400));
+        assert_eq!(fast.room, Duration::ZERO, "under a tick: {fast:?}");
+        assert_eq!(fast.tell, LATENCY_FLOOR, "heard at the floor");
+        let remote = served(40 * MS);
+        assert_eq!(
+            remote,
+            Hold {
+                room: 40 * MS,
+                tell: 40 * MS
+            }
+        );
     }
 
     /// A failure told only when its hold ends still stops slow start's
@@ -1949,7 +2084,7 @@ mod tests {
         // At 16, one request is turned away and held; the window's good
         // answers come first.
         let turned_away = c.sent(16);
-        assert!(c.hold(Signal::Overload) > Duration::ZERO);
+        assert!(c.hold(Signal::Overload).tell > Duration::ZERO);
         let seen = steps(&mut c, &mut clock, 20, Signal::Good(5 * MS));
         assert_eq!(seen, [16], "no growth while a failure is held");
         c.answered(turned_away, Signal::Overload, clock.tick(MS));
@@ -2124,14 +2259,11 @@ mod tests {
         c
     }
 
-    /// A quiet moment is judged as soon as the requests sent in it have
-    /// all answered, not a lapse time (at least [`LAPSE_FLOOR`]) after its
-    /// end: four senders started together behind a load balancer sat near
-    /// a limit of one for that long, their noise met as overload.
-    #[test]
-    fn a_quiet_moment_is_judged_once_its_requests_have_answered() {
-        let mut clock = Clock::new();
-        let mut c = shared_failing_one_in_ten(&mut clock);
+    /// A shared controller in a quiet moment whose requests have all
+    /// answered, one in ten failing, but the one returned, with the
+    /// moment's end.
+    fn a_moment_waiting_for_one(clock: &mut Clock) -> (Controller, Ticket, Instant) {
+        let mut c = shared_failing_one_in_ten(clock);
         c.quiet(Quieting::Start, clock.tick(MS));
         c.quiet(Quieting::Measure, clock.tick(QUIET_SETTLE));
         let mut tickets: Vec<Ticket> = (1..=40).map(|n| c.sent(n)).collect();
@@ -2147,11 +2279,75 @@ mod tests {
             c.answered(t, signal, clock.tick(MS));
         }
         assert_eq!(c.noise(), 0.0, "one of the moment's requests is still out");
+        (c, last, ended)
+    }
+
+    /// A quiet moment is judged as soon as the requests sent in it have
+    /// all answered, not a lapse time (at least [`LAPSE_FLOOR`]) after its
+    /// end: four senders started together behind a load balancer sat near
+    /// a limit of one for that long, their noise met as overload.
+    #[test]
+    fn a_quiet_moment_is_judged_once_its_requests_have_answered() {
+        let mut clock = Clock::new();
+        let (mut c, last, ended) = a_moment_waiting_for_one(&mut clock);
         c.answered(last, Signal::Good(5 * MS), clock.tick(MS));
         let noise = c.noise();
         assert!(
             (noise - 0.1).abs() < 0.03,
             "judged at its last answer: {noise}"
+        );
+        assert!(clock.tick(Duration::ZERO) - ended < LAPSE_FLOOR);
+    }
+
+    /// A sender alone behind a sick backend keeps the backend's share as
+    /// its noise: windows that happen to fail less lower it, windows that
+    /// fail more bring it back up to what it learnt. Lowered only, it sank
+    /// by chance until an ordinary window of the backend's 503s cut the
+    /// limit: one real sender at 16 behind 10% of 503s spent four windows
+    /// in ten below 16.
+    #[test]
+    fn a_sick_backends_share_stays_learnt_window_after_window() {
+        let mut clock = Clock::new();
+        let mut c = Controller::new(
+            16,
+            Some(Snapshot {
+                limit: 16,
+                baseline: Some(5 * MS),
+                noise: 0.1,
+            }),
+        );
+        let rng = std::cell::RefCell::new(fastrand::Rng::with_seed(7));
+        let mut below = 0;
+        for _ in 0..400 {
+            window_of(&mut c, &mut clock, 5 * MS, |_, _| {
+                if rng.borrow_mut().f64() < 0.1 {
+                    Signal::Overload
+                } else {
+                    Signal::Good(5 * MS)
+                }
+            });
+            below += usize::from(c.limit() < 16);
+        }
+        let noise = c.noise();
+        // Lowered only: 0.064, and 17 windows below.
+        assert!((0.075..=0.1).contains(&noise), "noise {noise}");
+        assert!(below < 12, "{below} windows of 400 below the limit");
+    }
+
+    /// A ticket whose request was never sent (another sender on the spool
+    /// claimed its file first) does not keep the moment waiting: four
+    /// senders on one spool lose claims to each other all the time, and
+    /// each lost one in a moment held its judgement for the lapse time,
+    /// their limits near one meanwhile.
+    #[test]
+    fn a_request_never_sent_does_not_keep_its_quiet_moment_waiting() {
+        let mut clock = Clock::new();
+        let (mut c, lost_claim, ended) = a_moment_waiting_for_one(&mut clock);
+        c.withdrawn(lost_claim, clock.tick(MS));
+        let noise = c.noise();
+        assert!(
+            (noise - 0.1).abs() < 0.03,
+            "judged once the lost claim was withdrawn: {noise}"
         );
         assert!(clock.tick(Duration::ZERO) - ended < LAPSE_FLOOR);
     }
@@ -2433,8 +2629,9 @@ mod tests {
             Freed(usize),
             /// The receiver frees the room of a request it answered.
             Released,
-            /// A failure's hold ended: the controller hears of it.
-            Told(Ticket, usize),
+            /// A failure's hold ended: the controller hears of it, and
+            /// its room is freed then if still held.
+            Told(Ticket, Option<usize>),
             /// A step of a quiet moment, as `pace` times them.
             Quiet(Quieting),
             /// The sender can start another request.
@@ -2563,11 +2760,13 @@ mod tests {
                     }
                     continue;
                 }
-                Event::Told(g, id) => {
+                Event::Told(g, room) => {
                     if fixed.is_none() {
                         cs[s].answered(g, Signal::Overload, clock);
                     }
-                    events.push(Reverse((now, s, Event::Freed(id))));
+                    if let Some(id) = room {
+                        events.push(Reverse((now, s, Event::Freed(id))));
+                    }
                     continue;
                 }
                 Event::Ready => {
@@ -2610,10 +2809,18 @@ mod tests {
                     continue;
                 }
             };
-            let hold = cs[s].hold(signal).as_micros() as u64;
-            if hold > 0 {
-                // A failure is told when its hold ends, as `pace` does.
-                events.push(Reverse((now + hold, s, Event::Told(ticket, id))));
+            let hold = cs[s].hold(signal);
+            if !hold.tell.is_zero() {
+                // A failure is told when its hold ends and its room freed
+                // when the controller says, as `pace` does.
+                let tell = now + hold.tell.as_micros() as u64;
+                if hold.room == hold.tell {
+                    events.push(Reverse((tell, s, Event::Told(ticket, Some(id)))));
+                } else {
+                    events.push(Reverse((tell, s, Event::Told(ticket, None))));
+                    let room = now + hold.room.as_micros() as u64;
+                    events.push(Reverse((room, s, Event::Freed(id))));
+                }
                 continue;
             }
             if fixed.is_none() {

@@ -135,8 +135,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     settle_answered(&shared, claimed, attempted, judgement.fate).await;
     // A request turned away as overload keeps its room a while: sent again
     // at once, the next would meet the same full receiver.
-    pace.free_after_hold().await;
+    let telling = pace.free_after_hold().await;
     shared.release_slot(&slots, permits);
+    telling.when_due().await;
 }
 
 /// What watches a request for a hang: its endpoint is marked hung once it

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::adaptive::{
-    Controller, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
+    Controller, Hold, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
     Snapshot, Ticket,
 };
 use crate::rules::outcome::Answer;
@@ -266,7 +266,7 @@ impl Pace {
         Some(Slot {
             pace: self.clone(),
             ticket: Some(ticket),
-            hold: Duration::ZERO,
+            hold: Hold::NONE,
             lapsed: false,
             told: None,
         })
@@ -331,11 +331,21 @@ impl Pace {
         limit
     }
 
-    /// How long a request that got `signal` keeps its room after its answer.
-    fn hold(&self, signal: Signal) -> Duration {
+    /// Tells the controller a slot's request was never sent.
+    fn withdraw(&self, ticket: Ticket) {
+        let mut inner = self.lock();
+        if inner.adaptive {
+            inner
+                .controller
+                .withdrawn(ticket, crate::sched::clock::now());
+        }
+    }
+
+    /// What a request that got `signal` keeps after its answer.
+    fn hold(&self, signal: Signal) -> Hold {
         let mut inner = self.lock();
         if !inner.adaptive {
-            return Duration::ZERO;
+            return Hold::NONE;
         }
         inner.controller.hold(signal)
     }
@@ -534,11 +544,12 @@ fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
 
 /// Room for one request under a receiver's limit, held while it is in
 /// flight and freed when dropped. Dropped unanswered (a claim that found
-/// nothing, a job cut short) it tells the controller nothing.
+/// nothing, a job cut short) it tells the controller only that its request
+/// is not coming ([`crate::rules::adaptive::Controller::withdrawn`]).
 pub struct Slot {
     pace: Arc<Pace>,
     ticket: Option<Ticket>,
-    hold: Duration,
+    hold: Hold,
     /// Freed early: its request did not answer within the lapse time.
     lapsed: bool,
     /// An answer the controller hears when the hold ends.
@@ -594,7 +605,7 @@ impl Slot {
     pub fn answered(&mut self, signal: Signal) -> usize {
         let ticket = self.ticket.take().expect("answered once");
         self.hold = self.pace.hold(signal);
-        if self.hold.is_zero() {
+        if self.hold.tell.is_zero() {
             return self.pace.hear(ticket, signal);
         }
         self.told = Some((ticket, signal));
@@ -605,17 +616,60 @@ impl Slot {
     /// turned away as overload keeps it for a served one's time
     /// ([`crate::rules::adaptive::Controller::hold`]).
     pub fn hold(&self) -> Duration {
-        self.hold
+        self.hold.room
     }
 
-    /// Keeps the room for [`Slot::hold`], then frees it. No hold, no wait:
-    /// even a zero sleep would wait for the timer's next tick (up to 1 ms),
-    /// and as the earliest timer wake the runtime's driver; at a limit of
-    /// 4 that held every receiver under 2,500 files/s.
-    pub async fn free_after_hold(mut self) {
-        if !self.hold.is_zero() {
-            tokio::time::sleep(self.hold).await;
+    /// Keeps the room for [`Slot::hold`], then frees it; the answer still
+    /// to be heard is in the [`Telling`] returned. No hold, no wait: even a
+    /// zero sleep would wait for the timer's next tick (up to 1 ms), and
+    /// as the earliest timer wake the runtime's driver; at a limit of 4
+    /// that held every receiver under 2,500 files/s.
+    pub async fn free_after_hold(mut self) -> Telling {
+        if !self.hold.room.is_zero() {
+            tokio::time::sleep(self.hold.room).await;
         }
+        let telling = Telling {
+            pace: self.pace.clone(),
+            told: self.told.take(),
+            after: self.hold.tell.saturating_sub(self.hold.room),
+        };
+        if telling.after.is_zero() {
+            // Heard before its room is freed, as a served answer is.
+            telling.tell_now()
+        } else {
+            telling
+        }
+    }
+}
+
+/// A turned-away answer the controller hears a served request's time after
+/// it came, though its room may be free already
+/// ([`crate::rules::adaptive::Hold`]). Dropped early, it is heard then.
+#[must_use = "the controller hears the answer when this is awaited or dropped"]
+pub struct Telling {
+    pace: Arc<Pace>,
+    told: Option<(Ticket, Signal)>,
+    after: Duration,
+}
+
+impl Telling {
+    /// Waits until the answer is due, then tells it.
+    pub async fn when_due(self) {
+        if self.told.is_some() && !self.after.is_zero() {
+            tokio::time::sleep(self.after).await;
+        }
+    }
+
+    fn tell_now(mut self) -> Telling {
+        if let Some((ticket, signal)) = self.told.take() {
+            self.pace.hear(ticket, signal);
+        }
+        self
+    }
+}
+
+impl Drop for Telling {
+    fn drop(&mut self) {
         if let Some((ticket, signal)) = self.told.take() {
             self.pace.hear(ticket, signal);
         }
@@ -627,6 +681,9 @@ impl Drop for Slot {
         // Cut short during its hold: the controller still hears of it.
         if let Some((ticket, signal)) = self.told.take() {
             self.pace.hear(ticket, signal);
+        }
+        if let Some(ticket) = self.ticket.take() {
+            self.pace.withdraw(ticket);
         }
         if !self.lapsed {
             self.pace.free();
@@ -703,6 +760,53 @@ mod tests {
         }
     }
 
+    /// A slot dropped before its request went out (another sender claimed
+    /// the file first) withdraws its ticket: the quiet moment it was taken
+    /// in is judged at its other requests' last answer, not a lapse time
+    /// later.
+    #[tokio::test]
+    async fn a_slot_dropped_unanswered_keeps_no_quiet_moment_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, None);
+        let one_in_ten = |c: &mut Controller, tickets: Vec<Ticket>| {
+            let now = crate::sched::clock::now();
+            for (i, t) in tickets.into_iter().enumerate() {
+                let signal = if i % 10 == 0 {
+                    Signal::Overload
+                } else {
+                    Signal::Good(5 * MS)
+                };
+                c.answered(t, signal, now);
+            }
+        };
+        {
+            let mut inner = pace.lock();
+            let c = &mut inner.controller;
+            c.set_shared(true);
+            // One answer in ten fails outside the moments too.
+            let tickets = (1..=100).map(|_| c.sent(1)).collect();
+            one_in_ten(c, tickets);
+        }
+        pace.quiet(Quieting::Start);
+        pace.quiet(Quieting::Measure);
+        let lost_claim = pace.try_take().expect("room");
+        let tickets: Vec<Ticket> = {
+            let mut inner = pace.lock();
+            (2..22).map(|n| inner.controller.sent(n)).collect()
+        };
+        pace.quiet(Quieting::End);
+        one_in_ten(&mut pace.lock().controller, tickets);
+        let noise = || pace.lock().controller.noise();
+        assert_eq!(noise(), 0.0, "the lost claim's request is still out");
+        drop(lost_claim);
+        assert!(
+            (noise() - 0.1).abs() < 0.03,
+            "judged once the lost claim withdrew: {}",
+            noise()
+        );
+    }
+
     #[tokio::test]
     async fn a_served_request_frees_its_room_at_once_and_a_turned_away_one_keeps_it() {
         use futures_util::FutureExt;
@@ -726,7 +830,7 @@ mod tests {
         tokio::pin!(freeing);
         assert!(freeing.as_mut().now_or_never().is_none());
         assert_eq!(in_flight(), 1);
-        freeing.await;
+        freeing.await.when_due().await;
         assert_eq!(in_flight(), 0);
     }
 
