@@ -207,6 +207,8 @@ pub const RISE_SIGNIFICANCE: f64 = 2.0;
 /// How fast the learnt noise follows windows with fewer failures: a
 /// sixteenth of the difference per window.
 pub const NOISE_DECAY: f64 = 1.0 / 32.0;
+/// A learnt noise that has decayed below this is none.
+pub const NOISE_NONE: f64 = 0.001;
 /// The most failures excused as noise: beyond this share the receiver is
 /// failing, which the circuit breaker handles.
 pub const MAX_NOISE: f64 = 0.5;
@@ -291,7 +293,7 @@ pub struct Hold {
     /// How long it keeps its room under the limit.
     pub room: Duration,
     /// How long until the controller hears its answer
-    /// ([`Controller::answered`]); never before its room is freed.
+    /// ([`Controller::answered`]); never shorter than `room`.
     pub tell: Duration,
 }
 
@@ -362,7 +364,8 @@ pub struct Controller {
     /// before the first window sets the baseline.
     last_good: Option<Duration>,
     /// Smoothed latency and its mean deviation (TCP's SRTT and RTTVAR),
-    /// for [`Controller::lapse_after`].
+    /// for [`Controller::lapse_after`] and a fast receiver's
+    /// [`Controller::hold`].
     srtt: Option<(Duration, Duration)>,
     /// Doubling per good window, until goodput stops rising or a cut.
     slow_start: bool,
@@ -413,8 +416,8 @@ pub struct Controller {
     /// quiet moments').
     below_answers: f64,
     below_failures: f64,
-    /// Failures answered but not yet heard: each is told when its hold
-    /// ([`Controller::hold`]) ends.
+    /// Failures answered but not yet heard: each is told when its
+    /// [`Hold::tell`] has passed.
     held: usize,
     /// Goodput of the latest window that closed with the pipe full.
     goodput: Option<f64>,
@@ -592,7 +595,9 @@ impl Controller {
         Snapshot {
             limit: self.limit(),
             baseline: self.baseline,
-            noise: self.noise,
+            // What evidence said, not where windows of chance moved it
+            // since: a restart starts from the ceiling.
+            noise: self.noise_ceiling.max(self.noise),
         }
     }
 
@@ -799,9 +804,20 @@ impl Controller {
     }
 
     /// The noise as evidence said it.
+    ///
+    /// Evidence that raises the noise keeps a higher ceiling: windows that
+    /// by chance failed less may have lowered the noise below it, and an
+    /// undone cut or failures well below a clean load then learn a share
+    /// between the two, which says nothing against the ceiling. Evidence
+    /// that lowers it (a quiet moment) lowers the ceiling too.
     fn learn_noise(&mut self, share: f64) {
-        self.noise = share.clamp(0.0, MAX_NOISE);
-        self.noise_ceiling = self.noise;
+        let share = share.clamp(0.0, MAX_NOISE);
+        self.noise_ceiling = if share >= self.noise {
+            self.noise_ceiling.max(share)
+        } else {
+            share
+        };
+        self.noise = share;
     }
 
     /// The quiet moments measured the noise.
@@ -1276,6 +1292,12 @@ impl Controller {
             if self.noise < self.noise_ceiling {
                 // A backend that recovered is excused ever less.
                 self.noise_ceiling += (self.noise - self.noise_ceiling) * NOISE_DECAY / 8.0;
+            }
+            if self.noise_ceiling < NOISE_NONE {
+                // Decay never reaches zero, and the rules that apply while
+                // no noise is known must apply again.
+                self.noise = 0.0;
+                self.noise_ceiling = 0.0;
             }
         }
         if window.saturated && goodput.is_some() {
@@ -2410,6 +2432,43 @@ mod tests {
         // Lowered only: 0.064, and 17 windows below.
         assert!((0.075..=0.1).contains(&noise), "noise {noise}");
         assert!(below < 12, "{below} windows of 400 below the limit");
+    }
+
+    /// Evidence that raises a noise windows have lowered by chance keeps
+    /// the higher ceiling, the record remembers the ceiling rather than
+    /// where windows moved the noise, and a backend that recovered for
+    /// good is at last excused nothing (the rules for a receiver with no
+    /// noise known apply again).
+    #[test]
+    fn the_noise_ceiling_is_kept_remembered_and_at_last_forgotten() {
+        let mut clock = Clock::new();
+        let mut c = Controller::new(
+            16,
+            Some(Snapshot {
+                limit: 16,
+                baseline: Some(5 * MS),
+                noise: 0.1,
+            }),
+        );
+        let clean = |c: &mut Controller, clock: &mut Clock, windows: usize| {
+            for _ in 0..windows {
+                window_of(c, clock, 5 * MS, |_, _| Signal::Good(5 * MS));
+            }
+        };
+        clean(&mut c, &mut clock, 16);
+        let ceiling = c.noise_ceiling;
+        assert!(
+            c.noise() < 0.07 && ceiling > 0.09,
+            "{} {ceiling}",
+            c.noise()
+        );
+        c.learn_noise(0.08);
+        assert_eq!((c.noise(), c.noise_ceiling), (0.08, ceiling), "raised");
+        assert_eq!(c.snapshot().noise, ceiling, "the record keeps the ceiling");
+        c.learn_noise(0.02);
+        assert_eq!(c.noise_ceiling, 0.02, "lowered by evidence");
+        clean(&mut c, &mut clock, 2000);
+        assert_eq!((c.noise(), c.noise_ceiling), (0.0, 0.0));
     }
 
     /// A ticket whose request was never sent (another sender on the spool

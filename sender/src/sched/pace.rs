@@ -312,7 +312,7 @@ impl Pace {
     }
 
     /// Tells the controller what an answer said; returns the limit after
-    /// hearing it and how long the request should keep its room.
+    /// hearing it.
     fn hear(&self, ticket: Ticket, signal: Signal) -> usize {
         let (limit, save) = {
             let mut inner = self.lock();
@@ -596,12 +596,14 @@ impl Slot {
     /// hearing it. The room stays taken until the slot is dropped, which
     /// should be no sooner than [`Slot::hold`] from now.
     ///
-    /// A request turned away is told only when its hold ends
-    /// ([`Slot::free_after_hold`]): a 503 comes back in a fraction of the
-    /// time a served request takes, so told at once, the failures of the
-    /// requests sent after a change of limit would reach the controller a
-    /// round trip before their successes, and every window after a change
-    /// would seem to fail twice as often as the receiver does.
+    /// A request turned away is told only when its
+    /// [`crate::rules::adaptive::Hold::tell`] has passed, through the
+    /// [`Telling`] that [`Slot::free_after_hold`] returns (its room may be
+    /// free sooner): a 503 comes back in a fraction of the time a served
+    /// request takes, so told at once, the failures of the requests sent
+    /// after a change of limit would reach the controller a round trip
+    /// before their successes, and every window after a change would seem
+    /// to fail twice as often as the receiver does.
     pub fn answered(&mut self, signal: Signal) -> usize {
         let ticket = self.ticket.take().expect("answered once");
         self.hold = self.pace.hold(signal);

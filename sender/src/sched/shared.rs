@@ -324,7 +324,8 @@ impl Shared {
         self.exchange.wall_clock()
     }
 
-    /// Called when a job ends: its slots are free again.
+    /// Called when a job is done with its rooms (its request answered and
+    /// any hold kept): its slots are free again.
     pub fn release_slot(
         &self,
         slots: &ReceiverSlots,
