@@ -287,7 +287,7 @@ pub const RECENT_WEIGHT: f64 = 1.0 / 50.0;
 /// (overload, not noise). At three, three senders on a capacity of 8
 /// whose first moments halved the load only to the capacity met 10% of
 /// failures in 27-93 answers against 25% outside, learnt it as noise, and
-/// sat at 11-17% of 503s in about one run in thirty (debug senders beside
+/// sat at up to 17% of 503s in about one run in thirty (debug senders beside
 /// a busy loop: 3 of 83 runs above 5%; at two, none of 58, the highest
 /// 1.9%). A moment wrongly judged so learns the lower share it met and is
 /// measured again at the next.
