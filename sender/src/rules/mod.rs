@@ -10,6 +10,7 @@ pub mod change;
 pub mod endpoint;
 pub mod judge;
 pub mod leap;
+pub mod lost;
 pub mod multipart;
 pub mod outcome;
 pub mod rate;

@@ -303,6 +303,7 @@ impl Dispatcher {
         let pace = match pace.try_take() {
             Some(slot) => slot,
             None => {
+                pace.cut_lost_for_room();
                 let wait = tokio::select! {
                     slot = pace.take_within(RECEIVER_PATIENCE) => slot,
                     _ = self.stop.cancelled() => None,
@@ -317,6 +318,9 @@ impl Dispatcher {
         let receiver_permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                // Every place is taken: one held by a request that later
+                // ones overtook is wanted more by this file.
+                slots.pace.cut_lost();
                 let wait = tokio::select! {
                     p = tokio::time::timeout(RECEIVER_PATIENCE, permits.acquire_owned()) => p.ok().and_then(Result::ok),
                     _ = self.stop.cancelled() => None,
@@ -327,9 +331,15 @@ impl Dispatcher {
                 }
             }
         };
-        let global_permit = tokio::select! {
-            p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = self.stop.cancelled() => return Offer::Stopped,
+        let global_permit = match self.global.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                slots.pace.cut_lost();
+                tokio::select! {
+                    p = self.global.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    _ = self.stop.cancelled() => return Offer::Stopped,
+                }
+            }
         };
         if let Err(at) = slots.pace.admit(RECEIVER_PATIENCE).await {
             self.wake_at(at);

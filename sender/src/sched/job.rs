@@ -82,7 +82,21 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             path: &claimed.path,
         };
         let sent = pace
-            .unless_hung(watch.run(request), || shared.room_lapsed(&slots))
+            .unless_hung(
+                watch.run(request),
+                || shared.room_lapsed(&slots),
+                |waited| Sent {
+                    answer: Answer::Failed(Transport::Timeout),
+                    body: Vec::new(),
+                    error: Some(format!(
+                        "no answer after {waited:?} while requests sent after it were answered; cut to free its place under concurrency"
+                    )),
+                    bytes_read: 0,
+                    bytes_sent: 0,
+                    latency: waited,
+                    location: None,
+                },
+            )
             .await;
         let now = shared.wall_clock();
         let at = Attempt {

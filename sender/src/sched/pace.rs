@@ -20,6 +20,7 @@
 //! senders on the spool) is kept here too: it is the other half of "may one
 //! more request to this receiver start now".
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,13 +30,14 @@ use serde::{Deserialize, Serialize};
 use spoolpost_ops::config::RateLimit;
 use spoolpost_protocol::paces;
 use spoolpost_protocol::spool::Spool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::adaptive::{
     Controller, Hold, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
     Snapshot, Ticket,
 };
+use crate::rules::lost::{Mark, is_lost};
 use crate::rules::outcome::Answer;
 use crate::sched::shared_rate::SharedRate;
 
@@ -134,8 +136,21 @@ struct Inner {
     /// The receiver's `adaptive`; a reload may change it.
     adaptive: bool,
     in_flight: usize,
+    /// Every request to the receiver, counted whether or not it holds
+    /// room under the limit: what tells a lost one ([`crate::rules::lost`]).
+    flights: Flights,
     saved: Option<Snapshot>,
     saved_at: Option<Instant>,
+}
+
+/// The requests to one receiver, for [`crate::rules::lost`].
+#[derive(Default)]
+struct Flights {
+    started: u64,
+    ended: u64,
+    /// Requests past their hung time, by the order they started, each with
+    /// what was known at its start and the word that cuts it.
+    hung: BTreeMap<u64, (Mark, oneshot::Sender<()>)>,
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -182,6 +197,7 @@ impl Pace {
                 controller,
                 adaptive,
                 in_flight: 0,
+                flights: Flights::default(),
             }),
             saving: Mutex::new(()),
             freed: Notify::new(),
@@ -375,6 +391,51 @@ impl Pace {
         self.freed.notify_one();
     }
 
+    /// A request to the receiver starts; it ends when the [`Flight`] is
+    /// dropped.
+    fn fly(self: &Arc<Self>) -> Flight {
+        let mut inner = self.lock();
+        let f = &mut inner.flights;
+        let mark = Mark {
+            ended: f.ended,
+            in_flight: f.started - f.ended,
+        };
+        f.started += 1;
+        Flight {
+            pace: self.clone(),
+            seq: f.started,
+            mark,
+        }
+    }
+
+    /// Cuts the oldest request past its hung time that later requests have
+    /// overtaken ([`crate::rules::lost`]), so that its place under
+    /// `concurrency` goes to a waiting file. Says whether one was cut.
+    pub fn cut_lost(&self) -> bool {
+        let mut inner = self.lock();
+        let f = &mut inner.flights;
+        let ended = f.ended;
+        let Some(seq) = f
+            .hung
+            .iter()
+            .find(|(_, (mark, _))| is_lost(*mark, ended))
+            .map(|(seq, _)| *seq)
+        else {
+            return false;
+        };
+        let (_, (_, cut)) = f.hung.remove_entry(&seq).expect("just found");
+        // Its request may have ended in the meantime: then nothing is cut.
+        cut.send(()).is_ok()
+    }
+
+    /// [`Pace::cut_lost`] when room under the limit is wanted and none is
+    /// free: only a pinned limit's room is held by hung requests (an
+    /// adaptive one frees theirs at the lapse time).
+    pub fn cut_lost_for_room(&self) -> bool {
+        let pinned = !self.lock().adaptive;
+        pinned && self.cut_lost()
+    }
+
     fn changed(&self, inner: &Inner) -> bool {
         inner.adaptive && inner.saved != Some(inner.controller.snapshot())
     }
@@ -542,6 +603,32 @@ fn read(path: &std::path::Path, name: &str) -> Option<Snapshot> {
     }
 }
 
+/// One request to a receiver, from its start to its end (when dropped).
+struct Flight {
+    pace: Arc<Pace>,
+    seq: u64,
+    mark: Mark,
+}
+
+impl Flight {
+    /// Past its hung time: from now on it may be cut as lost
+    /// ([`Pace::cut_lost`]); the receiver says when.
+    fn hung(&self) -> oneshot::Receiver<()> {
+        let (cut, cut_when) = oneshot::channel();
+        let mut inner = self.pace.lock();
+        inner.flights.hung.insert(self.seq, (self.mark, cut));
+        cut_when
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut inner = self.pace.lock();
+        inner.flights.ended += 1;
+        inner.flights.hung.remove(&self.seq);
+    }
+}
+
 /// Room for one request under a receiver's limit, held while it is in
 /// flight and freed when dropped. Dropped unanswered (a claim that found
 /// nothing, a job cut short) it tells the controller only that its request
@@ -563,17 +650,25 @@ impl Slot {
     /// stops counting a segment in flight at its retransmission timeout.
     /// One request that never answers then holds no more than its own
     /// connection: at a small limit it would otherwise stop the receiver
-    /// for a whole timeout. The receiver's `concurrency` (its permits)
-    /// still counts it. `freed` is called once the room is freed: a
+    /// for a whole timeout. `freed` is called once the room is freed: a
     /// dispatcher that passed this receiver over for want of room waits
     /// for word of it, and without that word it waited for a job to end,
     /// which at a small limit with every request hung was their timeout.
+    ///
+    /// The receiver's `concurrency` (its permits) still counts it, until
+    /// its place is wanted while requests sent after it have been answered
+    /// ([`Pace::cut_lost`], [`crate::rules::lost`]): then it ends with what
+    /// `cut` makes of how long it waited, as if its timeout had come. Once
+    /// it may be cut, `freed` is called again: its place may be had.
     pub async fn unless_hung<F: std::future::Future>(
         &mut self,
         request: F,
-        freed: impl FnOnce(),
+        freed: impl Fn(),
+        cut: impl FnOnce(Duration) -> F::Output,
     ) -> F::Output {
         tokio::pin!(request);
+        let started = crate::sched::clock::now();
+        let flight = self.pace.fly();
         if !self.lapsed {
             let lapse = self.pace.lapse_after();
             if lapse != Duration::MAX {
@@ -589,7 +684,26 @@ impl Slot {
                 }
             }
         }
-        request.await
+        // A pinned limit frees no room, but its requests hang all the same.
+        let hung_at = started + self.pace.hung_after();
+        tokio::select! {
+            biased;
+            out = &mut request => return out,
+            _ = tokio::time::sleep_until(hung_at.into()) => {}
+        }
+        let cut_when = flight.hung();
+        // A dispatcher that passed the receiver over may now cut it for
+        // its place, and only this word tells it so.
+        freed();
+        tokio::select! {
+            biased;
+            out = &mut request => out,
+            Ok(()) = cut_when => {
+                let waited = crate::sched::clock::now() - started;
+                tracing::debug!(receiver = %self.pace.name, after = ?waited, "a hung request was overtaken by later ones; it is cut for its place");
+                cut(waited)
+            }
+        }
     }
 
     /// Tells the controller what the answer said; returns the limit after
@@ -705,6 +819,63 @@ mod tests {
             code,
             retry_after: None,
             early: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_request_is_cut_for_its_place_once_three_sent_after_it_ended() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, None);
+        // One in flight before the hung one: the first to end may be it.
+        let before = pace.fly();
+        let hung = pace.fly();
+        let mut cut_when = hung.hung();
+        assert!(!pace.cut_lost(), "nothing overtook it yet");
+        drop(before);
+        let later: Vec<_> = (0..3).map(|_| pace.fly()).collect();
+        let mut later = later.into_iter();
+        drop(later.next());
+        drop(later.next());
+        assert!(
+            !pace.cut_lost(),
+            "two sent after it ended, and maybe not even those"
+        );
+        assert!(cut_when.try_recv().is_err());
+        drop(later.next());
+        assert!(pace.cut_lost(), "three sent after it ended");
+        assert_eq!(cut_when.try_recv(), Ok(()));
+        assert!(!pace.cut_lost(), "cut once");
+        drop(hung);
+        assert!(pace.lock().flights.hung.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hung_request_that_ended_is_not_cut() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, None);
+        let hung = pace.fly();
+        let _cut_when = hung.hung();
+        drop(hung);
+        for _ in 0..5 {
+            drop(pace.fly());
+        }
+        assert!(!pace.cut_lost());
+    }
+
+    #[tokio::test]
+    async fn only_a_pinned_limit_cuts_for_room() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        for adaptive in [true, false] {
+            let pace = Pace::load(&spool, "r", 64, adaptive, None);
+            let hung = pace.fly();
+            let _cut_when = hung.hung();
+            for _ in 0..3 {
+                drop(pace.fly());
+            }
+            assert_eq!(pace.cut_lost_for_room(), !adaptive, "adaptive = {adaptive}");
         }
     }
 

@@ -531,3 +531,80 @@ fn files_behind_requests_that_hang_go_once_the_hung_ones_stop_counting() {
         "the hung four wait to go again"
     );
 }
+
+/// Every other request never answers: without more, the hung ones took
+/// every place under `concurrency` (8 here) and the rest of the files
+/// waited for their timeout. Each is overtaken by the answered ones sent
+/// after it, so it is taken for lost when a file wants its place, and its
+/// file goes again under the same key. Hung ones whose place no file
+/// wants any more wait for their timeout as before. Checked both ways:
+/// adaptive and pinned (a pinned limit frees no room at the lapse time,
+/// but its requests hang all the same).
+#[test]
+fn hung_requests_overtaken_by_answered_ones_give_their_places_to_waiting_files() {
+    for adaptive in [true, false] {
+        let rx = Receiver::start();
+        // The first 16 requests: 8 hung, 8 answered; then every one answered.
+        rx.script(
+            "/lb",
+            (0..16).map(|i| {
+                if i % 2 == 0 {
+                    Reply::stall(Duration::from_secs(600))
+                } else {
+                    Reply::ok()
+                }
+            }),
+        );
+        let spool = TestSpool::new();
+        for i in 0..40 {
+            spool.put(format!("f{i:02}.json"), b"{}");
+        }
+        let cfg = ConfigFile::to("r", &rx.url("/lb"))
+            .sender("grace = \"1s\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"")
+            .with(&format!(
+                "timeout = \"90s\"\nconcurrency = 8\nadaptive = {adaptive}"
+            ))
+            .write(&spool);
+        let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+        // Well before the hung requests' timeout: the 32 files that never
+        // hung, and those cut, delivered; the rest hung still.
+        let settled = eventually(Duration::from_secs(20), || {
+            let (done, sending) = (spool.count(State::Done), spool.count(State::Sending));
+            done >= 32 && spool.count(State::Incoming) == 0 && done + sending == 40
+        });
+        daemon.signal(nix::sys::signal::Signal::SIGTERM);
+        let out = daemon.wait(LIMIT);
+        assert!(
+            settled,
+            "adaptive = {adaptive}: {:?}\n{}",
+            spool.census(),
+            out.stderr
+        );
+        out.assert_success();
+        let events = out.events();
+        let cut = (events.iter())
+            .filter(|e| {
+                e.event == EventKind::Retry
+                    && (e.error.as_deref()).is_some_and(|why| why.contains("cut to free its place"))
+            })
+            .count();
+        let delivered = (events.iter())
+            .filter(|e| e.event == EventKind::Delivered)
+            .count();
+        assert!(
+            (1..=8).contains(&cut) && delivered > 32 && delivered <= 32 + cut,
+            "adaptive = {adaptive}: {cut} cut, {delivered} delivered"
+        );
+        assert_eq!(delivered, spool.count(State::Done));
+        let served: Vec<_> = (rx.received().into_iter())
+            .filter(|r| r.answered == 200)
+            .map(|r| r.header("idempotency-key").unwrap().to_string())
+            .collect();
+        let keys: std::collections::BTreeSet<_> = served.iter().collect();
+        assert_eq!(
+            (served.len(), keys.len()),
+            (delivered, delivered),
+            "adaptive = {adaptive}: each file served once, under one key, cut or not"
+        );
+    }
+}
