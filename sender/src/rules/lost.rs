@@ -20,6 +20,11 @@
 //! retried as after a timeout, with the same idempotency key, so a receiver
 //! that was only slow to answer it dedupes the second copy.
 //!
+//! A large file's request is given the time its body takes to go out
+//! before it may be taken for lost ([`lost_after`]), as the request timeout
+//! is: requests of small files sent after it are answered first whatever
+//! the receiver's health.
+//!
 //! Which requests ended after another was sent is not recorded request by
 //! request: a [`Mark`] keeps, at a request's start, how many requests had
 //! ended and how many were in flight. Of the requests that ended since, at
@@ -30,9 +35,20 @@
 //! answers none overtakes none either, and its requests wait out their
 //! timeout as before.
 
+use std::time::Duration;
+
+use crate::rules::endpoint::DEADLINE_BODY_RATE;
+
 /// Requests sent after a hung one that must have ended before it is taken
 /// for lost: TCP's duplicate-acknowledgement threshold.
 pub const OVERTAKEN_BY: u64 = 3;
+
+/// How long after its start a request of `size` bytes may be taken for
+/// lost, given the time after which its receiver's requests count as hung:
+/// that, and the same allowance for the body as the request timeout has.
+pub fn lost_after(hung_after: Duration, size: u64) -> Duration {
+    hung_after.saturating_add(Duration::from_secs(size / DEADLINE_BODY_RATE))
+}
 
 /// What was known at a request's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +110,18 @@ mod tests {
         };
         assert_eq!(overtaken(mark, 50), 0);
         assert!(!is_lost(mark, 50));
+    }
+
+    #[test]
+    fn a_large_body_is_given_its_time_to_go_out() {
+        let hung = Duration::from_millis(250);
+        assert_eq!(lost_after(hung, 0), hung);
+        assert_eq!(lost_after(hung, 1024 * 1024 - 1), hung);
+        assert_eq!(
+            lost_after(hung, 100 * 1024 * 1024),
+            hung + Duration::from_secs(100)
+        );
+        assert_eq!(lost_after(Duration::MAX, 1 << 40), Duration::MAX);
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             .unless_hung(
                 watch.run(request),
                 || shared.room_lapsed(&slots),
+                || std::fs::metadata(&claimed.path).map_or(0, |m| m.len()),
                 |waited| Sent {
                     answer: Answer::Failed(Transport::Timeout),
                     body: Vec::new(),

@@ -658,12 +658,14 @@ impl Slot {
     /// The receiver's `concurrency` (its permits) still counts it, until
     /// its place is wanted while requests sent after it have been answered
     /// ([`Pace::cut_lost`], [`crate::rules::lost`]): then it ends with what
-    /// `cut` makes of how long it waited, as if its timeout had come. Once
+    /// `cut` makes of how long it waited, as if its timeout had come (a
+    /// request of `size` bytes is given its body's time first). Once
     /// it may be cut, `freed` is called again: its place may be had.
     pub async fn unless_hung<F: std::future::Future>(
         &mut self,
         request: F,
         freed: impl Fn(),
+        size: impl FnOnce() -> u64,
         cut: impl FnOnce(Duration) -> F::Output,
     ) -> F::Output {
         tokio::pin!(request);
@@ -685,7 +687,11 @@ impl Slot {
             }
         }
         // A pinned limit frees no room, but its requests hang all the same.
-        let hung_at = started + self.pace.hung_after();
+        // Only a slow request comes here: its size is looked up now.
+        let after = crate::rules::lost::lost_after(self.pace.hung_after(), size());
+        let Some(hung_at) = started.checked_add(after) else {
+            return request.await;
+        };
         tokio::select! {
             biased;
             out = &mut request => return out,

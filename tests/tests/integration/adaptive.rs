@@ -608,3 +608,31 @@ fn hung_requests_overtaken_by_answered_ones_give_their_places_to_waiting_files()
         );
     }
 }
+
+/// The other side of the rule: a receiver that answers every request
+/// slowly (past the lapse time) in the order sent overtakes none, so
+/// though every place under `concurrency` is taken and files wait, no
+/// request is cut and each file goes once.
+#[test]
+fn a_receiver_slow_in_the_order_sent_has_no_request_cut() {
+    let rx = Receiver::start();
+    rx.answer_after(Duration::from_millis(1500));
+    let spool = TestSpool::new();
+    for i in 0..12 {
+        spool.put(format!("f{i:02}.json"), b"{}");
+    }
+    let cfg = ConfigFile::to("r", &rx.url("/slow"))
+        .with("timeout = \"90s\"\nconcurrency = 4")
+        .write(&spool);
+    let daemon = spawn(sender(&spool).arg("--config").arg(&cfg));
+    let delivered = eventually(LIMIT, || spool.count(State::Done) == 12);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = daemon.wait(LIMIT);
+    assert!(delivered, "{:?}\n{}", spool.census(), out.stderr);
+    out.assert_success();
+    let retried = (out.events().iter())
+        .filter(|e| e.event == EventKind::Retry)
+        .count();
+    assert_eq!(retried, 0, "{}", out.stderr);
+    assert_eq!(rx.count(), 12, "one request per file");
+}
