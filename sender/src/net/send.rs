@@ -58,6 +58,22 @@ pub struct Sent {
     pub location: Option<reqwest::Url>,
 }
 
+impl Sent {
+    /// A request given up on before any answer came, after `latency`, for
+    /// the reason `why`: as if its timeout had come.
+    pub fn unanswered(why: String, latency: Duration) -> Sent {
+        Sent {
+            answer: Answer::Failed(Transport::Timeout),
+            body: Vec::new(),
+            error: Some(why),
+            bytes_read: 0,
+            bytes_sent: 0,
+            latency,
+            location: None,
+        }
+    }
+}
+
 impl Http {
     /// Builds the clients. Receivers that share TLS roots and connect
     /// timeout share one client and its connection pool.

@@ -19,10 +19,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::net::exchange::Request;
 use crate::net::file::{self, OpenError};
 use crate::net::send::Sent;
+use crate::rules::adaptive::Signal;
 use crate::rules::change::Change;
 use crate::rules::endpoint::answer_deadline;
 use crate::rules::judge::{Attempt, judge};
-use crate::rules::outcome::{Answer, Rules, Transport};
+use crate::rules::outcome::{Answer, Rules};
+use crate::sched::pace::Flown;
 use crate::sched::settle::{Attempted, settle_answered};
 use crate::sched::shared::{Config, Shared};
 
@@ -68,6 +70,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         std::time::UNIX_EPOCH + Duration::from_secs(claimed.name.first_attempt.unwrap_or(0));
     let mut tried = vec![endpoint];
     let mut failed_over = Vec::new();
+    // Cut as lost for its place: it goes back to wait, not to another
+    // endpoint, and the controller hears nothing of it.
+    let mut cut = false;
     let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
         let request = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]);
@@ -81,24 +86,33 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             timeout: config.timeout,
             path: &claimed.path,
         };
-        let sent = pace
+        // A probe is never cut as lost, as it is never cut for another
+        // endpoint: its answer is how a slow endpoint's latency is learnt.
+        let lost_after = || {
+            let lapse = lapse(&shared, &slots.pace, name, &labels[endpoint]);
+            let size = std::fs::metadata(&claimed.path).map_or(0, |m| m.len());
+            let probe = probe && tried.len() == 1;
+            answer_deadline(lapse, size, config.timeout).filter(|_| !probe)
+        };
+        let flown = pace
             .unless_hung(
                 watch.run(request),
                 || shared.room_lapsed(&slots),
-                || std::fs::metadata(&claimed.path).map_or(0, |m| m.len()),
-                |waited| Sent {
-                    answer: Answer::Failed(Transport::Timeout),
-                    body: Vec::new(),
-                    error: Some(format!(
-                        "no answer after {waited:?} while requests sent after it were answered; cut to free its place under concurrency"
-                    )),
-                    bytes_read: 0,
-                    bytes_sent: 0,
-                    latency: waited,
-                    location: None,
-                },
+                lost_after,
             )
             .await;
+        let sent = match flown {
+            Flown::Sent(sent) => sent,
+            Flown::Cut(waited) => {
+                cut = true;
+                Sent::unanswered(
+                    format!(
+                        "no answer after {waited:?} while requests sent after it were answered; cut to free its place under concurrency"
+                    ),
+                    waited,
+                )
+            }
+        };
         let now = shared.wall_clock();
         let at = Attempt {
             number: claimed.name.attempts + 1,
@@ -119,7 +133,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         ) {
             shared.wake.notify_one();
         }
-        let next = if judgement.failover {
+        let next = if judgement.failover && !cut {
             shared.circuits.failover(name, labels, &tried)
         } else {
             None
@@ -134,7 +148,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             None => break (sent, judgement, now),
         }
     };
-    let limit = pace.answered(judgement.load);
+    let limit = pace.answered(if cut { Signal::Neutral } else { judgement.load });
     let endpoint = *tried.last().expect("one endpoint at least");
     let attempted = Attempted {
         receiver: Some(name),
@@ -198,11 +212,8 @@ impl Watch<'_> {
         sent
     }
 
-    /// The endpoint's lapse time as it is now: the receiver's, or the
-    /// endpoint's own if it answers more slowly.
     fn lapse(&self, label: &str) -> Duration {
-        let own = self.shared.circuits.lapse(self.receiver, label);
-        self.pace.hung_after().max(own.unwrap_or_default())
+        lapse(self.shared, self.pace, self.receiver, label)
     }
 
     /// A request unanswered past its lapse time.
@@ -233,18 +244,23 @@ impl Watch<'_> {
             return request.await;
         }
         tracing::info!(receiver = %self.receiver, endpoint = %label, deadline = ?deadline, "no answer by the answer deadline; the request is cut and the file goes to another endpoint");
-        Sent {
-            answer: Answer::Failed(Transport::Timeout),
-            body: Vec::new(),
-            error: Some(format!(
-                "no answer within {deadline:?}, the answer deadline; cut for another endpoint"
-            )),
-            bytes_read: 0,
-            bytes_sent: 0,
-            latency: crate::sched::clock::now() - started,
-            location: None,
-        }
+        Sent::unanswered(
+            format!("no answer within {deadline:?}, the answer deadline; cut for another endpoint"),
+            crate::sched::clock::now() - started,
+        )
     }
+}
+
+/// An endpoint's lapse time as it is now: the receiver's, or the
+/// endpoint's own if it answers more slowly.
+fn lapse(
+    shared: &Shared,
+    pace: &crate::sched::pace::Pace,
+    receiver: &str,
+    label: &str,
+) -> Duration {
+    let own = shared.circuits.lapse(receiver, label);
+    pace.hung_after().max(own.unwrap_or_default())
 }
 
 /// What an endpoint that was failed over answered, for the event line:

@@ -33,6 +33,7 @@ use spoolpost_protocol::spool::Spool;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::net::send::Sent;
 use crate::rules::adaptive::{
     Controller, Hold, QUIET_EVERY, QUIET_FIRST_EVERY, QUIET_FOR, QUIET_SETTLE, Quieting, Signal,
     Snapshot, Ticket,
@@ -148,6 +149,8 @@ struct Inner {
 struct Flights {
     started: u64,
     ended: u64,
+    /// Of those ended, the ones the receiver answered (with any status).
+    answered: u64,
     /// Requests past their hung time, by the order they started, each with
     /// what was known at its start and the word that cuts it.
     hung: BTreeMap<u64, (Mark, oneshot::Sender<()>)>,
@@ -397,7 +400,7 @@ impl Pace {
         let mut inner = self.lock();
         let f = &mut inner.flights;
         let mark = Mark {
-            ended: f.ended,
+            answered: f.answered,
             in_flight: f.started - f.ended,
         };
         f.started += 1;
@@ -405,27 +408,29 @@ impl Pace {
             pace: self.clone(),
             seq: f.started,
             mark,
+            answered: false,
         }
     }
 
-    /// Cuts the oldest request past its hung time that later requests have
-    /// overtaken ([`crate::rules::lost`]), so that its place under
+    /// Cuts the oldest request past its answer deadline that later requests
+    /// have overtaken ([`crate::rules::lost`]), so that its place under
     /// `concurrency` goes to a waiting file. Says whether one was cut.
     pub fn cut_lost(&self) -> bool {
         let mut inner = self.lock();
         let f = &mut inner.flights;
-        let ended = f.ended;
-        let Some(seq) = f
-            .hung
-            .iter()
-            .find(|(_, (mark, _))| is_lost(*mark, ended))
+        let answered = f.answered;
+        let lost: Vec<u64> = (f.hung.iter())
+            .filter(|(_, (mark, _))| is_lost(*mark, answered))
             .map(|(seq, _)| *seq)
-        else {
-            return false;
-        };
-        let (_, (_, cut)) = f.hung.remove_entry(&seq).expect("just found");
-        // Its request may have ended in the meantime: then nothing is cut.
-        cut.send(()).is_ok()
+            .collect();
+        for seq in lost {
+            let (_, cut) = f.hung.remove(&seq).expect("just found");
+            // Its request may have ended in the meantime: then the next.
+            if cut.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// [`Pace::cut_lost`] when room under the limit is wanted and none is
@@ -608,16 +613,26 @@ struct Flight {
     pace: Arc<Pace>,
     seq: u64,
     mark: Mark,
+    /// The receiver answered it.
+    answered: bool,
 }
 
 impl Flight {
-    /// Past its hung time: from now on it may be cut as lost
-    /// ([`Pace::cut_lost`]); the receiver says when.
-    fn hung(&self) -> oneshot::Receiver<()> {
+    /// Past its answer deadline: from now on it may be cut as lost
+    /// ([`Pace::cut_lost`]); the receiver says when. Also says whether it
+    /// is lost already.
+    fn hung(&self) -> (oneshot::Receiver<()>, bool) {
         let (cut, cut_when) = oneshot::channel();
         let mut inner = self.pace.lock();
+        let lost = is_lost(self.mark, inner.flights.answered);
         inner.flights.hung.insert(self.seq, (self.mark, cut));
-        cut_when
+        (cut_when, lost)
+    }
+
+    /// Its request ended with `sent`.
+    fn came(&mut self, sent: Sent) -> Flown {
+        self.answered = matches!(sent.answer, Answer::Status { .. });
+        Flown::Sent(sent)
     }
 }
 
@@ -625,8 +640,17 @@ impl Drop for Flight {
     fn drop(&mut self) {
         let mut inner = self.pace.lock();
         inner.flights.ended += 1;
+        inner.flights.answered += u64::from(self.answered);
         inner.flights.hung.remove(&self.seq);
     }
+}
+
+/// How a request watched by [`Slot::unless_hung`] ended.
+pub enum Flown {
+    /// Its answer, or how it failed.
+    Sent(Sent),
+    /// Cut as lost, for its place, after waiting this long.
+    Cut(Duration),
 }
 
 /// Room for one request under a receiver's limit, held while it is in
@@ -656,27 +680,27 @@ impl Slot {
     /// which at a small limit with every request hung was their timeout.
     ///
     /// The receiver's `concurrency` (its permits) still counts it, until
-    /// its place is wanted while requests sent after it have been answered
-    /// ([`Pace::cut_lost`], [`crate::rules::lost`]): then it ends with what
-    /// `cut` makes of how long it waited, as if its timeout had come (a
-    /// request of `size` bytes is given its body's time first). Once
-    /// it may be cut, `freed` is called again: its place may be had.
-    pub async fn unless_hung<F: std::future::Future>(
+    /// its place is wanted past its answer deadline (`lost_after`, looked
+    /// up once it is slow; `None` for never) while requests sent after it
+    /// have been answered ([`Pace::cut_lost`], [`crate::rules::lost`]): then
+    /// it is [`Flown::Cut`], as if its timeout had come. `freed` is called
+    /// again if it is lost the moment it may be cut: its place may be had,
+    /// and no answer to come may say so.
+    pub async fn unless_hung(
         &mut self,
-        request: F,
+        request: impl std::future::Future<Output = Sent>,
         freed: impl Fn(),
-        size: impl FnOnce() -> u64,
-        cut: impl FnOnce(Duration) -> F::Output,
-    ) -> F::Output {
+        lost_after: impl FnOnce() -> Option<Duration>,
+    ) -> Flown {
         tokio::pin!(request);
         let started = crate::sched::clock::now();
-        let flight = self.pace.fly();
+        let mut flight = self.pace.fly();
         if !self.lapsed {
             let lapse = self.pace.lapse_after();
             if lapse != Duration::MAX {
                 tokio::select! {
                     biased;
-                    out = &mut request => return out,
+                    sent = &mut request => return flight.came(sent),
                     _ = tokio::time::sleep(lapse) => {
                         self.lapsed = true;
                         self.pace.free();
@@ -687,27 +711,25 @@ impl Slot {
             }
         }
         // A pinned limit frees no room, but its requests hang all the same.
-        // Only a slow request comes here: its size is looked up now.
-        let after = crate::rules::lost::lost_after(self.pace.hung_after(), size());
-        let Some(hung_at) = started.checked_add(after) else {
-            return request.await;
+        let Some(lost_at) = lost_after().and_then(|after| started.checked_add(after)) else {
+            return flight.came(request.await);
         };
         tokio::select! {
             biased;
-            out = &mut request => return out,
-            _ = tokio::time::sleep_until(hung_at.into()) => {}
+            sent = &mut request => return flight.came(sent),
+            _ = tokio::time::sleep_until(lost_at.into()) => {}
         }
-        let cut_when = flight.hung();
-        // A dispatcher that passed the receiver over may now cut it for
-        // its place, and only this word tells it so.
-        freed();
+        let (cut_when, lost) = flight.hung();
+        if lost {
+            freed();
+        }
         tokio::select! {
             biased;
-            out = &mut request => out,
+            sent = &mut request => flight.came(sent),
             Ok(()) = cut_when => {
                 let waited = crate::sched::clock::now() - started;
                 tracing::debug!(receiver = %self.pace.name, after = ?waited, "a hung request was overtaken by later ones; it is cut for its place");
-                cut(waited)
+                Flown::Cut(waited)
             }
         }
     }
@@ -828,32 +850,67 @@ mod tests {
         }
     }
 
+    /// A flight whose request the receiver answered.
+    fn answer(mut flight: Flight) {
+        flight.answered = true;
+    }
+
     #[tokio::test]
-    async fn a_hung_request_is_cut_for_its_place_once_three_sent_after_it_ended() {
+    async fn a_hung_request_is_cut_for_its_place_once_three_sent_after_it_were_answered() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path()).unwrap();
         let pace = Pace::load(&spool, "r", 64, true, None);
-        // One in flight before the hung one: the first to end may be it.
+        // One in flight before the hung one: the first answered may be it.
         let before = pace.fly();
         let hung = pace.fly();
-        let mut cut_when = hung.hung();
+        let (mut cut_when, lost) = hung.hung();
+        assert!(!lost);
         assert!(!pace.cut_lost(), "nothing overtook it yet");
-        drop(before);
-        let later: Vec<_> = (0..3).map(|_| pace.fly()).collect();
-        let mut later = later.into_iter();
-        drop(later.next());
+        answer(before);
+        let mut later = (0..5).map(|_| pace.fly()).collect::<Vec<_>>().into_iter();
+        answer(later.next().unwrap());
+        answer(later.next().unwrap());
+        // Ended without an answer (a file that vanished, a reset): no word
+        // of the receiver's health.
         drop(later.next());
         assert!(
             !pace.cut_lost(),
-            "two sent after it ended, and maybe not even those"
+            "two sent after it were answered, and maybe not even those"
         );
         assert!(cut_when.try_recv().is_err());
-        drop(later.next());
-        assert!(pace.cut_lost(), "three sent after it ended");
+        answer(later.next().unwrap());
+        assert!(pace.cut_lost(), "three sent after it were answered");
         assert_eq!(cut_when.try_recv(), Ok(()));
         assert!(!pace.cut_lost(), "cut once");
         drop(hung);
         assert!(pace.lock().flights.hung.is_empty());
+        // Hung only now, with the three answered already: lost at once,
+        // which is when the dispatcher must hear of it.
+        drop(later);
+        let late = pace.fly();
+        for _ in 0..3 {
+            answer(pace.fly());
+        }
+        assert!(late.hung().1);
+    }
+
+    #[tokio::test]
+    async fn a_cut_that_finds_its_request_ended_cuts_the_next_lost_one() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, true, None);
+        let first = pace.fly();
+        let second = pace.fly();
+        let (first_cut, _) = first.hung();
+        let (mut second_cut, _) = second.hung();
+        for _ in 0..4 {
+            answer(pace.fly());
+        }
+        // The first one's request ended, its flight not yet dropped.
+        drop(first_cut);
+        assert!(pace.cut_lost());
+        assert_eq!(second_cut.try_recv(), Ok(()));
+        drop((first, second));
     }
 
     #[tokio::test]
@@ -865,7 +922,7 @@ mod tests {
         let _cut_when = hung.hung();
         drop(hung);
         for _ in 0..5 {
-            drop(pace.fly());
+            answer(pace.fly());
         }
         assert!(!pace.cut_lost());
     }
@@ -879,7 +936,7 @@ mod tests {
             let hung = pace.fly();
             let _cut_when = hung.hung();
             for _ in 0..3 {
-                drop(pace.fly());
+                answer(pace.fly());
             }
             assert_eq!(pace.cut_lost_for_room(), !adaptive, "adaptive = {adaptive}");
         }
