@@ -75,6 +75,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let mut cut = false;
     let (sent, judgement, now) = loop {
         let endpoint = *tried.last().expect("one endpoint at least");
+        // Only the first endpoint's request can be its probe: a failover
+        // goes only to a closed endpoint.
+        let probing = probe && tried.len() == 1;
         let request = attempt(&shared, &snapshot, &claimed, receiver, &urls[endpoint]);
         let watch = Watch {
             shared: &shared,
@@ -82,7 +85,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             labels,
             tried: &tried,
             pace: &slots.pace,
-            probe: probe && tried.len() == 1,
+            probe: probing,
             timeout: config.timeout,
             path: &claimed.path,
         };
@@ -91,8 +94,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         let lost_after = || {
             let lapse = lapse(&shared, &slots.pace, name, &labels[endpoint]);
             let size = std::fs::metadata(&claimed.path).map_or(0, |m| m.len());
-            let probe = probe && tried.len() == 1;
-            answer_deadline(lapse, size, config.timeout).filter(|_| !probe)
+            answer_deadline(lapse, size, config.timeout).filter(|_| !probing)
         };
         let flown = pace
             .unless_hung(
@@ -122,13 +124,11 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             latency: sent.latency,
         };
         let judgement = judge(&sent.answer, rules, &snapshot.policy, at);
-        // A failover goes only to a closed endpoint: never a probe.
-        let carried_probe = probe && tried.len() == 1;
         if shared.circuits.record(
             name,
             &labels[endpoint],
             judgement.circuit,
-            carried_probe,
+            probing,
             crate::sched::clock::now(),
         ) {
             shared.wake.notify_one();

@@ -419,16 +419,17 @@ impl Pace {
         let mut inner = self.lock();
         let f = &mut inner.flights;
         let answered = f.answered;
-        let lost: Vec<u64> = (f.hung.iter())
-            .filter(|(_, (mark, _))| is_lost(*mark, answered))
+        let mut from = 0;
+        while let Some(seq) = (f.hung.range(from..))
+            .find(|(_, (mark, _))| is_lost(*mark, answered))
             .map(|(seq, _)| *seq)
-            .collect();
-        for seq in lost {
+        {
             let (_, cut) = f.hung.remove(&seq).expect("just found");
             // Its request may have ended in the meantime: then the next.
             if cut.send(()).is_ok() {
                 return true;
             }
+            from = seq + 1;
         }
         false
     }
@@ -853,6 +854,14 @@ mod tests {
         }
     }
 
+    /// A receiver's pace in a spool of its own, bound at 64.
+    fn fresh(adaptive: bool) -> (tempfile::TempDir, Arc<Pace>) {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path()).unwrap();
+        let pace = Pace::load(&spool, "r", 64, adaptive, None);
+        (root, pace)
+    }
+
     /// A flight whose request the receiver answered.
     fn answer(mut flight: Flight) {
         flight.answered = true;
@@ -860,9 +869,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_request_is_cut_for_its_place_once_three_sent_after_it_were_answered() {
-        let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path()).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true, None);
+        let (_root, pace) = fresh(true);
         // One in flight before the hung one: the first answered may be it.
         let before = pace.fly();
         let hung = pace.fly();
@@ -899,9 +906,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_that_finds_its_request_ended_cuts_the_next_lost_one() {
-        let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path()).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true, None);
+        let (_root, pace) = fresh(true);
         let first = pace.fly();
         let second = pace.fly();
         let (first_cut, _) = first.hung();
@@ -918,9 +923,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_request_that_ended_is_not_cut() {
-        let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path()).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true, None);
+        let (_root, pace) = fresh(true);
         let hung = pace.fly();
         let _cut_when = hung.hung();
         drop(hung);
@@ -932,10 +935,8 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_pinned_limit_cuts_for_room() {
-        let root = tempfile::tempdir().unwrap();
-        let spool = Spool::open(root.path()).unwrap();
         for adaptive in [true, false] {
-            let pace = Pace::load(&spool, "r", 64, adaptive, None);
+            let (_root, pace) = fresh(adaptive);
             let hung = pace.fly();
             let _cut_when = hung.hung();
             for _ in 0..3 {
@@ -1005,9 +1006,7 @@ mod tests {
     /// later.
     #[tokio::test]
     async fn a_slot_dropped_unanswered_keeps_no_quiet_moment_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true, None);
+        let (_dir, pace) = fresh(true);
         let one_in_ten = |c: &mut Controller, tickets: Vec<Ticket>| {
             let now = crate::sched::clock::now();
             for (i, t) in tickets.into_iter().enumerate() {
@@ -1049,9 +1048,7 @@ mod tests {
     #[tokio::test]
     async fn a_served_request_frees_its_room_at_once_and_a_turned_away_one_keeps_it() {
         use futures_util::FutureExt;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let pace = Pace::load(&spool, "r", 64, true, None);
+        let (_dir, pace) = fresh(true);
         let in_flight = || pace.shown().in_flight;
         let mut slot = pace.try_take().expect("room");
         slot.answered(Signal::Good(5 * MS));
