@@ -28,7 +28,7 @@ use nix::sys::signal::Signal;
 use spoolpost_tests::harness::spawn;
 use spoolpost_tests::receiver::Receiver;
 
-use super::{Row, fill, row};
+use super::{Row, children_cpu, fill, own_cpu, row};
 
 /// The fixed concurrencies every scenario is also run at.
 const FIXED: [usize; 5] = [4, 16, 64, 256, 1024];
@@ -261,8 +261,15 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
             let dir = work.join(format!("scenario-{n}-{}", fixed.unwrap_or(0)));
             let requests0 = rx.count() + rx.overloaded() + rx.faulted().0;
             let overloaded0 = rx.overloaded();
-            let (delivered, elapsed) =
+            let own0 = own_cpu();
+            let cpu0 = children_cpu();
+            let (delivered, elapsed, at_end) =
                 contend(sender, &dir, &rx, &pem, fixed, scenario, files, window);
+            // The senders' CPU and this process's (the receiver, and the
+            // polling) per file delivered by the time the senders stopped.
+            let per_file = |cpu: f64| cpu / at_end.max(1) as f64;
+            let senders_cpu = per_file(children_cpu() - cpu0);
+            let receiver_cpu = per_file(own_cpu() - own0);
             let requests = rx.count() + rx.overloaded() + rx.faulted().0 - requests0;
             let overloaded = rx.overloaded() - overloaded0;
             let label = match fixed {
@@ -277,11 +284,15 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
                 None,
                 None,
             );
+            r.cpu_us_per_file = Some(senders_cpu * 1e6);
+            r.cpu_seconds_per_10k_files = Some(senders_cpu * 1e4);
+            r.note = format!("receiver {:.0} µs per file", receiver_cpu * 1e6);
             let rate = r.files_per_second;
             if scenario.overload_503 && requests > 0 {
                 r.note = format!(
-                    "{:.1}% of requests answered 503",
-                    100.0 * overloaded as f64 / requests as f64
+                    "{:.1}% of requests answered 503; {}",
+                    100.0 * overloaded as f64 / requests as f64,
+                    r.note
                 );
             }
             match fixed {
@@ -298,12 +309,7 @@ pub fn run(sender: &Path, work: &Path, scale: u64, rows: &mut Vec<Row>) {
         if let (Some(i), Some((best, at))) = (default_row, best) {
             let r = &mut rows[i];
             let ratio = r.files_per_second / best;
-            let note = format!("{ratio:.2}{RATIO_NOTE} (fixed {at})");
-            r.note = if r.note.is_empty() {
-                note
-            } else {
-                format!("{note}; {}", r.note)
-            };
+            r.note = format!("{ratio:.2}{RATIO_NOTE} (fixed {at}); {}", r.note);
         }
     }
 }
@@ -370,7 +376,9 @@ pub fn restate(runs: &[Vec<Row>], rows: &mut [Row]) {
 
 /// One contender: `senders` sender daemons on a fresh spool of `files`
 /// files, the adaptive default or pinned at `fixed`, until every file was
-/// delivered or `window` passed. Returns the files delivered and the time.
+/// delivered or `window` passed. Returns the files delivered and the time
+/// (up to 90% of the files if they were), and the files delivered by the
+/// time the senders stopped.
 #[allow(clippy::too_many_arguments)]
 fn contend(
     sender: &Path,
@@ -381,7 +389,7 @@ fn contend(
     scenario: &Scenario,
     files: u64,
     window: Duration,
-) -> (u64, Duration) {
+) -> (u64, Duration, u64) {
     let spool = dir.join("spool");
     fill(&spool.join("incoming"), files, 1024);
     let config = dir.join("sender.toml");
@@ -469,5 +477,5 @@ fn contend(
     for r in running {
         r.wait(Duration::from_secs(120));
     }
-    (delivered, elapsed)
+    (delivered, elapsed, count())
 }
