@@ -112,8 +112,9 @@
 //!   [`QUEUE_MIN`]): against a remote receiver a little queueing is what a
 //!   full pipe looks like, and goodput still rises. A window whose mean
 //!   rose past [`LATENCY_RISE`] × the baseline cuts gently
-//!   ([`LATENCY_CUT`]). If that cut did not lower the latency, the receiver
-//!   itself got slower: the baseline is taken anew.
+//!   ([`LATENCY_CUT`]). If [`UNHELPFUL_CUTS`] such cuts in a row did not
+//!   lower the latency, the receiver itself got slower: the baseline is
+//!   taken anew (one alone can be a stall of the sender's own host).
 //! - **Goodput over latency.** Queueing that still buys goodput is kept:
 //!   while the slope of ln(goodput) over ln(limit) across the latest
 //!   [`GRADIENT_WINDOWS`] windows of congestion avoidance (their limits
@@ -179,6 +180,12 @@ pub const STARTUP_WINDOW: usize = 8;
 /// A window after a latency cut whose mean is still this close to the mean
 /// that caused the cut says the latency is not ours.
 pub const CUT_DID_NOT_HELP: f64 = 0.99;
+/// Latency cuts in a row that did not help before the baseline is taken
+/// anew. One can be a stall of the sender's own host, a slow window on
+/// each side of the cut; taken for a slower receiver, it raised the
+/// baseline for good, and one sender on loopback climbed from 65 in flight
+/// to 175 in three seconds (16 to 64 were best).
+pub const UNHELPFUL_CUTS: u32 = 2;
 /// Growth per good window while the limit is within [`NEAR`] of the limit
 /// that last met overload: probing the edge one request at a time costs a
 /// 503 per step, so near it the steps come four times as seldom.
@@ -367,6 +374,8 @@ pub struct Controller {
     /// The window mean that caused the last latency cut, until the next
     /// window says whether the cut helped.
     cut_at: Option<Duration>,
+    /// Latency cuts in a row that did not lower the latency.
+    unhelpful_cuts: u32,
     /// The window after a latency cut, which says nothing yet.
     settling: bool,
     /// The limit that last met overload, until the limit grows well past it
@@ -530,6 +539,7 @@ impl Controller {
             generation: 0,
             baseline: start.and_then(|s| s.baseline),
             cut_at: None,
+            unhelpful_cuts: 0,
             settling: false,
             edge: None,
             overloaded_at: None,
@@ -1362,12 +1372,19 @@ impl Controller {
             self.settling = false;
             return;
         }
-        if let Some(before) = self.cut_at.take()
-            && mean.as_secs_f64() >= before.as_secs_f64() * CUT_DID_NOT_HELP
-        {
-            // Less load, same latency: the receiver got slower by itself.
-            baseline = mean;
-            self.gradient.clear();
+        if let Some(before) = self.cut_at.take() {
+            if mean.as_secs_f64() < before.as_secs_f64() * CUT_DID_NOT_HELP {
+                self.unhelpful_cuts = 0;
+            } else {
+                self.unhelpful_cuts += 1;
+            }
+            if self.unhelpful_cuts >= UNHELPFUL_CUTS {
+                // Less load, same latency, twice: the receiver got slower
+                // by itself.
+                self.unhelpful_cuts = 0;
+                baseline = mean;
+                self.gradient.clear();
+            }
         }
         baseline = baseline.min(mean);
         self.baseline = Some(baseline);
@@ -1381,6 +1398,8 @@ impl Controller {
             self.settling = true;
             return;
         }
+        // Latency back under the rise: the cuts before were in no row.
+        self.unhelpful_cuts = 0;
         if !window.saturated {
             return;
         }
@@ -1853,18 +1872,46 @@ mod tests {
     }
 
     /// The receiver itself got three times slower: cutting does not help,
-    /// so after one cut the baseline is taken anew instead of cutting the
+    /// so after two cuts the baseline is taken anew instead of cutting the
     /// limit down to one.
     #[test]
     fn a_receiver_that_got_slower_by_itself_resets_the_baseline() {
         let mut c = at(40, Some(10 * MS));
         window(&mut c, |_, _| Signal::Good(30 * MS));
         assert_eq!(c.limit(), 36);
-        // The window after the cut settles; the one after judges it.
+        // The window after the cut settles; the one after judges it, and
+        // still three times the baseline, cuts again.
         window(&mut c, |_, _| Signal::Good(30 * MS));
         window(&mut c, |_, _| Signal::Good(30 * MS));
-        assert_eq!(c.baseline(), Some(30 * MS));
-        assert!(c.limit() >= 36, "{}", c.limit());
+        assert_eq!(c.baseline(), Some(10 * MS), "one cut can be a stall");
+        assert_eq!(c.limit(), 32);
+        window(&mut c, |_, _| Signal::Good(30 * MS));
+        window(&mut c, |_, _| Signal::Good(30 * MS));
+        assert_eq!(
+            c.baseline(),
+            Some(30 * MS),
+            "two cuts in a row did not help"
+        );
+        assert!(c.limit() >= 32, "{}", c.limit());
+    }
+
+    /// A stall of the sender's own host makes a slow window on each side
+    /// of a latency cut; the next cut helps. The baseline stays: taken
+    /// anew at the stall, it held the limit at twice the queue for good.
+    #[test]
+    fn a_stall_on_each_side_of_a_cut_keeps_the_baseline() {
+        let mut c = at(40, Some(10 * MS));
+        for round in 0..5 {
+            // The stall: a cut, a settling window and the judged one slow.
+            for _ in 0..3 {
+                window(&mut c, |_, _| Signal::Good(20 * MS));
+            }
+            // The next cut helped.
+            for _ in 0..2 {
+                window(&mut c, |_, _| Signal::Good(12 * MS));
+            }
+            assert_eq!(c.baseline(), Some(10 * MS), "round {round}");
+        }
     }
 
     #[test]
