@@ -52,6 +52,11 @@ struct Args {
     /// SIGKILL one sender in turn and start it again every this many ms.
     #[arg(long, value_name = "MS")]
     kill_every: Option<u64>,
+    /// 'FROM,UNTIL,MS': from FROM until UNTIL ms after the senders start,
+    /// every answer comes MS later (on top of --answer-after), as the
+    /// benchmark's "turns 40 ms slower" row: 1000,3000,40.
+    #[arg(long, value_name = "FROM,UNTIL,MS")]
+    slower: Option<String>,
     #[arg(long)]
     csv: Option<PathBuf>,
     #[arg(long)]
@@ -117,20 +122,41 @@ fn main() {
         spool.put(format!("f-{i}"), b"x");
     }
     let start = || spawn(sender(&spool).arg("--config").arg(&cfg));
+    let slower = args.slower.as_deref().map(|v| {
+        let ms: Vec<u64> = v
+            .split(',')
+            .map(|n| n.parse().expect("--slower wants FROM,UNTIL,MS"))
+            .collect();
+        let [from, until, extra] = ms[..] else {
+            panic!("--slower wants FROM,UNTIL,MS, got {v:?}");
+        };
+        receiver.push(format!(
+            "{extra} ms slower from {:.1} s to {:.1} s",
+            from as f64 / 1e3,
+            until as f64 / 1e3
+        ));
+        let ms = Duration::from_millis;
+        (ms(from), ms(until), ms(args.answer_after + extra))
+    });
     let mut daemons: Vec<_> = (0..args.senders).map(|_| start()).collect();
+    let started = Instant::now();
     let mut events: Vec<Vec<Event>> = vec![vec![]; args.senders];
-    let all = match args.kill_every {
-        None => eventually(Duration::from_secs(600), || {
-            spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64
-        }),
-        Some(ms) => {
-            // A killed sender's requests are answered but its files not
-            // moved, so the receiver's count says nothing: done/ does.
-            let every = Duration::from_millis(ms);
-            let mut next = Instant::now() + every;
-            let mut victim = 0;
-            eventually(Duration::from_secs(600), || {
-                if Instant::now() >= next {
+    let every = args.kill_every.map(Duration::from_millis);
+    let mut next_kill = every.map(|every| started + every);
+    let mut victim = 0;
+    let all = eventually(Duration::from_secs(600), || {
+        if let Some((from, until, slow)) = slower {
+            let now = started.elapsed();
+            let usual = Duration::from_millis(args.answer_after);
+            rx.answer_after(if now >= from && now < until {
+                slow
+            } else {
+                usual
+            });
+        }
+        match (next_kill, every) {
+            (Some(at), Some(every)) => {
+                if Instant::now() >= at {
                     let killed = std::mem::replace(&mut daemons[victim], start());
                     killed.signal(nix::sys::signal::Signal::SIGKILL);
                     // Its last line may be cut short by the kill.
@@ -142,12 +168,16 @@ fn main() {
                             .filter_map(|l| serde_json::from_str::<Event>(l).ok()),
                     );
                     victim = (victim + 1) % args.senders;
-                    next += every;
+                    next_kill = Some(at + every);
                 }
+                // A killed sender's requests are answered but its files
+                // not moved, so the receiver's count says nothing: done/
+                // does.
                 spool.count(State::Done) >= args.files
-            })
+            }
+            _ => spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64,
         }
-    };
+    });
     for (n, d) in daemons.into_iter().enumerate() {
         d.signal(nix::sys::signal::Signal::SIGTERM);
         events[n].extend(d.wait(Duration::from_secs(60)).events());
