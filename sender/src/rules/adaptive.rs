@@ -404,8 +404,8 @@ pub struct Controller {
     raised_from: Option<Duration>,
     /// When the next latency probe is due, and the wait after it.
     probe_at: Option<(Instant, Duration)>,
-    /// The limit before the latency probe under way.
-    probing: Option<f64>,
+    /// A latency probe is under way: the limit is at half.
+    probing: bool,
     /// The window after a latency cut, which says nothing yet.
     settling: bool,
     /// The limit that last met overload, until the limit grows well past it
@@ -572,7 +572,7 @@ impl Controller {
             unhelpful_cuts: 0,
             raised_from: None,
             probe_at: None,
-            probing: None,
+            probing: false,
             settling: false,
             edge: None,
             overloaded_at: None,
@@ -1422,20 +1422,22 @@ impl Controller {
                 self.gradient.clear();
             }
         }
-        if let Some(before) = self.probing.take() {
-            let (at, wait) = self.probe_at.unwrap_or((now, PROBE_FIRST));
+        if std::mem::take(&mut self.probing) {
+            let wait = self.probe_at.map_or(PROBE_FIRST, |(_, wait)| wait);
             if mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND {
                 // Half the load, less latency: the queue was the sender's
                 // own. The lower baseline stands, and the next probe
                 // comes soon.
                 self.probe_at = Some((now + PROBE_FIRST, PROBE_FIRST));
             } else {
-                // The receiver's latency: the load comes back at once.
-                self.limit = before.min(self.max as f64);
+                // The receiver's latency: the load comes back at once
+                // (as far as the probe took it: a cut for overload since
+                // stands).
+                self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
                 self.generation += 1;
                 self.window = Window::default();
                 let wait = (wait * 2).min(PROBE_MOST);
-                self.probe_at = Some((at.max(now) + wait, wait));
+                self.probe_at = Some((now + wait, wait));
             }
         }
         baseline = baseline.min(mean);
@@ -1453,7 +1455,7 @@ impl Controller {
             && !self.slow_start
             && self.probe_at.is_some_and(|(at, _)| now >= at)
         {
-            self.probing = Some(self.limit);
+            self.probing = true;
             self.cut(PROBE_CUT);
             self.settling = true;
             return;
