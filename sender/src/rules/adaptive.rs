@@ -386,6 +386,16 @@ pub struct Snapshot {
     pub noise: f64,
 }
 
+/// A baseline taken anew, and when to probe it next.
+#[derive(Debug)]
+struct Raised {
+    /// The baseline before it was taken anew (the lowest, if several times).
+    from: Duration,
+    probe_at: Instant,
+    /// The wait after the next probe if it finds no queue of the sender's.
+    wait: Duration,
+}
+
 #[derive(Debug)]
 pub struct Controller {
     max: usize,
@@ -399,11 +409,9 @@ pub struct Controller {
     cut_at: Option<Duration>,
     /// Latency cuts in a row that did not lower the latency.
     unhelpful_cuts: u32,
-    /// The baseline before it was last taken anew, while the new one may
-    /// still be a queue of the sender's own ([`PROBE_FIRST`]).
-    raised_from: Option<Duration>,
-    /// When the next latency probe is due, and the wait after it.
-    probe_at: Option<(Instant, Duration)>,
+    /// A baseline taken anew that may still be a queue of the sender's
+    /// own, until probed back near the one before ([`PROBE_FIRST`]).
+    raised: Option<Raised>,
     /// A latency probe is under way: the limit is at half.
     probing: bool,
     /// The window after a latency cut, which says nothing yet.
@@ -570,8 +578,7 @@ impl Controller {
             baseline: start.and_then(|s| s.baseline),
             cut_at: None,
             unhelpful_cuts: 0,
-            raised_from: None,
-            probe_at: None,
+            raised: None,
             probing: false,
             settling: false,
             edge: None,
@@ -1416,44 +1423,48 @@ impl Controller {
                 // by itself. Or the sender is the bottleneck, its own
                 // queue the latency: the probes tell (below).
                 self.unhelpful_cuts = 0;
-                self.raised_from = Some(self.raised_from.map_or(baseline, |r| r.min(baseline)));
-                self.probe_at = Some((now + PROBE_FIRST, PROBE_FIRST));
+                let from = (self.raised.as_ref()).map_or(baseline, |r| r.from.min(baseline));
+                self.raised = Some(Raised {
+                    from,
+                    probe_at: now + PROBE_FIRST,
+                    wait: PROBE_FIRST,
+                });
                 baseline = mean;
                 self.gradient.clear();
             }
         }
         if std::mem::take(&mut self.probing) {
-            let wait = self.probe_at.map_or(PROBE_FIRST, |(_, wait)| wait);
-            if mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND {
-                // Half the load, less latency: the queue was the sender's
-                // own. The lower baseline stands, and the next probe
-                // comes soon.
-                self.probe_at = Some((now + PROBE_FIRST, PROBE_FIRST));
-            } else {
+            // Half the load, less latency: the queue was the sender's own.
+            // The lower baseline stands, and the next probe comes soon.
+            let found = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND;
+            if !found {
                 // The receiver's latency: the load comes back at once
                 // (as far as the probe took it: a cut for overload since
                 // stands).
                 self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
                 self.generation += 1;
                 self.window = Window::default();
-                let wait = (wait * 2).min(PROBE_MOST);
-                self.probe_at = Some((now + wait, wait));
+            }
+            if let Some(raised) = &mut self.raised {
+                raised.wait = if found {
+                    PROBE_FIRST
+                } else {
+                    (raised.wait * 2).min(PROBE_MOST)
+                };
+                raised.probe_at = now + raised.wait;
             }
         }
         baseline = baseline.min(mean);
         self.baseline = Some(baseline);
-        if self
-            .raised_from
-            .is_some_and(|r| baseline.as_secs_f64() <= r.as_secs_f64() * LATENCY_RISE)
+        if (self.raised.as_ref())
+            .is_some_and(|r| baseline.as_secs_f64() <= r.from.as_secs_f64() * LATENCY_RISE)
         {
             // Back where it was before: nothing more to look for.
-            self.raised_from = None;
-            self.probe_at = None;
+            self.raised = None;
         }
-        if self.raised_from.is_some()
+        if (self.raised.as_ref()).is_some_and(|r| now >= r.probe_at)
             && window.saturated
             && !self.slow_start
-            && self.probe_at.is_some_and(|(at, _)| now >= at)
         {
             self.probing = true;
             self.cut(PROBE_CUT);
