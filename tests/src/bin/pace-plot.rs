@@ -141,8 +141,10 @@ fn main() {
     let mut daemons: Vec<_> = (0..args.senders).map(|_| start()).collect();
     let started = Instant::now();
     let mut events: Vec<Vec<Event>> = vec![vec![]; args.senders];
-    let every = args.kill_every.map(Duration::from_millis);
-    let mut next_kill = every.map(|every| started + every);
+    // When the next sender is killed, and how often.
+    let mut kills = (args.kill_every)
+        .map(Duration::from_millis)
+        .map(|every| (started + every, every));
     let mut victim = 0;
     let all = eventually(Duration::from_secs(600), || {
         if let Some((from, until, slow)) = slower {
@@ -154,8 +156,8 @@ fn main() {
                 usual
             });
         }
-        match (next_kill, every) {
-            (Some(at), Some(every)) => {
+        match kills {
+            Some((at, every)) => {
                 if Instant::now() >= at {
                     let killed = std::mem::replace(&mut daemons[victim], start());
                     killed.signal(nix::sys::signal::Signal::SIGKILL);
@@ -168,14 +170,14 @@ fn main() {
                             .filter_map(|l| serde_json::from_str::<Event>(l).ok()),
                     );
                     victim = (victim + 1) % args.senders;
-                    next_kill = Some(at + every);
+                    kills = Some((at + every, every));
                 }
                 // A killed sender's requests are answered but its files
                 // not moved, so the receiver's count says nothing: done/
                 // does.
                 spool.count(State::Done) >= args.files
             }
-            _ => spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64,
+            None => spool.count(State::Incoming) == 0 && rx.count() >= args.files as u64,
         }
     });
     for (n, d) in daemons.into_iter().enumerate() {
