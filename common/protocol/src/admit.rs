@@ -33,12 +33,13 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 
-use crate::fsops::{fsync_dir, open_nofollow, rename_noreplace};
+use crate::fsops::{
+    crash_point, fsync_dir, open_nofollow, rename_into_own_folder, rename_noreplace,
+};
 use crate::fullname;
 use crate::lock::{self, Held};
 use crate::name::{Key, SpoolName};
@@ -97,18 +98,6 @@ impl std::fmt::Display for AdmitError {
             ),
             AdmitError::Io(e) => e.fmt(f),
         }
-    }
-}
-
-/// Test-only fault injection: `SPOOLPOST_TEST_CRASH_AT=after-claim`,
-/// `after-copy` or `after-admit` makes the process SIGKILL itself at that
-/// step of a copy across filesystems, so tests can prove that a crash there
-/// loses and duplicates nothing. Unset in production; costs one comparison.
-fn crash_point(step: &str) {
-    static AT: OnceLock<Option<String>> = OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("SPOOLPOST_TEST_CRASH_AT").ok());
-    if at.as_deref() == Some(step) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -188,7 +177,7 @@ impl Admitter {
         let claimed = match self.claim_folder(dir) {
             Some(folder) => {
                 let claimed = folder.join(original);
-                match rename_noreplace(source, &claimed) {
+                match rename_into_own_folder(source, &claimed) {
                     Ok(()) => claimed,
                     Err(e) => return Err(io_error(e)),
                 }

@@ -7,8 +7,10 @@
 //! other systems (AIX, the BSDs) and filesystems that lack it (some network
 //! and FUSE filesystems answer `EINVAL`) get `link` + `unlink`, which also
 //! refuses to overwrite but leaves the file in both places for an instant.
-//! A crash in that instant means a duplicate delivery, never a lost file.
-//! The rules of the fallback are docs/spool.md's rules 5 and 6.
+//! A crash in that instant means a duplicate delivery under the file's one
+//! key, never a lost file. Moves into a folder only the mover writes to (a
+//! claim) take a checked plain `rename` instead, which never leaves two
+//! names. The rules of the fallback are docs/spool.md's rules 5 and 6.
 //!
 //! Also here: a directory fsync that some systems cannot do (AIX answers
 //! `EBADF`), and telling a symlink from other refusals of `O_NOFOLLOW`
@@ -62,20 +64,55 @@ fn link_forced() -> bool {
 /// Renames `from` to `to`, failing with `ErrorKind::AlreadyExists` if `to`
 /// exists, and with `ErrorKind::NotFound` if `from` is gone.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    if HAS_NATIVE && !link_forced() && !NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
-        match native_noreplace(from, to) {
-            Ok(()) => return Ok(()),
-            Err(e) if is_unsupported(&e) => {
-                NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    path = %to.display(),
-                    "filesystem lacks a no-replace rename; falling back to link+unlink"
-                );
-            }
-            Err(e) => return Err(e),
-        }
+    if let Some(native) = try_native_noreplace(from, to) {
+        return native;
     }
     link_unlink(from, to)
+}
+
+/// As [`rename_noreplace`], for a move into a folder that only this process
+/// creates names in (its own claim folder, held under its lock). Where no
+/// no-replace rename is available, this is a plain `rename` after checking
+/// that `to` is free, never `link` + `unlink`: no one else can take the
+/// name between the check and the rename, and a crash then leaves the file
+/// under one name. With `link` + `unlink`, a crash between the two leaves
+/// it under both, and a first claim's old name has no key yet: the next
+/// sender would give it a second key, and the receiver could not tell the
+/// two deliveries apart (docs/spool.md, rule 6).
+pub fn rename_into_own_folder(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(native) = try_native_noreplace(from, to) {
+        return native;
+    }
+    checked_rename(from, to)
+}
+
+/// The system's no-replace rename, or `None` where there is none (or it
+/// is forced off, or the filesystem turned out to lack it).
+fn try_native_noreplace(from: &Path, to: &Path) -> Option<io::Result<()>> {
+    if !HAS_NATIVE || link_forced() || NOREPLACE_UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    match native_noreplace(from, to) {
+        Err(e) if is_unsupported(&e) => {
+            NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                path = %to.display(),
+                "filesystem lacks a no-replace rename; falling back to link+unlink"
+            );
+            None
+        }
+        result => Some(result),
+    }
+}
+
+/// A plain `rename` that refuses a `to` that exists. Safe only where no one
+/// else can create `to` between the check and the rename.
+fn checked_rename(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(to) {
+        Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(from, to),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether files move by `link` + `unlink` here, as far as this process
@@ -189,13 +226,11 @@ fn link_unlink(from: &Path, to: &Path) -> io::Result<()> {
         Ok(()) => {}
         // Linux says EPERM; other systems EISDIR or EACCES: ask the type.
         Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => {
-            if std::fs::symlink_metadata(to).is_ok() {
-                return Err(io::ErrorKind::AlreadyExists.into());
-            }
-            return std::fs::rename(from, to);
+            return checked_rename(from, to);
         }
         Err(e) => return Err(e),
     }
+    crash_point("between-link-and-unlink");
     unlink_or_withdraw(from, to)
 }
 
@@ -207,6 +242,20 @@ fn unlink_or_withdraw(from: &Path, to: &Path) -> io::Result<()> {
         // if it is already gone, whoever moved it on holds the file.
         let _ = std::fs::remove_file(to);
     })
+}
+
+/// Test-only fault injection: `SPOOLPOST_TEST_CRASH_AT=STEP` makes the
+/// process SIGKILL itself when it reaches that step (the collector's
+/// `after-claim`, `after-copy`, `after-admit`; the `link` + `unlink`
+/// fallback's `between-link-and-unlink`), so tests can prove that a crash
+/// there loses and duplicates nothing. Unset in production; costs one
+/// comparison.
+pub(crate) fn crash_point(step: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("SPOOLPOST_TEST_CRASH_AT").ok());
+    if at.as_deref() == Some(step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// Opens a file for reading without following a symlink and without
@@ -362,6 +411,31 @@ mod tests {
         link_unlink(&a, &c).unwrap();
         assert!(!a.exists());
         assert_eq!(std::fs::read(&c).unwrap(), b"A");
+    }
+
+    #[test]
+    fn into_an_own_folder_the_fallback_renames_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, "A").unwrap();
+        std::fs::write(&b, "B").unwrap();
+        assert_eq!(
+            checked_rename(&a, &b).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(std::fs::read(&b).unwrap(), b"B");
+        let c = dir.path().join("c");
+        checked_rename(&a, &c).unwrap();
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&c).unwrap(), b"A");
+        // Never a second link, not even for an instant.
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&c).unwrap()),
+            1
+        );
+        let err = checked_rename(&a, &dir.path().join("d")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -317,3 +317,53 @@ fn files_moved_by_link_are_seen_by_a_watching_sender() {
     out.assert_success();
     assert!(delivered, "census {:?}\n{}", spool.census(), out.stderr);
 }
+
+/// A sender killed between the `link` and the `unlink` of a move. Its first
+/// claims once moved that way: the file stayed in `incoming/` under its
+/// name without a key, the claim held it under a key, and the next sender
+/// sent both, under two keys (a CI run found one in 2,000 after a SIGKILL).
+/// Claims now rename into the sender's own folder, so the first `link` +
+/// `unlink` is the move to `done/`, after the file was sent: a crash there
+/// may send the file again, but under the key it had.
+#[test]
+fn a_crash_between_link_and_unlink_never_gives_a_file_a_second_key() {
+    let rx = Receiver::start();
+    let spool = TestSpool::new();
+    let names: Vec<String> = (0..4).map(|i| format!("f{i}.json")).collect();
+    for n in &names {
+        spool.put(n, b"{}");
+    }
+    let killed = run(
+        forced(&mut sender(&spool))
+            .args(["--once", "--concurrency", "1", "--url", &rx.url("/in")])
+            .env("SPOOLPOST_TEST_CRASH_AT", "between-link-and-unlink"),
+        MINUTE,
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "the sender raised SIGKILL on itself:\n{}",
+        killed.stderr
+    );
+    run(
+        forced(&mut sender(&spool)).args(["--once", "--url", &rx.url("/in")]),
+        MINUTE,
+    )
+    .assert_success();
+    let got = super::names::keys_by_name(&rx);
+    assert_eq!(got.len(), names.len(), "every file delivered: {got:?}");
+    for (name, keys) in &got {
+        assert_eq!(
+            keys.len(),
+            1,
+            "{} was sent under {keys:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    assert_eq!(
+        spool.count(State::Incoming) + spool.count(State::Sending),
+        0,
+        "{:?}",
+        spool.census()
+    );
+}
