@@ -115,6 +115,20 @@
 //!   ([`LATENCY_CUT`]). If [`UNHELPFUL_CUTS`] such cuts in a row did not
 //!   lower the latency, the receiver itself got slower: the baseline is
 //!   taken anew (one alone can be a stall of the sender's own host).
+//!   Or the sender itself is the bottleneck and the latency its own queue,
+//!   which then keeps the latency at the new baseline after the receiver
+//!   recovers (240 in flight where 40 fill the pipe). So, as TCP BBR's
+//!   ProbeRTT drains the pipe to see its floor, a raised baseline is
+//!   probed: a window at half the limit, [`PROBE_FIRST`] after it was
+//!   raised. A lower latency there at the same goodput (within
+//!   [`PROBE_GOODPUT_KEPT`]) is the new baseline, and the next probe comes
+//!   as soon. Anything else brings the limit back at once and doubles the
+//!   wait, up to [`PROBE_MOST`]: a receiver whose latency grows with its
+//!   load also answers faster at half the load, but serves fewer files a
+//!   second, and its queue is what its pace costs (the first probe, on
+//!   latency alone, took that queue for the sender's own and settled such
+//!   a receiver at 32 in flight where 90 were worth it). Probing ends once
+//!   the baseline is back within [`LATENCY_RISE`] of the one before.
 //! - **Goodput over latency.** Queueing that still buys goodput is kept:
 //!   while the slope of ln(goodput) over ln(limit) across the latest
 //!   [`GRADIENT_WINDOWS`] windows of congestion avoidance (their limits
@@ -186,6 +200,26 @@ pub const CUT_DID_NOT_HELP: f64 = 0.99;
 /// baseline for good, and one sender on loopback climbed from 65 in flight
 /// to 175 in three seconds (16 to 64 were best).
 pub const UNHELPFUL_CUTS: u32 = 2;
+/// After the baseline was taken anew (raised), the limit is halved for a
+/// window this long after, and then again less and less often (each probe
+/// that finds no queue of the sender's own doubles the wait, up to
+/// [`PROBE_MOST`]), until the baseline is back within [`LATENCY_RISE`] of
+/// the one before. TCP BBR's ProbeRTT drains the pipe for the same reason:
+/// a pipe kept full hides the floor of its latency.
+pub const PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between latency probes.
+pub const PROBE_MOST: Duration = Duration::from_secs(8);
+/// A latency probe's cut.
+pub const PROBE_CUT: f64 = 0.5;
+/// A probe's window whose mean is under this share of the baseline found
+/// queueing of the sender's own: the halved load queued less.
+pub const PROBE_FOUND: f64 = 0.8;
+/// ... provided its goodput kept this share of the goodput before the
+/// probe: the queue that half the load did without bought nothing. A
+/// receiver whose latency grows with load (20 ms + 2 ms per request open)
+/// loses 8% of its goodput from 100 in flight to 50; a sender that is its
+/// own bottleneck loses none.
+pub const PROBE_GOODPUT_KEPT: f64 = 0.97;
 /// Growth per good window while the limit is within [`NEAR`] of the limit
 /// that last met overload: probing the edge one request at a time costs a
 /// 503 per step, so near it the steps come four times as seldom.
@@ -363,6 +397,16 @@ pub struct Snapshot {
     pub noise: f64,
 }
 
+/// A baseline taken anew, and when to probe it next.
+#[derive(Debug)]
+struct Raised {
+    /// The baseline before it was taken anew (the lowest, if several times).
+    from: Duration,
+    probe_at: Instant,
+    /// The wait after the next probe if it finds no queue of the sender's.
+    wait: Duration,
+}
+
 #[derive(Debug)]
 pub struct Controller {
     max: usize,
@@ -376,6 +420,12 @@ pub struct Controller {
     cut_at: Option<Duration>,
     /// Latency cuts in a row that did not lower the latency.
     unhelpful_cuts: u32,
+    /// A baseline taken anew that may still be a queue of the sender's
+    /// own, until probed back near the one before ([`PROBE_FIRST`]).
+    raised: Option<Raised>,
+    /// A latency probe is under way, the limit at half: the goodput
+    /// before it, if known.
+    probing: Option<Option<f64>>,
     /// The window after a latency cut, which says nothing yet.
     settling: bool,
     /// The limit that last met overload, until the limit grows well past it
@@ -540,6 +590,8 @@ impl Controller {
             baseline: start.and_then(|s| s.baseline),
             cut_at: None,
             unhelpful_cuts: 0,
+            raised: None,
+            probing: None,
             settling: false,
             edge: None,
             overloaded_at: None,
@@ -1380,14 +1432,65 @@ impl Controller {
             }
             if self.unhelpful_cuts >= UNHELPFUL_CUTS {
                 // Less load, same latency, twice: the receiver got slower
-                // by itself.
+                // by itself. Or the sender is the bottleneck, its own
+                // queue the latency: the probes tell (below).
                 self.unhelpful_cuts = 0;
+                let from = (self.raised.as_ref()).map_or(baseline, |r| r.from.min(baseline));
+                self.raised = Some(Raised {
+                    from,
+                    probe_at: now + PROBE_FIRST,
+                    wait: PROBE_FIRST,
+                });
                 baseline = mean;
                 self.gradient.clear();
             }
         }
+        let mut probe_found_nothing = false;
+        if let Some(before) = self.probing.take() {
+            // Half the load, less latency, as many files a second: the
+            // queue was the sender's own. The lower baseline stands, and
+            // the next probe comes soon.
+            let found = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND
+                && (before.zip(goodput)).is_some_and(|(b, g)| g >= b * PROBE_GOODPUT_KEPT);
+            if !found {
+                // The receiver's latency: the load comes back at once
+                // (as far as the probe took it: a cut for overload since
+                // stands), and the probe's latency, at a load that cost
+                // goodput, is no floor.
+                probe_found_nothing = true;
+                self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
+                self.generation += 1;
+                self.window = Window::default();
+            }
+            if let Some(raised) = &mut self.raised {
+                raised.wait = if found {
+                    PROBE_FIRST
+                } else {
+                    (raised.wait * 2).min(PROBE_MOST)
+                };
+                raised.probe_at = now + raised.wait;
+            }
+        }
+        if probe_found_nothing {
+            return;
+        }
         baseline = baseline.min(mean);
         self.baseline = Some(baseline);
+        if (self.raised.as_ref())
+            .is_some_and(|r| baseline.as_secs_f64() <= r.from.as_secs_f64() * LATENCY_RISE)
+        {
+            // Back where it was before: nothing more to look for.
+            self.raised = None;
+        }
+        if (self.raised.as_ref()).is_some_and(|r| now >= r.probe_at)
+            && window.saturated
+            && !self.slow_start
+        {
+            self.probing = Some(self.goodput);
+            self.cut(PROBE_CUT);
+            self.settling = true;
+            return;
+        }
         let ratio = mean.as_secs_f64() / baseline.as_secs_f64();
         // Queueing that still buys goodput is what a receiver whose
         // latency grows with load looks like at its best pace.
@@ -1893,6 +1996,85 @@ mod tests {
             "two cuts in a row did not help"
         );
         assert!(c.limit() >= 32, "{}", c.limit());
+    }
+
+    /// A receiver 10 ms away turns 40 ms slower, then recovers, behind a
+    /// sender that can start 4,000 requests a second: past 40 in flight
+    /// (10 ms) the latency is the sender's own queue. While slow, the
+    /// baseline is taken anew at 40 ms; recovered, the sender's queue kept
+    /// the latency there, 240 in flight where 40 fill the pipe, until a
+    /// probe halved the load and found it.
+    fn slower_then_recovered(receiver_after: Duration) -> Controller {
+        let mut c = at(40, Some(10 * MS));
+        let mut clock = Clock::new();
+        let mut phase = |c: &mut Controller, receiver: Duration, seconds: u64| {
+            let until = clock.0 + Duration::from_secs(seconds);
+            while clock.0 < until {
+                let latency = receiver.max(Duration::from_secs_f64(c.limit() as f64 / 4000.0));
+                window_of(c, &mut clock, latency, |_, _| Signal::Good(latency));
+            }
+        };
+        phase(&mut c, 40 * MS, 3);
+        assert!(c.baseline() >= Some(35 * MS), "{:?}", c.baseline());
+        assert!(c.limit() > 160, "the slower pipe filled: {}", c.limit());
+        phase(&mut c, receiver_after, 20);
+        c
+    }
+
+    #[test]
+    fn a_sender_whose_own_queue_kept_the_latency_up_finds_the_floor_again() {
+        let c = slower_then_recovered(10 * MS);
+        assert!(c.baseline() <= Some(15 * MS), "{:?}", c.baseline());
+        assert!(c.limit() <= 80, "{}", c.limit());
+    }
+
+    #[test]
+    fn a_receiver_that_stays_slow_keeps_its_load_through_the_probes() {
+        let c = slower_then_recovered(40 * MS);
+        assert!(c.baseline() >= Some(35 * MS), "{:?}", c.baseline());
+        assert!(c.limit() > 160, "{}", c.limit());
+    }
+
+    /// A receiver slower for a while whatever the load (200 ms), and the
+    /// baseline is taken anew; then its latency grows with its load, 20 ms
+    /// plus 2 ms per request open (the integration test's knee receiver).
+    /// At half the load it answers sooner, but serves fewer files a second:
+    /// its queue is what its pace costs, not the sender's own. The probes
+    /// must leave the baseline where it was (on latency alone they lowered
+    /// it, and the limit swung between halves and doubles; in the
+    /// integration test it settled at 32 in flight where 90 are worth it).
+    #[test]
+    fn a_receiver_whose_latency_grows_with_load_keeps_its_baseline_through_the_probes() {
+        let mut c = at(90, Some(20 * MS));
+        let mut clock = Clock::new();
+        let mut phase = |c: &mut Controller, seconds: u64, latency: &dyn Fn(usize) -> Duration| {
+            let mut limits = Vec::new();
+            let until = clock.0 + Duration::from_secs(seconds);
+            while clock.0 < until {
+                let latency = latency(c.limit());
+                window_of(c, &mut clock, latency, |_, _| Signal::Good(latency));
+                limits.push(c.limit());
+            }
+            limits
+        };
+        // Slower whatever the load: the baseline is taken anew.
+        phase(&mut c, 5, &|_| 200 * MS);
+        let raised = c.baseline();
+        assert!(raised >= Some(150 * MS), "{raised:?}");
+        let mut limits = phase(&mut c, 60, &|open| 20 * MS + 2 * MS * open as u32);
+        let mut tail = limits.split_off(limits.len() / 2);
+        tail.sort_unstable();
+        let (low, median) = (tail[0], tail[tail.len() / 2]);
+        // On latency alone: baseline 104 ms, limit 38..222, median 99.
+        assert!(
+            c.baseline() >= raised.map(|r| r.mul_f64(PROBE_FOUND)),
+            "{:?} from {raised:?}",
+            c.baseline()
+        );
+        assert!(
+            low >= 60 && median >= 90,
+            "limit from {low}, median {median}"
+        );
     }
 
     /// A stall of the sender's own host makes a slow window on each side
