@@ -4,8 +4,9 @@
 //! those files back to `incoming/` oldest delivery first, each by
 //! the protocol crate's [`replay`](spoolpost_protocol::replay::replay) (one atomic
 //! rename: a replay killed at any point leaves every file in `done/` or
-//! `incoming/`, once), at most `--rate` files a second so running senders
-//! keep room for live traffic. `--dry-run` lists the same files and moves
+//! `incoming/`, once; under the `link` + `unlink` fallback, a kill between
+//! the two leaves one file in both, docs/platforms.md), at most `--rate`
+//! files a second so running senders keep room for live traffic. `--dry-run` lists the same files and moves
 //! nothing.
 //!
 //! The files are read into memory before the first move (name, receiver,

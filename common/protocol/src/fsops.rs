@@ -97,7 +97,7 @@ fn try_native_noreplace(from: &Path, to: &Path) -> Option<io::Result<()>> {
             NOREPLACE_UNSUPPORTED.store(true, Ordering::Relaxed);
             tracing::warn!(
                 path = %to.display(),
-                "filesystem lacks a no-replace rename; falling back to link+unlink"
+                "filesystem lacks a no-replace rename; falling back to link+unlink (a checked rename into a folder of the mover's own)"
             );
             None
         }

@@ -6,9 +6,11 @@
 //! never claimed and uses no attempt; its name does not change, so release
 //! puts it back exactly as it was (key, attempts and next-attempt time
 //! kept). Each way is one no-replace rename: a crash leaves the file in
-//! `incoming/` or in `held/`, once. Only a waiting file (in `incoming/`)
-//! can be held: one being sent is its sender's, and files in `done/` and
-//! `error/` are not sent anyway.
+//! `incoming/` or in `held/`, once (under the `link` + `unlink` fallback,
+//! a crash between the two leaves it in both; a file never claimed has no
+//! key yet, and each copy would get its own: docs/platforms.md). Only a
+//! waiting file (in `incoming/`) can be held: one being sent is its
+//! sender's, and files in `done/` and `error/` are not sent anyway.
 
 use std::ffi::OsStr;
 use std::fs;
