@@ -71,7 +71,8 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// As [`rename_noreplace`], for a move into a folder that only this process
-/// creates names in (its own claim folder, held under its lock). Where no
+/// creates names in (its own claim folder, held under its lock), or to a
+/// name only this process uses (a claim folder's own). Where no
 /// no-replace rename is available, this is a plain `rename` after checking
 /// that `to` is free, never `link` + `unlink`: no one else can take the
 /// name between the check and the rename, and a crash then leaves the file

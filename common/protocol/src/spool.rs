@@ -268,7 +268,10 @@ impl ClaimFolder {
         let delivered = staging.join(DELIVERED_DIR);
         fs::create_dir(&delivered).map_err(|e| annotate(e, "cannot create", &delivered))?;
         let dir = spool.dir(State::Sending).join(&id);
-        rename_noreplace(&staging, &dir)
+        // Its name is this sender's alone (rule 6): a checked rename where
+        // there is no no-replace one, never left to `link` failing on a
+        // folder (some systems let root link folders).
+        rename_into_own_folder(&staging, &dir)
             .map_err(|e| annotate(e, "cannot move claim folder to", &dir))?;
         Ok(ClaimFolder {
             spool: spool.clone(),
