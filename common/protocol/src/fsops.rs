@@ -87,6 +87,31 @@ pub fn rename_into_own_folder(from: &Path, to: &Path) -> io::Result<()> {
     checked_rename(from, to)
 }
 
+/// As [`rename_into_own_folder`], for a sender's claim. Where files move
+/// by `link` + `unlink`, every move out of the claim (to `done/`, `error/`,
+/// back to `incoming/`) is a link, so a file this process may not link
+/// (Linux's `protected_hardlinks` refuses one it neither owns nor may read
+/// and write) is refused here, where it lies, rather than taken into a
+/// folder it could then not leave. The check links the file to a dot-name
+/// beside `to` and removes that link at once: a crash in between leaves
+/// the file in place and a dot-name, which recovery removes (docs/spool.md
+/// rule 7).
+pub fn claim_into_own_folder(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(native) = try_native_noreplace(from, to) {
+        return native;
+    }
+    let check = to.with_file_name(format!(".link-check-{:08x}", fastrand::u32(..)));
+    match std::fs::hard_link(from, &check) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&check);
+        }
+        // A folder cannot be linked and never leaves by a link either.
+        Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => {}
+        Err(e) => return Err(e),
+    }
+    checked_rename(from, to)
+}
+
 /// The system's no-replace rename, or `None` where there is none (or it
 /// is forced off, or the filesystem turned out to lack it).
 fn try_native_noreplace(from: &Path, to: &Path) -> Option<io::Result<()>> {

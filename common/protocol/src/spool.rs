@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::fsops::{fsync_dir, rename_into_own_folder, rename_noreplace};
+use crate::fsops::{claim_into_own_folder, fsync_dir, rename_into_own_folder, rename_noreplace};
 use crate::lock::{self, Held};
 use crate::name::{Key, SpoolName};
 use crate::reason::ReasonRecord;
@@ -322,7 +322,7 @@ impl ClaimFolder {
         }
         let from = self.spool.dir(State::Incoming).join(incoming_name);
         let to = self.dir.join(name.to_os_string());
-        match rename_into_own_folder(&from, &to) {
+        match claim_into_own_folder(&from, &to) {
             Ok(()) => Ok(Some(Claimed { name, path: to })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if SpoolName::parse(incoming_name).key.is_none() {

@@ -265,8 +265,10 @@ fn an_unreadable_file_goes_to_error_as_unsendable() {
     if as_nobody && std::env::var_os("SPOOLPOST_RENAME").is_some_and(|v| v == "link") {
         // With the link + unlink fallback forced, Linux's protected_hardlinks
         // refuses to link a file the sender neither owns nor may read: the
-        // claim fails, and the file must stay where it was, untouched
-        // (docs/platforms.md says a sender must own the files it moves).
+        // claim's link check fails, and the file must stay where it was,
+        // untouched (docs/platforms.md says a sender must own the files it
+        // moves). A claim by rename alone took it, and it could then leave
+        // the claim neither for error/ nor for incoming/.
         assert_eq!(spool.names(State::Incoming), [b"secret.json".to_vec()]);
         assert_eq!(spool.count(State::Error), 0);
         return;
