@@ -101,13 +101,9 @@ pub fn claim_into_own_folder(from: &Path, to: &Path) -> io::Result<()> {
         return native;
     }
     let check = to.with_file_name(format!(".link-check-{:08x}", fastrand::u32(..)));
-    match std::fs::hard_link(from, &check) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&check);
-        }
-        // A folder cannot be linked and never leaves by a link either.
-        Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => {}
-        Err(e) => return Err(e),
+    // A folder cannot be linked and never leaves by a link either.
+    if link_unless_folder(from, &check)? {
+        let _ = std::fs::remove_file(&check);
     }
     checked_rename(from, to)
 }
@@ -248,16 +244,22 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// which is safe only because the folders the spool moves (claim folders)
 /// have names no one else uses, and refuses a non-empty target anyway.
 fn link_unlink(from: &Path, to: &Path) -> io::Result<()> {
-    match std::fs::hard_link(from, to) {
-        Ok(()) => {}
-        // Linux says EPERM; other systems EISDIR or EACCES: ask the type.
-        Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => {
-            return checked_rename(from, to);
-        }
-        Err(e) => return Err(e),
+    if !link_unless_folder(from, to)? {
+        return checked_rename(from, to);
     }
     crash_point("between-link-and-unlink");
     unlink_or_withdraw(from, to)
+}
+
+/// `link(from, to)`, or `Ok(false)` if `from` is a folder, which cannot be
+/// linked: Linux says EPERM, other systems EISDIR or EACCES, so the type
+/// is asked rather than the error.
+fn link_unless_folder(from: &Path, to: &Path) -> io::Result<bool> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(true),
+        Err(_) if std::fs::symlink_metadata(from).is_ok_and(|m| m.is_dir()) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The fallback's second step, once `to` is a link to `from`.
@@ -423,45 +425,31 @@ mod tests {
     }
 
     #[test]
-    fn the_fallback_moves_files_and_refuses_to_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
-        std::fs::write(&a, "A").unwrap();
-        std::fs::write(&b, "B").unwrap();
-        assert_eq!(
-            link_unlink(&a, &b).unwrap_err().kind(),
-            io::ErrorKind::AlreadyExists
-        );
-        let c = dir.path().join("c");
-        link_unlink(&a, &c).unwrap();
-        assert!(!a.exists());
-        assert_eq!(std::fs::read(&c).unwrap(), b"A");
-    }
-
-    #[test]
-    fn into_an_own_folder_the_fallback_renames_and_refuses_to_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
-        std::fs::write(&a, "A").unwrap();
-        std::fs::write(&b, "B").unwrap();
-        assert_eq!(
-            checked_rename(&a, &b).unwrap_err().kind(),
-            io::ErrorKind::AlreadyExists
-        );
-        assert_eq!(std::fs::read(&b).unwrap(), b"B");
-        let c = dir.path().join("c");
-        checked_rename(&a, &c).unwrap();
-        assert!(!a.exists());
-        assert_eq!(std::fs::read(&c).unwrap(), b"A");
-        // Never a second link, not even for an instant.
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&c).unwrap()),
-            1
-        );
-        let err = checked_rename(&a, &dir.path().join("d")).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    fn both_fallback_movers_move_files_and_refuse_to_overwrite() {
+        type Mover = fn(&Path, &Path) -> io::Result<()>;
+        let movers: [(&str, Mover); 2] = [
+            ("link_unlink", link_unlink),
+            ("checked_rename", checked_rename),
+        ];
+        for (name, mover) in movers {
+            let dir = tempfile::tempdir().unwrap();
+            let a = dir.path().join("a");
+            let b = dir.path().join("b");
+            std::fs::write(&a, "A").unwrap();
+            std::fs::write(&b, "B").unwrap();
+            let err = mover(&a, &b).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}");
+            assert_eq!(std::fs::read(&b).unwrap(), b"B", "{name}");
+            let c = dir.path().join("c");
+            mover(&a, &c).unwrap();
+            assert!(!a.exists(), "{name}");
+            assert_eq!(std::fs::read(&c).unwrap(), b"A", "{name}");
+            // One name in the end, whichever way it moved.
+            let links = std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&c).unwrap());
+            assert_eq!(links, 1, "{name}");
+            let err = mover(&a, &dir.path().join("d")).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{name}");
+        }
     }
 
     #[test]
