@@ -1,13 +1,13 @@
 //! `reporter replay`: sends delivered files again, when a receiving service
 //! lost what it had taken (a restore from backup, a bad deploy). It walks
 //! `done/`, keeps what [`crate::replay_rules::Selection`] picks, and moves
-//! those files back to `incoming/` oldest delivery first, each by
-//! the protocol crate's [`replay`](spoolpost_protocol::replay::replay) (one atomic
-//! rename: a replay killed at any point leaves every file in `done/` or
-//! `incoming/`, once; under the `link` + `unlink` fallback, a kill between
-//! the two leaves one file in both, docs/platforms.md), at most `--rate`
-//! files a second so running senders keep room for live traffic. `--dry-run` lists the same files and moves
-//! nothing.
+//! those files back to `incoming/` oldest delivery first, each by the
+//! protocol crate's [`replay`](spoolpost_protocol::replay::replay) (one
+//! atomic rename: a replay killed at any point leaves every file in
+//! `done/` or `incoming/`, once; under the `link` + `unlink` fallback, a
+//! kill between the two leaves one file in both, docs/platforms.md), at
+//! most `--rate` files a second so running senders keep room for live
+//! traffic. `--dry-run` lists the same files and moves nothing.
 //!
 //! The files are read into memory before the first move (name, receiver,
 //! time, size: a few hundred bytes each), so they can go in delivery order.

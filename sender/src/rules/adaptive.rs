@@ -407,6 +407,14 @@ struct Raised {
     wait: Duration,
 }
 
+/// A latency probe under way ([`Controller::probe_found_own_queue`]).
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// The goodput of the window before the probe, if known: a probe finds
+    /// the sender's own queue only if it keeps nearly as much.
+    goodput_before: Option<f64>,
+}
+
 #[derive(Debug)]
 pub struct Controller {
     max: usize,
@@ -423,9 +431,8 @@ pub struct Controller {
     /// A baseline taken anew that may still be a queue of the sender's
     /// own, until probed back near the one before ([`PROBE_FIRST`]).
     raised: Option<Raised>,
-    /// A latency probe is under way, the limit at half: the goodput
-    /// before it, if known.
-    probing: Option<Option<f64>>,
+    /// A latency probe under way, the limit at half.
+    probing: Option<Probe>,
     /// The window after a latency cut, which says nothing yet.
     settling: bool,
     /// The limit that last met overload, until the limit grows well past it
@@ -1445,33 +1452,11 @@ impl Controller {
                 self.gradient.clear();
             }
         }
-        let mut probe_found_nothing = false;
-        if let Some(before) = self.probing.take() {
-            // Half the load, less latency, as many files a second: the
-            // queue was the sender's own. The lower baseline stands, and
-            // the next probe comes soon.
-            let found = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND
-                && (before.zip(goodput)).is_some_and(|(b, g)| g >= b * PROBE_GOODPUT_KEPT);
-            if !found {
-                // The receiver's latency: the load comes back at once
-                // (as far as the probe took it: a cut for overload since
-                // stands), and the probe's latency, at a load that cost
-                // goodput, is no floor.
-                probe_found_nothing = true;
-                self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
-                self.generation += 1;
-                self.window = Window::default();
-            }
-            if let Some(raised) = &mut self.raised {
-                raised.wait = if found {
-                    PROBE_FIRST
-                } else {
-                    (raised.wait * 2).min(PROBE_MOST)
-                };
-                raised.probe_at = now + raised.wait;
-            }
-        }
-        if probe_found_nothing {
+        if let Some(probe) = self.probing.take()
+            && !self.probe_found_own_queue(probe, mean, baseline, goodput, now)
+        {
+            // The probe's latency, at a load that cost goodput, is no
+            // floor: the baseline stays.
             return;
         }
         baseline = baseline.min(mean);
@@ -1486,7 +1471,9 @@ impl Controller {
             && window.saturated
             && !self.slow_start
         {
-            self.probing = Some(self.goodput);
+            self.probing = Some(Probe {
+                goodput_before: self.goodput,
+            });
             self.cut(PROBE_CUT);
             self.settling = true;
             return;
@@ -1526,6 +1513,39 @@ impl Controller {
         if queued <= QUEUE_MIN.max(self.limit * QUEUE_SHARE) || elastic {
             self.grow();
         }
+    }
+
+    /// Judges the window of a latency probe (the limit at half). Half the
+    /// load, less latency, as many files a second: the queue was the
+    /// sender's own, the lower latency is the baseline, and the next probe
+    /// comes soon. Anything else is the receiver's latency: the load comes
+    /// back at once (as far as the probe took it: a cut for overload since
+    /// stands), and the next probe waits twice as long.
+    fn probe_found_own_queue(
+        &mut self,
+        probe: Probe,
+        mean: Duration,
+        baseline: Duration,
+        goodput: Option<f64>,
+        now: Instant,
+    ) -> bool {
+        let found = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND
+            && (probe.goodput_before.zip(goodput))
+                .is_some_and(|(before, g)| g >= before * PROBE_GOODPUT_KEPT);
+        if !found {
+            self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
+            self.generation += 1;
+            self.window = Window::default();
+        }
+        if let Some(raised) = &mut self.raised {
+            raised.wait = if found {
+                PROBE_FIRST
+            } else {
+                (raised.wait * 2).min(PROBE_MOST)
+            };
+            raised.probe_at = now + raised.wait;
+        }
+        found
     }
 
     /// How much goodput rises with the limit, d ln(goodput) / d ln(limit),
