@@ -57,6 +57,10 @@ struct Args {
     /// benchmark's "turns 40 ms slower" row: 1000,3000,40.
     #[arg(long, value_name = "FROM,UNTIL,MS")]
     slower: Option<String>,
+    /// Pin every sender at this concurrency instead of the adaptive
+    /// default: the same run's latencies at a fixed limit, to compare.
+    #[arg(long, value_name = "N")]
+    fixed: Option<usize>,
     #[arg(long)]
     csv: Option<PathBuf>,
     #[arg(long)]
@@ -111,10 +115,14 @@ fn main() {
     let spool = TestSpool::new();
     // Hung requests end at a 2 s timeout, so the run's tail is not the
     // default's minutes.
+    let pin = match args.fixed {
+        Some(n) => format!("concurrency = {n}\nadaptive = false\n"),
+        None => String::new(),
+    };
     let cfg = config(
         &spool,
         &format!(
-            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n[receivers.busy]\nurl = \"{}\"\ntimeout = \"2s\"\n[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
+            "[sender]\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\nbreaker_failures = 1000000\n[receivers.busy]\nurl = \"{}\"\ntimeout = \"2s\"\n{pin}[[routes]]\nglob = \"*\"\nreceiver = \"busy\"\n",
             rx.url("/in")
         ),
     );
