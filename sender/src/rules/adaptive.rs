@@ -128,7 +128,10 @@
 //!   second, and its queue is what its pace costs (the first probe, on
 //!   latency alone, took that queue for the sender's own and settled such
 //!   a receiver at 32 in flight where 90 were worth it). Probing ends once
-//!   the baseline is back within [`LATENCY_RISE`] of the one before.
+//!   the baseline is back within [`LATENCY_RISE`] of the one before. A
+//!   restart starts from the baseline before a raise not yet probed back
+//!   ([`Controller::snapshot`]): senders that share a spool start from one
+//!   record, and a raise trusted by each restarted sender only ever rose.
 //! - **Goodput over latency.** Queueing that still buys goodput is kept:
 //!   while the slope of ln(goodput) over ln(limit) across the latest
 //!   [`GRADIENT_WINDOWS`] windows of congestion avoidance (their limits
@@ -675,10 +678,24 @@ impl Controller {
         self.noise
     }
 
+    /// What a restart starts from. A baseline taken anew and not yet
+    /// probed back is remembered as the one before it: the new one may be
+    /// the senders' own queue, and a restarted sender trusting it would
+    /// probe nothing (no [`Raised`] comes with a record). Senders that
+    /// share a spool each start from the record one of them last wrote,
+    /// so with one killed and started again every 0.7 s (the bench's chaos
+    /// row) each raise became every later sender's floor: their limits
+    /// summed to 100 in flight at 3 ms in the first second and to 380 at
+    /// 12 ms after six, where 64 in all was best. If the receiver really
+    /// is slower, two cuts that do not help take the baseline anew within
+    /// a few windows.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             limit: self.limit(),
-            baseline: self.baseline,
+            baseline: match (&self.raised, self.baseline) {
+                (Some(raised), Some(baseline)) => Some(raised.from.min(baseline)),
+                (_, baseline) => baseline,
+            },
             // What evidence said, not where windows of chance moved it
             // since: a restart starts from the ceiling.
             noise: self.noise_ceiling.max(self.noise),
@@ -2016,6 +2033,11 @@ mod tests {
             "two cuts in a row did not help"
         );
         assert!(c.limit() >= 32, "{}", c.limit());
+        assert_eq!(
+            c.snapshot().baseline,
+            Some(10 * MS),
+            "a restart starts from the baseline before, not yet probed"
+        );
     }
 
     /// A receiver 10 ms away turns 40 ms slower, then recovers, behind a
