@@ -129,9 +129,10 @@
 //!   latency alone, took that queue for the sender's own and settled such
 //!   a receiver at 32 in flight where 90 were worth it). Probing ends once
 //!   the baseline is back within [`LATENCY_RISE`] of the one before. A
-//!   restart starts from the baseline before a raise not yet probed back
-//!   ([`Controller::snapshot`]): senders that share a spool start from one
-//!   record, and a raise trusted by each restarted sender only ever rose.
+//!   restart starts from the baseline before a raise that no probe has
+//!   brought back or confirmed ([`Controller::snapshot`]): senders that
+//!   share a spool start from one record, and a raise trusted by each
+//!   restarted sender only ever rose.
 //! - **Goodput over latency.** Queueing that still buys goodput is kept:
 //!   while the slope of ln(goodput) over ln(limit) across the latest
 //!   [`GRADIENT_WINDOWS`] windows of congestion avoidance (their limits
@@ -408,6 +409,9 @@ struct Raised {
     probe_at: Instant,
     /// The wait after the next probe if it finds no queue of the sender's.
     wait: Duration,
+    /// A probe of a sender alone found no queue of its own: the raised
+    /// baseline is the receiver's, and a restart may start from it.
+    confirmed: bool,
 }
 
 /// A latency probe under way ([`Controller::probe_found_own_queue`]).
@@ -678,10 +682,11 @@ impl Controller {
         self.noise
     }
 
-    /// What a restart starts from. A baseline taken anew and not yet
-    /// probed back is remembered as the one before it: the new one may be
-    /// the senders' own queue, and a restarted sender trusting it would
-    /// probe nothing (no [`Raised`] comes with a record). Senders that
+    /// What a restart starts from. A baseline taken anew that no probe has
+    /// either brought back or confirmed (a probe of a sender alone that
+    /// found no queue of its own) is remembered as the one before it: the
+    /// new one may be the senders' own queue, and a restarted sender
+    /// trusting it would probe nothing (no [`Raised`] comes with a record). Senders that
     /// share a spool each start from the record one of them last wrote,
     /// so with one killed and started again every 0.7 s (the bench's chaos
     /// row) each raise became every later sender's floor: their limits
@@ -693,7 +698,9 @@ impl Controller {
         Snapshot {
             limit: self.limit(),
             baseline: match (&self.raised, self.baseline) {
-                (Some(raised), Some(baseline)) => Some(raised.from.min(baseline)),
+                (Some(raised), Some(baseline)) if !raised.confirmed => {
+                    Some(raised.from.min(baseline))
+                }
                 (_, baseline) => baseline,
             },
             // What evidence said, not where windows of chance moved it
@@ -1464,6 +1471,7 @@ impl Controller {
                     from,
                     probe_at: now + PROBE_FIRST,
                     wait: PROBE_FIRST,
+                    confirmed: false,
                 });
                 baseline = mean;
                 self.gradient.clear();
@@ -1561,6 +1569,10 @@ impl Controller {
                 (raised.wait * 2).min(PROBE_MOST)
             };
             raised.probe_at = now + raised.wait;
+            // Shared, the others fill what the probe gives up, and its
+            // goodput falls whoever's queue the latency is: that confirms
+            // nothing.
+            raised.confirmed |= !found && !self.shared;
         }
         found
     }
@@ -2075,6 +2087,9 @@ mod tests {
         let c = slower_then_recovered(40 * MS);
         assert!(c.baseline() >= Some(35 * MS), "{:?}", c.baseline());
         assert!(c.limit() > 160, "{}", c.limit());
+        // The probes confirmed it: a restart starts from it too.
+        let remembered = c.snapshot().baseline;
+        assert!(remembered >= Some(35 * MS), "{remembered:?}");
     }
 
     /// A receiver slower for a while whatever the load (200 ms), and the
