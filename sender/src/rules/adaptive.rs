@@ -409,9 +409,9 @@ struct Raised {
     probe_at: Instant,
     /// The wait after the next probe if it finds no queue of the sender's.
     wait: Duration,
-    /// A probe of a sender alone found no queue of its own: the raised
-    /// baseline is the receiver's, and a restart may start from it.
-    confirmed: bool,
+    /// The raised baseline a clear probe confirmed as the receiver's
+    /// ([`Controller::probe_found_own_queue`]): a restart may start from it.
+    confirmed: Option<Duration>,
 }
 
 /// A latency probe under way ([`Controller::probe_found_own_queue`]).
@@ -420,6 +420,11 @@ struct Probe {
     /// The goodput of the window before the probe, if known: a probe finds
     /// the sender's own queue only if it keeps nearly as much.
     goodput_before: Option<f64>,
+    /// The generation its cut made: another cut since (for overload)
+    /// lowered its goodput too.
+    generation: u64,
+    /// Whether the sender was alone when the probe began.
+    alone: bool,
 }
 
 #[derive(Debug)]
@@ -683,23 +688,23 @@ impl Controller {
     }
 
     /// What a restart starts from. A baseline taken anew that no probe has
-    /// either brought back or confirmed (a probe of a sender alone that
-    /// found no queue of its own) is remembered as the one before it: the
-    /// new one may be the senders' own queue, and a restarted sender
-    /// trusting it would probe nothing (no [`Raised`] comes with a record). Senders that
-    /// share a spool each start from the record one of them last wrote,
-    /// so with one killed and started again every 0.7 s (the bench's chaos
-    /// row) each raise became every later sender's floor: their limits
-    /// summed to 100 in flight at 3 ms in the first second and to 380 at
-    /// 12 ms after six, where 64 in all was best. If the receiver really
-    /// is slower, two cuts that do not help take the baseline anew within
-    /// a few windows.
+    /// either brought back or confirmed (at half the load, no less latency,
+    /// for a sender alone) is remembered as the one before it: the new one
+    /// may be the senders' own queue, and a restarted sender trusting it
+    /// would probe nothing (no [`Raised`] comes with a record). Senders
+    /// that share a spool each start from the record one of them last
+    /// wrote, so with one killed and started again every 0.7 s (the
+    /// bench's chaos row) each raise became every later sender's floor:
+    /// their limits summed to 100 in flight at 3 ms in the first second
+    /// and to 380 at 12 ms after six, where 64 in all was best. If the
+    /// receiver really is slower whatever the load, two cuts that do not
+    /// help take the baseline anew within a few windows.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             limit: self.limit(),
             baseline: match (&self.raised, self.baseline) {
-                (Some(raised), Some(baseline)) if !raised.confirmed => {
-                    Some(raised.from.min(baseline))
+                (Some(raised), Some(baseline)) => {
+                    Some(raised.confirmed.unwrap_or(raised.from).min(baseline))
                 }
                 (_, baseline) => baseline,
             },
@@ -1471,7 +1476,9 @@ impl Controller {
                     from,
                     probe_at: now + PROBE_FIRST,
                     wait: PROBE_FIRST,
-                    confirmed: false,
+                    // A raise on top of a confirmed one: a restart starts
+                    // from the confirmed one until this one is too.
+                    confirmed: self.raised.as_ref().and_then(|r| r.confirmed),
                 });
                 baseline = mean;
                 self.gradient.clear();
@@ -1496,10 +1503,13 @@ impl Controller {
             && window.saturated
             && !self.slow_start
         {
+            let alone = self.alone();
+            self.cut(PROBE_CUT);
             self.probing = Some(Probe {
                 goodput_before: self.goodput,
+                generation: self.generation,
+                alone,
             });
-            self.cut(PROBE_CUT);
             self.settling = true;
             return;
         }
@@ -1526,7 +1536,7 @@ impl Controller {
             // look can miss one that started with it (that one sees the
             // first at its own first look), so alone means alone at two
             // looks in a row.
-            let gain = if self.alone_looks >= ALONE_LOOKS && ratio <= STARTUP_FLAT {
+            let gain = if self.alone() && ratio <= STARTUP_FLAT {
                 STARTUP_FAST_GAIN
             } else {
                 2.0
@@ -1554,9 +1564,22 @@ impl Controller {
         goodput: Option<f64>,
         now: Instant,
     ) -> bool {
-        let found = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND
+        let lower = mean.as_secs_f64() < baseline.as_secs_f64() * PROBE_FOUND;
+        let found = lower
             && (probe.goodput_before.zip(goodput))
                 .is_some_and(|(before, g)| g >= before * PROBE_GOODPUT_KEPT);
+        // The receiver's latency beyond doubt: half the load and no less
+        // latency, a sender alone from start to end, no other cut between.
+        // Shared, the others fill what the probe gives up and its goodput
+        // falls whoever's queue the latency is; a lower latency at less
+        // goodput may be a receiver whose latency grows with its load, or
+        // the sender's own queue behind a goodput that one window scattered.
+        let confirms = !lower
+            && probe.alone
+            && self.alone()
+            && probe.generation == self.generation
+            && probe.goodput_before.is_some()
+            && goodput.is_some();
         if !found {
             self.limit = (self.limit / PROBE_CUT).min(self.max as f64);
             self.generation += 1;
@@ -1569,12 +1592,18 @@ impl Controller {
                 (raised.wait * 2).min(PROBE_MOST)
             };
             raised.probe_at = now + raised.wait;
-            // Shared, the others fill what the probe gives up, and its
-            // goodput falls whoever's queue the latency is: that confirms
-            // nothing.
-            raised.confirmed |= !found && !self.shared;
+            if found {
+                raised.confirmed = None;
+            } else if confirms {
+                raised.confirmed = Some(baseline);
+            }
         }
         found
+    }
+
+    /// No other sender on the spool, at the last looks in a row.
+    fn alone(&self) -> bool {
+        !self.shared && self.alone_looks >= ALONE_LOOKS
     }
 
     /// How much goodput rises with the limit, d ln(goodput) / d ln(limit),
@@ -2059,7 +2088,15 @@ mod tests {
     /// the latency there, 240 in flight where 40 fill the pipe, until a
     /// probe halved the load and found it.
     fn slower_then_recovered(receiver_after: Duration) -> Controller {
+        slower_then_recovered_shared(receiver_after, false)
+    }
+
+    fn slower_then_recovered_shared(receiver_after: Duration, shared: bool) -> Controller {
         let mut c = at(40, Some(10 * MS));
+        // Two looks in a row that found no other sender, or one that did.
+        for _ in 0..2 {
+            c.set_shared(shared);
+        }
         let mut clock = Clock::new();
         let mut phase = |c: &mut Controller, receiver: Duration, seconds: u64| {
             let until = clock.0 + Duration::from_secs(seconds);
@@ -2080,6 +2117,18 @@ mod tests {
         let c = slower_then_recovered(10 * MS);
         assert!(c.baseline() <= Some(15 * MS), "{:?}", c.baseline());
         assert!(c.limit() <= 80, "{}", c.limit());
+        let remembered = c.snapshot().baseline;
+        assert!(remembered <= Some(15 * MS), "{remembered:?}");
+    }
+
+    /// Shared, a probe's goodput falls as the others fill what it gives
+    /// up, whoever's queue the latency is: it confirms nothing, and a
+    /// restart starts from the baseline before the raise.
+    #[test]
+    fn a_shared_sender_s_probes_never_confirm_a_raised_baseline() {
+        let c = slower_then_recovered_shared(40 * MS, true);
+        assert!(c.baseline() >= Some(35 * MS), "{:?}", c.baseline());
+        assert_eq!(c.snapshot().baseline, Some(10 * MS));
     }
 
     #[test]
