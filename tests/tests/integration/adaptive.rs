@@ -409,6 +409,10 @@ fn the_reporter_shows_the_pace_of_live_senders_only() {
 /// of requests answered 503.
 #[test]
 fn three_senders_together_converge_on_the_capacity() {
+    passes_once_in_two(three_senders_converge);
+}
+
+fn three_senders_converge() -> Result<(), String> {
     let tuned = run_senders(1, 3000, "", &["--concurrency", "8"]);
     let three = run_senders(3, 3000, "", &[]);
     let rejected = three.overloaded as f64 / three.requests as f64;
@@ -422,8 +426,28 @@ fn three_senders_together_converge_on_the_capacity() {
         rejected * 100.0,
         three.peak_open
     );
-    assert!(rejected <= 0.05, "{rejected:.3} of requests answered 503");
-    assert!(ratio <= 1.3, "took {ratio:.2}× the hand-tuned run");
+    if rejected > 0.05 {
+        return Err(format!("{rejected:.3} of requests answered 503"));
+    }
+    if ratio > 1.3 {
+        return Err(format!("took {ratio:.2}× the hand-tuned run"));
+    }
+    Ok(())
+}
+
+/// Runs a test of pace once more if its first run missed, and fails if
+/// the second misses too. Among the whole suite on CI's two cores, a debug
+/// sender can be its own bottleneck for a whole run, or three senders can
+/// meet a rare start (docs/performance.md, "The capacity test's flake");
+/// the benchmark, not these tests, measures pace. Both runs' figures are
+/// printed.
+fn passes_once_in_two(test: fn() -> Result<(), String>) {
+    if let Err(first) = test() {
+        eprintln!("missed once ({first}); running again");
+        if let Err(second) = test() {
+            panic!("missed twice: {first}; then {second}");
+        }
+    }
 }
 
 /// Issue 12's second receiver: one whose latency grows with the requests
@@ -443,6 +467,10 @@ fn three_senders_together_converge_on_the_capacity() {
 /// latency would be a second for 1% more goodput.
 #[test]
 fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
+    passes_once_in_two(settles_near_the_knee);
+}
+
+fn settles_near_the_knee() -> Result<(), String> {
     let rx = Receiver::start();
     rx.queueing(Duration::from_millis(40), Duration::from_millis(4));
     let spool = TestSpool::new();
@@ -465,11 +493,13 @@ fn against_a_receiver_that_slows_with_load_the_limit_settles_near_the_knee() {
         "limit {low}..{high}, median {median}; peak {} open",
         rx.peak_open()
     );
-    assert!(
-        (40..=200).contains(&median) && high <= 300,
-        "limit {low}..{high}, median {median}"
-    );
-    assert!(rx.peak_open() <= 300, "peak {} open", rx.peak_open());
+    if !((40..=200).contains(&median) && high <= 300) {
+        return Err(format!("limit {low}..{high}, median {median}"));
+    }
+    if rx.peak_open() > 300 {
+        return Err(format!("peak {} open", rx.peak_open()));
+    }
+    Ok(())
 }
 
 /// A receiver's `Retry-After` still decides when a file is tried again,
